@@ -1,0 +1,42 @@
+"""Exceptions that library code raises and the CLI turns into one-line messages.
+
+Every error carries the file (or run) it concerns and the problem, so the CLI edge
+can print ``path: problem`` and exit with code 2 without a traceback.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CkptauditError(Exception):
+    """Base class: an input or usage problem that the user can fix (exit code 2)."""
+
+    def __init__(self, problem: str, path: str | Path | None = None) -> None:
+        self.problem = problem
+        self.path = None if path is None else str(path)
+        super().__init__(f"{self.path}: {problem}" if self.path else problem)
+
+
+class RunFormatError(CkptauditError):
+    """A run folder, run.json, meta.json or prediction file is missing or malformed."""
+
+
+class ValSetChangedError(RunFormatError):
+    """Validation targets or ids differ between checkpoints of one run."""
+
+
+class MetricError(CkptauditError):
+    """A metric spec is unknown, malformed or does not apply to a run's task."""
+
+
+class UsageError(CkptauditError):
+    """Options that contradict each other or name something that does not exist."""
+
+
+class LockedError(CkptauditError):
+    """Another process holds a run's lock (for example a concurrent prune)."""
+
+
+class ConfigError(CkptauditError):
+    """A ckptaudit.toml or [tool.ckptaudit] table is malformed."""

@@ -1,0 +1,156 @@
+"""``rank``: re-score every checkpoint under any metric and order them best first.
+
+Ordering rule (documented in the README): best first by the first metric; ties go to
+the earlier epoch, then the earlier step, then the run and checkpoint name, so the
+order never depends on file names or modification times. A checkpoint that cannot be
+scored under the first metric is listed last, with the reason in ``notes``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Callable, Sequence
+
+from .metricspec import MetricSpec
+from .runs import Run, discover
+from .scoring import CheckpointScore, iter_scores, parse_metrics
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+ProgressFn = Callable[[int, int], None]
+
+
+@dataclass(frozen=True)
+class RankedRow:
+    """One checkpoint in a ranking."""
+
+    rank: int | None
+    run: str
+    checkpoint: str
+    epoch: int
+    step: int | None
+    values: dict[str, float | None]
+    notes: tuple[str, ...] = ()
+    flags: tuple[str, ...] = ()
+    interval: tuple[float, float] | None = None
+    path: Path | None = None
+
+    def as_dict(self, specs: Sequence[MetricSpec]) -> dict[str, object]:
+        """The JSON shape of a row: rank, run, checkpoint, epoch, step, one key per
+        metric as typed, notes and flags (plus ci95 when intervals were asked for)."""
+        out: dict[str, object] = {
+            "rank": self.rank,
+            "run": self.run,
+            "checkpoint": self.checkpoint,
+            "epoch": self.epoch,
+            "step": self.step,
+        }
+        for spec in specs:
+            out[spec.text] = self.values.get(spec.text)
+        if self.interval is not None:
+            out["ci95"] = list(self.interval)
+        out["flags"] = list(self.flags)
+        out["notes"] = list(self.notes)
+        return out
+
+
+@dataclass(frozen=True)
+class Ranking:
+    """The result of :func:`rank_checkpoints`: rows best first, and every problem met
+    reading the input (each also noted on its row)."""
+
+    specs: tuple[MetricSpec, ...]
+    rows: tuple[RankedRow, ...]
+    problems: tuple[str, ...] = ()
+    runs: tuple[Run, ...] = field(default=(), repr=False)
+
+    @property
+    def metric_names(self) -> list[str]:
+        """The metric specs as the user typed them."""
+        return [s.text for s in self.specs]
+
+
+def order_scores(scores: Sequence[CheckpointScore], spec: MetricSpec, index: int = 0) -> list[CheckpointScore]:
+    """Scores best first under ``spec`` (value at ``index``), unscorable last."""
+    sign = -1.0 if spec.maximize else 1.0
+
+    def key(s: CheckpointScore) -> tuple:
+        v = s.values[index]
+        return (v is None, 0.0 if v is None else sign * v, s.checkpoint.epoch,
+                -1 if s.checkpoint.step is None else s.checkpoint.step, s.run.name, s.checkpoint.name)
+
+    return sorted(scores, key=key)
+
+
+def score_runs(runs: Sequence[Run], specs: Sequence[MetricSpec], progress: ProgressFn | None = None) -> list[CheckpointScore]:
+    """Score every checkpoint of every run (streamed: one prediction file at a time)."""
+    total = sum(len(r.checkpoints) for r in runs)
+    done = 0
+    out: list[CheckpointScore] = []
+    for run in runs:
+        for score in iter_scores(run, specs):
+            out.append(score)
+            done += 1
+            if progress is not None:
+                progress(done, total)
+    return out
+
+
+def rank_checkpoints(
+    paths: Sequence[str | Path],
+    metrics: Sequence[str],
+    *,
+    mode: str | None = None,
+    top: int | None = None,
+    per_run: bool = False,
+    progress: ProgressFn | None = None,
+) -> Ranking:
+    """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
+
+    Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame.
+    """
+    runs = discover(paths)
+    specs = parse_metrics(metrics, runs, mode)
+    scores = score_runs(runs, specs, progress)
+    ordered = order_scores(scores, specs[0])
+    if per_run:
+        best: dict[str, CheckpointScore] = {}
+        for s in ordered:
+            best.setdefault(s.run.name, s)
+        ordered = [s for s in ordered if best[s.run.name] is s]
+    rows: list[RankedRow] = []
+    next_rank = 1
+    for s in ordered:
+        scored = s.values[0] is not None
+        rows.append(
+            RankedRow(
+                rank=next_rank if scored else None,
+                run=s.run.name,
+                checkpoint=s.checkpoint.name,
+                epoch=s.checkpoint.epoch,
+                step=s.checkpoint.step,
+                values={spec.text: v for spec, v in zip(specs, s.values)},
+                notes=s.notes,
+                path=s.checkpoint.path,
+            )
+        )
+        next_rank += scored
+    if top is not None:
+        rows = rows[:top]
+    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1])
+    return Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs))
+
+
+def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ranking:
+    """A copy of ``ranking`` whose rows carry audit finding codes."""
+    rows = tuple(replace(r, flags=tuple(flags.get((r.run, r.checkpoint), ()))) for r in ranking.rows)
+    return replace(ranking, rows=rows)
+
+
+def to_dataframe(ranking: Ranking) -> pd.DataFrame:
+    """The ranking as a pandas DataFrame, one row per checkpoint, best first."""
+    import pandas as pd
+
+    return pd.DataFrame([r.as_dict(ranking.specs) for r in ranking.rows])

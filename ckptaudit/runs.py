@@ -1,0 +1,373 @@
+"""Reading the run format ``ckptaudit/1`` (see docs/format.md).
+
+A *run* is any folder holding ``run.json``; its checkpoints are the folders directly
+inside ``checkpoints/``, each with ``meta.json`` and, to be scored, ``val.npz``. This
+module finds runs under the paths a user gives, reads their metadata eagerly (it is
+small) and their prediction arrays lazily, one checkpoint at a time, so memory stays
+bounded by one checkpoint whatever the size of a sweep. Prediction files are read with
+``allow_pickle=False``: nothing in a run can execute code.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+
+from .errors import RunFormatError, ValSetChangedError
+
+FORMAT = "ckptaudit/1"
+TASKS = ("binary", "multiclass", "multilabel", "regression")
+OUTPUTS = ("probability", "logit", "label", "value")
+RUN_FILE = "run.json"
+META_FILE = "meta.json"
+CHECKPOINTS_DIR = "checkpoints"
+SPLITS = ("val", "train")
+
+
+def is_in_progress(name: str) -> bool:
+    """A checkpoint folder still being written: ignored by every command."""
+    return name.startswith(".") or name.endswith(".tmp")
+
+
+@dataclass(frozen=True)
+class SelectedBy:
+    """What training used to pick its best checkpoint (run.json ``selected_by``)."""
+
+    metric: str
+    mode: str | None
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """One checkpoint folder and its meta.json."""
+
+    path: Path
+    name: str
+    epoch: int
+    step: int | None
+    logged: dict[str, float]
+
+    @property
+    def order_key(self) -> tuple[int, int, str]:
+        """Checkpoints are ordered by epoch, then step, never by name or mtime."""
+        return (self.epoch, -1 if self.step is None else self.step, self.name)
+
+    def split_file(self, split: str) -> Path:
+        """Path of ``val.npz`` or ``train.npz``."""
+        return self.path / f"{split}.npz"
+
+    def has_split(self, split: str) -> bool:
+        """Whether the checkpoint recorded predictions for ``split``."""
+        return self.split_file(split).is_file()
+
+
+@dataclass(frozen=True)
+class Run:
+    """A run: its run.json fields and its checkpoints in epoch order."""
+
+    path: Path
+    name: str
+    task: str
+    output: str
+    classes: tuple[str, ...] | None
+    positive_class: int
+    selected_by: SelectedBy | None
+    chosen: str | None
+    checkpoints: tuple[Checkpoint, ...]
+    raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def checkpoint(self, name: str) -> Checkpoint | None:
+        """The checkpoint called ``name``, or None."""
+        return next((c for c in self.checkpoints if c.name == name), None)
+
+    def logged_names(self) -> set[str]:
+        """Every metric name logged by any checkpoint."""
+        return {k for c in self.checkpoints for k in c.logged}
+
+
+@dataclass(frozen=True)
+class Predictions:
+    """One split of one checkpoint: ``target``, ``output`` and the optional
+    ``ids`` and ``input_hash`` arrays."""
+
+    path: Path
+    target: np.ndarray
+    output: np.ndarray
+    ids: np.ndarray | None = None
+    input_hash: np.ndarray | None = None
+
+    @property
+    def n(self) -> int:
+        """Number of rows."""
+        return int(self.target.shape[0])
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return json.load(fh)
+    except FileNotFoundError:
+        raise RunFormatError(f"no {path.name}", path.parent) from None
+    except json.JSONDecodeError as exc:
+        raise RunFormatError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise RunFormatError(f"cannot read: {exc}", path) from None
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read one checkpoint folder's meta.json."""
+    meta_path = path / META_FILE
+    meta = _read_json(meta_path)
+    if not isinstance(meta, dict):
+        raise RunFormatError("must hold a JSON object", meta_path)
+    epoch = meta.get("epoch")
+    if not _is_int(epoch):
+        raise RunFormatError("'epoch' is required and must be an integer", meta_path)
+    step = meta.get("step")
+    if step is not None and not _is_int(step):
+        raise RunFormatError("'step' must be an integer", meta_path)
+    logged_raw = meta.get("logged") or {}
+    if not isinstance(logged_raw, dict):
+        raise RunFormatError("'logged' must be an object of metric name to number", meta_path)
+    logged: dict[str, float] = {}
+    for key, value in logged_raw.items():
+        if value is None:
+            logged[key] = math.nan
+        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            logged[key] = float(value)
+        else:
+            raise RunFormatError(f"logged {key!r} must be a number, got {value!r}", meta_path)
+    return Checkpoint(path=path, name=path.name, epoch=epoch, step=step, logged=logged)
+
+
+def read_run(path: str | Path, name: str | None = None) -> Run:
+    """Read a run folder: run.json and every checkpoint's meta.json."""
+    path = Path(path)
+    run_file = path / RUN_FILE
+    raw = _read_json(run_file)
+    if not isinstance(raw, dict):
+        raise RunFormatError("must hold a JSON object", run_file)
+    fmt = raw.get("format")
+    if fmt != FORMAT:
+        raise RunFormatError(f"unknown format {fmt!r} (this ckptaudit reads {FORMAT!r})", run_file)
+    task = raw.get("task")
+    if task not in TASKS:
+        raise RunFormatError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}", run_file)
+    output = raw.get("output")
+    if output not in OUTPUTS:
+        raise RunFormatError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}", run_file)
+    if (task == "regression") != (output == "value"):
+        raise RunFormatError(f"output {output!r} does not fit task {task!r} (regression runs use 'value')", run_file)
+    classes = raw.get("classes")
+    if classes is not None:
+        if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
+            raise RunFormatError("'classes' must be a list of names", run_file)
+        if task == "binary" and len(classes) != 2:
+            raise RunFormatError("a binary run has exactly 2 classes", run_file)
+        classes = tuple(classes)
+    positive = raw.get("positive_class", 1)
+    if not _is_int(positive) or positive not in (0, 1):
+        raise RunFormatError("'positive_class' must be 0 or 1", run_file)
+    selected = raw.get("selected_by")
+    selected_by = None
+    if selected is not None:
+        if not isinstance(selected, dict) or not isinstance(selected.get("metric"), str):
+            raise RunFormatError("'selected_by' must be {\"metric\": NAME, \"mode\": \"min\"|\"max\"}", run_file)
+        mode = selected.get("mode")
+        if mode not in (None, "min", "max"):
+            raise RunFormatError("'selected_by.mode' must be 'min' or 'max'", run_file)
+        selected_by = SelectedBy(selected["metric"], mode)
+    chosen = raw.get("chosen")
+    if chosen is not None and not isinstance(chosen, str):
+        raise RunFormatError("'chosen' must be a checkpoint name", run_file)
+
+    ckpt_dir = path / CHECKPOINTS_DIR
+    checkpoints: list[Checkpoint] = []
+    if ckpt_dir.is_dir():
+        for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
+            if is_in_progress(entry.name) or not entry.is_dir():
+                continue
+            checkpoints.append(read_checkpoint(Path(entry.path)))
+    checkpoints.sort(key=lambda c: c.order_key)
+    return Run(
+        path=path,
+        name=name if name is not None else str(path),
+        task=task,
+        output=output,
+        classes=classes,
+        positive_class=positive,
+        selected_by=selected_by,
+        chosen=chosen,
+        checkpoints=tuple(checkpoints),
+        raw=raw,
+    )
+
+
+def _walk_runs(root: Path) -> Iterator[Path]:
+    """Every folder below ``root`` holding run.json; a run's own subfolders are not
+    searched, and symlinked folders are not followed."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        if RUN_FILE in filenames:
+            dirnames[:] = []
+            yield Path(dirpath)
+            continue
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+
+
+def discover(paths: Iterable[str | Path]) -> list[Run]:
+    """Read every run named by ``paths``.
+
+    Each path may be a run, one checkpoint folder (the run is read with just that
+    checkpoint) or any folder holding runs at any depth (a sweep).
+    """
+    runs: list[Run] = []
+    seen: set[Path] = set()
+    for given in paths:
+        path = Path(given)
+        if not path.exists():
+            raise RunFormatError("no such file or folder", path)
+        if not path.is_dir():
+            raise RunFormatError("not a folder (give a run, a checkpoint folder or a folder of runs)", path)
+        if (path / RUN_FILE).is_file():
+            found = [(path, str(path))]
+        elif (path / META_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR and (path.parent.parent / RUN_FILE).is_file():
+            run = read_run(path.parent.parent, str(path.parent.parent))
+            only = tuple(c for c in run.checkpoints if c.name == path.name)
+            if not only:
+                raise RunFormatError("checkpoint is still being written (in-progress name)", path)
+            run = Run(**{**run.__dict__, "checkpoints": only})
+            if run.path.resolve() not in seen:
+                seen.add(run.path.resolve())
+                runs.append(run)
+            continue
+        else:
+            found = [(p, str(p)) for p in _walk_runs(path)]
+            if not found:
+                raise RunFormatError("no run.json found here or below", path)
+        for run_path, name in found:
+            key = run_path.resolve()
+            if key in seen:
+                continue
+            seen.add(key)
+            runs.append(read_run(run_path, name))
+    for run in runs:
+        if not run.checkpoints:
+            raise RunFormatError("the run has no checkpoints", run.path / CHECKPOINTS_DIR)
+    return runs
+
+
+def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) -> None:
+    task, kind = run.task, run.output
+    n = target.shape[0] if target.ndim else 0
+    if target.ndim == 0 or n == 0:
+        raise RunFormatError("'target' is empty", path)
+    if output.ndim == 0 or output.shape[0] != n:
+        raise RunFormatError(f"'target' has {n} rows but 'output' has {output.shape[0] if output.ndim else 0}", path)
+    if target.dtype.kind not in "biuf" or output.dtype.kind not in "biuf":
+        raise RunFormatError("'target' and 'output' must be numeric arrays", path)
+    if task == "regression":
+        if target.shape != output.shape or target.ndim > 2:
+            raise RunFormatError(f"regression 'target' {target.shape} and 'output' {output.shape} must have the same shape, (N,) or (N, D)", path)
+        return
+    if task in ("binary", "multiclass"):
+        if target.ndim != 1:
+            raise RunFormatError(f"'target' must be (N,) class indices, got shape {target.shape}", path)
+        if target.dtype.kind == "f" and not np.all(np.mod(target, 1) == 0):
+            raise RunFormatError("'target' must hold integer class indices", path)
+        if target.min() < 0:
+            raise RunFormatError("'target' holds a negative class index", path)
+    if task == "binary":
+        if target.max() > 1:
+            raise RunFormatError(f"a binary 'target' holds class {int(target.max())}; only 0 and 1 exist", path)
+        if kind == "label" and output.ndim != 1:
+            raise RunFormatError(f"label 'output' must be (N,), got {output.shape}", path)
+        if output.ndim == 2 and output.shape[1] != 2 or output.ndim > 2:
+            raise RunFormatError(f"binary 'output' must be (N,) or (N, 2), got {output.shape}", path)
+    elif task == "multiclass":
+        if kind == "label":
+            if output.ndim != 1:
+                raise RunFormatError(f"label 'output' must be (N,), got {output.shape}", path)
+            return
+        if output.ndim != 2:
+            raise RunFormatError(f"multiclass 'output' must be (N, C), got {output.shape}", path)
+        c = output.shape[1]
+        if run.classes is not None and len(run.classes) != c:
+            raise RunFormatError(f"'output' has {c} columns but run.json names {len(run.classes)} classes", path)
+        if target.max() >= c:
+            raise RunFormatError(f"'target' holds class {int(target.max())} but 'output' has only {c} columns", path)
+    elif task == "multilabel":
+        if target.ndim != 2 or output.shape != target.shape:
+            raise RunFormatError(f"multilabel 'target' {target.shape} and 'output' {output.shape} must both be (N, L)", path)
+        if not np.isin(target, (0, 1)).all():
+            raise RunFormatError("multilabel 'target' must hold 0/1", path)
+
+
+def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Predictions:
+    """Load and validate one split's arrays; raise :class:`RunFormatError` on any problem."""
+    path = checkpoint.split_file(split)
+    if not path.is_file():
+        raise RunFormatError(f"no {path.name}", checkpoint.path)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            files = set(npz.files)
+            missing = {"target", "output"} - files
+            if missing:
+                raise RunFormatError(f"missing array {', '.join(sorted(missing))}", path)
+            target = npz["target"]
+            output = npz["output"]
+            ids = npz["id"] if "id" in files else None
+            hashes = npz["input_hash"] if "input_hash" in files else None
+    except RunFormatError:
+        raise
+    except ValueError as exc:
+        # NOTE: object arrays would need pickle, which is never allowed.
+        raise RunFormatError(f"unreadable: {exc}", path) from None
+    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...: all "truncated or corrupt"
+        raise RunFormatError(f"unreadable (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
+    _check_shapes(run, path, target, output)
+    for label, arr in (("id", ids), ("input_hash", hashes)):
+        if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
+            raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)
+    return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
+
+
+class ValSetGuard:
+    """Checks that every checkpoint of a run was validated on the same rows.
+
+    Keeps only the first checkpoint's targets and ids, so memory stays bounded.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self._first: tuple[Checkpoint, np.ndarray, np.ndarray | None] | None = None
+
+    def problem(self, checkpoint: Checkpoint, preds: Predictions) -> str | None:
+        """A description of how ``preds`` differs from the first checkpoint's, or None."""
+        if self._first is None:
+            self._first = (checkpoint, preds.target, preds.ids)
+            return None
+        first, target, ids = self._first
+        if target.shape != preds.target.shape:
+            return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): {preds.n} rows, {target.shape[0]} at epoch {first.epoch}"
+        if not np.array_equal(target, preds.target):
+            changed = int(np.count_nonzero(np.any((target != preds.target).reshape(preds.n, -1), axis=1)))
+            return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): {changed} of {preds.n} targets differ from epoch {first.epoch}"
+        if (ids is None) != (preds.ids is None) or (ids is not None and not np.array_equal(ids, preds.ids)):
+            return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): sample ids differ from epoch {first.epoch}"
+        return None
+
+    def check(self, checkpoint: Checkpoint, preds: Predictions) -> None:
+        """Raise :class:`ValSetChangedError` when the validation set changed."""
+        problem = self.problem(checkpoint, preds)
+        if problem:
+            raise ValSetChangedError(problem, self.run.name)

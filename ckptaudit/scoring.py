@@ -1,0 +1,157 @@
+"""Scoring checkpoints: metric specs applied to one run's checkpoints, one at a time.
+
+:class:`RunScorer` binds parsed specs to a run (resolving class names, checking that
+each metric applies to the run's task, importing a user's function once) and
+:func:`iter_scores` streams a run's checkpoints, loading each prediction file once
+and computing every requested metric from it. A checkpoint that cannot be scored
+yields ``None`` values and a note that says why; it never stops the others.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+from dataclasses import dataclass
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import metrics
+from .errors import MetricError, RunFormatError
+from .metricspec import MetricSpec, check_applies, parse_metric
+from .runs import Checkpoint, Predictions, Run, ValSetGuard, read_predictions
+
+
+@dataclass(frozen=True)
+class CheckpointScore:
+    """Metric values of one checkpoint, in spec order (None where not scorable)."""
+
+    run: Run
+    checkpoint: Checkpoint
+    values: tuple[float | None, ...]
+    notes: tuple[str, ...]
+    unreadable: bool = False  #: the prediction file itself was missing or malformed
+
+
+def parse_metrics(texts: Sequence[str], runs: Sequence[Run], mode: str | None = None) -> list[MetricSpec]:
+    """Parse ``--metric`` values against the metric names the runs logged."""
+    if not texts:
+        raise MetricError("no metric given: pass --metric NAME (see `ckptaudit metrics`)")
+    logged = sorted({name for run in runs for name in run.logged_names()})
+    specs = [parse_metric(t, mode=mode, logged=logged) for t in texts]
+    seen: set[str] = set()
+    for spec in specs:
+        if spec.text in seen:
+            raise MetricError(f"metric {spec.text!r} given twice")
+        seen.add(spec.text)
+    return specs
+
+
+def _load_custom(spec: MetricSpec) -> Callable[..., float]:
+    module_name, _, func_name = spec.name.rpartition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:
+        raise MetricError(f"metric {spec.text!r}: cannot import {module_name!r}: {exc}") from None
+    func = getattr(module, func_name, None)
+    if not callable(func):
+        raise MetricError(f"metric {spec.text!r}: {module_name!r} has no function {func_name!r}")
+    return func
+
+
+class RunScorer:
+    """The specs of one scoring request, bound to one run."""
+
+    def __init__(self, run: Run, specs: Sequence[MetricSpec]) -> None:
+        self.run = run
+        bound: list[MetricSpec] = []
+        for spec in specs:
+            check_applies(spec, run.task, run.output, run.name)
+            try:
+                bound.append(spec.for_run(run.classes, run.task, run.positive_class))
+            except MetricError as exc:
+                raise MetricError(exc.problem, run.name) from None
+        self.specs = bound
+        self._custom = {s.text: _load_custom(s) for s in bound if s.source == "custom"}
+        self.needs_predictions = any(s.source != "logged" for s in bound)
+
+    def score(self, checkpoint: Checkpoint, preds: Predictions | None) -> tuple[tuple[float | None, ...], tuple[str, ...]]:
+        """Every spec's value on one checkpoint, and notes for the missing ones."""
+        values: list[float | None] = []
+        notes: list[str] = []
+        prep: metrics.Prepared | None = None
+        nonfinite = 0
+        if preds is not None:
+            bad = ~np.isfinite(preds.output) if preds.output.dtype.kind == "f" else None
+            nonfinite = int(np.count_nonzero(bad)) if bad is not None else 0
+            if nonfinite:
+                notes.append(f"{nonfinite} non-finite outputs (NaN/inf) in {preds.path.name}")
+            else:
+                prep = metrics.prepare(self.run.task, self.run.output, preds.target, preds.output, self.run.positive_class)
+        for spec in self.specs:
+            if spec.source == "logged":
+                value = checkpoint.logged.get(spec.name)
+                if value is None:
+                    notes.append(f"{spec.text}: not logged at this checkpoint")
+                elif not math.isfinite(value):
+                    notes.append(f"{spec.text}: logged value is {value}")
+                    value = None
+                values.append(value)
+                continue
+            if prep is None:
+                values.append(None)
+                continue
+            value = self._compute(spec, prep, preds)
+            if value is not None and not math.isfinite(value):
+                notes.append(f"{spec.text}: undefined on this validation set (for example a class with no rows)")
+                value = None
+            values.append(value)
+        return tuple(values), tuple(notes)
+
+    def _compute(self, spec: MetricSpec, prep: metrics.Prepared, preds: Predictions | None) -> float | None:
+        if spec.source == "custom":
+            assert preds is not None
+            scores = prep.proba if prep.proba is not None else prep.hard
+            if self.run.task == "binary":
+                target = preds.target
+            else:
+                target = prep.y
+            try:
+                return float(self._custom[spec.text](target, scores))
+            except Exception as exc:
+                raise MetricError(f"metric {spec.text!r} raised {type(exc).__name__}: {exc}", preds.path) from None
+        if spec.class_index is not None and spec.class_index >= max(prep.n_classes, 2):
+            raise MetricError(f"metric {spec.text!r}: class {spec.class_index} does not exist ({prep.n_classes} classes)", self.run.name)
+        return metrics.KERNELS[spec.name](prep, spec)
+
+
+def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True) -> Iterator[CheckpointScore]:
+    """Score a run's checkpoints in epoch order, one prediction file in memory at a time.
+
+    With ``guard`` a change of validation targets or ids between checkpoints raises
+    :class:`~ckptaudit.errors.ValSetChangedError`.
+    """
+    scorer = RunScorer(run, specs)
+    val_guard = ValSetGuard(run) if guard else None
+    for ckpt in run.checkpoints:
+        preds: Predictions | None = None
+        unreadable = False
+        read_note: tuple[str, ...] = ()
+        # NOTE: a run ranked only by logged metrics needs no val.npz, but one that has
+        # them is still checked for a changed validation set.
+        if scorer.needs_predictions or (val_guard is not None and ckpt.has_split("val")):
+            try:
+                preds = read_predictions(run, ckpt, "val")
+            except RunFormatError as exc:
+                unreadable = True
+                read_note = (str(exc),)
+        if preds is not None and val_guard is not None:
+            val_guard.check(ckpt, preds)
+        if unreadable and scorer.needs_predictions:
+            values: tuple[float | None, ...] = tuple(
+                ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
+            )
+            yield CheckpointScore(run, ckpt, values, read_note, unreadable=True)
+            continue
+        values, notes = scorer.score(ckpt, preds)
+        yield CheckpointScore(run, ckpt, values, read_note + notes, unreadable=unreadable)
