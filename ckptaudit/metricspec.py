@@ -198,6 +198,9 @@ def parse_metric(text: str, *, mode: str | None = None, logged: Iterable[str] = 
         raise MetricError(f"--mode must be max or min, not {user_mode!r}")
 
     if ":" in name:
+        head, _, rest = name.partition(":")
+        if head.lower() in BUILTINS or head.lower() in ALIASES or _FBETA_SHORT.match(head.lower()):
+            raise MetricError(f"metric {text!r}: option {rest!r} is not KEY=VALUE")
         if user_mode is None:
             raise MetricError(f"metric {text!r}: a custom function needs a direction: add :mode=max or :mode=min (or --mode)")
         if opts:
