@@ -104,7 +104,7 @@ def rank(
     per_run: Annotated[bool, typer.Option("--per-run", help="Show each run's best checkpoint only.")] = False,
     ci: Annotated[bool, typer.Option("--ci", help="Add a 95% bootstrap interval for the first metric.")] = False,
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for --ci.")] = 1000,
-    flags: Annotated[bool, typer.Option("--flags/--no-flags", help="Run the audit and list each row's finding codes.")] = True,
+    flags: Annotated[bool, typer.Option("--flags", help="Audit the runs (without the bootstrap) and list each row's finding codes.")] = False,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
@@ -126,8 +126,98 @@ def rank(
 
 
 def _decorate_ranking(ranking: Any, *, ci: bool, resamples: int, flags: bool) -> Any:
-    """Hook for intervals and audit flags (filled in by the audit module when present)."""
+    """Add bootstrap intervals and audit finding codes to a ranking, when asked for."""
+    from .ranking import with_flags, with_intervals
+
+    if ci:
+        ranking = with_intervals(ranking, resamples=resamples)
+    if flags:
+        from .audit import AuditOptions, audit_run
+
+        options = AuditOptions(metric=ranking.specs[0].text, noise=False)
+        codes: dict[tuple[str, str], list[str]] = {}
+        for run in ranking.runs:
+            for finding in audit_run(run, options).findings:
+                names = [finding.checkpoint] if finding.checkpoint else [c.name for c in run.checkpoints]
+                for name in names:
+                    codes.setdefault((run.name, name), []).append(finding.code)
+        ranking = with_flags(ranking, codes)
     return ranking
+
+
+class AuditFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+    github = "github"
+    junit = "junit"
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+    never = "never"
+
+
+ResamplesOpt = Annotated[int, typer.Option("--resamples", min=100, help="Paired-bootstrap resamples over validation rows.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (results are reproducible).")]
+
+
+@app.command()
+@handle_errors
+def audit(
+    paths: PathsArg,
+    metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Audit metric (default: balanced_accuracy for classification, f1 multilabel, mse regression).")] = None,
+    mode: ModeOpt = None,
+    fmt: Annotated[AuditFormat, typer.Option("--format", "-f", help="Output format.")] = AuditFormat.table,
+    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity.")] = FailOn.error,
+    select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these finding codes (comma-separated or repeated).")] = None,
+    ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these finding codes.")] = None,
+    resamples: ResamplesOpt = 1000,
+    seed: SeedOpt = 0,
+    imbalance: Annotated[float, typer.Option(help="Majority-class share from which the accuracy paradox is checked.")] = 0.8,
+    paradox_lift: Annotated[float, typer.Option(help="Share of the majority baseline's errors a model must remove.")] = 0.5,
+    paradox_recall: Annotated[float, typer.Option(help="Minimum recall of the rarest class.")] = 0.5,
+    margin: Annotated[float, typer.Option(help="Margin for val-beats-train and overfitting (absolute for metrics in [0,1], relative otherwise).")] = 0.02,
+    perfect: Annotated[float, typer.Option(help="Accuracy or R2 at or above this is near-perfect.")] = 0.999,
+    min_rows: Annotated[int, typer.Option(help="Fewer validation rows than this is a small validation set.")] = 100,
+    min_class_rows: Annotated[int, typer.Option(help="Fewer rows of the rarest class than this is a small validation set.")] = 20,
+    tie_fraction: Annotated[float, typer.Option(help="Share of checkpoints tied with the winner that makes winner-within-noise a warning.")] = 0.3,
+) -> None:
+    """Flag the accuracy paradox, leakage, overfitting and selection noise, with the numbers.
+
+    Exit 0 when no finding is at or above --fail-on, 1 otherwise, 2 on unreadable input.
+    """
+    from .audit import AuditOptions, audit_paths
+    from .findings import check_codes
+    from .render import render
+    from .views import findings_document
+
+    options = AuditOptions(
+        metric=metric, mode=mode, resamples=resamples, seed=seed, imbalance=imbalance, paradox_lift=paradox_lift,
+        paradox_recall=paradox_recall, margin=margin, perfect=perfect, min_rows=min_rows,
+        min_class_rows=min_class_rows, tie_fraction=tie_fraction,
+        select=tuple(check_codes(select, "--select")), ignore=tuple(check_codes(ignore, "--ignore")),
+    )
+    report = audit_paths(paths, options)
+    _emit(render(findings_document(report.findings, report.problems), fmt.value))
+    for problem in report.problems:
+        typer.echo(f"ckptaudit: error: {problem}", err=True)
+    if report.problems:
+        raise typer.Exit(int(ExitCode.ERROR))
+    if report.failed(fail_on.value):
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
+@app.command()
+@handle_errors
+def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. accuracy-paradox.")]) -> None:
+    """Explain a finding code: what it means, why it matters, benign causes, what to do."""
+    from .findings import explain as explain_code
+
+    _emit(explain_code(code))
 
 
 @app.command("metrics")

@@ -156,34 +156,39 @@ def confusion_matrix(y: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndar
     return np.bincount(y * n + pred, minlength=n * n).reshape(n, n)
 
 
-def counts(prep: Prepared, threshold: float | None) -> Counts:
-    """One-vs-rest confusion counts for every class (or label)."""
+def confusion(prep: Prepared, threshold: float | None) -> np.ndarray:
+    """The confusion matrix of a binary (class 1 = positive) or multiclass view."""
     pred = prep.labels(threshold)
     if prep.task == "binary":
         # NOTE: boolean counts are several times faster than a bincount of codes.
         pos = prep.y.view(bool)
-        pr = pred.view(bool) if pred.dtype == bool else pred.astype(bool)
-        n = pos.shape[0]
-        tp1 = np.count_nonzero(pos & pr)
-        fn1 = np.count_nonzero(pos) - tp1
-        fp1 = np.count_nonzero(pr) - tp1
-        tn1 = n - tp1 - fn1 - fp1
-        # class 0's view is class 1's mirrored
-        return Counts(np.array([tn1, tp1]), np.array([fn1, fp1]), np.array([fp1, fn1]), np.array([tp1, tn1]))
-    if prep.task == "multilabel":
-        y = prep.y.astype(bool)
-        p = pred.astype(bool)
-        tp = np.count_nonzero(y & p, axis=0)
-        fp = np.count_nonzero(~y & p, axis=0)
-        fn = np.count_nonzero(y & ~p, axis=0)
-        tn = y.shape[0] - tp - fp - fn
-        return Counts(tp, fp, fn, tn)
-    cm = confusion_matrix(prep.y, pred, prep.n_classes)
-    tp = np.diag(cm)
-    fp = cm.sum(axis=0) - tp
-    fn = cm.sum(axis=1) - tp
-    tn = cm.sum() - tp - fp - fn
+        pr = pred if pred.dtype == bool else pred.astype(bool)
+        tp = np.count_nonzero(pos & pr)
+        fn = np.count_nonzero(pos) - tp
+        fp = np.count_nonzero(pr) - tp
+        tn = pos.shape[0] - tp - fn - fp
+        return np.array([[tn, fp], [fn, tp]])
+    return confusion_matrix(prep.y, pred, prep.n_classes)
+
+
+def counts_from_confusion(cm: np.ndarray) -> Counts:
+    """One-vs-rest counts of every class of a confusion matrix, or of a batch of them
+    (shape (B, C, C) gives counts of shape (B, C))."""
+    tp = np.diagonal(cm, axis1=-2, axis2=-1)
+    fp = cm.sum(axis=-2) - tp
+    fn = cm.sum(axis=-1) - tp
+    tn = cm.sum(axis=(-2, -1))[..., None] - tp - fp - fn
     return Counts(tp, fp, fn, tn)
+
+
+def multilabel_counts(prep: Prepared, threshold: float | None) -> Counts:
+    """Per-label counts of a multilabel view."""
+    y = prep.y.astype(bool)
+    p = prep.labels(threshold).astype(bool)
+    tp = np.count_nonzero(y & p, axis=0)
+    fp = np.count_nonzero(~y & p, axis=0)
+    fn = np.count_nonzero(y & ~p, axis=0)
+    return Counts(tp, fp, fn, y.shape[0] - tp - fp - fn)
 
 
 def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
@@ -194,74 +199,41 @@ def _ratio(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reduce(per_class: np.ndarray, c: Counts, spec: MetricSpec, prep: Prepared,
-            micro: Callable[[Counts], float]) -> float:
-    """Apply the spec's class selection or averaging to per-class values."""
-    if spec.class_index is not None:
-        return float(per_class[spec.class_index])
-    average = spec.average
-    if average is None:
-        average = "binary" if prep.task == "binary" else "macro"
-    if average == "binary":
-        return float(per_class[1])
-    if average == "macro":
-        return float(per_class[: prep.n_classes].mean())
-    if average == "weighted":
-        support = c.support[: prep.n_classes].astype(np.float64)
-        total = support.sum()
-        return float((per_class[: prep.n_classes] * support).sum() / total) if total else 0.0
-    if average == "micro":
-        summed = Counts(*(np.atleast_1d(a[: prep.n_classes].sum()) for a in (c.tp, c.fp, c.fn, c.tn)))
-        return micro(summed)
-    raise MetricError(f"unknown average {average!r}")
-
-
-def _per_class_metric(fn: Callable[[Counts], np.ndarray]) -> Callable[[Prepared, MetricSpec], float]:
-    def kernel(prep: Prepared, spec: MetricSpec) -> float:
-        c = counts(prep, spec.threshold)
-        return _reduce(fn(c), c, spec, prep, lambda s: float(fn(s)[0]))
-
-    return kernel
-
-
 def _fbeta_values(c: Counts, beta: float) -> np.ndarray:
     b2 = beta * beta
     return _ratio((1 + b2) * c.tp, (1 + b2) * c.tp + b2 * c.fn + c.fp)
 
 
-precision = _per_class_metric(lambda c: _ratio(c.tp, c.tp + c.fp))
-recall = _per_class_metric(lambda c: _ratio(c.tp, c.tp + c.fn))
-specificity = _per_class_metric(lambda c: _ratio(c.tn, c.tn + c.fp))
-npv = _per_class_metric(lambda c: _ratio(c.tn, c.tn + c.fn))
+#: per-class values of the one-vs-rest metrics, from counts
+PER_CLASS: dict[str, Callable[[Counts, MetricSpec], np.ndarray]] = {
+    "precision": lambda c, s: _ratio(c.tp, c.tp + c.fp),
+    "recall": lambda c, s: _ratio(c.tp, c.tp + c.fn),
+    "specificity": lambda c, s: _ratio(c.tn, c.tn + c.fp),
+    "npv": lambda c, s: _ratio(c.tn, c.tn + c.fn),
+    "f1": lambda c, s: _fbeta_values(c, 1.0),
+    "fbeta": lambda c, s: _fbeta_values(c, 1.0 if s.beta is None else s.beta),
+}
 
 
-def f1(prep: Prepared, spec: MetricSpec) -> float:
-    c = counts(prep, spec.threshold)
-    return _reduce(_fbeta_values(c, 1.0), c, spec, prep, lambda s: float(_fbeta_values(s, 1.0)[0]))
-
-
-def fbeta(prep: Prepared, spec: MetricSpec) -> float:
-    beta = 1.0 if spec.beta is None else spec.beta
-    c = counts(prep, spec.threshold)
-    return _reduce(_fbeta_values(c, beta), c, spec, prep, lambda s: float(_fbeta_values(s, beta)[0]))
-
-
-def accuracy(prep: Prepared, spec: MetricSpec) -> float:
-    pred = prep.labels(spec.threshold)
-    if prep.task == "multilabel":
-        # NOTE: subset accuracy, as scikit-learn's accuracy_score defines it for multilabel.
-        return float(np.all(pred == prep.y, axis=1).mean())
-    return float(np.count_nonzero(pred == prep.y) / prep.y.shape[0])
-
-
-def balanced_accuracy(prep: Prepared, spec: MetricSpec) -> float:
-    c = counts(prep, spec.threshold)
-    if prep.task == "multilabel":
-        tpr = _ratio(c.tp, c.tp + c.fn)
-        tnr = _ratio(c.tn, c.tn + c.fp)
-        return float(((tpr + tnr) / 2).mean())
-    present = c.support > 0
-    return float((c.tp[present] / c.support[present]).mean())
+def _reduce(name: str, c: Counts, spec: MetricSpec, task: str, n_classes: int) -> np.ndarray:
+    """A per-class metric under the spec's class selection or averaging; works on counts
+    of shape (C,) and on batches of shape (B, C)."""
+    per_class = PER_CLASS[name](c, spec)
+    if spec.class_index is not None:
+        return per_class[..., spec.class_index]
+    average = spec.average or ("binary" if task == "binary" else "macro")
+    if average == "binary":
+        return per_class[..., 1]
+    if average == "macro":
+        return per_class[..., :n_classes].mean(axis=-1)
+    if average == "weighted":
+        support = c.support[..., :n_classes].astype(np.float64)
+        total = support.sum(axis=-1)
+        return _ratio((per_class[..., :n_classes] * support).sum(axis=-1), total)
+    if average == "micro":
+        summed = Counts(*(a[..., :n_classes].sum(axis=-1, keepdims=True) for a in (c.tp, c.fp, c.fn, c.tn)))
+        return PER_CLASS[name](summed, spec)[..., 0]
+    raise MetricError(f"unknown average {average!r}")
 
 
 def _mcc_from_cm(cm: np.ndarray) -> float:
@@ -281,18 +253,8 @@ def _binary_cm(c: Counts, i: int) -> np.ndarray:
     return np.array([[c.tn[i], c.fp[i]], [c.fn[i], c.tp[i]]])
 
 
-def mcc(prep: Prepared, spec: MetricSpec) -> float:
-    if prep.task == "multilabel" or spec.class_index is not None:
-        c = counts(prep, spec.threshold)
-        if spec.class_index is not None:
-            return _mcc_from_cm(_binary_cm(c, spec.class_index))
-        return float(np.mean([_mcc_from_cm(_binary_cm(c, i)) for i in range(prep.n_classes)]))
-    cm = confusion_matrix(prep.y, prep.labels(spec.threshold), prep.n_classes)
-    return _mcc_from_cm(cm)
-
-
-def cohen_kappa(prep: Prepared, spec: MetricSpec) -> float:
-    cm = confusion_matrix(prep.y, prep.labels(spec.threshold), prep.n_classes).astype(np.float64)
+def _kappa_from_cm(cm: np.ndarray) -> float:
+    cm = cm.astype(np.float64)
     sum0 = cm.sum(axis=0)
     sum1 = cm.sum(axis=1)
     expected = np.outer(sum0, sum1) / sum0.sum()
@@ -301,6 +263,65 @@ def cohen_kappa(prep: Prepared, spec: MetricSpec) -> float:
     if den == 0:
         return float("nan")
     return float(1.0 - cm[off].sum() / den)
+
+
+def from_confusion(cm: np.ndarray, spec: MetricSpec, task: str, n_classes: int) -> float:
+    """Any confusion-based metric of a binary or multiclass run, from its confusion matrix."""
+    return float(from_confusions(cm[None], spec, task, n_classes)[0])
+
+
+def from_confusions(cms: np.ndarray, spec: MetricSpec, task: str, n_classes: int) -> np.ndarray:
+    """The metric of each confusion matrix in a (B, C, C) batch, vectorised.
+
+    The bootstrap calls this on thousands of resampled matrices at once, so it must not
+    look at rows.
+    """
+    name = spec.name
+    if name == "accuracy":
+        return np.trace(cms, axis1=1, axis2=2) / cms.sum(axis=(1, 2))
+    c = counts_from_confusion(cms)
+    if name in PER_CLASS:
+        return np.asarray(_reduce(name, c, spec, task, n_classes), dtype=np.float64)
+    if name == "balanced_accuracy":
+        support = c.support
+        present = support > 0
+        recall = _ratio(c.tp, support)
+        return (recall * present).sum(axis=1) / present.sum(axis=1)
+    if name == "mcc":
+        if spec.class_index is not None:
+            i = spec.class_index
+            return np.array([_mcc_from_cm(np.array([[c.tn[b, i], c.fp[b, i]], [c.fn[b, i], c.tp[b, i]]]))
+                             for b in range(cms.shape[0])])
+        return np.array([_mcc_from_cm(m) for m in cms])
+    if name == "cohen_kappa":
+        return np.array([_kappa_from_cm(m) for m in cms])
+    raise MetricError(f"{name} is not a confusion-matrix metric")
+
+
+def _multilabel(prep: Prepared, spec: MetricSpec) -> float:
+    pred = prep.labels(spec.threshold)
+    if spec.name == "accuracy":
+        # NOTE: subset accuracy, as scikit-learn's accuracy_score defines it for multilabel.
+        return float(np.all(pred == prep.y, axis=1).mean())
+    c = multilabel_counts(prep, spec.threshold)
+    if spec.name in PER_CLASS:
+        return float(_reduce(spec.name, c, spec, prep.task, prep.n_classes))
+    if spec.name == "balanced_accuracy":
+        tpr = _ratio(c.tp, c.tp + c.fn)
+        tnr = _ratio(c.tn, c.tn + c.fp)
+        return float(((tpr + tnr) / 2).mean())
+    if spec.name == "mcc":
+        if spec.class_index is not None:
+            return _mcc_from_cm(_binary_cm(c, spec.class_index))
+        return float(np.mean([_mcc_from_cm(_binary_cm(c, i)) for i in range(prep.n_classes)]))
+    raise MetricError(f"{spec.name} is not defined for multilabel runs")
+
+
+def label_metric(prep: Prepared, spec: MetricSpec) -> float:
+    """Kernel of every confusion-based metric (accuracy, recall, f1, mcc, ...)."""
+    if prep.task == "multilabel":
+        return _multilabel(prep, spec)
+    return from_confusion(confusion(prep, spec.threshold), spec, prep.task, prep.n_classes)
 
 
 # --------------------------------------------------------------------------- score-based
@@ -474,16 +495,9 @@ def r2(prep: Prepared, spec: MetricSpec) -> float:
 
 
 KERNELS: dict[str, Callable[[Prepared, MetricSpec], float]] = {
-    "accuracy": accuracy,
-    "balanced_accuracy": balanced_accuracy,
-    "precision": precision,
-    "recall": recall,
-    "f1": f1,
-    "fbeta": fbeta,
-    "specificity": specificity,
-    "npv": npv,
-    "mcc": mcc,
-    "cohen_kappa": cohen_kappa,
+    **{name: label_metric for name in (
+        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "fbeta",
+        "specificity", "npv", "mcc", "cohen_kappa")},
     "roc_auc": roc_auc,
     "average_precision": average_precision,
     "log_loss": log_loss,

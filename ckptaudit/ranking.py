@@ -149,6 +149,31 @@ def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ran
     return replace(ranking, rows=rows)
 
 
+def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) -> Ranking:
+    """A copy of ``ranking`` whose rows carry a 95% bootstrap interval of the first metric
+    (built-in metrics only; reads each checkpoint's predictions again, one at a time)."""
+    from . import bootstrap, metrics
+    from .runs import read_predictions
+    from .scoring import RunScorer
+
+    spec = ranking.specs[0]
+    if not bootstrap.supports(spec):
+        return ranking
+    runs = {r.name: r for r in ranking.runs}
+    bound = {name: RunScorer(run, [spec]).specs[0] for name, run in runs.items()}
+    rows = []
+    for row in ranking.rows:
+        run = runs[row.run]
+        ckpt = run.checkpoint(row.checkpoint)
+        interval = None
+        if row.values.get(spec.text) is not None and ckpt is not None:
+            preds = read_predictions(run, ckpt)
+            prep = metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+            interval = bootstrap.interval(bound[row.run], prep, resamples=resamples, seed=seed)
+        rows.append(replace(row, interval=interval))
+    return replace(ranking, rows=tuple(rows))
+
+
 def to_dataframe(ranking: Ranking) -> pd.DataFrame:
     """The ranking as a pandas DataFrame, one row per checkpoint, best first."""
     import pandas as pd

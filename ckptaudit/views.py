@@ -6,8 +6,11 @@ choose the columns people read in a terminal and the records scripts parse from 
 
 from __future__ import annotations
 
+from typing import Sequence
+
+from .findings import Finding
 from .ranking import Ranking
-from .render import Document
+from .render import Check, Document
 
 
 def ranking_document(ranking: Ranking, *, show_ci: bool = False) -> Document:
@@ -36,4 +39,21 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False) -> Document:
         rows=rows,
         records=[r.as_dict(ranking.specs) for r in ranking.rows],
         footer=footer,
+    )
+
+
+def findings_document(findings: Sequence[Finding], problems: Sequence[str] = ()) -> Document:
+    """Columns: severity, code, run, checkpoint, message; JSON: the list of findings."""
+    rows = [[f.severity, f.code, f.run, f.checkpoint or "-", f.message] for f in findings]
+    counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
+    footer = [f"{len(findings)} finding(s): {counts['error']} error, {counts['warning']} warning, {counts['info']} info"]
+    checks = [Check(name=f"{f.code} {f.run}" + (f" {f.checkpoint}" if f.checkpoint else ""), ok=False,
+                    message=f.message, severity=f.severity, file=f.run) for f in findings]
+    return Document(
+        title="ckptaudit audit",
+        columns=["severity", "code", "run", "checkpoint", "message"],
+        rows=rows,
+        records=[f.as_dict() for f in findings],
+        checks=checks,
+        footer=footer + [f"unreadable: {p}" for p in problems],
     )

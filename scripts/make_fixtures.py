@@ -9,11 +9,14 @@ Runs (what each is for):
 - fraud       imbalanced binary (4% positives), picked by validation accuracy: the
               accuracy paradox; its best checkpoint by accuracy is not its best by recall.
 - digits      multiclass (10 classes), picked by validation loss: a clean run.
-- diabetes    regression, picked by validation loss: a clean run.
+- friedman    regression (Friedman #1), picked by validation loss: a clean run.
 - leak-ids    binary; validation holds training rows under the same sample ids.
 - leak-hashes binary; validation holds training rows under new ids, caught by input hashes.
 - overfit     regression on 60 training rows with a wide net: validation loss turns up.
 - train-loss  binary, picked by training loss: the last epoch, not the best on validation.
+- noisy-train binary; 30% of training labels flipped: validation beats training.
+- target-leak binary; an input column is the label: near-perfect validation from epoch 1.
+- tiny-val    multiclass (iris) with 10 validation rows per class: a small validation set.
 """
 
 from __future__ import annotations
@@ -161,7 +164,7 @@ def _split(x: np.ndarray, y: np.ndarray, idx: np.ndarray, ids: np.ndarray | None
 
 
 def build(root: Path) -> None:
-    from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification
+    from sklearn.datasets import load_breast_cancer, load_diabetes, load_digits, make_classification, make_friedman1
 
     torch.set_num_threads(1)
     if root.exists():
@@ -190,15 +193,16 @@ def build(root: Path) -> None:
                               Split(xs[:400], d.target[tr][:400], tr[:400]), epochs=12, hidden=16, lr=0.002,
                               weight_decay=1e-4, classes=[str(i) for i in range(10)], seed=2))
 
-    # diabetes: regression, a clean run picked by validation loss.
-    db = load_diabetes()
-    perm = np.random.default_rng(5).permutation(len(db.target))
-    tr, va = perm[:300], perm[300:]
-    xs, xv = _standardise(db.data[tr], db.data[va])
-    ymu, ysd = float(db.target[tr].mean()), float(db.target[tr].std())
-    train_run(root, RunConfig("diabetes", "regression", Split(xs, db.target[tr], tr), Split(xv, db.target[va], va),
-                              Split(xs, db.target[tr], tr), epochs=15, hidden=16, lr=0.003, batch=32,
+    # friedman: regression (Friedman #1), a clean run picked by validation loss, stopped while
+    # still improving clearly from epoch to epoch.
+    x, y = make_friedman1(n_samples=4000, n_features=8, noise=1.0, random_state=5)
+    tr, va = np.arange(2500), np.arange(2500, 4000)
+    xs, xv = _standardise(x[tr], x[va])
+    ymu, ysd = float(y[tr].mean()), float(y[tr].std())
+    train_run(root, RunConfig("friedman", "regression", Split(xs, y[tr], tr), Split(xv, y[va], va),
+                              Split(xs[:500], y[tr][:500], tr[:500]), epochs=8, hidden=16, lr=0.002, batch=64,
                               y_scale=(ymu, ysd), seed=3))
+    db = load_diabetes()
 
     # leak-ids / leak-hashes: breast cancer; 60 training rows copied into validation.
     bc = load_breast_cancer()
@@ -234,11 +238,47 @@ def build(root: Path) -> None:
                               epochs=20, hidden=48, lr=0.01, batch=32, selected_by=("train_loss", "min"), seed=6))
 
 
+def build_more(root: Path) -> None:
+    from sklearn.datasets import load_breast_cancer, load_iris
+
+    bc = load_breast_cancer()
+    perm = np.random.default_rng(21).permutation(len(bc.target))
+    tr, va = perm[:350], perm[350:]
+    xs, xv = _standardise(bc.data[tr], bc.data[va])
+
+    # noisy-train: 30% of the training labels are flipped, the validation labels are clean,
+    # so validation accuracy beats training accuracy on every checkpoint.
+    noisy = bc.target[tr].copy()
+    flip = np.random.default_rng(22).random(len(noisy)) < 0.3
+    noisy[flip] = 1 - noisy[flip]
+    train_run(root, RunConfig("noisy-train", "binary", Split(xs, noisy, tr), Split(xv, bc.target[va], va),
+                              Split(xs, noisy, tr), epochs=8, hidden=16, lr=0.002, batch=32,
+                              classes=["malignant", "benign"], seed=7))
+
+    # target-leak: one input column is the label itself; validation is perfect from epoch 1.
+    leak_tr = np.c_[xs, bc.target[tr] * 6.0 - 3.0].astype(np.float32)
+    leak_va = np.c_[xv, bc.target[va] * 6.0 - 3.0].astype(np.float32)
+    train_run(root, RunConfig("target-leak", "binary", Split(leak_tr, bc.target[tr], tr), Split(leak_va, bc.target[va], va),
+                              Split(leak_tr, bc.target[tr], tr), epochs=6, hidden=16, lr=0.02, batch=32,
+                              classes=["malignant", "benign"], seed=8))
+
+    # tiny-val: iris with 10 validation rows per class.
+    iris = load_iris()
+    perm = np.random.default_rng(23).permutation(len(iris.target))
+    va = np.concatenate([perm[iris.target[perm] == c][:10] for c in range(3)])
+    tr = np.setdiff1d(perm, va)
+    xs, xv = _standardise(iris.data[tr], iris.data[va])
+    train_run(root, RunConfig("tiny-val", "multiclass", Split(xs, iris.target[tr], tr), Split(xv, iris.target[va], va),
+                              Split(xs, iris.target[tr], tr), epochs=10, hidden=8, lr=0.01, batch=16,
+                              classes=list(iris.target_names), seed=9))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path(__file__).resolve().parents[1] / "fixtures" / "runs")
     args = parser.parse_args()
     build(args.out)
+    build_more(args.out)
     total = sum(f.stat().st_size for f in args.out.rglob("*") if f.is_file())
     print(f"wrote {args.out} ({total / 1e6:.2f} MB)")
 

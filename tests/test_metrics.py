@@ -145,7 +145,7 @@ def test_ece_matches_calibration_curve(binary, multiclass):
 
 
 @pytest.mark.parametrize("name", ["mse", "rmse", "mae", "r2"])
-@pytest.mark.parametrize("fixture_run", ["diabetes", "overfit"])
+@pytest.mark.parametrize("fixture_run", ["friedman", "overfit"])
 def test_regression_metric_matches_sklearn(runs_dir, name, fixture_run):
     run, ckpt, preds = load(runs_dir, fixture_run, 3)
     y, p = preds.target.astype(np.float64), preds.output.astype(np.float64)

@@ -74,7 +74,7 @@ def test_json_rows_have_the_documented_keys(runs_dir):
 def test_top_and_per_run_over_a_sweep(runs_dir):
     rows = rank_json(runs_dir, "--metric", "val_loss", "--per-run")
     runs = {r["run"] for r in rows}
-    assert len(rows) == len(runs) == 7
+    assert len(rows) == len(runs) == 10
     assert all(r["run"].startswith(str(runs_dir)) for r in rows)
     top = rank_json(runs_dir / "fraud", "-m", "recall", "--top", "3")
     assert len(top) == 3

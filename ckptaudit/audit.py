@@ -1,0 +1,510 @@
+"""``audit``: find the patterns that make a checkpoint choice dishonest, with the numbers.
+
+One pass streams each run's checkpoints (one prediction file in memory at a time) and
+collects what every check needs; a second pass runs the paired bootstrap of the winner
+against the other checkpoints. Each check is a small function from those statistics to
+findings, so adding a check does not touch the others. Thresholds live in
+:class:`AuditOptions` with documented defaults (README, `ckptaudit explain CODE`).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator, Sequence
+
+import numpy as np
+
+from . import bootstrap, metrics
+from .errors import RunFormatError
+from .findings import CODES, Finding, severity_rank
+from .metricspec import MetricSpec, parse_metric
+from .runs import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
+from .scoring import RunScorer
+
+#: the metric the audit uses when none is given, by task (label-output runs have no scores)
+DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
+_UNBOUNDED = {"log_loss", "mse", "rmse", "mae"}
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """Thresholds and switches of the audit, each a CLI option of the same name."""
+
+    metric: str | None = None  #: audit metric; default per task (DEFAULT_METRIC)
+    mode: str | None = None
+    resamples: int = bootstrap.DEFAULT_RESAMPLES
+    seed: int = bootstrap.DEFAULT_SEED
+    imbalance: float = 0.8  #: majority-class share from which the accuracy paradox is checked
+    paradox_lift: float = 0.5  #: minimum share of the majority baseline's errors a model must remove
+    paradox_recall: float = 0.5  #: minimum recall of the rarest class
+    margin: float = 0.02  #: "by a margin": absolute for metrics in [0, 1], relative otherwise
+    perfect: float = 0.999  #: accuracy / R2 at or above this is near-perfect
+    min_rows: int = 100
+    min_class_rows: int = 20
+    tie_fraction: float = 0.3  #: share of checkpoints tied with the winner that makes noise a warning
+    noise: bool = True  #: run the bootstrap (winner-within-noise)
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+
+
+@dataclass
+class _Stats:
+    checkpoint: Checkpoint
+    value: float | None = None
+    train_value: float | None = None
+    accuracy: float | None = None
+    recalls: np.ndarray | None = None
+    auc: float | None = None
+    r2: float | None = None
+
+
+@dataclass
+class RunAudit:
+    """What the audit learned about one run (also used by `pick` and `check`)."""
+
+    run: Run
+    spec: MetricSpec
+    stats: list[_Stats]
+    findings: list[Finding] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    winner: Checkpoint | None = None
+    comparisons: dict[str, bootstrap.Comparison] = field(default_factory=dict)
+    val_changed: bool = False
+    prevalence: np.ndarray | None = None
+    n_val: int = 0
+
+    def tied_with_winner(self) -> list[str]:
+        """Checkpoints whose difference from the winner is within the noise."""
+        return [name for name, c in self.comparisons.items() if c.tied]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Every finding, most severe first within each run, and the inputs that could not be read."""
+
+    findings: tuple[Finding, ...]
+    problems: tuple[str, ...]
+    runs: tuple[RunAudit, ...] = ()
+
+    def failed(self, fail_on: str) -> bool:
+        """True when a finding is at or above ``fail_on`` (info, warning, error; never)."""
+        if fail_on == "never":
+            return False
+        return any(severity_rank(f.severity) >= severity_rank(fail_on) for f in self.findings)
+
+
+def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
+    """The metric the audit ranks a run by."""
+    text = options.metric or DEFAULT_METRIC[run.task]
+    return parse_metric(text, mode=options.mode, logged=run.logged_names())
+
+
+def _better(spec: MetricSpec, a: float, b: float, margin: float) -> bool:
+    """``a`` beats ``b`` by more than ``margin`` (relative for unbounded metrics)."""
+    if spec.name in _UNBOUNDED or spec.source != "builtin":
+        scale = max(abs(b), 1e-12)
+        gain = (a - b) / scale if spec.maximize else (b - a) / scale
+    else:
+        gain = a - b if spec.maximize else b - a
+    return gain > margin
+
+
+def _best_index(spec: MetricSpec, values: Sequence[float | None]) -> int | None:
+    best = None
+    for i, v in enumerate(values):
+        if v is not None and (best is None or spec.better(v, values[best])):  # type: ignore[arg-type]
+            best = i
+    return best
+
+
+def _prepare(run: Run, preds: Predictions) -> metrics.Prepared:
+    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+
+
+def _finite(preds: Predictions) -> bool:
+    return preds.output.dtype.kind != "f" or bool(np.isfinite(preds.output).all())
+
+
+def _perfect_auc(prep: metrics.Prepared) -> float | None:
+    """1.0 when every positive outscores every negative (ROC AUC is then exactly 1), else
+    None: an O(N) test, where computing the AUC itself would need a sort."""
+    assert prep.proba is not None
+    pos = prep.y.view(bool)
+    if pos.all() or not pos.any():
+        return None
+    return 1.0 if prep.proba[pos].min() > prep.proba[~pos].max() else None
+
+
+def _collect(run: Run, spec: MetricSpec) -> RunAudit:
+    """Pass 1: per-checkpoint statistics on val (and train where recorded)."""
+    result = RunAudit(run=run, spec=spec, stats=[])
+    scorer = RunScorer(run, [spec])
+    bound = scorer.specs[0]
+    result.spec = bound
+    guard = ValSetGuard(run)
+    classification = run.task in ("binary", "multiclass")
+    for ckpt in run.checkpoints:
+        st = _Stats(ckpt)
+        result.stats.append(st)
+        preds = None
+        if bound.source != "logged" or ckpt.has_split("val"):
+            try:
+                preds = read_predictions(run, ckpt, "val")
+            except RunFormatError as exc:
+                result.problems.append(str(exc))
+        if preds is not None:
+            problem = guard.problem(ckpt, preds)
+            if problem and not result.val_changed:
+                result.val_changed = True
+                result.findings.append(Finding("val-set-changed", "error", run.name, ckpt.name,
+                                               f"{problem}; scores of this run cannot be compared",
+                                               {"epoch": ckpt.epoch, "rows": preds.n}))
+            result.n_val = preds.n
+        (st.value,), _ = scorer.score(ckpt, preds) if preds is not None or bound.source == "logged" else ((None,), ())
+        if preds is None or not _finite(preds):
+            continue
+        prep = _prepare(run, preds)
+        if classification:
+            cm = metrics.confusion(prep, None)
+            support = cm.sum(axis=1)
+            st.accuracy = float(np.trace(cm) / cm.sum())
+            st.recalls = np.divide(np.diag(cm), support, out=np.zeros(len(support)), where=support > 0)
+            if result.prevalence is None:
+                result.prevalence = support / support.sum()
+        if run.task == "binary" and prep.proba is not None:
+            st.auc = _perfect_auc(prep)
+        if run.task == "regression":
+            st.r2 = metrics.r2(prep, parse_metric("r2"))
+        if ckpt.has_split("train") and bound.source == "builtin":
+            try:
+                train = read_predictions(run, ckpt, "train")
+            except RunFormatError as exc:
+                result.problems.append(str(exc))
+                continue
+            if _finite(train):
+                value = metrics.KERNELS[bound.name](_prepare(run, train), bound)
+                st.train_value = value if math.isfinite(value) else None
+    return result
+
+
+def _noise(ra: RunAudit, options: AuditOptions) -> None:
+    """Pass 2: paired bootstrap of the winner against the others, best first.
+
+    Stops after five checkpoints in a row that are clearly worse: lower-ranked ones differ
+    even more, so they would not be tied either.
+    """
+    if ra.winner is None or not bootstrap.supports(ra.spec) or ra.val_changed:
+        return
+    run = ra.run
+    win_prep = _prepare(run, read_predictions(run, ra.winner, "val"))
+    ranked = sorted((s for s in ra.stats if s.value is not None and s.checkpoint is not ra.winner),
+                    key=lambda s: (-s.value if ra.spec.maximize else s.value, s.checkpoint.order_key))  # type: ignore[operator]
+    clear_in_a_row = 0
+    for st in ranked:
+        try:
+            preds = read_predictions(run, st.checkpoint, "val")
+        except RunFormatError:
+            continue
+        cmp = bootstrap.compare(ra.spec, win_prep, _prepare(run, preds), resamples=options.resamples, seed=options.seed)
+        ra.comparisons[st.checkpoint.name] = cmp
+        clear_in_a_row = 0 if cmp.tied else clear_in_a_row + 1
+        if clear_in_a_row >= 5:
+            break
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _r(x: float | None, digits: int = 4) -> float | None:
+    return None if x is None else round(float(x), digits)
+
+
+def _relies_on_accuracy(run: Run) -> bool:
+    if run.selected_by is None:
+        return False
+    name = run.selected_by.metric.lower()
+    for prefix in ("val_", "valid_", "validation_", "eval_", "test_"):
+        if name.startswith(prefix):
+            name = name[len(prefix):]
+    return name in ("accuracy", "acc", "val_acc", "categorical_accuracy", "binary_accuracy")
+
+
+def _focus(ra: RunAudit) -> _Stats | None:
+    """The checkpoint that matters: the one training chose, else the audit winner."""
+    if ra.run.chosen is not None:
+        for st in ra.stats:
+            if st.checkpoint.name == ra.run.chosen:
+                return st
+    return next((s for s in ra.stats if s.checkpoint is ra.winner), None)
+
+
+def check_accuracy_paradox(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    st = _focus(ra)
+    if ra.prevalence is None or st is None or st.accuracy is None or st.recalls is None:
+        return
+    prev = ra.prevalence
+    baseline = float(prev.max())
+    if baseline < o.imbalance:
+        return
+    rare = int(np.argmin(np.where(prev > 0, prev, np.inf)))
+    lift = (st.accuracy - baseline) / (1 - baseline) if baseline < 1 else 0.0
+    rare_recall = float(st.recalls[rare])
+    if lift >= o.paradox_lift and rare_recall >= o.paradox_recall:
+        return
+    names = ra.run.classes or tuple(str(i) for i in range(len(prev)))
+    severity = "error" if _relies_on_accuracy(ra.run) else "warning"
+    picked = f", and the run picks by {ra.run.selected_by.metric}" if severity == "error" and ra.run.selected_by else ""
+    yield Finding(
+        "accuracy-paradox", severity, ra.run.name, st.checkpoint.name,
+        f"accuracy {st.accuracy:.4f} vs {baseline:.4f} for always predicting {names[int(np.argmax(prev))]!r} "
+        f"(removes {lift:.0%} of its errors), recall of {names[rare]!r} {rare_recall:.4f}{picked}",
+        {
+            "prevalence": {names[i]: _r(p) for i, p in enumerate(prev)},
+            "baseline_accuracy": _r(baseline),
+            "accuracy": _r(st.accuracy),
+            "error_reduction": _r(lift),
+            "recall": {names[i]: _r(r) for i, r in enumerate(st.recalls)},
+            "balanced_accuracy": _r(float(np.mean(st.recalls[prev > 0]))),
+            "selected_by": None if ra.run.selected_by is None else ra.run.selected_by.metric,
+        },
+    )
+
+
+def check_overlap(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    run = ra.run
+    ckpt = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
+    if ckpt is None:
+        return
+    try:
+        train = read_predictions(run, ckpt, "train")
+        val = read_predictions(run, ckpt, "val")
+    except RunFormatError:
+        return
+    flagged = np.zeros(val.n, dtype=bool)
+    by: list[str] = []
+    for key, label in (("ids", "id"), ("input_hash", "input_hash")):
+        tv, vv = getattr(train, key), getattr(val, key)
+        if tv is None or vv is None:
+            continue
+        hit = np.isin(vv, tv)
+        if hit.any():
+            by.append(label)
+            flagged |= hit
+    if not flagged.any():
+        return
+    count = int(flagged.sum())
+    examples = (val.ids[flagged][:5] if val.ids is not None else val.input_hash[flagged][:5]).tolist()  # type: ignore[index]
+    yield Finding(
+        "train-val-overlap", "error", run.name, None,
+        f"{count} of {val.n} validation rows ({count / val.n:.1%}) also appear in train.npz (matched by {' and '.join(by)})",
+        {"count": count, "fraction": _r(count / val.n), "matched_by": by, "examples": examples, "checked_at": ckpt.name},
+    )
+
+
+def check_val_beats_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    pairs = [s for s in ra.stats if s.value is not None and s.train_value is not None]
+    if len(pairs) < 2 or ra.val_changed:
+        return
+    beats = [s for s in pairs if _better(ra.spec, s.value, s.train_value, o.margin)]  # type: ignore[arg-type]
+    if len(beats) * 2 <= len(pairs):
+        return
+    gaps = [s.value - s.train_value for s in beats]  # type: ignore[operator]
+    yield Finding(
+        "val-beats-train", "warning", ra.run.name, None,
+        f"validation {ra.spec.text} beats training on {len(beats)} of {len(pairs)} checkpoints "
+        f"(median gap {float(np.median(gaps)):+.4f})",
+        {"metric": ra.spec.text, "checkpoints": len(pairs), "val_better": len(beats), "margin": o.margin,
+         "median_gap": _r(float(np.median(gaps))),
+         "per_epoch": [{"epoch": s.checkpoint.epoch, "train": _r(s.train_value), "val": _r(s.value)} for s in pairs]},
+    )
+
+
+def check_suspicious_perfect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    n = len(ra.stats)
+    hits: list[tuple[_Stats, str, float]] = []
+    for st in ra.stats:
+        if st.accuracy is not None and st.accuracy >= o.perfect:
+            hits.append((st, "accuracy", st.accuracy))
+        elif st.auc is not None:
+            hits.append((st, "roc_auc", st.auc))
+        elif st.r2 is not None and st.r2 >= o.perfect:
+            hits.append((st, "r2", st.r2))
+        else:
+            for key, value in st.checkpoint.logged.items():
+                k = key.lower()
+                if "val" in k and "loss" in k and math.isfinite(value) and value <= 1e-6:
+                    hits.append((st, key, value))
+                    break
+    if not hits:
+        return
+    first, what, value = hits[0]
+    position = ra.stats.index(first) + 1
+    early = position <= max(1, n // 5)
+    yield Finding(
+        "suspicious-perfect", "warning", ra.run.name, first.checkpoint.name,
+        f"validation {what} {value:.4f} at epoch {first.checkpoint.epoch} "
+        f"(checkpoint {position} of {n}{', early in training' if early else ''}); {len(hits)} checkpoint(s) near-perfect",
+        {"first_epoch": first.checkpoint.epoch, "metric": what, "value": _r(value, 6), "early": early,
+         "checkpoints": [s.checkpoint.name for s, _, _ in hits]},
+    )
+
+
+def _is_train_name(name: str) -> bool:
+    n = name.lower()
+    return n.startswith("train") or "_train" in n or "training" in n
+
+
+def check_selected_by_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    run = ra.run
+    if run.selected_by is not None and _is_train_name(run.selected_by.metric):
+        yield Finding(
+            "selected-by-train-metric", "error", run.name, run.chosen,
+            f"run.json selected_by names a training metric ({run.selected_by.metric}); "
+            f"the best checkpoint by validation {ra.spec.text} is {ra.winner.name if ra.winner else '-'}",
+            {"selected_by": run.selected_by.metric, "chosen": run.chosen,
+             "val_winner": ra.winner.name if ra.winner else None},
+        )
+        return
+    if run.chosen is None or ra.winner is None:
+        return
+    train_values = [s.train_value for s in ra.stats]
+    best_train = _best_index(ra.spec, train_values)
+    if best_train is None:
+        return
+    chosen_stats = next((s for s in ra.stats if s.checkpoint.name == run.chosen), None)
+    if chosen_stats is None or ra.stats[best_train] is not chosen_stats or chosen_stats.checkpoint is ra.winner:
+        return
+    if run.chosen in ra.comparisons and ra.comparisons[run.chosen].tied:
+        return  # chosen is as good as the validation winner: no harm done
+    yield Finding(
+        "selected-by-train-metric", "error", run.name, run.chosen,
+        f"chosen {run.chosen} is the best by training {ra.spec.text} ({chosen_stats.train_value:.4f}) but not by "
+        f"validation: {ra.winner.name} scores {_value(ra, ra.winner):.4f} vs {chosen_stats.value:.4f}",
+        {"chosen": run.chosen, "val_winner": ra.winner.name, "metric": ra.spec.text},
+    )
+
+
+def _value(ra: RunAudit, ckpt: Checkpoint) -> float:
+    return next(s.value for s in ra.stats if s.checkpoint is ckpt)  # type: ignore[return-value]
+
+
+def check_overfitting(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    pairs = [s for s in ra.stats if s.value is not None and s.train_value is not None]
+    spec = ra.spec
+    if len(pairs) >= 3 and not ra.val_changed:
+        vals = [s.value for s in pairs]
+        trains = [s.train_value for s in pairs]
+        label = spec.text
+    else:
+        logged = [s for s in ra.stats if "val_loss" in s.checkpoint.logged and "train_loss" in s.checkpoint.logged]
+        if len(logged) < 3:
+            return
+        pairs = logged
+        vals = [s.checkpoint.logged["val_loss"] for s in logged]
+        trains = [s.checkpoint.logged["train_loss"] for s in logged]
+        spec = parse_metric("val_loss", logged=["val_loss"])
+        label = "val_loss/train_loss"
+    b = _best_index(spec, vals)
+    if b is None or b == len(pairs) - 1:
+        return
+    last = len(pairs) - 1
+    if not (_better(spec, vals[b], vals[last], o.margin) and spec.better(trains[last], trains[b])):  # type: ignore[arg-type]
+        return
+    yield Finding(
+        "overfitting", "info", ra.run.name, pairs[b].checkpoint.name,
+        f"validation {label} is best at epoch {pairs[b].checkpoint.epoch} ({vals[b]:.4f}) and worsens to {vals[last]:.4f} "
+        f"by epoch {pairs[last].checkpoint.epoch}, while training improves from {trains[b]:.4f} to {trains[last]:.4f}",
+        {"metric": label, "best_epoch": pairs[b].checkpoint.epoch,
+         "gap_per_epoch": [{"epoch": s.checkpoint.epoch, "train": _r(t), "val": _r(v), "gap": _r(t - v)}
+                           for s, t, v in zip(pairs, trains, vals)]},  # type: ignore[operator]
+    )
+
+
+def check_best_is_last(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    scored = [s for s in ra.stats if s.value is not None]
+    if len(scored) >= 2 and ra.winner is not None and scored[-1].checkpoint is ra.winner:
+        yield Finding(
+            "best-is-last", "info", ra.run.name, ra.winner.name,
+            f"the best checkpoint by {ra.spec.text} is the last one (epoch {ra.winner.epoch}); training may not have converged",
+            {"metric": ra.spec.text, "epoch": ra.winner.epoch, "value": _r(scored[-1].value)},
+        )
+
+
+def check_noise(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    if ra.winner is None or not ra.comparisons:
+        return
+    ranked = sorted(ra.comparisons.items(), key=lambda kv: kv[1].diff)
+    runner_name, runner = ranked[0]
+    if not runner.tied:
+        return
+    tied = ra.tied_with_winner()
+    n = sum(1 for s in ra.stats if s.value is not None)
+    severity = "warning" if len(tied) + 1 >= max(3, o.tie_fraction * n) else "info"
+    yield Finding(
+        "winner-within-noise", severity, ra.run.name, ra.winner.name,
+        f"{ra.winner.name} beats runner-up {runner_name} by {runner.diff:.4f} {ra.spec.text}, 95% interval "
+        f"[{runner.low:+.4f}, {runner.high:+.4f}] over {ra.n_val} rows; {len(tied)} of {n - 1} other checkpoints are tied with it",
+        {"metric": ra.spec.text, "winner": ra.winner.name, "runner_up": runner_name, "difference": _r(runner.diff, 6),
+         "ci95": [_r(runner.low, 6), _r(runner.high, 6)], "tied": len(tied), "tied_checkpoints": tied,
+         "checkpoints": n, "resamples": o.resamples, "seed": o.seed},
+    )
+
+
+def check_small_val_set(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
+    if ra.n_val == 0:
+        return
+    evidence: dict[str, object] = {"rows": ra.n_val, "min_rows": o.min_rows}
+    reasons = []
+    if ra.n_val < o.min_rows:
+        reasons.append(f"{ra.n_val} validation rows (< {o.min_rows})")
+    if ra.prevalence is not None:
+        counts = np.rint(ra.prevalence * ra.n_val).astype(int)
+        present = counts[counts > 0]
+        rarest = int(present.min()) if present.size else 0
+        evidence.update(rarest_class_rows=rarest, min_class_rows=o.min_class_rows)
+        if rarest < o.min_class_rows:
+            reasons.append(f"the rarest class has {rarest} rows (< {o.min_class_rows})")
+    if reasons:
+        yield Finding("small-val-set", "warning", ra.run.name, None,
+                      f"{'; '.join(reasons)}: one row moves {ra.spec.text} by a large step", evidence)
+
+
+CHECKS: tuple[Callable[[RunAudit, AuditOptions], Iterator[Finding]], ...] = (
+    check_accuracy_paradox,
+    check_overlap,
+    check_val_beats_train,
+    check_suspicious_perfect,
+    check_selected_by_train,
+    check_overfitting,
+    check_best_is_last,
+    check_noise,
+    check_small_val_set,
+)
+
+
+def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
+    """Audit one run: statistics, winner, bootstrap comparisons and findings."""
+    ra = _collect(run, audit_spec(run, options))
+    best = _best_index(ra.spec, [s.value for s in ra.stats])
+    ra.winner = None if best is None else ra.stats[best].checkpoint
+    if options.noise:
+        _noise(ra, options)
+    for check in CHECKS:
+        ra.findings.extend(check(ra, options))
+    keep = [f for f in ra.findings
+            if (not options.select or f.code in options.select) and f.code not in options.ignore]
+    ra.findings = sorted(keep, key=lambda f: (-severity_rank(f.severity), list(CODES).index(f.code)))
+    return ra
+
+
+def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOptions()) -> AuditReport:
+    """Audit every run under ``paths``; findings grouped by run, most severe first."""
+    runs = discover(paths)
+    audits = [audit_run(run, options) for run in runs]
+    return AuditReport(
+        findings=tuple(f for ra in audits for f in ra.findings),
+        problems=tuple(p for ra in audits for p in ra.problems),
+        runs=tuple(audits),
+    )
