@@ -211,6 +211,83 @@ def audit(
         raise typer.Exit(int(ExitCode.FAILED))
 
 
+class PickFormat(str, Enum):
+    table = "table"
+    json = "json"
+    markdown = "markdown"
+
+
+@app.command()
+@handle_errors
+def pick(
+    paths: PathsArg,
+    metric: Annotated[str, typer.Option("--metric", "-m", help="Metric spec to choose by.")],
+    mode: ModeOpt = None,
+    across: Annotated[bool, typer.Option("--across", help="One winner across every run (a sweep), not one per run.")] = False,
+    link: Annotated[Optional[Path], typer.Option("--link", help="Place the winner as a relative symlink at DEST.")] = None,
+    copy: Annotated[Optional[Path], typer.Option("--copy", help="Place a copy of the winner's folder at DEST.")] = None,
+    fmt: Annotated[PickFormat, typer.Option("--format", "-f", help="Output format.")] = PickFormat.table,
+    resamples: ResamplesOpt = 1000,
+    seed: SeedOpt = 0,
+) -> None:
+    """Choose the best checkpoint (per run, or --across a sweep) and record why.
+
+    With --link or --copy DEST the winner is placed there and DEST.ckptaudit.json records the
+    run, checkpoint, metric, value, 95% interval, findings and sha256 of every weights file.
+    """
+    from .errors import UsageError
+    from .pick import choose, place
+    from .render import render
+    from .views import picks_document
+
+    if link is not None and copy is not None:
+        raise UsageError("give --link or --copy, not both")
+    picks = choose(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed)
+    if link is not None or copy is not None:
+        if len(picks) != 1:
+            raise UsageError(f"{len(picks)} runs give {len(picks)} winners; place one with --across or name one run")
+        picks = [place(picks[0], link=link, copy=copy)]
+    _emit(render(picks_document(picks), fmt.value))
+
+
+class PruneFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+@app.command()
+@handle_errors
+def prune(
+    paths: PathsArg,
+    metric: MetricOpt = [],  # noqa: B006
+    keep: Annotated[int, typer.Option("--keep", "-k", min=0, help="Keep the top K checkpoints by each --metric.")] = 3,
+    keep_last: Annotated[int, typer.Option("--keep-last", min=0, help="Keep the newest N checkpoints (by epoch).")] = 1,
+    keep_every: Annotated[Optional[int], typer.Option("--keep-every", min=1, help="Keep checkpoints whose epoch is divisible by N.")] = None,
+    mode: ModeOpt = None,
+    yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete (default: dry run).")] = False,
+    trash: Annotated[Optional[Path], typer.Option("--trash", help="Move doomed checkpoints into DIR instead of deleting them.")] = None,
+    resume_only: Annotated[bool, typer.Option("--resume", help="Only finish what an interrupted prune left in trash.")] = False,
+    fmt: Annotated[PruneFormat, typer.Option("--format", "-f", help="Output format.")] = PruneFormat.table,
+) -> None:
+    """Garbage-collect checkpoints no keep-rule protects (dry run unless --yes).
+
+    Always kept: the top K by each --metric, the newest --keep-last, every --keep-every,
+    run.json 'chosen', checkpoints named by a provenance file in the run, and anything
+    that cannot be scored.
+    """
+    from .prune import prune as prune_runs
+    from .prune import resume
+    from .render import render
+    from .views import prune_document
+
+    if resume_only:
+        plans = resume(paths, trash_dir=trash)
+    else:
+        plans = prune_runs(paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode,
+                           yes=yes, trash_dir=trash)
+    _emit(render(prune_document(plans), fmt.value))
+
+
 @app.command()
 @handle_errors
 def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. accuracy-paradox.")]) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 from typing import Sequence
 
 from .findings import Finding
+from .pick import Pick
+from .prune import PrunePlan
 from .ranking import Ranking
 from .render import Check, Document
 
@@ -56,4 +58,51 @@ def findings_document(findings: Sequence[Finding], problems: Sequence[str] = ())
         records=[f.as_dict() for f in findings],
         checks=checks,
         footer=footer + [f"unreadable: {p}" for p in problems],
+    )
+
+
+def _mb(size: int) -> str:
+    for unit, scale in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if size >= scale:
+            return f"{size / scale:.1f} {unit}"
+    return f"{size} B"
+
+
+def picks_document(picks: Sequence[Pick]) -> Document:
+    """Columns: run, checkpoint, epoch, metric, value, ci95, findings, placed at."""
+    rows = []
+    for p in picks:
+        ci = f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}]" if p.interval else None
+        rows.append([p.run.name, p.checkpoint.name, p.checkpoint.epoch, p.metric, p.value, ci,
+                     ",".join(sorted({f["code"] for f in p.findings})), str(p.dest) if p.dest else "-"])
+    return Document(
+        title="ckptaudit pick",
+        columns=["run", "checkpoint", "epoch", "metric", "value", "ci95", "findings", "placed at"],
+        rows=rows,
+        records=[{**p.as_dict(), "provenance": None if p.provenance is None else str(p.provenance)} for p in picks],
+        footer=[f"provenance written to {p.provenance}" for p in picks if p.provenance],
+    )
+
+
+def prune_document(plans: Sequence[PrunePlan]) -> Document:
+    """Columns: run, checkpoint, epoch, action, kept by, size; a footer with the space reclaimed."""
+    rows = []
+    for p in plans:
+        for e in p.entries:
+            action = {"keep": "keep", "delete": "DELETE" if not p.executed else "deleted",
+                      "finish": "finish (interrupted prune)" if not p.executed else "finished"}[e.action]
+            rows.append([p.run.name, e.checkpoint, e.epoch if e.epoch is not None else "-", action,
+                         ", ".join(e.kept_by) or "-", _mb(e.size)])
+    total = sum(p.reclaimed for p in plans)
+    n = sum(1 for p in plans for e in p.entries if e.action != "keep")
+    executed = any(p.executed for p in plans)
+    footer = [f"{'reclaimed' if executed else 'would reclaim'} {_mb(total)} from {n} checkpoint(s)"]
+    if not executed:
+        footer.append("dry run: nothing was deleted; add --yes to delete")
+    return Document(
+        title="ckptaudit prune",
+        columns=["run", "checkpoint", "epoch", "action", "kept by", "size"],
+        rows=rows,
+        records=[p.as_dict() for p in plans],
+        footer=footer,
     )
