@@ -288,6 +288,53 @@ def prune(
     _emit(render(prune_document(plans), fmt.value))
 
 
+class CheckFormat(str, Enum):
+    text = "text"
+    json = "json"
+    junit = "junit"
+    github = "github"
+    markdown = "markdown"
+
+
+@app.command()
+@handle_errors
+def check(
+    path: Annotated[Path, typer.Argument(help="The run to gate.", show_default=False)],
+    metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Policy metric spec (overrides the config file).")] = None,
+    chosen: Annotated[Optional[str], typer.Option("--chosen", help="Checkpoint name or folder, provenance file from `pick`, or a weights file copied out of the run.")] = None,
+    config: Annotated[Optional[Path], typer.Option("--config", help="Policy file (default: nearest ckptaudit.toml or pyproject.toml [tool.ckptaudit]).")] = None,
+    mode: ModeOpt = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Decision threshold (binary and multilabel).")] = None,
+    min_value: Annotated[Optional[float], typer.Option("--min-value", help="The chosen value must be at least this.")] = None,
+    max_value: Annotated[Optional[float], typer.Option("--max-value", help="The chosen value must be at most this.")] = None,
+    tolerance: Annotated[Optional[float], typer.Option("--tolerance", help="How far from the best the chosen may be.")] = None,
+    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help="Audit findings at or above this severity fail the gate.")] = None,
+    fail_codes: Annotated[Optional[List[str]], typer.Option("--fail-code", help="Only these finding codes fail the gate (repeatable).")] = None,
+    resamples: Annotated[Optional[int], typer.Option("--resamples", min=100, help="Paired-bootstrap resamples.")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the bootstrap.")] = None,
+    fmt: Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")] = CheckFormat.text,
+) -> None:
+    """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
+
+    Exit 0 pass, 1 gate failed, 2 usage error or unreadable input.
+    """
+    from .config import resolve_policy
+    from .findings import check_codes
+    from .gate import check as run_gate
+    from .render import render
+    from .views import gate_document
+
+    policy = resolve_policy(
+        config, metric=metric, mode=mode, threshold=threshold, min_value=min_value, max_value=max_value,
+        tolerance=tolerance, fail_on=None if fail_on is None else fail_on.value,
+        fail_codes=check_codes(fail_codes, "--fail-code") or None, resamples=resamples, seed=seed,
+    )
+    result = run_gate(path, policy, chosen)
+    _emit(render(gate_document(result), fmt.value))
+    if not result.passed:
+        raise typer.Exit(int(ExitCode.FAILED))
+
+
 @app.command()
 @handle_errors
 def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. accuracy-paradox.")]) -> None:

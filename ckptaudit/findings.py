@@ -63,9 +63,10 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo(
             "accuracy-paradox", "warning/error",
             "High accuracy on imbalanced data that mostly reflects the majority class.",
-            "The validation set is imbalanced (the majority class is at least --imbalance of it) and the checkpoint "
-            "that matters (run.json 'chosen', else the audit winner) either removes less than --paradox-lift of the "
-            "errors of always predicting the majority class, or recalls less than --paradox-recall of the rarest class.",
+            "The validation set is imbalanced (the majority class is at least --imbalance of it), the checkpoint "
+            "that matters (the one being shipped, else run.json 'chosen', else the audit winner) has accuracy at or "
+            "above the majority-class baseline, and it either removes less than --paradox-lift of the errors of "
+            "always predicting the majority class, or recalls less than --paradox-recall of the rarest class.",
             "Accuracy rewards predicting the majority class: a fraud model at 98% accuracy can catch 12% of fraud. "
             "A checkpoint chosen by accuracy is then chosen for the wrong reason. Severity is error when the run's "
             "selected_by names accuracy, warning otherwise.",

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from .findings import Finding
+from .gate import GateResult
 from .pick import Pick
 from .prune import PrunePlan
 from .ranking import Ranking
@@ -104,5 +105,23 @@ def prune_document(plans: Sequence[PrunePlan]) -> Document:
         columns=["run", "checkpoint", "epoch", "action", "kept by", "size"],
         rows=rows,
         records=[p.as_dict() for p in plans],
+        footer=footer,
+    )
+
+
+def gate_document(result: GateResult) -> Document:
+    """One check per rule (PASS/FAIL lines, junit testcases, github annotations)."""
+    checks = [Check(name=r.name, ok=r.passed, message=("(skipped) " if r.skipped else "") + r.message,
+                    severity="error", file=result.run.name) for r in result.rules]
+    chosen = "none" if result.chosen is None else f"{result.chosen.name} ({result.chosen_how})"
+    verdict = "PASSED" if result.passed else "FAILED"
+    footer = [f"{verdict}: {result.run.name}, chosen {chosen}, metric {result.metric}"
+              + (f", policy from {result.policy.source}" if result.policy.source else "")]
+    return Document(
+        title=f"ckptaudit check: {verdict.lower()}",
+        columns=["result", "rule", "details"],
+        rows=[["PASS" if r.passed else "FAIL", r.name, r.message] for r in result.rules],
+        records=result.as_dict(),
+        checks=checks,
         footer=footer,
     )
