@@ -107,7 +107,9 @@ def main() -> None:
     t0 = time.perf_counter()
     build_sweep(root, args.checkpoints, args.rows, args.runs)
     size = sum(f.stat().st_size for f in root.rglob("*") if f.is_file()) / 2**20
-    print(f"sweep: {args.checkpoints} checkpoints x {args.rows} rows in {args.runs} runs, {size:.0f} MiB, built in {time.perf_counter() - t0:.1f}s")
+    print(
+        f"sweep: {args.checkpoints} checkpoints x {args.rows} rows in {args.runs} runs, {size:.0f} MiB, built in {time.perf_counter() - t0:.1f}s"
+    )
 
     exe = [sys.executable, "-m", "ckptaudit"]
     cases = {
@@ -126,8 +128,10 @@ def main() -> None:
     for name, (wall, rss) in results.items():
         print(f"{name:24} {wall:8.3f} {wall / floor:7.2f} {rss:9.0f}")
     a = results["(a) ckptaudit rank"][0]
-    print(f"ratios: rank/(c) = {a / floor:.2f} (target <= 1.5), sklearn/(c) = {results['(b) sklearn script'][0] / floor:.2f}, "
-          f"sklearn/rank = {results['(b) sklearn script'][0] / a:.2f}")
+    print(
+        f"ratios: rank/(c) = {a / floor:.2f} (target <= 1.5), sklearn/(c) = {results['(b) sklearn script'][0] / floor:.2f}, "
+        f"sklearn/rank = {results['(b) sklearn script'][0] / a:.2f}"
+    )
     if "ckptaudit audit" in results:
         print(f"audit/rank = {results['ckptaudit audit'][0] / a:.2f} (target <= 5)")
     if args.dir is None:

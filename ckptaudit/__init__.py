@@ -3,7 +3,10 @@
 The library has the same verbs as the command line::
 
     import ckptaudit
-    df = ckptaudit.rank("runs/", metrics=["recall"])      # a pandas DataFrame, best first
+    df = ckptaudit.rank("runs/", "recall")                 # a pandas DataFrame, best first
+    report = ckptaudit.audit("runs/")                      # findings as dataclasses
+    result = ckptaudit.check("runs/exp", "recall", chosen="epoch-0009")
+    plans = ckptaudit.prune("runs/exp", "recall", keep=3)  # dry run unless yes=True
 
 Heavy modules (pandas, torch, scikit-learn) are imported only by the functions that need
 them, so ``import ckptaudit`` and the CLI start fast and work without torch.
@@ -11,8 +14,9 @@ them, so ``import ckptaudit`` and the CLI start fast and work without torch.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
@@ -29,6 +33,61 @@ def rank(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str],
     from .ranking import rank_checkpoints, to_dataframe
 
     return to_dataframe(rank_checkpoints(_paths(paths), _list(metrics), **options))
+
+
+def audit(paths: str | Path | Sequence[str | Path], **options: Any) -> Any:
+    """Audit the runs under ``paths``; returns an :class:`~ckptaudit.audit.AuditReport`
+    whose ``findings`` are :class:`~ckptaudit.findings.Finding` dataclasses.
+
+    ``options`` are the fields of :class:`~ckptaudit.audit.AuditOptions` (``metric``,
+    ``resamples``, thresholds, ``select``, ``ignore``).
+    """
+    from .audit import AuditOptions, audit_paths
+
+    return audit_paths(_paths(paths), AuditOptions(**options))
+
+
+def pick(
+    paths: str | Path | Sequence[str | Path],
+    metric: str,
+    *,
+    link: str | Path | None = None,
+    copy: str | Path | None = None,
+    **options: Any,
+) -> list[Any]:
+    """The best checkpoint of each run (or ``across=True`` of all) as
+    :class:`~ckptaudit.pick.Pick` records; with ``link``/``copy`` the single winner is
+    placed and its provenance written."""
+    from .pick import choose, place
+
+    picks = choose(_paths(paths), metric, **options)
+    if link is not None or copy is not None:
+        if len(picks) != 1:
+            from .errors import UsageError
+
+            raise UsageError(f"{len(picks)} winners: place one with across=True or one run")
+        picks = [place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy))]
+    return picks
+
+
+def prune(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str], *, keep: int, **options: Any) -> list[Any]:
+    """Plan (and with ``yes=True`` carry out) a prune; returns one
+    :class:`~ckptaudit.prune.PrunePlan` per run. Dry run unless ``yes=True``."""
+    from .prune import prune as prune_runs
+
+    return prune_runs(_paths(paths), _list(metrics), keep=keep, **options)
+
+
+def check(
+    path: str | Path, metric: str | None = None, *, chosen: str | None = None, config: str | Path | None = None, **policy: Any
+) -> Any:
+    """Run the CI gate on one run; returns a :class:`~ckptaudit.gate.GateResult`
+    (``.passed``, ``.rules``). ``policy`` takes the keys of docs/check.md."""
+    from .config import resolve_policy
+    from .gate import check as run_gate
+
+    resolved = resolve_policy(None if config is None else Path(config), metric=metric, **policy)
+    return run_gate(path, resolved, chosen)
 
 
 def _paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
@@ -48,4 +107,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
-__all__ = ["rank", "Recorder", "__version__"]
+__all__ = ["Recorder", "__version__", "audit", "check", "pick", "prune", "rank"]

@@ -10,9 +10,9 @@ findings, so adding a check does not touch the others. Thresholds live in
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -159,9 +159,16 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
             problem = guard.problem(ckpt, preds)
             if problem and not result.val_changed:
                 result.val_changed = True
-                result.findings.append(Finding("val-set-changed", "error", run.name, ckpt.name,
-                                               f"{problem}; scores of this run cannot be compared",
-                                               {"epoch": ckpt.epoch, "rows": preds.n}))
+                result.findings.append(
+                    Finding(
+                        "val-set-changed",
+                        "error",
+                        run.name,
+                        ckpt.name,
+                        f"{problem}; scores of this run cannot be compared",
+                        {"epoch": ckpt.epoch, "rows": preds.n},
+                    )
+                )
             result.n_val = preds.n
         (st.value,), _ = scorer.score(ckpt, preds) if preds is not None or bound.source == "logged" else ((None,), ())
         if preds is None or not _finite(preds):
@@ -200,8 +207,10 @@ def _noise(ra: RunAudit, options: AuditOptions) -> None:
         return
     run = ra.run
     win_prep = _prepare(run, read_predictions(run, ra.winner, "val"))
-    ranked = sorted((s for s in ra.stats if s.value is not None and s.checkpoint is not ra.winner),
-                    key=lambda s: (-s.value if ra.spec.maximize else s.value, s.checkpoint.order_key))  # type: ignore[operator]
+    ranked = sorted(
+        (s for s in ra.stats if s.value is not None and s.checkpoint is not ra.winner),
+        key=lambda s: (-s.value if ra.spec.maximize else s.value, s.checkpoint.order_key),
+    )  # type: ignore[operator]
     clear_in_a_row = 0
     for st in ranked:
         try:
@@ -227,8 +236,7 @@ def _relies_on_accuracy(run: Run) -> bool:
         return False
     name = run.selected_by.metric.lower()
     for prefix in ("val_", "valid_", "validation_", "eval_", "test_"):
-        if name.startswith(prefix):
-            name = name[len(prefix):]
+        name = name.removeprefix(prefix)
     return name in ("accuracy", "acc", "val_acc", "categorical_accuracy", "binary_accuracy")
 
 
@@ -262,7 +270,10 @@ def check_accuracy_paradox(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     severity = "error" if _relies_on_accuracy(ra.run) else "warning"
     picked = f", and the run picks by {ra.run.selected_by.metric}" if severity == "error" and ra.run.selected_by else ""
     yield Finding(
-        "accuracy-paradox", severity, ra.run.name, st.checkpoint.name,
+        "accuracy-paradox",
+        severity,
+        ra.run.name,
+        st.checkpoint.name,
         f"accuracy {st.accuracy:.4f} vs {baseline:.4f} for always predicting {names[int(np.argmax(prev))]!r} "
         f"(removes {lift:.0%} of its errors), recall of {names[rare]!r} {rare_recall:.4f}{picked}",
         {
@@ -302,7 +313,10 @@ def check_overlap(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     count = int(flagged.sum())
     examples = (val.ids[flagged][:5] if val.ids is not None else val.input_hash[flagged][:5]).tolist()  # type: ignore[index]
     yield Finding(
-        "train-val-overlap", "error", run.name, None,
+        "train-val-overlap",
+        "error",
+        run.name,
+        None,
         f"{count} of {val.n} validation rows ({count / val.n:.1%}) also appear in train.npz (matched by {' and '.join(by)})",
         {"count": count, "fraction": _r(count / val.n), "matched_by": by, "examples": examples, "checked_at": ckpt.name},
     )
@@ -317,12 +331,20 @@ def check_val_beats_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
         return
     gaps = [s.value - s.train_value for s in beats]  # type: ignore[operator]
     yield Finding(
-        "val-beats-train", "warning", ra.run.name, None,
+        "val-beats-train",
+        "warning",
+        ra.run.name,
+        None,
         f"validation {ra.spec.text} beats training on {len(beats)} of {len(pairs)} checkpoints "
         f"(median gap {float(np.median(gaps)):+.4f})",
-        {"metric": ra.spec.text, "checkpoints": len(pairs), "val_better": len(beats), "margin": o.margin,
-         "median_gap": _r(float(np.median(gaps))),
-         "per_epoch": [{"epoch": s.checkpoint.epoch, "train": _r(s.train_value), "val": _r(s.value)} for s in pairs]},
+        {
+            "metric": ra.spec.text,
+            "checkpoints": len(pairs),
+            "val_better": len(beats),
+            "margin": o.margin,
+            "median_gap": _r(float(np.median(gaps))),
+            "per_epoch": [{"epoch": s.checkpoint.epoch, "train": _r(s.train_value), "val": _r(s.value)} for s in pairs],
+        },
     )
 
 
@@ -348,11 +370,19 @@ def check_suspicious_perfect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]
     position = ra.stats.index(first) + 1
     early = position <= max(1, n // 5)
     yield Finding(
-        "suspicious-perfect", "warning", ra.run.name, first.checkpoint.name,
+        "suspicious-perfect",
+        "warning",
+        ra.run.name,
+        first.checkpoint.name,
         f"validation {what} {value:.4f} at epoch {first.checkpoint.epoch} "
         f"(checkpoint {position} of {n}{', early in training' if early else ''}); {len(hits)} checkpoint(s) near-perfect",
-        {"first_epoch": first.checkpoint.epoch, "metric": what, "value": _r(value, 6), "early": early,
-         "checkpoints": [s.checkpoint.name for s, _, _ in hits]},
+        {
+            "first_epoch": first.checkpoint.epoch,
+            "metric": what,
+            "value": _r(value, 6),
+            "early": early,
+            "checkpoints": [s.checkpoint.name for s, _, _ in hits],
+        },
     )
 
 
@@ -365,11 +395,13 @@ def check_selected_by_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     run = ra.run
     if run.selected_by is not None and _is_train_name(run.selected_by.metric):
         yield Finding(
-            "selected-by-train-metric", "error", run.name, run.chosen,
+            "selected-by-train-metric",
+            "error",
+            run.name,
+            run.chosen,
             f"run.json selected_by names a training metric ({run.selected_by.metric}); "
             f"the best checkpoint by validation {ra.spec.text} is {ra.winner.name if ra.winner else '-'}",
-            {"selected_by": run.selected_by.metric, "chosen": run.chosen,
-             "val_winner": ra.winner.name if ra.winner else None},
+            {"selected_by": run.selected_by.metric, "chosen": run.chosen, "val_winner": ra.winner.name if ra.winner else None},
         )
         return
     if run.chosen is None or ra.winner is None:
@@ -384,7 +416,10 @@ def check_selected_by_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     if run.chosen in ra.comparisons and ra.comparisons[run.chosen].tied:
         return  # chosen is as good as the validation winner: no harm done
     yield Finding(
-        "selected-by-train-metric", "error", run.name, run.chosen,
+        "selected-by-train-metric",
+        "error",
+        run.name,
+        run.chosen,
         f"chosen {run.chosen} is the best by training {ra.spec.text} ({chosen_stats.train_value:.4f}) but not by "
         f"validation: {ra.winner.name} scores {_value(ra, ra.winner):.4f} vs {chosen_stats.value:.4f}",
         {"chosen": run.chosen, "val_winner": ra.winner.name, "metric": ra.spec.text},
@@ -418,12 +453,20 @@ def check_overfitting(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     if not (_better(spec, vals[b], vals[last], o.margin) and spec.better(trains[last], trains[b])):  # type: ignore[arg-type]
         return
     yield Finding(
-        "overfitting", "info", ra.run.name, pairs[b].checkpoint.name,
+        "overfitting",
+        "info",
+        ra.run.name,
+        pairs[b].checkpoint.name,
         f"validation {label} is best at epoch {pairs[b].checkpoint.epoch} ({vals[b]:.4f}) and worsens to {vals[last]:.4f} "
         f"by epoch {pairs[last].checkpoint.epoch}, while training improves from {trains[b]:.4f} to {trains[last]:.4f}",
-        {"metric": label, "best_epoch": pairs[b].checkpoint.epoch,
-         "gap_per_epoch": [{"epoch": s.checkpoint.epoch, "train": _r(t), "val": _r(v), "gap": _r(t - v)}
-                           for s, t, v in zip(pairs, trains, vals)]},  # type: ignore[operator]
+        {
+            "metric": label,
+            "best_epoch": pairs[b].checkpoint.epoch,
+            "gap_per_epoch": [
+                {"epoch": s.checkpoint.epoch, "train": _r(t), "val": _r(v), "gap": _r(t - v)}
+                for s, t, v in zip(pairs, trains, vals, strict=True)
+            ],
+        },  # type: ignore[operator]
     )
 
 
@@ -431,7 +474,10 @@ def check_best_is_last(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     scored = [s for s in ra.stats if s.value is not None]
     if len(scored) >= 2 and ra.winner is not None and scored[-1].checkpoint is ra.winner:
         yield Finding(
-            "best-is-last", "info", ra.run.name, ra.winner.name,
+            "best-is-last",
+            "info",
+            ra.run.name,
+            ra.winner.name,
             f"the best checkpoint by {ra.spec.text} is the last one (epoch {ra.winner.epoch}); training may not have converged",
             {"metric": ra.spec.text, "epoch": ra.winner.epoch, "value": _r(scored[-1].value)},
         )
@@ -448,12 +494,24 @@ def check_noise(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     n = sum(1 for s in ra.stats if s.value is not None)
     severity = "warning" if len(tied) + 1 >= max(3, o.tie_fraction * n) else "info"
     yield Finding(
-        "winner-within-noise", severity, ra.run.name, ra.winner.name,
+        "winner-within-noise",
+        severity,
+        ra.run.name,
+        ra.winner.name,
         f"{ra.winner.name} beats runner-up {runner_name} by {runner.diff:.4f} {ra.spec.text}, 95% interval "
         f"[{runner.low:+.4f}, {runner.high:+.4f}] over {ra.n_val} rows; {len(tied)} of {n - 1} other checkpoints are tied with it",
-        {"metric": ra.spec.text, "winner": ra.winner.name, "runner_up": runner_name, "difference": _r(runner.diff, 6),
-         "ci95": [_r(runner.low, 6), _r(runner.high, 6)], "tied": len(tied), "tied_checkpoints": tied,
-         "checkpoints": n, "resamples": o.resamples, "seed": o.seed},
+        {
+            "metric": ra.spec.text,
+            "winner": ra.winner.name,
+            "runner_up": runner_name,
+            "difference": _r(runner.diff, 6),
+            "ci95": [_r(runner.low, 6), _r(runner.high, 6)],
+            "tied": len(tied),
+            "tied_checkpoints": tied,
+            "checkpoints": n,
+            "resamples": o.resamples,
+            "seed": o.seed,
+        },
     )
 
 
@@ -472,8 +530,14 @@ def check_small_val_set(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
         if rarest < o.min_class_rows:
             reasons.append(f"the rarest class has {rarest} rows (< {o.min_class_rows})")
     if reasons:
-        yield Finding("small-val-set", "warning", ra.run.name, None,
-                      f"{'; '.join(reasons)}: one row moves {ra.spec.text} by a large step", evidence)
+        yield Finding(
+            "small-val-set",
+            "warning",
+            ra.run.name,
+            None,
+            f"{'; '.join(reasons)}: one row moves {ra.spec.text} by a large step",
+            evidence,
+        )
 
 
 CHECKS: tuple[Callable[[RunAudit, AuditOptions], Iterator[Finding]], ...] = (
@@ -498,8 +562,7 @@ def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
         _noise(ra, options)
     for check in CHECKS:
         ra.findings.extend(check(ra, options))
-    keep = [f for f in ra.findings
-            if (not options.select or f.code in options.select) and f.code not in options.ignore]
+    keep = [f for f in ra.findings if (not options.select or f.code in options.select) and f.code not in options.ignore]
     ra.findings = sorted(keep, key=lambda f: (-severity_rank(f.severity), list(CODES).index(f.code)))
     return ra
 

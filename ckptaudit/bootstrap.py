@@ -140,5 +140,7 @@ def interval(
         values = metrics.from_confusions(draws, spec, prep.task, prep.n_classes)
     else:
         kernel = metrics.KERNELS[spec.name]
-        values = np.array([kernel(_take(prep, idx), spec) for chunk in _row_resamples(prep.y.shape[0], resamples, rng) for idx in chunk])
+        values = np.array(
+            [kernel(_take(prep, idx), spec) for chunk in _row_resamples(prep.y.shape[0], resamples, rng) for idx in chunk]
+        )
     return _interval(values)

@@ -9,10 +9,11 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 from enum import Enum
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, Callable, List, Optional, TypeVar
+from typing import Annotated, Any, TypeVar
 
 import typer
 
@@ -67,9 +68,20 @@ class RankFormat(str, Enum):
 
 
 # Shared option aliases, defined once.
-PathsArg = Annotated[List[Path], typer.Argument(help="Runs, checkpoint folders, or folders holding runs at any depth.", show_default=False)]
-MetricOpt = Annotated[List[str], typer.Option("--metric", "-m", help="Metric spec, e.g. recall, recall:class=fraud, f1:average=micro, val_loss (repeatable; the first orders). See `ckptaudit metrics`.")]
-ModeOpt = Annotated[Optional[str], typer.Option("--mode", help="Direction (max or min) for logged or custom metrics whose direction is not known.")]
+PathsArg = Annotated[
+    list[Path], typer.Argument(help="Runs, checkpoint folders, or folders holding runs at any depth.", show_default=False)
+]
+MetricOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--metric",
+        "-m",
+        help="Metric spec, e.g. recall, recall:class=fraud, f1:average=micro, val_loss (repeatable; the first orders). See `ckptaudit metrics`.",
+    ),
+]
+ModeOpt = Annotated[
+    str | None, typer.Option("--mode", help="Direction (max or min) for logged or custom metrics whose direction is not known.")
+]
 
 
 def _emit(text: str) -> None:
@@ -85,7 +97,9 @@ def _version_callback(value: bool) -> None:
 
 @app.callback()
 def main(
-    version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version_callback, is_eager=True, help="Print the version and exit.")
+    ] = False,
 ) -> None:
     """Choose checkpoints after the fact, under any metric, and prove the choice was honest.
 
@@ -100,11 +114,13 @@ def rank(
     metric: MetricOpt = [],  # noqa: B006 - typer needs a literal default
     mode: ModeOpt = None,
     fmt: Annotated[RankFormat, typer.Option("--format", "-f", help="Output format.")] = RankFormat.table,
-    top: Annotated[Optional[int], typer.Option("--top", min=1, help="Show only the best N rows.")] = None,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Show only the best N rows.")] = None,
     per_run: Annotated[bool, typer.Option("--per-run", help="Show each run's best checkpoint only.")] = False,
     ci: Annotated[bool, typer.Option("--ci", help="Add a 95% bootstrap interval for the first metric.")] = False,
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for --ci.")] = 1000,
-    flags: Annotated[bool, typer.Option("--flags", help="Audit the runs (without the bootstrap) and list each row's finding codes.")] = False,
+    flags: Annotated[
+        bool, typer.Option("--flags", help="Audit the runs (without the bootstrap) and list each row's finding codes.")
+    ] = False,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
@@ -169,22 +185,36 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (res
 @handle_errors
 def audit(
     paths: PathsArg,
-    metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Audit metric (default: balanced_accuracy for classification, f1 multilabel, mse regression).")] = None,
+    metric: Annotated[
+        str | None,
+        typer.Option(
+            "--metric", "-m", help="Audit metric (default: balanced_accuracy for classification, f1 multilabel, mse regression)."
+        ),
+    ] = None,
     mode: ModeOpt = None,
     fmt: Annotated[AuditFormat, typer.Option("--format", "-f", help="Output format.")] = AuditFormat.table,
-    fail_on: Annotated[FailOn, typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity.")] = FailOn.error,
-    select: Annotated[Optional[List[str]], typer.Option("--select", help="Only these finding codes (comma-separated or repeated).")] = None,
-    ignore: Annotated[Optional[List[str]], typer.Option("--ignore", help="Skip these finding codes.")] = None,
+    fail_on: Annotated[
+        FailOn, typer.Option("--fail-on", help="Exit 1 when a finding is at or above this severity.")
+    ] = FailOn.error,
+    select: Annotated[
+        list[str] | None, typer.Option("--select", help="Only these finding codes (comma-separated or repeated).")
+    ] = None,
+    ignore: Annotated[list[str] | None, typer.Option("--ignore", help="Skip these finding codes.")] = None,
     resamples: ResamplesOpt = 1000,
     seed: SeedOpt = 0,
     imbalance: Annotated[float, typer.Option(help="Majority-class share from which the accuracy paradox is checked.")] = 0.8,
     paradox_lift: Annotated[float, typer.Option(help="Share of the majority baseline's errors a model must remove.")] = 0.5,
     paradox_recall: Annotated[float, typer.Option(help="Minimum recall of the rarest class.")] = 0.5,
-    margin: Annotated[float, typer.Option(help="Margin for val-beats-train and overfitting (absolute for metrics in [0,1], relative otherwise).")] = 0.02,
+    margin: Annotated[
+        float,
+        typer.Option(help="Margin for val-beats-train and overfitting (absolute for metrics in [0,1], relative otherwise)."),
+    ] = 0.02,
     perfect: Annotated[float, typer.Option(help="Accuracy or R2 at or above this is near-perfect.")] = 0.999,
     min_rows: Annotated[int, typer.Option(help="Fewer validation rows than this is a small validation set.")] = 100,
     min_class_rows: Annotated[int, typer.Option(help="Fewer rows of the rarest class than this is a small validation set.")] = 20,
-    tie_fraction: Annotated[float, typer.Option(help="Share of checkpoints tied with the winner that makes winner-within-noise a warning.")] = 0.3,
+    tie_fraction: Annotated[
+        float, typer.Option(help="Share of checkpoints tied with the winner that makes winner-within-noise a warning.")
+    ] = 0.3,
 ) -> None:
     """Flag the accuracy paradox, leakage, overfitting and selection noise, with the numbers.
 
@@ -196,10 +226,20 @@ def audit(
     from .views import findings_document
 
     options = AuditOptions(
-        metric=metric, mode=mode, resamples=resamples, seed=seed, imbalance=imbalance, paradox_lift=paradox_lift,
-        paradox_recall=paradox_recall, margin=margin, perfect=perfect, min_rows=min_rows,
-        min_class_rows=min_class_rows, tie_fraction=tie_fraction,
-        select=tuple(check_codes(select, "--select")), ignore=tuple(check_codes(ignore, "--ignore")),
+        metric=metric,
+        mode=mode,
+        resamples=resamples,
+        seed=seed,
+        imbalance=imbalance,
+        paradox_lift=paradox_lift,
+        paradox_recall=paradox_recall,
+        margin=margin,
+        perfect=perfect,
+        min_rows=min_rows,
+        min_class_rows=min_class_rows,
+        tie_fraction=tie_fraction,
+        select=tuple(check_codes(select, "--select")),
+        ignore=tuple(check_codes(ignore, "--ignore")),
     )
     report = audit_paths(paths, options)
     _emit(render(findings_document(report.findings, report.problems), fmt.value))
@@ -224,8 +264,8 @@ def pick(
     metric: Annotated[str, typer.Option("--metric", "-m", help="Metric spec to choose by.")],
     mode: ModeOpt = None,
     across: Annotated[bool, typer.Option("--across", help="One winner across every run (a sweep), not one per run.")] = False,
-    link: Annotated[Optional[Path], typer.Option("--link", help="Place the winner as a relative symlink at DEST.")] = None,
-    copy: Annotated[Optional[Path], typer.Option("--copy", help="Place a copy of the winner's folder at DEST.")] = None,
+    link: Annotated[Path | None, typer.Option("--link", help="Place the winner as a relative symlink at DEST.")] = None,
+    copy: Annotated[Path | None, typer.Option("--copy", help="Place a copy of the winner's folder at DEST.")] = None,
     fmt: Annotated[PickFormat, typer.Option("--format", "-f", help="Output format.")] = PickFormat.table,
     resamples: ResamplesOpt = 1000,
     seed: SeedOpt = 0,
@@ -262,10 +302,14 @@ def prune(
     metric: MetricOpt = [],  # noqa: B006
     keep: Annotated[int, typer.Option("--keep", "-k", min=0, help="Keep the top K checkpoints by each --metric.")] = 3,
     keep_last: Annotated[int, typer.Option("--keep-last", min=0, help="Keep the newest N checkpoints (by epoch).")] = 1,
-    keep_every: Annotated[Optional[int], typer.Option("--keep-every", min=1, help="Keep checkpoints whose epoch is divisible by N.")] = None,
+    keep_every: Annotated[
+        int | None, typer.Option("--keep-every", min=1, help="Keep checkpoints whose epoch is divisible by N.")
+    ] = None,
     mode: ModeOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete (default: dry run).")] = False,
-    trash: Annotated[Optional[Path], typer.Option("--trash", help="Move doomed checkpoints into DIR instead of deleting them.")] = None,
+    trash: Annotated[
+        Path | None, typer.Option("--trash", help="Move doomed checkpoints into DIR instead of deleting them.")
+    ] = None,
     resume_only: Annotated[bool, typer.Option("--resume", help="Only finish what an interrupted prune left in trash.")] = False,
     fmt: Annotated[PruneFormat, typer.Option("--format", "-f", help="Output format.")] = PruneFormat.table,
 ) -> None:
@@ -283,8 +327,9 @@ def prune(
     if resume_only:
         plans = resume(paths, trash_dir=trash)
     else:
-        plans = prune_runs(paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode,
-                           yes=yes, trash_dir=trash)
+        plans = prune_runs(
+            paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, trash_dir=trash
+        )
     _emit(render(prune_document(plans), fmt.value))
 
 
@@ -300,18 +345,30 @@ class CheckFormat(str, Enum):
 @handle_errors
 def check(
     path: Annotated[Path, typer.Argument(help="The run to gate.", show_default=False)],
-    metric: Annotated[Optional[str], typer.Option("--metric", "-m", help="Policy metric spec (overrides the config file).")] = None,
-    chosen: Annotated[Optional[str], typer.Option("--chosen", help="Checkpoint name or folder, provenance file from `pick`, or a weights file copied out of the run.")] = None,
-    config: Annotated[Optional[Path], typer.Option("--config", help="Policy file (default: nearest ckptaudit.toml or pyproject.toml [tool.ckptaudit]).")] = None,
+    metric: Annotated[str | None, typer.Option("--metric", "-m", help="Policy metric spec (overrides the config file).")] = None,
+    chosen: Annotated[
+        str | None,
+        typer.Option(
+            "--chosen", help="Checkpoint name or folder, provenance file from `pick`, or a weights file copied out of the run."
+        ),
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option("--config", help="Policy file (default: nearest ckptaudit.toml or pyproject.toml [tool.ckptaudit])."),
+    ] = None,
     mode: ModeOpt = None,
-    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Decision threshold (binary and multilabel).")] = None,
-    min_value: Annotated[Optional[float], typer.Option("--min-value", help="The chosen value must be at least this.")] = None,
-    max_value: Annotated[Optional[float], typer.Option("--max-value", help="The chosen value must be at most this.")] = None,
-    tolerance: Annotated[Optional[float], typer.Option("--tolerance", help="How far from the best the chosen may be.")] = None,
-    fail_on: Annotated[Optional[FailOn], typer.Option("--fail-on", help="Audit findings at or above this severity fail the gate.")] = None,
-    fail_codes: Annotated[Optional[List[str]], typer.Option("--fail-code", help="Only these finding codes fail the gate (repeatable).")] = None,
-    resamples: Annotated[Optional[int], typer.Option("--resamples", min=100, help="Paired-bootstrap resamples.")] = None,
-    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the bootstrap.")] = None,
+    threshold: Annotated[float | None, typer.Option("--threshold", help="Decision threshold (binary and multilabel).")] = None,
+    min_value: Annotated[float | None, typer.Option("--min-value", help="The chosen value must be at least this.")] = None,
+    max_value: Annotated[float | None, typer.Option("--max-value", help="The chosen value must be at most this.")] = None,
+    tolerance: Annotated[float | None, typer.Option("--tolerance", help="How far from the best the chosen may be.")] = None,
+    fail_on: Annotated[
+        FailOn | None, typer.Option("--fail-on", help="Audit findings at or above this severity fail the gate.")
+    ] = None,
+    fail_codes: Annotated[
+        list[str] | None, typer.Option("--fail-code", help="Only these finding codes fail the gate (repeatable).")
+    ] = None,
+    resamples: Annotated[int | None, typer.Option("--resamples", min=100, help="Paired-bootstrap resamples.")] = None,
+    seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap.")] = None,
     fmt: Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")] = CheckFormat.text,
 ) -> None:
     """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
@@ -325,9 +382,17 @@ def check(
     from .views import gate_document
 
     policy = resolve_policy(
-        config, metric=metric, mode=mode, threshold=threshold, min_value=min_value, max_value=max_value,
-        tolerance=tolerance, fail_on=None if fail_on is None else fail_on.value,
-        fail_codes=check_codes(fail_codes, "--fail-code") or None, resamples=resamples, seed=seed,
+        config,
+        metric=metric,
+        mode=mode,
+        threshold=threshold,
+        min_value=min_value,
+        max_value=max_value,
+        tolerance=tolerance,
+        fail_on=None if fail_on is None else fail_on.value,
+        fail_codes=check_codes(fail_codes, "--fail-code") or None,
+        resamples=resamples,
+        seed=seed,
     )
     result = run_gate(path, policy, chosen)
     _emit(render(gate_document(result), fmt.value))
@@ -347,9 +412,9 @@ def explain(code: Annotated[str, typer.Argument(help="A finding code, e.g. accur
 @app.command("metrics")
 def list_metrics() -> None:
     """List the built-in metrics, their direction, options and aliases."""
-    from .metricspec import ALIASES, BUILTINS, OPTIONS
-
     from tabulate import tabulate
+
+    from .metricspec import ALIASES, BUILTINS, OPTIONS
 
     rows = []
     for name, (direction, family) in BUILTINS.items():

@@ -61,7 +61,8 @@ CODES: dict[str, CodeInfo] = {
     c.code: c
     for c in (
         CodeInfo(
-            "accuracy-paradox", "warning/error",
+            "accuracy-paradox",
+            "warning/error",
             "High accuracy on imbalanced data that mostly reflects the majority class.",
             "The validation set is imbalanced (the majority class is at least --imbalance of it), the checkpoint "
             "that matters (the one being shipped, else run.json 'chosen', else the audit winner) has accuracy at or "
@@ -75,7 +76,8 @@ CODES: dict[str, CodeInfo] = {
             "re-pick with `ckptaudit pick --metric ...`.",
         ),
         CodeInfo(
-            "train-val-overlap", "error",
+            "train-val-overlap",
+            "error",
             "Validation rows also appear in the training predictions.",
             "Sample ids (array 'id') or input content hashes (array 'input_hash') present in both train.npz and val.npz.",
             "Rows the model trained on score better than unseen rows, so validation metrics are inflated and the "
@@ -85,7 +87,8 @@ CODES: dict[str, CodeInfo] = {
             "De-duplicate the split (group-aware splitting for near-duplicates), record global ids, and re-run.",
         ),
         CodeInfo(
-            "val-set-changed", "error",
+            "val-set-changed",
+            "error",
             "Validation targets or ids differ between checkpoints of one run.",
             "A later checkpoint's val.npz holds other targets, other ids or another number of rows than the first.",
             "Scores on different validation sets cannot be compared: the ranking is meaningless.",
@@ -93,7 +96,8 @@ CODES: dict[str, CodeInfo] = {
             "Fix the data loader (shuffling or augmentation on the validation set) and re-evaluate the checkpoints.",
         ),
         CodeInfo(
-            "val-beats-train", "warning",
+            "val-beats-train",
+            "warning",
             "The validation metric beats the training metric on most checkpoints.",
             "On more than half of the checkpoints with train.npz, the validation value is better than the training "
             "value by more than --margin.",
@@ -104,7 +108,8 @@ CODES: dict[str, CodeInfo] = {
             "Record training predictions in eval mode on a fixed training subset, and check the split for leakage.",
         ),
         CodeInfo(
-            "suspicious-perfect", "warning",
+            "suspicious-perfect",
+            "warning",
             "Near-perfect validation scores.",
             "Validation accuracy >= --perfect, ROC AUC of exactly 1 (every positive outscores every negative), R2 >= --perfect, or a logged validation loss "
             "<= 1e-6, most suspicious in the first epochs.",
@@ -114,7 +119,8 @@ CODES: dict[str, CodeInfo] = {
             "Look for target leakage in the features and overlap between splits; confirm on a fresh held-out set.",
         ),
         CodeInfo(
-            "selected-by-train-metric", "error",
+            "selected-by-train-metric",
+            "error",
             "The checkpoint was picked by a training metric.",
             "run.json selected_by names a training metric or loss, or the chosen checkpoint is the best by the "
             "training split but not by the validation split.",
@@ -123,7 +129,8 @@ CODES: dict[str, CodeInfo] = {
             "Select by a validation metric: `ckptaudit pick --metric ...`, and set selected_by accordingly.",
         ),
         CodeInfo(
-            "overfitting", "info",
+            "overfitting",
+            "info",
             "The validation metric worsens after some epoch while the training metric keeps improving.",
             "After the best validation epoch, the last checkpoint is worse on validation by more than --margin and "
             "better on training than at the best epoch.",
@@ -132,16 +139,17 @@ CODES: dict[str, CodeInfo] = {
             "Keep the best validation checkpoint (not the last), add regularisation or early stopping.",
         ),
         CodeInfo(
-            "best-is-last", "info",
+            "best-is-last",
+            "info",
             "The best checkpoint is the last one.",
             "The audit winner is the run's final checkpoint.",
-            "The metric was still improving when training stopped: more epochs may help, and the run may not have "
-            "converged.",
+            "The metric was still improving when training stopped: more epochs may help, and the run may not have converged.",
             "Training deliberately stopped at a fixed budget; a schedule that anneals to the end.",
             "Train longer, or confirm that the improvement has levelled off.",
         ),
         CodeInfo(
-            "winner-within-noise", "info/warning",
+            "winner-within-noise",
+            "info/warning",
             "The winner is not significantly better than the runner-up.",
             "A paired bootstrap over validation rows (--resamples, seeded) gives a 95% interval of the difference "
             "between the winner and the runner-up that reaches zero. Warning when at least --tie-fraction of the "
@@ -152,11 +160,11 @@ CODES: dict[str, CodeInfo] = {
             "Use a larger validation set, average the tied checkpoints, or prefer the earliest tied one.",
         ),
         CodeInfo(
-            "small-val-set", "warning",
+            "small-val-set",
+            "warning",
             "The validation set, or its rarest class, is too small to separate checkpoints.",
             "Fewer than --min-rows validation rows, or fewer than --min-class-rows rows of the rarest class.",
-            "With few rows one sample changes a metric by a large step, so differences between checkpoints are "
-            "mostly noise.",
+            "With few rows one sample changes a metric by a large step, so differences between checkpoints are mostly noise.",
             "A deliberately small smoke-test run.",
             "Validate on more rows (or more of the rare class); use `rank --ci` to see the intervals.",
         ),

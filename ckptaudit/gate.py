@@ -45,8 +45,13 @@ class Rule:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape: name, passed, skipped, message, details."""
-        return {"name": self.name, "passed": self.passed, "skipped": self.skipped,
-                "message": self.message, "details": self.details}
+        return {
+            "name": self.name,
+            "passed": self.passed,
+            "skipped": self.skipped,
+            "message": self.message,
+            "details": self.details,
+        }
 
 
 @dataclass(frozen=True)
@@ -170,37 +175,64 @@ def _spec_value(scores, spec_index: int, ckpt: Checkpoint) -> float | None:
     return next((s.values[spec_index] for s in scores if s.checkpoint is ckpt), None)
 
 
+def _prepared(run: Run, ckpt: Checkpoint) -> metrics.Prepared:
+    preds = read_predictions(run, ckpt)
+    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+
+
 def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, policy: Policy) -> Rule:
     ordered = [s for s in order_scores(scores, spec) if s.values[0] is not None]
     if not ordered:
         return Rule("chosen-is-best", False, f"no checkpoint could be scored by {spec.text}")
     best = ordered[0]
     if chosen is None:
-        return Rule("chosen-is-best", True, f"no chosen checkpoint (give --chosen or set run.json 'chosen'); "
-                    f"the best by {spec.text} is {best.checkpoint.name} ({best.values[0]:.4f})",
-                    {"best": best.checkpoint.name, "best_value": best.values[0]}, skipped=True)
+        return Rule(
+            "chosen-is-best",
+            True,
+            f"no chosen checkpoint (give --chosen or set run.json 'chosen'); "
+            f"the best by {spec.text} is {best.checkpoint.name} ({best.values[0]:.4f})",
+            {"best": best.checkpoint.name, "best_value": best.values[0]},
+            skipped=True,
+        )
     value = _spec_value(scores, 0, chosen)
     if value is None:
-        return Rule("chosen-is-best", False, f"{chosen.name} cannot be scored by {spec.text}",
-                    {"chosen": chosen.name, "best": best.checkpoint.name})
+        return Rule(
+            "chosen-is-best",
+            False,
+            f"{chosen.name} cannot be scored by {spec.text}",
+            {"chosen": chosen.name, "best": best.checkpoint.name},
+        )
     gap = (best.values[0] - value) if spec.maximize else (value - best.values[0])  # type: ignore[operator]
-    details: dict[str, Any] = {"chosen": chosen.name, "chosen_value": value, "best": best.checkpoint.name,
-                               "best_value": best.values[0], "gap": gap, "tolerance": policy.tolerance}
+    details: dict[str, Any] = {
+        "chosen": chosen.name,
+        "chosen_value": value,
+        "best": best.checkpoint.name,
+        "best_value": best.values[0],
+        "gap": gap,
+        "tolerance": policy.tolerance,
+    }
     if best.checkpoint is chosen or gap <= policy.tolerance:
-        suffix = "" if best.checkpoint is chosen else f" (best {best.checkpoint.name} {best.values[0]:.4f}, within tolerance {policy.tolerance:g})"
+        suffix = (
+            ""
+            if best.checkpoint is chosen
+            else f" (best {best.checkpoint.name} {best.values[0]:.4f}, within tolerance {policy.tolerance:g})"
+        )
         return Rule("chosen-is-best", True, f"{chosen.name} {spec.text} {value:.4f} is the best{suffix}", details)
     noise = ""
     if bootstrap.supports(spec):
-        a = read_predictions(run, best.checkpoint)
-        b = read_predictions(run, chosen)
-        prep = lambda p: metrics.prepare(run.task, run.output, p.target, p.output, run.positive_class)  # noqa: E731
-        cmp = bootstrap.compare(spec, prep(a), prep(b), resamples=policy.resamples, seed=policy.seed)
+        a, b = (_prepared(run, c) for c in (best.checkpoint, chosen))
+        cmp = bootstrap.compare(spec, a, b, resamples=policy.resamples, seed=policy.seed)
         details.update(ci95=[cmp.low, cmp.high], within_noise=cmp.tied)
-        noise = (f"; 95% interval of the difference [{cmp.low:+.4f}, {cmp.high:+.4f}]: "
-                 + ("within the noise of this validation set" if cmp.tied else "significant"))
-    return Rule("chosen-is-best", False,
-                f"{chosen.name} {spec.text} {value:.4f}; {best.checkpoint.name} should have been chosen: "
-                f"{spec.text} {best.values[0]:.4f}, better by {gap:.4f}{noise}", details)
+        noise = f"; 95% interval of the difference [{cmp.low:+.4f}, {cmp.high:+.4f}]: " + (
+            "within the noise of this validation set" if cmp.tied else "significant"
+        )
+    return Rule(
+        "chosen-is-best",
+        False,
+        f"{chosen.name} {spec.text} {value:.4f}; {best.checkpoint.name} should have been chosen: "
+        f"{spec.text} {best.values[0]:.4f}, better by {gap:.4f}{noise}",
+        details,
+    )
 
 
 def _rule_selected_by(run: Run, spec: MetricSpec, chosen: Checkpoint | None, provenance_metric: str | None) -> Rule:
@@ -209,12 +241,21 @@ def _rule_selected_by(run: Run, spec: MetricSpec, chosen: Checkpoint | None, pro
     if provenance_metric is not None:
         used, who = provenance_metric, "ckptaudit pick"
     elif chosen is not None and chosen.name != run.chosen:
-        return Rule("selected-by-matches", True,
-                    f"{chosen.name} is not the checkpoint training chose, so training's selected_by does not apply",
-                    {"policy_metric": spec.text, "selected_by": None}, skipped=True)
+        return Rule(
+            "selected-by-matches",
+            True,
+            f"{chosen.name} is not the checkpoint training chose, so training's selected_by does not apply",
+            {"policy_metric": spec.text, "selected_by": None},
+            skipped=True,
+        )
     elif run.selected_by is None:
-        return Rule("selected-by-matches", True, "run.json records no selected_by; nothing to compare",
-                    {"policy_metric": spec.text, "selected_by": None}, skipped=True)
+        return Rule(
+            "selected-by-matches",
+            True,
+            "run.json records no selected_by; nothing to compare",
+            {"policy_metric": spec.text, "selected_by": None},
+            skipped=True,
+        )
     else:
         used, who = run.selected_by.metric, "training"
     want = spec.name if spec.source == "builtin" else spec.text
@@ -222,9 +263,13 @@ def _rule_selected_by(run: Run, spec: MetricSpec, chosen: Checkpoint | None, pro
     details = {"selected_by": used, "selected_by_whom": who, "policy_metric": spec.text}
     if ok:
         return Rule("selected-by-matches", True, f"{who} selected by {used}, the policy metric", details)
-    return Rule("selected-by-matches", False,
-                f"{who} selected by {used}, but the policy metric is {spec.text}: a checkpoint chosen by another "
-                f"metric fails even when it happens to pick well", details)
+    return Rule(
+        "selected-by-matches",
+        False,
+        f"{who} selected by {used}, but the policy metric is {spec.text}: a checkpoint chosen by another "
+        f"metric fails even when it happens to pick well",
+        details,
+    )
 
 
 def _rule_min_value(spec: MetricSpec, value: float | None, who: str, policy: Policy) -> Rule:
@@ -245,21 +290,38 @@ def _rule_min_value(spec: MetricSpec, value: float | None, who: str, policy: Pol
 
 
 def _rule_findings(run: Run, spec_text: str, policy: Policy, chosen: Checkpoint | None) -> Rule:
-    options = AuditOptions(metric=spec_text, mode=policy.mode, resamples=policy.resamples, seed=policy.seed,
-                           focus=None if chosen is None else chosen.name)
+    options = AuditOptions(
+        metric=spec_text,
+        mode=policy.mode,
+        resamples=policy.resamples,
+        seed=policy.seed,
+        focus=None if chosen is None else chosen.name,
+    )
     findings = audit_run(run, options).findings
     if policy.fail_on == "never":
         failing = []
     else:
-        failing = [f for f in findings if severity_rank(f.severity) >= severity_rank(policy.fail_on)
-                   and (policy.fail_codes is None or f.code in policy.fail_codes)]
-    details = {"fail_on": policy.fail_on, "fail_codes": list(policy.fail_codes) if policy.fail_codes else None,
-               "failing": [f.as_dict() for f in failing], "all_codes": [f.code for f in findings]}
+        failing = [
+            f
+            for f in findings
+            if severity_rank(f.severity) >= severity_rank(policy.fail_on)
+            and (policy.fail_codes is None or f.code in policy.fail_codes)
+        ]
+    details = {
+        "fail_on": policy.fail_on,
+        "fail_codes": list(policy.fail_codes) if policy.fail_codes else None,
+        "failing": [f.as_dict() for f in failing],
+        "all_codes": [f.code for f in findings],
+    }
     if failing:
         listed = "; ".join(f"{f.code}: {f.message}" for f in failing)
         return Rule("no-audit-findings", False, f"{len(failing)} finding(s) at or above {policy.fail_on}: {listed}", details)
-    return Rule("no-audit-findings", True, f"no audit finding at or above {policy.fail_on}"
-                + (f" ({len(findings)} below it)" if findings else ""), details)
+    return Rule(
+        "no-audit-findings",
+        True,
+        f"no audit finding at or above {policy.fail_on}" + (f" ({len(findings)} below it)" if findings else ""),
+        details,
+    )
 
 
 def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateResult:

@@ -15,8 +15,9 @@ Conventions follow scikit-learn so numbers agree to 1e-9:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -90,9 +91,7 @@ class Prepared:
         return self._cache[key]
 
 
-def prepare(
-    task: str, output_kind: str, target: np.ndarray, output: np.ndarray, positive_class: int = 1
-) -> Prepared:
+def prepare(task: str, output_kind: str, target: np.ndarray, output: np.ndarray, positive_class: int = 1) -> Prepared:
     """Turn stored target/output arrays into a :class:`Prepared` view.
 
     Logits go through sigmoid (binary, multilabel) or softmax (multiclass). For a binary
@@ -290,8 +289,9 @@ def from_confusions(cms: np.ndarray, spec: MetricSpec, task: str, n_classes: int
     if name == "mcc":
         if spec.class_index is not None:
             i = spec.class_index
-            return np.array([_mcc_from_cm(np.array([[c.tn[b, i], c.fp[b, i]], [c.fn[b, i], c.tp[b, i]]]))
-                             for b in range(cms.shape[0])])
+            return np.array(
+                [_mcc_from_cm(np.array([[c.tn[b, i], c.fp[b, i]], [c.fn[b, i], c.tp[b, i]]])) for b in range(cms.shape[0])]
+            )
         return np.array([_mcc_from_cm(m) for m in cms])
     if name == "cohen_kappa":
         return np.array([_kappa_from_cm(m) for m in cms])
@@ -438,7 +438,6 @@ def ece(prep: Prepared, spec: MetricSpec) -> float:
     # NOTE: bins are right-closed, as in scikit-learn's calibration_curve.
     edges = np.linspace(0.0, 1.0, n_bins + 1)
     ids = np.searchsorted(edges[1:-1], conf)
-    n = np.bincount(ids, minlength=n_bins)
     acc_sum = np.bincount(ids, weights=correct, minlength=n_bins)
     conf_sum = np.bincount(ids, weights=conf, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / conf.shape[0])
@@ -495,9 +494,21 @@ def r2(prep: Prepared, spec: MetricSpec) -> float:
 
 
 KERNELS: dict[str, Callable[[Prepared, MetricSpec], float]] = {
-    **{name: label_metric for name in (
-        "accuracy", "balanced_accuracy", "precision", "recall", "f1", "fbeta",
-        "specificity", "npv", "mcc", "cohen_kappa")},
+    **{
+        name: label_metric
+        for name in (
+            "accuracy",
+            "balanced_accuracy",
+            "precision",
+            "recall",
+            "f1",
+            "fbeta",
+            "specificity",
+            "npv",
+            "mcc",
+            "cohen_kappa",
+        )
+    },
     "roc_auc": roc_auc,
     "average_precision": average_precision,
     "log_loss": log_loss,

@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import difflib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
-from typing import Iterable
 
 from .errors import MetricError
 
@@ -229,8 +229,7 @@ def parse_metric(text: str, *, mode: str | None = None, logged: Iterable[str] = 
         direction = user_mode or infer_logged_mode(match)
         if direction is None:
             raise MetricError(
-                f"metric {text!r} is logged by training but its direction is unknown: "
-                f"add :mode=max or :mode=min (or --mode)"
+                f"metric {text!r} is logged by training but its direction is unknown: add :mode=max or :mode=min (or --mode)"
             )
         return MetricSpec(text=text, name=match, source="logged", mode=direction)
 
@@ -300,8 +299,6 @@ def check_applies(spec: MetricSpec, task: str, output_kind: str, run_name: str) 
     if task not in FAMILY_TASKS[spec.family] or task in _NOT_FOR.get(spec.name, ()):
         raise MetricError(f"metric {spec.text!r} does not apply to {task} runs", run_name)
     if spec.family == "score" and output_kind == "label":
-        raise MetricError(
-            f"metric {spec.text!r} needs scores, but the run records hard labels (output: label)", run_name
-        )
+        raise MetricError(f"metric {spec.text!r} needs scores, but the run records hard labels (output: label)", run_name)
     if spec.threshold is not None and task == "multiclass":
         raise MetricError(f"metric {spec.text!r}: threshold applies to binary and multilabel runs only", run_name)

@@ -13,9 +13,10 @@ import hashlib
 import os
 import shutil
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from . import __version__
 from .errors import UsageError
@@ -108,7 +109,7 @@ def choose(
 ) -> list[Pick]:
     """The best checkpoint of each run (or the single best across all with ``across``)."""
     from .audit import AuditOptions, audit_run
-    from .ranking import Ranking, RankedRow, with_intervals
+    from .ranking import RankedRow, Ranking, with_intervals
 
     runs = discover(paths)
     specs = parse_metrics([metric], runs, mode)
@@ -117,15 +118,30 @@ def choose(
     picks = []
     for group in groups:
         best = _best(group, runs, 0, specs)
-        row = RankedRow(rank=1, run=best.run.name, checkpoint=best.checkpoint.name, epoch=best.checkpoint.epoch,
-                        step=best.checkpoint.step, values={specs[0].text: best.values[0]})
+        row = RankedRow(
+            rank=1,
+            run=best.run.name,
+            checkpoint=best.checkpoint.name,
+            epoch=best.checkpoint.epoch,
+            step=best.checkpoint.step,
+            values={specs[0].text: best.values[0]},
+        )
         ranked = with_intervals(Ranking(specs=tuple(specs), rows=(row,), runs=(best.run,)), resamples=resamples, seed=seed)
         findings: tuple[dict[str, Any], ...] = ()
         if audit:
             ra = audit_run(best.run, AuditOptions(metric=metric, mode=mode, resamples=resamples, seed=seed))
             findings = tuple(f.as_dict() for f in ra.findings if f.severity in ("warning", "error"))
-        picks.append(Pick(run=best.run, checkpoint=best.checkpoint, metric=specs[0].text, mode=specs[0].mode,
-                          value=float(best.values[0]), interval=ranked.rows[0].interval, findings=findings))  # type: ignore[arg-type]
+        picks.append(
+            Pick(
+                run=best.run,
+                checkpoint=best.checkpoint,
+                metric=specs[0].text,
+                mode=specs[0].mode,
+                value=float(best.values[0]),
+                interval=ranked.rows[0].interval,
+                findings=findings,
+            )
+        )  # type: ignore[arg-type]
     return picks
 
 

@@ -7,7 +7,8 @@ from __future__ import annotations
 
 import sys
 import time
-from typing import Callable, TextIO
+from collections.abc import Callable
+from typing import TextIO
 
 
 def progress_bar(label: str, stream: TextIO | None = None, min_seconds: float = 0.5) -> Callable[[int, int], None] | None:

@@ -21,9 +21,10 @@ import datetime as _dt
 import json
 import os
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from .errors import LockedError, MetricError, RunFormatError, UsageError
 from .metricspec import MetricSpec
@@ -54,8 +55,13 @@ class PlanEntry:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape of a plan row."""
-        return {"checkpoint": self.checkpoint, "epoch": self.epoch, "action": self.action,
-                "kept_by": list(self.kept_by), "size": self.size}
+        return {
+            "checkpoint": self.checkpoint,
+            "epoch": self.epoch,
+            "action": self.action,
+            "kept_by": list(self.kept_by),
+            "size": self.size,
+        }
 
 
 @dataclass(frozen=True)
@@ -75,9 +81,14 @@ class PrunePlan:
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape of the plan."""
-        return {"run": self.run.name, "dry_run": not self.executed, "metrics": list(self.metrics),
-                "entries": [e.as_dict() for e in self.entries], "reclaimed_bytes": self.reclaimed,
-                "deleted": list(self.deleted)}
+        return {
+            "run": self.run.name,
+            "dry_run": not self.executed,
+            "metrics": list(self.metrics),
+            "entries": [e.as_dict() for e in self.entries],
+            "reclaimed_bytes": self.reclaimed,
+            "deleted": list(self.deleted),
+        }
 
 
 def _size(path: Path) -> int:
@@ -127,7 +138,9 @@ def plan(
         if spec.source == "logged":
             missing = [s.checkpoint.name for s in scores if spec.name not in s.checkpoint.logged]
             if missing:
-                raise MetricError(f"metric {spec.text!r} is missing on {', '.join(missing[:5])}; refusing to prune by it", run.name)
+                raise MetricError(
+                    f"metric {spec.text!r} is missing on {', '.join(missing[:5])}; refusing to prune by it", run.name
+                )
         ordered = [s for s in order_scores(scores, spec, i) if s.values[i] is not None]
         for s in ordered[:keep]:
             reasons[s.checkpoint.name].append(f"top-{keep} {spec.text}")
@@ -153,7 +166,9 @@ def plan(
     ckpt_dir = run.path / CHECKPOINTS_DIR
     for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
         if entry.name.startswith(TRASH_PREFIX):
-            entries.append(PlanEntry(entry.name[len(TRASH_PREFIX):], None, "finish", (), _size(Path(entry.path)), Path(entry.path)))
+            entries.append(
+                PlanEntry(entry.name[len(TRASH_PREFIX) :], None, "finish", (), _size(Path(entry.path)), Path(entry.path))
+            )
     return PrunePlan(run=run, entries=tuple(entries), metrics=tuple(s.text for s in specs))
 
 
@@ -199,8 +214,9 @@ class RunLock:
                     holder = f" (pid {self.path.read_text().strip()})"
                 except OSError:
                     pass
-                raise LockedError(f"another prune holds this run's lock{holder}; if none is running, remove {LOCK_FILE}",
-                                  self.path.parent) from None
+                raise LockedError(
+                    f"another prune holds this run's lock{holder}; if none is running, remove {LOCK_FILE}", self.path.parent
+                ) from None
         with os.fdopen(fd, "w") as fh:
             fh.write(str(os.getpid()))
         return self
@@ -247,9 +263,16 @@ def execute(p: PrunePlan, *, trash_dir: Path | None = None) -> PrunePlan:
     for e in doomed + pending:
         if not _inside(e.path, ckpt_dir):
             raise UsageError("refusing to delete outside the run's checkpoints/ folder", e.path)
-    _log(run, {"action": "plan", "delete": [e.checkpoint for e in doomed], "finish": [e.checkpoint for e in pending],
-               "keep": {e.checkpoint: list(e.kept_by) for e in p.entries if e.action == "keep"},
-               "trash_dir": None if trash_dir is None else str(trash_dir)})
+    _log(
+        run,
+        {
+            "action": "plan",
+            "delete": [e.checkpoint for e in doomed],
+            "finish": [e.checkpoint for e in pending],
+            "keep": {e.checkpoint: list(e.kept_by) for e in p.entries if e.action == "keep"},
+            "trash_dir": None if trash_dir is None else str(trash_dir),
+        },
+    )
     # trash left by an interrupted prune first, then each doomed checkpoint: rename, remove
     steps = [(e, e.path) for e in pending] + [(e, ckpt_dir / f"{TRASH_PREFIX}{e.checkpoint}") for e in doomed]
     for e, trash in steps:
@@ -257,8 +280,9 @@ def execute(p: PrunePlan, *, trash_dir: Path | None = None) -> PrunePlan:
             try:
                 os.rename(e.path, trash)
             except OSError as exc:
-                raise UsageError(f"could not move {e.checkpoint} to trash ({exc}); deleted so far: {', '.join(done) or 'none'}",
-                                 run.path) from None
+                raise UsageError(
+                    f"could not move {e.checkpoint} to trash ({exc}); deleted so far: {', '.join(done) or 'none'}", run.path
+                ) from None
             if crash_after and len(done) + 1 >= crash_after:
                 os._exit(99)  # test hook: die between the rename and the removal, like a kill
         was_link = trash.is_symlink()
@@ -315,12 +339,15 @@ def resume(paths: Sequence[str | Path], *, trash_dir: str | Path | None = None) 
     out = []
     for run in discover(paths):
         ckpt_dir = run.path / CHECKPOINTS_DIR
-        pending = [PlanEntry(e.name[len(TRASH_PREFIX):], None, "finish", (), _size(Path(e.path)), Path(e.path))
-                   for e in sorted(os.scandir(ckpt_dir), key=lambda e: e.name) if e.name.startswith(TRASH_PREFIX)]
+        pending = [
+            PlanEntry(e.name[len(TRASH_PREFIX) :], None, "finish", (), _size(Path(e.path)), Path(e.path))
+            for e in sorted(os.scandir(ckpt_dir), key=lambda e: e.name)
+            if e.name.startswith(TRASH_PREFIX)
+        ]
         with RunLock(run):
             p = PrunePlan(run=run, entries=tuple(pending), metrics=())
             out.append(execute(p, trash_dir=None if trash_dir is None else Path(trash_dir)))
     return out
 
 
-__all__ = ["prune", "plan", "execute", "resume", "PrunePlan", "PlanEntry", "is_in_progress"]
+__all__ = ["PlanEntry", "PrunePlan", "execute", "is_in_progress", "plan", "prune", "resume"]

@@ -8,9 +8,10 @@ scored under the first metric is listed last, with the reason in ``notes``.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Sequence
+from typing import TYPE_CHECKING
 
 from .metricspec import MetricSpec
 from .runs import Run, discover
@@ -78,8 +79,14 @@ def order_scores(scores: Sequence[CheckpointScore], spec: MetricSpec, index: int
 
     def key(s: CheckpointScore) -> tuple:
         v = s.values[index]
-        return (v is None, 0.0 if v is None else sign * v, s.checkpoint.epoch,
-                -1 if s.checkpoint.step is None else s.checkpoint.step, s.run.name, s.checkpoint.name)
+        return (
+            v is None,
+            0.0 if v is None else sign * v,
+            s.checkpoint.epoch,
+            -1 if s.checkpoint.step is None else s.checkpoint.step,
+            s.run.name,
+            s.checkpoint.name,
+        )
 
     return sorted(scores, key=key)
 
@@ -131,7 +138,7 @@ def rank_checkpoints(
                 checkpoint=s.checkpoint.name,
                 epoch=s.checkpoint.epoch,
                 step=s.checkpoint.step,
-                values={spec.text: v for spec, v in zip(specs, s.values)},
+                values={spec.text: v for spec, v in zip(specs, s.values, strict=True)},
                 notes=s.notes,
                 path=s.checkpoint.path,
             )

@@ -13,9 +13,10 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 import numpy as np
 
@@ -182,7 +183,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     selected_by = None
     if selected is not None:
         if not isinstance(selected, dict) or not isinstance(selected.get("metric"), str):
-            raise RunFormatError("'selected_by' must be {\"metric\": NAME, \"mode\": \"min\"|\"max\"}", run_file)
+            raise RunFormatError('\'selected_by\' must be {"metric": NAME, "mode": "min"|"max"}', run_file)
         mode = selected.get("mode")
         if mode not in (None, "min", "max"):
             raise RunFormatError("'selected_by.mode' must be 'min' or 'max'", run_file)
@@ -277,7 +278,9 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
         raise RunFormatError("'target' and 'output' must be numeric arrays", path)
     if task == "regression":
         if target.shape != output.shape or target.ndim > 2:
-            raise RunFormatError(f"regression 'target' {target.shape} and 'output' {output.shape} must have the same shape, (N,) or (N, D)", path)
+            raise RunFormatError(
+                f"regression 'target' {target.shape} and 'output' {output.shape} must have the same shape, (N,) or (N, D)", path
+            )
         return
     if task in ("binary", "multiclass"):
         if target.ndim != 1:

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import importlib
 import math
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -121,7 +121,9 @@ class RunScorer:
             except Exception as exc:
                 raise MetricError(f"metric {spec.text!r} raised {type(exc).__name__}: {exc}", preds.path) from None
         if spec.class_index is not None and spec.class_index >= max(prep.n_classes, 2):
-            raise MetricError(f"metric {spec.text!r}: class {spec.class_index} does not exist ({prep.n_classes} classes)", self.run.name)
+            raise MetricError(
+                f"metric {spec.text!r}: class {spec.class_index} does not exist ({prep.n_classes} classes)", self.run.name
+            )
         return metrics.KERNELS[spec.name](prep, spec)
 
 

@@ -6,7 +6,7 @@ choose the columns people read in a terminal and the records scripts parse from 
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 from .findings import Finding
 from .gate import GateResult
@@ -50,8 +50,16 @@ def findings_document(findings: Sequence[Finding], problems: Sequence[str] = ())
     rows = [[f.severity, f.code, f.run, f.checkpoint or "-", f.message] for f in findings]
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
     footer = [f"{len(findings)} finding(s): {counts['error']} error, {counts['warning']} warning, {counts['info']} info"]
-    checks = [Check(name=f"{f.code} {f.run}" + (f" {f.checkpoint}" if f.checkpoint else ""), ok=False,
-                    message=f.message, severity=f.severity, file=f.run) for f in findings]
+    checks = [
+        Check(
+            name=f"{f.code} {f.run}" + (f" {f.checkpoint}" if f.checkpoint else ""),
+            ok=False,
+            message=f.message,
+            severity=f.severity,
+            file=f.run,
+        )
+        for f in findings
+    ]
     return Document(
         title="ckptaudit audit",
         columns=["severity", "code", "run", "checkpoint", "message"],
@@ -74,8 +82,18 @@ def picks_document(picks: Sequence[Pick]) -> Document:
     rows = []
     for p in picks:
         ci = f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}]" if p.interval else None
-        rows.append([p.run.name, p.checkpoint.name, p.checkpoint.epoch, p.metric, p.value, ci,
-                     ",".join(sorted({f["code"] for f in p.findings})), str(p.dest) if p.dest else "-"])
+        rows.append(
+            [
+                p.run.name,
+                p.checkpoint.name,
+                p.checkpoint.epoch,
+                p.metric,
+                p.value,
+                ci,
+                ",".join(sorted({f["code"] for f in p.findings})),
+                str(p.dest) if p.dest else "-",
+            ]
+        )
     return Document(
         title="ckptaudit pick",
         columns=["run", "checkpoint", "epoch", "metric", "value", "ci95", "findings", "placed at"],
@@ -90,10 +108,21 @@ def prune_document(plans: Sequence[PrunePlan]) -> Document:
     rows = []
     for p in plans:
         for e in p.entries:
-            action = {"keep": "keep", "delete": "DELETE" if not p.executed else "deleted",
-                      "finish": "finish (interrupted prune)" if not p.executed else "finished"}[e.action]
-            rows.append([p.run.name, e.checkpoint, e.epoch if e.epoch is not None else "-", action,
-                         ", ".join(e.kept_by) or "-", _mb(e.size)])
+            action = {
+                "keep": "keep",
+                "delete": "DELETE" if not p.executed else "deleted",
+                "finish": "finish (interrupted prune)" if not p.executed else "finished",
+            }[e.action]
+            rows.append(
+                [
+                    p.run.name,
+                    e.checkpoint,
+                    e.epoch if e.epoch is not None else "-",
+                    action,
+                    ", ".join(e.kept_by) or "-",
+                    _mb(e.size),
+                ]
+            )
     total = sum(p.reclaimed for p in plans)
     n = sum(1 for p in plans for e in p.entries if e.action != "keep")
     executed = any(p.executed for p in plans)
@@ -111,12 +140,22 @@ def prune_document(plans: Sequence[PrunePlan]) -> Document:
 
 def gate_document(result: GateResult) -> Document:
     """One check per rule (PASS/FAIL lines, junit testcases, github annotations)."""
-    checks = [Check(name=r.name, ok=r.passed, message=("(skipped) " if r.skipped else "") + r.message,
-                    severity="error", file=result.run.name) for r in result.rules]
+    checks = [
+        Check(
+            name=r.name,
+            ok=r.passed,
+            message=("(skipped) " if r.skipped else "") + r.message,
+            severity="error",
+            file=result.run.name,
+        )
+        for r in result.rules
+    ]
     chosen = "none" if result.chosen is None else f"{result.chosen.name} ({result.chosen_how})"
     verdict = "PASSED" if result.passed else "FAILED"
-    footer = [f"{verdict}: {result.run.name}, chosen {chosen}, metric {result.metric}"
-              + (f", policy from {result.policy.source}" if result.policy.source else "")]
+    footer = [
+        f"{verdict}: {result.run.name}, chosen {chosen}, metric {result.metric}"
+        + (f", policy from {result.policy.source}" if result.policy.source else "")
+    ]
     return Document(
         title=f"ckptaudit check: {verdict.lower()}",
         columns=["result", "rule", "details"],

@@ -24,16 +24,16 @@ from __future__ import annotations
 import argparse
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ckptaudit.recorder import Recorder  # noqa: E402
+from ckptaudit.recorder import Recorder
 
 
 @dataclass
@@ -94,8 +94,13 @@ def train_run(root: Path, cfg: RunConfig) -> None:
     else:
         loss_fn = nn.MSELoss()
     output = {"binary": "logit", "multiclass": "probability", "regression": "value"}[cfg.task]
-    rec = Recorder(root / cfg.name, task=cfg.task, output=output, classes=cfg.classes,
-                   selected_by={"metric": cfg.selected_by[0], "mode": cfg.selected_by[1]})
+    rec = Recorder(
+        root / cfg.name,
+        task=cfg.task,
+        output=output,
+        classes=cfg.classes,
+        selected_by={"metric": cfg.selected_by[0], "mode": cfg.selected_by[1]},
+    )
     mu, sd = cfg.y_scale
 
     def tensors(s: Split) -> tuple[torch.Tensor, torch.Tensor]:
@@ -144,10 +149,17 @@ def train_run(root: Path, cfg: RunConfig) -> None:
             pred = val_out.argmax(axis=1) if cfg.task == "multiclass" else (val_out > 0).astype(np.int64)
             logged["val_accuracy"] = float((pred == cfg.val.y).mean())
         path = rec.save(
-            epoch, model, step=step, logged=logged,
-            val_target=cfg.val.y, val_output=val_out, val_ids=cfg.val.ids,
+            epoch,
+            model,
+            step=step,
+            logged=logged,
+            val_target=cfg.val.y,
+            val_output=val_out,
+            val_ids=cfg.val.ids,
             val_inputs=cfg.val.x if cfg.hash_inputs else None,
-            train_target=cfg.train_eval.y, train_output=tr_out, train_ids=cfg.train_eval.ids,
+            train_target=cfg.train_eval.y,
+            train_output=tr_out,
+            train_ids=cfg.train_eval.ids,
             train_inputs=cfg.train_eval.x if cfg.hash_inputs else None,
         )
         # The training loop's own "save the best" rule (strictly better, like the seed pattern).
@@ -172,26 +184,55 @@ def build(root: Path) -> None:
     root.mkdir(parents=True)
 
     # fraud: 4% positives; the loop keeps the epoch with the best validation accuracy.
-    x, y = make_classification(n_samples=5000, n_features=20, n_informative=6, n_redundant=4, weights=[0.96],
-                               flip_y=0.0, class_sep=1.2, random_state=7)
+    x, y = make_classification(
+        n_samples=5000, n_features=20, n_informative=6, n_redundant=4, weights=[0.96], flip_y=0.0, class_sep=1.2, random_state=7
+    )
     perm = np.random.default_rng(7).permutation(len(y))
     tr, va = perm[:3200], perm[3200:]
     xs, xv = _standardise(x[tr], x[va])
     xall = np.empty((len(y), x.shape[1]), dtype=np.float32)
     xall[tr], xall[va] = xs, xv
     train = _split(xall, y, tr)
-    train_run(root, RunConfig("fraud", "binary", train, _split(xall, y, va), _split(xall, y, tr[:800]),
-                              epochs=20, hidden=16, lr=0.004, batch=64, classes=["legit", "fraud"],
-                              selected_by=("val_accuracy", "max"), pos_weight=4.0, seed=1))
+    train_run(
+        root,
+        RunConfig(
+            "fraud",
+            "binary",
+            train,
+            _split(xall, y, va),
+            _split(xall, y, tr[:800]),
+            epochs=20,
+            hidden=16,
+            lr=0.004,
+            batch=64,
+            classes=["legit", "fraud"],
+            selected_by=("val_accuracy", "max"),
+            pos_weight=4.0,
+            seed=1,
+        ),
+    )
 
     # digits: multiclass, a clean run picked by validation loss.
     d = load_digits()
     perm = np.random.default_rng(3).permutation(len(d.target))
     tr, va = perm[:1200], perm[1200:]
     xs, xv = _standardise(d.data[tr], d.data[va])
-    train_run(root, RunConfig("digits", "multiclass", Split(xs, d.target[tr], tr), Split(xv, d.target[va], va),
-                              Split(xs[:400], d.target[tr][:400], tr[:400]), epochs=12, hidden=16, lr=0.002,
-                              weight_decay=1e-4, classes=[str(i) for i in range(10)], seed=2))
+    train_run(
+        root,
+        RunConfig(
+            "digits",
+            "multiclass",
+            Split(xs, d.target[tr], tr),
+            Split(xv, d.target[va], va),
+            Split(xs[:400], d.target[tr][:400], tr[:400]),
+            epochs=12,
+            hidden=16,
+            lr=0.002,
+            weight_decay=1e-4,
+            classes=[str(i) for i in range(10)],
+            seed=2,
+        ),
+    )
 
     # friedman: regression (Friedman #1), a clean run picked by validation loss, stopped while
     # still improving clearly from epoch to epoch.
@@ -199,9 +240,22 @@ def build(root: Path) -> None:
     tr, va = np.arange(2500), np.arange(2500, 4000)
     xs, xv = _standardise(x[tr], x[va])
     ymu, ysd = float(y[tr].mean()), float(y[tr].std())
-    train_run(root, RunConfig("friedman", "regression", Split(xs, y[tr], tr), Split(xv, y[va], va),
-                              Split(xs[:500], y[tr][:500], tr[:500]), epochs=8, hidden=16, lr=0.002, batch=64,
-                              y_scale=(ymu, ysd), seed=3))
+    train_run(
+        root,
+        RunConfig(
+            "friedman",
+            "regression",
+            Split(xs, y[tr], tr),
+            Split(xv, y[va], va),
+            Split(xs[:500], y[tr][:500], tr[:500]),
+            epochs=8,
+            hidden=16,
+            lr=0.002,
+            batch=64,
+            y_scale=(ymu, ysd),
+            seed=3,
+        ),
+    )
     db = load_diabetes()
 
     # leak-ids / leak-hashes: breast cancer; 60 training rows copied into validation.
@@ -217,25 +271,50 @@ def build(root: Path) -> None:
     new_ids = np.concatenate([held, 10_000 + np.arange(60)])
     common = dict(epochs=10, hidden=16, lr=0.002, batch=32, classes=["malignant", "benign"], seed=4)
     train_run(root, RunConfig("leak-ids", "binary", train, Split(val_x, val_y, same_ids), train, **common))
-    train_run(root, RunConfig("leak-hashes", "binary", train, Split(val_x, val_y, new_ids), train,
-                              hash_inputs=True, **common))
+    train_run(root, RunConfig("leak-hashes", "binary", train, Split(val_x, val_y, new_ids), train, hash_inputs=True, **common))
 
     # overfit: 60 training rows of diabetes and a wide net; validation loss turns up.
     perm_d = np.random.default_rng(9).permutation(len(db.target))
     tr_small, va = perm_d[:60], perm_d[300:]
     xs, xv = _standardise(db.data[tr_small], db.data[va])
     ymu, ysd = float(db.target[tr_small].mean()), float(db.target[tr_small].std())
-    train_run(root, RunConfig("overfit", "regression", Split(xs, db.target[tr_small], tr_small),
-                              Split(xv, db.target[va], va), Split(xs, db.target[tr_small], tr_small),
-                              epochs=25, hidden=64, lr=0.01, batch=16, y_scale=(ymu, ysd), seed=5))
+    train_run(
+        root,
+        RunConfig(
+            "overfit",
+            "regression",
+            Split(xs, db.target[tr_small], tr_small),
+            Split(xv, db.target[va], va),
+            Split(xs, db.target[tr_small], tr_small),
+            epochs=25,
+            hidden=64,
+            lr=0.01,
+            batch=16,
+            y_scale=(ymu, ysd),
+            seed=5,
+        ),
+    )
 
     # train-loss: noisy binary task, small training set; the loop keeps the lowest training loss.
-    x, y = make_classification(n_samples=900, n_features=12, n_informative=4, flip_y=0.15, class_sep=0.8,
-                               random_state=13)
+    x, y = make_classification(n_samples=900, n_features=12, n_informative=4, flip_y=0.15, class_sep=0.8, random_state=13)
     tr, va = np.arange(200), np.arange(200, 900)
     xs, xv = _standardise(x[tr], x[va])
-    train_run(root, RunConfig("train-loss", "binary", Split(xs, y[tr], tr), Split(xv, y[va], va), Split(xs, y[tr], tr),
-                              epochs=20, hidden=48, lr=0.01, batch=32, selected_by=("train_loss", "min"), seed=6))
+    train_run(
+        root,
+        RunConfig(
+            "train-loss",
+            "binary",
+            Split(xs, y[tr], tr),
+            Split(xv, y[va], va),
+            Split(xs, y[tr], tr),
+            epochs=20,
+            hidden=48,
+            lr=0.01,
+            batch=32,
+            selected_by=("train_loss", "min"),
+            seed=6,
+        ),
+    )
 
 
 def build_more(root: Path) -> None:
@@ -251,16 +330,42 @@ def build_more(root: Path) -> None:
     noisy = bc.target[tr].copy()
     flip = np.random.default_rng(22).random(len(noisy)) < 0.3
     noisy[flip] = 1 - noisy[flip]
-    train_run(root, RunConfig("noisy-train", "binary", Split(xs, noisy, tr), Split(xv, bc.target[va], va),
-                              Split(xs, noisy, tr), epochs=8, hidden=16, lr=0.002, batch=32,
-                              classes=["malignant", "benign"], seed=7))
+    train_run(
+        root,
+        RunConfig(
+            "noisy-train",
+            "binary",
+            Split(xs, noisy, tr),
+            Split(xv, bc.target[va], va),
+            Split(xs, noisy, tr),
+            epochs=8,
+            hidden=16,
+            lr=0.002,
+            batch=32,
+            classes=["malignant", "benign"],
+            seed=7,
+        ),
+    )
 
     # target-leak: one input column is the label itself; validation is perfect from epoch 1.
     leak_tr = np.c_[xs, bc.target[tr] * 6.0 - 3.0].astype(np.float32)
     leak_va = np.c_[xv, bc.target[va] * 6.0 - 3.0].astype(np.float32)
-    train_run(root, RunConfig("target-leak", "binary", Split(leak_tr, bc.target[tr], tr), Split(leak_va, bc.target[va], va),
-                              Split(leak_tr, bc.target[tr], tr), epochs=6, hidden=16, lr=0.02, batch=32,
-                              classes=["malignant", "benign"], seed=8))
+    train_run(
+        root,
+        RunConfig(
+            "target-leak",
+            "binary",
+            Split(leak_tr, bc.target[tr], tr),
+            Split(leak_va, bc.target[va], va),
+            Split(leak_tr, bc.target[tr], tr),
+            epochs=6,
+            hidden=16,
+            lr=0.02,
+            batch=32,
+            classes=["malignant", "benign"],
+            seed=8,
+        ),
+    )
 
     # tiny-val: iris with 10 validation rows per class.
     iris = load_iris()
@@ -268,9 +373,22 @@ def build_more(root: Path) -> None:
     va = np.concatenate([perm[iris.target[perm] == c][:10] for c in range(3)])
     tr = np.setdiff1d(perm, va)
     xs, xv = _standardise(iris.data[tr], iris.data[va])
-    train_run(root, RunConfig("tiny-val", "multiclass", Split(xs, iris.target[tr], tr), Split(xv, iris.target[va], va),
-                              Split(xs, iris.target[tr], tr), epochs=10, hidden=8, lr=0.01, batch=16,
-                              classes=list(iris.target_names), seed=9))
+    train_run(
+        root,
+        RunConfig(
+            "tiny-val",
+            "multiclass",
+            Split(xs, iris.target[tr], tr),
+            Split(xv, iris.target[va], va),
+            Split(xs, iris.target[tr], tr),
+            epochs=10,
+            hidden=8,
+            lr=0.01,
+            batch=16,
+            classes=list(iris.target_names),
+            seed=9,
+        ),
+    )
 
 
 def main() -> None:

@@ -165,8 +165,12 @@ def test_multioutput_regression_averages_outputs_uniformly():
     prep = prepare("regression", "value", y, p)
     from ckptaudit import metrics as m
 
-    for name, ref in (("mse", skm.mean_squared_error), ("rmse", skm.root_mean_squared_error),
-                      ("mae", skm.mean_absolute_error), ("r2", skm.r2_score)):
+    for name, ref in (
+        ("mse", skm.mean_squared_error),
+        ("rmse", skm.root_mean_squared_error),
+        ("mae", skm.mean_absolute_error),
+        ("r2", skm.r2_score),
+    ):
         assert m.KERNELS[name](prep, parse_metric(name)) == pytest.approx(ref(y, p), abs=TOL)
 
 
@@ -256,9 +260,11 @@ def test_absent_class_matches_sklearn_or_is_undefined():
     p = rng.dirichlet([1, 1, 1], 300)
     pred = p.argmax(1)
     assert kernel("recall", "multiclass", "probability", y, p) == pytest.approx(
-        quiet(skm.recall_score, y, pred, average="macro", labels=range(3), zero_division=0), abs=TOL)
+        quiet(skm.recall_score, y, pred, average="macro", labels=range(3), zero_division=0), abs=TOL
+    )
     assert kernel("balanced_accuracy", "multiclass", "probability", y, p) == pytest.approx(
-        quiet(skm.balanced_accuracy_score, y, pred), abs=TOL)
+        quiet(skm.balanced_accuracy_score, y, pred), abs=TOL
+    )
     assert kernel("log_loss", "multiclass", "probability", y, p) == pytest.approx(skm.log_loss(y, p, labels=range(3)), abs=TOL)
     # ROC AUC of an absent class is undefined, in scikit-learn and here (NaN)
     assert np.isnan(kernel("roc_auc", "multiclass", "probability", y, p))
@@ -288,9 +294,11 @@ def test_positive_class_zero_recodes_targets():
     y = rng.integers(0, 2, 400)
     score0 = rng.random(400)  # the score of class 0, which is the positive class
     assert kernel("recall", "binary", "probability", y, score0, positive_class=0) == pytest.approx(
-        skm.recall_score(y, np.where(score0 > 0.5, 0, 1), pos_label=0), abs=TOL)
+        skm.recall_score(y, np.where(score0 > 0.5, 0, 1), pos_label=0), abs=TOL
+    )
     assert kernel("roc_auc", "binary", "probability", y, score0, positive_class=0) == pytest.approx(
-        skm.roc_auc_score(y == 0, score0), abs=TOL)
+        skm.roc_auc_score(y == 0, score0), abs=TOL
+    )
 
 
 def test_label_outputs_score_confusion_metrics():

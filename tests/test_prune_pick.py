@@ -139,7 +139,7 @@ def test_a_prune_killed_midway_loses_nothing_and_the_next_one_finishes(copy_run)
     assert {n: tree_digest(run / "checkpoints" / n) for n in keep} == kept_before
     # the dry run shows the unfinished trash, and the next prune finishes it
     pending = [e for e in plan_json(run, "-m", "recall", "--keep", "2")["entries"] if e["action"] == "finish"]
-    assert [e["checkpoint"] for e in pending] == [trash[0][len(".ckptaudit-trash-"):]]
+    assert [e["checkpoint"] for e in pending] == [trash[0][len(".ckptaudit-trash-") :]]
     result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes")
     assert result.exit_code == 0, result.output
     assert set(checkpoint_names(run)) == keep
@@ -256,6 +256,18 @@ def test_pick_per_run_and_across_a_sweep(runs_dir):
     assert result.exit_code == 0, result.output
     per_run = json.loads(result.stdout)
     assert len(per_run) == 10
-    across = json.loads(invoke("pick", runs_dir / "leak-ids", runs_dir / "fraud", "-m", "roc_auc", "--across",
-                               "--format", "json", "--resamples", "200").stdout)
+    across = json.loads(
+        invoke(
+            "pick",
+            runs_dir / "leak-ids",
+            runs_dir / "fraud",
+            "-m",
+            "roc_auc",
+            "--across",
+            "--format",
+            "json",
+            "--resamples",
+            "200",
+        ).stdout
+    )
     assert len(across) == 1 and across[0]["run"].endswith("leak-ids")

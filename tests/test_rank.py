@@ -111,8 +111,7 @@ def test_library_rank_returns_a_dataframe(runs_dir):
 
 def test_custom_metric_by_import_path(runs_dir, tmp_path, monkeypatch):
     (tmp_path / "mymetrics.py").write_text(
-        "import numpy as np\n"
-        "def caught(y, p):\n    return float(((p > 0.5) & (y == 1)).sum())\n"
+        "import numpy as np\ndef caught(y, p):\n    return float(((p > 0.5) & (y == 1)).sum())\n"
     )
     monkeypatch.syspath_prepend(str(tmp_path))
     rows = rank_json(runs_dir / "fraud", "-m", "mymetrics:caught:mode=max", "-m", "recall")

@@ -22,8 +22,9 @@ def _train_tiny(tmp_path, epochs=3, **save_kwargs):
     y = (x[:, 0] + 0.3 * torch.randn(200) > 0).long()
     model = nn.Linear(5, 1)
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
-    rec = Recorder(tmp_path / "run", task="binary", output="logit", classes=["no", "yes"],
-                   selected_by={"metric": "val_loss", "mode": "min"})
+    rec = Recorder(
+        tmp_path / "run", task="binary", output="logit", classes=["no", "yes"], selected_by={"metric": "val_loss", "mode": "min"}
+    )
     for epoch in range(epochs):
         opt.zero_grad()
         loss = nn.functional.binary_cross_entropy_with_logits(model(x[:150])[:, 0], y[:150].float())
@@ -33,10 +34,21 @@ def _train_tiny(tmp_path, epochs=3, **save_kwargs):
             val = model(x[150:])[:, 0]
             tr = model(x[:150])[:, 0]
             val_loss = nn.functional.binary_cross_entropy_with_logits(val, y[150:].float())
-        rec.save(epoch, model, val_target=y[150:], val_output=val, val_ids=torch.arange(150, 200),
-                 val_inputs=x[150:], train_target=y[:150], train_output=tr, train_inputs=x[:150],
-                 logged={"val_loss": float(val_loss), "train_loss": loss.item()}, step=epoch * 10,
-                 optimizer=opt, **save_kwargs)
+        rec.save(
+            epoch,
+            model,
+            val_target=y[150:],
+            val_output=val,
+            val_ids=torch.arange(150, 200),
+            val_inputs=x[150:],
+            train_target=y[:150],
+            train_output=tr,
+            train_inputs=x[:150],
+            logged={"val_loss": float(val_loss), "train_loss": loss.item()},
+            step=epoch * 10,
+            optimizer=opt,
+            **save_kwargs,
+        )
     return rec, model
 
 
@@ -61,7 +73,7 @@ def test_recorder_writes_a_readable_run(tmp_path):
 
 def test_a_crash_mid_save_leaves_no_checkpoint(tmp_path, monkeypatch):
     rec, _ = _train_tiny(tmp_path, epochs=1)
-    import ckptaudit.recorder as recorder
+    from ckptaudit import recorder
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

@@ -27,6 +27,8 @@ def render(doc: Document) -> str:
             props.insert(0, f"file={_escape_property(c.file)}")
         lines.append(f"::{level} {','.join(props)}::{_escape_data(c.message)}")
     if not doc.checks:
-        lines += [f"::notice title={_escape_property(doc.title)}::{_escape_data(' '.join(str(v) for v in row))}" for row in doc.rows]
+        lines += [
+            f"::notice title={_escape_property(doc.title)}::{_escape_data(' '.join(str(v) for v in row))}" for row in doc.rows
+        ]
     lines += list(doc.footer)
     return "\n".join(lines) + "\n"

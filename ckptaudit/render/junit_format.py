@@ -19,7 +19,9 @@ def render(doc: Document) -> str:
     checks = _checks(doc)
     failures = sum(not c.ok for c in checks)
     suites = ET.Element("testsuites", name="ckptaudit", tests=str(len(checks)), failures=str(failures))
-    suite = ET.SubElement(suites, "testsuite", name=doc.title, tests=str(len(checks)), failures=str(failures), errors="0", skipped="0")
+    suite = ET.SubElement(
+        suites, "testsuite", name=doc.title, tests=str(len(checks)), failures=str(failures), errors="0", skipped="0"
+    )
     for c in checks:
         case = ET.SubElement(suite, "testcase", classname="ckptaudit", name=c.name)
         if c.file:

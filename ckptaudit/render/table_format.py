@@ -9,5 +9,11 @@ def render(doc: Document) -> str:
     """A table with the title's summary lines below it."""
     from tabulate import tabulate
 
-    body = tabulate([[cell(v) for v in row] for row in doc.rows], headers=list(doc.columns), tablefmt="simple", disable_numparse=True) if doc.rows else "(nothing to show)"
+    body = (
+        tabulate(
+            [[cell(v) for v in row] for row in doc.rows], headers=list(doc.columns), tablefmt="simple", disable_numparse=True
+        )
+        if doc.rows
+        else "(nothing to show)"
+    )
     return "\n".join([body, *doc.footer]) + "\n"

@@ -3,8 +3,7 @@ fall back to the table layout."""
 
 from __future__ import annotations
 
-from . import Document
-from . import table_format
+from . import Document, table_format
 
 
 def render(doc: Document) -> str:
