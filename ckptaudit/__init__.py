@@ -36,13 +36,13 @@ def rank(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str],
 
 
 def audit(paths: str | Path | Sequence[str | Path], **options: Any) -> Any:
-    """Audit the runs under ``paths``; returns an :class:`~ckptaudit.audit.AuditReport`
+    """Audit the runs under ``paths``; returns an :class:`~ckptaudit.auditing.AuditReport`
     whose ``findings`` are :class:`~ckptaudit.findings.Finding` dataclasses.
 
-    ``options`` are the fields of :class:`~ckptaudit.audit.AuditOptions` (``metric``,
+    ``options`` are the fields of :class:`~ckptaudit.auditing.AuditOptions` (``metric``,
     ``resamples``, thresholds, ``select``, ``ignore``).
     """
-    from .audit import AuditOptions, audit_paths
+    from .auditing import AuditOptions, audit_paths
 
     return audit_paths(_paths(paths), AuditOptions(**options))
 
@@ -56,9 +56,9 @@ def pick(
     **options: Any,
 ) -> list[Any]:
     """The best checkpoint of each run (or ``across=True`` of all) as
-    :class:`~ckptaudit.pick.Pick` records; with ``link``/``copy`` the single winner is
+    :class:`~ckptaudit.picking.Pick` records; with ``link``/``copy`` the single winner is
     placed and its provenance written."""
-    from .pick import choose, place
+    from .picking import choose, place
 
     picks = choose(_paths(paths), metric, **options)
     if link is not None or copy is not None:
@@ -72,8 +72,8 @@ def pick(
 
 def prune(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str], *, keep: int, **options: Any) -> list[Any]:
     """Plan (and with ``yes=True`` carry out) a prune; returns one
-    :class:`~ckptaudit.prune.PrunePlan` per run. Dry run unless ``yes=True``."""
-    from .prune import prune as prune_runs
+    :class:`~ckptaudit.pruning.PrunePlan` per run. Dry run unless ``yes=True``."""
+    from .pruning import prune as prune_runs
 
     return prune_runs(_paths(paths), _list(metrics), keep=keep, **options)
 

@@ -148,7 +148,7 @@ def _decorate_ranking(ranking: Any, *, ci: bool, resamples: int, flags: bool) ->
     if ci:
         ranking = with_intervals(ranking, resamples=resamples)
     if flags:
-        from .audit import AuditOptions, audit_run
+        from .auditing import AuditOptions, audit_run
 
         options = AuditOptions(metric=ranking.specs[0].text, noise=False)
         codes: dict[tuple[str, str], list[str]] = {}
@@ -220,7 +220,7 @@ def audit(
 
     Exit 0 when no finding is at or above --fail-on, 1 otherwise, 2 on unreadable input.
     """
-    from .audit import AuditOptions, audit_paths
+    from .auditing import AuditOptions, audit_paths
     from .findings import check_codes
     from .render import render
     from .views import findings_document
@@ -276,7 +276,7 @@ def pick(
     run, checkpoint, metric, value, 95% interval, findings and sha256 of every weights file.
     """
     from .errors import UsageError
-    from .pick import choose, place
+    from .picking import choose, place
     from .render import render
     from .views import picks_document
 
@@ -319,8 +319,8 @@ def prune(
     run.json 'chosen', checkpoints named by a provenance file in the run, and anything
     that cannot be scored.
     """
-    from .prune import prune as prune_runs
-    from .prune import resume
+    from .pruning import prune as prune_runs
+    from .pruning import resume
     from .render import render
     from .views import prune_document
 

@@ -22,12 +22,12 @@ from pathlib import Path
 from typing import Any
 
 from . import bootstrap, metrics
-from .audit import AuditOptions, audit_run
+from .auditing import AuditOptions, audit_run
 from .config import Policy
 from .errors import UsageError
 from .findings import severity_rank
 from .metricspec import ALIASES, MetricSpec
-from .pick import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
+from .picking import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
 from .ranking import order_scores
 from .runs import META_FILE, Checkpoint, Run, discover, read_predictions
 from .scoring import RunScorer, iter_scores, parse_metrics

@@ -10,8 +10,8 @@ from collections.abc import Sequence
 
 from .findings import Finding
 from .gate import GateResult
-from .pick import Pick
-from .prune import PrunePlan
+from .picking import Pick
+from .pruning import PrunePlan
 from .ranking import Ranking
 from .render import Check, Document
 

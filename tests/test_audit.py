@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptaudit import bootstrap, metrics
-from ckptaudit.audit import AuditOptions, audit_paths
+from ckptaudit.auditing import AuditOptions, audit_paths
 from ckptaudit.cli import app
 from ckptaudit.findings import CODES
 from ckptaudit.metricspec import parse_metric

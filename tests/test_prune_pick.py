@@ -15,8 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptaudit.cli import app
-from ckptaudit.pick import weight_hashes
-from ckptaudit.prune import LOCK_FILE, RunLock
+from ckptaudit.picking import weight_hashes
+from ckptaudit.pruning import LOCK_FILE, RunLock
 from ckptaudit.runs import read_run
 
 runner = CliRunner()

@@ -28,7 +28,7 @@ from typing import Any
 
 from .errors import LockedError, MetricError, RunFormatError, UsageError
 from .metricspec import MetricSpec
-from .pick import PROVENANCE_SUFFIX
+from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
 from .runs import CHECKPOINTS_DIR, Run, discover, is_in_progress, read_run
 from .scoring import iter_scores, parse_metrics

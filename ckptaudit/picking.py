@@ -108,7 +108,7 @@ def choose(
     audit: bool = True,
 ) -> list[Pick]:
     """The best checkpoint of each run (or the single best across all with ``across``)."""
-    from .audit import AuditOptions, audit_run
+    from .auditing import AuditOptions, audit_run
     from .ranking import RankedRow, Ranking, with_intervals
 
     runs = discover(paths)
