@@ -134,7 +134,7 @@ def rank(
 
     ranking = rank_checkpoints(paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"))
     ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
-    _emit(render(ranking_document(ranking, show_ci=ci), fmt.value))
+    _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
     for problem in ranking.problems:
         typer.echo(f"ckptaudit: error: {problem}", err=True)
     if ranking.problems:

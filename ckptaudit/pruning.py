@@ -313,6 +313,8 @@ def prune(
     if keep < 1 and keep_last < 1 and not keep_every:
         raise UsageError("every keep rule is off: refusing to delete every checkpoint")
     runs = discover(paths)
+    for run in runs:
+        _refuse_symlinked(run)
     specs = parse_metrics(metrics, runs, mode)
     if not yes:
         return [plan(run, specs, keep=keep, keep_last=keep_last, keep_every=keep_every) for run in runs]
@@ -327,6 +329,13 @@ def prune(
     return done
 
 
+def _refuse_symlinked(run: Run) -> None:
+    """Prune never acts through a symlink: not a symlinked run, not a symlinked checkpoints/."""
+    for path in (run.path, run.path / CHECKPOINTS_DIR):
+        if path.is_symlink():
+            raise UsageError("is a symbolic link; prune the real folder it points to instead", path)
+
+
 def _pause_for_tests() -> None:
     if os.environ.get(PAUSE_ENV):
         import time
@@ -338,6 +347,7 @@ def resume(paths: Sequence[str | Path], *, trash_dir: str | Path | None = None) 
     """Finish the trash left by interrupted prunes, deleting nothing else."""
     out = []
     for run in discover(paths):
+        _refuse_symlinked(run)
         ckpt_dir = run.path / CHECKPOINTS_DIR
         pending = [
             PlanEntry(e.name[len(TRASH_PREFIX) :], None, "finish", (), _size(Path(e.path)), Path(e.path))

@@ -16,13 +16,15 @@ from .ranking import Ranking
 from .render import Check, Document
 
 
-def ranking_document(ranking: Ranking, *, show_ci: bool = False) -> Document:
-    """Columns: rank, run (for a sweep), checkpoint, epoch, each metric, ci95, flags, notes."""
+def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: bool = False) -> Document:
+    """Columns: rank, run (for a sweep), checkpoint, epoch, each metric, ci95 and flags (when
+    asked for) and notes (when any row has one). JSON rows always carry flags and notes."""
     many_runs = len({r.run for r in ranking.rows}) > 1 or len(ranking.runs) > 1
+    show_notes = any(r.notes for r in ranking.rows)
     columns = ["rank"] + (["run"] if many_runs else []) + ["checkpoint", "epoch"] + ranking.metric_names
     if show_ci:
         columns.append("ci95")
-    columns += ["flags", "notes"]
+    columns += (["flags"] if show_flags else []) + (["notes"] if show_notes else [])
     rows = []
     for r in ranking.rows:
         row: list[object] = [r.rank if r.rank is not None else "-"]
@@ -32,7 +34,10 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False) -> Document:
         row += [r.values.get(m) for m in ranking.metric_names]
         if show_ci:
             row.append(f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else None)
-        row += [",".join(r.flags), "; ".join(r.notes)]
+        if show_flags:
+            row.append(",".join(r.flags))
+        if show_notes:
+            row.append("; ".join(r.notes))
         rows.append(row)
     spec = ranking.specs[0]
     footer = [f"ordered by {spec.text} ({spec.mode}); ties go to the earlier epoch"]

@@ -271,3 +271,18 @@ def test_pick_per_run_and_across_a_sweep(runs_dir):
         ).stdout
     )
     assert len(across) == 1 and across[0]["run"].endswith("leak-ids")
+
+
+def test_prune_refuses_to_act_through_a_symlinked_run_or_checkpoints_folder(copy_run, tmp_path):
+    run = copy_run("fraud")
+    link = tmp_path / "linked-run"
+    os.symlink(run, link)
+    result = invoke("prune", link, "-m", "recall", "--yes")
+    assert result.exit_code == 2 and "is a symbolic link" in result.stderr
+    elsewhere = tmp_path / "elsewhere"
+    (run / "checkpoints").rename(elsewhere)
+    os.symlink(elsewhere, run / "checkpoints")
+    before = tree_digest(elsewhere)
+    result = invoke("prune", run, "-m", "recall", "--yes")
+    assert result.exit_code == 2 and "is a symbolic link" in result.stderr
+    assert tree_digest(elsewhere) == before
