@@ -6,6 +6,7 @@ times, each as a fresh process so start-up counts:
   (a) ckptaudit rank --metric recall            (and ckptaudit audit, when available)
   (b) a script: load each val.npz, call sklearn.metrics.recall_score
   (c) a script that only loads every array of every val.npz (the format's I/O floor)
+  and `rank --cache`, once to build the derived cache and then warm.
 
 It prints wall times (best of --repeat), peak memory of each process, and the ratios.
 Usage: python bench/bench_rank.py [--checkpoints 200] [--rows 100000] [--repeat 3]
@@ -123,6 +124,9 @@ def main() -> None:
     # warm the page cache so every case reads from memory, as a repeated run would
     timed(cases["(c) load only"])
     results = {name: best_of(cmd, args.repeat) for name, cmd in cases.items()}
+    cache_cmd = exe + ["rank", str(root), "--metric", "recall", "--format", "json", "--cache"]
+    results["rank --cache (builds)"] = timed(cache_cmd)
+    results["rank --cache (warm)"] = best_of(cache_cmd, args.repeat)
     floor = results["(c) load only"][0]
     print(f"{'case':24} {'seconds':>8} {'x (c)':>7} {'peak MiB':>9}")
     for name, (wall, rss) in results.items():
@@ -132,6 +136,8 @@ def main() -> None:
         f"ratios: rank/(c) = {a / floor:.2f} (target <= 1.5), sklearn/(c) = {results['(b) sklearn script'][0] / floor:.2f}, "
         f"sklearn/rank = {results['(b) sklearn script'][0] / a:.2f}"
     )
+    warm = results["rank --cache (warm)"][0]
+    print(f"cache: warm rank/(c) = {warm / floor:.2f}, warm/plain rank = {warm / a:.2f}")
     if "ckptaudit audit" in results:
         print(f"audit/rank = {results['ckptaudit audit'][0] / a:.2f} (target <= 5)")
     if args.dir is None:

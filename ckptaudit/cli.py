@@ -121,6 +121,10 @@ def rank(
     flags: Annotated[
         bool, typer.Option("--flags", help="Audit the runs (without the bootstrap) and list each row's finding codes.")
     ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option("--cache", help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache."),
+    ] = False,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
@@ -132,7 +136,7 @@ def rank(
     from .render import render
     from .views import ranking_document
 
-    ranking = rank_checkpoints(paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"))
+    ranking = rank_checkpoints(paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache)
     ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
     _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
     for problem in ranking.problems:

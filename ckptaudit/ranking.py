@@ -91,13 +91,15 @@ def order_scores(scores: Sequence[CheckpointScore], spec: MetricSpec, index: int
     return sorted(scores, key=key)
 
 
-def score_runs(runs: Sequence[Run], specs: Sequence[MetricSpec], progress: ProgressFn | None = None) -> list[CheckpointScore]:
+def score_runs(
+    runs: Sequence[Run], specs: Sequence[MetricSpec], progress: ProgressFn | None = None, cache: bool = False
+) -> list[CheckpointScore]:
     """Score every checkpoint of every run (streamed: one prediction file at a time)."""
     total = sum(len(r.checkpoints) for r in runs)
     done = 0
     out: list[CheckpointScore] = []
     for run in runs:
-        for score in iter_scores(run, specs):
+        for score in iter_scores(run, specs, cache=cache):
             out.append(score)
             done += 1
             if progress is not None:
@@ -113,14 +115,16 @@ def rank_checkpoints(
     top: int | None = None,
     per_run: bool = False,
     progress: ProgressFn | None = None,
+    cache: bool = False,
 ) -> Ranking:
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
-    Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame.
+    Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame. With ``cache``
+    each run's validation outputs are read from (and kept in) a derived cache.
     """
     runs = discover(paths)
     specs = parse_metrics(metrics, runs, mode)
-    scores = score_runs(runs, specs, progress)
+    scores = score_runs(runs, specs, progress, cache)
     ordered = order_scores(scores, specs[0])
     if per_run:
         best: dict[str, CheckpointScore] = {}

@@ -127,33 +127,55 @@ class RunScorer:
         return metrics.KERNELS[spec.name](prep, spec)
 
 
-def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True) -> Iterator[CheckpointScore]:
+def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, cache: bool = False) -> Iterator[CheckpointScore]:
     """Score a run's checkpoints in epoch order, one prediction file in memory at a time.
 
     With ``guard`` a change of validation targets or ids between checkpoints raises
-    :class:`~ckptaudit.errors.ValSetChangedError`.
+    :class:`~ckptaudit.errors.ValSetChangedError`. With ``cache`` predictions come from the
+    run's derived cache when it is current, and a missing or stale cache is rebuilt.
     """
     scorer = RunScorer(run, specs)
+    writer = None
+    if cache and scorer.needs_predictions:
+        from .cache import CacheWriter, open_cache
+
+        cached = open_cache(run)
+        if cached is not None:
+            # NOTE: a cache is only ever built from a run whose validation set never changed.
+            for ckpt, preds in cached.predictions():
+                values, notes = scorer.score(ckpt, preds)
+                yield CheckpointScore(run, ckpt, values, notes)
+            return
+        writer = CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
-    for ckpt in run.checkpoints:
-        preds: Predictions | None = None
-        unreadable = False
-        read_note: tuple[str, ...] = ()
-        # NOTE: a run ranked only by logged metrics needs no val.npz, but one that has
-        # them is still checked for a changed validation set.
-        if scorer.needs_predictions or (val_guard is not None and ckpt.has_split("val")):
-            try:
-                preds = read_predictions(run, ckpt, "val")
-            except RunFormatError as exc:
-                unreadable = True
-                read_note = (str(exc),)
-        if preds is not None and val_guard is not None:
-            val_guard.check(ckpt, preds)
-        if unreadable and scorer.needs_predictions:
-            values: tuple[float | None, ...] = tuple(
-                ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
-            )
-            yield CheckpointScore(run, ckpt, values, read_note, unreadable=True)
-            continue
-        values, notes = scorer.score(ckpt, preds)
-        yield CheckpointScore(run, ckpt, values, read_note + notes, unreadable=unreadable)
+    try:
+        for ckpt in run.checkpoints:
+            preds: Predictions | None = None
+            unreadable = False
+            read_note: tuple[str, ...] = ()
+            # NOTE: a run ranked only by logged metrics needs no val.npz, but one that has
+            # them is still checked for a changed validation set.
+            if scorer.needs_predictions or (val_guard is not None and ckpt.has_split("val")):
+                try:
+                    preds = read_predictions(run, ckpt, "val")
+                except RunFormatError as exc:
+                    unreadable = True
+                    read_note = (str(exc),)
+            if preds is not None and val_guard is not None:
+                val_guard.check(ckpt, preds)
+            if writer is not None:
+                writer.add(preds)
+            if unreadable and scorer.needs_predictions:
+                values: tuple[float | None, ...] = tuple(
+                    ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
+                )
+                yield CheckpointScore(run, ckpt, values, read_note, unreadable=True)
+                continue
+            values, notes = scorer.score(ckpt, preds)
+            yield CheckpointScore(run, ckpt, values, read_note + notes, unreadable=unreadable)
+    except BaseException:
+        if writer is not None:
+            writer.abandon()
+        raise
+    if writer is not None:
+        writer.finish()

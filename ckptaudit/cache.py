@@ -1,0 +1,154 @@
+"""An optional derived cache of a run's validation predictions (``rank --cache``).
+
+Opening hundreds of small ``.npz`` archives costs more than reading the numbers in them
+(zip directory parsing, CRC checks, one header parse per array). The cache stores a run's
+validation outputs as one contiguous ``.npy`` array (checkpoint x rows x ...) next to the
+shared targets and ids, in ``RUN/.ckptaudit-cache/``. It is derived data: it is rebuilt
+whenever the set of checkpoints or any ``val.npz`` (size or modification time) changes,
+written atomically, and never trusted for anything but the arrays it copies. Reads are
+one checkpoint's slice at a time, so memory stays bounded as without the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from .runs import Checkpoint, Predictions, Run
+
+CACHE_DIR = ".ckptaudit-cache"
+VERSION = 1
+
+
+def fingerprint(run: Run) -> list[list[Any]] | None:
+    """(name, size, mtime_ns) of every checkpoint's val.npz, or None if one is missing."""
+    out: list[list[Any]] = []
+    for ckpt in run.checkpoints:
+        try:
+            st = os.stat(ckpt.split_file("val"))
+        except OSError:
+            return None
+        out.append([ckpt.name, st.st_size, st.st_mtime_ns])
+    return out
+
+
+def _npy_layout(fh: BinaryIO) -> tuple[np.dtype, tuple[int, ...], int]:
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    else:
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    if fortran:
+        raise ValueError("cache array is not C-ordered")
+    return dtype, shape, fh.tell()
+
+
+class CachedRun:
+    """Reads a run's predictions from a valid cache, one checkpoint at a time."""
+
+    def __init__(self, run: Run, folder: Path, index: dict[str, Any]) -> None:
+        self.run = run
+        self.folder = folder
+        self.target = np.load(folder / "target.npy", allow_pickle=False)
+        ids_path = folder / "ids.npy"
+        self.ids = np.load(ids_path, allow_pickle=False) if ids_path.exists() else None
+        self.positions = {name: i for i, (name, _, _) in enumerate(index["checkpoints"])}
+
+    def predictions(self) -> Iterator[tuple[Checkpoint, Predictions]]:
+        """Each checkpoint's predictions, read as one slice of the outputs array."""
+        with open(self.folder / "outputs.npy", "rb") as fh:
+            dtype, shape, offset = _npy_layout(fh)
+            per = int(np.prod(shape[1:], dtype=np.int64))
+            for ckpt in self.run.checkpoints:
+                k = self.positions[ckpt.name]
+                fh.seek(offset + k * per * dtype.itemsize)
+                output = np.fromfile(fh, dtype=dtype, count=per).reshape(shape[1:])
+                yield ckpt, Predictions(path=ckpt.split_file("val"), target=self.target, output=output, ids=self.ids)
+
+
+def open_cache(run: Run) -> CachedRun | None:
+    """The run's cache if it exists and matches the run's files, else None."""
+    folder = run.path / CACHE_DIR
+    try:
+        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if index.get("version") != VERSION or index.get("checkpoints") != fingerprint(run):
+        return None
+    try:
+        return CachedRun(run, folder, index)
+    except (OSError, ValueError):
+        return None
+
+
+class CacheWriter:
+    """Builds a run's cache while the normal path streams its predictions.
+
+    ``add`` takes each checkpoint's predictions in epoch order; anything irregular
+    (an unreadable file, a changed validation set, another output shape or dtype)
+    abandons the build, and the run is simply read without a cache next time too.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.expected = fingerprint(run)
+        self.tmp = run.path / f"{CACHE_DIR}.{uuid.uuid4().hex[:8]}.tmp"
+        self.out: np.memmap | None = None
+        self.count = 0
+        self.ok = self.expected is not None
+
+    def add(self, preds: Predictions | None) -> None:
+        """Append one checkpoint's outputs (None abandons the build)."""
+        if not self.ok:
+            return
+        if preds is None:
+            self.abandon()
+            return
+        if self.out is None:
+            try:
+                self.tmp.mkdir()
+                shape = (len(self.run.checkpoints), *preds.output.shape)
+                self.out = np.lib.format.open_memmap(self.tmp / "outputs.npy", mode="w+", dtype=preds.output.dtype, shape=shape)
+                np.save(self.tmp / "target.npy", preds.target, allow_pickle=False)
+                if preds.ids is not None:
+                    np.save(self.tmp / "ids.npy", preds.ids, allow_pickle=False)
+            except (OSError, ValueError):
+                self.abandon()
+                return
+        if preds.output.shape != self.out.shape[1:] or preds.output.dtype != self.out.dtype:
+            self.abandon()
+            return
+        self.out[self.count] = preds.output
+        self.count += 1
+
+    def abandon(self) -> None:
+        """Give up on this build and remove what it wrote."""
+        self.ok = False
+        self.out = None
+        shutil.rmtree(self.tmp, ignore_errors=True)  # NOTE: our own temporary folder only
+
+    def finish(self) -> None:
+        """Publish the cache if every checkpoint was added and nothing changed meanwhile."""
+        if not self.ok or self.out is None or self.count != len(self.run.checkpoints):
+            self.abandon()
+            return
+        self.out.flush()
+        self.out = None
+        if fingerprint(self.run) != self.expected:
+            self.abandon()
+            return
+        (self.tmp / "index.json").write_text(json.dumps({"version": VERSION, "checkpoints": self.expected}), encoding="utf-8")
+        final = self.run.path / CACHE_DIR
+        try:
+            if final.exists() and not final.is_symlink():
+                shutil.rmtree(final)
+            os.rename(self.tmp, final)
+        except OSError:
+            self.abandon()
