@@ -170,10 +170,15 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
                     )
                 )
             result.n_val = preds.n
-        (st.value,), _ = scorer.score(ckpt, preds) if preds is not None or bound.source == "logged" else ((None,), ())
-        if preds is None or not _finite(preds):
+        prep = _prepare(run, preds) if preds is not None and _finite(preds) else None
+        if bound.source == "builtin":
+            # NOTE: the view is prepared once and serves the metric and every statistic below.
+            value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
+            st.value = value if value is not None and math.isfinite(value) else None
+        else:
+            (st.value,), _ = scorer.score(ckpt, preds)
+        if prep is None:
             continue
-        prep = _prepare(run, preds)
         if classification:
             cm = metrics.confusion(prep, None)
             support = cm.sum(axis=1)

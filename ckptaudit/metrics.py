@@ -288,10 +288,7 @@ def from_confusions(cms: np.ndarray, spec: MetricSpec, task: str, n_classes: int
         return (recall * present).sum(axis=1) / present.sum(axis=1)
     if name == "mcc":
         if spec.class_index is not None:
-            i = spec.class_index
-            return np.array(
-                [_mcc_from_cm(np.array([[c.tn[b, i], c.fp[b, i]], [c.fn[b, i], c.tp[b, i]]])) for b in range(cms.shape[0])]
-            )
+            return np.array([_mcc_from_cm(_binary_cm(counts_from_confusion(m), spec.class_index)) for m in cms])
         return np.array([_mcc_from_cm(m) for m in cms])
     if name == "cohen_kappa":
         return np.array([_kappa_from_cm(m) for m in cms])

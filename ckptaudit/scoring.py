@@ -142,9 +142,9 @@ def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, ca
         cached = open_cache(run)
         if cached is not None:
             # NOTE: a cache is only ever built from a run whose validation set never changed.
-            for ckpt, preds in cached.predictions():
-                values, notes = scorer.score(ckpt, preds)
-                yield CheckpointScore(run, ckpt, values, notes)
+            for cached_ckpt, cached_preds in cached.predictions():
+                cached_values, cached_notes = scorer.score(cached_ckpt, cached_preds)
+                yield CheckpointScore(run, cached_ckpt, cached_values, cached_notes)
             return
         writer = CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
