@@ -21,6 +21,7 @@ import datetime as _dt
 import json
 import os
 import shutil
+import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -179,12 +180,16 @@ class RunLock:
         self.path = run.path / LOCK_FILE
 
     def _stale(self) -> bool:
-        """The lock names a process that no longer exists on this machine (a killed prune)."""
+        """The lock names a process of this machine that no longer exists (a killed prune).
+
+        A lock written on another host is never taken over: its process cannot be checked.
+        """
         try:
-            pid = int(self.path.read_text().strip())
+            host, _, pid_text = self.path.read_text().strip().partition(" ")
+            pid = int(pid_text)
         except (OSError, ValueError):
             return False
-        if pid == os.getpid():
+        if host != socket.gethostname() or pid == os.getpid():
             return False
         try:
             os.kill(pid, 0)
@@ -211,14 +216,14 @@ class RunLock:
                     continue
                 holder = ""
                 try:
-                    holder = f" (pid {self.path.read_text().strip()})"
+                    holder = f" (host and pid: {self.path.read_text().strip()})"
                 except OSError:
                     pass
                 raise LockedError(
                     f"another prune holds this run's lock{holder}; if none is running, remove {LOCK_FILE}", self.path.parent
                 ) from None
         with os.fdopen(fd, "w") as fh:
-            fh.write(str(os.getpid()))
+            fh.write(f"{socket.gethostname()} {os.getpid()}")
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -286,3 +286,11 @@ def test_prune_refuses_to_act_through_a_symlinked_run_or_checkpoints_folder(copy
     result = invoke("prune", run, "-m", "recall", "--yes")
     assert result.exit_code == 2 and "is a symbolic link" in result.stderr
     assert tree_digest(elsewhere) == before
+
+
+def test_a_lock_from_another_host_is_never_taken_over(copy_run):
+    run = copy_run("fraud")
+    (run / LOCK_FILE).write_text("some-other-host 999999")
+    result = invoke("prune", run, "-m", "recall", "--yes")
+    assert result.exit_code == 2 and "some-other-host 999999" in result.stderr
+    assert len(checkpoint_names(run)) == 20
