@@ -13,6 +13,7 @@ import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 
@@ -212,10 +213,11 @@ def _noise(ra: RunAudit, options: AuditOptions) -> None:
         return
     run = ra.run
     win_prep = _prepare(run, read_predictions(run, ra.winner, "val"))
+    sign = -1.0 if ra.spec.maximize else 1.0
     ranked = sorted(
         (s for s in ra.stats if s.value is not None and s.checkpoint is not ra.winner),
-        key=lambda s: (-s.value if ra.spec.maximize else s.value, s.checkpoint.order_key),
-    )  # type: ignore[operator]
+        key=lambda s: (sign * cast(float, s.value), s.checkpoint.order_key),
+    )
     clear_in_a_row = 0
     for st in ranked:
         try:
@@ -439,8 +441,8 @@ def check_overfitting(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     pairs = [s for s in ra.stats if s.value is not None and s.train_value is not None]
     spec = ra.spec
     if len(pairs) >= 3 and not ra.val_changed:
-        vals = [s.value for s in pairs]
-        trains = [s.train_value for s in pairs]
+        vals = [cast(float, s.value) for s in pairs]
+        trains = [cast(float, s.train_value) for s in pairs]
         label = spec.text
     else:
         logged = [s for s in ra.stats if "val_loss" in s.checkpoint.logged and "train_loss" in s.checkpoint.logged]

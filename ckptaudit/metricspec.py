@@ -226,12 +226,12 @@ def parse_metric(text: str, *, mode: str | None = None, logged: Iterable[str] = 
     if match is not None:
         if opts:
             raise MetricError(f"metric {text!r}: a logged metric takes no options but mode, got {', '.join(sorted(opts))}")
-        direction = user_mode or infer_logged_mode(match)
-        if direction is None:
+        logged_mode = user_mode or infer_logged_mode(match)
+        if logged_mode is None:
             raise MetricError(
                 f"metric {text!r} is logged by training but its direction is unknown: add :mode=max or :mode=min (or --mode)"
             )
-        return MetricSpec(text=text, name=match, source="logged", mode=direction)
+        return MetricSpec(text=text, name=match, source="logged", mode=logged_mode)
 
     candidates = known_names() + sorted(set(logged))
     close = difflib.get_close_matches(lowered, candidates, n=3, cutoff=0.6)

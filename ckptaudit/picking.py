@@ -16,7 +16,7 @@ import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from . import __version__
 from .errors import UsageError
@@ -137,7 +137,7 @@ def choose(
                 checkpoint=best.checkpoint,
                 metric=specs[0].text,
                 mode=specs[0].mode,
-                value=float(best.values[0]),
+                value=cast(float, best.values[0]),
                 interval=ranked.rows[0].interval,
                 findings=findings,
             )

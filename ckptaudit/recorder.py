@@ -90,7 +90,7 @@ def write_predictions(path: Path, target: Any, output: Any, ids: Any = None, inp
     elif inputs is not None:
         arrays["input_hash"] = hash_rows(inputs)
     with open(path, "wb") as fh:
-        np.savez(fh, **arrays)
+        np.savez(fh, **arrays)  # type: ignore[arg-type]
         fh.flush()
         os.fsync(fh.fileno())
 

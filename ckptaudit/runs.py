@@ -132,7 +132,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if not isinstance(meta, dict):
         raise RunFormatError("must hold a JSON object", meta_path)
     epoch = meta.get("epoch")
-    if not _is_int(epoch):
+    if not isinstance(epoch, int) or isinstance(epoch, bool):
         raise RunFormatError("'epoch' is required and must be an integer", meta_path)
     step = meta.get("step")
     if step is not None and not _is_int(step):
@@ -365,7 +365,10 @@ class ValSetGuard:
         if not np.array_equal(target, preds.target):
             changed = int(np.count_nonzero(np.any((target != preds.target).reshape(preds.n, -1), axis=1)))
             return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): {changed} of {preds.n} targets differ from epoch {first.epoch}"
-        if (ids is None) != (preds.ids is None) or (ids is not None and not np.array_equal(ids, preds.ids)):
+        same_ids = (
+            ids is None and preds.ids is None or (ids is not None and preds.ids is not None and np.array_equal(ids, preds.ids))
+        )
+        if not same_ids:
             return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): sample ids differ from epoch {first.epoch}"
         return None
 
