@@ -22,7 +22,7 @@ from .errors import RunFormatError
 from .findings import CODES, Finding, severity_rank
 from .metricspec import MetricSpec, parse_metric
 from .runs import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
-from .scoring import RunScorer
+from .scoring import RunScorer, prepare_predictions
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
 DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
@@ -121,10 +121,6 @@ def _best_index(spec: MetricSpec, values: Sequence[float | None]) -> int | None:
     return best
 
 
-def _prepare(run: Run, preds: Predictions) -> metrics.Prepared:
-    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
-
-
 def _finite(preds: Predictions) -> bool:
     return preds.output.dtype.kind != "f" or bool(np.isfinite(preds.output).all())
 
@@ -171,7 +167,7 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
                     )
                 )
             result.n_val = preds.n
-        prep = _prepare(run, preds) if preds is not None and _finite(preds) else None
+        prep = prepare_predictions(run, preds) if preds is not None and _finite(preds) else None
         if bound.source == "builtin":
             # NOTE: the view is prepared once and serves the metric and every statistic below.
             value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
@@ -198,7 +194,7 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
                 result.problems.append(str(exc))
                 continue
             if _finite(train):
-                value = metrics.KERNELS[bound.name](_prepare(run, train), bound)
+                value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
                 st.train_value = value if math.isfinite(value) else None
     return result
 
@@ -212,7 +208,7 @@ def _noise(ra: RunAudit, options: AuditOptions) -> None:
     if ra.winner is None or not bootstrap.supports(ra.spec) or ra.val_changed:
         return
     run = ra.run
-    win_prep = _prepare(run, read_predictions(run, ra.winner, "val"))
+    win_prep = prepare_predictions(run, read_predictions(run, ra.winner, "val"))
     sign = -1.0 if ra.spec.maximize else 1.0
     ranked = sorted(
         (s for s in ra.stats if s.value is not None and s.checkpoint is not ra.winner),
@@ -224,7 +220,7 @@ def _noise(ra: RunAudit, options: AuditOptions) -> None:
             preds = read_predictions(run, st.checkpoint, "val")
         except RunFormatError:
             continue
-        cmp = bootstrap.compare(ra.spec, win_prep, _prepare(run, preds), resamples=options.resamples, seed=options.seed)
+        cmp = bootstrap.compare(ra.spec, win_prep, prepare_predictions(run, preds), resamples=options.resamples, seed=options.seed)
         ra.comparisons[st.checkpoint.name] = cmp
         clear_in_a_row = 0 if cmp.tied else clear_in_a_row + 1
         if clear_in_a_row >= 5:

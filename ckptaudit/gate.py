@@ -30,7 +30,7 @@ from .metricspec import ALIASES, MetricSpec
 from .picking import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
 from .ranking import order_scores
 from .runs import META_FILE, Checkpoint, Run, discover, read_predictions
-from .scoring import RunScorer, iter_scores, parse_metrics
+from .scoring import RunScorer, iter_scores, parse_metrics, prepare_predictions
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,7 @@ def _spec_value(scores, spec_index: int, ckpt: Checkpoint) -> float | None:
 
 
 def _prepared(run: Run, ckpt: Checkpoint) -> metrics.Prepared:
-    preds = read_predictions(run, ckpt)
-    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+    return prepare_predictions(run, read_predictions(run, ckpt))
 
 
 def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, policy: Policy) -> Rule:

@@ -163,9 +163,9 @@ def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ran
 def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) -> Ranking:
     """A copy of ``ranking`` whose rows carry a 95% bootstrap interval of the first metric
     (built-in metrics only; reads each checkpoint's predictions again, one at a time)."""
-    from . import bootstrap, metrics
+    from . import bootstrap
     from .runs import read_predictions
-    from .scoring import RunScorer
+    from .scoring import RunScorer, prepare_predictions
 
     spec = ranking.specs[0]
     if not bootstrap.supports(spec):
@@ -178,8 +178,7 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
         ckpt = run.checkpoint(row.checkpoint)
         interval = None
         if row.values.get(spec.text) is not None and ckpt is not None:
-            preds = read_predictions(run, ckpt)
-            prep = metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+            prep = prepare_predictions(run, read_predictions(run, ckpt))
             interval = bootstrap.interval(bound[row.run], prep, resamples=resamples, seed=seed)
         rows.append(replace(row, interval=interval))
     return replace(ranking, rows=tuple(rows))

@@ -47,6 +47,11 @@ def parse_metrics(texts: Sequence[str], runs: Sequence[Run], mode: str | None = 
     return specs
 
 
+def prepare_predictions(run: Run, preds: Predictions) -> metrics.Prepared:
+    """The metric kernels' view of one checkpoint's predictions, read per run.json."""
+    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+
+
 def _load_custom(spec: MetricSpec) -> Callable[..., float]:
     module_name, _, func_name = spec.name.rpartition(":")
     try:
@@ -87,7 +92,7 @@ class RunScorer:
             if nonfinite:
                 notes.append(f"{nonfinite} non-finite outputs (NaN/inf) in {preds.path.name}")
             else:
-                prep = metrics.prepare(self.run.task, self.run.output, preds.target, preds.output, self.run.positive_class)
+                prep = prepare_predictions(self.run, preds)
         for spec in self.specs:
             if spec.source == "logged":
                 value = checkpoint.logged.get(spec.name)
