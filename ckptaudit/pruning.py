@@ -124,6 +124,15 @@ def _provenance_targets(run: Run) -> dict[str, str]:
     return targets
 
 
+def _pending_trash(run: Run) -> list[PlanEntry]:
+    """Trash entries an interrupted prune left in ``checkpoints/``, to be finished."""
+    return [
+        PlanEntry(e.name[len(TRASH_PREFIX) :], None, "finish", (), _size(Path(e.path)), Path(e.path))
+        for e in sorted(os.scandir(run.path / CHECKPOINTS_DIR), key=lambda e: e.name)
+        if e.name.startswith(TRASH_PREFIX)
+    ]
+
+
 def plan(
     run: Run,
     specs: Sequence[MetricSpec],
@@ -164,12 +173,7 @@ def plan(
         PlanEntry(c.name, c.epoch, "keep" if reasons[c.name] else "delete", tuple(reasons[c.name]), _size(c.path), c.path)
         for c in run.checkpoints
     ]
-    ckpt_dir = run.path / CHECKPOINTS_DIR
-    for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
-        if entry.name.startswith(TRASH_PREFIX):
-            entries.append(
-                PlanEntry(entry.name[len(TRASH_PREFIX) :], None, "finish", (), _size(Path(entry.path)), Path(entry.path))
-            )
+    entries += _pending_trash(run)
     return PrunePlan(run=run, entries=tuple(entries), metrics=tuple(s.text for s in specs))
 
 
@@ -353,14 +357,8 @@ def resume(paths: Sequence[str | Path], *, trash_dir: str | Path | None = None) 
     out = []
     for run in discover(paths):
         _refuse_symlinked(run)
-        ckpt_dir = run.path / CHECKPOINTS_DIR
-        pending = [
-            PlanEntry(e.name[len(TRASH_PREFIX) :], None, "finish", (), _size(Path(e.path)), Path(e.path))
-            for e in sorted(os.scandir(ckpt_dir), key=lambda e: e.name)
-            if e.name.startswith(TRASH_PREFIX)
-        ]
         with RunLock(run):
-            p = PrunePlan(run=run, entries=tuple(pending), metrics=())
+            p = PrunePlan(run=run, entries=tuple(_pending_trash(run)), metrics=())
             out.append(execute(p, trash_dir=None if trash_dir is None else Path(trash_dir)))
     return out
 
