@@ -20,7 +20,7 @@ import numpy as np
 from . import bootstrap, metrics
 from .errors import RunFormatError
 from .findings import CODES, Finding, severity_rank
-from .metricspec import MetricSpec, parse_metric
+from .metricspec import MetricSpec, base_name, parse_metric
 from .runs import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
 from .scoring import RunScorer, prepare_predictions
 
@@ -237,10 +237,7 @@ def _r(x: float | None, digits: int = 4) -> float | None:
 def _relies_on_accuracy(run: Run) -> bool:
     if run.selected_by is None:
         return False
-    name = run.selected_by.metric.lower()
-    for prefix in ("val_", "valid_", "validation_", "eval_", "test_"):
-        name = name.removeprefix(prefix)
-    return name in ("accuracy", "acc", "val_acc", "categorical_accuracy", "binary_accuracy")
+    return base_name(run.selected_by.metric) in ("accuracy", "categorical_accuracy", "binary_accuracy")
 
 
 def _focus(ra: RunAudit, o: AuditOptions) -> _Stats | None:

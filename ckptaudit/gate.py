@@ -16,7 +16,6 @@ The chosen checkpoint may be named, given as a folder, a provenance file written
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ from .auditing import AuditOptions, audit_run
 from .config import Policy
 from .errors import UsageError
 from .findings import severity_rank
-from .metricspec import ALIASES, MetricSpec
+from .metricspec import MetricSpec, base_name
 from .picking import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
 from .ranking import order_scores
 from .runs import META_FILE, Checkpoint, Run, discover, read_predictions
@@ -163,14 +162,6 @@ def provenance_metric(chosen: str | None) -> str | None:
 # --------------------------------------------------------------------------- rules
 
 
-_PREFIX = re.compile(r"^(val|valid|validation|eval|dev)[_/.-]")
-
-
-def _base_name(name: str) -> str:
-    n = _PREFIX.sub("", name.lower().split(":", 1)[0])
-    return ALIASES.get(n, n)
-
-
 def _spec_value(scores, spec_index: int, ckpt: Checkpoint) -> float | None:
     return next((s.values[spec_index] for s in scores if s.checkpoint is ckpt), None)
 
@@ -258,7 +249,7 @@ def _rule_selected_by(run: Run, spec: MetricSpec, chosen: Checkpoint | None, pro
     else:
         used, who = run.selected_by.metric, "training"
     want = spec.name if spec.source == "builtin" else spec.text
-    ok = _base_name(used) == _base_name(want)
+    ok = base_name(used) == base_name(want)
     details = {"selected_by": used, "selected_by_whom": who, "policy_metric": spec.text}
     if ok:
         return Rule("selected-by-matches", True, f"{who} selected by {used}, the policy metric", details)

@@ -150,6 +150,17 @@ def known_names() -> list[str]:
     return sorted(set(BUILTINS) | set(ALIASES) | {"f2", "f0.5"})
 
 
+_SPLIT_PREFIX = re.compile(r"^(val|valid|validation|eval|dev|test)[_/.-]")
+
+
+def base_name(name: str) -> str:
+    """A metric name as training logs or selects by it, reduced to what it measures: no
+    split prefix, no options, aliases resolved (``val_acc`` -> accuracy,
+    ``valid/recall`` -> recall)."""
+    n = _SPLIT_PREFIX.sub("", name.lower().split(":", 1)[0])
+    return ALIASES.get(n, n)
+
+
 def infer_logged_mode(name: str) -> str | None:
     """Direction of a training-logged metric where the name makes it unambiguous."""
     return MIN if "loss" in name.lower() else None

@@ -65,3 +65,21 @@ def test_custom_function_needs_mode():
 def test_malformed_specs_are_one_line_errors(text, message):
     with pytest.raises(MetricError, match=message):
         parse_metric(text)
+
+
+@pytest.mark.parametrize(
+    "logged,base",
+    [
+        ("val_accuracy", "accuracy"),
+        ("val_acc", "accuracy"),
+        ("valid/recall", "recall"),
+        ("eval-f1", "f1"),
+        ("recall:class=1", "recall"),
+        ("val_loss", "loss"),
+        ("train_loss", "train_loss"),
+    ],
+)
+def test_base_name_strips_split_prefixes_options_and_aliases(logged, base):
+    from ckptaudit.metricspec import base_name
+
+    assert base_name(logged) == base
