@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 import numpy as np
 
@@ -121,7 +121,7 @@ def _read_json(path: Path) -> Any:
         raise RunFormatError(f"cannot read: {exc}", path) from None
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -132,7 +132,7 @@ def read_checkpoint(path: Path) -> Checkpoint:
     if not isinstance(meta, dict):
         raise RunFormatError("must hold a JSON object", meta_path)
     epoch = meta.get("epoch")
-    if not isinstance(epoch, int) or isinstance(epoch, bool):
+    if not _is_int(epoch):
         raise RunFormatError("'epoch' is required and must be an integer", meta_path)
     step = meta.get("step")
     if step is not None and not _is_int(step):
