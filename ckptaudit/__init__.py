@@ -101,7 +101,7 @@ def _list(metrics: str | Sequence[str]) -> list[str]:
 def __getattr__(name: str) -> Any:
     # NOTE: lazy access to the recorder keeps torch out of `import ckptaudit`.
     if name == "Recorder":
-        from .recorder import Recorder
+        from .store.recorder import Recorder
 
         return Recorder
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")

@@ -17,12 +17,13 @@ from typing import cast
 
 import numpy as np
 
-from . import bootstrap, metrics
 from .errors import RunFormatError
 from .findings import CODES, Finding, severity_rank
-from .metricspec import MetricSpec, base_name, parse_metric
-from .runs import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
-from .scoring import RunScorer, prepare_predictions
+from .metrics import kernels as metrics
+from .metrics.evaluation import RunScorer, prepare_predictions
+from .metrics.spec import MetricSpec, base_name, parse_metric
+from .stats import bootstrap
+from .store.reader import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
 DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}

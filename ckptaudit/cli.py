@@ -418,7 +418,7 @@ def list_metrics() -> None:
     """List the built-in metrics, their direction, options and aliases."""
     from tabulate import tabulate
 
-    from .metricspec import ALIASES, BUILTINS, OPTIONS
+    from .metrics.spec import ALIASES, BUILTINS, OPTIONS
 
     rows = []
     for name, (direction, family) in BUILTINS.items():

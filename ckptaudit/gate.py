@@ -20,16 +20,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import bootstrap, metrics
 from .auditing import AuditOptions, audit_run
 from .config import Policy
 from .errors import UsageError
 from .findings import severity_rank
-from .metricspec import MetricSpec, base_name
+from .metrics import kernels as metrics
+from .metrics.evaluation import RunScorer, iter_scores, parse_metrics, prepare_predictions
+from .metrics.spec import MetricSpec, base_name
 from .picking import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
 from .ranking import order_scores
-from .runs import META_FILE, Checkpoint, Run, discover, read_predictions
-from .scoring import RunScorer, iter_scores, parse_metrics, prepare_predictions
+from .stats import bootstrap
+from .store.reader import META_FILE, Checkpoint, Run, discover, read_predictions
 
 
 @dataclass(frozen=True)

@@ -20,9 +20,9 @@ from typing import Any, cast
 
 from . import __version__
 from .errors import UsageError
+from .metrics.evaluation import CheckpointScore, parse_metrics
 from .ranking import order_scores, score_runs
-from .runs import Checkpoint, Run, discover
-from .scoring import CheckpointScore, parse_metrics
+from .store.reader import Checkpoint, Run, discover
 
 PROVENANCE_SUFFIX = ".ckptaudit.json"
 #: files of a checkpoint folder that hold predictions and metadata, not the model
@@ -153,7 +153,7 @@ def provenance_path(dest: Path) -> Path:
 def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None) -> Pick:
     """Place the pick at ``link`` (a relative symlink) or ``copy`` (a copy of the folder),
     and write the provenance file beside it. Refuses to overwrite anything."""
-    from .recorder import write_json_atomic
+    from .store.recorder import write_json_atomic
 
     if (link is None) == (copy is None):
         raise UsageError("give one of --link DEST or --copy DEST")

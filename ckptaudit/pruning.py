@@ -28,11 +28,11 @@ from pathlib import Path
 from typing import Any
 
 from .errors import LockedError, MetricError, RunFormatError, UsageError
-from .metricspec import MetricSpec
+from .metrics.evaluation import iter_scores, parse_metrics
+from .metrics.spec import MetricSpec
 from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
-from .runs import CHECKPOINTS_DIR, Run, discover, is_in_progress, read_run
-from .scoring import iter_scores, parse_metrics
+from .store.reader import CHECKPOINTS_DIR, Run, discover, is_in_progress, read_run
 
 LOCK_FILE = ".ckptaudit-prune.lock"
 LOG_FILE = "prune-log.jsonl"

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from .metricspec import MetricSpec
-from .runs import Run, discover
-from .scoring import CheckpointScore, iter_scores, parse_metrics
+from .metrics.evaluation import CheckpointScore, iter_scores, parse_metrics
+from .metrics.spec import MetricSpec
+from .store.reader import Run, discover
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -163,9 +163,9 @@ def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ran
 def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) -> Ranking:
     """A copy of ``ranking`` whose rows carry a 95% bootstrap interval of the first metric
     (built-in metrics only; reads each checkpoint's predictions again, one at a time)."""
-    from . import bootstrap
-    from .runs import read_predictions
-    from .scoring import RunScorer, prepare_predictions
+    from .metrics.evaluation import RunScorer, prepare_predictions
+    from .stats import bootstrap
+    from .store.reader import read_predictions
 
     spec = ranking.specs[0]
     if not bootstrap.supports(spec):

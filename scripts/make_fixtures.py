@@ -33,7 +33,7 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from ckptaudit.recorder import Recorder
+from ckptaudit.store.recorder import Recorder
 
 
 @dataclass

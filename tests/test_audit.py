@@ -9,12 +9,13 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ckptaudit import bootstrap, metrics
 from ckptaudit.auditing import AuditOptions, audit_paths
 from ckptaudit.cli import app
 from ckptaudit.findings import CODES
-from ckptaudit.metricspec import parse_metric
-from ckptaudit.runs import read_predictions, read_run
+from ckptaudit.metrics import kernels as metrics
+from ckptaudit.metrics.spec import parse_metric
+from ckptaudit.stats import bootstrap
+from ckptaudit.store.reader import read_predictions, read_run
 
 runner = CliRunner()
 

@@ -7,9 +7,9 @@ import json
 import numpy as np
 from typer.testing import CliRunner
 
-from ckptaudit.cache import CACHE_DIR, open_cache
 from ckptaudit.cli import app
-from ckptaudit.runs import read_run
+from ckptaudit.store.cache import CACHE_DIR, open_cache
+from ckptaudit.store.reader import read_run
 
 runner = CliRunner()
 

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from ckptaudit.cli import app
 from ckptaudit.exitcodes import ExitCode
 from ckptaudit.findings import CODES
-from ckptaudit.metricspec import BUILTINS
+from ckptaudit.metrics.spec import BUILTINS
 from ckptaudit.render import Format
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -37,7 +37,13 @@ def test_every_command_has_help_and_a_readme_entry(command):
 def test_readme_opens_with_the_two_commands():
     block = re.search(r"```bash\n(.*?)```", README, re.DOTALL).group(1).strip().splitlines()
     assert block[0].startswith("pip install -e . && ckptaudit rank fixtures/runs")
-    assert block[1] == 'pip install -e ".[dev]" && python -m pytest -q'
+    assert block[1] == 'pip install -c constraints.txt torch==2.13.0 -e ".[dev]" && python -m pytest -q'
+    # CI runs the same two commands (the second split around its torch check).
+    ci = (ROOT / ".ci" / "run").read_text()
+    assert block[0] in ci
+    for part in block[1].split(" && "):
+        assert part in ci
+    assert "torch==2.13.0" in (ROOT / "constraints.txt").read_text()
 
 
 def test_exit_codes_and_codes_are_documented():

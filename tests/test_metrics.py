@@ -11,10 +11,10 @@ import pytest
 from sklearn import metrics as skm
 from sklearn.calibration import calibration_curve
 
-from ckptaudit.metrics import prepare
-from ckptaudit.metricspec import parse_metric
-from ckptaudit.runs import read_predictions, read_run
-from ckptaudit.scoring import RunScorer
+from ckptaudit.metrics.evaluation import RunScorer
+from ckptaudit.metrics.kernels import prepare
+from ckptaudit.metrics.spec import parse_metric
+from ckptaudit.store.reader import read_predictions, read_run
 
 TOL = 1e-9
 
@@ -163,7 +163,7 @@ def test_multioutput_regression_averages_outputs_uniformly():
     y = rng.normal(size=(300, 3))
     p = y + rng.normal(scale=[0.1, 0.5, 1.0], size=(300, 3))
     prep = prepare("regression", "value", y, p)
-    from ckptaudit import metrics as m
+    from ckptaudit.metrics import kernels as m
 
     for name, ref in (
         ("mse", skm.mean_squared_error),
@@ -202,7 +202,7 @@ MULTILABEL_CASES = [
 @pytest.mark.parametrize("text,reference", MULTILABEL_CASES, ids=[c[0] for c in MULTILABEL_CASES])
 def test_multilabel_metric_matches_sklearn(multilabel, text, reference):
     y, p = multilabel
-    from ckptaudit import metrics as m
+    from ckptaudit.metrics import kernels as m
 
     spec = parse_metric(text)
     prep = prepare("multilabel", "probability", y, p)
@@ -213,7 +213,7 @@ def test_multilabel_metric_matches_sklearn(multilabel, text, reference):
 
 
 def kernel(text, task, kind, y, out, positive_class=1):
-    from ckptaudit import metrics as m
+    from ckptaudit.metrics import kernels as m
 
     spec = parse_metric(text)
     if spec.class_ref is not None:

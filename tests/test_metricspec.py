@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from ckptaudit.errors import MetricError
-from ckptaudit.metricspec import parse_metric
+from ckptaudit.metrics.spec import parse_metric
 
 
 @pytest.mark.parametrize(
@@ -80,6 +80,6 @@ def test_malformed_specs_are_one_line_errors(text, message):
     ],
 )
 def test_base_name_strips_split_prefixes_options_and_aliases(logged, base):
-    from ckptaudit.metricspec import base_name
+    from ckptaudit.metrics.spec import base_name
 
     assert base_name(logged) == base

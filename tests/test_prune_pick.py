@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from ckptaudit.cli import app
 from ckptaudit.picking import weight_hashes
 from ckptaudit.pruning import LOCK_FILE, RunLock
-from ckptaudit.runs import read_run
+from ckptaudit.store.reader import read_run
 
 runner = CliRunner()
 

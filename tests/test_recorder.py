@@ -12,8 +12,8 @@ from torch import nn
 from ckptaudit import Recorder
 from ckptaudit.errors import UsageError
 from ckptaudit.ranking import rank_checkpoints
-from ckptaudit.recorder import hash_rows
-from ckptaudit.runs import read_predictions, read_run
+from ckptaudit.store.reader import read_predictions, read_run
+from ckptaudit.store.recorder import hash_rows
 
 
 def _train_tiny(tmp_path, epochs=3, **save_kwargs):
@@ -73,7 +73,7 @@ def test_recorder_writes_a_readable_run(tmp_path):
 
 def test_a_crash_mid_save_leaves_no_checkpoint(tmp_path, monkeypatch):
     rec, _ = _train_tiny(tmp_path, epochs=1)
-    from ckptaudit import recorder
+    from ckptaudit.store import recorder
 
     def boom(*args, **kwargs):
         raise OSError("disk full")

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from .runs import Checkpoint, Predictions, Run
+from .reader import Checkpoint, Predictions, Run
 
 CACHE_DIR = ".ckptaudit-cache"
 VERSION = 1

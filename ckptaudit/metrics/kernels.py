@@ -1,7 +1,7 @@
 """The metric engine: vectorised numpy kernels for every built-in metric.
 
 Each kernel takes a :class:`Prepared` view of one checkpoint's predictions and a
-:class:`~ckptaudit.metricspec.MetricSpec`, and returns a float (NaN where the metric is
+:class:`~ckptaudit.metrics.spec.MetricSpec`, and returns a float (NaN where the metric is
 undefined on this data, for example ROC AUC with one class absent). Nothing here loops
 over rows in Python and nothing calls scikit-learn: the tests check every kernel against
 scikit-learn, which is too slow for the hot path of re-scoring hundreds of checkpoints.
@@ -21,10 +21,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from .errors import MetricError
+from ..errors import MetricError
 
 if TYPE_CHECKING:
-    from .metricspec import MetricSpec
+    from .spec import MetricSpec
 
 DEFAULT_THRESHOLD = 0.5
 DEFAULT_ECE_BINS = 15

@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import UsageError
-from .runs import CHECKPOINTS_DIR, FORMAT, META_FILE, OUTPUTS, RUN_FILE, TASKS
+from ..errors import UsageError
+from .reader import CHECKPOINTS_DIR, FORMAT, META_FILE, OUTPUTS, RUN_FILE, TASKS
 
 
 def to_numpy(value: Any) -> np.ndarray:

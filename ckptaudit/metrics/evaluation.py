@@ -16,10 +16,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import metrics
-from .errors import MetricError, RunFormatError
-from .metricspec import MetricSpec, check_applies, parse_metric
-from .runs import Checkpoint, Predictions, Run, ValSetGuard, read_predictions
+from ..errors import MetricError, RunFormatError
+from ..store.reader import Checkpoint, Predictions, Run, ValSetGuard, read_predictions
+from . import kernels as metrics
+from .spec import MetricSpec, check_applies, parse_metric
 
 
 @dataclass(frozen=True)
@@ -142,7 +142,7 @@ def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, ca
     scorer = RunScorer(run, specs)
     writer = None
     if cache and scorer.needs_predictions:
-        from .cache import CacheWriter, open_cache
+        from ..store.cache import CacheWriter, open_cache
 
         cached = open_cache(run)
         if cached is not None:

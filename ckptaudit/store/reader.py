@@ -20,7 +20,7 @@ from typing import Any, TypeGuard
 
 import numpy as np
 
-from .errors import RunFormatError, ValSetChangedError
+from ..errors import RunFormatError, ValSetChangedError
 
 FORMAT = "ckptaudit/1"
 TASKS = ("binary", "multiclass", "multilabel", "regression")

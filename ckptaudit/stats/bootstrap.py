@@ -17,8 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from . import metrics
-from .metricspec import MetricSpec
+from ..metrics import kernels as metrics
+from ..metrics.spec import MetricSpec
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0

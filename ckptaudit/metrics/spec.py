@@ -20,7 +20,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
-from .errors import MetricError
+from ..errors import MetricError
 
 MAX, MIN = "max", "min"
 

@@ -1,0 +1,1 @@
+"""Statistics over a run's saved predictions: bootstrap intervals and paired comparisons."""
