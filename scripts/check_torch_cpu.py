@@ -18,7 +18,10 @@ def main() -> int:
         return 1
     cuda = sorted(d.metadata["Name"] for d in md.distributions() if (d.metadata["Name"] or "").lower().startswith("nvidia-"))
     if not version.startswith("2.13.0") or "+cu" in version or cuda:
-        print(f"check_torch_cpu: torch {version} with CUDA packages {cuda or 'none'}; expected the CPU build 2.13.0", file=sys.stderr)
+        print(
+            f"check_torch_cpu: torch {version} with CUDA packages {cuda or 'none'}; expected the CPU build 2.13.0",
+            file=sys.stderr,
+        )
         return 1
     print(f"check_torch_cpu: torch {version}, no CUDA packages")
     return 0
