@@ -513,7 +513,9 @@ def log_loss(prep: Prepared, spec: MetricSpec) -> float:
 def brier(prep: Prepared, spec: MetricSpec) -> float:
     assert prep.proba is not None
     if prep.task == "multiclass":
-        return float(((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1).mean())
+        summed = float(((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1).mean())
+        # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
+        return summed / 2 if prep.n_classes < 3 else summed
     return float(((prep.y - prep.proba64) ** 2).mean())
 
 

@@ -389,7 +389,9 @@ def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
         if kind != "label" and run.num_classes is not None and run.num_classes != n_classes:
             raise RunFormatError(f"'output' has {n_classes} columns but run.json declares {run.num_classes} classes", path)
         if int(target.max()) >= n_classes:
-            raise RunFormatError(f"'target' holds class {int(target.max())}, but the run has {n_classes} classes (0 to {n_classes - 1})", path)
+            raise RunFormatError(
+                f"'target' holds class {int(target.max())}, but the run has {n_classes} classes (0 to {n_classes - 1})", path
+            )
     elif task == "multilabel" and run.num_classes is not None and target.shape[1] != run.num_classes:
         raise RunFormatError(f"'target' has {target.shape[1]} labels but run.json declares {run.num_classes}", path)
     if kind == "label":
@@ -401,7 +403,9 @@ def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
     elif kind == "probability":
         bad = _first_bad(output, 0.0, 1.0, integer=False)
         if bad is not None:
-            raise RunFormatError(f"'output' holds probability {bad:g}, outside [0, 1] (were logits stored as output 'probability'?)", path)
+            raise RunFormatError(
+                f"'output' holds probability {bad:g}, outside [0, 1] (were logits stored as output 'probability'?)", path
+            )
         if output.ndim == 2 and task in ("binary", "multiclass"):
             sums = output.sum(axis=1, dtype=np.float64)
             tol = _sum_tolerance(output.dtype)

@@ -258,3 +258,18 @@ def test_r2_of_one_row_is_null_with_a_note(tmp_path):
     assert all("fewer than 2 rows" in s.notes[0] for s in scores)
     two = write_run(tmp_path / "two", "regression", "value", [1.0, 3.0], [[2.0, 2.0]])
     assert values(two, "r2") == [pytest.approx(skm.r2_score([1.0, 3.0], [2.0, 2.0]), abs=TOL)]
+
+
+def test_recorder_writes_the_class_count_of_a_label_run(tmp_path):
+    from ckptaudit import Recorder
+    from ckptaudit.errors import UsageError
+
+    with pytest.raises(UsageError, match="num_classes"):
+        Recorder(tmp_path / "bad", task="multiclass", output="label")
+    assert not (tmp_path / "bad").exists()
+    rec = Recorder(tmp_path / "run", task="multiclass", output="label", num_classes=3)
+    y, pred = np.array([0, 1, 0, 1]), np.array([0, 1, 1, 1])
+    rec.save(0, val_target=y, val_output=pred)
+    assert values(tmp_path / "run", "f1") == [
+        pytest.approx(skm.f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0), abs=TOL)
+    ]

@@ -307,5 +307,9 @@ def test_label_outputs_score_confusion_metrics():
     rng = np.random.default_rng(6)
     y = rng.integers(0, 4, 300)
     pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
-    assert kernel("f1", "multiclass", "label", y, pred, n_classes=4) == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=TOL)
-    assert kernel("cohen_kappa", "multiclass", "label", y, pred, n_classes=4) == pytest.approx(skm.cohen_kappa_score(y, pred), abs=TOL)
+    assert kernel("f1", "multiclass", "label", y, pred, n_classes=4) == pytest.approx(
+        skm.f1_score(y, pred, average="macro"), abs=TOL
+    )
+    assert kernel("cohen_kappa", "multiclass", "label", y, pred, n_classes=4) == pytest.approx(
+        skm.cohen_kappa_score(y, pred), abs=TOL
+    )
