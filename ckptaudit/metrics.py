@@ -8,7 +8,7 @@ scikit-learn, which is too slow for the hot path of re-scoring hundreds of check
 
 Conventions follow scikit-learn so numbers agree to 1e-9:
 - undefined per-class ratios (0/0) count as 0, like ``zero_division=0``;
-- macro and weighted averages run over all classes of the run (the output width);
+- macro and weighted averages run over all classes of the run (run.json or the output width);
 - balanced accuracy averages recall over the classes present in the targets;
 - a binary prediction is positive when its probability is above the threshold (0.5);
 - ranking metrics (ROC AUC, average precision, top-k) and log_loss use logits where the

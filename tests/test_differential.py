@@ -38,7 +38,7 @@ settings.register_profile(
     # NOTE: shrinking a failure can take minutes; CI reports the first failing example
     phases=[Phase.explicit, Phase.reuse, Phase.generate],
 )
-settings.register_profile("long", max_examples=1500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile("long", max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 DTYPES = (np.float16, np.float32, np.float64)
@@ -165,7 +165,10 @@ def reference(case: Case, text: str) -> float:
     opts = dict(o.split("=") for o in opts_text.split(",")) if opts_text else {}
     t = float(opts.get("threshold", 0.5))
     average = opts.get("average")
-    cls = int(opts["class"]) if "class" in opts else None
+    cls = None
+    if "class" in opts:
+        names = [c.lower() for c in case.run_json.get("classes", [])]
+        cls = names.index(opts["class"].lower()) if opts["class"].lower() in names else int(opts["class"])
     if case.task == "binary" and cls is not None:
         # class=INDEX names a stored class; column 1 of Y is the positive one
         cls = int(cls == case.run_json.get("positive_class", 1))
@@ -299,7 +302,14 @@ def score_specs(task: str, n_classes: int, cls: int, k: int, bins: int) -> list[
     return specs
 
 
-def check(case: Case, specs: list[str]) -> None:
+def check(case: Case, specs: list[str], beta: float = 0.5) -> None:
+    specs += [f"fbeta:beta={beta}", f"fbeta:beta={beta},average=weighted"]
+    names = case.run_json.get("classes")
+    if names:
+        # class=NAME resolves like class=INDEX (case-insensitively)
+        specs += [f"recall:class={names[-1].upper()}", f"f1:class={names[0]}"]
+        if case.score is not None:
+            specs += [f"roc_auc:class={names[0]}", f"average_precision:class={names[-1]}"]
     specs = list(dict.fromkeys(specs))
     with tempfile.TemporaryDirectory() as tmp:
         run = write_run(Path(tmp) / "run", case.task, case.output, case.target, [case.out], **case.run_json)
@@ -381,7 +391,7 @@ def test_binary(data, n, dtype, output):
             **run_json,
         )
         specs = label_specs("binary", 2, t, cls) + score_specs("binary", 2, cls, 2, data.draw(st.integers(1, 20), "bins"))
-    check(case, specs)
+    check(case, specs, data.draw(st.sampled_from([0.5, 2.0, 3.7]), "beta"))
 
 
 @given(
@@ -444,7 +454,7 @@ def test_multiclass(data, n, n_classes, dtype, output):
         specs = label_specs("multiclass", n_classes, 0.5, cls) + score_specs(
             "multiclass", n_classes, cls, k, data.draw(st.integers(1, 20), "bins")
         )
-    check(case, specs)
+    check(case, specs, data.draw(st.sampled_from([0.5, 2.0, 3.7]), "beta"))
 
 
 @st.composite
@@ -518,7 +528,7 @@ def test_multilabel(data, n, n_labels, dtype, output):
                 n_classes=n_labels,
             )
         specs = label_specs("multilabel", n_labels, t, cls) + score_specs("multilabel", n_labels, cls, 2, 15)
-    check(case, specs)
+    check(case, specs, data.draw(st.sampled_from([0.5, 2.0, 3.7]), "beta"))
 
 
 @given(data=st.data(), n=st.integers(1, 25), dims=st.sampled_from([None, 1, 3]), dtype=st.sampled_from(DTYPES))

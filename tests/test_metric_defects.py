@@ -273,3 +273,17 @@ def test_recorder_writes_the_class_count_of_a_label_run(tmp_path):
     assert values(tmp_path / "run", "f1") == [
         pytest.approx(skm.f1_score(y, pred, average="macro", labels=[0, 1, 2], zero_division=0), abs=TOL)
     ]
+
+
+@pytest.mark.parametrize(
+    "extra,fragment",
+    [
+        ({"num_classes": 4, "classes": ["a", "b", "c"]}, "'num_classes' is 4 but 'classes' names 3"),
+        ({"num_classes": "3"}, "positive integer"),
+        ({"num_classes": 1}, "at least 2 classes"),
+    ],
+)
+def test_num_classes_is_validated(tmp_path, extra, fragment):
+    run = write_run(tmp_path / "r", "multiclass", "label", [0, 1], [[0, 1]], **extra)
+    err = cli_error("rank", run, "--metric", "f1")
+    assert fragment in err and "run.json" in err
