@@ -133,7 +133,8 @@ def _perfect_auc(prep: metrics.Prepared) -> float | None:
     pos = prep.y.view(bool)
     if pos.all() or not pos.any():
         return None
-    return 1.0 if prep.proba[pos].min() > prep.proba[~pos].max() else None
+    # NOTE: the unsaturated ranking scores: probabilities of 1.0 may hide distinct logits.
+    return 1.0 if prep.score[pos].min() > prep.score[~pos].max() else None
 
 
 def _collect(run: Run, spec: MetricSpec) -> RunAudit:

@@ -212,13 +212,13 @@ def test_multilabel_metric_matches_sklearn(multilabel, text, reference):
 # ---------------------------------------------------------------- edge cases
 
 
-def kernel(text, task, kind, y, out, positive_class=1):
+def kernel(text, task, kind, y, out, positive_class=1, n_classes=None):
     from ckptaudit.metrics import kernels as m
 
     spec = parse_metric(text)
     if spec.class_ref is not None:
         spec = spec.for_run(None, task, positive_class)
-    return m.KERNELS[spec.name](prepare(task, kind, np.asarray(y), np.asarray(out), positive_class), spec)
+    return m.KERNELS[spec.name](prepare(task, kind, np.asarray(y), np.asarray(out), positive_class, n_classes), spec)
 
 
 def test_tied_scores_match_sklearn_auc_and_ap():
@@ -230,11 +230,13 @@ def test_tied_scores_match_sklearn_auc_and_ap():
 
 
 def test_top_k_ties_follow_sklearn():
+    # ties go to the lower class index (the argmax rule of accuracy); scikit-learn gives
+    # them to the higher one, so its value on reversed columns is the reference
     rng = np.random.default_rng(2)
     p = np.round(rng.random((500, 5)), 1)
     y = rng.integers(0, 5, 500)
     for k in (1, 2, 3):
-        ref = skm.top_k_accuracy_score(y, p, k=k, labels=range(5))
+        ref = skm.top_k_accuracy_score(4 - y, p[:, ::-1], k=k, labels=range(5))
         assert kernel(f"top_k_accuracy:k={k}", "multiclass", "probability", y, p) == pytest.approx(ref, abs=TOL)
 
 
@@ -305,5 +307,9 @@ def test_label_outputs_score_confusion_metrics():
     rng = np.random.default_rng(6)
     y = rng.integers(0, 4, 300)
     pred = np.where(rng.random(300) < 0.7, y, rng.integers(0, 4, 300))
-    assert kernel("f1", "multiclass", "label", y, pred) == pytest.approx(skm.f1_score(y, pred, average="macro"), abs=TOL)
-    assert kernel("cohen_kappa", "multiclass", "label", y, pred) == pytest.approx(skm.cohen_kappa_score(y, pred), abs=TOL)
+    assert kernel("f1", "multiclass", "label", y, pred, n_classes=4) == pytest.approx(
+        skm.f1_score(y, pred, average="macro"), abs=TOL
+    )
+    assert kernel("cohen_kappa", "multiclass", "label", y, pred, n_classes=4) == pytest.approx(
+        skm.cohen_kappa_score(y, pred), abs=TOL
+    )

@@ -49,7 +49,7 @@ def parse_metrics(texts: Sequence[str], runs: Sequence[Run], mode: str | None = 
 
 def prepare_predictions(run: Run, preds: Predictions) -> metrics.Prepared:
     """The metric kernels' view of one checkpoint's predictions, read per run.json."""
-    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class)
+    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class, run.num_classes)
 
 
 def _load_custom(spec: MetricSpec) -> Callable[..., float]:
@@ -73,7 +73,7 @@ class RunScorer:
         for spec in specs:
             check_applies(spec, run.task, run.output, run.name)
             try:
-                bound.append(spec.for_run(run.classes, run.task, run.positive_class))
+                bound.append(spec.for_run(run.classes, run.task, run.positive_class, run.num_classes))
             except MetricError as exc:
                 raise MetricError(exc.problem, run.name) from None
         self.specs = bound
@@ -108,7 +108,7 @@ class RunScorer:
                 continue
             value = self._compute(spec, prep, preds)
             if value is not None and not math.isfinite(value):
-                notes.append(f"{spec.text}: undefined on this validation set (for example a class with no rows)")
+                notes.append(f"{spec.text}: {metrics.undefined_reason(prep, spec)}")
                 value = None
             values.append(value)
         return tuple(values), tuple(notes)

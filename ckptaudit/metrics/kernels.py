@@ -8,9 +8,11 @@ scikit-learn, which is too slow for the hot path of re-scoring hundreds of check
 
 Conventions follow scikit-learn so numbers agree to 1e-9:
 - undefined per-class ratios (0/0) count as 0, like ``zero_division=0``;
-- macro and weighted averages run over all classes of the run (the output width);
+- macro and weighted averages run over all classes of the run (run.json or the output width);
 - balanced accuracy averages recall over the classes present in the targets;
-- a binary prediction is positive when its probability is above the threshold (0.5).
+- a binary prediction is positive when its probability is above the threshold (0.5);
+- ranking metrics (ROC AUC, average precision, top-k) and log_loss use logits where the
+  run stores them, so saturated probabilities never turn distinct scores into ties.
 """
 
 from __future__ import annotations
@@ -48,6 +50,27 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    """log(softmax(x)) by rows, in float64, without ever forming the probabilities: the
+    same arithmetic as scipy.special.log_softmax."""
+    z = x.astype(np.float64) - x.max(axis=1, keepdims=True)
+    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+
+
+def _softplus(x: np.ndarray) -> np.ndarray:
+    """log(1 + exp(x)), exact for any x (so -log(sigmoid(z)) = softplus(-z))."""
+    return np.logaddexp(0.0, x)
+
+
+def logit_threshold(threshold: float) -> float:
+    """The logit at which the sigmoid equals ``threshold`` (0.5 -> 0.0 exactly)."""
+    if threshold <= 0.0:
+        return -np.inf
+    if threshold >= 1.0:
+        return np.inf
+    return float(np.log(threshold) - np.log1p(-threshold))
+
+
 @dataclass
 class Prepared:
     """One checkpoint's predictions in the shape every kernel expects.
@@ -56,7 +79,12 @@ class Prepared:
     int64), a 0/1 matrix (multilabel) or values (regression). ``proba`` holds
     probabilities (binary: of the positive class, shape (N,); multiclass (N, C);
     multilabel (N, L)) in their stored float precision, or None when the run records
-    hard labels; ``hard`` holds those labels.
+    hard labels; ``hard`` holds those labels. ``logit`` keeps a logit run's scores
+    before any sigmoid/softmax (binary: the positive class's log-odds, (N,); multiclass
+    (N, C); multilabel (N, L)): ranking metrics and log_loss use them, because
+    probabilities round to exactly 0 or 1 long before logits stop being distinct.
+    ``eps`` is the clipping bound for probabilities as scikit-learn's log_loss uses it:
+    the machine epsilon of the stored float type.
     """
 
     task: str
@@ -64,6 +92,8 @@ class Prepared:
     proba: np.ndarray | None
     hard: np.ndarray | None
     n_classes: int
+    logit: np.ndarray | None = None
+    eps: float = float(np.finfo(np.float64).eps)
     _cache: dict[object, np.ndarray] = field(default_factory=dict)
 
     @property
@@ -74,62 +104,110 @@ class Prepared:
             self._cache["p64"] = self.proba.astype(np.float64, copy=False)
         return self._cache["p64"]
 
+    @property
+    def score(self) -> np.ndarray:
+        """Ranking scores, monotone in the probabilities but never saturated: the logits
+        (binary, multilabel), the log-probabilities (multiclass logits, so that columns
+        compare across rows), or the stored probabilities."""
+        if self.logit is None:
+            assert self.proba is not None
+            return self.proba
+        if self.task != "multiclass":
+            return self.logit
+        if "logp" not in self._cache:
+            self._cache["logp"] = _log_softmax(self.logit)
+        return self._cache["logp"]
+
+    def take(self, idx: np.ndarray) -> Prepared:
+        """The same view restricted to rows ``idx`` (the bootstrap's resamples)."""
+        return Prepared(
+            self.task,
+            self.y[idx],
+            None if self.proba is None else self.proba[idx],
+            None if self.hard is None else self.hard[idx],
+            self.n_classes,
+            None if self.logit is None else self.logit[idx],
+            self.eps,
+        )
+
     def labels(self, threshold: float | None) -> np.ndarray:
-        """Hard predictions: class indices (binary: bool), or a 0/1 matrix for multilabel."""
+        """Hard predictions: class indices (binary: bool), or a 0/1 matrix for multilabel.
+
+        Multiclass predictions are the argmax, ties going to the lower class index (as
+        numpy's and PyTorch's argmax; top_k_accuracy uses the same rule). A binary or
+        multilabel row is positive when its probability is above the threshold; for
+        logits the comparison is made on the logit scale, which is exact.
+        """
         if self.hard is not None:
             return self.hard
         assert self.proba is not None
         if self.task == "multiclass":
             if "argmax" not in self._cache:
-                self._cache["argmax"] = self.proba.argmax(axis=1)
+                scores = self.proba if self.logit is None else self.logit
+                self._cache["argmax"] = scores.argmax(axis=1)
             return self._cache["argmax"]
         # NOTE: np.float64 makes the comparison exact even for float32 scores.
         t = np.float64(DEFAULT_THRESHOLD if threshold is None else threshold)
         key = ("t", float(t))
         if key not in self._cache:
-            self._cache[key] = self.proba > t
+            if self.logit is None:
+                self._cache[key] = self.proba > t
+            else:
+                self._cache[key] = self.logit > np.float64(logit_threshold(float(t)))
         return self._cache[key]
 
 
-def prepare(task: str, output_kind: str, target: np.ndarray, output: np.ndarray, positive_class: int = 1) -> Prepared:
+def prepare(
+    task: str,
+    output_kind: str,
+    target: np.ndarray,
+    output: np.ndarray,
+    positive_class: int = 1,
+    n_classes: int | None = None,
+) -> Prepared:
     """Turn stored target/output arrays into a :class:`Prepared` view.
 
-    Logits go through sigmoid (binary, multilabel) or softmax (multiclass). For a binary
-    run the stored target is the class index; ``positive_class`` says which index the
-    (N,) score refers to, and the view re-codes targets so that 1 means positive.
+    Logits go through sigmoid (binary, multilabel) or softmax (multiclass) for the
+    probability-based kernels and are kept for the ranking ones. For a binary run the
+    stored target is the class index; ``positive_class`` says which index the (N,) score
+    refers to, and the view re-codes targets so that 1 means positive. ``n_classes`` is
+    the run's number of classes from run.json; a multiclass ``label`` run needs it,
+    because hard labels cannot tell how many classes exist.
     """
     out = np.asarray(output)
     if task == "regression":
         return Prepared(task, np.asarray(target, dtype=np.float64), out.astype(np.float64, copy=False), None, 0)
+    eps = float(np.finfo(out.dtype).eps) if out.dtype.kind == "f" else float(np.finfo(np.float64).eps)
     if out.dtype.kind == "f" and out.dtype.itemsize < 4:
         out = out.astype(np.float32)
     if task == "binary":
         y = (np.asarray(target) == positive_class).view(np.int8)
         if output_kind == "label":
             return Prepared(task, y, None, out == positive_class, 2)
+        if output_kind == "logit":
+            if out.ndim == 2:
+                # NOTE: softmax over (neg, pos) is the sigmoid of their difference.
+                out = out[:, positive_class].astype(np.float64) - out[:, 1 - positive_class]
+            return Prepared(task, y, _sigmoid(out.astype(np.float64)), None, 2, logit=out, eps=eps)
         if out.ndim == 2:
-            if output_kind == "logit":
-                out = _softmax(out.astype(np.float64))
             out = out[:, positive_class]
-        elif output_kind == "logit":
-            out = _sigmoid(out.astype(np.float64))
-        return Prepared(task, y, out, None, 2)
+        return Prepared(task, y, out, None, 2, eps=eps)
     if task == "multiclass":
         y = np.asarray(target).astype(np.int64, copy=False)
         if output_kind == "label":
-            hard = out.astype(np.int64, copy=False)
-            n = int(max(y.max(initial=0), hard.max(initial=0)) + 1)
-            return Prepared(task, y, None, hard, n)
+            if n_classes is None:
+                raise MetricError("a multiclass label run needs its number of classes (run.json 'classes' or 'num_classes')")
+            return Prepared(task, y, None, out.astype(np.int64, copy=False), n_classes)
         if output_kind == "logit":
-            out = _softmax(out.astype(np.float64))
-        return Prepared(task, y, out, None, out.shape[1])
+            return Prepared(task, y, _softmax(out.astype(np.float64)), None, out.shape[1], logit=out, eps=eps)
+        return Prepared(task, y, out, None, out.shape[1], eps=eps)
     # multilabel
     y = np.asarray(target).astype(np.int64, copy=False)
     if output_kind == "label":
         return Prepared(task, y, None, out.astype(np.int64, copy=False), y.shape[1])
     if output_kind == "logit":
-        out = _sigmoid(out.astype(np.float64))
-    return Prepared(task, y, out, None, y.shape[1])
+        return Prepared(task, y, _sigmoid(out.astype(np.float64)), None, y.shape[1], logit=out, eps=eps)
+    return Prepared(task, y, out, None, y.shape[1], eps=eps)
 
 
 # --------------------------------------------------------------------------- counts
@@ -304,9 +382,12 @@ def _multilabel(prep: Prepared, spec: MetricSpec) -> float:
     if spec.name in PER_CLASS:
         return float(_reduce(spec.name, c, spec, prep.task, prep.n_classes))
     if spec.name == "balanced_accuracy":
-        tpr = _ratio(c.tp, c.tp + c.fn)
-        tnr = _ratio(c.tn, c.tn + c.fp)
-        return float(((tpr + tnr) / 2).mean())
+        # NOTE: each label's value is scikit-learn's balanced_accuracy_score of that label:
+        # the mean recall over the classes (0, 1) present in its targets, so a label whose
+        # targets are all 0 scores its true-negative rate alone.
+        pos, neg = c.tp + c.fn, c.tn + c.fp
+        recall_sum = _ratio(c.tp, pos) + _ratio(c.tn, neg)
+        return float((recall_sum / ((pos > 0).astype(np.float64) + (neg > 0))).mean())
     if spec.name == "mcc":
         if spec.class_index is not None:
             return _mcc_from_cm(_binary_cm(c, spec.class_index))
@@ -344,10 +425,11 @@ def _binary_auc(y: np.ndarray, s: np.ndarray) -> float:
 
 
 def _binary_ap(y: np.ndarray, s: np.ndarray) -> float:
-    """Average precision as scikit-learn defines it: sum over thresholds of dR * P."""
+    """Average precision as scikit-learn defines it: sum over thresholds of dR * P
+    (0.0 when there is no positive row, as scikit-learn returns)."""
     n_pos = int(np.count_nonzero(y))
     if n_pos == 0:
-        return float("nan")
+        return 0.0
     order = np.argsort(-s, kind="mergesort")
     s_sorted = s[order]
     y_sorted = y[order]
@@ -360,38 +442,46 @@ def _binary_ap(y: np.ndarray, s: np.ndarray) -> float:
     return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
 
 
-def _one_vs_rest(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
-    """(N, C) 0/1 targets and (N, C) scores for per-class binary score metrics."""
-    assert prep.proba is not None
+def _one_vs_rest(prep: Prepared) -> np.ndarray:
+    """(N, C) 0/1 targets of a multiclass view (multilabel targets as they are)."""
     if prep.task == "multiclass":
-        onehot = np.zeros(prep.proba64.shape, dtype=np.int64)
+        onehot = np.zeros((prep.y.shape[0], prep.n_classes), dtype=np.int64)
         onehot[np.arange(prep.y.shape[0]), prep.y] = 1
-        return onehot, prep.proba64
-    return prep.y, prep.proba64
+        return onehot
+    return prep.y
 
 
 def _score_average(binary: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[Prepared, MetricSpec], float]:
+    # NOTE: these metrics depend only on the order of the scores, so they rank the
+    # unsaturated prep.score (logits, log-probabilities) and take the negative class as
+    # the reversed order (-s), never 1 - p, which rounds distinct scores to ties.
     def kernel(prep: Prepared, spec: MetricSpec) -> float:
-        assert prep.proba is not None
+        s = prep.score
         if prep.task == "binary":
             if spec.class_index == 0:
-                return binary(1 - prep.y, 1 - prep.proba64)
+                return binary(1 - prep.y, -s)
             if spec.average in (None, "binary") or spec.class_index == 1:
-                return binary(prep.y, prep.proba64)
+                return binary(prep.y, s)
             y2 = np.stack([1 - prep.y, prep.y], axis=1)
-            p2 = np.stack([1 - prep.proba64, prep.proba64], axis=1)
+            s2 = np.stack([-s, s], axis=1)
         else:
-            y2, p2 = _one_vs_rest(prep)
+            y2, s2 = _one_vs_rest(prep), s
         if spec.class_index is not None:
-            return binary(y2[:, spec.class_index], p2[:, spec.class_index])
+            return binary(y2[:, spec.class_index], s2[:, spec.class_index])
         average = spec.average or "macro"
         if average == "micro":
-            return binary(y2.ravel(), p2.ravel())
-        per = np.array([binary(y2[:, i], p2[:, i]) for i in range(y2.shape[1])])
+            # NOTE: micro pools every class's scores into one ranking; multiclass logits
+            # enter as log-probabilities, which compare across columns.
+            return binary(y2.ravel(), s2.ravel())
+        per = np.array([binary(y2[:, i], s2[:, i]) for i in range(y2.shape[1])])
         if average == "macro":
             return float(per.mean())
         support = y2.sum(axis=0).astype(np.float64)
-        return float((per * support).sum() / support.sum()) if support.sum() else float("nan")
+        if not support.sum():
+            return 0.0
+        # NOTE: a class with no positive rows has weight 0 and is skipped (its own value
+        # is undefined), as scikit-learn does.
+        return float((np.where(support > 0, per, 0.0) * support).sum() / support.sum())
 
     return kernel
 
@@ -401,12 +491,20 @@ average_precision = _score_average(_binary_ap)
 
 
 def log_loss(prep: Prepared, spec: MetricSpec) -> float:
-    assert prep.proba is not None
-    eps = np.finfo(np.float64).eps
-    p = np.clip(prep.proba64, eps, 1 - eps)
-    if prep.task == "multiclass":
-        return float(-np.log(p[np.arange(prep.y.shape[0]), prep.y]).mean())
+    """Mean negative log-likelihood. From logits it is exact (log-sigmoid, log-softmax);
+    from probabilities they are clipped to [eps, 1 - eps], eps the machine epsilon of the
+    stored float type, as scikit-learn does."""
     y = prep.y
+    if prep.logit is not None:
+        if prep.task == "multiclass":
+            return float(-prep.score[np.arange(y.shape[0]), y].mean())
+        z = prep.logit.astype(np.float64, copy=False)
+        # NOTE: -log(sigmoid(z)) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z).
+        return float(np.where(y == 1, _softplus(-z), _softplus(z)).mean())
+    assert prep.proba is not None
+    p = np.clip(prep.proba64, prep.eps, 1 - prep.eps)
+    if prep.task == "multiclass":
+        return float(-np.log(p[np.arange(y.shape[0]), y]).mean())
     per = -(y * np.log(p) + (1 - y) * np.log(1 - p))
     # NOTE: multilabel: the mean over labels of each label's binary log loss.
     return float(per.mean())
@@ -415,8 +513,9 @@ def log_loss(prep: Prepared, spec: MetricSpec) -> float:
 def brier(prep: Prepared, spec: MetricSpec) -> float:
     assert prep.proba is not None
     if prep.task == "multiclass":
-        onehot, p = _one_vs_rest(prep)
-        return float(((onehot - p) ** 2).sum(axis=1).mean())
+        summed = float(((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1).mean())
+        # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
+        return summed / 2 if prep.n_classes < 3 else summed
     return float(((prep.y - prep.proba64) ** 2).mean())
 
 
@@ -426,10 +525,10 @@ def ece(prep: Prepared, spec: MetricSpec) -> float:
     n_bins = DEFAULT_ECE_BINS if spec.bins is None else spec.bins
     if prep.task == "binary":
         p = prep.proba64
-        pred = (p > DEFAULT_THRESHOLD).astype(np.int64)
+        pred = prep.labels(None).astype(np.int64)
         conf = np.where(pred == 1, p, 1 - p)
     else:
-        pred = prep.proba64.argmax(axis=1)
+        pred = prep.labels(None)
         conf = prep.proba64[np.arange(prep.y.shape[0]), pred]
     correct = (pred == prep.y).astype(np.float64)
     # NOTE: bins are right-closed, as in scikit-learn's calibration_curve.
@@ -443,14 +542,16 @@ def ece(prep: Prepared, spec: MetricSpec) -> float:
 def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
     assert prep.proba is not None
     k = DEFAULT_TOP_K if spec.k is None else spec.k
-    p = prep.proba64
+    # NOTE: the order within a row is the same for logits and probabilities, and logits
+    # never saturate into ties.
+    p = prep.proba if prep.logit is None else prep.logit
     rows = np.arange(p.shape[0])
     true_score = p[rows, prep.y][:, None]
-    # NOTE: ties rank the higher class index first, exactly as scikit-learn's
-    # reversed stable argsort does.
+    # NOTE: ties rank the lower class index first, the argmax rule of `accuracy`, so
+    # that top-1 accuracy and accuracy always agree.
     above = (p > true_score).sum(axis=1)
     idx = np.arange(p.shape[1])[None, :]
-    tied_before = ((p == true_score) & (idx > prep.y[:, None])).sum(axis=1)
+    tied_before = ((p == true_score) & (idx < prep.y[:, None])).sum(axis=1)
     return float(((above + tied_before) < k).mean())
 
 
@@ -481,6 +582,9 @@ def mae(prep: Prepared, spec: MetricSpec) -> float:
 
 def r2(prep: Prepared, spec: MetricSpec) -> float:
     y, p = _per_output(prep)
+    if y.shape[0] < 2:
+        # NOTE: undefined with fewer than 2 rows (scikit-learn returns NaN too).
+        return float("nan")
     ss_res = ((y - p) ** 2).sum(axis=0)
     ss_tot = ((y - y.mean(axis=0)) ** 2).sum(axis=0)
     # NOTE: a constant target gives 1.0 for a perfect fit and 0.0 otherwise, as
@@ -488,6 +592,15 @@ def r2(prep: Prepared, spec: MetricSpec) -> float:
     safe = ss_tot != 0
     per = np.where(safe, 1 - ss_res / np.where(safe, ss_tot, 1.0), np.where(ss_res == 0, 1.0, 0.0))
     return float(per.mean())
+
+
+def undefined_reason(prep: Prepared, spec: MetricSpec) -> str:
+    """Why a kernel returned NaN on this view, in words for a note."""
+    if spec.name == "r2" and prep.y.shape[0] < 2:
+        return f"undefined with fewer than 2 rows (the validation set has {prep.y.shape[0]})"
+    if spec.name == "roc_auc":
+        return "undefined on this validation set: ROC AUC needs rows of both classes (of each class it averages)"
+    return "undefined on this validation set (for example a class with no rows)"
 
 
 KERNELS: dict[str, Callable[[Prepared, MetricSpec], float]] = {

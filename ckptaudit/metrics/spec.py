@@ -121,9 +121,12 @@ class MetricSpec:
         """True when value ``a`` is strictly better than ``b`` under this metric."""
         return a > b if self.maximize else a < b
 
-    def for_run(self, classes: tuple[str, ...] | None, task: str, positive_class: int) -> MetricSpec:
+    def for_run(
+        self, classes: tuple[str, ...] | None, task: str, positive_class: int, n_classes: int | None = None
+    ) -> MetricSpec:
         """Resolve ``class=`` against a run's class names; binary indices are re-coded
-        so that 1 is the positive class, as the metric kernels expect."""
+        so that 1 is the positive class, as the metric kernels expect. ``n_classes`` is
+        the run's number of classes where run.json declares it."""
         if self.class_ref is None:
             return self
         ref = self.class_ref
@@ -138,6 +141,8 @@ class MetricSpec:
             else:
                 known = ", ".join(classes) if classes else "none (run.json has no classes)"
                 raise MetricError(f"metric {self.text!r}: no class named {ref!r}; the run's classes are {known}")
+        if n_classes is not None and task != "binary" and index >= n_classes:
+            raise MetricError(f"metric {self.text!r}: class {index} does not exist (the run has {n_classes} classes)")
         if task == "binary":
             if index > 1:
                 raise MetricError(f"metric {self.text!r}: class {index} does not exist in a binary run")

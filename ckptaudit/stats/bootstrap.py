@@ -51,13 +51,7 @@ def supports(spec: MetricSpec) -> bool:
 
 
 def _take(prep: metrics.Prepared, idx: np.ndarray) -> metrics.Prepared:
-    return metrics.Prepared(
-        prep.task,
-        prep.y[idx],
-        None if prep.proba is None else prep.proba[idx],
-        None if prep.hard is None else prep.hard[idx],
-        prep.n_classes,
-    )
+    return prep.take(idx)
 
 
 def _cell_path(spec: MetricSpec, prep: metrics.Prepared) -> bool:

@@ -16,7 +16,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeGuard
+from typing import Any, TypeGuard, cast
 
 import numpy as np
 
@@ -82,6 +82,9 @@ class Run:
     chosen: str | None
     checkpoints: tuple[Checkpoint, ...]
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+    #: the number of classes (labels) run.json declares (``classes`` or ``num_classes``;
+    #: 2 for binary), or None where only the output width can tell
+    num_classes: int | None = None
 
     def checkpoint(self, name: str) -> Checkpoint | None:
         """The checkpoint called ``name``, or None."""
@@ -151,6 +154,34 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(path=path, name=path.name, epoch=epoch, step=step, logged=logged)
 
 
+def _read_num_classes(raw: dict[str, Any], task: str, output: str, classes: tuple[str, ...] | None, run_file: Path) -> int | None:
+    """The number of classes run.json declares: ``num_classes``, else the length of
+    ``classes``, 2 for binary. A multiclass run of hard labels must declare it: labels
+    alone cannot tell how many classes exist, and every average depends on it."""
+    declared = raw.get("num_classes")
+    if declared is not None:
+        if task == "regression":
+            raise RunFormatError("'num_classes' does not apply to a regression run", run_file)
+        if not _is_int(declared) or declared < 1:
+            raise RunFormatError("'num_classes' must be a positive integer", run_file)
+        if classes is not None and len(classes) != declared:
+            raise RunFormatError(f"'num_classes' is {declared} but 'classes' names {len(classes)}", run_file)
+        if task == "binary" and declared != 2:
+            raise RunFormatError("a binary run has exactly 2 classes", run_file)
+        if task == "multiclass" and declared < 2:
+            raise RunFormatError("a multiclass run has at least 2 classes", run_file)
+        return declared
+    if classes is not None:
+        return len(classes)
+    if task == "binary":
+        return 2
+    if task == "multiclass" and output == "label":
+        raise RunFormatError(
+            "a multiclass run with output 'label' must declare its classes: add 'classes' (names) or 'num_classes'", run_file
+        )
+    return None
+
+
 def read_run(path: str | Path, name: str | None = None) -> Run:
     """Read a run folder: run.json and every checkpoint's meta.json."""
     path = Path(path)
@@ -176,6 +207,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         if task == "binary" and len(classes) != 2:
             raise RunFormatError("a binary run has exactly 2 classes", run_file)
         classes = tuple(classes)
+    num_classes = _read_num_classes(raw, task, output, classes, run_file)
     positive = raw.get("positive_class", 1)
     if not _is_int(positive) or positive not in (0, 1):
         raise RunFormatError("'positive_class' must be 0 or 1", run_file)
@@ -211,6 +243,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         chosen=chosen,
         checkpoints=tuple(checkpoints),
         raw=raw,
+        num_classes=num_classes,
     )
 
 
@@ -315,6 +348,80 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             raise RunFormatError("multilabel 'target' must hold 0/1", path)
 
 
+#: how far a probability row's sum may stray from 1: max(1e-3, sqrt(eps)) of the
+#: stored float type (float16: 0.031), so float32 or float16 softmax output passes
+PROBABILITY_SUM_TOLERANCE = 1e-3
+
+
+def _sum_tolerance(dtype: np.dtype) -> float:
+    return max(PROBABILITY_SUM_TOLERANCE, float(np.sqrt(np.finfo(dtype).eps))) if dtype.kind == "f" else PROBABILITY_SUM_TOLERANCE
+
+
+def _first_bad(values: np.ndarray, low: float, high: float, integer: bool) -> float | None:
+    """The first value outside [low, high] (or not a whole number, where ``integer``),
+    ignoring NaN and infinity, which the scorer reports as unscorable; else None."""
+    if values.dtype.kind == "b" or values.size == 0:
+        return None
+    # NOTE: two reductions settle the common case; NaN fails them and takes the slow path.
+    whole = not integer or values.dtype.kind in "iu" or bool(np.all(np.mod(values, 1) == 0))
+    if values.min() >= low and values.max() <= high and whole:
+        return None
+    with np.errstate(invalid="ignore"):
+        bad = (values < low) | (values > high)
+        if integer and values.dtype.kind == "f":
+            bad |= np.mod(values, 1) != 0
+        if values.dtype.kind == "f":
+            bad &= np.isfinite(values)
+    hits = np.flatnonzero(bad.ravel())
+    return None if hits.size == 0 else values.ravel()[hits[0]].item()
+
+
+def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) -> None:
+    """Values the shapes cannot catch: class indices outside the run's classes, hard
+    labels that are not class indices (or 0/1), probabilities outside [0, 1] and
+    probability rows that do not sum to 1 (docs/format.md gives the tolerance)."""
+    task, kind = run.task, run.output
+    if task == "regression":
+        return
+    if task == "multiclass":
+        n_classes = run.num_classes if kind == "label" else output.shape[1]
+        assert n_classes is not None
+        if kind != "label" and run.num_classes is not None and run.num_classes != n_classes:
+            raise RunFormatError(f"'output' has {n_classes} columns but run.json declares {run.num_classes} classes", path)
+        if int(target.max()) >= n_classes:
+            raise RunFormatError(
+                f"'target' holds class {int(target.max())}, but the run has {n_classes} classes (0 to {n_classes - 1})", path
+            )
+    elif task == "multilabel" and run.num_classes is not None and target.shape[1] != run.num_classes:
+        raise RunFormatError(f"'target' has {target.shape[1]} labels but run.json declares {run.num_classes}", path)
+    if kind == "label":
+        high = 1 if task in ("binary", "multilabel") else cast(int, n_classes) - 1
+        bad = _first_bad(output, 0, high, integer=True)
+        if bad is not None:
+            allowed = "0 or 1" if high == 1 else f"a class index from 0 to {high}"
+            raise RunFormatError(f"'output' holds label {bad:g}; each label must be {allowed}", path)
+    elif kind == "probability":
+        bad = _first_bad(output, 0.0, 1.0, integer=False)
+        if bad is not None:
+            raise RunFormatError(
+                f"'output' holds probability {bad:g}, outside [0, 1] (were logits stored as output 'probability'?)", path
+            )
+        if output.ndim == 2 and task in ("binary", "multiclass"):
+            sums = output.sum(axis=1, dtype=np.float64)
+            tol = _sum_tolerance(output.dtype)
+            off = np.abs(sums - 1.0) > tol
+            if off.any():
+                # NOTE: a row with a NaN/inf output is reported by the scorer, not here.
+                off &= np.isfinite(sums)
+                rows = np.flatnonzero(off)
+                if rows.size:
+                    raise RunFormatError(
+                        f"'output' row {int(rows[0])} sums to {sums[rows[0]]:.6g}; probabilities of one row must sum to 1 "
+                        f"(within {tol:g}); {rows.size} of {sums.size} rows do not",
+                        path,
+                    )
+
+
 def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Predictions:
     """Load and validate one split's arrays; raise :class:`RunFormatError` on any problem."""
     path = checkpoint.split_file(split)
@@ -338,6 +445,7 @@ def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Pr
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...: all "truncated or corrupt"
         raise RunFormatError(f"unreadable (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
     _check_shapes(run, path, target, output)
+    _check_values(run, path, target, output)
     for label, arr in (("id", ids), ("input_hash", hashes)):
         if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
             raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)

@@ -107,17 +107,23 @@ class Recorder:
         classes: Sequence[str] | None = None,
         positive_class: int = 1,
         selected_by: Mapping[str, str] | None = None,
+        num_classes: int | None = None,
     ) -> None:
         if task not in TASKS:
             raise UsageError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
         if output not in OUTPUTS:
             raise UsageError(f"output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+        if task == "multiclass" and output == "label" and classes is None and num_classes is None:
+            # NOTE: hard labels cannot tell how many classes exist (docs/format.md).
+            raise UsageError("a multiclass run of hard labels needs classes=[...] or num_classes=N")
         self.path = Path(path)
         self.checkpoints = self.path / CHECKPOINTS_DIR
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         run: dict[str, Any] = {"format": FORMAT, "task": task, "output": output}
         if classes is not None:
             run["classes"] = list(classes)
+        if num_classes is not None:
+            run["num_classes"] = int(num_classes)
         if task == "binary":
             run["positive_class"] = positive_class
         if selected_by is not None:
