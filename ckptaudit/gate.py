@@ -489,7 +489,11 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
         if chosen is not None:
             runs = discover([path])
             first, second = identify(runs[0], named), identify(runs[0], chosen)
-            if first is not None and second is not None and set(first.candidates) != set(second.candidates):
+            if (
+                first is not None
+                and second is not None
+                and {c.name for c in first.candidates} != {c.name for c in second.candidates}
+            ):
                 raise UsageError(f"the path names checkpoint {first.candidates[0].name}, but --chosen {chosen!r} another one")
         else:
             chosen = named
