@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .weights import read_text_safely
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -148,10 +149,11 @@ def _check_bounds(policy: Policy) -> Policy:
 
 def load_policy(path: Path) -> Policy:
     """Read a policy from ckptaudit.toml (top-level keys) or pyproject.toml ([tool.ckptaudit])."""
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError("no such config file", path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such config file", path) from None
+        # NOTE: read_text_safely refuses a FIFO or device, which would block or never end.
+        data = tomllib.loads(read_text_safely(path, ConfigError))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path) from None
     except OSError as exc:

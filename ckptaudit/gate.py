@@ -28,7 +28,7 @@ from .findings import severity_rank
 from .metricspec import MetricSpec, base_name
 from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
-from .runs import CHECKPOINTS_DIR, META_FILE, RUN_FILE, Checkpoint, Run, discover, read_predictions
+from .runs import CHECKPOINTS_DIR, META_FILE, RUN_FILE, Checkpoint, Run, discover, is_in_progress, read_predictions
 from .scoring import CheckpointScore, RunScorer, iter_scores, parse_metrics, prepare_predictions
 from .weights import FolderIdentity, WeightsError, read_text_safely, sha256_file, tensor_fingerprint, weight_hashes
 
@@ -392,7 +392,12 @@ def _rule_findings(run: Run, spec_text: str, policy: Policy, chosen: Checkpoint 
         seed=policy.seed,
         focus=None if chosen is None else chosen.name,
     )
-    findings = audit_run(run, options).findings
+    audited = audit_run(run, options)
+    if audited.problems:
+        # NOTE: the audit could not read some input (a corrupt train.npz): exit 2, as `audit` does.
+        more = f" (and {len(audited.problems) - 1} more)" if len(audited.problems) > 1 else ""
+        raise RunFormatError(f"the gate's audit cannot read every file: {audited.problems[0]}{more}", run.name)
+    findings = audited.findings
     if policy.fail_on == "never":
         failing = []
     else:
@@ -484,6 +489,8 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     """
     path = Path(path)
     if _checkpoint_folder(path):
+        if is_in_progress(path.name):
+            raise RunFormatError("checkpoint is still being written (in-progress name)", path)
         named = str(path)
         path = path.parent.parent
         if chosen is not None:

@@ -279,3 +279,53 @@ def test_a_fifo_named_like_a_provenance_file_is_refused(trained, tmp_path):
     os.mkfifo(chosen)
     done = _cli("check", trained["run"], "-m", "val_loss", "--chosen", chosen, timeout=60)
     assert done.returncode == 2 and "not a regular file" in done.stderr
+
+
+# ---------------------------------------------------------------- the gate without torch
+
+
+def test_torch_files_are_read_as_data_matching_torch_for_every_dtype_and_layout(tmp_path):
+    base = torch.arange(24, dtype=torch.float32).reshape(4, 6)
+    state = {
+        "f32": torch.randn(3, 4),
+        "f16": torch.randn(5).half(),
+        "bf16": torch.randn(2, 3).bfloat16(),
+        "f64": torch.randn(2).double(),
+        "i8": torch.tensor([-3, 4], dtype=torch.int8),
+        "u8": torch.tensor([250, 1], dtype=torch.uint8),
+        "i64": torch.tensor(7),  # 0-d, like BatchNorm's num_batches_tracked
+        "bool": torch.tensor([True, False, True]),
+        "c64": torch.randn(2, dtype=torch.complex64),
+        "empty": torch.zeros(0, 3),
+        "transposed": base.t(),  # a non-contiguous view
+        "slice": base[1:3, 2:],  # shares its storage, with an offset
+        "whole": base,
+    }
+    path = tmp_path / "mixed.pth"
+    torch.save(state, path)
+    from ckptaudit.weights import _zip_torch_file
+
+    assert _zip_torch_file(path) is not None  # read as data, not by torch
+    assert tensor_fingerprint(path) == fingerprint_state(state)
+    legacy = tmp_path / "legacy.pth"  # the pre-zip format is read by torch (weights_only=True)
+    torch.save(state, legacy, _use_new_zipfile_serialization=False)
+    assert tensor_fingerprint(legacy) == fingerprint_state(state)
+    changed = dict(state, slice=base[1:3, 1:5])
+    assert fingerprint_state(changed) != fingerprint_state(state)
+
+
+def test_the_gate_identifies_resaved_weights_without_torch(trained, tmp_path, monkeypatch):
+    import shutil
+
+    run = shutil.copytree(trained["run"], tmp_path / "run")
+    for meta in run.glob("checkpoints/*/meta.json"):  # nothing recorded: every file is read
+        data = json.loads(meta.read_text())
+        del data["weights"]
+        meta.write_text(json.dumps(data))
+    legacy = tmp_path / "legacy.pth"
+    torch.save(trained["best_state"], legacy, _use_new_zipfile_serialization=False)
+    monkeypatch.setitem(sys.modules, "torch", None)  # as in a CI job that installed no torch
+    _, doc = gate(run, "-m", "val_loss", "--chosen", trained["run"].parent / "best_model.pth")
+    assert doc["chosen"] == trained["best"] and doc["chosen_how"].startswith("tensor content matches")
+    result = runner.invoke(app, ["check", str(run), "-m", "val_loss", "--chosen", str(legacy)])
+    assert result.exit_code == 2 and "needs torch" in result.stderr

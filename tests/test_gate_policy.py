@@ -176,3 +176,28 @@ def test_the_python_api_validates_too(runs_dir):
 
     with pytest.raises(ConfigError, match="resamples"):
         ckptaudit.check(runs_dir / "fraud", "recall", resamples=0)
+
+
+def test_an_unreadable_train_file_stops_the_gate_as_it_stops_audit(copy_run):
+    run = copy_run("fraud")
+    (run / "checkpoints" / "epoch-0004" / "train.npz").write_bytes(b"truncated")
+    audited = invoke("audit", run)
+    checked = invoke("check", run, "-m", "recall", "--chosen", "epoch-0009")
+    assert audited.exit_code == 2 and checked.exit_code == 2
+    assert "epoch-0004/train.npz" in checked.stderr and len(checked.stderr.strip().splitlines()) == 1
+
+
+def test_a_config_that_is_a_fifo_is_refused_not_read(runs_dir, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    cfg = tmp_path / "ckptaudit.toml"
+    os.mkfifo(cfg)
+    done = subprocess.run(
+        [sys.executable, "-m", "ckptaudit", "check", str(runs_dir / "fraud"), "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2 and "not a regular file" in done.stderr
