@@ -16,9 +16,11 @@ file that wraps its state_dict under ``model_state_dict``, ``state_dict`` or ``m
 PyTorch tutorial's checkpoint dict, Lightning's ``.ckpt``) is fingerprinted by that inner
 state_dict alone, so the optimizer and epoch counters saved beside it do not matter.
 
-Nothing here executes code from a file: torch files are read with ``weights_only=True``,
-safetensors headers are parsed as JSON, and ``.keras``/``.h5`` files are read as HDF5 data
-(h5py, optional). Hashing never reads a FIFO, a device or a socket, and never follows a
+Nothing here executes code from a file: zip-format torch files are read as data by a
+restricted unpickler that rebuilds only dicts, lists and tensors (no torch needed, so the CI
+gate stays light), other torch files with ``torch.load(weights_only=True)``; safetensors
+headers are parsed as JSON, and ``.keras``/``.h5`` files are read as HDF5 data (h5py,
+optional). Hashing never reads a FIFO, a device or a socket, and never follows a
 symbolic link out of the run (or out of the folder given): such entries are skipped.
 
 The recorder stores each file's size, sha256 and content fingerprint in meta.json
