@@ -218,6 +218,13 @@ def test_identical_weights_are_ambiguous_and_judged_by_the_documented_policy(tmp
     (run / "run.json").write_text(json.dumps(raw))
     _, doc = gate(run, "-m", "val_loss", "--chosen", run.parent / "best_model.pth")
     assert doc["chosen"] == same[-1]
+    # values that differ (a non-deterministic evaluation): the worst of them is judged
+    meta = run / "checkpoints" / same[1] / "meta.json"
+    data = json.loads(meta.read_text())
+    data["logged"]["val_loss"] += 1.0
+    meta.write_text(json.dumps(data))
+    code, doc = gate(run, "-m", "val_loss", "--chosen", run.parent / "best_model.pth")
+    assert doc["chosen"] == same[1] and code == 1
 
 
 # ---------------------------------------------------------------- links, FIFOs, devices

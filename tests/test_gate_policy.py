@@ -201,3 +201,21 @@ def test_a_config_that_is_a_fifo_is_refused_not_read(runs_dir, tmp_path):
         timeout=60,
     )
     assert done.returncode == 2 and "not a regular file" in done.stderr
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--imbalance", "nan"], "--imbalance must be a number in [0, 1]"),
+        (["--paradox-recall", "1.5"], "--paradox-recall must be a number in [0, 1]"),
+        (["--margin", "-0.1"], "--margin must be a finite number >= 0"),
+        (["--perfect", "inf"], "--perfect must be a number in [0, 1]"),
+        (["--tie-fraction", "nan"], "--tie-fraction must be a number in [0, 1]"),
+        (["--min-rows", "-1"], "--min-rows must be an integer >= 0"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+    ],
+)
+def test_nonsense_audit_thresholds_are_exit_2_with_one_line(runs_dir, args, message):
+    result = invoke("audit", runs_dir / "fraud", *args)
+    assert result.exit_code == 2 and message in result.stderr, result.output
+    assert len(result.stderr.strip().splitlines()) == 1
