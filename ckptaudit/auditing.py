@@ -17,7 +17,7 @@ from typing import cast
 
 import numpy as np
 
-from .errors import RunFormatError
+from .errors import RunFormatError, UsageError
 from .findings import CODES, Finding, severity_rank
 from .metrics import kernels as metrics
 from .metrics.evaluation import RunScorer, prepare_predictions
@@ -50,6 +50,20 @@ class AuditOptions:
     select: tuple[str, ...] = ()
     ignore: tuple[str, ...] = ()
     focus: str | None = None  #: the checkpoint being shipped (default: run.json 'chosen', else the winner)
+
+    def __post_init__(self) -> None:
+        # NOTE: NaN compares false with everything, so `--imbalance nan` would silently turn
+        # a check off; every threshold is validated here, for the CLI and the Python API.
+        for name in ("imbalance", "paradox_lift", "paradox_recall", "perfect", "tie_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise UsageError(f"--{name.replace('_', '-')} must be a number in [0, 1], got {value!r}")
+        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin >= 0):
+            raise UsageError(f"--margin must be a finite number >= 0, got {self.margin!r}")
+        for name, least in (("min_rows", 0), ("min_class_rows", 0), ("seed", 0), ("resamples", 100)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
 
 
 @dataclass

@@ -246,7 +246,7 @@ def audit(
         ignore=tuple(check_codes(ignore, "--ignore")),
     )
     report = audit_paths(paths, options)
-    _emit(render(findings_document(report.findings, report.problems), fmt.value))
+    _emit(render(findings_document(report.findings, report.problems, fail_on.value), fmt.value))
     for problem in report.problems:
         typer.echo(f"ckptaudit: error: {problem}", err=True)
     if report.problems:
@@ -371,9 +371,15 @@ def check(
     fail_codes: Annotated[
         list[str] | None, typer.Option("--fail-code", help="Only these finding codes fail the gate (repeatable).")
     ] = None,
-    resamples: Annotated[int | None, typer.Option("--resamples", min=100, help="Paired-bootstrap resamples.")] = None,
+    resamples: Annotated[int | None, typer.Option("--resamples", help="Paired-bootstrap resamples (at least 100).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap.")] = None,
     fmt: Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")] = CheckFormat.text,
+    allow_unchosen: Annotated[
+        bool | None,
+        typer.Option(
+            "--allow-unchosen", help="Pass (skip chosen-is-best) when no checkpoint is chosen; by default that fails the gate."
+        ),
+    ] = None,
 ) -> None:
     """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
 
@@ -397,6 +403,7 @@ def check(
         fail_codes=check_codes(fail_codes, "--fail-code") or None,
         resamples=resamples,
         seed=seed,
+        allow_unchosen=allow_unchosen or None,
     )
     result = run_gate(path, policy, chosen)
     _emit(render(gate_document(result), fmt.value))

@@ -7,12 +7,14 @@ silently turn a rule off.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .store.weights import read_text_safely
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -37,6 +39,7 @@ class Policy:
     fail_codes: tuple[str, ...] | None = None  #: only these finding codes can fail the gate (default: all)
     resamples: int = 1000
     seed: int = 0
+    allow_unchosen: bool = False  #: pass chosen-is-best (skipped) when no checkpoint is chosen
     source: str | None = None  #: the config file the policy came from, if any
 
     def metric_spec(self) -> str:
@@ -71,44 +74,86 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
-def _coerce(path: Path, key: str, value: Any) -> Any:
-    def bad(expected: str) -> ConfigError:
-        return ConfigError(f"`{key}` must be {expected}, got {value!r}", path)
+MIN_RESAMPLES = 100
 
+
+def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
+    """``(value, None)`` when ``value`` is valid for ``key`` (coerced), else ``(None, what
+    it must be)``. One rule for the config file, the options and the Python API."""
     if key in ("metric", "mode", "fail_on"):
-        if not isinstance(value, str):
-            raise bad("a string")
+        if not isinstance(value, str) or not value.strip():
+            return None, "a non-empty string"
         if key == "mode" and value not in ("max", "min"):
-            raise bad("'max' or 'min'")
+            return None, "'max' or 'min'"
         if key == "fail_on" and value not in FAIL_LEVELS:
-            raise bad(f"one of {', '.join(FAIL_LEVELS)}")
-        return value
+            return None, f"one of {', '.join(FAIL_LEVELS)}"
+        return value, None
     if key in ("threshold", "min_value", "max_value", "tolerance"):
         if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise bad("a number")
-        return float(value)
+            return None, "a number"
+        number = float(value)
+        # NOTE: NaN compares false with everything, so `min_value = nan` would pass any value.
+        if not math.isfinite(number):
+            return None, "a finite number"
+        if key == "threshold" and not 0.0 <= number <= 1.0:
+            return None, "a probability in [0, 1]"
+        if key == "tolerance" and number < 0:
+            return None, "a number >= 0"
+        return number, None
     if key in ("resamples", "seed"):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise bad("an integer")
-        return value
+            return None, "an integer"
+        if key == "resamples" and value < MIN_RESAMPLES:
+            return None, f"an integer >= {MIN_RESAMPLES}"
+        if key == "seed" and value < 0:
+            return None, "an integer >= 0"
+        return value, None
+    if key == "allow_unchosen":
+        if not isinstance(value, bool):
+            return None, "true or false"
+        return value, None
     if key == "fail_codes":
+        if isinstance(value, tuple):
+            value = list(value)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-            raise bad("a list of finding codes")
+            return None, "a list of finding codes"
+        from .findings import CODES
+
+        unknown = [v for v in value if v not in CODES]
+        if unknown:
+            return None, f"a list of finding codes (unknown: {', '.join(unknown)})"
+        return tuple(value), None
+    raise ConfigError(f"unknown key `{key}` (known: {', '.join(sorted(_KEYS))})")
+
+
+def _coerce(path: Path, key: str, value: Any) -> Any:
+    if key not in _KEYS:
+        raise ConfigError(f"unknown key `{key}` (known: {', '.join(sorted(_KEYS))})", path)
+    if key == "fail_codes" and isinstance(value, list) and all(isinstance(v, str) for v in value):
         from .findings import CODES
 
         unknown = [v for v in value if v not in CODES]
         if unknown:
             raise ConfigError(f"`fail_codes` names unknown finding code {', '.join(unknown)}", path)
-        return tuple(value)
-    raise ConfigError(f"unknown key `{key}` (known: {', '.join(sorted(_KEYS))})", path)
+    checked, expected = _check_value(key, value)
+    if expected is not None:
+        raise ConfigError(f"`{key}` must be {expected}, got {value!r}", path)
+    return checked
+
+
+def _check_bounds(policy: Policy) -> Policy:
+    if policy.min_value is not None and policy.max_value is not None and policy.min_value > policy.max_value:
+        raise ConfigError(f"min_value {policy.min_value:g} is above max_value {policy.max_value:g}: no value can pass")
+    return policy
 
 
 def load_policy(path: Path) -> Policy:
     """Read a policy from ckptaudit.toml (top-level keys) or pyproject.toml ([tool.ckptaudit])."""
+    if not path.exists() and not path.is_symlink():
+        raise ConfigError("no such config file", path)
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError("no such config file", path) from None
+        # NOTE: read_text_safely refuses a FIFO or device, which would block or never end.
+        data = tomllib.loads(read_text_safely(path, ConfigError))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path) from None
     except OSError as exc:
@@ -117,7 +162,10 @@ def load_policy(path: Path) -> Policy:
     if not isinstance(table, dict):
         raise ConfigError("[tool.ckptaudit] must be a table", path)
     values = {key: _coerce(path, key, value) for key, value in table.items()}
-    return Policy(**values, source=str(path))
+    try:
+        return _check_bounds(Policy(**values, source=str(path)))
+    except ConfigError as exc:
+        raise ConfigError(exc.problem, path) from None
 
 
 def resolve_policy(config: Path | None = None, **overrides: Any) -> Policy:
@@ -129,6 +177,10 @@ def resolve_policy(config: Path | None = None, **overrides: Any) -> Policy:
     unknown = set(changes) - _KEYS
     if unknown:
         raise ConfigError(f"unknown policy option {', '.join(sorted(unknown))}")
-    if "fail_codes" in changes:
-        changes["fail_codes"] = tuple(changes["fail_codes"])
-    return replace(policy, **changes)
+    for key, value in list(changes.items()):
+        checked, expected = _check_value(key, value)
+        if expected is not None:
+            option = "--" + key.replace("_", "-")
+            raise ConfigError(f"{option} must be {expected}, got {value!r}")
+        changes[key] = checked
+    return _check_bounds(replace(policy, **changes))

@@ -22,15 +22,16 @@ from typing import Any
 
 from .auditing import AuditOptions, audit_run
 from .config import Policy
-from .errors import UsageError
+from .errors import CkptauditError, RunFormatError, UsageError
 from .findings import severity_rank
 from .metrics import kernels as metrics
-from .metrics.evaluation import RunScorer, iter_scores, parse_metrics, prepare_predictions
+from .metrics.evaluation import CheckpointScore, RunScorer, iter_scores, parse_metrics, prepare_predictions
 from .metrics.spec import MetricSpec, base_name
-from .picking import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
+from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
 from .stats import bootstrap
-from .store.reader import META_FILE, Checkpoint, Run, discover, read_predictions
+from .store.reader import CHECKPOINTS_DIR, META_FILE, RUN_FILE, Checkpoint, Run, discover, is_in_progress, read_predictions
+from .store.weights import FolderIdentity, WeightsError, read_text_safely, sha256_file, tensor_fingerprint, weight_hashes
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class GateResult:
     chosen_how: str | None
     rules: tuple[Rule, ...]
     policy: Policy
+    matches: tuple[str, ...] = ()  #: every checkpoint the shipped weights match (several: ambiguous)
 
     @property
     def passed(self) -> bool:
@@ -71,12 +73,13 @@ class GateResult:
         return all(r.passed for r in self.rules)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON shape: run, metric, chosen, chosen_how, passed, policy_source, rules."""
+        """JSON shape: run, metric, chosen, chosen_how, matches, passed, policy_source, rules."""
         return {
             "run": self.run.name,
             "metric": self.metric,
             "chosen": None if self.chosen is None else self.chosen.name,
             "chosen_how": self.chosen_how,
+            "matches": list(self.matches),
             "passed": self.passed,
             "policy_source": self.policy.source,
             "rules": [r.as_dict() for r in self.rules],
@@ -86,67 +89,167 @@ class GateResult:
 # --------------------------------------------------------------------------- chosen
 
 
-def _by_hash(run: Run, digest: str) -> tuple[Checkpoint, str] | None:
+@dataclass(frozen=True)
+class Identified:
+    """The checkpoints ``--chosen`` (or run.json ``chosen``) identifies, and how. Several
+    candidates when the shipped weights equal those of several checkpoints."""
+
+    candidates: tuple[Checkpoint, ...]
+    how: str
+
+
+def _matches(how: str, found: list[tuple[Checkpoint, str]]) -> Identified:
+    names = ", ".join(f"{ckpt.name}/{rel}" for ckpt, rel in found)
+    if len(found) == 1:
+        return Identified((found[0][0],), f"{how} matches {names}")
+    return Identified(
+        tuple(ckpt for ckpt, _ in found),
+        f"{how} matches {len(found)} checkpoints with identical weights ({names}): ambiguous",
+    )
+
+
+def _identities(run: Run) -> list[tuple[Checkpoint, FolderIdentity]]:
+    return [(ckpt, FolderIdentity(ckpt.path, run.path)) for ckpt in run.checkpoints]
+
+
+def _content(ident: FolderIdentity, path: Path, errors: list[str]) -> str | None:
+    try:
+        return ident.tensors(path)
+    except WeightsError as exc:
+        errors.append(str(exc))
+        return None
+
+
+def _match_file(run: Run, path: Path) -> Identified:
+    """A weights file copied out of the run (same bytes) or re-saved (same tensors)."""
+    digest = sha256_file(path)
+    idents = _identities(run)
+    by_bytes = []
+    for ckpt, ident in idents:
+        rel = next((ident.rel(f) for f in ident.files if ident.sha256(f) == digest), None)
+        if rel is not None:
+            by_bytes.append((ckpt, rel))
+    if by_bytes:
+        return _matches("sha256", by_bytes)
+    fingerprint = tensor_fingerprint(path)
+    if fingerprint is None:
+        raise UsageError(
+            f"sha256 {digest[:12]}… matches no weights file of {run.name}, and the file holds no tensors "
+            "ckptaudit can read (torch, safetensors, .keras, .h5) to compare by content",
+            path,
+        )
+    errors: list[str] = []
+    by_content = []
+    for ckpt, ident in idents:
+        rel = next((ident.rel(f) for f in ident.files if _content(ident, f, errors) == fingerprint), None)
+        if rel is not None:
+            by_content.append((ckpt, rel))
+    if by_content:
+        return _matches("tensor content", by_content)
+    unread = f"; {len(errors)} file(s) of the run could not be read: {errors[0]}" if errors else ""
+    raise UsageError(
+        f"matches no weights file of {run.name}: neither its sha256 {digest[:12]}… nor its tensor content{unread}", path
+    )
+
+
+def _match_folder(run: Run, path: Path) -> Identified:
+    """A checkpoint folder of the run, a copy of one, or a folder of re-saved weights: it
+    matches a checkpoint when every file of it that holds tensors matches one of the
+    checkpoint's weights files by content (files without tensors, like config.json, are
+    not compared)."""
+    resolved = path.resolve()
     for ckpt in run.checkpoints:
-        for path in weight_files(ckpt.path):
-            if sha256_file(path) == digest:
-                return ckpt, str(path.relative_to(ckpt.path))
-    return None
+        if ckpt.path.resolve() == resolved:
+            return Identified((ckpt,), "by folder")
+    given = FolderIdentity(path, path)
+    if not given.files:
+        raise UsageError("folder holds no weights files to identify it by", path)
+    idents = _identities(run)
+    hashes = {given.rel(f): given.sha256(f) for f in given.files}
+    same = [ckpt for ckpt, ident in idents if {ident.rel(f): ident.sha256(f) for f in ident.files} == hashes]
+    if same:
+        found = [(ckpt, "*") for ckpt in same]
+        if len(same) == 1:
+            return Identified((same[0],), f"folder matches {same[0].name} by sha256")
+        return _matches("folder sha256", found)
+    errors: list[str] = []
+    wanted = {f: given.tensors(f) for f in given.files}
+    wanted_set = {fp for fp in wanted.values() if fp is not None}
+    if not wanted_set:
+        raise UsageError(
+            f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files; none holds "
+            "tensors to compare by content)",
+            path,
+        )
+    by_content = []
+    for ckpt, ident in idents:
+        have = {_content(ident, f, errors) for f in ident.files}
+        if wanted_set <= have:
+            by_content.append((ckpt, f"{{{', '.join(given.rel(f) for f, fp in wanted.items() if fp is not None)}}}"))
+    if by_content:
+        return _matches("folder tensor content", by_content)
+    unread = f"; {len(errors)} file(s) of the run could not be read: {errors[0]}" if errors else ""
+    raise UsageError(
+        f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files and the tensor "
+        f"content of {len(wanted_set)}){unread}",
+        path,
+    )
 
 
-def identify_chosen(run: Run, chosen: str | None) -> tuple[Checkpoint | None, str | None]:
-    """Find the checkpoint ``--chosen`` names, and say how it was identified."""
+def _provenance(run: Run, path: Path) -> Identified:
+    try:
+        prov = json.loads(read_text_safely(path, UsageError))
+    except ValueError as exc:
+        raise UsageError(f"unreadable provenance file: {exc}", path) from None
+    name = prov.get("checkpoint") if isinstance(prov, dict) else None
+    ckpt = run.checkpoint(name) if isinstance(name, str) else None
+    if ckpt is None:
+        raise UsageError(f"provenance names checkpoint {name!r}, which is not in run {run.name}", path)
+    if Path(str(prov.get("run", ""))).resolve() != run.path.resolve():
+        raise UsageError(f"provenance is for run {prov.get('run')}, not {run.path.resolve()}", path)
+    current = weight_hashes(ckpt.path, run.path)
+    if prov.get("files") and prov["files"] != current:
+        raise UsageError(f"the weights of {ckpt.name} changed since the provenance was written", path)
+    dest = path.with_name(path.name[: -len(PROVENANCE_SUFFIX)])
+    if dest.exists() and prov.get("files") and weight_hashes(dest) != prov["files"]:
+        raise UsageError("the placed copy does not match its provenance hashes", dest)
+    return Identified((ckpt,), f"provenance {path.name}")
+
+
+def identify(run: Run, chosen: str | None) -> Identified | None:
+    """Every checkpoint ``chosen`` (or, when None, run.json ``chosen``) may be, and how it
+    was identified; None when neither names one."""
     if chosen is None:
         if run.chosen is None:
-            return None, None
+            return None
         ckpt = run.checkpoint(run.chosen)
         if ckpt is None:
             raise UsageError(f"run.json 'chosen' names {run.chosen!r}, which is not a checkpoint of the run", run.path)
-        return ckpt, "run.json chosen"
+        return Identified((ckpt,), "run.json chosen")
     by_name = run.checkpoint(chosen)
     path = Path(chosen)
     if by_name is not None and not (path.exists() and path.is_file()):
-        return by_name, "by name"
+        return Identified((by_name,), "by name")
     if not path.exists():
         raise UsageError(f"--chosen {chosen!r} is neither a checkpoint of the run nor an existing file or folder")
-    if path.is_file() and path.name.endswith(PROVENANCE_SUFFIX):
-        try:
-            prov = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise UsageError(f"unreadable provenance file: {exc}", path) from None
-        name = prov.get("checkpoint") if isinstance(prov, dict) else None
-        ckpt = run.checkpoint(name) if isinstance(name, str) else None
-        if ckpt is None:
-            raise UsageError(f"provenance names checkpoint {name!r}, which is not in run {run.name}", path)
-        if Path(str(prov.get("run", ""))).resolve() != run.path.resolve():
-            raise UsageError(f"provenance is for run {prov.get('run')}, not {run.path.resolve()}", path)
-        current = weight_hashes(ckpt.path)
-        if prov.get("files") and prov["files"] != current:
-            raise UsageError(f"the weights of {ckpt.name} changed since the provenance was written", path)
-        dest = path.with_name(path.name[: -len(PROVENANCE_SUFFIX)])
-        if dest.exists() and prov.get("files") and weight_hashes(dest) != prov["files"]:
-            raise UsageError("the placed copy does not match its provenance hashes", dest)
-        return ckpt, f"provenance {path.name}"
     if path.is_dir():
-        resolved = path.resolve()
-        for ckpt in run.checkpoints:
-            if ckpt.path.resolve() == resolved:
-                return ckpt, "by folder"
-        hashes = weight_hashes(path)
-        if not hashes:
-            raise UsageError("folder holds no weights files to identify it by", path)
-        for ckpt in run.checkpoints:
-            if weight_hashes(ckpt.path) == hashes:
-                return ckpt, f"folder matches {ckpt.name} by sha256"
-        raise UsageError(f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files)", path)
+        return _match_folder(run, path)
+    if not path.is_file():
+        raise UsageError("--chosen is not a regular file or folder (a FIFO, device or socket is never read)", path)
+    if path.name.endswith(PROVENANCE_SUFFIX):
+        return _provenance(run, path)
     if path.name == META_FILE:
-        return identify_chosen(run, str(path.parent))
-    digest = sha256_file(path)
-    found = _by_hash(run, digest)
+        return identify(run, str(path.parent))
+    return _match_file(run, path)
+
+
+def identify_chosen(run: Run, chosen: str | None) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint ``--chosen`` names and how it was identified (the earliest, when the
+    weights match several; :func:`check` applies the documented policy instead)."""
+    found = identify(run, chosen)
     if found is None:
-        raise UsageError(f"sha256 {digest[:12]}… matches no weights file of {run.name}", path)
-    ckpt, rel = found
-    return ckpt, f"sha256 matches {ckpt.name}/{rel}"
+        return None, None
+    return found.candidates[0], found.how
 
 
 def provenance_metric(chosen: str | None) -> str | None:
@@ -154,8 +257,8 @@ def provenance_metric(chosen: str | None) -> str | None:
     if chosen is None or not chosen.endswith(PROVENANCE_SUFFIX) or not Path(chosen).is_file():
         return None
     try:
-        data = json.loads(Path(chosen).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        data = json.loads(read_text_safely(chosen))
+    except (CkptauditError, ValueError):
         return None
     return data.get("metric") if isinstance(data, dict) else None
 
@@ -177,13 +280,15 @@ def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, po
         return Rule("chosen-is-best", False, f"no checkpoint could be scored by {spec.text}")
     best = ordered[0]
     if chosen is None:
+        # NOTE: a gate that checked nothing must not pass: only --allow-unchosen skips this.
         return Rule(
             "chosen-is-best",
-            True,
-            f"no chosen checkpoint (give --chosen or set run.json 'chosen'); "
-            f"the best by {spec.text} is {best.checkpoint.name} ({best.values[0]:.4f})",
+            policy.allow_unchosen,
+            "no chosen checkpoint: give --chosen or set run.json 'chosen'"
+            + ("" if policy.allow_unchosen else " (or --allow-unchosen to check the run alone)")
+            + f"; the best by {spec.text} is {best.checkpoint.name} ({best.values[0]:.4f})",
             {"best": best.checkpoint.name, "best_value": best.values[0]},
-            skipped=True,
+            skipped=policy.allow_unchosen,
         )
     value = _spec_value(scores, 0, chosen)
     if value is None:
@@ -288,7 +393,12 @@ def _rule_findings(run: Run, spec_text: str, policy: Policy, chosen: Checkpoint 
         seed=policy.seed,
         focus=None if chosen is None else chosen.name,
     )
-    findings = audit_run(run, options).findings
+    audited = audit_run(run, options)
+    if audited.problems:
+        # NOTE: the audit could not read some input (a corrupt train.npz): exit 2, as `audit` does.
+        more = f" (and {len(audited.problems) - 1} more)" if len(audited.problems) > 1 else ""
+        raise RunFormatError(f"the gate's audit cannot read every file: {audited.problems[0]}{more}", run.name)
+    findings = audited.findings
     if policy.fail_on == "never":
         failing = []
     else:
@@ -315,18 +425,102 @@ def _rule_findings(run: Run, spec_text: str, policy: Policy, chosen: Checkpoint 
     )
 
 
+def _checkpoint_folder(path: Path) -> bool:
+    """Whether ``path`` is one checkpoint folder of a run (not the run itself)."""
+    return (
+        path.is_dir()
+        and not (path / RUN_FILE).is_file()
+        and path.parent.name == CHECKPOINTS_DIR
+        and (path.parent.parent / RUN_FILE).is_file()
+    )
+
+
+def _judged(candidates: tuple[Checkpoint, ...], run: Run, scores: list[CheckpointScore], spec: MetricSpec) -> Checkpoint:
+    """The candidate the gate judges when the shipped weights match several checkpoints
+    (docs/check.md): the worst under the policy metric (an unscorable one is worst), then
+    run.json ``chosen``, then the earliest epoch, as in `rank`'s ties."""
+    if len(candidates) == 1:
+        return candidates[0]
+    sign = 1.0 if spec.maximize else -1.0
+
+    def key(ckpt: Checkpoint) -> tuple:
+        value = _spec_value(scores, 0, ckpt)
+        return (value is not None, 0.0 if value is None else sign * value, ckpt.name != run.chosen, ckpt.order_key)
+
+    return min(candidates, key=key)
+
+
+def _unreadable(run: Run, scores: list[CheckpointScore]) -> None:
+    """An unreadable prediction file stops the gate (exit 2), as it does `rank`: a gate
+    never passes a run it could not read in full."""
+    bad = [s for s in scores if s.unreadable]
+    if bad:
+        more = f" (and {len(bad) - 1} more checkpoint(s))" if len(bad) > 1 else ""
+        raise RunFormatError(
+            f"the gate judges every checkpoint, and {bad[0].checkpoint.name} cannot be read: {bad[0].notes[0]}{more}", run.name
+        )
+
+
+def _missing_values(spec: MetricSpec, scores: list[CheckpointScore], rule: Rule) -> Rule:
+    """A checkpoint without a value of a logged policy metric might have been the best, so
+    chosen-is-best cannot pass; checkpoints that cannot be scored for other reasons
+    (non-finite outputs: a diverged model) are named in the message, never silently left out."""
+    unscored = {s.checkpoint.name: "; ".join(s.notes) or "no value" for s in scores if s.values[0] is None}
+    if not unscored:
+        return rule
+    details = {**rule.details, "unscored": unscored}
+    listed = ", ".join(f"{name} ({why})" for name, why in unscored.items())
+    missing = [s.checkpoint.name for s in scores if spec.source == "logged" and spec.name not in s.checkpoint.logged]
+    if missing and rule.passed and not rule.skipped:
+        return Rule(
+            rule.name,
+            False,
+            f"cannot tell whether the chosen checkpoint is the best: {len(missing)} checkpoint(s) have no "
+            f"{spec.text} value: {listed}",
+            details,
+        )
+    return Rule(rule.name, rule.passed, f"{rule.message}; not candidates, cannot be scored: {listed}", details, rule.skipped)
+
+
 def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateResult:
-    """Run the gate on the run at ``path`` under ``policy``."""
+    """Run the gate on the run at ``path`` under ``policy``.
+
+    ``path`` may also be one checkpoint folder of a run: the gate then judges that
+    checkpoint within its whole run (as ``--chosen`` it), never against itself alone.
+    """
+    path = Path(path)
+    if _checkpoint_folder(path):
+        if is_in_progress(path.name):
+            raise RunFormatError("checkpoint is still being written (in-progress name)", path)
+        named = str(path)
+        path = path.parent.parent
+        if chosen is not None:
+            runs = discover([path])
+            first, second = identify(runs[0], named), identify(runs[0], chosen)
+            if (
+                first is not None
+                and second is not None
+                and {c.name for c in first.candidates} != {c.name for c in second.candidates}
+            ):
+                raise UsageError(f"the path names checkpoint {first.candidates[0].name}, but --chosen {chosen!r} another one")
+        else:
+            chosen = named
     runs = discover([path])
     if len(runs) != 1:
         raise UsageError(f"check gates one run at a time; {len(runs)} runs found (name one run)", path)
     run = runs[0]
     spec_text = policy.metric_spec()
     spec = parse_metrics([spec_text], runs, policy.mode)[0]
+    identified = identify(run, chosen)
     scores = list(iter_scores(run, [spec]))
-    ckpt, how = identify_chosen(run, chosen)
+    _unreadable(run, scores)
     bound_spec = RunScorer(run, [spec]).specs[0]
-    best_rule = _rule_best(run, bound_spec, scores, ckpt, policy)
+    ckpt = None if identified is None else _judged(identified.candidates, run, scores, bound_spec)
+    how = None if identified is None else identified.how
+    if identified is not None and len(identified.candidates) > 1:
+        assert ckpt is not None
+        how = f"{how}; judged {ckpt.name} (the worst of them by {spec_text}, then the earliest)"
+    best_rule = _missing_values(bound_spec, scores, _rule_best(run, bound_spec, scores, ckpt, policy))
     target = ckpt
     if target is None and best_rule.details.get("best"):
         target = run.checkpoint(best_rule.details["best"])
@@ -337,4 +531,12 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
         _rule_min_value(bound_spec, value, target.name if target else "-", policy),
         _rule_findings(run, spec_text, policy, ckpt),
     )
-    return GateResult(run=run, metric=spec_text, chosen=ckpt, chosen_how=how, rules=rules, policy=policy)
+    return GateResult(
+        run=run,
+        metric=spec_text,
+        chosen=ckpt,
+        chosen_how=how,
+        rules=rules,
+        policy=policy,
+        matches=() if identified is None else tuple(c.name for c in identified.candidates),
+    )

@@ -9,7 +9,6 @@ or worse) stood against the run, and the sha256 of every weights file, so a late
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import os
 import shutil
 import uuid
@@ -24,38 +23,14 @@ from .metrics.evaluation import CheckpointScore, parse_metrics
 from .ranking import order_scores, score_runs
 from .store.reader import Checkpoint, Run, discover
 
+# NOTE: hashing moved to ckptaudit.weights (the run store's weights identity); the old names
+# stay importable from here (explicit re-exports).
+from .store.weights import NON_WEIGHT_FILES as NON_WEIGHT_FILES
+from .store.weights import sha256_file as sha256_file
+from .store.weights import weight_files as weight_files
+from .store.weights import weight_hashes
+
 PROVENANCE_SUFFIX = ".ckptaudit.json"
-#: files of a checkpoint folder that hold predictions and metadata, not the model
-NON_WEIGHT_FILES = {"meta.json", "val.npz", "train.npz"}
-
-
-def sha256_file(path: Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def weight_files(checkpoint: Path) -> list[Path]:
-    """Every file of a checkpoint folder except its predictions and meta.json, sorted."""
-    out = []
-    for root, dirs, files in os.walk(checkpoint):
-        dirs.sort()
-        for name in sorted(files):
-            path = Path(root) / name
-            if path.parent == checkpoint and name in NON_WEIGHT_FILES:
-                continue
-            out.append(path)
-    return out
-
-
-def weight_hashes(checkpoint: Path) -> dict[str, str]:
-    """``{relative path: sha256}`` of every weights file of a checkpoint."""
-    return {str(p.relative_to(checkpoint)): sha256_file(p) for p in weight_files(checkpoint)}
-
-
 @dataclass(frozen=True)
 class Pick:
     """The chosen checkpoint of a run (or of a sweep with ``across``) and the evidence."""

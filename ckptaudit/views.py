@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .findings import Finding
+from .findings import Finding, severity_rank
 from .gate import GateResult
 from .picking import Pick
 from .pruning import PrunePlan
@@ -50,21 +50,28 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
     )
 
 
-def findings_document(findings: Sequence[Finding], problems: Sequence[str] = ()) -> Document:
-    """Columns: severity, code, run, checkpoint, message; JSON: the list of findings."""
+def findings_document(findings: Sequence[Finding], problems: Sequence[str] = (), fail_on: str = "error") -> Document:
+    """Columns: severity, code, run, checkpoint, message; JSON: the list of findings.
+
+    As checks (junit, github, markdown), a finding at or above ``fail_on`` is a FAIL; one
+    below it is labelled by its severity (WARNING, INFO) and does not fail, as the exit
+    code says."""
     rows = [[f.severity, f.code, f.run, f.checkpoint or "-", f.message] for f in findings]
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
     footer = [f"{len(findings)} finding(s): {counts['error']} error, {counts['warning']} warning, {counts['info']} info"]
-    checks = [
-        Check(
-            name=f"{f.code} {f.run}" + (f" {f.checkpoint}" if f.checkpoint else ""),
-            ok=False,
-            message=f.message,
-            severity=f.severity,
-            file=f.run,
+    checks = []
+    for f in findings:
+        failing = fail_on != "never" and severity_rank(f.severity) >= severity_rank(fail_on)
+        checks.append(
+            Check(
+                name=f"{f.code} {f.run}" + (f" {f.checkpoint}" if f.checkpoint else ""),
+                ok=not failing,
+                message=f.message,
+                severity=f.severity,
+                file=f.run,
+                label=None if failing else f.severity.upper(),
+            )
         )
-        for f in findings
-    ]
     return Document(
         title="ckptaudit audit",
         columns=["severity", "code", "run", "checkpoint", "message"],

@@ -139,10 +139,11 @@ def test_every_audit_format_renders(runs_dir, fmt):
     assert result.exit_code == 0, result.output
     out = result.stdout
     if fmt == "junit":
+        # --fail-on never: nothing fails the command, so nothing is a junit failure
         root = ET.fromstring(out.split("\n", 1)[1])
-        assert root.find("testsuite").get("failures") == "3"
+        assert root.find("testsuite").get("failures") == "0" and len(root.findall("./testsuite/testcase")) == 3
     elif fmt == "github":
-        assert out.startswith("::error ") and "accuracy-paradox" in out
+        assert out.startswith("::warning ") and "title=ERROR accuracy-paradox" in out and "::error" not in out
     elif fmt != "json":
         assert "accuracy-paradox" in out
 

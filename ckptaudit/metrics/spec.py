@@ -16,6 +16,7 @@ closest names.
 from __future__ import annotations
 
 import difflib
+import math
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
@@ -278,8 +279,9 @@ def _builtin_spec(text: str, name: str, direction: str, family: str, opts: dict[
         kwargs["threshold"] = t
     if "beta" in opts:
         b = _number(text, "beta", opts["beta"])
-        if b <= 0:
-            raise MetricError(f"metric {text!r}: beta must be positive")
+        # NOTE: NaN fails every comparison, so `b <= 0` alone would accept beta=nan.
+        if not math.isfinite(b) or b <= 0:
+            raise MetricError(f"metric {text!r}: beta must be a positive finite number, not {opts['beta']}")
         kwargs["beta"] = b
     if "k" in opts:
         k = int(_number(text, "k", opts["k"], int))

@@ -10,6 +10,7 @@ every value.
 from __future__ import annotations
 
 import importlib
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
@@ -25,6 +26,14 @@ class Check:
     message: str
     severity: str = "error"  #: error, warning or info; a failed check's annotation level
     file: str | None = None
+    #: what the check is labelled (default PASS/FAIL); an audit finding below --fail-on is
+    #: labelled by its severity (WARNING, INFO), because it does not fail the command
+    label: str | None = None
+
+    @property
+    def shown(self) -> str:
+        """The label shown: ``label``, else PASS or FAIL."""
+        return self.label or ("PASS" if self.ok else "FAIL")
 
 
 @dataclass(frozen=True)
@@ -64,5 +73,23 @@ def cell(value: Any, digits: int = 4) -> str:
     if isinstance(value, float):
         return f"{value:.{digits}f}"
     if isinstance(value, (list, tuple)):
-        return ",".join(str(v) for v in value) or ""
-    return str(value)
+        return printable(",".join(str(v) for v in value))
+    return printable(value)
+
+
+# NOTE: names and messages come from folder names and files a user (or an attacker) chose:
+# a newline could forge a PASS line or a CI workflow command, an escape sequence could
+# rewrite the terminal. Every human format shows control characters as visible escapes.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _visible(match: re.Match[str]) -> str:
+    char = match.group()
+    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+
+
+def printable(text: Any) -> str:
+    """``text`` on one line, with every control character as a visible escape (``\\n``,
+    ``\\x1b``): safe for terminals, line-oriented CI logs and table cells."""
+    return _CONTROL.sub(_visible, str(text))

@@ -1,20 +1,33 @@
-"""Markdown: a heading, a pipe table and the summary, for job summaries and PRs."""
+"""Markdown: a heading, a pipe table and the summary, for job summaries and PRs.
+
+Every name and message is escaped: HTML characters as entities, Markdown syntax and the
+table's pipes with backslashes, control characters as visible escapes, so a checkpoint
+name cannot break the table, add a link or inject HTML."""
 
 from __future__ import annotations
 
-from . import Document, cell
+import re
+
+from . import Document, cell, printable
+
+_MARKDOWN = re.compile(r"([\\`*_\[\]|~#!(){}])")
+ICONS = {"PASS": "✅", "FAIL": "❌", "WARNING": "⚠️", "INFO": "ℹ️", "ERROR": "❗"}
 
 
 def _escape(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    text = printable(text).replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    return _MARKDOWN.sub(r"\\\1", text)
 
 
 def render(doc: Document) -> str:
     """GitHub-flavoured Markdown."""
-    lines = [f"### {doc.title}", ""]
+    lines = [f"### {_escape(doc.title)}", ""]
     if doc.checks:
         lines += ["| result | check | details |", "| --- | --- | --- |"]
-        lines += [f"| {'✅ PASS' if c.ok else '❌ FAIL'} | {_escape(c.name)} | {_escape(c.message)} |" for c in doc.checks]
+        for c in doc.checks:
+            icon = ICONS.get(c.shown)
+            result = f"{icon} {c.shown}" if icon else _escape(c.shown)
+            lines.append(f"| {result} | {_escape(c.name)} | {_escape(c.message)} |")
     elif doc.rows:
         lines.append("| " + " | ".join(_escape(str(c)) for c in doc.columns) + " |")
         lines.append("|" + "|".join(" --- " for _ in doc.columns) + "|")
@@ -22,5 +35,5 @@ def render(doc: Document) -> str:
     else:
         lines.append("_nothing to show_")
     if doc.footer:
-        lines += ["", *doc.footer]
+        lines += ["", *(_escape(f) for f in doc.footer)]
     return "\n".join(lines) + "\n"

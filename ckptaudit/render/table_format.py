@@ -1,8 +1,9 @@
-"""Plain-text table for the terminal (tabulate's "simple" layout)."""
+"""Plain-text table for the terminal (tabulate's "simple" layout); control characters in
+cells show as visible escapes."""
 
 from __future__ import annotations
 
-from . import Document, cell
+from . import Document, cell, printable
 
 
 def render(doc: Document) -> str:
@@ -11,9 +12,12 @@ def render(doc: Document) -> str:
 
     body = (
         tabulate(
-            [[cell(v) for v in row] for row in doc.rows], headers=list(doc.columns), tablefmt="simple", disable_numparse=True
+            [[cell(v) for v in row] for row in doc.rows],
+            headers=[printable(c) for c in doc.columns],
+            tablefmt="simple",
+            disable_numparse=True,
         )
         if doc.rows
         else "(nothing to show)"
     )
-    return "\n".join([body, *doc.footer]) + "\n"
+    return "\n".join([body, *(printable(f) for f in doc.footer)]) + "\n"

@@ -175,21 +175,30 @@ class Recorder:
             write_predictions(tmp / "val.npz", val_target, val_output, val_ids, val_inputs)
             if train_target is not None and train_output is not None:
                 write_predictions(tmp / "train.npz", train_target, train_output, train_ids, train_inputs)
+            weights: dict[str, Any] = {}
             if model is not None or optimizer is not None or scheduler is not None:
                 import torch
 
-                if model is not None:
-                    state = model.state_dict() if hasattr(model, "state_dict") else model
-                    torch.save(state, tmp / "model.pt")
-                if optimizer is not None:
-                    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-                if scheduler is not None:
-                    torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+                from .weights import describe_file
+
+                saved = {
+                    "model.pt": None if model is None else (model.state_dict() if hasattr(model, "state_dict") else model),
+                    "optimizer.pt": None if optimizer is None else optimizer.state_dict(),
+                    "scheduler.pt": None if scheduler is None else scheduler.state_dict(),
+                }
+                for file_name, state in saved.items():
+                    if state is not None:
+                        torch.save(state, tmp / file_name)
+                        # NOTE: size, sha256 and tensor-content fingerprint, so the gate can
+                        # identify a re-saved copy without loading every checkpoint.
+                        weights[file_name] = describe_file(tmp / file_name, state)
             meta: dict[str, Any] = {"epoch": int(epoch)}
             if step is not None:
                 meta["step"] = int(step)
             if logged:
                 meta["logged"] = {k: float(v) for k, v in logged.items()}
+            if weights:
+                meta["weights"] = weights
             with open(tmp / META_FILE, "w", encoding="utf-8") as fh:
                 json.dump(meta, fh, indent=2)
                 fh.flush()
