@@ -56,6 +56,7 @@ def _shade_tied(ax: Any, run: RunReport) -> None:
 def plot_report(report: Report, *, width: float | None = None, height: float | None = None) -> Figure:
     """The curves of ``report`` as a figure (``width``/``height`` in inches)."""
     figure_class = _figure_class()
+    from matplotlib.ticker import MaxNLocator
     panels = _panels(report)
     if not panels:
         raise UsageError("nothing to plot: no metric values and no logged metrics")
@@ -76,7 +77,8 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
             for s in chart.series:
                 xs = [x for x, v in zip(run.x, s.values, strict=True) if v is not None]
                 ys = [v for v in s.values if v is not None]
-                label = s.label if single else f"{run.name} ({s.label})" if len(chart.series) > 1 else run.name
+                # NOTE: in a sweep the legend names runs; a dashed line of the same colour is its train split.
+                label = s.label if single else (run.name if s.split == "val" or len(chart.series) == 1 else None)
                 style = {"ls": "--", "lw": 1.4} if s.split == "train" else {"lw": 1.8}
                 line_color = COLORS["train"] if single and s.split == "train" else color
                 ax.plot(xs, ys, color=line_color, marker="o" if len(xs) <= 40 else None, ms=3, label=label, **style)
@@ -94,6 +96,8 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
         arrow = "" if maximize is None else " (higher is better)" if maximize else " (lower is better)"
         ax.set_title(f"{title}{arrow}", fontsize=10, loc="left")
         ax.set_xlabel(report.runs[0].x_label)
+        if all(float(x).is_integer() for run in report.runs for x in run.x):
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, color="#e2e8f0", lw=0.8)
         ax.spines[["top", "right"]].set_visible(False)
         handles, labels = ax.get_legend_handles_labels()
@@ -102,6 +106,8 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
     markers = "ring: chosen, diamond: best by " + (report.runs[0].metrics[0] if report.runs[0].metrics else "the first metric")
+    if not single:
+        markers += "; dashed: train"
     if single and report.runs[0].selection.tied_best:
         markers += "; shaded: cannot be told apart from the best"
     fig.suptitle(f"{report.runs[0].name if single else f'{len(report.runs)} runs'}: {markers}", fontsize=9, color="#475569")

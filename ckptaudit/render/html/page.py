@@ -127,7 +127,7 @@ def _legend(run: RunReport) -> str:
     if run.selection.tied_best:
         items.append(
             f'<span class="key tied" title="{escape(run.selection.method)}"><i></i>cannot be told apart from the best '
-            f"({len(run.selection.tied_best)})</span>"
+            f"({len(run.selection.tied_best) - 1} other{'s' if len(run.selection.tied_best) != 2 else ''})</span>"
         )
     if run.selection.corrected is not None:
         items.append('<span class="key corrected"><i></i>expected on new data</span>')
@@ -189,7 +189,7 @@ def _stats(run: RunReport) -> str:
         card(
             "tied",
             "tied with the best",
-            f"{len(tied)} <span class='sub'>of {len(run.checkpoints)}</span>",
+            f"{len(tied) - 1} <span class='sub'>of {len(run.checkpoints) - 1} others</span>",
             "cannot be told apart from it",
         )
     c = run.selection.corrected
@@ -206,7 +206,7 @@ def _selection_note(run: RunReport) -> str:
     parts = []
     if sel.tied_best:
         parts.append(
-            f"<b>{len(sel.tied_best)}</b> checkpoint(s) cannot be told apart from the best by {escape(run.metrics[0])} "
+            f"<b>{len(sel.tied_best) - 1}</b> other checkpoint(s) cannot be told apart from the best by {escape(run.metrics[0])} "
             f'<span class="muted">({escape(sel.method)})</span>.'
         )
     if sel.corrected is not None:

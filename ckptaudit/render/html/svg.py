@@ -137,7 +137,7 @@ def _bands(run: RunReport, sx: Scale, top: float, bottom: float) -> list[str]:
     return out
 
 
-def _marker(kind: str, name: str, epoch: int, x: float, y: float, label: bool) -> str:
+def _marker(kind: str, name: str, epoch: int, x: float, y: float, label: bool, flip: bool = False) -> str:
     title = {"chosen": "chosen", "winner": "best"}[kind]
     shape = (
         f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" class="ring"/>'
@@ -147,7 +147,9 @@ def _marker(kind: str, name: str, epoch: int, x: float, y: float, label: bool) -
     text = ""
     if label:
         dy = -9 if kind == "winner" else 17
-        text = f'<text x="{x + 9:.1f}" y="{y + dy:.1f}">{title}</text>'
+        # NOTE: labels go right of the marker, or left of it near the chart's right edge.
+        anchor = ' text-anchor="end"' if flip else ""
+        text = f'<text x="{x - 9 if flip else x + 9:.1f}" y="{y + dy:.1f}"{anchor}>{title}</text>'
     return (
         f'<g class="mark {kind}" data-checkpoint="{escape(name)}" data-epoch="{epoch}" data-x="{x:.1f}">'
         f"{shape}{text}<title>{title}: {escape(name)} (epoch {epoch})</title></g>"
@@ -200,7 +202,7 @@ def line_chart(run: RunReport, run_index: int, chart: Chart, width: int = WIDTH,
         yb = sy(chart.series[0].values[best_i])  # type: ignore[arg-type]
         out.append(
             f'<g class="bestline"><line x1="{LEFT}" x2="{right}" y1="{yb:.1f}" y2="{yb:.1f}"/>'
-            f'<text x="{right - 2}" y="{yb - 4:.1f}" text-anchor="end">best {fmt(chart.series[0].values[best_i])}</text></g>'
+            f'<text x="{LEFT + 4}" y="{yb - 4:.1f}">best {fmt(chart.series[0].values[best_i])}</text></g>'
         )
     for s in chart.series:
         d = _path(xs, s.values, sx, sy)
@@ -237,7 +239,8 @@ def line_chart(run: RunReport, run_index: int, chart: Chart, width: int = WIDTH,
             y = next((s.values[i] for s in chart.series if s.values[i] is not None), None)
         if y is None:
             continue
-        out.append(_marker(kind, name, run.checkpoints[i].epoch, sx(xs[i]), sy(y), label=chart.primary))
+        near_right = sx(xs[i]) > right - 60
+        out.append(_marker(kind, name, run.checkpoints[i].epoch, sx(xs[i]), sy(y), label=chart.primary, flip=near_right))
     out.append(
         f'<line class="cursor" x1="0" x2="0" y1="{TOP}" y2="{bottom}" visibility="hidden"/>'
         f'<rect class="hit" x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}"/>'
