@@ -44,7 +44,7 @@ def report(
     if gate or config is not None:
         from .config import resolve_policy
 
-        policy = resolve_policy(config, metric=metric[0] if metric else None, mode=mode, resamples=resamples, seed=seed)
+        policy = resolve_policy(config, metric=metric[0] if metric else None, mode=mode)
     result = build_report(paths, metric, mode=mode, resamples=resamples, seed=seed, policy=policy, title=title)
     size = write_html(result, output)
     typer.echo(f"wrote {output} ({size / 1e3:.0f} kB, {len(result.runs)} run(s))", err=True)

@@ -457,7 +457,7 @@ def report_run(
     # instead of refusing it, so guard=False here.
     scores = list(iter_scores(run, bound, guard=False))
     for s in scores:
-        problems += [f"{run.name}/{s.checkpoint.name}: {note}" for note in s.notes if s.unreadable]
+        problems += [note for note in s.notes if s.unreadable]
     columns = list(zip(*[s.values for s in scores], strict=True)) if scores else [() for _ in bound]
 
     audit: RunAudit | None = None
@@ -549,7 +549,7 @@ def report_run(
         diagnostics=tuple(diags),
         n_val=audit.n_val if audit is not None else 0,
         gate=_gate(run, policy) if policy is not None else None,
-        problems=tuple(problems),
+        problems=tuple(dict.fromkeys(problems)),  # the scores and the audit meet the same unreadable file
         notes=tuple(notes),
     )
 

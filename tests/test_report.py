@@ -219,3 +219,72 @@ def test_cli_start_imports_no_plotting_or_numpy():
     code = "import sys, ckptaudit.cli; print([m for m in ('matplotlib', 'numpy', 'selenium') if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def _write_run(root, task, output, target, outputs, classes=None, chosen="epoch-0002"):
+    """A small run in the run format: one val.npz per entry of ``outputs``."""
+    import json
+
+    (root / "checkpoints").mkdir(parents=True)
+    spec = {"format": "ckptaudit/1", "task": task, "output": output, "chosen": chosen}
+    if classes:
+        spec["classes"] = classes
+    (root / "run.json").write_text(json.dumps(spec))
+    for e, out in enumerate(outputs, start=1):
+        ck = root / "checkpoints" / f"epoch-{e:04d}"
+        ck.mkdir()
+        (ck / "meta.json").write_text(json.dumps({"epoch": e, "logged": {"val_loss": 1.0 / e}}))
+        np.savez(ck / "val.npz", target=target, output=out)
+    return root
+
+
+def test_report_handles_label_outputs_and_multilabel(tmp_path):
+    rng = np.random.default_rng(0)
+    y3 = rng.integers(0, 3, 200)
+    yb = rng.integers(0, 2, 200)
+    yml = (rng.random((200, 4)) < 0.3).astype(np.int64)
+    flip = lambda y, k, p: np.where(rng.random(y.shape) < p, (y + 1) % k, y)  # noqa: E731
+    _write_run(tmp_path / "mc-label", "multiclass", "label", y3, [flip(y3, 3, p) for p in (0.5, 0.2, 0.3)], ["a", "b", "c"])
+    _write_run(tmp_path / "bin-label", "binary", "label", yb, [flip(yb, 2, p) for p in (0.4, 0.1, 0.2)])
+    _write_run(
+        tmp_path / "ml",
+        "multilabel",
+        "probability",
+        yml,
+        [np.clip(yml * 0.5 + rng.random((200, 4)) * s, 0, 1) for s in (0.9, 0.5, 0.7)],
+    )
+    report = build_report([tmp_path])
+    by = {r.name.rsplit("/", 1)[-1]: r for r in report.runs}
+    assert not report.problems
+    assert by["mc-label"].diagnostics[0].labels == ("a", "b", "c") and by["mc-label"].diagnostics[0].reliability is None
+    assert by["bin-label"].diagnostics[0].roc is None and by["bin-label"].diagnostics[0].confusion is not None
+    ml = by["ml"].diagnostics[0]
+    assert ml.confusion is None and ml.reliability.what == "all labels" and sum(ml.reliability.counts) == 800
+    assert all(r.winner == "epoch-0002" for r in report.runs)  # the least noisy checkpoint wins everywhere
+    from ckptaudit.render.html import render_report
+
+    assert render_report(report).count('<svg class="curve"') == sum(len(r.charts) for r in report.runs)
+
+
+def test_unreadable_checkpoint_is_shown_and_exits_2(tmp_path):
+    y = np.arange(300) % 2
+    run = _write_run(
+        tmp_path / "run", "binary", "probability", y, [np.where(y, 0.6, 0.4), np.where(y, 0.9, 0.1), np.full(300, 0.5)]
+    )
+    (run / "checkpoints" / "epoch-0003" / "val.npz").write_bytes(b"not a zip file")
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(app, ["report", str(run), "-o", str(out), "--resamples", "100"])
+    assert result.exit_code == 2 and "epoch-0003" in result.output and "Traceback" not in result.output
+    page = out.read_text()
+    assert "Could not read" in page and "epoch-0003/val.npz: unreadable" in page and "epoch-0002" in page
+    assert result.output.count("ckptaudit: error:") == 1
+
+
+def test_report_cli_gate_flag(runs_dir, tmp_path):
+    out = tmp_path / "r.html"
+    result = CliRunner().invoke(
+        app, ["report", str(runs_dir / "fraud"), "-m", "recall", "--gate", "-o", str(out), "--resamples", "100"]
+    )
+    assert result.exit_code == 0, result.output
+    page = out.read_text()
+    assert "Gate (recall): FAILED" in page and "chosen-is-best" in page
