@@ -57,6 +57,7 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
     """The curves of ``report`` as a figure (``width``/``height`` in inches)."""
     figure_class = _figure_class()
     from matplotlib.ticker import MaxNLocator
+
     panels = _panels(report)
     if not panels:
         raise UsageError("nothing to plot: no metric values and no logged metrics")
