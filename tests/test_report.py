@@ -142,10 +142,11 @@ def test_report_cli_writes_one_offline_page_for_the_sweep(runs_dir, tmp_path, mo
     page = out.read_text()
     assert page.startswith("<!DOCTYPE html>") and len(page) < 1_000_000
     # self-contained: no external script, style, image or font
+    assert 'Sweep: 10 runs <span class="muted">under fixtures/runs</span>' in page
     assert not re.search(r"""(src|href)\s*=\s*["'](?!#)""", page)
     assert "<link" not in page and "@import" not in page and "url(" not in page
     for run in sorted(p.name for p in runs_dir.iterdir()):
-        assert f"fixtures/runs/{run}</a>" in page
+        assert f'title="fixtures/runs/{run}">{run}</a>' in page and f"fixtures/runs/{run}</h2>" in page  # sweep row, section
 
 
 def test_report_notes_a_metric_that_does_not_apply_and_goes_on(runs_dir, tmp_path):

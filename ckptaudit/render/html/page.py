@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from datetime import datetime, timezone
 from html import escape
 from importlib import resources
@@ -365,8 +366,20 @@ def _run_section(run: RunReport, i: int) -> str:
     )
 
 
+def _short_names(names: list[str]) -> tuple[str, list[str]]:
+    """The folder every run lies under, and each run's name relative to it."""
+    try:
+        common = os.path.commonpath(names) if len(names) > 1 else ""
+    except ValueError:  # absolute and relative names mixed
+        common = ""
+    if not common or common in names:
+        return "", names
+    return common, [n[len(common) :].lstrip("/\\") for n in names]
+
+
 def _sweep(report: Report) -> str:
     rows = []
+    common, short = _short_names([r.name for r in report.runs])
     for i, run in enumerate(report.runs):
         d = run.decision[0] if run.decision else None
         sev = {s: sum(f.severity == s for f in run.findings) for s in ("error", "warning", "info")}
@@ -375,7 +388,7 @@ def _sweep(report: Report) -> str:
         tied = run.selection.tied_best is not None and run.chosen in (run.selection.tied_best or ())
         status = "" if d is None or run.chosen is None else ("tied" if behind and tied else "behind" if behind else "best")
         rows.append(
-            f'<tr class="{status}"><td><a href="#{_anchor(i)}">{escape(run.name)}</a></td><td>{escape(run.task)}</td>'
+            f'<tr class="{status}"><td><a href="#{_anchor(i)}" title="{escape(run.name)}">{escape(short[i])}</a></td><td>{escape(run.task)}</td>'
             f"<td class='num'>{len(run.checkpoints)}</td><td>{escape(d.metric) if d else '–'}</td>"
             f"<td class='num'>{fmt(d.winner_value) if d else '–'} <span class='muted'>{escape(d.winner or '') if d else ''}</span></td>"
             f"<td class='num'>{fmt(d.chosen_value) if d else '–'} <span class='muted'>{escape(run.chosen or '')}</span></td>"
@@ -383,7 +396,8 @@ def _sweep(report: Report) -> str:
             f"<td>{counts or '<span class=muted>0</span>'}</td><td>{svg.sparkline(run)}</td></tr>"
         )
     head = "<tr><th>run</th><th>task</th><th>ckpts</th><th>metric</th><th>best</th><th>chosen</th><th>gap</th><th>findings</th><th>curve</th></tr>"
-    return f'<section class="sweep"><h2>Sweep: {len(report.runs)} runs</h2><table class="sweep-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></section>'
+    under = f' <span class="muted">under {escape(common)}</span>' if common else ""
+    return f'<section class="sweep"><h2>Sweep: {len(report.runs)} runs{under}</h2><table class="sweep-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></section>'
 
 
 def render_report(report: Report) -> str:

@@ -231,16 +231,16 @@ def line_chart(run: RunReport, run_index: int, chart: Chart, width: int = WIDTH,
         )
     # Markers sit on the validation line (or the first line that has a value there).
     for kind, name in (("chosen", run.chosen), ("winner", run.winner)):
-        i = run.index_of(name)
-        if i is None:
+        at = run.index_of(name)
+        if at is None or name is None:
             continue
-        y = next((s.values[i] for s in chart.series if s.split == "val" and s.values[i] is not None), None)
+        y = next((s.values[at] for s in chart.series if s.split == "val" and s.values[at] is not None), None)
         if y is None:
-            y = next((s.values[i] for s in chart.series if s.values[i] is not None), None)
+            y = next((s.values[at] for s in chart.series if s.values[at] is not None), None)
         if y is None:
             continue
-        near_right = sx(xs[i]) > right - 60
-        out.append(_marker(kind, name, run.checkpoints[i].epoch, sx(xs[i]), sy(y), label=chart.primary, flip=near_right))
+        near_right = sx(xs[at]) > right - 60
+        out.append(_marker(kind, name, run.checkpoints[at].epoch, sx(xs[at]), sy(y), label=chart.primary, flip=near_right))
     out.append(
         f'<line class="cursor" x1="0" x2="0" y1="{TOP}" y2="{bottom}" visibility="hidden"/>'
         f'<rect class="hit" x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}"/>'
