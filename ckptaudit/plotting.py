@@ -21,7 +21,14 @@ from .reporting import Report, RunReport, build_report
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-COLORS = {"val": "#2563eb", "train": "#64748b", "chosen": "#ea580c", "winner": "#16a34a", "tied": "#16a34a"}
+COLORS = {
+    "val": "#2563eb",
+    "train": "#64748b",
+    "chosen": "#ea580c",
+    "winner": "#16a34a",
+    "tied": "#16a34a",
+    "corrected": "#7c3aed",
+}
 SUFFIXES = (".png", ".svg", ".pdf")
 
 
@@ -84,6 +91,20 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
                 line_color = COLORS["train"] if single and s.split == "train" else color
                 ax.plot(xs, ys, color=line_color, marker="o" if len(xs) <= 40 else None, ms=3, label=label, **style)
             val = next((s for s in chart.series if s.split == "val"), chart.series[0])
+            corrected = run.selection.corrected
+            w = run.index_of(run.winner)
+            if chart.primary and corrected is not None and w is not None:
+                ax.errorbar(
+                    run.x[w],
+                    corrected.value,
+                    yerr=[[corrected.value - corrected.low], [corrected.high - corrected.value]],
+                    fmt="o",
+                    color=COLORS["corrected"],
+                    ms=5,
+                    capsize=3,
+                    zorder=7,
+                    label="expected on new data" if single else None,
+                )
             for kind, name in (("chosen", run.chosen), ("winner", run.winner)):
                 i = run.index_of(name)
                 if i is None or val.values[i] is None:

@@ -289,3 +289,25 @@ def test_report_cli_gate_flag(runs_dir, tmp_path):
     assert result.exit_code == 0, result.output
     page = out.read_text()
     assert "Gate (recall): FAILED" in page and "chosen-is-best" in page
+
+
+def test_a_corrected_estimate_is_drawn_when_available(fraud_report):
+    """The statistics module will fill Selection.corrected; the page and the plot draw it."""
+    from dataclasses import replace
+
+    from ckptaudit.plotting import plot_report
+    from ckptaudit.render.html import render_report
+    from ckptaudit.reporting import CorrectedEstimate
+
+    run = fraud_report.runs[0]
+    before = render_report(fraud_report)
+    assert '<g class="corrected">' not in before and "No selection-corrected estimate" in before
+    corrected = CorrectedEstimate(value=0.655, low=0.58, high=0.72, raw=0.7125, method="test")
+    report = replace(fraud_report, runs=(replace(run, selection=replace(run.selection, corrected=corrected)),))
+    page = render_report(report)
+    primary = re.search(r'<svg class="curve"[^>]*data-chart="metric-0".*?</svg>', page, re.DOTALL).group(0)
+    assert '<g class="corrected">' in primary and "0.655 [0.58, 0.72]" in primary
+    assert "expected on new data" in page and "optimism 0.0575" in page
+    pytest.importorskip("matplotlib")
+    fig = plot_report(report)
+    assert "expected on new data" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
