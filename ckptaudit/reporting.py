@@ -72,6 +72,12 @@ class CorrectedEstimate:
     high: float
     raw: float  #: the winner's validation value, as measured
     method: str
+    maximize: bool = True
+
+    @property
+    def optimism(self) -> float:
+        """How much better the measured value looks than what to expect (positive: optimistic)."""
+        return self.raw - self.value if self.maximize else self.value - self.raw
 
 
 @dataclass(frozen=True)
@@ -217,18 +223,41 @@ class Report:
 # --------------------------------------------------------------------------- selection
 
 
-def selection_evidence(run: Run, spec: MetricSpec, audit: RunAudit | None, winner: str | None) -> Selection:
+def selection_evidence(
+    run: Run,
+    spec: MetricSpec,
+    audit: RunAudit | None,
+    winner: str | None,
+    *,
+    resamples: int = bootstrap.DEFAULT_RESAMPLES,
+    seed: int = bootstrap.DEFAULT_SEED,
+) -> Selection:
     """The set of checkpoints that cannot be told apart from the best, and the winner's
-    selection-corrected estimate, under the first metric.
+    selection-corrected estimate, under the first metric (``spec``, bound to the run).
 
-    INTEGRATION POINT: today the tied set is the audit's paired bootstrap of the winner
-    against each other checkpoint (``RunAudit.comparisons``, the evidence behind
-    ``winner-within-noise``; not corrected for multiple comparisons), and no corrected
-    estimate exists yet (``corrected=None``; the page then says so). When the statistics
-    module (family-wise tied set, BBC-style corrected estimate) lands, compute both here
-    from it; the renderers already draw any non-None ``corrected``.
+    INTEGRATION POINT, the only place the report gets selection statistics from. When the
+    statistics module ``ckptaudit.selection`` is present (``evaluate_selection``: a model
+    confidence set and a bootstrap bias-corrected estimate), both come from it. Without it,
+    the tied set is the audit's paired bootstrap of the winner against each other checkpoint
+    (``RunAudit.comparisons``, the evidence behind ``winner-within-noise``; not corrected for
+    multiple comparisons) and there is no corrected estimate (the page says so).
     """
-    if audit is None or winner is None or not audit.comparisons or audit.spec.text != spec.text:
+    if winner is None:
+        return Selection(tied_best=None, corrected=None, method="")
+    try:
+        from .selection import evaluate_selection  # type: ignore[import-not-found,unused-ignore]
+    except ImportError:
+        evaluate_selection = None
+    if evaluate_selection is not None and bootstrap.supports(spec):
+        sel = evaluate_selection(run, spec, resamples=resamples, seed=seed)
+        est = sel.estimate
+        corrected = (
+            None
+            if est is None
+            else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, spec.maximize)
+        )
+        return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
+    if audit is None or not audit.comparisons or audit.spec.text != spec.text:
         return Selection(tied_best=None, corrected=None, method="")
     tied = {winner, *audit.tied_with_winner()}
     ordered = tuple(c.name for c in run.checkpoints if c.name in tied)
@@ -543,7 +572,7 @@ def report_run(
         charts=tuple(charts),
         winner=winner,
         decision=tuple(decision),
-        selection=selection_evidence(run, first, audit, winner),
+        selection=selection_evidence(run, first, audit, winner, resamples=max(resamples, 100), seed=seed),
         findings=findings,
         explanations=explanations,
         diagnostics=tuple(diags),

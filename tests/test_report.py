@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 import ckptaudit
 from ckptaudit.cli import app
+from ckptaudit.metricspec import parse_metric
 from ckptaudit.reporting import build_report, reliability_curve, roc_pr_curves, selection_evidence
 from ckptaudit.runs import discover
 
@@ -48,13 +49,28 @@ def test_curves_decision_and_winner_agree_with_rank(fraud_report, runs_dir):
     assert loss.series[1].values[0] == pytest.approx(run.checkpoints[0].logged["val_loss"])
 
 
-def test_tied_set_comes_from_the_audit_bootstrap(fraud_report, runs_dir):
+def test_tied_set_and_corrected_estimate_come_from_the_statistics(fraud_report, runs_dir):
+    """From ckptaudit.selection when it exists (the statistics module), else from the audit's
+    pairwise bootstrap (and then there is no corrected estimate)."""
     run = fraud_report.runs[0]
-    audit = ckptaudit.audit(runs_dir / "fraud", metric="recall", resamples=200).runs[0]
-    assert set(run.selection.tied_best) == {"epoch-0009", *audit.tied_with_winner()}
-    assert run.selection.corrected is None  # no selection-corrected estimate exists yet
     raw = discover([runs_dir / "fraud"])[0]
-    assert selection_evidence(raw, audit.spec, None, "epoch-0009").tied_best is None
+    try:
+        from ckptaudit.selection import evaluate_selection
+    except ImportError:
+        audit = ckptaudit.audit(runs_dir / "fraud", metric="recall", resamples=200).runs[0]
+        assert set(run.selection.tied_best) == {"epoch-0009", *audit.tied_with_winner()}
+        assert run.selection.corrected is None and "not corrected for multiple comparisons" in run.selection.method
+    else:
+        sel = evaluate_selection(raw, parse_metric("recall"), resamples=200, seed=0)
+        assert run.selection.tied_best == tuple(sel.tied_best) and "epoch-0009" in run.selection.tied_best
+        c = run.selection.corrected
+        assert c is not None and (c.value, c.low, c.high, c.raw) == (
+            sel.estimate.expected,
+            *sel.estimate.interval,
+            sel.estimate.raw,
+        )
+        assert c.optimism == pytest.approx(sel.estimate.optimism)
+    assert selection_evidence(raw, parse_metric("recall"), None, None).tied_best is None
     codes = [f.code for f in run.findings]
     assert codes[0] == "accuracy-paradox" and set(run.explanations) == set(codes)
 
@@ -300,7 +316,8 @@ def test_a_corrected_estimate_is_drawn_when_available(fraud_report):
     from ckptaudit.reporting import CorrectedEstimate
 
     run = fraud_report.runs[0]
-    before = render_report(fraud_report)
+    without = replace(fraud_report, runs=(replace(run, selection=replace(run.selection, corrected=None)),))
+    before = render_report(without)
     assert '<g class="corrected">' not in before and "No selection-corrected estimate" in before
     corrected = CorrectedEstimate(value=0.655, low=0.58, high=0.72, raw=0.7125, method="test")
     report = replace(fraud_report, runs=(replace(run, selection=replace(run.selection, corrected=corrected)),))

@@ -195,7 +195,7 @@ def _stats(run: RunReport) -> str:
         )
     c = run.selection.corrected
     if c is not None:
-        card("corrected", "expected on new data", fmt(c.value), f"[{fmt(c.low)}, {fmt(c.high)}], optimism {fmt(c.raw - c.value)}")
+        card("corrected", "expected on new data", fmt(c.value), f"[{fmt(c.low)}, {fmt(c.high)}], optimism {fmt(c.optimism)}")
     sev = {s: sum(f.severity == s for f in run.findings) for s in ("error", "warning", "info")}
     counts = " · ".join(f"{n} {s}" for s, n in sev.items() if n) or "none"
     card("bad" if sev["error"] else "warn" if sev["warning"] else "", "findings", str(len(run.findings)), counts)
@@ -214,7 +214,7 @@ def _selection_note(run: RunReport) -> str:
         c = sel.corrected
         parts.append(
             f"Expected on new data (corrected for selecting the best of {len(run.checkpoints)}): <b>{fmt(c.value)}</b> "
-            f"[{fmt(c.low)}, {fmt(c.high)}], measured {fmt(c.raw)} (optimism {fmt(c.raw - c.value)}); {escape(c.method)}."
+            f"[{fmt(c.low)}, {fmt(c.high)}], measured {fmt(c.raw)} (optimism {fmt(c.optimism)}); {escape(c.method)}."
         )
     else:
         parts.append('<span class="muted">No selection-corrected estimate of the winner is available yet.</span>')

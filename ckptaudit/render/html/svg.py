@@ -222,7 +222,7 @@ def line_chart(run: RunReport, run_index: int, chart: Chart, width: int = WIDTH,
             f"<title>95% interval: [{fmt(low)}, {fmt(high)}]</title></g>"
         )
     if corrected is not None and best_i is not None:
-        x = sx(xs[best_i]) + 12
+        x = sx(xs[best_i]) - 12  # left of the winner, whose label sits on its right
         out.append(
             f'<g class="corrected"><line x1="{x:.1f}" x2="{x:.1f}" y1="{sy(corrected.low):.1f}" y2="{sy(corrected.high):.1f}"/>'
             f'<circle cx="{x:.1f}" cy="{sy(corrected.value):.1f}" r="4"/>'
