@@ -328,3 +328,23 @@ def test_a_corrected_estimate_is_drawn_when_available(fraud_report):
     pytest.importorskip("matplotlib")
     fig = plot_report(report)
     assert "expected on new data" in [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+
+
+def test_report_needs_neither_torch_nor_matplotlib_and_plot_says_what_it_needs(runs_dir, tmp_path):
+    block = "import sys; sys.modules['torch'] = sys.modules['matplotlib'] = None; from ckptaudit.cli import run; sys.argv = ['ckptaudit'] + sys.argv[1:]; run()"
+    page = tmp_path / "r.html"
+    ok = subprocess.run(
+        [sys.executable, "-c", block, "report", str(runs_dir / "fraud"), "-o", str(page), "--resamples", "100"],
+        capture_output=True,
+        text=True,
+    )
+    assert ok.returncode == 0, ok.stderr
+    assert page.stat().st_size > 10_000
+    png = tmp_path / "c.png"
+    no_mpl = subprocess.run(
+        [sys.executable, "-c", block, "plot", str(runs_dir / "fraud"), "-m", "recall", "-o", str(png)],
+        capture_output=True,
+        text=True,
+    )
+    assert no_mpl.returncode == 2 and "pip install 'ckptaudit[plot]'" in no_mpl.stderr and "Traceback" not in no_mpl.stderr
+    assert not png.exists()
