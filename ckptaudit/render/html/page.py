@@ -121,7 +121,7 @@ def _verdict(run: RunReport) -> str:
 def _legend(run: RunReport) -> str:
     items = [
         '<span class="key val"><i></i>validation</span>',
-        '<span class="key train"><i></i>train</span>',
+        '<span class="key train"><i></i>train</span>' if any(s.split == "train" for c in run.charts for s in c.series) else "",
         '<span class="key chosen"><i></i>chosen</span>' if run.chosen else "",
         f'<span class="key winner"><i></i>best by {escape(run.metrics[0])}</span>' if run.winner and run.metrics else "",
     ]

@@ -137,7 +137,8 @@ def _bands(run: RunReport, sx: Scale, top: float, bottom: float) -> list[str]:
     return out
 
 
-def _marker(kind: str, name: str, epoch: int, x: float, y: float, label: bool, flip: bool = False) -> str:
+def _marker(kind: str, name: str, epoch: int, x: float, y: float, label: tuple[float, float, bool] | None) -> str:
+    """A chosen (ring) or winner (diamond) marker; ``label`` is (dx, dy, anchored at its end) or None."""
     title = {"chosen": "chosen", "winner": "best"}[kind]
     shape = (
         f'<circle cx="{x:.1f}" cy="{y:.1f}" r="7" class="ring"/>'
@@ -145,15 +146,39 @@ def _marker(kind: str, name: str, epoch: int, x: float, y: float, label: bool, f
         else f'<path d="M{x:.1f},{y - 6.5:.1f}L{x + 6.5:.1f},{y:.1f}L{x:.1f},{y + 6.5:.1f}L{x - 6.5:.1f},{y:.1f}Z" class="diamond"/>'
     )
     text = ""
-    if label:
-        dy = -9 if kind == "winner" else 17
-        # NOTE: labels go right of the marker, or left of it near the chart's right edge.
-        anchor = ' text-anchor="end"' if flip else ""
-        text = f'<text x="{x - 9 if flip else x + 9:.1f}" y="{y + dy:.1f}"{anchor}>{title}</text>'
+    if label is not None:
+        dx, dy, end = label
+        anchor = ' text-anchor="end"' if end else ""
+        text = f'<text x="{x + dx:.1f}" y="{y + dy:.1f}"{anchor}>{title}</text>'
     return (
         f'<g class="mark {kind}" data-checkpoint="{escape(name)}" data-epoch="{epoch}" data-x="{x:.1f}">'
         f"{shape}{text}<title>{title}: {escape(name)} (epoch {epoch})</title></g>"
     )
+
+
+def _label_places(
+    points: dict[str, tuple[float, float]], top: float, bottom: float, right: float
+) -> dict[str, tuple[float, float, bool]]:
+    """Where the "chosen" and "best" labels go: the winner's above its marker and the chosen's
+    below, unless that leaves the plot; right of the marker, unless near the right edge; and
+    on opposite sides (left and right) when the two markers are close."""
+    places = {}
+    for kind, (x, y) in points.items():
+        dy = -9.0 if kind == "winner" else 17.0
+        if y + dy > bottom - 2:
+            dy = -9.0
+        elif y + dy < top + 10:
+            dy = 17.0
+        end = x > right - 60
+        places[kind] = (dy, end)
+    if len(points) == 2:
+        xc, xw = points["chosen"][0], points["winner"][0]
+        if abs(xc - xw) < 60:
+            # NOTE: close markers: the left one's label goes left, the right one's right.
+            left_is_chosen = xc <= xw
+            places["chosen"] = (places["chosen"][0], left_is_chosen)
+            places["winner"] = (places["winner"][0], not left_is_chosen)
+    return {k: (-9.0 if end else 9.0, dy, end) for k, (dy, end) in places.items()}
 
 
 def _whiskers(run: RunReport, chart: Chart) -> list[tuple[str, int, tuple[float, float]]]:
@@ -230,6 +255,8 @@ def line_chart(run: RunReport, run_index: int, chart: Chart, width: int = WIDTH,
             f"[{fmt(corrected.low)}, {fmt(corrected.high)}]</title></g>"
         )
     # Markers sit on the validation line (or the first line that has a value there).
+    points: dict[str, tuple[float, float]] = {}
+    names: dict[str, tuple[str, int]] = {}
     for kind, name in (("chosen", run.chosen), ("winner", run.winner)):
         at = run.index_of(name)
         if at is None or name is None:
@@ -237,10 +264,12 @@ def line_chart(run: RunReport, run_index: int, chart: Chart, width: int = WIDTH,
         y = next((s.values[at] for s in chart.series if s.split == "val" and s.values[at] is not None), None)
         if y is None:
             y = next((s.values[at] for s in chart.series if s.values[at] is not None), None)
-        if y is None:
-            continue
-        near_right = sx(xs[at]) > right - 60
-        out.append(_marker(kind, name, run.checkpoints[at].epoch, sx(xs[at]), sy(y), label=chart.primary, flip=near_right))
+        if y is not None:
+            points[kind] = (sx(xs[at]), sy(y))
+            names[kind] = (name, run.checkpoints[at].epoch)
+    labels = _label_places(points, TOP, bottom, right) if chart.primary else {}
+    for kind, (x, y) in points.items():
+        out.append(_marker(kind, names[kind][0], names[kind][1], x, y, labels.get(kind)))
     out.append(
         f'<line class="cursor" x1="0" x2="0" y1="{TOP}" y2="{bottom}" visibility="hidden"/>'
         f'<rect class="hit" x="{LEFT}" y="{TOP}" width="{right - LEFT}" height="{bottom - TOP}"/>'
