@@ -270,7 +270,7 @@ def test_report_handles_label_outputs_and_multilabel(tmp_path):
         yml,
         [np.clip(yml * 0.5 + rng.random((200, 4)) * s, 0, 1) for s in (0.9, 0.5, 0.7)],
     )
-    report = build_report([tmp_path])
+    report = build_report([tmp_path], resamples=100)
     by = {r.name.rsplit("/", 1)[-1]: r for r in report.runs}
     assert not report.problems
     assert by["mc-label"].diagnostics[0].labels == ("a", "b", "c") and by["mc-label"].diagnostics[0].reliability is None
