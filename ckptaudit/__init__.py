@@ -7,6 +7,8 @@ The library has the same verbs as the command line::
     report = ckptaudit.audit("runs/")                      # findings as dataclasses
     result = ckptaudit.check("runs/exp", "recall", chosen="epoch-0009")
     plans = ckptaudit.prune("runs/exp", "recall", keep=3)  # dry run unless yes=True
+    ckptaudit.report("runs/", "recall", output="report.html")  # an offline HTML page
+    fig = ckptaudit.plot("runs/exp", "recall")             # a matplotlib Figure
 
 Heavy modules (pandas, torch, scikit-learn) are imported only by the functions that need
 them, so ``import ckptaudit`` and the CLI start fast and work without torch.
@@ -90,6 +92,46 @@ def check(
     return run_gate(path, resolved, chosen)
 
 
+def report(
+    paths: str | Path | Sequence[str | Path],
+    metrics: str | Sequence[str] = (),
+    *,
+    output: str | Path | None = None,
+    **options: Any,
+) -> Any:
+    """Gather the report of the runs under ``paths``: a :class:`~ckptaudit.reporting.Report`
+    (curves, decision, findings, diagnostics per run). With ``output`` the self-contained
+    HTML page is written there too. ``options`` are those of
+    :func:`ckptaudit.reporting.build_report` (``mode``, ``resamples``, ``seed``, ``policy``)."""
+    from .reporting import build_report
+
+    result = build_report(_paths(paths), _list(metrics), **options)
+    if output is not None:
+        from .render.html import write_html
+
+        write_html(result, output)
+    return result
+
+
+def plot(
+    paths: str | Path | Sequence[str | Path],
+    metrics: str | Sequence[str] = (),
+    *,
+    output: str | Path | None = None,
+    dpi: int = 100,
+    **options: Any,
+) -> Any:
+    """The curves of the runs under ``paths`` as a matplotlib Figure (needs matplotlib, the
+    ``plot`` extra); with ``output`` also saved as PNG/SVG/PDF. ``options``: ``mode``,
+    ``width``, ``height`` (inches), ``resamples``, ``seed``."""
+    from .plotting import plot_paths, save_figure
+
+    figure = plot_paths(_paths(paths), _list(metrics), **options)
+    if output is not None:
+        save_figure(figure, output, dpi=dpi)
+    return figure
+
+
 def _paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
@@ -107,4 +149,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
-__all__ = ["Recorder", "__version__", "audit", "check", "pick", "prune", "rank"]
+__all__ = ["Recorder", "__version__", "audit", "check", "pick", "plot", "prune", "rank", "report"]

@@ -437,6 +437,12 @@ def list_metrics() -> None:
     _emit("\nAlso: any name training logged in meta.json (val_loss), and MODULE:FUNCTION:mode=max for your own.\n")
 
 
+# `report` and `plot` live in their own module (HTML report and static plots).
+from .cli_report import register as _register_report  # noqa: E402
+
+_register_report(app)
+
+
 def run() -> None:
     """Console-script entry point."""
     app()
