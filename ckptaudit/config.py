@@ -37,6 +37,7 @@ class Policy:
     fail_codes: tuple[str, ...] | None = None  #: only these finding codes can fail the gate (default: all)
     resamples: int = 1000
     seed: int = 0
+    strict: bool = False  #: chosen-is-best requires the best (within tolerance), not just a checkpoint that cannot be told apart from it
     source: str | None = None  #: the config file the policy came from, if any
 
     def metric_spec(self) -> str:
@@ -90,6 +91,10 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
     if key in ("resamples", "seed"):
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad("an integer")
+        return value
+    if key == "strict":
+        if not isinstance(value, bool):
+            raise bad("true or false")
         return value
     if key == "fail_codes":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
