@@ -326,7 +326,12 @@ def _stratum_weights(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
     u = rng.integers(0, 1 << 16, size=(k, n), dtype=np.uint16)
     w = _POISSON_LUT[u].astype(np.float32)
     total = w.sum(axis=1, keepdims=True)
-    w *= n / np.maximum(total, 1.0)
+    empty = np.flatnonzero(total[:, 0] == 0)
+    if empty.size:  # all rows out of bag (only possible for tiny strata): draw those exactly
+        idx = rng.integers(0, n, size=(empty.size, n)) + (np.arange(empty.size) * n)[:, None]
+        w[empty] = np.bincount(idx.ravel(), minlength=empty.size * n).reshape(empty.size, n)
+        total[empty] = n
+    w *= n / total
     return w
 
 
