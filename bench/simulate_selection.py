@@ -66,7 +66,7 @@ def old_false_alarm(spec, preps: list[metrics.Prepared], values: np.ndarray, res
 def part_null(args) -> dict:
     spec = parse_metric("accuracy")
     out = {}
-    print("1-2. 50 checkpoints of equal true accuracy %.2f, metric accuracy, %d resamples" % (args.accuracy, args.resamples))
+    print(f"1-2. 50 checkpoints of equal true accuracy {args.accuracy:.2f}, metric accuracy, {args.resamples} resamples")
     print(f"{'n':>6} {'runs':>5} | {'false alarm':>11} {'':>6} | {'error of winner value':>22} | {'95% coverage':>14}")
     print(f"{'':>6} {'':>5} | {'before':>11} {'after':>6} | {'raw':>10} {'expected':>11} | {'raw':>6} {'expected':>7}")
     for n in args.sizes:
@@ -165,10 +165,14 @@ def part_auc(args) -> dict:
             low, high = selection.select(ev, resamples=args.resamples, seed=t).checkpoints[0].interval  # type: ignore[misc]
             cov_new += low <= truth <= high
             if t < old_trials:
-                low, high = bootstrap.interval(spec, metrics.prepare("binary", "logit", y, scores), resamples=args.resamples, seed=t)
+                low, high = bootstrap.interval(
+                    spec, metrics.prepare("binary", "logit", y, scores), resamples=args.resamples, seed=t
+                )
                 cov_old += low <= truth <= high
         out[n] = {"coverage_before": cov_old / old_trials, "coverage_after": cov_new / trials, "trials": trials}
-        print(f"   n={n:>4}: before (unstratified) {cov_old / old_trials:.1%} of {old_trials}, after (stratified) {cov_new / trials:.1%} of {trials}")
+        print(
+            f"   n={n:>4}: before (unstratified) {cov_old / old_trials:.1%} of {old_trials}, after (stratified) {cov_new / trials:.1%} of {trials}"
+        )
     return out
 
 

@@ -139,15 +139,16 @@ def _perfect_auc(prep: metrics.Prepared) -> float | None:
     return 1.0 if prep.proba[pos].min() > prep.proba[~pos].max() else None
 
 
-def _collect(run: Run, spec: MetricSpec) -> RunAudit:
-    """Pass 1: per-checkpoint statistics on val (and train where recorded)."""
+def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
+    """Pass 1: per-checkpoint statistics on val (and train where recorded), and with
+    ``keep_rows`` the compact per-row data of the selection statistics."""
     result = RunAudit(run=run, spec=spec, stats=[])
     scorer = RunScorer(run, [spec])
     bound = scorer.specs[0]
     result.spec = bound
     guard = ValSetGuard(run)
     classification = run.task in ("binary", "multiclass")
-    rows = selection.EvaluationBuilder(run, bound)
+    rows = selection.EvaluationBuilder(run, bound, max_bytes=selection.MAX_ROW_BYTES if keep_rows else 0)
     for ckpt in run.checkpoints:
         st = _Stats(ckpt)
         result.stats.append(st)
@@ -546,7 +547,7 @@ CHECKS: tuple[Callable[[RunAudit, AuditOptions], Iterator[Finding]], ...] = (
 
 def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
     """Audit one run: statistics, winner, selection statistics and findings."""
-    ra = _collect(run, audit_spec(run, options))
+    ra = _collect(run, audit_spec(run, options), keep_rows=options.noise)
     best = _best_index(ra.spec, [s.value for s in ra.stats])
     ra.winner = None if best is None else ra.stats[best].checkpoint
     if options.noise:

@@ -625,7 +625,7 @@ def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, see
 
     if rows is None or winner_i is None:
         return plain(evaluation.rows_note or "no checkpoint could be scored")
-    if winner_i not in evaluation.scored:
+    if winner_i not in evaluation.scored or winner is None:
         return plain("the winner has no per-row data")
     task = evaluation.run.task
     n = int(rows.data.shape[1])
@@ -658,7 +658,9 @@ def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, see
 
     # model confidence set over the resamples where every checkpoint is defined
     finite = np.isfinite(v_in).all(axis=1)
-    members, pvalues = confidence_set(sign * v_in[finite], sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)))
+    members, pvalues = (
+        confidence_set(sign * v_in[finite], sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)))
+    )
     member_names = {ckpts[scored[j]].name for j in members}
     tied = [winner] + [c.name for c in ckpts if c.name in member_names and c.name != winner]
 

@@ -209,7 +209,9 @@ def _read(runs_dir, name):
 
 
 def test_rank_ci_marks_the_tied_best_and_gives_the_winner_expected_on_new_data(runs_dir):
-    result = runner.invoke(app, ["rank", str(runs_dir / "fraud"), "-m", "recall", "--ci", "--format", "json", "--resamples", "300"])
+    result = runner.invoke(
+        app, ["rank", str(runs_dir / "fraud"), "-m", "recall", "--ci", "--format", "json", "--resamples", "300"]
+    )
     assert result.exit_code == 0, result.output
     rows = json.loads(result.stdout)
     winner = rows[0]
