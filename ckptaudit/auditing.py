@@ -213,7 +213,11 @@ def _noise(ra: RunAudit, options: AuditOptions) -> None:
     """Selection statistics from the per-row data of pass 1 (no file is read again)."""
     if ra.winner is None or ra.val_changed or ra.evaluation is None:
         return
-    ra.selection = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
+    known = selection.remembered(ra.run, ra.spec, options.resamples, options.seed)
+    if known is None:
+        known = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
+        selection.remember(ra.run, ra.spec, options.resamples, options.seed, known)
+    ra.selection = known
 
 
 # --------------------------------------------------------------------------- checks

@@ -24,6 +24,11 @@ every resample keeps the validation set's class counts; needed for ranking metri
 low prevalence). A stratum of ``n`` rows is resampled exactly (n draws with replacement)
 while ``n x resamples-per-chunk`` is small, and otherwise with Poisson(1) row weights
 rescaled to the stratum's size, which is indistinguishable at that size and ~8x cheaper.
+For sum-type metrics (confusion counts, mean losses) on large validation sets (rows x
+resamples >= 2e7, every class >= 1000 rows, <= 256 summed features) the resampled sums
+are drawn from their exact Gaussian limit instead (:func:`gaussian_ok`): the mean and
+covariance of the in-bag and out-of-bag sums come from one rows x features^2 product, so
+the cost no longer grows with rows x resamples x checkpoints.
 
 One pass reads each prediction file once and keeps compact per-row data
 (:class:`RowData`): predicted labels as uint8 for confusion metrics, float32 scores for
@@ -423,6 +428,111 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
     return np.sqrt(means) if rows.sqrt else means
 
 
+# --------------------------------------------------------------------------- large validation sets
+
+#: the Gaussian path serves runs with at least this many rows x resamples ...
+_GAUSSIAN_MIN_CELLS = 20_000_000
+#: ... whose every class (stratum) has at least this many rows ...
+_GAUSSIAN_MIN_STRATUM = 1000
+#: ... and at most this many summed features (checkpoints, x classes for multiclass)
+_GAUSSIAN_MAX_FEATURES = 256
+_OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
+
+
+def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
+    """Per-row features whose sums give every checkpoint's confusion counts or loss sums."""
+    data = rows.data[:, sel]
+    if rows.kind == "mean":
+        return data.T.astype(np.float64)
+    # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
+    if rows.n_classes == 2:
+        return (data == 1).T.astype(np.float32)
+    k = rows.n_classes
+    onehot = np.zeros((sel.shape[0], data.shape[0] * k), dtype=np.float32)
+    cols = np.arange(data.shape[0]) * k
+    onehot[np.arange(sel.shape[0])[:, None], cols[None, :] + data.T.astype(np.int64)] = 1.0
+    return onehot
+
+
+def _feature_count(rows: RowData) -> int:
+    c = rows.data.shape[0]
+    return c if rows.kind == "mean" or rows.n_classes == 2 else c * rows.n_classes
+
+
+def gaussian_ok(rows: RowData, resamples: int) -> bool:
+    """Whether :func:`_gaussian_sums` serves this run: a sum-type metric (confusion counts or
+    mean losses), a large validation set and no small class, where the bootstrap sums are
+    Gaussian to within resampling error and exact weights would cost rows x resamples x
+    checkpoints."""
+    if rows.kind == "ranking" or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
+        return False
+    counts = np.bincount(rows.strata)
+    return int(counts[counts > 0].min()) >= _GAUSSIAN_MIN_STRATUM and _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
+
+
+def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
+    """Per stratum, (resamples, F+1) in-bag and out-of-bag feature sums (the last column is
+    the row count), drawn from their exact joint mean and covariance under stratified
+    resampling (out-of-bag membership to the Poisson approximation). Costs rows x F^2 once
+    instead of rows x resamples x checkpoints."""
+    pi = _OUT_OF_BAG
+    for stratum in np.unique(rows.strata):
+        sel = np.flatnonzero(rows.strata == stratum)
+        n = sel.shape[0]
+        x = _features(rows, sel)
+        z = np.empty((n, x.shape[1] + 1), dtype=x.dtype)
+        z[:, :-1] = x
+        z[:, -1] = 1.0
+        m = (z.T @ z).astype(np.float64)
+        total = z.sum(axis=0, dtype=np.float64)
+        outer = np.outer(total, total) / n
+        centred = m - outer
+        f = z.shape[1]
+        cov = np.empty((2 * f, 2 * f))
+        cov[:f, :f] = centred
+        cov[:f, f:] = cov[f:, :f] = -pi * centred
+        cov[f:, f:] = pi * (1 - pi) * m - pi * pi * outer
+        vals, vecs = np.linalg.eigh(cov)
+        scale = np.sqrt(np.clip(vals, 0.0, None))
+        draws = (rng.standard_normal((resamples, 2 * f)) * scale) @ vecs.T
+        mean = np.concatenate([total, pi * total])
+        draws += mean
+        yield int(stratum), draws[:, :f], draws[:, f:]
+
+
+def gaussian_values(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator):
+    """In-bag and out-of-bag values (resamples, C) of every checkpoint from Gaussian sums."""
+    c_count = rows.data.shape[0]
+    k = rows.n_classes
+    if rows.kind == "mean":
+        sums = [np.zeros((resamples, c_count + 1)), np.zeros((resamples, c_count + 1))]
+        for _, s_in, s_out in _gaussian_sums(rows, resamples, rng):
+            sums[0] += s_in
+            sums[1] += s_out
+        out = []
+        for s in sums:
+            means = s[:, :-1] / s[:, -1:]
+            out.append(np.sqrt(np.clip(means, 0.0, None)) if rows.sqrt else means)
+        return out[0], out[1]
+    cms = [np.zeros((resamples, c_count, k, k)), np.zeros((resamples, c_count, k, k))]
+    for t, s_in, s_out in _gaussian_sums(rows, resamples, rng):
+        for cm, s in zip(cms, (s_in, s_out), strict=True):
+            count = np.clip(s[:, -1:], 0.0, None)
+            if k == 2:
+                positive = np.clip(s[:, :-1], 0.0, count)
+                cm[:, :, t, 1] = positive
+                cm[:, :, t, 0] = count - positive
+            else:
+                cm[:, :, t, :] = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
+    values = [
+        np.asarray(metrics.from_confusions(cm.reshape(-1, k, k), spec, task, rows.n_classes), dtype=np.float64).reshape(
+            resamples, c_count
+        )
+        for cm in cms
+    ]
+    return values[0], values[1]
+
+
 # --------------------------------------------------------------------------- results
 
 
@@ -609,6 +719,15 @@ def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: 
 
 def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> RunSelection:
     """Selection statistics of one evaluated run (see the module docstring)."""
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    # NOTE: the matrices here are small (checkpoints wide); BLAS threads only contend with
+    # each other, which on a busy 2-core machine made this 4x slower.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _select(evaluation, resamples, seed)
+
+
+def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
     spec = evaluation.spec
     sign = 1.0 if spec.maximize else -1.0
     values = evaluation.values
@@ -630,17 +749,23 @@ def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, see
     task = evaluation.run.task
     n = int(rows.data.shape[1])
     rng = np.random.default_rng(seed)
-    in_bag: list[np.ndarray] = []
-    out_of_bag: list[np.ndarray] = []
-    for w in _weight_chunks(rows.strata, resamples, rng):
-        oob = (w == 0).astype(np.float32)
-        both = weighted_values(rows, np.concatenate([w, oob]), spec, task)
-        in_bag.append(both[: w.shape[0]])
-        out_of_bag.append(both[w.shape[0] :])
-    v_in = np.concatenate(in_bag)
-    v_out = np.concatenate(out_of_bag)
-    point = weighted_values(rows, np.ones((1, n), dtype=np.float32), spec, task)[0]
+    if gaussian_ok(rows, resamples):
+        v_in, v_out = gaussian_values(rows, spec, task, resamples, rng)
+    else:
+        in_bag: list[np.ndarray] = []
+        out_of_bag: list[np.ndarray] = []
+        for w in _weight_chunks(rows.strata, resamples, rng):
+            oob = (w == 0).astype(np.float32)
+            both = weighted_values(rows, np.concatenate([w, oob]), spec, task)
+            in_bag.append(both[: w.shape[0]])
+            out_of_bag.append(both[w.shape[0] :])
+        v_in = np.concatenate(in_bag)
+        v_out = np.concatenate(out_of_bag)
     scored = list(evaluation.scored)
+    if rows.kind == "confusion":  # the kernels' values are exactly the per-row counts' values
+        point = np.array([values[i] for i in scored], dtype=np.float64)
+    else:  # float32 rows: centre the bootstrap on the same numbers it resamples
+        point = weighted_values(rows, np.ones((1, n), dtype=np.float32), spec, task)[0]
     w_local = scored.index(winner_i)
 
     # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of bag
@@ -683,12 +808,47 @@ def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, see
     )
 
 
+#: the last few selections computed in this process, so that `check` (whose gate rule and
+#: audit both need them) computes them once; keyed by run folder, checkpoints and stamps
+#: of their val.npz files, metric, resamples and seed
+_MEMO: dict[tuple, RunSelection] = {}
+_MEMO_SIZE = 8
+
+
+def _memo_key(run: Run, spec: MetricSpec, resamples: int, seed: int) -> tuple:
+    stamps: list[tuple[str, int | None, int | None]] = []
+    for ckpt in run.checkpoints:
+        try:
+            st = ckpt.split_file("val").stat()
+            stamps.append((ckpt.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((ckpt.name, None, None))
+    return (str(run.path.resolve()), tuple(stamps), spec, resamples, seed)
+
+
+def remembered(run: Run, spec: MetricSpec, resamples: int, seed: int) -> RunSelection | None:
+    """The selection computed earlier in this process for the same inputs, if any."""
+    return _MEMO.get(_memo_key(run, spec, resamples, seed))
+
+
+def remember(run: Run, spec: MetricSpec, resamples: int, seed: int, result: RunSelection) -> RunSelection:
+    """Keep ``result`` for :func:`remembered` (the oldest entries are dropped)."""
+    _MEMO[_memo_key(run, spec, resamples, seed)] = result
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    return result
+
+
 def evaluate_selection(
     run: Run, spec: MetricSpec, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
 ) -> RunSelection:
     """Selection statistics of ``run`` under ``spec`` (bound to the run with
-    :class:`~ckptaudit.scoring.RunScorer`), reading each val.npz once."""
-    return select(evaluate_run(run, spec), resamples=resamples, seed=seed)
+    :class:`~ckptaudit.scoring.RunScorer`), reading each val.npz once (or not at all when
+    this process computed them already)."""
+    known = remembered(run, spec, resamples, seed)
+    if known is not None:
+        return known
+    return remember(run, spec, resamples, seed, select(evaluate_run(run, spec), resamples=resamples, seed=seed))
 
 
 def selections_for(runs: Sequence[Run], spec: MetricSpec, *, resamples: int, seed: int) -> dict[str, RunSelection]:

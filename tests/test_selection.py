@@ -243,3 +243,21 @@ def test_pick_provenance_records_the_selection(runs_dir, tmp_path):
     assert exp["ci95"][0] <= exp["value"] <= exp["ci95"][1]
     assert prov["tied_best"]["count"] == len(prov["tied_best"]["checkpoints"]) >= 1
     assert prov["tied_best"]["checkpoints"][0] == prov["checkpoint"]
+
+
+@pytest.mark.parametrize("text", ["recall", "mcc", "log_loss"])
+def test_the_gaussian_path_for_large_sets_agrees_with_exact_resampling(text, monkeypatch):
+    rng = np.random.default_rng(7)
+    n = 6000
+    y = (rng.random(n) < 0.3).astype(int)
+    outs = [1 / (1 + np.exp(-(rng.normal(size=n) + y * (1 + 0.02 * i) - 0.8))) for i in range(12)]
+    ev = selection.evaluate_arrays("binary", "probability", _spec(text), y, outs)
+    assert ev.rows is not None and not selection.gaussian_ok(ev.rows, 400)
+    exact = selection.select(ev, resamples=400, seed=1)
+    monkeypatch.setattr(selection, "_GAUSSIAN_MIN_CELLS", 0)
+    assert selection.gaussian_ok(ev.rows, 400)
+    gauss = selection.select(ev, resamples=400, seed=1)
+    assert gauss.estimate.expected == pytest.approx(exact.estimate.expected, abs=0.004)  # type: ignore[union-attr]
+    for a, b in zip(exact.checkpoints, gauss.checkpoints, strict=True):
+        assert a.interval == pytest.approx(b.interval, abs=0.006)
+    assert abs(len(gauss.tied_best) - len(exact.tied_best)) <= 2
