@@ -261,3 +261,13 @@ def test_the_gaussian_path_for_large_sets_agrees_with_exact_resampling(text, mon
     for a, b in zip(exact.checkpoints, gauss.checkpoints, strict=True):
         assert a.interval == pytest.approx(b.interval, abs=0.006)
     assert abs(len(gauss.tied_best) - len(exact.tied_best)) <= 2
+
+
+def test_python_api_returns_plain_selection_data(runs_dir):
+    import ckptaudit
+
+    (sel,) = ckptaudit.selections(runs_dir / "fraud", "recall", resamples=200)
+    doc = sel.as_dict()
+    assert doc["winner"] == "epoch-0009" and doc["tied_best"][0] == "epoch-0009"
+    assert set(doc["estimate"]) == {"checkpoint", "raw", "expected_on_new_data", "ci95", "optimism"}
+    assert len(doc["checkpoints"]) == 20 and json.dumps(doc)
