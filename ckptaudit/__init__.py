@@ -132,6 +132,22 @@ def plot(
     return figure
 
 
+def selections(
+    paths: str | Path | Sequence[str | Path], metric: str, *, mode: str | None = None, resamples: int = 1000, seed: int = 0
+) -> list[Any]:
+    """Selection statistics of each run under ``paths``: one
+    :class:`~ckptaudit.selection.RunSelection` per run (the winner's value expected on new
+    data, its optimism and interval, and the checkpoints that cannot be told apart from the
+    best; ``.as_dict()`` for JSON). Reads each val.npz once per run."""
+    from .metrics.evaluation import parse_metrics
+    from .stats.selection import selections_for
+    from .store.reader import discover
+
+    runs = discover(_paths(paths))
+    spec = parse_metrics([metric], runs, mode)[0]
+    return list(selections_for(runs, spec, resamples=resamples, seed=seed).values())
+
+
 def _paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
@@ -149,4 +165,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
-__all__ = ["Recorder", "__version__", "audit", "check", "pick", "plot", "prune", "rank", "report"]
+__all__ = ["Recorder", "__version__", "audit", "check", "pick", "plot", "prune", "rank", "report", "selections"]

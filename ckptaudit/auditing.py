@@ -1,8 +1,9 @@
 """``audit``: find the patterns that make a checkpoint choice dishonest, with the numbers.
 
 One pass streams each run's checkpoints (one prediction file in memory at a time) and
-collects what every check needs; a second pass runs the paired bootstrap of the winner
-against the other checkpoints. Each check is a small function from those statistics to
+collects what every check needs, including the compact per-row predictions from which
+the selection statistics (:mod:`ckptaudit.selection`) find the checkpoints that cannot be
+told apart from the winner and what the winner is expected to score on new data. Each check is a small function from those statistics to
 findings, so adding a check does not touch the others. Thresholds live in
 :class:`AuditOptions` with documented defaults (README, `ckptaudit explain CODE`).
 """
@@ -22,7 +23,7 @@ from .findings import CODES, Finding, severity_rank
 from .metrics import kernels as metrics
 from .metrics.evaluation import RunScorer, prepare_predictions
 from .metrics.spec import MetricSpec, base_name, parse_metric
-from .stats import bootstrap
+from .stats import bootstrap, selection
 from .store.reader import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
@@ -87,14 +88,17 @@ class RunAudit:
     findings: list[Finding] = field(default_factory=list)
     problems: list[str] = field(default_factory=list)
     winner: Checkpoint | None = None
-    comparisons: dict[str, bootstrap.Comparison] = field(default_factory=dict)
     val_changed: bool = False
     prevalence: np.ndarray | None = None
     n_val: int = 0
+    evaluation: selection.RunEvaluation | None = None
+    selection: selection.RunSelection | None = None
 
     def tied_with_winner(self) -> list[str]:
-        """Checkpoints whose difference from the winner is within the noise."""
-        return [name for name, c in self.comparisons.items() if c.tied]
+        """Checkpoints other than the winner that cannot be told apart from the best."""
+        if self.selection is None or self.winner is None:
+            return []
+        return [name for name in self.selection.tied_best if name != self.winner.name]
 
 
 @dataclass(frozen=True)
@@ -151,14 +155,16 @@ def _perfect_auc(prep: metrics.Prepared) -> float | None:
     return 1.0 if prep.score[pos].min() > prep.score[~pos].max() else None
 
 
-def _collect(run: Run, spec: MetricSpec) -> RunAudit:
-    """Pass 1: per-checkpoint statistics on val (and train where recorded)."""
+def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
+    """Pass 1: per-checkpoint statistics on val (and train where recorded), and with
+    ``keep_rows`` the compact per-row data of the selection statistics."""
     result = RunAudit(run=run, spec=spec, stats=[])
     scorer = RunScorer(run, [spec])
     bound = scorer.specs[0]
     result.spec = bound
     guard = ValSetGuard(run)
     classification = run.task in ("binary", "multiclass")
+    rows = selection.EvaluationBuilder(run, bound, max_bytes=selection.MAX_ROW_BYTES if keep_rows else 0)
     for ckpt in run.checkpoints:
         st = _Stats(ckpt)
         result.stats.append(st)
@@ -172,6 +178,7 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
             problem = guard.problem(ckpt, preds)
             if problem and not result.val_changed:
                 result.val_changed = True
+                rows.drop(f"the validation set changed: {problem}")
                 result.findings.append(
                     Finding(
                         "val-set-changed",
@@ -190,6 +197,8 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
             st.value = value if value is not None and math.isfinite(value) else None
         else:
             (st.value,), _ = scorer.score(ckpt, preds)
+        rows.reads += preds is not None
+        rows.add(ckpt, prep, st.value)
         if prep is None:
             continue
         if classification:
@@ -212,35 +221,19 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
             if _finite(train):
                 value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
                 st.train_value = value if math.isfinite(value) else None
+    result.evaluation = rows.finish()
     return result
 
 
 def _noise(ra: RunAudit, options: AuditOptions) -> None:
-    """Pass 2: paired bootstrap of the winner against the others, best first.
-
-    Stops after five checkpoints in a row that are clearly worse: lower-ranked ones differ
-    even more, so they would not be tied either.
-    """
-    if ra.winner is None or not bootstrap.supports(ra.spec) or ra.val_changed:
+    """Selection statistics from the per-row data of pass 1 (no file is read again)."""
+    if ra.winner is None or ra.val_changed or ra.evaluation is None:
         return
-    run = ra.run
-    win_prep = prepare_predictions(run, read_predictions(run, ra.winner, "val"))
-    sign = -1.0 if ra.spec.maximize else 1.0
-    ranked = sorted(
-        (s for s in ra.stats if s.value is not None and s.checkpoint is not ra.winner),
-        key=lambda s: (sign * cast(float, s.value), s.checkpoint.order_key),
-    )
-    clear_in_a_row = 0
-    for st in ranked:
-        try:
-            preds = read_predictions(run, st.checkpoint, "val")
-        except RunFormatError:
-            continue
-        cmp = bootstrap.compare(ra.spec, win_prep, prepare_predictions(run, preds), resamples=options.resamples, seed=options.seed)
-        ra.comparisons[st.checkpoint.name] = cmp
-        clear_in_a_row = 0 if cmp.tied else clear_in_a_row + 1
-        if clear_in_a_row >= 5:
-            break
+    known = selection.remembered(ra.run, ra.spec, options.resamples, options.seed)
+    if known is None:
+        known = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
+        selection.remember(ra.run, ra.spec, options.resamples, options.seed, known)
+    ra.selection = known
 
 
 # --------------------------------------------------------------------------- checks
@@ -429,8 +422,8 @@ def check_selected_by_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     chosen_stats = next((s for s in ra.stats if s.checkpoint.name == run.chosen), None)
     if chosen_stats is None or ra.stats[best_train] is not chosen_stats or chosen_stats.checkpoint is ra.winner:
         return
-    if run.chosen in ra.comparisons and ra.comparisons[run.chosen].tied:
-        return  # chosen is as good as the validation winner: no harm done
+    if run.chosen in ra.tied_with_winner():
+        return  # chosen cannot be told apart from the validation winner: no harm done
     yield Finding(
         "selected-by-train-metric",
         "error",
@@ -500,31 +493,34 @@ def check_best_is_last(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
 
 
 def check_noise(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    if ra.winner is None or not ra.comparisons:
-        return
-    ranked = sorted(ra.comparisons.items(), key=lambda kv: kv[1].diff)
-    runner_name, runner = ranked[0]
-    if not runner.tied:
+    sel = ra.selection
+    if ra.winner is None or sel is None or sel.estimate is None:
         return
     tied = ra.tied_with_winner()
+    if not tied:
+        return
     n = sum(1 for s in ra.stats if s.value is not None)
     severity = "warning" if len(tied) + 1 >= max(3, o.tie_fraction * n) else "info"
+    e = sel.estimate
     yield Finding(
         "winner-within-noise",
         severity,
         ra.run.name,
         ra.winner.name,
-        f"{ra.winner.name} beats runner-up {runner_name} by {runner.diff:.4f} {ra.spec.text}, 95% interval "
-        f"[{runner.low:+.4f}, {runner.high:+.4f}] over {ra.n_val} rows; {len(tied)} of {n - 1} other checkpoints are tied with it",
+        f"{len(tied)} of {n - 1} other checkpoints cannot be told apart from the best, {ra.winner.name} "
+        f"({ra.spec.text} {e.raw:.4f}), on {ra.n_val} rows (95% model confidence set); "
+        f"expected on new data {e.expected:.4f} [{e.interval[0]:.4f}, {e.interval[1]:.4f}], optimism {e.optimism:+.4f}",
         {
             "metric": ra.spec.text,
             "winner": ra.winner.name,
-            "runner_up": runner_name,
-            "difference": _r(runner.diff, 6),
-            "ci95": [_r(runner.low, 6), _r(runner.high, 6)],
+            "value": _r(e.raw, 6),
+            "expected_on_new_data": _r(e.expected, 6),
+            "expected_ci95": [_r(e.interval[0], 6), _r(e.interval[1], 6)],
+            "optimism": _r(e.optimism, 6),
             "tied": len(tied),
             "tied_checkpoints": tied,
             "checkpoints": n,
+            "method": sel.method,
             "resamples": o.resamples,
             "seed": o.seed,
         },
@@ -570,8 +566,8 @@ CHECKS: tuple[Callable[[RunAudit, AuditOptions], Iterator[Finding]], ...] = (
 
 
 def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
-    """Audit one run: statistics, winner, bootstrap comparisons and findings."""
-    ra = _collect(run, audit_spec(run, options))
+    """Audit one run: statistics, winner, selection statistics and findings."""
+    ra = _collect(run, audit_spec(run, options), keep_rows=options.noise)
     best = _best_index(ra.spec, [s.value for s in ra.stats])
     ra.winner = None if best is None else ra.stats[best].checkpoint
     if options.noise:

@@ -116,7 +116,14 @@ def rank(
     fmt: Annotated[RankFormat, typer.Option("--format", "-f", help="Output format.")] = RankFormat.table,
     top: Annotated[int | None, typer.Option("--top", min=1, help="Show only the best N rows.")] = None,
     per_run: Annotated[bool, typer.Option("--per-run", help="Show each run's best checkpoint only.")] = False,
-    ci: Annotated[bool, typer.Option("--ci", help="Add a 95% bootstrap interval for the first metric.")] = False,
+    ci: Annotated[
+        bool,
+        typer.Option(
+            "--ci",
+            help="Add a 95% bootstrap interval for the first metric, mark the checkpoints that cannot be told apart "
+            "from the best, and give each run's winner its value expected on new data.",
+        ),
+    ] = False,
     resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for --ci.")] = 1000,
     flags: Annotated[
         bool, typer.Option("--flags", help="Audit the runs (without the bootstrap) and list each row's finding codes.")
@@ -373,6 +380,12 @@ def check(
     ] = None,
     resamples: Annotated[int | None, typer.Option("--resamples", help="Paired-bootstrap resamples (at least 100).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap.")] = None,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            "--strict", help="chosen-is-best requires the best (within --tolerance), not just one that cannot be told apart from it."
+        ),
+    ] = False,
     fmt: Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")] = CheckFormat.text,
     allow_unchosen: Annotated[
         bool | None,
@@ -404,6 +417,7 @@ def check(
         resamples=resamples,
         seed=seed,
         allow_unchosen=allow_unchosen or None,
+        strict=strict or None,
     )
     result = run_gate(path, policy, chosen)
     _emit(render(gate_document(result), fmt.value))

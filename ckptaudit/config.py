@@ -40,6 +40,7 @@ class Policy:
     resamples: int = 1000
     seed: int = 0
     allow_unchosen: bool = False  #: pass chosen-is-best (skipped) when no checkpoint is chosen
+    strict: bool = False  #: chosen-is-best requires the best (within tolerance), not just a checkpoint that cannot be told apart from it
     source: str | None = None  #: the config file the policy came from, if any
 
     def metric_spec(self) -> str:
@@ -108,7 +109,7 @@ def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
         if key == "seed" and value < 0:
             return None, "an integer >= 0"
         return value, None
-    if key == "allow_unchosen":
+    if key in ("allow_unchosen", "strict"):
         if not isinstance(value, bool):
             return None, "true or false"
         return value, None

@@ -150,11 +150,13 @@ CODES: dict[str, CodeInfo] = {
         CodeInfo(
             "winner-within-noise",
             "info/warning",
-            "The winner is not significantly better than the runner-up.",
-            "A paired bootstrap over validation rows (--resamples, seeded) gives a 95% interval of the difference "
-            "between the winner and the runner-up that reaches zero. Warning when at least --tie-fraction of the "
-            "run's checkpoints are tied with the winner (the validation set cannot separate them), info when only "
-            "a few are (normal near convergence).",
+            "Other checkpoints cannot be told apart from the best on this validation set.",
+            "A 95% model confidence set (Hansen, Lunde & Nason 2011; bootstrap over validation rows, --resamples, "
+            "seeded) keeps every checkpoint the validation set cannot tell apart from the best, with family-wise "
+            "control: a run of truly equal checkpoints reports one as worse at most ~5% of the time. The message also "
+            "gives the winner's value expected on new data (the whole selection bootstrapped: best on in-bag rows, "
+            "scored on out-of-bag rows) and the optimism of its raw value. Warning when at least --tie-fraction of "
+            "the run's checkpoints are in the set, info when only a few are (normal near convergence).",
             "Choosing among tied checkpoints is choosing by noise: the 'best' may be worse on new data.",
             "Converged training, where neighbouring epochs are nearly the same model.",
             "Use a larger validation set, average the tied checkpoints, or prefer the earliest tied one.",

@@ -3,8 +3,9 @@
 Four named rules, each reported on its own (docs/check.md):
 
 1. ``chosen-is-best``: the chosen checkpoint is the best under the policy metric, within
-   the tolerance; otherwise the gate names the better checkpoint, by how much, and
-   whether the difference is within the noise (paired bootstrap).
+   the tolerance, or cannot be told apart from the best (it is in the run's 95% model
+   confidence set, :mod:`ckptaudit.stats.selection`; ``strict`` turns that off); otherwise the
+   gate names the better checkpoint and by how much.
 2. ``selected-by-matches``: run.json ``selected_by`` is the policy metric.
 3. ``min-value``: the chosen value meets ``min_value`` / ``max_value``.
 4. ``no-audit-findings``: no audit finding at or above the fail level.
@@ -275,6 +276,8 @@ def _prepared(run: Run, ckpt: Checkpoint) -> metrics.Prepared:
 
 
 def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, policy: Policy) -> Rule:
+    from .stats.selection import evaluate_selection
+
     ordered = [s for s in order_scores(scores, spec) if s.values[0] is not None]
     if not ordered:
         return Rule("chosen-is-best", False, f"no checkpoint could be scored by {spec.text}")
@@ -306,27 +309,61 @@ def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, po
         "best_value": best.values[0],
         "gap": gap,
         "tolerance": policy.tolerance,
+        "strict": policy.strict,
     }
+    sel = evaluate_selection(run, spec, resamples=policy.resamples, seed=policy.seed) if bootstrap.supports(spec) else None
+    tied: bool | None = None
+    expected = ""
+    if sel is not None and sel.available:
+        tied = sel.is_tied_best(chosen.name)
+        details.update(
+            tied_best=list(sel.tied_best),
+            chosen_in_tied_best=tied,
+            selection_method=sel.method,
+        )
+        entry = sel.entry(chosen.name)
+        if entry is not None and entry.interval is not None:
+            details["chosen_ci95"] = list(entry.interval)
+        if sel.estimate is not None and sel.winner == chosen.name:
+            details["expected_on_new_data"] = sel.estimate.as_dict()
+            e = sel.estimate
+            expected = f"; expected on new data {e.expected:.4f} [{e.interval[0]:.4f}, {e.interval[1]:.4f}] (optimism {e.optimism:+.4f})"
+    elif sel is not None:
+        details["selection_note"] = sel.note
     if best.checkpoint is chosen or gap <= policy.tolerance:
         suffix = (
             ""
             if best.checkpoint is chosen
             else f" (best {best.checkpoint.name} {best.values[0]:.4f}, within tolerance {policy.tolerance:g})"
         )
-        return Rule("chosen-is-best", True, f"{chosen.name} {spec.text} {value:.4f} is the best{suffix}", details)
-    noise = ""
-    if bootstrap.supports(spec):
-        a, b = (_prepared(run, c) for c in (best.checkpoint, chosen))
-        cmp = bootstrap.compare(spec, a, b, resamples=policy.resamples, seed=policy.seed)
-        details.update(ci95=[cmp.low, cmp.high], within_noise=cmp.tied)
-        noise = f"; 95% interval of the difference [{cmp.low:+.4f}, {cmp.high:+.4f}]: " + (
-            "within the noise of this validation set" if cmp.tied else "significant"
+        return Rule("chosen-is-best", True, f"{chosen.name} {spec.text} {value:.4f} is the best{suffix}{expected}", details)
+    set_size = 0 if sel is None else len(sel.tied_best)
+    if tied and not policy.strict:
+        return Rule(
+            "chosen-is-best",
+            True,
+            f"{chosen.name} {spec.text} {value:.4f} cannot be told apart from the best, {best.checkpoint.name} "
+            f"{best.values[0]:.4f} (better by {gap:.4f}): both are among the {set_size} checkpoints of the run's 95% "
+            f"model confidence set (--strict to require the best)",
+            details,
         )
+    if tied:
+        why = (
+            f"; --strict: only the best or a checkpoint within tolerance {policy.tolerance:g} passes "
+            f"(it is one of {set_size} checkpoints that cannot be told apart from the best)"
+        )
+    elif tied is False:
+        why = (
+            f"; the validation set tells them apart: {chosen.name} is not among the {set_size} checkpoint(s) "
+            f"that cannot be told apart from the best (95% model confidence set)"
+        )
+    else:
+        why = "; no selection statistics for this metric, so the tolerance alone decides"
     return Rule(
         "chosen-is-best",
         False,
         f"{chosen.name} {spec.text} {value:.4f}; {best.checkpoint.name} should have been chosen: "
-        f"{spec.text} {best.values[0]:.4f}, better by {gap:.4f}{noise}",
+        f"{spec.text} {best.values[0]:.4f}, better by {gap:.4f}{why}",
         details,
     )
 

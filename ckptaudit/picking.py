@@ -1,8 +1,10 @@
 """``pick``: name the best checkpoint, place it, and record why (provenance).
 
 The provenance file ``DEST.ckptaudit.json`` says which run and checkpoint were chosen,
-under which metric spec, with what value and 95% interval, which audit findings (warning
-or worse) stood against the run, and the sha256 of every weights file, so a later gate
+under which metric spec, with what value and 95% interval, what it is expected to score on
+new data (corrected for having been selected among the run's checkpoints; with the optimism
+of the raw value and its interval), how many checkpoints cannot be told apart from the
+best, which audit findings (warning or worse) stood against the run, and the sha256 of every weights file, so a later gate
 (`ckptaudit check --chosen DEST.ckptaudit.json`) can verify the choice.
 """
 
@@ -45,6 +47,8 @@ class Pick:
     dest: Path | None = None
     provenance: Path | None = None
     hashes: dict[str, str] = field(default_factory=dict)
+    #: selection statistics of the winner's run (ckptaudit.selection.RunSelection), when available
+    selection: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         """The provenance record (also the JSON output of `pick`)."""
@@ -59,9 +63,31 @@ class Pick:
             "mode": self.mode,
             "value": self.value,
             "ci95": list(self.interval) if self.interval else None,
+            **self.selection_fields(),
             "findings": list(self.findings),
             "files": self.hashes or weight_hashes(self.checkpoint.path),
             "dest": None if self.dest is None else str(self.dest),
+        }
+
+
+    def selection_fields(self) -> dict[str, Any]:
+        """The provenance's selection keys: ``expected_on_new_data`` (value, ci95, optimism;
+        None when unavailable) and ``tied_best`` (count and names of the checkpoints that
+        cannot be told apart from the best, winner first)."""
+        sel = self.selection
+        if sel is None or sel.estimate is None:
+            return {"expected_on_new_data": None, "tied_best": None}
+        e = sel.estimate
+        return {
+            "expected_on_new_data": {
+                "value": e.expected,
+                "ci95": list(e.interval),
+                "optimism": e.optimism,
+                "method": sel.correction,
+                "resamples": sel.resamples,
+                "seed": sel.seed,
+            },
+            "tied_best": {"count": len(sel.tied_best), "checkpoints": list(sel.tied_best), "method": sel.method},
         }
 
 
@@ -84,7 +110,9 @@ def choose(
 ) -> list[Pick]:
     """The best checkpoint of each run (or the single best across all with ``across``)."""
     from .auditing import AuditOptions, audit_run
+    from .metrics.evaluation import RunScorer
     from .ranking import RankedRow, Ranking, with_intervals
+    from .stats.selection import evaluate_selection
 
     runs = discover(paths)
     specs = parse_metrics([metric], runs, mode)
@@ -101,7 +129,14 @@ def choose(
             step=best.checkpoint.step,
             values={specs[0].text: best.values[0]},
         )
-        ranked = with_intervals(Ranking(specs=tuple(specs), rows=(row,), runs=(best.run,)), resamples=resamples, seed=seed)
+        # NOTE: with --across the selection statistics cover the winner's own run (the
+        # checkpoints that shared its validation rows).
+        sel = evaluate_selection(best.run, RunScorer(best.run, specs).specs[0], resamples=resamples, seed=seed)
+        entry = sel.entry(best.checkpoint.name)
+        interval = entry.interval if sel.available and entry is not None else None
+        if interval is None:
+            one = Ranking(specs=tuple(specs), rows=(row,), runs=(best.run,))
+            interval = with_intervals(one, resamples=resamples, seed=seed).rows[0].interval
         findings: tuple[dict[str, Any], ...] = ()
         if audit:
             ra = audit_run(best.run, AuditOptions(metric=metric, mode=mode, resamples=resamples, seed=seed))
@@ -113,8 +148,9 @@ def choose(
                 metric=specs[0].text,
                 mode=specs[0].mode,
                 value=cast(float, best.values[0]),
-                interval=ranked.rows[0].interval,
+                interval=interval,
                 findings=findings,
+                selection=sel if sel.available else None,
             )
         )  # type: ignore[arg-type]
     return picks

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .metrics.evaluation import CheckpointScore, iter_scores, parse_metrics
 from .metrics.spec import MetricSpec
@@ -37,6 +37,10 @@ class RankedRow:
     flags: tuple[str, ...] = ()
     interval: tuple[float, float] | None = None
     path: Path | None = None
+    #: cannot be told apart from the best checkpoint of its run (None: not evaluated)
+    tied_best: bool | None = None
+    #: on each run's winner row with --ci: the selection-corrected estimate (WinnerEstimate.as_dict())
+    expected: dict[str, object] | None = None
 
     def as_dict(self, specs: Sequence[MetricSpec]) -> dict[str, object]:
         """The JSON shape of a row: rank, run, checkpoint, epoch, step, one key per
@@ -52,6 +56,10 @@ class RankedRow:
             out[spec.text] = self.values.get(spec.text)
         if self.interval is not None:
             out["ci95"] = list(self.interval)
+        if self.tied_best is not None:
+            out["tied_best"] = self.tied_best
+        if self.expected is not None:
+            out["expected_on_new_data"] = self.expected
         out["flags"] = list(self.flags)
         out["notes"] = list(self.notes)
         return out
@@ -66,6 +74,8 @@ class Ranking:
     rows: tuple[RankedRow, ...]
     problems: tuple[str, ...] = ()
     runs: tuple[Run, ...] = field(default=(), repr=False)
+    #: with intervals: each run's selection statistics (ckptaudit.selection.RunSelection), by run name
+    selections: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def metric_names(self) -> list[str]:
@@ -161,27 +171,41 @@ def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ran
 
 
 def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) -> Ranking:
-    """A copy of ``ranking`` whose rows carry a 95% bootstrap interval of the first metric
-    (built-in metrics only; reads each checkpoint's predictions again, one at a time)."""
+    """A copy of ``ranking`` whose rows carry a 95% bootstrap interval of the first metric,
+    whether each checkpoint cannot be told apart from its run's best (a model confidence
+    set), and, on each run's winner row, its value expected on new data (corrected for
+    having been selected). One pass per run reads each prediction file once
+    (:mod:`ckptaudit.selection`). Logged and custom metrics get none of these."""
     from .metrics.evaluation import RunScorer, prepare_predictions
-    from .stats import bootstrap
+    from .stats import bootstrap, selection
     from .store.reader import read_predictions
 
     spec = ranking.specs[0]
     if not bootstrap.supports(spec):
         return ranking
-    runs = {r.name: r for r in ranking.runs}
-    bound = {name: RunScorer(run, [spec]).specs[0] for name, run in runs.items()}
+    shown = {row.run for row in ranking.rows}
+    runs = [r for r in ranking.runs if r.name in shown]
+    selections = selection.selections_for(runs, spec, resamples=resamples, seed=seed)
+    by_name = {r.name: r for r in runs}
     rows = []
     for row in ranking.rows:
-        run = runs[row.run]
+        sel = selections[row.run]
+        entry = sel.entry(row.checkpoint)
+        if sel.available and entry is not None:
+            expected = sel.estimate.as_dict() if sel.winner == row.checkpoint and sel.estimate is not None else None
+            rows.append(replace(row, interval=entry.interval, tied_best=entry.tied_best, expected=expected))
+            continue
+        # NOTE: metrics without a per-row form (multilabel f1, multiclass roc_auc, ...) keep
+        # the per-checkpoint bootstrap interval, and no selection statistics.
+        run = by_name[row.run]
         ckpt = run.checkpoint(row.checkpoint)
         interval = None
         if row.values.get(spec.text) is not None and ckpt is not None:
             prep = prepare_predictions(run, read_predictions(run, ckpt))
-            interval = bootstrap.interval(bound[row.run], prep, resamples=resamples, seed=seed)
+            bound = RunScorer(run, [spec]).specs[0]
+            interval = bootstrap.interval(bound, prep, resamples=resamples, seed=seed)
         rows.append(replace(row, interval=interval))
-    return replace(ranking, rows=tuple(rows))
+    return replace(ranking, rows=tuple(rows), selections=selections)
 
 
 def to_dataframe(ranking: Ranking) -> pd.DataFrame:

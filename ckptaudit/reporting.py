@@ -9,9 +9,9 @@ reliability, residuals) of the chosen checkpoint and the winner. Renderers turn 
 page (``ckptaudit.render.html``) or a static figure (``ckptaudit.plotting``); nothing here
 formats anything.
 
-Selection statistics (the set of checkpoints tied with the best, and the selection-corrected
-estimate of the winner) come from ONE function, :func:`selection_evidence`, so that switching
-it to a dedicated statistics module changes nothing else.
+Selection statistics (the set of checkpoints that cannot be told apart from the best, and the
+winner's value expected on new data) come from :mod:`ckptaudit.stats.selection` through one
+function, :func:`selection_evidence`, which reuses the audit's when it has them.
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ from .metrics import kernels as metrics
 from .metrics.evaluation import iter_scores, prepare_predictions
 from .metrics.spec import MetricSpec, check_applies, parse_metric
 from .stats import bootstrap
+from .stats.selection import evaluate_selection
 from .store.reader import Checkpoint, Run, discover, read_predictions
 
 #: most points of a ROC or precision-recall curve kept for drawing (exact at the kept points)
@@ -234,41 +235,24 @@ def selection_evidence(
     resamples: int = bootstrap.DEFAULT_RESAMPLES,
     seed: int = bootstrap.DEFAULT_SEED,
 ) -> Selection:
-    """The set of checkpoints that cannot be told apart from the best, and the winner's
-    selection-corrected estimate, under the first metric (``spec``, bound to the run).
-
-    INTEGRATION POINT, the only place the report gets selection statistics from. When the
-    statistics module ``ckptaudit.stats.selection`` is present (``evaluate_selection``: a model
-    confidence set and a bootstrap bias-corrected estimate), both come from it. Without it,
-    the tied set is the audit's paired bootstrap of the winner against each other checkpoint
-    (``RunAudit.comparisons``, the evidence behind ``winner-within-noise``; not corrected for
-    multiple comparisons) and there is no corrected estimate (the page says so).
-    """
-    if winner is None:
+    """The set of checkpoints that cannot be told apart from the best (a 95% model confidence
+    set) and the winner's value expected on new data, under the first metric (``spec``, bound
+    to the run), from :mod:`ckptaudit.stats.selection`. The audit's selection is reused when it
+    was computed for the same metric; metrics without per-row statistics (logged, custom, ...)
+    get neither, and the page says so."""
+    if winner is None or not bootstrap.supports(spec):
         return Selection(tied_best=None, corrected=None, method="")
-    try:
-        from .stats.selection import evaluate_selection  # type: ignore[import-not-found,unused-ignore]
-    except ImportError:
-        evaluate_selection = None
-    if evaluate_selection is not None and bootstrap.supports(spec):
+    if audit is not None and audit.selection is not None and audit.spec.text == spec.text:
+        sel = audit.selection
+    else:
         sel = evaluate_selection(run, spec, resamples=resamples, seed=seed)
-        est = sel.estimate
-        corrected = (
-            None
-            if est is None
-            else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, spec.maximize)
-        )
-        return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
-    if audit is None or not audit.comparisons or audit.spec.text != spec.text:
-        return Selection(tied_best=None, corrected=None, method="")
-    tied = {winner, *audit.tied_with_winner()}
-    ordered = tuple(c.name for c in run.checkpoints if c.name in tied)
-    return Selection(
-        tied_best=ordered,
-        corrected=None,
-        method=f"paired bootstrap of each checkpoint against {winner} over validation rows "
-        f"(95% interval of the difference reaches 0; not corrected for multiple comparisons)",
+    est = sel.estimate
+    corrected = (
+        None
+        if est is None
+        else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, spec.maximize)
     )
+    return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
 
 
 # --------------------------------------------------------------------------- diagnostics

@@ -23,7 +23,7 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
     show_notes = any(r.notes for r in ranking.rows)
     columns = ["rank"] + (["run"] if many_runs else []) + ["checkpoint", "epoch"] + ranking.metric_names
     if show_ci:
-        columns.append("ci95")
+        columns += ["ci95", "tied best"]
     columns += (["flags"] if show_flags else []) + (["notes"] if show_notes else [])
     rows = []
     for r in ranking.rows:
@@ -34,6 +34,7 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
         row += [r.values.get(m) for m in ranking.metric_names]
         if show_ci:
             row.append(f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else None)
+            row.append(None if r.tied_best is None else ("yes" if r.tied_best else "no"))
         if show_flags:
             row.append(",".join(r.flags))
         if show_notes:
@@ -41,6 +42,8 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
         rows.append(row)
     spec = ranking.specs[0]
     footer = [f"ordered by {spec.text} ({spec.mode}); ties go to the earlier epoch"]
+    if show_ci:
+        footer += selection_lines(ranking.selections.values())
     return Document(
         title=f"ckptaudit rank: {spec.text}",
         columns=columns,
@@ -48,6 +51,25 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
         records=[r.as_dict(ranking.specs) for r in ranking.rows],
         footer=footer,
     )
+
+
+def selection_lines(selections) -> list[str]:
+    """One line per run: the winner's value expected on new data and how many checkpoints
+    cannot be told apart from the best (ckptaudit.selection.RunSelection)."""
+    lines = []
+    for sel in selections:
+        if sel.estimate is None:
+            if sel.note:
+                lines.append(f"{sel.run}: no selection statistics ({sel.note})")
+            continue
+        e = sel.estimate
+        lines.append(
+            f"{sel.run}: winner {e.checkpoint} {sel.metric} {e.raw:.4f}; expected on new data {e.expected:.4f} "
+            f"[{e.interval[0]:.4f}, {e.interval[1]:.4f}] (optimism {e.optimism:+.4f}); "
+            f"{len(sel.tied_best)} of {sum(c.value is not None for c in sel.checkpoints)} checkpoints cannot be told apart "
+            f"from the best (95% model confidence set, {sel.resamples} resamples)"
+        )
+    return lines
 
 
 def findings_document(findings: Sequence[Finding], problems: Sequence[str] = (), fail_on: str = "error") -> Document:
@@ -90,10 +112,14 @@ def _mb(size: int) -> str:
 
 
 def picks_document(picks: Sequence[Pick]) -> Document:
-    """Columns: run, checkpoint, epoch, metric, value, ci95, findings, placed at."""
+    """Columns: run, checkpoint, epoch, metric, value, ci95, expected on new data (with its
+    interval), optimism, tied best (how many checkpoints cannot be told apart from the
+    best), findings, placed at."""
     rows = []
     for p in picks:
         ci = f"[{p.interval[0]:.4f}, {p.interval[1]:.4f}]" if p.interval else None
+        est = None if p.selection is None else p.selection.estimate
+        expected = None if est is None else f"{est.expected:.4f} [{est.interval[0]:.4f}, {est.interval[1]:.4f}]"
         rows.append(
             [
                 p.run.name,
@@ -102,13 +128,28 @@ def picks_document(picks: Sequence[Pick]) -> Document:
                 p.metric,
                 p.value,
                 ci,
+                expected,
+                None if est is None else f"{est.optimism:+.4f}",
+                None if p.selection is None else len(p.selection.tied_best),
                 ",".join(sorted({f["code"] for f in p.findings})),
                 str(p.dest) if p.dest else "-",
             ]
         )
     return Document(
         title="ckptaudit pick",
-        columns=["run", "checkpoint", "epoch", "metric", "value", "ci95", "findings", "placed at"],
+        columns=[
+            "run",
+            "checkpoint",
+            "epoch",
+            "metric",
+            "value",
+            "ci95",
+            "expected on new data",
+            "optimism",
+            "tied best",
+            "findings",
+            "placed at",
+        ],
         rows=rows,
         records=[{**p.as_dict(), "provenance": None if p.provenance is None else str(p.provenance)} for p in picks],
         footer=[f"provenance written to {p.provenance}" for p in picks if p.provenance],

@@ -1,0 +1,858 @@
+"""Statistics that know the winner was selected.
+
+A run's winner is the best of many checkpoints scored on the same validation rows, so
+its validation value flatters it (the maximum of noisy estimates is biased upward) and
+comparing it pairwise with every other checkpoint multiplies false alarms. This module
+answers both questions over one run's per-row predictions of *all* checkpoints at once:
+
+* **Expected on new data** (selection-corrected estimate of the winner): bootstrap the
+  whole selection (Tsamardinos et al. 2018, "BBC-CV"): resample rows, select the best
+  checkpoint on the in-bag rows, score that checkpoint on the out-of-bag rows. The mean
+  of those scores estimates what the selected checkpoint scores on new data; their 2.5th
+  and 97.5th percentiles are its 95% interval; ``optimism`` is how far the raw validation
+  value flatters it (positive: the raw value is better than the expectation).
+* **The checkpoints that cannot be told apart from the best**: a model confidence set
+  (Hansen, Lunde & Nason 2011) with the range statistic: a checkpoint leaves the set when
+  the best one in the set beats it by more than the 95% quantile of the bootstrap maximum
+  of all centred pairwise differences in the set, step by step until none leaves. The set contains the truly best checkpoints
+  with probability >= 95%, so a run of equal checkpoints reports one of them as worse at
+  most about 5% of the time, however many there are.
+* A 95% percentile interval of every checkpoint's value from the same resamples.
+
+Resampling is stratified by the target class (each class resampled within itself, so
+every resample keeps the validation set's class counts; needed for ranking metrics at
+low prevalence). A stratum of ``n`` rows is resampled exactly (n draws with replacement)
+while ``n x resamples-per-chunk`` is small, and otherwise with Poisson(1) row weights
+rescaled to the stratum's size, which is indistinguishable at that size and ~8x cheaper.
+For sum-type metrics (confusion counts, mean losses) on large validation sets (rows x
+resamples >= 2e7, every class >= 1000 rows, <= 256 summed features) the resampled sums
+are drawn from their exact Gaussian limit instead (:func:`gaussian_ok`): the mean and
+covariance of the in-bag and out-of-bag sums come from one rows x features^2 product, so
+the cost no longer grows with rows x resamples x checkpoints.
+
+One pass reads each prediction file once and keeps compact per-row data
+(:class:`RowData`): predicted labels as uint8 for confusion metrics, float32 scores for
+ROC AUC / average precision, float32 per-row losses for mean metrics (log_loss, brier,
+mse, mae, rmse, top_k_accuracy). Memory: ``rows x checkpoints x (1 or 4)`` bytes, e.g.
+5 MB (labels) or 20 MB (scores) for 50 checkpoints x 100,000 rows; above
+:data:`MAX_ROW_BYTES` (512 MiB) no per-row data is kept and the statistics are reported
+as unavailable, with the reason. The bootstrap works on chunks of resamples whose weight
+matrices stay under ~64 MB, and never allocates resamples x checkpoints x checkpoints.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..errors import RunFormatError
+from ..metrics import kernels as metrics
+from ..metrics.spec import MetricSpec
+from ..store.reader import Checkpoint, Run, ValSetGuard, read_predictions
+
+DEFAULT_RESAMPLES = 1000
+DEFAULT_SEED = 0
+LEVEL = 0.95
+#: the most bytes of compact per-row data one run's evaluation keeps
+MAX_ROW_BYTES = 512 * 2**20
+#: float32 cells of one chunk's weight matrices (in-bag and out-of-bag together)
+_CHUNK_CELLS = 8_000_000
+#: a stratum is resampled exactly while rows x chunk resamples stays below this
+_EXACT_CELLS = 2_000_000
+METHOD = "model confidence set (Hansen, Lunde & Nason 2011, range statistic, step-down), 95%"
+CORRECTION = "bootstrap bias-corrected selection (Tsamardinos et al. 2018): best on in-bag rows, scored out-of-bag"
+
+_RANKING = ("roc_auc", "average_precision")
+_MEAN = ("log_loss", "brier", "mse", "mae", "rmse", "top_k_accuracy")
+
+
+# --------------------------------------------------------------------------- per-row data
+
+
+@dataclass(frozen=True)
+class RowData:
+    """Compact per-row predictions of every scorable checkpoint of a run, for one metric.
+
+    ``kind`` is ``"confusion"`` (``data``: predicted class per row, uint8 or int16),
+    ``"ranking"`` (``data``: float32 scores, higher means positive; ``y`` 1 = positive)
+    or ``"mean"`` (``data``: float32 per-row losses or hits whose mean is the metric;
+    ``sqrt`` for rmse). ``data`` has shape (checkpoints, rows); ``strata`` gives each
+    row's resampling stratum (the target class, or all zeros).
+    """
+
+    kind: str
+    y: np.ndarray
+    data: np.ndarray
+    strata: np.ndarray
+    n_classes: int
+    sqrt: bool = False
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes held (the memory bound is on this)."""
+        return int(self.y.nbytes + self.data.nbytes + self.strata.nbytes)
+
+
+def row_kind(spec: MetricSpec, task: str) -> str | None:
+    """Which compact per-row form serves ``spec`` on a run of ``task``, or None when the
+    selection statistics do not support it (logged and custom metrics, multilabel label
+    metrics, multi-class ROC AUC / average precision, ece, r2)."""
+    if spec.source != "builtin":
+        return None
+    if spec.family == "label":
+        return "confusion" if task in ("binary", "multiclass") else None
+    if spec.name in _RANKING:
+        if task != "binary":
+            return None
+        if spec.class_index is None and spec.average not in (None, "binary"):
+            return None
+        return "ranking"
+    if spec.name in _MEAN:
+        if spec.name == "top_k_accuracy" and task != "multiclass":
+            return None
+        return "mean"
+    return None
+
+
+def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
+    """One checkpoint's compact per-row values (see :class:`RowData`)."""
+    if kind == "confusion":
+        labels = np.asarray(prep.labels(spec.threshold))
+        return labels.astype(np.uint8 if prep.n_classes <= 255 else np.int32, copy=False)
+    assert prep.proba is not None
+    if kind == "ranking":
+        scores = prep.proba.astype(np.float32, copy=False)
+        # NOTE: the negative class ranks by the reversed order, not by 1 - p (which loses
+        # precision near 1); the targets are flipped once in the builder.
+        return -scores if spec.class_index == 0 else scores
+    p = prep.proba64
+    name = spec.name
+    if name == "log_loss":
+        eps = np.finfo(np.float64).eps
+        q = np.clip(p, eps, 1 - eps)
+        if prep.task == "multiclass":
+            per = -np.log(q[np.arange(prep.y.shape[0]), prep.y])
+        else:
+            y = prep.y
+            per = -(y * np.log(q) + (1 - y) * np.log(1 - q))
+            per = per.mean(axis=1) if per.ndim == 2 else per
+    elif name == "brier":
+        if prep.task == "multiclass":
+            onehot = np.zeros(p.shape)
+            onehot[np.arange(p.shape[0]), prep.y] = 1.0
+            per = ((onehot - p) ** 2).sum(axis=1)
+        else:
+            per = (prep.y - p) ** 2
+            per = per.mean(axis=1) if per.ndim == 2 else per
+    elif name in ("mse", "rmse"):
+        per = (prep.y - p) ** 2
+        per = per.mean(axis=1) if per.ndim == 2 else per
+    elif name == "mae":
+        per = np.abs(prep.y - p)
+        per = per.mean(axis=1) if per.ndim == 2 else per
+    else:  # top_k_accuracy, with the kernel's tie rule
+        k = metrics.DEFAULT_TOP_K if spec.k is None else spec.k
+        rows = np.arange(p.shape[0])
+        true_score = p[rows, prep.y][:, None]
+        above = (p > true_score).sum(axis=1)
+        tied_before = ((p == true_score) & (np.arange(p.shape[1])[None, :] > prep.y[:, None])).sum(axis=1)
+        per = ((above + tied_before) < k).astype(np.float64)
+    return per.astype(np.float32)
+
+
+# --------------------------------------------------------------------------- one pass
+
+
+@dataclass(frozen=True)
+class RunEvaluation:
+    """One run evaluated under one metric in one pass over its validation files.
+
+    ``values`` follows ``checkpoints`` (epoch order; None where not scorable);
+    ``scored`` lists the indices of the checkpoints whose rows are in ``rows.data`` (in the
+    same order). ``rows`` is None when the selection statistics are unavailable, and
+    ``rows_note`` says why.
+    """
+
+    run: Run
+    spec: MetricSpec
+    checkpoints: tuple[Checkpoint, ...]
+    values: tuple[float | None, ...]
+    rows: RowData | None
+    scored: tuple[int, ...]
+    rows_note: str | None = None
+    reads: int = 0
+
+
+class EvaluationBuilder:
+    """Collects a run's evaluation one checkpoint at a time (used by the audit's pass, so
+    its files are read once), then :meth:`finish` returns a :class:`RunEvaluation`."""
+
+    def __init__(self, run: Run, spec: MetricSpec, max_bytes: int = MAX_ROW_BYTES) -> None:
+        self.run = run
+        self.spec = spec
+        self.kind = row_kind(spec, run.task)
+        self.max_bytes = max_bytes
+        self._ckpts: list[Checkpoint] = []
+        self._values: list[float | None] = []
+        self._rows: list[np.ndarray] = []
+        self._scored: list[int] = []
+        self._y: np.ndarray | None = None
+        self._n_classes = 0
+        self._bytes = 0
+        self.note: str | None = None if self.kind else f"{spec.text}: no per-row form for selection statistics"
+        self.reads = 0
+
+    def add(self, ckpt: Checkpoint, prep: metrics.Prepared | None, value: float | None) -> None:
+        """Record one checkpoint: its metric value and (when scorable) its per-row data."""
+        index = len(self._ckpts)
+        self._ckpts.append(ckpt)
+        self._values.append(value if value is not None and math.isfinite(value) else None)
+        if self.kind is None or self.note is not None or prep is None or self._values[-1] is None:
+            return
+        if self._y is None:
+            self._y = np.asarray(prep.y)
+            self._n_classes = prep.n_classes
+        elif prep.y.shape != self._y.shape or not np.array_equal(prep.y, self._y):
+            self.drop("the validation targets differ between checkpoints")
+            return
+        per = _per_row(self.kind, self.spec, prep)
+        self._bytes += per.nbytes
+        if self._bytes > self.max_bytes:
+            self.drop(
+                f"per-row data of this run would exceed {self.max_bytes / 2**20:.0f} MiB "
+                f"({len(self._ckpts)} checkpoints x {per.shape[0]} rows so far)"
+            )
+            return
+        self._rows.append(per)
+        self._scored.append(index)
+
+    def drop(self, note: str) -> None:
+        """Give up the per-row data (the values are still kept), saying why."""
+        self.note = note
+        self._rows.clear()
+        self._scored.clear()
+
+    def finish(self) -> RunEvaluation:
+        """The evaluation collected so far."""
+        rows = None
+        if self.note is None and self._rows and self._y is not None and self.kind is not None:
+            y = self._y
+            data = np.stack(self._rows)
+            if self.kind == "ranking":
+                y = (1 - y) if self.spec.class_index == 0 else y
+            if self.kind == "mean" and self.run.task not in ("binary", "multiclass"):
+                strata = np.zeros(y.shape[0], dtype=np.int64)
+            else:
+                strata = np.asarray(y, dtype=np.int64)
+            small = np.int8 if self._n_classes <= 127 else np.int32
+            y_small = y.astype(small) if self.kind != "mean" else np.zeros(0, dtype=np.int8)
+            rows = RowData(self.kind, y_small, data, strata, max(self._n_classes, 2), sqrt=self.spec.name == "rmse")
+        note = self.note
+        if rows is None and note is None:
+            note = "no checkpoint could be scored"
+        return RunEvaluation(
+            run=self.run,
+            spec=self.spec,
+            checkpoints=tuple(self._ckpts),
+            values=tuple(self._values),
+            rows=rows,
+            scored=tuple(self._scored) if rows is not None else (),
+            rows_note=note,
+            reads=self.reads,
+        )
+
+
+def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
+    """Read each of the run's val.npz files once and evaluate ``spec`` (bound to the run)
+    on every checkpoint, keeping compact per-row data for the selection statistics."""
+    from ..metrics.evaluation import prepare_predictions
+
+    builder = EvaluationBuilder(run, spec, max_bytes)
+    guard = ValSetGuard(run)
+    kernel = metrics.KERNELS.get(spec.name) if spec.source == "builtin" else None
+    for ckpt in run.checkpoints:
+        if kernel is None:
+            builder.add(ckpt, None, ckpt.logged.get(spec.name) if spec.source == "logged" else None)
+            continue
+        try:
+            preds = read_predictions(run, ckpt, "val")
+        except RunFormatError:
+            builder.add(ckpt, None, None)
+            continue
+        builder.reads += 1
+        problem = guard.problem(ckpt, preds)
+        if problem:
+            builder.drop(f"the validation set changed: {problem}")
+        if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
+            builder.add(ckpt, None, None)
+            continue
+        prep = prepare_predictions(run, preds)
+        builder.add(ckpt, prep, kernel(prep, spec))
+    return builder.finish()
+
+
+def evaluate_arrays(
+    task: str,
+    output: str,
+    spec: MetricSpec,
+    target: np.ndarray,
+    outputs: Sequence[np.ndarray],
+    *,
+    positive_class: int = 1,
+    name: str = "<arrays>",
+) -> RunEvaluation:
+    """An evaluation of in-memory predictions (one array per checkpoint, in order), for
+    notebooks, simulations and tests; checkpoints are named ``c0000``, ``c0001``, ..."""
+    from pathlib import Path
+
+    ckpts = tuple(Checkpoint(Path(name) / f"c{i:04d}", f"c{i:04d}", i, None, {}) for i in range(len(outputs)))
+    run = Run(Path(name), name, task, output, None, positive_class, None, None, ckpts)
+    builder = EvaluationBuilder(run, spec)
+    kernel = metrics.KERNELS[spec.name]
+    for ckpt, out in zip(ckpts, outputs, strict=True):
+        prep = metrics.prepare(task, output, target, out, positive_class)
+        builder.add(ckpt, prep, kernel(prep, spec))
+    return builder.finish()
+
+
+# --------------------------------------------------------------------------- resampling
+
+
+def _stratum_weights(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, n) float32 bootstrap weights of one stratum of n rows, summing to n per row."""
+    if n * k <= _EXACT_CELLS:
+        idx = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+        return np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
+    # Poisson(1) weights through a 16-bit lookup table, rescaled to the stratum's size
+    u = rng.integers(0, 1 << 16, size=(k, n), dtype=np.uint16)
+    w = _POISSON_LUT[u].astype(np.float32)
+    total = w.sum(axis=1, keepdims=True)
+    empty = np.flatnonzero(total[:, 0] == 0)
+    if empty.size:  # all rows out of bag (only possible for tiny strata): draw those exactly
+        idx = rng.integers(0, n, size=(empty.size, n)) + (np.arange(empty.size) * n)[:, None]
+        w[empty] = np.bincount(idx.ravel(), minlength=empty.size * n).reshape(empty.size, n)
+        total[empty] = n
+    w *= n / total
+    return w
+
+
+def _poisson_lut() -> np.ndarray:
+    k = np.arange(16)
+    pmf = np.exp(-1.0) / np.array([math.factorial(int(i)) for i in k])
+    edges = np.cumsum(pmf) * 65536
+    return np.searchsorted(edges, np.arange(65536), side="right").astype(np.uint8)
+
+
+_POISSON_LUT = _poisson_lut()
+
+
+def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator):
+    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks."""
+    n = strata.shape[0]
+    per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
+    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    done = 0
+    while done < resamples:
+        k = min(per_chunk, resamples - done)
+        w = np.empty((k, n), dtype=np.float32)
+        for rows in groups:
+            w[:, rows] = _stratum_weights(rows.shape[0], k, rng)
+        yield w
+        done += k
+
+
+# --------------------------------------------------------------------------- weighted values
+
+
+def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarray:
+    pos = rows.y.astype(bool)
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    for c, scores in enumerate(rows.data):
+        order = np.argsort(scores, kind="mergesort")
+        s = scores[order]
+        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
+        ws = w[:, order]
+        p_sorted = pos[order]
+        gp = np.add.reduceat(ws * p_sorted, starts, axis=1)
+        gn = np.add.reduceat(ws * ~p_sorted, starts, axis=1)
+        total_p = gp.sum(axis=1)
+        total_n = gn.sum(axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if spec.name == "roc_auc":
+                below = np.cumsum(gn, axis=1) - gn
+                out[:, c] = (gp * (below + 0.5 * gn)).sum(axis=1) / (total_p * total_n)
+            else:  # average precision: thresholds from the highest score down
+                tps = np.cumsum(gp[:, ::-1], axis=1)
+                fps = np.cumsum(gn[:, ::-1], axis=1)
+                prec = np.where(tps + fps > 0, tps / np.maximum(tps + fps, 1e-300), 0.0)
+                out[:, c] = (gp[:, ::-1] * prec).sum(axis=1) / total_p
+    return out
+
+
+def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+    k = rows.n_classes
+    c_count = rows.data.shape[0]
+    cms = np.zeros((w.shape[0], c_count, k, k))
+    y = rows.y.astype(np.int64)
+    for t in range(k):
+        sel = np.flatnonzero(y == t)
+        if sel.size == 0:
+            continue
+        wt = w[:, sel]
+        cms[:, :, t, :] = wt.sum(axis=1)[:, None, None]
+        pred_t = rows.data[:, sel]
+        for p in range(k):
+            if p == t:
+                continue
+            hits = (pred_t == p).astype(np.float32).T  # (rows of class t, checkpoints)
+            cms[:, :, t, p] = wt @ hits
+        cms[:, :, t, t] -= cms[:, :, t, :].sum(axis=2) - cms[:, :, t, t]
+    flat = metrics.from_confusions(cms.reshape(-1, k, k), spec, task, rows.n_classes)
+    return np.asarray(flat, dtype=np.float64).reshape(w.shape[0], c_count)
+
+
+def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+    """The metric of every checkpoint under each row-weight vector: (k, N) -> (k, C).
+    Unit weights give the checkpoints' own values."""
+    if rows.kind == "confusion":
+        return _confusion_values(rows, w, spec, task)
+    if rows.kind == "ranking":
+        return _ranking_values(rows, w, spec)
+    total = w.sum(axis=1, keepdims=True)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (w @ rows.data.T).astype(np.float64) / total
+    return np.sqrt(means) if rows.sqrt else means
+
+
+# --------------------------------------------------------------------------- large validation sets
+
+#: the Gaussian path serves runs with at least this many rows x resamples ...
+_GAUSSIAN_MIN_CELLS = 20_000_000
+#: ... whose every class (stratum) has at least this many rows ...
+_GAUSSIAN_MIN_STRATUM = 1000
+#: ... and at most this many summed features (checkpoints, x classes for multiclass)
+_GAUSSIAN_MAX_FEATURES = 256
+_OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
+
+
+def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
+    """Per-row features whose sums give every checkpoint's confusion counts or loss sums."""
+    data = rows.data[:, sel]
+    if rows.kind == "mean":
+        return data.T.astype(np.float64)
+    # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
+    if rows.n_classes == 2:
+        return (data == 1).T.astype(np.float32)
+    k = rows.n_classes
+    onehot = np.zeros((sel.shape[0], data.shape[0] * k), dtype=np.float32)
+    cols = np.arange(data.shape[0]) * k
+    onehot[np.arange(sel.shape[0])[:, None], cols[None, :] + data.T.astype(np.int64)] = 1.0
+    return onehot
+
+
+def _feature_count(rows: RowData) -> int:
+    c = rows.data.shape[0]
+    return c if rows.kind == "mean" or rows.n_classes == 2 else c * rows.n_classes
+
+
+def gaussian_ok(rows: RowData, resamples: int) -> bool:
+    """Whether :func:`_gaussian_sums` serves this run: a sum-type metric (confusion counts or
+    mean losses), a large validation set and no small class, where the bootstrap sums are
+    Gaussian to within resampling error and exact weights would cost rows x resamples x
+    checkpoints."""
+    if rows.kind == "ranking" or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
+        return False
+    counts = np.bincount(rows.strata)
+    return int(counts[counts > 0].min()) >= _GAUSSIAN_MIN_STRATUM and _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
+
+
+def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
+    """Per stratum, (resamples, F+1) in-bag and out-of-bag feature sums (the last column is
+    the row count), drawn from their exact joint mean and covariance under stratified
+    resampling (out-of-bag membership to the Poisson approximation). Costs rows x F^2 once
+    instead of rows x resamples x checkpoints."""
+    pi = _OUT_OF_BAG
+    for stratum in np.unique(rows.strata):
+        sel = np.flatnonzero(rows.strata == stratum)
+        n = sel.shape[0]
+        x = _features(rows, sel)
+        z = np.empty((n, x.shape[1] + 1), dtype=x.dtype)
+        z[:, :-1] = x
+        z[:, -1] = 1.0
+        m = (z.T @ z).astype(np.float64)
+        total = z.sum(axis=0, dtype=np.float64)
+        outer = np.outer(total, total) / n
+        centred = m - outer
+        f = z.shape[1]
+        cov = np.empty((2 * f, 2 * f))
+        cov[:f, :f] = centred
+        cov[:f, f:] = cov[f:, :f] = -pi * centred
+        cov[f:, f:] = pi * (1 - pi) * m - pi * pi * outer
+        vals, vecs = np.linalg.eigh(cov)
+        scale = np.sqrt(np.clip(vals, 0.0, None))
+        draws = (rng.standard_normal((resamples, 2 * f)) * scale) @ vecs.T
+        mean = np.concatenate([total, pi * total])
+        draws += mean
+        yield int(stratum), draws[:, :f], draws[:, f:]
+
+
+def gaussian_values(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator):
+    """In-bag and out-of-bag values (resamples, C) of every checkpoint from Gaussian sums."""
+    c_count = rows.data.shape[0]
+    k = rows.n_classes
+    if rows.kind == "mean":
+        sums = [np.zeros((resamples, c_count + 1)), np.zeros((resamples, c_count + 1))]
+        for _, s_in, s_out in _gaussian_sums(rows, resamples, rng):
+            sums[0] += s_in
+            sums[1] += s_out
+        out = []
+        for s in sums:
+            means = s[:, :-1] / s[:, -1:]
+            out.append(np.sqrt(np.clip(means, 0.0, None)) if rows.sqrt else means)
+        return out[0], out[1]
+    cms = [np.zeros((resamples, c_count, k, k)), np.zeros((resamples, c_count, k, k))]
+    for t, s_in, s_out in _gaussian_sums(rows, resamples, rng):
+        for cm, s in zip(cms, (s_in, s_out), strict=True):
+            count = np.clip(s[:, -1:], 0.0, None)
+            if k == 2:
+                positive = np.clip(s[:, :-1], 0.0, count)
+                cm[:, :, t, 1] = positive
+                cm[:, :, t, 0] = count - positive
+            else:
+                cm[:, :, t, :] = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
+    values = [
+        np.asarray(metrics.from_confusions(cm.reshape(-1, k, k), spec, task, rows.n_classes), dtype=np.float64).reshape(
+            resamples, c_count
+        )
+        for cm in cms
+    ]
+    return values[0], values[1]
+
+
+# --------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True)
+class CheckpointSelection:
+    """One checkpoint's place in the selection: value, 95% interval, and whether it
+    cannot be told apart from the best (``tied_best``; None when not evaluated).
+    ``mcs_pvalue``: the model-confidence-set p-value (members have p > 0.05)."""
+
+    checkpoint: str
+    epoch: int
+    value: float | None
+    interval: tuple[float, float] | None
+    tied_best: bool | None
+    mcs_pvalue: float | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape of a checkpoint entry."""
+        return {
+            "checkpoint": self.checkpoint,
+            "epoch": self.epoch,
+            "value": self.value,
+            "ci95": None if self.interval is None else list(self.interval),
+            "tied_best": self.tied_best,
+            "mcs_pvalue": self.mcs_pvalue,
+        }
+
+
+@dataclass(frozen=True)
+class WinnerEstimate:
+    """The selected checkpoint's raw validation value and what to expect on new data.
+
+    ``optimism`` is oriented: positive when the raw value looks better than expected
+    (raw - expected for metrics to maximise, expected - raw for losses)."""
+
+    checkpoint: str
+    raw: float
+    expected: float
+    interval: tuple[float, float]
+    optimism: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape: checkpoint, raw, expected_on_new_data, ci95, optimism."""
+        return {
+            "checkpoint": self.checkpoint,
+            "raw": self.raw,
+            "expected_on_new_data": self.expected,
+            "ci95": list(self.interval),
+            "optimism": self.optimism,
+        }
+
+
+@dataclass(frozen=True)
+class RunSelection:
+    """Selection statistics of one run under one metric (plain data; ``as_dict`` for JSON).
+
+    ``tied_best`` names the checkpoints that cannot be told apart from the best (the
+    winner first, then epoch order); empty when unavailable (``note`` says why).
+    """
+
+    run: str
+    metric: str
+    maximize: bool
+    rows: int
+    resamples: int
+    seed: int
+    winner: str | None
+    estimate: WinnerEstimate | None
+    checkpoints: tuple[CheckpointSelection, ...]
+    tied_best: tuple[str, ...]
+    note: str | None = None
+    method: str = METHOD
+    correction: str = CORRECTION
+    level: float = LEVEL
+    _index: dict[str, CheckpointSelection] = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def available(self) -> bool:
+        """Whether the bootstrap statistics were computed."""
+        return self.estimate is not None
+
+    def entry(self, name: str) -> CheckpointSelection | None:
+        """The entry of checkpoint ``name``."""
+        if not self._index:
+            self._index.update({c.checkpoint: c for c in self.checkpoints})
+        return self._index.get(name)
+
+    def is_tied_best(self, name: str) -> bool:
+        """True when ``name`` cannot be told apart from the best."""
+        return name in self.tied_best
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON shape of the whole selection."""
+        return {
+            "run": self.run,
+            "metric": self.metric,
+            "rows": self.rows,
+            "resamples": self.resamples,
+            "seed": self.seed,
+            "level": self.level,
+            "winner": self.winner,
+            "estimate": None if self.estimate is None else self.estimate.as_dict(),
+            "tied_best": list(self.tied_best),
+            "checkpoints": [c.as_dict() for c in self.checkpoints],
+            "method": self.method,
+            "correction": self.correction,
+            "note": self.note,
+        }
+
+
+def _percentiles(values: np.ndarray) -> tuple[float, float] | None:
+    finite = values[np.isfinite(values)]
+    if finite.size == 0:
+        return None
+    low, high = np.percentile(finite, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    return float(low), float(high)
+
+
+#: below this many rows in the smaller class, ROC AUC intervals are widened to cover the
+#: Hanley-McNeil interval (the percentile bootstrap is too narrow with a handful of positives)
+SMALL_CLASS_ROWS = 30
+
+
+def hanley_mcneil_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, float]:
+    """95% interval of a ROC AUC from the Hanley & McNeil (1982) variance, on the logit
+    scale (so it stays inside (0, 1) and is not degenerate at one positive)."""
+    half = 0.5 / max(n_pos * n_neg, 1)
+    a = min(max(auc, half), 1 - half)
+    q1, q2 = a / (2 - a), 2 * a * a / (1 + a)
+    var = (a * (1 - a) + (n_pos - 1) * (q1 - a * a) + (n_neg - 1) * (q2 - a * a)) / max(n_pos * n_neg, 1)
+    centre = math.log(a / (1 - a))
+    se = math.sqrt(max(var, 0.0)) / (a * (1 - a))
+    z = 1.959963984540054
+    return 1 / (1 + math.exp(-(centre - z * se))), 1 / (1 + math.exp(-(centre + z * se)))
+
+
+def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None) -> tuple[float, float] | None:
+    interval = _percentiles(draws)
+    if interval is None or value is None or rows.kind != "ranking" or spec.name != "roc_auc":
+        return interval
+    n_pos = int(np.count_nonzero(rows.y))
+    n_neg = int(rows.y.shape[0] - n_pos)
+    if min(n_pos, n_neg) >= SMALL_CLASS_ROWS:
+        return interval
+    low, high = hanley_mcneil_interval(value, n_pos, n_neg)
+    return min(interval[0], low), max(interval[1], high)
+
+
+def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: float = LEVEL) -> tuple[list[int], np.ndarray]:
+    """Model confidence set with the range statistic (Hansen, Lunde & Nason 2011),
+    eliminating in steps (Romano-Wolf step-down).
+
+    ``oriented`` holds bootstrap values (resamples, C), larger = better; ``point`` the
+    values on the full validation set. With ``M`` the checkpoints still in the set, ``q``
+    is the ``level`` quantile of the bootstrap range ``max_M(V* - v) - min_M(V* - v)``
+    (the largest centred pairwise difference); every checkpoint whose gap to the best of
+    ``M`` exceeds ``q`` leaves, and the step repeats on the smaller set until none leaves.
+    The differences are not studentised on purpose: a per-pair standard error estimated
+    from the few rows two similar checkpoints disagree on has heavy tails, and the
+    maximum over C^2 pairs then raises false alarms (7% instead of 5% for 50 equal
+    checkpoints on 300 rows, measured by bench/simulate_selection.py). Returns the member
+    indices and each checkpoint's p-value (members have p > 1 - level; the winner 1).
+    Work: O(resamples x C) per step, no (resamples x C x C) array.
+    """
+    c_count = point.shape[0]
+    dev = oriented - point[None, :]
+    alive = np.arange(c_count)
+    pvalues = np.ones(c_count)
+    running = 0.0
+    while alive.size > 1:
+        sub = dev[:, alive]
+        ranges = sub.max(axis=1) - sub.min(axis=1)
+        gaps = point[alive].max() - point[alive]
+        q = float(np.quantile(ranges, level))
+        out = (gaps > q) & (alive != winner)
+        if not out.any():
+            break
+        for j in np.flatnonzero(out):
+            pvalues[alive[j]] = max(running, float(np.mean(ranges >= gaps[j])))
+        running = max(running, float(pvalues[alive[out]].max()))
+        alive = alive[~out]
+    return [int(i) for i in alive], pvalues
+
+
+def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> RunSelection:
+    """Selection statistics of one evaluated run (see the module docstring)."""
+    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
+
+    # NOTE: the matrices here are small (checkpoints wide); BLAS threads only contend with
+    # each other, which on a busy 2-core machine made this 4x slower.
+    with threadpool_limits(limits=1, user_api="blas"):
+        return _select(evaluation, resamples, seed)
+
+
+def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
+    spec = evaluation.spec
+    sign = 1.0 if spec.maximize else -1.0
+    values = evaluation.values
+    ckpts = evaluation.checkpoints
+    scorable = [i for i, v in enumerate(values) if v is not None]
+    winner_i = max(scorable, key=lambda i: (sign * values[i], -i)) if scorable else None  # type: ignore[operator]
+    winner = None if winner_i is None else ckpts[winner_i].name
+    rows = evaluation.rows
+
+    def plain(note: str | None) -> RunSelection:
+        entries = tuple(CheckpointSelection(c.name, c.epoch, v, None, None, None) for c, v in zip(ckpts, values, strict=True))
+        n = 0 if rows is None else int(rows.data.shape[1])
+        return RunSelection(evaluation.run.name, spec.text, spec.maximize, n, resamples, seed, winner, None, entries, (), note)
+
+    if rows is None or winner_i is None:
+        return plain(evaluation.rows_note or "no checkpoint could be scored")
+    if winner_i not in evaluation.scored or winner is None:
+        return plain("the winner has no per-row data")
+    task = evaluation.run.task
+    n = int(rows.data.shape[1])
+    rng = np.random.default_rng(seed)
+    if gaussian_ok(rows, resamples):
+        v_in, v_out = gaussian_values(rows, spec, task, resamples, rng)
+    else:
+        in_bag: list[np.ndarray] = []
+        out_of_bag: list[np.ndarray] = []
+        for w in _weight_chunks(rows.strata, resamples, rng):
+            oob = (w == 0).astype(np.float32)
+            both = weighted_values(rows, np.concatenate([w, oob]), spec, task)
+            in_bag.append(both[: w.shape[0]])
+            out_of_bag.append(both[w.shape[0] :])
+        v_in = np.concatenate(in_bag)
+        v_out = np.concatenate(out_of_bag)
+    scored = list(evaluation.scored)
+    if rows.kind == "confusion":  # the kernels' values are exactly the per-row counts' values
+        point = np.array([values[i] for i in scored], dtype=np.float64)
+    else:  # float32 rows: centre the bootstrap on the same numbers it resamples
+        point = weighted_values(rows, np.ones((1, n), dtype=np.float32), spec, task)[0]
+    w_local = scored.index(winner_i)
+
+    # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of bag
+    oriented_in = np.where(np.isfinite(v_in), sign * v_in, -np.inf)
+    picked = oriented_in.argmax(axis=1)
+    oob_scores = v_out[np.arange(v_out.shape[0]), picked]
+    oob_scores = oob_scores[np.isfinite(oob_scores)]
+    estimate = None
+    if oob_scores.size:
+        raw = float(values[winner_i])  # type: ignore[arg-type]
+        expected = float(oob_scores.mean())
+        interval = _percentiles(oob_scores)
+        assert interval is not None
+        estimate = WinnerEstimate(winner, raw, expected, interval, sign * (raw - expected))  # type: ignore[arg-type]
+
+    # model confidence set over the resamples where every checkpoint is defined
+    finite = np.isfinite(v_in).all(axis=1)
+    members, pvalues = (
+        confidence_set(sign * v_in[finite], sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)))
+    )
+    member_names = {ckpts[scored[j]].name for j in members}
+    tied = [winner] + [c.name for c in ckpts if c.name in member_names and c.name != winner]
+
+    entries = []
+    local = {ci: j for j, ci in enumerate(scored)}
+    for i, (c, v) in enumerate(zip(ckpts, values, strict=True)):
+        j = local.get(i)
+        if j is None:
+            entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
+            continue
+        entries.append(
+            CheckpointSelection(
+                c.name, c.epoch, v, _checkpoint_interval(rows, spec, v_in[:, j], v), c.name in member_names, float(pvalues[j])
+            )
+        )
+    unscored = len(scorable) - len(scored)
+    note = f"{unscored} scorable checkpoint(s) without per-row data were left out" if unscored else None
+    return RunSelection(
+        evaluation.run.name, spec.text, spec.maximize, n, resamples, seed, winner, estimate, tuple(entries), tuple(tied), note
+    )
+
+
+#: the last few selections computed in this process, so that `check` (whose gate rule and
+#: audit both need them) computes them once; keyed by run folder, checkpoints and stamps
+#: of their val.npz files, metric, resamples and seed
+_MEMO: dict[tuple, RunSelection] = {}
+_MEMO_SIZE = 8
+
+
+def _memo_key(run: Run, spec: MetricSpec, resamples: int, seed: int) -> tuple:
+    stamps: list[tuple[str, int | None, int | None]] = []
+    for ckpt in run.checkpoints:
+        try:
+            st = ckpt.split_file("val").stat()
+            stamps.append((ckpt.name, st.st_size, st.st_mtime_ns))
+        except OSError:
+            stamps.append((ckpt.name, None, None))
+    return (str(run.path.resolve()), tuple(stamps), spec, resamples, seed)
+
+
+def remembered(run: Run, spec: MetricSpec, resamples: int, seed: int) -> RunSelection | None:
+    """The selection computed earlier in this process for the same inputs, if any."""
+    return _MEMO.get(_memo_key(run, spec, resamples, seed))
+
+
+def remember(run: Run, spec: MetricSpec, resamples: int, seed: int, result: RunSelection) -> RunSelection:
+    """Keep ``result`` for :func:`remembered` (the oldest entries are dropped)."""
+    _MEMO[_memo_key(run, spec, resamples, seed)] = result
+    while len(_MEMO) > _MEMO_SIZE:
+        _MEMO.pop(next(iter(_MEMO)))
+    return result
+
+
+def evaluate_selection(
+    run: Run, spec: MetricSpec, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
+) -> RunSelection:
+    """Selection statistics of ``run`` under ``spec`` (bound to the run with
+    :class:`~ckptaudit.scoring.RunScorer`), reading each val.npz once (or not at all when
+    this process computed them already)."""
+    known = remembered(run, spec, resamples, seed)
+    if known is not None:
+        return known
+    return remember(run, spec, resamples, seed, select(evaluate_run(run, spec), resamples=resamples, seed=seed))
+
+
+def selections_for(runs: Sequence[Run], spec: MetricSpec, *, resamples: int, seed: int) -> dict[str, RunSelection]:
+    """Selection statistics of each run under the unbound ``spec`` (bound per run)."""
+    from ..metrics.evaluation import RunScorer
+
+    return {run.name: evaluate_selection(run, RunScorer(run, [spec]).specs[0], resamples=resamples, seed=seed) for run in runs}
