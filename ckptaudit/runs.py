@@ -196,7 +196,8 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     checkpoints: list[Checkpoint] = []
     if ckpt_dir.is_dir():
         for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
-            if is_in_progress(entry.name) or not entry.is_dir():
+            # NOTE: a symbolic link (best -> epoch-0009) is an alias, never a checkpoint of its own
+            if is_in_progress(entry.name) or entry.is_symlink() or not entry.is_dir():
                 continue
             checkpoints.append(read_checkpoint(Path(entry.path)))
     checkpoints.sort(key=lambda c: c.order_key)
