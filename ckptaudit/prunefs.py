@@ -120,6 +120,8 @@ class RunLock:
                     fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 except BlockingIOError:
                     raise self._refuse(os.pread(fd, 200, 0).decode("utf-8", "replace").strip()) from None
+                except OSError as exc:  # a file system without locks (some network mounts)
+                    raise UsageError(f"cannot lock the run ({exc.strerror}); prune needs file locks here", self.path) from None
                 # NOTE: a holder removes the file before it lets go; the file we locked must
                 # still be the one at the path, or a newer holder's file may be there.
                 try:
@@ -203,7 +205,7 @@ class ConfinedRun:
         except OSError as exc:
             self.__exit__()
             raise UsageError(f"cannot open: {disk_message(exc)}", self.path) from None
-        if real_path_problem(self.path) or os.path.samestat(os.fstat(self.run_fd), os.stat(self.path)) is False:
+        if real_path_problem(self.path) or not os.path.samestat(os.fstat(self.run_fd), os.stat(self.path)):
             self.__exit__()
             raise UsageError("changed while being opened (a symbolic link was swapped in); nothing was done", self.path)
         self.dev = os.fstat(self.ckpt_fd).st_dev

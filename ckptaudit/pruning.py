@@ -220,7 +220,7 @@ def _references(run: Run) -> _References:
                     if target in names and target != owner:
                         refs.aliased.setdefault(target, []).append(f"aliased:{rel}")
                 continue
-            if name in files and name.endswith(PROVENANCE_SUFFIX):
+            if name in files and name.endswith(PROVENANCE_SUFFIX) and path.is_file():  # never a FIFO
                 try:
                     data = json.loads(path.read_text(encoding="utf-8"))
                 except (OSError, ValueError):
@@ -587,7 +587,8 @@ def _targets(paths: Sequence[str | Path]) -> list[_Target]:
     """The runs to prune, each whole or limited to the checkpoint folders named."""
     out: dict[str, _Target] = {}
     for given in paths:
-        path = Path(given)
+        # NOTE: absolute, so that `prune .` inside a checkpoint folder still means that checkpoint
+        path = Path(os.path.abspath(given))
         ckpt_dir = path.parent
         if (
             ckpt_dir.name == CHECKPOINTS_DIR
@@ -599,11 +600,12 @@ def _targets(paths: Sequence[str | Path]) -> list[_Target]:
             if is_in_progress(path.name):
                 raise RunFormatError("checkpoint is still being written (in-progress name)", path)
             key = os.path.abspath(ckpt_dir.parent)
-            target = out.setdefault(key, _Target(ckpt_dir.parent, str(ckpt_dir.parent), set()))
+            shown = Path(given).parent.parent if Path(given).name == path.name else ckpt_dir.parent
+            target = out.setdefault(key, _Target(ckpt_dir.parent, str(shown), set()))
             if target.scope is not None:
                 target.scope.add(path.name)
             continue
-        for run in discover([path]):
+        for run in discover([given]):
             key = os.path.abspath(run.path)
             if key in out:
                 out[key].scope = None

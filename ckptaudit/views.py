@@ -116,7 +116,7 @@ def prune_document(plans: Sequence[PrunePlan]) -> Document:
             moved = f"move to {e.trash}" if e.trash else ""
             action = {
                 "keep": "keep",
-                "delete": (moved.upper() if moved else "DELETE") if not p.executed else ("moved" if moved else "deleted"),
+                "delete": (f"MOVE to {e.trash}" if moved else "DELETE") if not p.executed else ("moved" if moved else "deleted"),
                 "finish": f"finish (interrupted prune{', ' + moved if moved else ''})" if not p.executed else "finished",
                 "alias": "alias (untouched)",
             }[e.action]

@@ -159,7 +159,7 @@ def test_dry_run_flag_is_the_default_spelled_out(copy_run):
     assert digest(run) == before
 
 
-def test_a_checkpoint_path_prunes_that_checkpoint_only(copy_run):
+def test_a_checkpoint_path_prunes_that_checkpoint_only(copy_run, monkeypatch):
     run = copy_run("fraud")
     before = digest(run)
     target = run / "checkpoints" / "epoch-0005"
@@ -175,6 +175,14 @@ def test_a_checkpoint_path_prunes_that_checkpoint_only(copy_run):
     kept = prune_json(run / "checkpoints" / "epoch-0009", "-m", "recall", "--keep", "1", "--yes")[0]
     assert [(e["checkpoint"], e["action"], e["kept_by"]) for e in kept["entries"]] == [("epoch-0009", "keep", ["top-1 recall"])]
     assert {k: v for k, v in digest(run).items() if k != LOG_FILE} == {k: v for k, v in before.items() if k != LOG_FILE}
+    # `prune .` inside a checkpoint folder means that checkpoint too
+    monkeypatch.chdir(run / "checkpoints" / "epoch-0006")
+    before = digest(run)
+    dry = prune_json(".", "-m", "recall", "--keep", "1")[0]
+    assert [e["checkpoint"] for e in dry["entries"]] == ["epoch-0006"] and doomed(dry) == {"epoch-0006"}
+    monkeypatch.chdir(run)
+    prune_json(run / "checkpoints" / "epoch-0006", "-m", "recall", "--keep", "1", "--yes")
+    assert_oracle(run, before, dry)
 
 
 # ------------------------------------------------------------------ aliases
@@ -467,7 +475,7 @@ def test_a_symlinked_lock_file_is_refused(copy_run, tmp_path):
 def test_n_concurrent_prunes_over_a_stale_lock_exactly_one_acts(copy_run):
     run = copy_run("fraud")
     before = digest(run)
-    (run / LOCK_FILE).write_text(f"{socket.gethostname()} {dead_pid()} prune")  # left by a killed prune
+    (run / LOCK_FILE).write_text(f"{socket.gethostname()} {dead_pid()}")  # left by a killed prune
     dry = prune_json(run, "-m", "recall", "--keep", "2")[0]
     start = time.time() + 3.0
     env = {"CKPTAUDIT_TEST_LOCK_AT": str(start), "CKPTAUDIT_TEST_PAUSE": "2"}
@@ -478,6 +486,18 @@ def test_n_concurrent_prunes_over_a_stale_lock_exactly_one_acts(copy_run):
     assert all("another prune holds this run's lock" in err for rc, err in results if rc == 2)
     journal = [json.loads(line) for line in (run / LOG_FILE).read_text().splitlines()]
     assert [r["action"] for r in journal].count("plan") == 1
+    assert_oracle(run, before, dry)
+    assert not (run / LOCK_FILE).exists()
+
+
+@pytest.mark.parametrize("text", ["", "{host} {pid}", "{host} {pid} prune"])
+def test_an_empty_or_dead_lock_file_never_blocks(copy_run, text):
+    # an empty file is what a full disk left behind before; a dead pid is a killed prune
+    run = copy_run("fraud")
+    before = digest(run)
+    dry = prune_json(run, "-m", "recall", "--keep", "2")[0]
+    (run / LOCK_FILE).write_text(text.format(host=socket.gethostname(), pid=dead_pid()))
+    prune_json(run, "-m", "recall", "--keep", "2", "--yes")
     assert_oracle(run, before, dry)
     assert not (run / LOCK_FILE).exists()
 
@@ -511,8 +531,9 @@ def test_random_kill_9_leaves_every_checkpoint_whole_or_in_trash_and_the_next_pr
         run = copy_run("fraud", f"run-{i}")
         trash = tmp_path / f"bin-{i}" if i % 3 == 2 else None
         args = ["-m", "recall", "--keep", "2", "--yes"] + (["--trash", str(trash)] if trash else [])
-        dry = prune_json(run, "-m", "recall", "--keep", "2")[0]
-        trials.append((run, trash, args, dry, digest(run), rng.uniform(0.0, 0.8)))
+        if i == 0:  # every run is the same copy: one plan and one digest serve all
+            dry, before = prune_json(run, "-m", "recall", "--keep", "2")[0], digest(run)
+        trials.append((run, trash, args, dry, before, rng.uniform(0.0, 0.8)))
     procs = [spawn(run, *args, env={"CKPTAUDIT_TEST_STEP_DELAY": "0.01"}) for run, _, args, *_ in trials]
     started: dict[int, float] = {}
     deadline = time.time() + 60
