@@ -36,7 +36,8 @@ LOG_FILE = "prune-log.jsonl"
 TRASH_DIR = ".ckptaudit-trash"
 #: trash entries of earlier versions (``checkpoints/.ckptaudit-trash-NAME``), still finished
 LEGACY_TRASH_PREFIX = ".ckptaudit-trash-"
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+# NOTE: getattr keeps the module importable where a flag does not exist (prune itself needs POSIX)
+_DIR_FLAGS = os.O_RDONLY | getattr(os, "O_DIRECTORY", 0) | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0)
 
 
 class CrossDeviceError(UsageError):

@@ -407,6 +407,9 @@ def _same_content(src: Path, dest: Path) -> bool:
     def digest(p: Path) -> str:
         return hashlib.sha256(p.read_bytes()).hexdigest()
 
+    if not src.is_dir() or src.is_symlink():
+        return False
+
     for root, _dirs, files in os.walk(src):
         for name in files:
             a = Path(root) / name
@@ -421,8 +424,12 @@ def _same_content(src: Path, dest: Path) -> bool:
 
 def _finish_one(cr: ConfinedRun, e: PlanEntry, parent_fd: int, name: str, run_name: str, step: Callable[[], None]) -> None:
     """Delete one trash entry, or move it to its trash folder (crash-safe across devices)."""
-    shown = Path(e.path)
+    # where the entry is now: in checkpoints/.ckptaudit-trash/, or a legacy entry in checkpoints/
+    shown = cr.path / CHECKPOINTS_DIR / name if parent_fd == cr.ckpt_fd else cr.path / CHECKPOINTS_DIR / TRASH_DIR / name
     st = os.stat(name, dir_fd=parent_fd, follow_symlinks=False)
+    foreign = foreign_device(shown, cr.dev)
+    if foreign is not None:  # a mount made after the plan: stop before touching anything of it
+        raise CrossDeviceError("is a mount point (another device); prune never crosses a device boundary", foreign)
     if e.trash is None or os.path.islink(shown):
         remove_tree(parent_fd, name, cr.dev, shown, step)
         return
@@ -482,6 +489,8 @@ def _left(run: Run, p: PrunePlan, done: list[str]) -> str:
     if untouched:
         parts.append(f"not yet touched (whole): {', '.join(untouched)}")
     parts.append("every kept checkpoint is whole")
+    if untouched or trash:
+        parts.append(f"to resume, run the same prune again (`ckptaudit prune {run.path} --resume` finishes only the trash)")
     return "; ".join(parts)
 
 
@@ -569,8 +578,7 @@ def execute(p: PrunePlan) -> PrunePlan:
                 raise
             where = f" ({exc.filename})" if exc.filename else ""
             raise UsageError(
-                f"stopped: {disk_message(exc)}{where}; {_left(run, p, done)}; nothing is lost: "
-                f"fix the cause, then run `ckptaudit prune {run.path} --resume` (or the same prune again)",
+                f"stopped: {disk_message(exc)}{where}; nothing kept was lost; fix the cause first; {_left(run, p, done)}",
                 run.path,
             ) from None
     return PrunePlan(run=run, entries=p.entries, metrics=p.metrics, executed=True, deleted=tuple(done), scope=p.scope)

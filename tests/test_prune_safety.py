@@ -319,6 +319,20 @@ def test_an_interrupted_trash_prune_resumes_into_the_recorded_trash_folder(copy_
     assert_oracle(run, before, dry, trash_root=bin_dir / "fraud")
 
 
+def test_a_trash_folder_holding_the_same_name_is_never_overwritten(copy_run, tmp_path):
+    run = copy_run("fraud")
+    bin_dir = tmp_path / "bin"
+    (bin_dir / "fraud" / "epoch-0001").mkdir(parents=True)
+    (bin_dir / "fraud" / "epoch-0001" / "older.bin").write_bytes(b"an earlier prune's epoch-0001")
+    before = digest(run)
+    dry = prune_json(run, "-m", "recall", "--keep", "2", "--trash", bin_dir)[0]
+    prune_json(run, "-m", "recall", "--keep", "2", "--trash", bin_dir, "--yes")
+    assert (bin_dir / "fraud" / "epoch-0001" / "older.bin").read_bytes() == b"an earlier prune's epoch-0001"
+    assert digest(bin_dir / "fraud" / "epoch-0001.1") == sub(before, "checkpoints/epoch-0001")
+    after = {k: v for k, v in digest(run).items() if k != LOG_FILE}
+    assert after == without(before, doomed(dry))
+
+
 def test_a_checkpoint_name_of_250_characters_is_pruned(copy_run):
     run = copy_run("fraud")
     long_name = "epoch-0003-" + "x" * 239
@@ -395,6 +409,30 @@ def test_a_full_disk_stops_with_a_message_releases_the_lock_and_the_next_prune_f
     assert not (run / LOCK_FILE).exists() and not (run / TRASH).exists()
     assert_oracle(run, before, dry)
     assert not done["dry_run"] and set(done["deleted"]) < doomed(dry)
+
+
+def test_a_full_run_disk_is_a_message_and_leaves_no_lock(copy_run, tmp_path, tmpfs):
+    mnt = tmpfs(tmp_path / "full", "2m")
+    run = mnt / "fraud"
+    shutil.copytree(copy_run("fraud"), run, symlinks=True)
+    before = digest(run)
+    dry = prune_json(run, "-m", "recall", "--keep", "2")[0]
+    fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)  # fill the disk to the last byte
+    try:
+        while os.write(fd, b"\0" * 4096):
+            pass
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes")
+    assert result.exit_code == 2 and "the disk is full" in result.stderr, result.output
+    assert "internal error" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert not (run / LOCK_FILE).exists() and digest(run) == before
+    (mnt / "filler").unlink()
+    prune_json(run, "-m", "recall", "--keep", "2", "--yes")
+    assert_oracle(run, before, dry)
+    assert not (run / LOCK_FILE).exists()
 
 
 def test_a_full_trash_disk_stops_cleanly_and_resume_finishes_it(copy_run, tmp_path, tmpfs):
