@@ -84,8 +84,14 @@ class Run:
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     def checkpoint(self, name: str) -> Checkpoint | None:
-        """The checkpoint called ``name``, or None."""
-        return next((c for c in self.checkpoints if c.name == name), None)
+        """The checkpoint called ``name`` (an alias such as ``best -> epoch-0009`` names its
+        target), or None."""
+        found = next((c for c in self.checkpoints if c.name == name), None)
+        link = self.path / CHECKPOINTS_DIR / name
+        if found is None and name not in ("", ".", "..") and "/" not in name and link.is_symlink():
+            target = os.path.realpath(link)
+            found = next((c for c in self.checkpoints if os.path.realpath(c.path) == target), None)
+        return found
 
     def logged_names(self) -> set[str]:
         """Every metric name logged by any checkpoint."""

@@ -225,6 +225,18 @@ def test_aliases_are_never_checkpoints_and_keep_their_targets(copy_run, tmp_path
     assert (tmp_path / "elsewhere" / "meta.json").is_file()
 
 
+def test_an_alias_name_names_its_target(copy_run):
+    run = copy_run("fraud")
+    os.symlink("epoch-0009", run / "checkpoints" / "best")
+    result = invoke("check", run, "-m", "recall", "--chosen", "best", "--resamples", "200", "--format", "json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["chosen"] == "epoch-0009"
+    data = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**data, "chosen": "best"}))
+    rows = {e["checkpoint"]: e for e in prune_json(run, "-m", "val_loss", "--keep", "1")[0]["entries"]}
+    assert "chosen" in rows["epoch-0009"]["kept_by"] and "aliased:best" in rows["epoch-0009"]["kept_by"]
+
+
 # ------------------------------------------------------------------ unscorable with a logged metric
 
 
