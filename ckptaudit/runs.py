@@ -250,7 +250,8 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
             found = [(path, str(path))]
         elif (path / META_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR and (path.parent.parent / RUN_FILE).is_file():
             run = read_run(path.parent.parent, str(path.parent.parent))
-            only = tuple(c for c in run.checkpoints if c.name == path.name)
+            named = run.checkpoint(path.name)  # an alias folder (checkpoints/best) reads as its target
+            only = () if named is None else (named,)
             if not only:
                 raise RunFormatError("checkpoint is still being written (in-progress name)", path)
             run = Run(**{**run.__dict__, "checkpoints": only})
