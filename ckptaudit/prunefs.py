@@ -329,7 +329,7 @@ def remove_tree(parent_fd: int, name: str, dev: int, shown: Path, step: Any = No
     os.rmdir(name, dir_fd=parent_fd)
 
 
-def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, shown: Path) -> None:
+def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, shown: Path, step: Any = None) -> None:
     """Copy ``name`` into ``dst_name`` (another device), links as links, never crossing ``dev``."""
     st = os.stat(name, dir_fd=src_fd, follow_symlinks=False)
     if st.st_dev != dev:
@@ -344,7 +344,7 @@ def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, show
             dfd = os.open(dst_name, _DIR_FLAGS, dir_fd=dst_fd)
             try:
                 for child in _entries(sfd):
-                    copy_tree(sfd, child, dfd, child, dev, shown / child)
+                    copy_tree(sfd, child, dfd, child, dev, shown / child, step)
                 os.fsync(dfd)
             finally:
                 os.close(dfd)
@@ -369,3 +369,5 @@ def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, show
             os.close(wfd)
     finally:
         os.close(rfd)
+    if step is not None:
+        step()

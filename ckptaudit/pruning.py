@@ -461,7 +461,7 @@ def _finish_one(cr: ConfinedRun, e: PlanEntry, parent_fd: int, name: str, run_na
             remove_tree(dfd, partial, trash_dev, root / partial)
         if not os.path.samestat(os.stat(name, dir_fd=parent_fd, follow_symlinks=False), st):
             raise UsageError("changed while being moved; stopped", shown)
-        copy_tree(parent_fd, name, dfd, partial, cr.dev, shown)
+        copy_tree(parent_fd, name, dfd, partial, cr.dev, shown, step)
         os.rename(partial, final, src_dir_fd=dfd, dst_dir_fd=dfd)
         os.fsync(dfd)
         step()
