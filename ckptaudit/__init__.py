@@ -55,11 +55,12 @@ def pick(
     *,
     link: str | Path | None = None,
     copy: str | Path | None = None,
+    pin: bool = True,
     **options: Any,
 ) -> list[Any]:
     """The best checkpoint of each run (or ``across=True`` of all) as
     :class:`~ckptaudit.picking.Pick` records; with ``link``/``copy`` the single winner is
-    placed and its provenance written."""
+    placed, its provenance written and (with ``pin``) the checkpoint pinned in its run."""
     from .picking import choose, place
 
     picks = choose(_paths(paths), metric, **options)
@@ -68,7 +69,9 @@ def pick(
             from .errors import UsageError
 
             raise UsageError(f"{len(picks)} winners: place one with across=True or one run")
-        picks = [place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy))]
+        picks = [
+            place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy), pin=pin)
+        ]
     return picks
 
 
@@ -78,6 +81,15 @@ def prune(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str]
     from .pruning import prune as prune_runs
 
     return prune_runs(_paths(paths), _list(metrics), keep=keep, **options)
+
+
+def unpin(checkpoint: str | Path, *, dest: str | Path | None = None) -> list[Any]:
+    """Remove the pins of ``RUN/checkpoints/NAME`` (only the one for ``dest`` when given),
+    so that prune may delete it again; returns the removed :class:`~ckptaudit.store.pins.Pin`
+    records and raises :class:`~ckptaudit.errors.UsageError` when there was none."""
+    from .store.pins import unpin as unpin_checkpoint
+
+    return unpin_checkpoint(checkpoint, dest=dest)
 
 
 def check(
@@ -165,4 +177,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
-__all__ = ["Recorder", "__version__", "audit", "check", "pick", "plot", "prune", "rank", "report", "selections"]
+__all__ = ["Recorder", "__version__", "audit", "check", "pick", "plot", "prune", "rank", "report", "selections", "unpin"]

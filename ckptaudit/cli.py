@@ -18,7 +18,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from . import __version__
-from .errors import CkptauditError
+from .errors import CkptauditError, PruneInterrupted
 from .exitcodes import ExitCode
 
 app = typer.Typer(
@@ -34,9 +34,9 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fail(message: str) -> typer.Exit:
+def _fail(message: str, code: ExitCode = ExitCode.ERROR) -> typer.Exit:
     typer.echo(f"ckptaudit: error: {message}", err=True)
-    return typer.Exit(int(ExitCode.ERROR))
+    return typer.Exit(int(code))
 
 
 def handle_errors(func: F) -> F:
@@ -50,10 +50,12 @@ def handle_errors(func: F) -> F:
             return func(*args, **kwargs)
         except typer.Exit:
             raise
+        except PruneInterrupted as exc:
+            raise _fail(str(exc), ExitCode.INTERRUPTED) from None
         except CkptauditError as exc:
             raise _fail(str(exc)) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted") from None
+            raise _fail("interrupted", ExitCode.INTERRUPTED) from None
         except Exception as exc:  # a bug: still one line, with the way to see more
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)") from None
 
@@ -280,11 +282,15 @@ def pick(
     fmt: Annotated[PickFormat, typer.Option("--format", "-f", help="Output format.")] = PickFormat.table,
     resamples: ResamplesOpt = 1000,
     seed: SeedOpt = 0,
+    no_pin: Annotated[
+        bool, typer.Option("--no-pin", help="Do not pin the placed checkpoint in its run (prune may then delete it).")
+    ] = False,
 ) -> None:
     """Choose the best checkpoint (per run, or --across a sweep) and record why.
 
     With --link or --copy DEST the winner is placed there and DEST.ckptaudit.json records the
-    run, checkpoint, metric, value, 95% interval, findings and sha256 of every weights file.
+    run, checkpoint, metric, value, 95% interval, findings and sha256 of every weights file,
+    and the checkpoint is pinned in its run (prune keeps it until `ckptaudit unpin`).
     """
     from .errors import UsageError
     from .picking import choose, place
@@ -297,7 +303,7 @@ def pick(
     if link is not None or copy is not None:
         if len(picks) != 1:
             raise UsageError(f"{len(picks)} runs give {len(picks)} winners; place one with --across or name one run")
-        picks = [place(picks[0], link=link, copy=copy)]
+        picks = [place(picks[0], link=link, copy=copy, pin=not no_pin)]
     _emit(render(picks_document(picks), fmt.value))
 
 
@@ -318,6 +324,9 @@ def prune(
     ] = None,
     mode: ModeOpt = None,
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete (default: dry run).")] = False,
+    dry_run: Annotated[
+        bool, typer.Option("--dry-run", "-n", help="Only show the plan (the default; accepted for habit).")
+    ] = False,
     trash: Annotated[
         Path | None, typer.Option("--trash", help="Move doomed checkpoints into DIR instead of deleting them.")
     ] = None,
@@ -327,14 +336,19 @@ def prune(
     """Garbage-collect checkpoints no keep-rule protects (dry run unless --yes).
 
     Always kept: the top K by each --metric, the newest --keep-last, every --keep-every,
-    run.json 'chosen', checkpoints named by a provenance file in the run, and anything
-    that cannot be scored.
+    run.json 'chosen', pinned checkpoints (pick --link/--copy), checkpoints a symbolic link
+    in the run points at, checkpoints named by a provenance file in the run, and anything
+    that cannot be scored. PATH may be RUN/checkpoints/NAME: only that checkpoint may go.
+    Exit 130 when interrupted (the message says what is left and how to resume).
     """
+    from .errors import UsageError
     from .pruning import prune as prune_runs
     from .pruning import resume
     from .render import render
     from .views import prune_document
 
+    if dry_run and (yes or resume_only):
+        raise UsageError("--dry-run contradicts --yes and --resume")
     if resume_only:
         plans = resume(paths, trash_dir=trash)
     else:
@@ -342,6 +356,25 @@ def prune(
             paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, trash_dir=trash
         )
     _emit(render(prune_document(plans), fmt.value))
+
+
+@app.command()
+@handle_errors
+def unpin(
+    checkpoint: Annotated[Path, typer.Argument(help="The pinned checkpoint folder, RUN/checkpoints/NAME.", show_default=False)],
+    dest: Annotated[
+        Path | None, typer.Option("--dest", help="Remove only the pin written for this export (default: every pin).")
+    ] = None,
+) -> None:
+    """Remove the pins of a checkpoint, so that prune may delete it again.
+
+    `pick --link/--copy` pins the checkpoint it exports; prune keeps pinned checkpoints.
+    Exit 2 when the checkpoint had no pin.
+    """
+    from .store.pins import unpin as unpin_checkpoint
+
+    for pin in unpin_checkpoint(checkpoint, dest=dest):
+        _emit(f"unpinned {pin.checkpoint}" + (f" (exported to {pin.dest})" if pin.dest else "") + "\n")
 
 
 class CheckFormat(str, Enum):

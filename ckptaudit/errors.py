@@ -40,3 +40,7 @@ class LockedError(CkptauditError):
 
 class ConfigError(CkptauditError):
     """A ckptaudit.toml or [tool.ckptaudit] table is malformed."""
+
+
+class PruneInterrupted(CkptauditError):
+    """A prune was interrupted (SIGINT); the message says what is left and how to resume (exit 130)."""

@@ -15,3 +15,4 @@ class ExitCode(IntEnum):
     OK = 0  #: nothing failed
     FAILED = 1  #: a gate rule or an audit finding at or above the fail level failed
     ERROR = 2  #: usage error or unreadable input
+    INTERRUPTED = 130  #: stopped by SIGINT (Ctrl-C); prune says what is left and how to resume

@@ -161,11 +161,13 @@ def provenance_path(dest: Path) -> Path:
     return dest.with_name(dest.name + PROVENANCE_SUFFIX)
 
 
-def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None) -> Pick:
+def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None, pin: bool = True) -> Pick:
     """Place the pick at ``link`` (a relative symlink) or ``copy`` (a copy of the folder),
-    and write the provenance file beside it. Refuses to overwrite anything."""
-    from .store.recorder import write_json_atomic
+    and write the provenance file beside it. Refuses to overwrite anything.
 
+    With ``pin`` (the default) the checkpoint is first pinned in its run
+    (:mod:`ckptaudit.store.pins`), so that ``prune`` keeps it wherever the export lives and
+    however the run folder is renamed; a failed placement removes the pin again."""
     if (link is None) == (copy is None):
         raise UsageError("give one of --link DEST or --copy DEST")
     dest = Path(link or copy)  # type: ignore[arg-type]
@@ -176,7 +178,25 @@ def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None) -> 
     dest.parent.mkdir(parents=True, exist_ok=True)
     source = pick.checkpoint.path
     hashes = weight_hashes(source)
-    if link is not None:
+    if pin:
+        from .store.pins import add_pin, remove_pins
+
+        try:
+            add_pin(pick.run.path, pick.checkpoint.name, dest=dest, kind="link" if link is not None else "copy")
+        except UsageError as exc:
+            raise UsageError(f"{exc}; pass --no-pin to export without protecting it from prune") from None
+        try:
+            return _place(pick, dest, prov, source, hashes, link is not None)
+        except BaseException:
+            remove_pins(pick.run.path, pick.checkpoint.name, dest=dest)
+            raise
+    return _place(pick, dest, prov, source, hashes, link is not None)
+
+
+def _place(pick: Pick, dest: Path, prov: Path, source: Path, hashes: dict[str, str], as_link: bool) -> Pick:
+    from .store.recorder import write_json_atomic
+
+    if as_link:
         rel = os.path.relpath(source.resolve(), dest.parent.resolve())
         os.symlink(rel, dest, target_is_directory=True)
     else:

@@ -175,7 +175,7 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
     whether each checkpoint cannot be told apart from its run's best (a model confidence
     set), and, on each run's winner row, its value expected on new data (corrected for
     having been selected). One pass per run reads each prediction file once
-    (:mod:`ckptaudit.selection`). Logged and custom metrics get none of these."""
+    (:mod:`ckptaudit.stats.selection`). Logged and custom metrics get none of these."""
     from .metrics.evaluation import RunScorer, prepare_predictions
     from .stats import bootstrap, selection
     from .store.reader import read_predictions

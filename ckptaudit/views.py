@@ -157,29 +157,26 @@ def picks_document(picks: Sequence[Pick]) -> Document:
 
 
 def prune_document(plans: Sequence[PrunePlan]) -> Document:
-    """Columns: run, checkpoint, epoch, action, kept by, size; a footer with the space reclaimed."""
+    """Columns: run, checkpoint, epoch, action, kept by (and why), size; a footer with the space reclaimed."""
     rows = []
     for p in plans:
         for e in p.entries:
+            moved = f"move to {e.trash}" if e.trash else ""
             action = {
                 "keep": "keep",
-                "delete": "DELETE" if not p.executed else "deleted",
-                "finish": "finish (interrupted prune)" if not p.executed else "finished",
+                "delete": (f"MOVE to {e.trash}" if moved else "DELETE") if not p.executed else ("moved" if moved else "deleted"),
+                "finish": f"finish (interrupted prune{', ' + moved if moved else ''})" if not p.executed else "finished",
+                "alias": "alias (untouched)",
             }[e.action]
-            rows.append(
-                [
-                    p.run.name,
-                    e.checkpoint,
-                    e.epoch if e.epoch is not None else "-",
-                    action,
-                    ", ".join(e.kept_by) or "-",
-                    _mb(e.size),
-                ]
-            )
+            why = ", ".join(e.kept_by) or "-"
+            if e.note:
+                why = f"{why} ({e.note})" if e.kept_by else e.note
+            rows.append([p.run.name, e.checkpoint, e.epoch if e.epoch is not None else "-", action, why, _mb(e.size)])
     total = sum(p.reclaimed for p in plans)
-    n = sum(1 for p in plans for e in p.entries if e.action != "keep")
+    n = sum(1 for p in plans for e in p.entries if e.action in ("delete", "finish"))
     executed = any(p.executed for p in plans)
     footer = [f"{'reclaimed' if executed else 'would reclaim'} {_mb(total)} from {n} checkpoint(s)"]
+    footer += [f"{p.run.name}: only {', '.join(p.scope)} considered (rules judged on the whole run)" for p in plans if p.scope]
     if not executed:
         footer.append("dry run: nothing was deleted; add --yes to delete")
     return Document(

@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from ckptaudit.cli import app
 from ckptaudit.picking import weight_hashes
-from ckptaudit.pruning import LOCK_FILE, RunLock
+from ckptaudit.pruning import LOCK_FILE, TRASH_DIR, RunLock
 from ckptaudit.store.reader import read_run
 
 runner = CliRunner()
@@ -131,15 +131,15 @@ def test_a_prune_killed_midway_loses_nothing_and_the_next_one_finishes(copy_run)
     proc = _prune_subprocess(run, env={"CKPTAUDIT_TEST_CRASH_AFTER": "4"})
     proc.communicate(timeout=60)
     assert proc.returncode == 99  # died between a rename and its removal
-    names = checkpoint_names(run)
-    trash = [n for n in names if n.startswith(".ckptaudit-trash-")]
+    names = [n for n in checkpoint_names(run) if n != TRASH_DIR]
+    trash = sorted(p.name for p in (run / "checkpoints" / TRASH_DIR).iterdir())
     assert len(trash) == 1
     for name in names:  # only whole checkpoints or trash entries
-        assert name in trash or (run / "checkpoints" / name / "meta.json").is_file()
+        assert (run / "checkpoints" / name / "meta.json").is_file()
     assert {n: tree_digest(run / "checkpoints" / n) for n in keep} == kept_before
     # the dry run shows the unfinished trash, and the next prune finishes it
     pending = [e for e in plan_json(run, "-m", "recall", "--keep", "2")["entries"] if e["action"] == "finish"]
-    assert [e["checkpoint"] for e in pending] == [trash[0][len(".ckptaudit-trash-") :]]
+    assert [e["checkpoint"] for e in pending] == trash
     result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes")
     assert result.exit_code == 0, result.output
     assert set(checkpoint_names(run)) == keep
@@ -153,10 +153,10 @@ def test_resume_only_finishes_trash(copy_run):
     before = set(checkpoint_names(run))
     result = invoke("prune", run, "--resume")
     assert result.exit_code == 0, result.output
-    assert set(checkpoint_names(run)) == {n for n in before if not n.startswith(".ckptaudit-trash-")}
+    assert set(checkpoint_names(run)) == before - {TRASH_DIR}
 
 
-def test_a_symlink_is_unlinked_and_its_target_untouched(copy_run, tmp_path):
+def test_a_symlink_to_outside_is_never_followed_and_its_target_untouched(copy_run, tmp_path):
     run = copy_run("fraud")
     outside = tmp_path / "outside"
     (outside / "ckpt").mkdir(parents=True)
@@ -169,9 +169,12 @@ def test_a_symlink_is_unlinked_and_its_target_untouched(copy_run, tmp_path):
     before = tree_digest(outside)
     result = invoke("prune", run, "-m", "val_loss", "--keep", "1", "--yes", "--format", "json")
     assert result.exit_code == 0, result.output
-    deleted = json.loads(result.stdout)[0]["deleted"]
-    assert "epoch-0000" in deleted and "epoch-0001" in deleted
-    assert not (run / "checkpoints" / "epoch-0000").exists()
+    plan = json.loads(result.stdout)[0]
+    # the link to outside the run is an alias, never a checkpoint: untouched, never followed
+    alias = next(e for e in plan["entries"] if e["checkpoint"] == "epoch-0000")
+    assert alias["action"] == "alias" and "never followed" in alias["note"]
+    assert "epoch-0001" in plan["deleted"] and "epoch-0000" not in plan["deleted"]
+    assert os.readlink(run / "checkpoints" / "epoch-0000") == str(outside / "ckpt")
     assert tree_digest(outside) == before
 
 

@@ -87,8 +87,14 @@ class Run:
     num_classes: int | None = None
 
     def checkpoint(self, name: str) -> Checkpoint | None:
-        """The checkpoint called ``name``, or None."""
-        return next((c for c in self.checkpoints if c.name == name), None)
+        """The checkpoint called ``name`` (an alias such as ``best -> epoch-0009`` names its
+        target), or None."""
+        found = next((c for c in self.checkpoints if c.name == name), None)
+        link = self.path / CHECKPOINTS_DIR / name
+        if found is None and name not in ("", ".", "..") and "/" not in name and link.is_symlink():
+            target = os.path.realpath(link)
+            found = next((c for c in self.checkpoints if os.path.realpath(c.path) == target), None)
+        return found
 
     def logged_names(self) -> set[str]:
         """Every metric name logged by any checkpoint."""
@@ -228,7 +234,8 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     checkpoints: list[Checkpoint] = []
     if ckpt_dir.is_dir():
         for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
-            if is_in_progress(entry.name) or not entry.is_dir():
+            # NOTE: a symbolic link (best -> epoch-0009) is an alias, never a checkpoint of its own
+            if is_in_progress(entry.name) or entry.is_symlink() or not entry.is_dir():
                 continue
             checkpoints.append(read_checkpoint(Path(entry.path)))
     checkpoints.sort(key=lambda c: c.order_key)
@@ -276,7 +283,8 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
             found = [(path, str(path))]
         elif (path / META_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR and (path.parent.parent / RUN_FILE).is_file():
             run = read_run(path.parent.parent, str(path.parent.parent))
-            only = tuple(c for c in run.checkpoints if c.name == path.name)
+            named = run.checkpoint(path.name)  # an alias folder (checkpoints/best) reads as its target
+            only = () if named is None else (named,)
             if not only:
                 raise RunFormatError("checkpoint is still being written (in-progress name)", path)
             run = Run(**{**run.__dict__, "checkpoints": only})
