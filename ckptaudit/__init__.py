@@ -90,6 +90,23 @@ def check(
     return run_gate(path, resolved, chosen)
 
 
+def import_checkpoints(framework: str, src: str | Path, run: str | Path, **options: Any) -> Any:
+    """``ckptaudit import``: build a run from a framework's checkpoints (weights hard-linked);
+    returns an :class:`~ckptaudit.inference.importers.ImportResult`. ``options`` are those of
+    :func:`ckptaudit.inference.importers.import_checkpoints` (``task``, ``output``, ...)."""
+    from .inference.importers import import_checkpoints as run_import
+
+    return run_import(framework, src, run, **options)
+
+
+def predict(run: str | Path, model: str, data: Any, **options: Any) -> Any:
+    """``ckptaudit predict``: fill val.npz (and train.npz) of every checkpoint lacking them;
+    returns a :class:`~ckptaudit.inference.predict.PredictReport`."""
+    from .inference.predict import predict as run_predict
+
+    return run_predict(run, model, data, **options)
+
+
 def _paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
@@ -107,4 +124,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
-__all__ = ["Recorder", "__version__", "audit", "check", "pick", "prune", "rank"]
+__all__ = ["Recorder", "__version__", "audit", "check", "import_checkpoints", "pick", "predict", "prune", "rank"]

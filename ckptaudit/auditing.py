@@ -147,7 +147,7 @@ def _collect(run: Run, spec: MetricSpec) -> RunAudit:
         st = _Stats(ckpt)
         result.stats.append(st)
         preds = None
-        if bound.source != "logged" or ckpt.has_split("val"):
+        if (bound.source != "logged" and not ckpt.metrics_only) or ckpt.has_split("val"):
             try:
                 preds = read_predictions(run, ckpt, "val")
             except RunFormatError as exc:

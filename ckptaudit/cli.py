@@ -430,6 +430,11 @@ def list_metrics() -> None:
     _emit("\nAlso: any name training logged in meta.json (val_loss), and MODULE:FUNCTION:mode=max for your own.\n")
 
 
+from .cli_inference import register as _register_inference  # noqa: E402  (needs handle_errors above)
+
+_register_inference(app)
+
+
 def run() -> None:
     """Console-script entry point."""
     app()

@@ -53,6 +53,9 @@ class Checkpoint:
     epoch: int
     step: int | None
     logged: dict[str, float]
+    #: meta.json "metrics_only": logged metrics without weights or predictions (an HF
+    #: evaluation whose folder rotation deleted); a missing val.npz is then not an error
+    metrics_only: bool = False
 
     @property
     def order_key(self) -> tuple[int, int, str]:
@@ -148,7 +151,10 @@ def read_checkpoint(path: Path) -> Checkpoint:
             logged[key] = float(value)
         else:
             raise RunFormatError(f"logged {key!r} must be a number, got {value!r}", meta_path)
-    return Checkpoint(path=path, name=path.name, epoch=epoch, step=step, logged=logged)
+    metrics_only = meta.get("metrics_only", False)
+    if not isinstance(metrics_only, bool):
+        raise RunFormatError("'metrics_only' must be true or false", meta_path)
+    return Checkpoint(path=path, name=path.name, epoch=epoch, step=step, logged=logged, metrics_only=metrics_only)
 
 
 def read_run(path: str | Path, name: str | None = None) -> Run:
