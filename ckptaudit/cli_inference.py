@@ -155,7 +155,13 @@ def predict_command(
         Engine, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; pip install 'ckptaudit[ray]').")
     ] = Engine.local,
     address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local Ray).")] = None,
-    force: Annotated[bool, typer.Option("--force", help="Predict again checkpoints predicted on other data.")] = False,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Predict again every split not predicted on this data (other data, unreadable, or written by the recorder).",
+        ),
+    ] = False,
     trust_pickle: TrustOpt = False,
     fmt: Annotated[ImportFormat, typer.Option("--format", "-f", help="Output format.")] = ImportFormat.table,
 ) -> None:

@@ -349,3 +349,25 @@ def test_device_option_is_checked(plain, tmp_path):
     shutil.copytree(plain["recorded"], run)
     result = cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data"), "--device", "tpu")
     assert result.exit_code == 2 and "--device" in result.output
+
+
+def test_across_file_systems_the_run_references_the_originals(plain, tmp_path, monkeypatch):
+    import errno
+
+    from ckptaudit.inference import importers
+
+    def no_link(src, dst):
+        raise OSError(errno.EXDEV, "Invalid cross-device link")
+
+    monkeypatch.setattr(importers.os, "link", no_link)
+    run = tmp_path / "run"
+    result = cli("import", "files", f"{plain['weights']}/*.pt", run, "--task", "multiclass", "-f", "json")
+    assert result.exit_code == 0, result.output
+    assert {c["weights"] for c in json.loads(result.stdout)["checkpoints"]} == {"reference"}
+    assert not list(run.rglob("*.pt"))  # nothing copied
+    meta = json.loads((run / "checkpoints" / "epoch-0003" / "meta.json").read_text())
+    assert meta["source"]["files"] == [str((plain["weights"] / "model_epoch_3.pt").resolve())]
+    assert cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data")).exit_code == 0
+    with np.load(plain["recorded"] / "checkpoints" / "epoch-0003" / "val.npz") as a:
+        with np.load(run / "checkpoints" / "epoch-0003" / "val.npz") as b:
+            assert np.array_equal(a["output"], b["output"])

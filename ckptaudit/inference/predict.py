@@ -18,6 +18,7 @@ import importlib
 import importlib.util
 import json
 import os
+import re
 import sys
 import time
 import uuid
@@ -254,7 +255,12 @@ class Predictor:
             # may hold serialized code) is not deserialized.
             self.model.load_weights(str(weights))
             return
-        state = load_state(weights, trust_pickle=self.trust_pickle)
+        # NOTE: a sharded save (model-00001-of-00002.safetensors, ...) is loaded whole.
+        shard = re.fullmatch(r"(.+)-\d{5}-of-(\d{5})(\.\w+)", weights.name)
+        files = sorted(weights.parent.glob(f"{shard[1]}-*-of-{shard[2]}{shard[3]}")) if shard else [weights]
+        state: dict[str, Any] = {}
+        for f in files:
+            state.update(load_state(f, trust_pickle=self.trust_pickle))
         wanted = set(self.model.state_dict())
         state = _align_keys(state, wanted)
         try:
@@ -449,12 +455,14 @@ def plan(run: Run, datasets: Mapping[str, PredictData], *, force: bool = False) 
         todo = []
         for split, data in datasets.items():
             stored = stored_fingerprint(ckpt.split_file(split))
-            if stored is None or force and stored != data.fingerprint:
+            if stored is None or (force and stored != data.fingerprint):
                 todo.append(split)
             elif stored == data.fingerprint:
                 done.append(PredictEntry(ckpt.name, ckpt.epoch, split, "skipped", data.n, note="already predicted on this data"))
             elif stored == "":
                 done.append(PredictEntry(ckpt.name, ckpt.epoch, split, "recorded", note="written during training; kept"))
+            elif stored == "unreadable":
+                raise UsageError(f"{split}.npz is unreadable; pass --force to predict it again", ckpt.path)
             else:
                 raise UsageError(
                     f"{split}.npz was predicted on other data (fingerprint differs); pass --force to predict it again",
