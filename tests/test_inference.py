@@ -371,3 +371,37 @@ def test_across_file_systems_the_run_references_the_originals(plain, tmp_path, m
     with np.load(plain["recorded"] / "checkpoints" / "epoch-0003" / "val.npz") as a:
         with np.load(run / "checkpoints" / "epoch-0003" / "val.npz") as b:
             assert np.array_equal(a["output"], b["output"])
+
+
+def test_autocast_and_progress_callbacks(plain, tmp_path):
+    from ckptaudit.inference.predict import predict
+
+    run = tmp_path / "run"
+    shutil.copytree(plain["recorded"], run)
+    for npz in run.rglob("val.npz"):
+        npz.unlink()
+    overall: list[tuple[int, int]] = []
+    per: dict[str, list[tuple[int, int]]] = {}
+
+    def bar(name: str):
+        per[name] = []
+        return lambda done, total: per[name].append((done, total))
+
+    report = predict(
+        run,
+        spec("mlp"),
+        spec("val_data"),
+        device="cpu",
+        batch_size=50,
+        autocast=True,
+        progress=lambda d, t: overall.append((d, t)),
+        checkpoint_progress=bar,
+    )
+    assert [e.action for e in report.entries] == ["predicted"] * 4
+    assert overall == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    assert sorted(per) == ["epoch-0001", "epoch-0002", "epoch-0003", "epoch-0004"]
+    assert all(calls == [(b, 4) for b in range(1, 5)] for calls in per.values())  # 169 rows in batches of 50
+    for ckpt in sorted((plain["recorded"] / "checkpoints").iterdir()):
+        with np.load(ckpt / "val.npz") as a, np.load(run / "checkpoints" / ckpt.name / "val.npz") as b:
+            assert b["output"].dtype == np.float32 and not np.array_equal(a["output"], b["output"])  # bfloat16 really used
+            np.testing.assert_allclose(a["output"], b["output"], atol=0.1)
