@@ -64,6 +64,20 @@ def mlp():
     return nn.Sequential(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 2))
 
 
+def slow_mlp():
+    """``mlp`` whose forward pass sleeps, so a test can kill predict mid-checkpoint."""
+    import time
+
+    from torch import nn
+
+    class Slow(nn.Sequential):
+        def forward(self, x):
+            time.sleep(0.15)
+            return super().forward(x)
+
+    return Slow(nn.Linear(FEATURES, 16), nn.ReLU(), nn.Linear(16, 2))
+
+
 def train_plain(folder: Path, epochs: int = 4, recorder_run: Path | None = None) -> list[Path]:
     """A plain loop saving ``model_epoch_{e}.pt`` (state_dict) each epoch, optionally also
     recording the run with ckptaudit's Recorder."""
@@ -216,8 +230,10 @@ def _tokens(n: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def hf_val_data():
-    """Validation (input_ids, labels) of the token task."""
-    return _tokens(120, 1)
+    """Validation ({input_ids, attention_mask}, labels) of the token task: dict inputs are
+    passed to the model as keyword arguments."""
+    ids, labels = _tokens(120, 1)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}, labels
 
 
 def train_hf(out: Path, epochs: int = 4) -> Path:
@@ -261,7 +277,7 @@ def train_hf(out: Path, epochs: int = 4) -> Path:
         model=hf_model(),
         args=args,
         train_dataset=Tokens(*_tokens(200, 0)),
-        eval_dataset=Tokens(*hf_val_data()),
+        eval_dataset=Tokens(*_tokens(120, 1)),
         compute_metrics=accuracy,
     )
     trainer.train()

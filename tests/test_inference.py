@@ -324,6 +324,56 @@ def test_an_interrupted_predict_resumes(plain, tmp_path):
     assert other.exit_code == 2 and "--force" in other.output
 
 
+def test_a_killed_predict_leaves_whole_files_and_resumes(plain, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    run = tmp_path / "run"
+    shutil.copytree(plain["recorded"], run)
+    for npz in run.rglob("*.npz"):
+        npz.unlink()
+    cmd = [
+        sys.executable,
+        "-m",
+        "ckptaudit",
+        "predict",
+        str(run),
+        "--model",
+        spec("slow_mlp"),
+        "--data",
+        spec("val_data"),
+        "--batch-size",
+        "20",
+        "--device",
+        "cpu",
+    ]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while not list(run.rglob("val.npz")) and time.monotonic() < deadline and proc.poll() is None:
+        time.sleep(0.05)
+    time.sleep(0.4)  # into the next checkpoint
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    written = sorted(p.parent.name for p in run.rglob("val.npz"))
+    assert 1 <= len(written) < 4
+    for name in written:  # every file present is whole
+        with np.load(run / "checkpoints" / name / "val.npz") as z:
+            assert z["output"].shape == (169, 2)
+    result = cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data"), "-f", "json")
+    assert result.exit_code == 0, result.output
+    actions = {e["checkpoint"]: e["action"] for e in json.loads(result.stdout)["entries"]}
+    assert actions == {f"epoch-{e:04d}": ("skipped" if f"epoch-{e:04d}" in written else "predicted") for e in range(1, 5)}
+    assert not [p for p in run.rglob("*.tmp")]
+    for ckpt in sorted((plain["recorded"] / "checkpoints").iterdir()):
+        with np.load(ckpt / "val.npz") as a, np.load(run / "checkpoints" / ckpt.name / "val.npz") as b:
+            if ckpt.name in written:  # predicted in batches of 20: the documented tolerance
+                np.testing.assert_allclose(a["output"], b["output"], rtol=1e-5, atol=1e-6)
+            else:
+                assert np.array_equal(a["output"], b["output"])
+
+
 def test_ray_engine_matches_the_local_engine(plain, tmp_path):
     ray = pytest.importorskip("ray")
     from ckptaudit.inference.predict import predict
@@ -349,6 +399,11 @@ def test_device_option_is_checked(plain, tmp_path):
     shutil.copytree(plain["recorded"], run)
     result = cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data"), "--device", "tpu")
     assert result.exit_code == 2 and "--device" in result.output
+    import torch
+
+    if not torch.cuda.is_available():
+        result = cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data"), "--device", "cuda")
+        assert result.exit_code == 2 and "CUDA is not available" in result.output
 
 
 def test_across_file_systems_the_run_references_the_originals(plain, tmp_path, monkeypatch):

@@ -454,6 +454,11 @@ def plan(run: Run, datasets: Mapping[str, PredictData], *, force: bool = False) 
             continue
         todo = []
         for split, data in datasets.items():
+            # NOTE: a predict killed while writing leaves its own hidden temporary file; the
+            # name (.SPLIT.npz.<8 hex>.tmp) is ours alone, so it is removed before retrying.
+            for stale in ckpt.path.glob(f".{split}.npz.*.tmp"):
+                if re.fullmatch(rf"\.{split}\.npz\.[0-9a-f]{{8}}\.tmp", stale.name) and stale.is_file():
+                    stale.unlink()
             stored = stored_fingerprint(ckpt.split_file(split))
             if stored is None or (force and stored != data.fingerprint):
                 todo.append(split)
