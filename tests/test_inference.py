@@ -460,3 +460,30 @@ def test_autocast_and_progress_callbacks(plain, tmp_path):
         with np.load(ckpt / "val.npz") as a, np.load(run / "checkpoints" / ckpt.name / "val.npz") as b:
             assert b["output"].dtype == np.float32 and not np.array_equal(a["output"], b["output"])  # bfloat16 really used
             np.testing.assert_allclose(a["output"], b["output"], atol=0.1)
+
+
+def test_pruning_an_imported_run_never_touches_the_originals(plain, tmp_path):
+    import hashlib
+
+    def oracle(folder: Path) -> dict[str, str]:
+        return {
+            str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        }
+
+    src = tmp_path / "src"
+    shutil.copytree(plain["weights"], src)
+    before = oracle(src)
+    run = tmp_path / "run"
+    assert cli("import", "files", f"{src}/*.pt", run, "--task", "multiclass").exit_code == 0
+    assert cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data")).exit_code == 0
+    run_before = oracle(run)
+    result = cli("prune", run, "-m", "accuracy", "--keep", "1", "--keep-last", "0", "--yes", "-f", "json")
+    assert result.exit_code == 0, result.output
+    kept = {p.name for p in (run / "checkpoints").iterdir()}
+    assert len(kept) == 1
+    after = oracle(run)
+    expected = {k: v for k, v in run_before.items() if not k.startswith("checkpoints/") or k.split("/")[1] in kept}
+    assert {k: v for k, v in after.items() if k in run_before or k.startswith("checkpoints/")} == expected
+    assert oracle(src) == before  # the hard-linked originals survive the deletion of their links
