@@ -160,6 +160,23 @@ def selections(
     return list(selections_for(runs, spec, resamples=resamples, seed=seed).values())
 
 
+def import_checkpoints(framework: str, src: str | Path, run: str | Path, **options: Any) -> Any:
+    """``ckptaudit import``: build a run from a framework's checkpoints (weights hard-linked);
+    returns an :class:`~ckptaudit.inference.importers.ImportResult`. ``options`` are those of
+    :func:`ckptaudit.inference.importers.import_checkpoints` (``task``, ``output``, ...)."""
+    from .inference.importers import import_checkpoints as run_import
+
+    return run_import(framework, src, run, **options)
+
+
+def predict(run: str | Path, model: str, data: Any, **options: Any) -> Any:
+    """``ckptaudit predict``: fill val.npz (and train.npz) of every checkpoint lacking them;
+    returns a :class:`~ckptaudit.inference.predict.PredictReport`."""
+    from .inference.predict import predict as run_predict
+
+    return run_predict(run, model, data, **options)
+
+
 def _paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
@@ -177,4 +194,18 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
-__all__ = ["Recorder", "__version__", "audit", "check", "pick", "plot", "prune", "rank", "report", "selections", "unpin"]
+__all__ = [
+    "Recorder",
+    "__version__",
+    "audit",
+    "check",
+    "import_checkpoints",
+    "pick",
+    "plot",
+    "predict",
+    "prune",
+    "rank",
+    "report",
+    "selections",
+    "unpin",
+]

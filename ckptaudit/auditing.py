@@ -2,7 +2,7 @@
 
 One pass streams each run's checkpoints (one prediction file in memory at a time) and
 collects what every check needs, including the compact per-row predictions from which
-the selection statistics (:mod:`ckptaudit.selection`) find the checkpoints that cannot be
+the selection statistics (:mod:`ckptaudit.stats.selection`) find the checkpoints that cannot be
 told apart from the winner and what the winner is expected to score on new data. Each check is a small function from those statistics to
 findings, so adding a check does not touch the others. Thresholds live in
 :class:`AuditOptions` with documented defaults (README, `ckptaudit explain CODE`).
@@ -169,7 +169,7 @@ def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
         st = _Stats(ckpt)
         result.stats.append(st)
         preds = None
-        if bound.source != "logged" or ckpt.has_split("val"):
+        if (bound.source != "logged" and not ckpt.metrics_only) or ckpt.has_split("val"):
             try:
                 preds = read_predictions(run, ckpt, "val")
             except RunFormatError as exc:

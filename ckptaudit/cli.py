@@ -489,6 +489,10 @@ from .cli_report import register as _register_report  # noqa: E402
 
 _register_report(app)
 
+from .cli_inference import register as _register_inference  # noqa: E402  (needs handle_errors above)
+
+_register_inference(app)
+
 
 def run() -> None:
     """Console-script entry point."""

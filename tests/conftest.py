@@ -28,3 +28,19 @@ def copy_run(tmp_path: Path):
         return dest
 
     return _copy
+
+
+def _tree_state(root: Path) -> dict[str, tuple[int, int]]:
+    return {str(p.relative_to(root)): (p.stat().st_size, p.stat().st_mtime_ns) for p in root.rglob("*")}
+
+
+@pytest.fixture(autouse=True)
+def _shipped_fixtures_stay_untouched():
+    """Fail the test that writes into the shipped fixtures (a pin, a cache, a journal...):
+    tests must work on copies (``copy_run``), or the next run compares against altered data."""
+    before = _tree_state(RUNS)
+    yield
+    after = _tree_state(RUNS)
+    if after != before:
+        changed = sorted(set(after.items()) ^ set(before.items()))
+        pytest.fail(f"the test changed the shipped fixtures/runs: {changed[:5]}")

@@ -236,7 +236,7 @@ def test_audit_speaks_of_the_set(runs_dir):
 
 def test_pick_provenance_records_the_selection(runs_dir, tmp_path):
     dest = tmp_path / "best"
-    result = runner.invoke(app, ["pick", str(runs_dir / "fraud"), "-m", "recall", "--link", str(dest), "--resamples", "300"])
+    result = runner.invoke(app, ["pick", str(runs_dir / "fraud"), "-m", "recall", "--link", str(dest), "--no-pin", "--resamples", "300"])
     assert result.exit_code == 0, result.output
     prov = json.loads((tmp_path / "best.ckptaudit.json").read_text())
     exp = prov["expected_on_new_data"]

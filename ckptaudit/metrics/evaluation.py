@@ -160,6 +160,16 @@ def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, ca
             read_note: tuple[str, ...] = ()
             # NOTE: a run ranked only by logged metrics needs no val.npz, but one that has
             # them is still checked for a changed validation set.
+            if ckpt.metrics_only and not ckpt.has_split("val"):
+                # NOTE: logged metrics only (weights deleted by rotation): scored by logged
+                # metrics, listed last with a note for prediction metrics, never an error.
+                only_values, notes = scorer.score(ckpt, None)
+                if writer is not None:
+                    writer.add(None)  # a run with a metrics-only checkpoint is not cached
+                if scorer.needs_predictions:
+                    notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
+                yield CheckpointScore(run, ckpt, only_values, notes)
+                continue
             if scorer.needs_predictions or (val_guard is not None and ckpt.has_split("val")):
                 try:
                     preds = read_predictions(run, ckpt, "val")

@@ -53,6 +53,9 @@ class Checkpoint:
     epoch: int
     step: int | None
     logged: dict[str, float]
+    #: meta.json "metrics_only": logged metrics without weights or predictions (an HF
+    #: evaluation whose folder rotation deleted); a missing val.npz is then not an error
+    metrics_only: bool = False
 
     @property
     def order_key(self) -> tuple[int, int, str]:
@@ -157,7 +160,10 @@ def read_checkpoint(path: Path) -> Checkpoint:
             logged[key] = float(value)
         else:
             raise RunFormatError(f"logged {key!r} must be a number, got {value!r}", meta_path)
-    return Checkpoint(path=path, name=path.name, epoch=epoch, step=step, logged=logged)
+    metrics_only = meta.get("metrics_only", False)
+    if not isinstance(metrics_only, bool):
+        raise RunFormatError("'metrics_only' must be true or false", meta_path)
+    return Checkpoint(path=path, name=path.name, epoch=epoch, step=step, logged=logged, metrics_only=metrics_only)
 
 
 def _read_num_classes(raw: dict[str, Any], task: str, output: str, classes: tuple[str, ...] | None, run_file: Path) -> int | None:

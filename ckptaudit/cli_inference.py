@@ -1,0 +1,236 @@
+"""The ``import`` and ``predict`` commands (registered on the main app by :func:`register`).
+
+Thin wrappers over :func:`ckptaudit.inference.importers.import_checkpoints` and
+:func:`ckptaudit.inference.predict.predict`; torch and the frameworks are imported only
+when a command runs.
+"""
+
+from __future__ import annotations
+
+import json
+from enum import Enum
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from .exitcodes import ExitCode
+
+
+class ImportFormat(str, Enum):
+    table = "table"
+    json = "json"
+
+
+class Framework(str, Enum):
+    lightning = "lightning"
+    hf = "hf"
+    keras = "keras"
+    files = "files"
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust-pickle",
+        help="Allow weights files that need code to load (full pickle). DANGER: this RUNS code stored in the file.",
+    ),
+]
+
+
+def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
+    from tabulate import tabulate
+
+    return (
+        tabulate([[("-" if r.get(c) is None else r.get(c)) for c in columns] for r in rows], headers=columns, tablefmt="simple")
+        + "\n"
+    )
+
+
+def import_command(
+    framework: Annotated[Framework, typer.Argument(help="What wrote SRC: lightning, hf, keras or files.", show_default=False)],
+    src: Annotated[str, typer.Argument(help="The framework's folder (for 'files': a glob of weight files).", show_default=False)],
+    run: Annotated[Path, typer.Argument(help="The new run folder to write (must not exist).", show_default=False)],
+    task: Annotated[str, typer.Option("--task", help="binary, multiclass, multilabel or regression.")] = "multiclass",
+    output: Annotated[
+        str, typer.Option("--output", help="What the model outputs: logit, probability, label or value.")
+    ] = "logit",
+    classes: Annotated[str | None, typer.Option("--classes", help="Class names in index order, comma-separated.")] = None,
+    epoch_pattern: Annotated[
+        str | None,
+        typer.Option(
+            "--epoch-pattern",
+            help="File name template, e.g. 'epoch{epoch:02d}-{val_accuracy:.4f}.keras' (other fields become logged metrics), or a regex with (?P<epoch>...).",
+        ),
+    ] = None,
+    metrics_csv: Annotated[
+        Path | None, typer.Option("--metrics-csv", help="Lightning metrics.csv or Keras CSVLogger file with logged metrics.")
+    ] = None,
+    selected_by: Annotated[
+        str | None,
+        typer.Option("--selected-by", help="What training selected by, NAME or NAME:max|min (overrides what is read)."),
+    ] = None,
+    trust_pickle: TrustOpt = False,
+    fmt: Annotated[ImportFormat, typer.Option("--format", "-f", help="Output format.")] = ImportFormat.table,
+) -> None:
+    """Build a run from checkpoints a framework left on disk (weights hard-linked, never copied).
+
+    Weights are hard-linked into RUN (or referenced when RUN is on another file system);
+    originals are never moved or deleted. Files are read as data: a file that needs code to
+    load is refused unless --trust-pickle.
+    """
+    from .inference.importers import import_checkpoints
+
+    names = [c.strip() for c in classes.split(",")] if classes else None
+    result = import_checkpoints(
+        framework.value,
+        src,
+        run,
+        task=task,
+        output=output,
+        classes=names,
+        epoch_pattern=epoch_pattern,
+        metrics_csv=metrics_csv,
+        selected_by=selected_by,
+        trust_pickle=trust_pickle,
+    )
+    rows = [
+        {
+            "checkpoint": c.name,
+            "epoch": c.epoch,
+            "step": c.step,
+            "weights": c.weights,
+            "logged": ", ".join(sorted(c.logged)) or None,
+            "note": c.note,
+        }
+        for c in result.checkpoints
+    ]
+    if fmt is ImportFormat.json:
+        doc = {
+            "run": str(result.run),
+            "framework": result.framework,
+            "selected_by": result.selected_by,
+            "chosen": result.chosen,
+            "notes": list(result.notes),
+            "checkpoints": rows,
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        typer.echo(_table(rows, ["checkpoint", "epoch", "step", "weights", "logged", "note"]), nl=False)
+    sel = result.selected_by
+    typer.echo(
+        f"imported {len(rows)} checkpoint(s) from {result.framework} into {result.run}"
+        + (f"; selected_by {sel['metric']}" + (f" ({sel['mode']})" if sel.get("mode") else "") if sel else "")
+        + (f"; chosen {result.chosen}" if result.chosen else ""),
+        err=True,
+    )
+    for note in result.notes:
+        typer.echo(f"note: {note}", err=True)
+
+
+def predict_command(
+    run: Annotated[Path, typer.Argument(help="The run whose checkpoints need predictions.", show_default=False)],
+    model: Annotated[
+        str, typer.Option("--model", help="MODULE:FUNCTION (or file.py:FUNCTION) returning the architecture, no weights.")
+    ],
+    data: Annotated[
+        str,
+        typer.Option("--data", help="MODULE:FUNCTION returning validation (inputs, target[, ids]), a Dataset or a DataLoader."),
+    ],
+    train_data: Annotated[str | None, typer.Option("--train-data", help="Same for training data (writes train.npz).")] = None,
+    device: Annotated[str, typer.Option("--device", help="auto (a GPU when present), cpu, cuda or cuda:N.")] = "auto",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per forward pass (torch models).")] = 1024,
+    autocast: Annotated[
+        bool, typer.Option("--autocast", help="Mixed precision (bfloat16 on CPU, float16 on GPU); outputs stored as float32.")
+    ] = False,
+    workers: Annotated[
+        int, typer.Option("--workers", min=1, help="Checkpoints predicted at once (local processes, one GPU each when several).")
+    ] = 1,
+    engine: Annotated[
+        Engine, typer.Option("--engine", help="local (this machine) or ray (a Ray cluster; pip install 'ckptaudit[ray]').")
+    ] = Engine.local,
+    address: Annotated[str | None, typer.Option("--address", help="Ray cluster address (default: a local Ray).")] = None,
+    force: Annotated[
+        bool,
+        typer.Option(
+            "--force",
+            help="Predict again every split not predicted on this data (other data, unreadable, or written by the recorder).",
+        ),
+    ] = False,
+    trust_pickle: TrustOpt = False,
+    fmt: Annotated[ImportFormat, typer.Option("--format", "-f", help="Output format.")] = ImportFormat.table,
+) -> None:
+    """Fill val.npz (and train.npz) for every checkpoint that lacks them; resumable.
+
+    A checkpoint already predicted on the same data is skipped, so an interrupted predict
+    continues where it stopped. Exit 2 when a checkpoint failed (the others are still done).
+    """
+    from .inference.predict import predict
+    from .progress import progress_bar
+
+    report = predict(
+        run,
+        model,
+        data,
+        train_data=train_data,
+        device=device,
+        batch_size=batch_size,
+        autocast=autocast,
+        workers=workers,
+        engine=engine.value,
+        address=address,
+        trust_pickle=trust_pickle,
+        force=force,
+        progress=progress_bar("checkpoints"),
+        checkpoint_progress=lambda name: progress_bar(f"  {name}", min_seconds=1.0),
+    )
+    rows = [
+        {
+            "checkpoint": e.checkpoint,
+            "epoch": e.epoch,
+            "split": e.split,
+            "action": e.action,
+            "rows": e.rows,
+            "seconds": e.seconds,
+            "note": e.note,
+        }
+        for e in report.entries
+    ]
+    if fmt is ImportFormat.json:
+        typer.echo(
+            json.dumps(
+                {
+                    "run": str(report.run),
+                    "device": report.device,
+                    "engine": report.engine,
+                    "workers": report.workers,
+                    "seconds": round(report.seconds, 3),
+                    "entries": rows,
+                },
+                indent=2,
+            )
+        )
+    else:
+        typer.echo(_table(rows, ["checkpoint", "epoch", "split", "action", "rows", "seconds", "note"]), nl=False)
+    predicted = sum(1 for e in report.entries if e.action == "predicted")
+    typer.echo(
+        f"predicted {predicted} split(s) on {report.device} ({report.engine}, {report.workers} worker(s)) in {report.seconds:.1f} s",
+        err=True,
+    )
+    for e in report.failures:
+        typer.echo(f"ckptaudit: error: {e.checkpoint}: {e.note}", err=True)
+    if report.failures:
+        raise typer.Exit(int(ExitCode.ERROR))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``import`` and ``predict`` to the main app."""
+    from .cli import handle_errors
+
+    app.command("import")(handle_errors(import_command))
+    app.command("predict")(handle_errors(predict_command))

@@ -1,0 +1,16 @@
+"""Turning checkpoints that already exist into a ckptaudit run, and weights into predictions.
+
+- :mod:`.loading`: safe weight loading (``torch.load(weights_only=True)``, safetensors,
+  ``.keras`` zip members read as data); anything that needs code is refused unless the
+  caller passes ``trust_pickle=True``.
+- :mod:`.importers`: ``ckptaudit import FRAMEWORK SRC RUN`` for Lightning, Hugging Face,
+  Keras and plain weight files; weights are hard-linked (or referenced), never copied,
+  moved or deleted.
+- :mod:`.predict`: ``ckptaudit predict``: fills ``val.npz``/``train.npz`` of every
+  checkpoint that lacks them, resumably.
+- :mod:`.engines`: where the checkpoints are predicted: in this process, a local process
+  pool (``--workers N``) or a Ray cluster (``--engine ray``).
+
+Nothing here is imported by ``import ckptaudit`` or the CLI at start-up; torch and the
+frameworks are imported inside the functions that need them.
+"""

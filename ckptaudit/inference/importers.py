@@ -1,0 +1,549 @@
+"""``ckptaudit import FRAMEWORK SRC RUN``: build a run from what a framework left on disk.
+
+Weights are never copied, moved or deleted: each weights file is **hard-linked** into its
+checkpoint folder (same bytes, no extra space; deleting the original later leaves the
+run's link intact). When a hard link is impossible (the run is on another file system,
+or the file system has none), meta.json records a **reference** instead:
+``"source": {"weights": "reference", "path": "/abs/original"}``; ``predict`` then reads the
+original, and ``pick --copy``/``prune`` see no weights in that folder.
+
+The run is assembled in a hidden folder beside ``RUN`` and renamed into place, so an
+interrupted import leaves no half run. Files are read as data only (see
+:mod:`.loading`); nothing here runs code from a checkpoint unless ``trust_pickle``.
+"""
+
+from __future__ import annotations
+
+import csv
+import errno
+import glob
+import json
+import math
+import os
+import re
+import shutil
+import string
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import RunFormatError, UsageError
+from ..store.reader import CHECKPOINTS_DIR, FORMAT, META_FILE, OUTPUTS, RUN_FILE, TASKS
+from .loading import NOT_MODEL_FILES, WEIGHT_SUFFIXES, check_loadable, load_state, torch_load
+
+FRAMEWORKS = ("lightning", "hf", "keras", "files")
+
+
+@dataclass(frozen=True)
+class SourceCheckpoint:
+    """One checkpoint found in a framework's folder, before it is written into the run."""
+
+    name: str
+    epoch: int
+    step: int | None
+    logged: dict[str, float]
+    files: tuple[Path, ...] = ()  #: weights (and small config) files to link
+    metrics_only: bool = False
+    note: str | None = None
+    origin: Path | None = None  #: the file or folder the framework wrote
+
+
+@dataclass(frozen=True)
+class Source:
+    """Everything an importer read: checkpoints in (epoch, step) order, and what training chose."""
+
+    framework: str
+    checkpoints: tuple[SourceCheckpoint, ...]
+    selected_by: dict[str, str] | None = None
+    chosen: str | None = None
+    notes: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ImportedCheckpoint:
+    """One checkpoint as written into the run."""
+
+    name: str
+    epoch: int
+    step: int | None
+    weights: str  #: "hardlink", "reference" or "none" (metrics-only)
+    logged: dict[str, float] = field(default_factory=dict)
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    """What ``import`` wrote: the run folder, its checkpoints, and what training chose."""
+
+    run: Path
+    framework: str
+    checkpoints: tuple[ImportedCheckpoint, ...]
+    selected_by: dict[str, str] | None
+    chosen: str | None
+    notes: tuple[str, ...]
+
+
+# --------------------------------------------------------------------------- patterns
+
+_NUMBER = r"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|nan|inf|-inf"
+
+
+def pattern_regex(pattern: str) -> tuple[re.Pattern[str], dict[str, str]]:
+    """A filename template (``epoch{epoch:02d}-{val_accuracy:.4f}.keras``, Keras and
+    Lightning style) or a regular expression with ``(?P<epoch>...)`` as a compiled regex,
+    and the map from its group names to metric names."""
+    if "(?P<epoch>" in pattern:
+        try:
+            rx = re.compile(pattern)
+        except re.error as exc:
+            raise UsageError(f"--epoch-pattern is not a valid regular expression: {exc}") from None
+        return rx, {g: g for g in rx.groupindex if g != "epoch"}
+    parts: list[str] = []
+    names: dict[str, str] = {}
+    has_epoch = False
+    try:
+        parsed = list(string.Formatter().parse(pattern))
+    except ValueError as exc:
+        raise UsageError(f"--epoch-pattern {pattern!r}: {exc}") from None
+    for literal, fname, _spec, _conv in parsed:
+        parts.append(re.escape(literal))
+        if fname is None:
+            continue
+        if fname == "epoch":
+            if has_epoch:
+                raise UsageError(f"--epoch-pattern {pattern!r} names {{epoch}} twice")
+            has_epoch = True
+            parts.append(r"(?P<epoch>\d+)")
+        else:
+            group = f"m{len(names)}"
+            names[group] = fname
+            # NOTE: Lightning writes 'name=value' itself when the template says '{name}'.
+            parts.append(f"(?:{re.escape(fname)}=)?(?P<{group}>{_NUMBER})")
+    if not has_epoch:
+        raise UsageError(f"--epoch-pattern {pattern!r} has no {{epoch}} field (e.g. 'model_epoch_{{epoch}}.pt')")
+    return re.compile("".join(parts)), names
+
+
+def _match_epochs(files: Sequence[Path], pattern: str | None, what: str) -> list[tuple[Path, int, dict[str, float]]]:
+    out: list[tuple[Path, int, dict[str, float]]] = []
+    if pattern is None:
+        for f in files:
+            numbers = re.findall(r"\d+", f.name)
+            if not numbers:
+                raise UsageError(
+                    "no number in the file name to read an epoch from; give --epoch-pattern (e.g. 'model_epoch_{epoch}.pt')", f
+                )
+            out.append((f, int(numbers[-1]), {}))
+        return out
+    rx, names = pattern_regex(pattern)
+    unmatched: list[str] = []
+    for f in files:
+        m = rx.fullmatch(f.name)
+        if m is None:
+            unmatched.append(f.name)
+            continue
+        logged = {names[g]: float(v) for g, v in m.groupdict().items() if g != "epoch" and v is not None}
+        out.append((f, int(m["epoch"]), logged))
+    if unmatched:
+        more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
+        raise UsageError(
+            f"--epoch-pattern {pattern!r} does not match the {what} file name {unmatched[0]!r}{more}; "
+            f"write the template the files were saved with, e.g. 'epoch{{epoch:02d}}-{{val_accuracy:.4f}}.keras'"
+        )
+    return out
+
+
+def _unique_epochs(found: list[tuple[Path, int, dict[str, float]]]) -> None:
+    seen: dict[int, Path] = {}
+    for f, epoch, _ in found:
+        if epoch in seen:
+            raise UsageError(f"two files read as epoch {epoch}: {seen[epoch].name} and {f.name}; narrow the glob or the pattern")
+        seen[epoch] = f
+
+
+def _read_csv_log(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]]:
+    """Per epoch, the last value of every column of a Lightning metrics.csv or a Keras
+    CSVLogger file (``epoch_offset`` is added to the file's epoch numbers)."""
+    out: dict[int, dict[str, float]] = {}
+    try:
+        with open(path, newline="", encoding="utf-8") as fh:
+            for row in csv.DictReader(fh):
+                try:
+                    epoch = int(float(row.get("epoch") or ""))
+                except ValueError:
+                    continue
+                values = out.setdefault(epoch + epoch_offset, {})
+                for key, text in row.items():
+                    if key in (None, "epoch", "step") or text in (None, ""):
+                        continue
+                    try:
+                        values[key] = float(text)
+                    except ValueError:
+                        continue
+    except OSError as exc:
+        raise RunFormatError(f"cannot read: {exc}", path) from None
+    return out
+
+
+def _number(value: Any) -> float | None:
+    if hasattr(value, "item"):
+        value = value.item()
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+# --------------------------------------------------------------------------- lightning
+
+_MODE = re.compile(r"'mode':\s*'(min|max)'")
+
+
+def read_lightning(src: Path, *, metrics_csv: Path | None = None, trust_pickle: bool = False) -> Source:
+    """``*.ckpt`` files under ``src``, ordered by (epoch, global_step) read from each file."""
+    files = sorted(p for p in src.rglob("*.ckpt") if p.is_file())
+    if not files:
+        raise UsageError("no *.ckpt file here or below", src)
+    infos = []
+    for f in files:
+        data = torch_load(f, trust_pickle=trust_pickle, mmap=True)
+        if not isinstance(data, dict) or "epoch" not in data or "state_dict" not in data:
+            raise RunFormatError("not a Lightning checkpoint (no 'epoch' and 'state_dict')", f)
+        callbacks = data.get("callbacks") or {}
+        mc = next(((k, v) for k, v in callbacks.items() if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)), None)
+        infos.append((int(data["epoch"]), int(data.get("global_step") or 0), f.name.startswith("last"), f, mc))
+        del data
+    infos.sort(key=lambda i: (i[0], i[1], i[2], i[3].name))
+    notes: list[str] = []
+    kept: list[Any] = []
+    for info in infos:
+        if kept and (kept[-1][0], kept[-1][1]) == (info[0], info[1]):
+            notes.append(f"{info[3].name} repeats epoch {info[0]} step {info[1]} of {kept[-1][3].name}: not imported twice")
+            continue
+        kept.append(info)
+    per_epoch: dict[int, int] = {}
+    for info in kept:
+        per_epoch[info[0]] = per_epoch.get(info[0], 0) + 1
+    if metrics_csv is None:
+        found = sorted(src.rglob("metrics.csv"))
+        if len(found) > 1:
+            raise UsageError(f"{len(found)} metrics.csv files below {src}: name one with --metrics-csv")
+        metrics_csv = found[0] if found else None
+    logs = _read_csv_log(metrics_csv) if metrics_csv is not None else {}
+    # NOTE: each file records the best as of its own save; only the newest knows the final best.
+    newest = max(kept, key=lambda i: (i[0], i[1]))
+    names: dict[Path, str] = {}
+    checkpoints = []
+    monitor = None
+    for epoch, step, _last, f, mc in kept:
+        name = f"epoch-{epoch:04d}" if per_epoch[epoch] == 1 else f"epoch-{epoch:04d}-step-{step:08d}"
+        names[f.resolve()] = name
+        logged = dict(logs.get(epoch, {}))
+        if mc is not None:
+            state = mc[1]
+            monitor = state.get("monitor") or monitor
+            score = _number(state.get("current_score"))
+            if state.get("monitor") and score is not None and state["monitor"] not in logged:
+                logged[state["monitor"]] = score
+        checkpoints.append(SourceCheckpoint(name, epoch, step, logged, (f,), origin=f))
+    selected_by = chosen = None
+    if newest[4] is not None:
+        key, state = newest[4]
+        if state.get("monitor"):
+            mode = _MODE.search(str(key))
+            selected_by = {"metric": str(state["monitor"])}
+            if mode:
+                selected_by["mode"] = mode.group(1)
+        best = state.get("best_model_path")
+        if best:
+            best_path = Path(best)
+            chosen = names.get(best_path.resolve()) if best_path.exists() else None
+            if chosen is None:
+                chosen = next((n for p, n in names.items() if p.name == best_path.name), None)
+            if chosen is None:
+                notes.append(f"best_model_path {best} is not among the imported files")
+    return Source("lightning", tuple(checkpoints), selected_by, chosen, tuple(notes))
+
+
+# --------------------------------------------------------------------------- hugging face
+
+_EVAL_NOISE = ("_runtime", "_samples_per_second", "_steps_per_second")
+
+
+def _hf_weight_files(folder: Path) -> tuple[Path, ...]:
+    keep = []
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.name in NOT_MODEL_FILES:
+            continue
+        if p.suffix.lower() in WEIGHT_SUFFIXES or p.name in ("config.json", "model.safetensors.index.json"):
+            keep.append(p)
+    return tuple(keep)
+
+
+def read_hf(src: Path, *, selected_by: Mapping[str, str] | None = None) -> Source:
+    """``checkpoint-*/`` folders and ``trainer_state.json`` of a Trainer ``output_dir``.
+
+    Every evaluation in ``log_history`` becomes a checkpoint; one whose folder rotation
+    deleted becomes a metrics-only checkpoint (no weights, no predictions).
+    """
+    folders = {}
+    for p in src.glob("checkpoint-*"):
+        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        if m and p.is_dir():
+            folders[int(m.group(1))] = p
+    states = [p / "trainer_state.json" for p in folders.values()] + [src / "trainer_state.json"]
+    best_state: dict[str, Any] | None = None
+    for path in states:
+        if not path.is_file():
+            continue
+        try:
+            state = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise RunFormatError(f"unreadable trainer_state.json: {exc}", path) from None
+        if best_state is None or int(state.get("global_step") or 0) > int(best_state.get("global_step") or 0):
+            best_state = state
+    if best_state is None:
+        raise UsageError("no trainer_state.json in a checkpoint-*/ folder or here (is this a Trainer output_dir?)", src)
+    history = [e for e in best_state.get("log_history") or [] if isinstance(e, dict)]
+    train_logs = sorted((int(e["step"]), float(e["loss"])) for e in history if "loss" in e and "step" in e)
+    evals: dict[int, dict[str, Any]] = {}
+    for e in history:
+        if "step" in e and any(str(k).startswith("eval_") for k in e):
+            evals.setdefault(int(e["step"]), {}).update(e)
+    checkpoints = []
+    for step in sorted(set(evals) | set(folders)):
+        entry = evals.get(step, {})
+        logged = {
+            k: float(v)
+            for k, v in entry.items()
+            if k.startswith("eval_") and not k.endswith(_EVAL_NOISE) and _number(v) is not None
+        }
+        loss = [v for s, v in train_logs if s <= step]
+        if loss and entry:
+            logged["loss"] = loss[-1]
+        epoch_f = entry.get("epoch")
+        folder = folders.get(step)
+        if epoch_f is None and folder is not None and (folder / "trainer_state.json").is_file():
+            epoch_f = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("epoch")
+        epoch = int(math.floor(float(epoch_f or 0) + 1e-6))
+        name = f"checkpoint-{step}"
+        if folder is None:
+            checkpoints.append(
+                SourceCheckpoint(
+                    name,
+                    epoch,
+                    step,
+                    logged,
+                    metrics_only=True,
+                    note=f"{name}/ was deleted (save_total_limit rotation): logged metrics only",
+                )
+            )
+        else:
+            checkpoints.append(SourceCheckpoint(name, epoch, step, logged, _hf_weight_files(folder), origin=folder))
+    if not checkpoints:
+        raise UsageError("no checkpoint-*/ folder and no evaluation in trainer_state.json", src)
+    chosen = None
+    best = best_state.get("best_model_checkpoint")
+    if best:
+        chosen = Path(best).name
+        if not any(c.name == chosen for c in checkpoints):
+            chosen = None
+    inferred = dict(selected_by) if selected_by else _hf_selected_by(best_state, evals)
+    return Source("hf", tuple(checkpoints), inferred, chosen)
+
+
+def _hf_selected_by(state: Mapping[str, Any], evals: Mapping[int, Mapping[str, Any]]) -> dict[str, str] | None:
+    """metric_for_best_model lives only in the pickled training_args.bin (never loaded):
+    infer it as the eval metric whose value at best_global_step equals best_metric."""
+    best_metric = _number(state.get("best_metric"))
+    best_step = state.get("best_global_step")
+    if best_metric is None:
+        return None
+    entry = evals.get(int(best_step)) if best_step is not None else None
+    candidates = [entry] if entry else list(evals.values())
+    names = sorted({k for e in candidates for k, v in e.items() if k.startswith("eval_") and _number(v) == best_metric})
+    names = [n for n in names if not n.endswith(_EVAL_NOISE)]
+    if len(names) != 1:
+        return None
+    name = names[0]
+    values = [float(e[name]) for e in evals.values() if _number(e.get(name)) is not None]
+    if "loss" in name:
+        mode = "min"
+    elif best_metric == max(values) and best_metric != min(values):
+        mode = "max"
+    elif best_metric == min(values) and best_metric != max(values):
+        mode = "min"
+    else:
+        return {"metric": name}
+    return {"metric": name, "mode": mode}
+
+
+# --------------------------------------------------------------------------- keras and files
+
+
+def read_keras(src: Path, *, epoch_pattern: str, metrics_csv: Path | None = None) -> Source:
+    """``*.keras`` files; the epoch comes from the file name template the user gives.
+
+    Keras file templates count epochs from 1 and CSVLogger from 0: row ``epoch=k`` of the
+    CSV log belongs to the file whose name says ``k + 1``.
+    """
+    files = sorted(p for p in src.glob("*.keras") if p.is_file())
+    if not files:
+        raise UsageError("no *.keras file here", src)
+    found = _match_epochs(files, epoch_pattern, ".keras")
+    _unique_epochs(found)
+    logs = _read_csv_log(metrics_csv, epoch_offset=1) if metrics_csv is not None else {}
+    checkpoints = []
+    for f, epoch, from_name in sorted(found, key=lambda t: t[1]):
+        load_state(f)  # reads model.weights.h5 as data: fails early on a file that is not Keras 3
+        logged = {**from_name, **logs.get(epoch, {})}
+        checkpoints.append(SourceCheckpoint(f"epoch-{epoch:04d}", epoch, None, logged, (f,), origin=f))
+    return Source("keras", tuple(checkpoints))
+
+
+def read_files(pattern_glob: str, *, epoch_pattern: str | None = None, trust_pickle: bool = False) -> Source:
+    """Any glob of weight files (a plain loop's ``model_epoch_7.pt``); the epoch is read from
+    each name by ``epoch_pattern`` (default: the last number in the name)."""
+    files = sorted(Path(p) for p in glob.glob(pattern_glob, recursive=True) if Path(p).is_file())
+    if not files:
+        raise UsageError(f"no file matches {pattern_glob!r}")
+    found = _match_epochs(files, epoch_pattern, "weights")
+    _unique_epochs(found)
+    checkpoints = []
+    for f, epoch, logged in sorted(found, key=lambda t: t[1]):
+        check_loadable(f, trust_pickle=trust_pickle)
+        checkpoints.append(SourceCheckpoint(f"epoch-{epoch:04d}", epoch, None, logged, (f,), origin=f))
+    return Source("files", tuple(checkpoints))
+
+
+# --------------------------------------------------------------------------- writing the run
+
+
+def _link(src: Path, dst: Path) -> str:
+    """Hard-link ``src`` to ``dst``; "reference" when the file systems differ or forbid it."""
+    try:
+        os.link(src, dst)
+        return "hardlink"
+    except OSError as exc:
+        if exc.errno in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.ENOTSUP, errno.EOPNOTSUPP):
+            return "reference"
+        raise
+
+
+def parse_selected_by(text: str | None) -> dict[str, str] | None:
+    """``NAME`` or ``NAME:max``/``NAME:min`` as run.json's ``selected_by``."""
+    if not text:
+        return None
+    name, _, mode = text.partition(":")
+    if mode and mode not in ("min", "max"):
+        raise UsageError(f"--selected-by {text!r}: the mode after ':' must be max or min")
+    return {"metric": name, **({"mode": mode} if mode else {})}
+
+
+def write_run(
+    source: Source,
+    run: str | os.PathLike[str],
+    *,
+    task: str,
+    output: str = "logit",
+    classes: Sequence[str] | None = None,
+    selected_by: Mapping[str, str] | None = None,
+) -> ImportResult:
+    """Write ``source`` as a new run at ``run`` (which must not exist yet)."""
+    if task not in TASKS:
+        raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
+    if output not in OUTPUTS:
+        raise UsageError(f"--output must be one of {', '.join(OUTPUTS)}, not {output!r}")
+    if (task == "regression") != (output == "value"):
+        raise UsageError(f"--output {output!r} does not fit --task {task!r} (regression runs use 'value')")
+    if task == "binary" and classes is not None and len(classes) != 2:
+        raise UsageError("a binary run has exactly 2 --classes")
+    final = Path(run)
+    if final.exists():
+        raise UsageError("already exists: import writes a new run (choose another RUN or remove it)", final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f".{final.name}.{uuid.uuid4().hex[:8]}.tmp")
+    (tmp / CHECKPOINTS_DIR).mkdir(parents=True)
+    written = []
+    try:
+        for ck in source.checkpoints:
+            folder = tmp / CHECKPOINTS_DIR / ck.name
+            folder.mkdir()
+            modes = {_link(f.resolve(), folder / f.name) for f in ck.files}
+            how = "none" if not ck.files else ("reference" if "reference" in modes else "hardlink")
+            meta: dict[str, Any] = {"epoch": ck.epoch}
+            if ck.step is not None:
+                meta["step"] = ck.step
+            if ck.logged:
+                meta["logged"] = ck.logged
+            if ck.metrics_only:
+                meta["metrics_only"] = True
+            if ck.note:
+                meta["note"] = ck.note
+            meta["source"] = {
+                "framework": source.framework,
+                "path": None if ck.origin is None else str(ck.origin.resolve()),
+                "weights": how,
+            }
+            if how == "reference":
+                # NOTE: drop any partial links so the folder consistently refers to the originals.
+                for f in ck.files:
+                    (folder / f.name).unlink(missing_ok=True)
+                meta["source"]["files"] = [str(f.resolve()) for f in ck.files]
+            (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+            written.append(ImportedCheckpoint(ck.name, ck.epoch, ck.step, how, ck.logged, ck.note))
+        run_json: dict[str, Any] = {"format": FORMAT, "task": task, "output": output}
+        if classes is not None:
+            run_json["classes"] = list(classes)
+        if task == "binary":
+            run_json["positive_class"] = 1
+        chosen_by = dict(selected_by) if selected_by else source.selected_by
+        if chosen_by:
+            run_json["selected_by"] = chosen_by
+        if source.chosen:
+            run_json["chosen"] = source.chosen
+        run_json["imported_from"] = source.framework
+        (tmp / RUN_FILE).write_text(json.dumps(run_json, indent=2) + "\n", encoding="utf-8")
+        os.rename(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)  # only our own hidden folder: links, never originals
+        raise
+    return ImportResult(final, source.framework, tuple(written), chosen_by, source.chosen, source.notes)
+
+
+def import_checkpoints(
+    framework: str,
+    src: str | os.PathLike[str],
+    run: str | os.PathLike[str],
+    *,
+    task: str,
+    output: str = "logit",
+    classes: Sequence[str] | None = None,
+    epoch_pattern: str | None = None,
+    metrics_csv: str | os.PathLike[str] | None = None,
+    selected_by: str | None = None,
+    trust_pickle: bool = False,
+) -> ImportResult:
+    """Read ``src`` as ``framework`` left it and write a new run at ``run``."""
+    sel = parse_selected_by(selected_by)
+    csv_path = None if metrics_csv is None else Path(metrics_csv)
+    if framework == "files":
+        source = read_files(str(src), epoch_pattern=epoch_pattern, trust_pickle=trust_pickle)
+    else:
+        root = Path(src)
+        if not root.is_dir():
+            raise UsageError("not a folder", root)
+        if framework == "lightning":
+            source = read_lightning(root, metrics_csv=csv_path, trust_pickle=trust_pickle)
+        elif framework == "hf":
+            source = read_hf(root, selected_by=sel)
+        elif framework == "keras":
+            if not epoch_pattern:
+                raise UsageError(
+                    "keras files record no epoch: give --epoch-pattern, e.g. 'epoch{epoch:02d}-{val_accuracy:.4f}.keras'"
+                )
+            source = read_keras(root, epoch_pattern=epoch_pattern, metrics_csv=csv_path)
+        else:
+            raise UsageError(f"FRAMEWORK must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")
+    return write_run(source, run, task=task, output=output, classes=classes, selected_by=sel)
