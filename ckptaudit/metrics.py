@@ -107,6 +107,8 @@ def prepare(task: str, output_kind: str, target: np.ndarray, output: np.ndarray,
         y = (np.asarray(target) == positive_class).view(np.int8)
         if output_kind == "label":
             return Prepared(task, y, None, out == positive_class, 2)
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]  # nn.Linear(h, 1) with BCEWithLogitsLoss: one positive-class column
         if out.ndim == 2:
             if output_kind == "logit":
                 out = _softmax(out.astype(np.float64))

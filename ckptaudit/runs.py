@@ -294,8 +294,8 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             raise RunFormatError(f"a binary 'target' holds class {int(target.max())}; only 0 and 1 exist", path)
         if kind == "label" and output.ndim != 1:
             raise RunFormatError(f"label 'output' must be (N,), got {output.shape}", path)
-        if output.ndim == 2 and output.shape[1] != 2 or output.ndim > 2:
-            raise RunFormatError(f"binary 'output' must be (N,) or (N, 2), got {output.shape}", path)
+        if output.ndim == 2 and output.shape[1] not in (1, 2) or output.ndim > 2:
+            raise RunFormatError(f"binary 'output' must be (N,), (N, 1) or (N, 2), got {output.shape}", path)
     elif task == "multiclass":
         if kind == "label":
             if output.ndim != 1:
@@ -313,6 +313,17 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             raise RunFormatError(f"multilabel 'target' {target.shape} and 'output' {output.shape} must both be (N, L)", path)
         if not np.isin(target, (0, 1)).all():
             raise RunFormatError("multilabel 'target' must hold 0/1", path)
+
+
+def check_arrays(
+    run: Run, path: Path, target: np.ndarray, output: np.ndarray, ids: np.ndarray | None = None, hashes: np.ndarray | None = None
+) -> None:
+    """The reader's checks of one split's arrays against run.json; raise :class:`RunFormatError`
+    naming ``path``. The recorder calls this same function before it writes a file."""
+    _check_shapes(run, path, target, output)
+    for label, arr in (("id", ids), ("input_hash", hashes)):
+        if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
+            raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)
 
 
 def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Predictions:
@@ -337,10 +348,7 @@ def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Pr
         raise RunFormatError(f"unreadable: {exc}", path) from None
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...: all "truncated or corrupt"
         raise RunFormatError(f"unreadable (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
-    _check_shapes(run, path, target, output)
-    for label, arr in (("id", ids), ("input_hash", hashes)):
-        if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
-            raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)
+    check_arrays(run, path, target, output, ids, hashes)
     return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
 
 
