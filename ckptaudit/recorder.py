@@ -195,14 +195,7 @@ class Recorder:
         if selected_by is not None:
             run["selected_by"] = {"metric": selected_by} if mode is None else {"metric": selected_by, "mode": mode}
         run_file = self.path / RUN_FILE
-        existing = self._existing()
-        if existing and not (resume or fresh):
-            last = existing.checkpoints[-1]
-            raise UsageError(
-                f"the run already holds {len(existing.checkpoints)} checkpoint(s), up to epoch {last.epoch}: pass resume=True "
-                "to continue after it, or fresh=True to move it aside and start again",
-                self.path,
-            )
+        existing = self.existing_run(self.path, resume=resume, fresh=fresh)
         if existing and fresh:
             self._move_aside()
             existing = None
@@ -226,15 +219,40 @@ class Recorder:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, run)
 
-    def _existing(self) -> Run | None:
-        """The run already at ``path`` when it holds checkpoints, else None."""
-        if not (self.path / RUN_FILE).is_file():
+    @staticmethod
+    def existing_run(path: str | os.PathLike[str], *, resume: bool = False, fresh: bool = False) -> Run | None:
+        """The run already at ``path`` when it holds checkpoints, else None; a
+        :class:`UsageError` when it does and neither ``resume`` nor ``fresh`` is asked for.
+        Reads only: the framework callbacks call it when they are built, before training."""
+        path = Path(path)
+        if resume and fresh:
+            raise UsageError("resume=True and fresh=True contradict each other: choose one")
+        if not (path / RUN_FILE).is_file():
             return None
         try:
-            run = read_run(self.path)
+            run = read_run(path)
         except RunFormatError as exc:
-            raise UsageError(f"cannot resume or replace the existing run: {exc}", self.path) from None
+            raise UsageError(f"cannot resume or replace the existing run: {exc}", path) from None
+        if run.checkpoints and not (resume or fresh):
+            raise UsageError(
+                f"the run already holds {len(run.checkpoints)} checkpoint(s), up to epoch {run.checkpoints[-1].epoch}: pass "
+                "resume=True to continue after it, or fresh=True to move it aside and start again",
+                path,
+            )
         return run if run.checkpoints else None
+
+    def select_by(self, metric: str | None, mode: str | None = None) -> None:
+        """Set run.json ``selected_by`` once it is known (a framework's checkpoint callback is
+        found only when training starts); None removes it."""
+        if metric is not None and (not isinstance(metric, str) or not metric):
+            raise UsageError(f"selected_by must be a metric name such as 'val_loss', not {metric!r}")
+        if mode is not None and mode not in ("min", "max"):
+            raise UsageError(f"mode must be 'min' or 'max', not {mode!r}")
+        if metric is None:
+            self.run.pop("selected_by", None)
+        else:
+            self.run["selected_by"] = {"metric": metric} if mode is None else {"metric": metric, "mode": mode}
+        write_json_atomic(self.path / RUN_FILE, self.run)
 
     def _move_aside(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
