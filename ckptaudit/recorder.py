@@ -135,7 +135,9 @@ def _arrays(split: str, target: Any, output: Any, ids: Any, inputs: Any, input_h
         arrays["input_hash"] = hash_rows(inputs)
     for key, arr in arrays.items():
         if arr.dtype == object:
-            raise UsageError(f"{split} {key!r} holds Python objects ({arr.dtype}); give numbers or strings (files are read without pickle)")
+            raise UsageError(
+                f"{split} {key!r} holds Python objects ({arr.dtype}); give numbers or strings (files are read without pickle)"
+            )
     return arrays
 
 
@@ -202,7 +204,9 @@ class Recorder:
         elif existing and resume:
             for key in ("task", "output"):
                 if existing.raw.get(key) != run[key]:
-                    raise UsageError(f"run.json says {key}={existing.raw.get(key)!r}, the recorder was given {run[key]!r}", run_file)
+                    raise UsageError(
+                        f"run.json says {key}={existing.raw.get(key)!r}, the recorder was given {run[key]!r}", run_file
+                    )
             # NOTE: a resumed run keeps its 'chosen'; what was given now overrides the rest.
             run = {**existing.raw, **run}
         self._run = self._validated(run)
@@ -320,9 +324,13 @@ class Recorder:
             raise UsageError(f"write must be a function of the checkpoint folder, not {write!r}")
         name = f"epoch-{int(epoch):04d}" if name is None else name
         if not isinstance(name, str) or not name or "/" in name or os.sep in name or is_in_progress(name) or name in ("..",):
-            raise UsageError(f"name must be a plain folder name (no '/', not starting with '.' or ending in '.tmp'), not {name!r}")
+            raise UsageError(
+                f"name must be a plain folder name (no '/', not starting with '.' or ending in '.tmp'), not {name!r}"
+            )
         if self.last_epoch is not None and epoch <= self.last_epoch and name not in self._recorded:
-            raise UsageError(f"epoch {epoch} is not after the last recorded epoch {self.last_epoch} (resume continues after it)", self.path)
+            raise UsageError(
+                f"epoch {epoch} is not after the last recorded epoch {self.last_epoch} (resume continues after it)", self.path
+            )
         metrics: dict[str, float] = {}
         for key, value in (logged or {}).items():
             value = value.item() if hasattr(value, "item") else value
@@ -339,7 +347,9 @@ class Recorder:
         # The reader's checks, before anything is written: a misuse fails at epoch 0, not at `rank`.
         check_arrays(self._run, final / "val.npz", val["target"], val["output"], val.get("id"), val.get("input_hash"))
         if train is not None:
-            check_arrays(self._run, final / "train.npz", train["target"], train["output"], train.get("id"), train.get("input_hash"))
+            check_arrays(
+                self._run, final / "train.npz", train["target"], train["output"], train.get("id"), train.get("input_hash")
+            )
         ckpt = Checkpoint(path=final, name=name, epoch=int(epoch), step=step, logged=metrics)
         preds = Predictions(path=final / "val.npz", target=val["target"], output=val["output"], ids=val.get("id"))
         problem = self._guard.problem(ckpt, preds)
@@ -350,7 +360,9 @@ class Recorder:
         try:
             write_predictions(tmp / "val.npz", val["target"], val["output"], val.get("id"), input_hash=val.get("input_hash"))
             if train is not None:
-                write_predictions(tmp / "train.npz", train["target"], train["output"], train.get("id"), input_hash=train.get("input_hash"))
+                write_predictions(
+                    tmp / "train.npz", train["target"], train["output"], train.get("id"), input_hash=train.get("input_hash")
+                )
             if model is not None or optimizer is not None or scheduler is not None:
                 import torch
 

@@ -36,7 +36,9 @@ class TinyModel(PreTrainedModel):
 
     def __init__(self, config):
         super().__init__(config)
-        self.net = nn.Sequential(nn.Linear(config.n_features, config.hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(config.hidden, config.num_labels))
+        self.net = nn.Sequential(
+            nn.Linear(config.n_features, config.hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(config.hidden, config.num_labels)
+        )
         self.post_init()
 
     def forward(self, x=None, labels=None):
@@ -105,7 +107,9 @@ def train(tmp_path, callback=None, epochs=EPOCHS, **args):
 def test_every_evaluation_is_recorded_and_chosen_is_the_trainers_best(tmp_path):
     run = tmp_path / "run"
     (_, _), (xv, yv) = wine()
-    cb = CkptauditTrainerCallback(run, task="multiclass", output="logit", classes=["c0", "c1", "c2"], val_ids=np.arange(len(yv)) + 500, val_inputs=xv)
+    cb = CkptauditTrainerCallback(
+        run, task="multiclass", output="logit", classes=["c0", "c1", "c2"], val_ids=np.arange(len(yv)) + 500, val_inputs=xv
+    )
     trainer = train(tmp_path, cb)
     r = read_run(run)
     assert [c.epoch for c in r.checkpoints] == list(range(1, EPOCHS + 1))  # the epoch HF logs after each epoch
@@ -144,7 +148,9 @@ def test_misuse_is_caught_before_training(tmp_path):
         (xt, yt), (xv, yv) = wine()
         Trainer(
             model=TinyModel(TinyConfig()),
-            args=TrainingArguments(output_dir=str(tmp_path / "hf"), num_train_epochs=1, eval_strategy="epoch", report_to="none", use_cpu=True),
+            args=TrainingArguments(
+                output_dir=str(tmp_path / "hf"), num_train_epochs=1, eval_strategy="epoch", report_to="none", use_cpu=True
+            ),
             train_dataset=Rows(xt, yt),
             eval_dataset=Rows(xv, yv),
             callbacks=[cb],

@@ -25,7 +25,12 @@ EPOCHS = 4
 def build():
     keras.utils.set_random_seed(0)
     model = keras.Sequential(
-        [keras.Input((30,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dropout(0.3), keras.layers.Dense(1, activation="sigmoid")]
+        [
+            keras.Input((30,)),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(1, activation="sigmoid"),
+        ]
     )
     model.compile(optimizer=keras.optimizers.SGD(0.05), loss="binary_crossentropy", metrics=["accuracy"])
     return model
@@ -38,8 +43,14 @@ def fit(tmp_path, with_callback=True, **cb_kwargs):
     callbacks = [mc]
     if with_callback:
         ids = np.arange(len(yv)) + 7000
-        callbacks.append(CkptauditKerasCallback(tmp_path / "run", validation_data=(xv, yv, ids), checkpoint=mc, task="binary", output="probability", **cb_kwargs))
-    history = model.fit(xt, yt, validation_data=(xv, yv), epochs=EPOCHS, batch_size=32, shuffle=True, verbose=0, callbacks=callbacks)
+        callbacks.append(
+            CkptauditKerasCallback(
+                tmp_path / "run", validation_data=(xv, yv, ids), checkpoint=mc, task="binary", output="probability", **cb_kwargs
+            )
+        )
+    history = model.fit(
+        xt, yt, validation_data=(xv, yv), epochs=EPOCHS, batch_size=32, shuffle=True, verbose=0, callbacks=callbacks
+    )
     return model, history.history, mc
 
 
@@ -61,7 +72,8 @@ def test_every_epoch_is_recorded_and_chosen_is_the_model_checkpoints_best(tmp_pa
         preds = val_arrays(run, ckpt.name)
         assert preds.output.shape == (len(yv), 1)  # sigmoid head: (N, 1) is read like (N,)
         assert preds.ids.tolist() == list(range(7000, 7000 + len(yv))) and len(set(preds.input_hash.tolist())) == len(yv)
-        assert ckpt.logged["val_accuracy"] == pytest.approx(val_acc) == pytest.approx(accuracy_score(yv, preds.output[:, 0] > 0.5))
+        assert ckpt.logged["val_accuracy"] == pytest.approx(val_acc)
+        assert accuracy_score(yv, preds.output[:, 0] > 0.5) == pytest.approx(val_acc)
         assert ckpt.logged["loss"] == pytest.approx(loss)
     verbs = run_the_verbs(run, "val_accuracy")
     assert verbs["check"]["chosen"] == r.chosen

@@ -107,8 +107,8 @@ def test_recording_does_not_change_training(tmp_path, monkeypatch):
         trainer, model, mc = trainer_model
         return mc.best_model_score.item(), [p.detach().clone() for p in model.parameters()]
 
-    plain = history(fit(tmp_path / "a"))
-    recorded = history(fit(tmp_path / "b", CkptauditCallback(tmp_path / "b" / "run", task="binary", output="logit")))
+    plain = history(fit(tmp_path / "a", epochs=2))
+    recorded = history(fit(tmp_path / "b", CkptauditCallback(tmp_path / "b" / "run", task="binary", output="logit"), epochs=2))
     assert plain[0] == recorded[0]
     assert all(torch.equal(p, q) for p, q in zip(plain[1], recorded[1], strict=True))
     # the test can fail: the same pass without the RNG fork shifts dropout and shuffling
@@ -117,7 +117,7 @@ def test_recording_does_not_change_training(tmp_path, monkeypatch):
     from ckptaudit.integrations import lightning as integ
 
     monkeypatch.setattr(integ, "forked_rng", contextlib.nullcontext)
-    unforked = history(fit(tmp_path / "c", CkptauditCallback(tmp_path / "c" / "run", task="binary", output="logit")))
+    unforked = history(fit(tmp_path / "c", CkptauditCallback(tmp_path / "c" / "run", task="binary", output="logit"), epochs=2))
     assert not all(torch.equal(p, q) for p, q in zip(plain[1], unforked[1], strict=True))
 
 

@@ -10,7 +10,7 @@ from sklearn.metrics import accuracy_score, recall_score
 
 from ckptaudit.auditing import AuditOptions, audit_paths
 from ckptaudit.errors import MetricError
-from ckptaudit.metricspec import infer_logged_mode, parse_metric
+from ckptaudit.metricspec import infer_logged_mode
 from ckptaudit.ranking import rank_checkpoints
 from ckptaudit.recorder import Recorder
 
@@ -45,7 +45,9 @@ def _run(tmp_path, name, logged_rows, selected_by=None, mode=None, **save):
 
 
 def test_direction_from_run_json_selected_by_when_the_name_does_not_say(tmp_path):
-    path = _run(tmp_path, "r", [{"val_profit": 3.0}, {"val_profit": 5.0}, {"val_profit": 4.0}], selected_by="val_profit", mode="max")
+    path = _run(
+        tmp_path, "r", [{"val_profit": 3.0}, {"val_profit": 5.0}, {"val_profit": 4.0}], selected_by="val_profit", mode="max"
+    )
     rows = rank_checkpoints([path], ["val_profit"]).rows
     assert [r.epoch for r in rows] == [1, 2, 0]
     # the name wins over run.json: val_acc selected with mode=min (Lightning #19844) is still maximised

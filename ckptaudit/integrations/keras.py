@@ -26,7 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import keras
+import keras  # type: ignore[import-untyped]
 import numpy as np
 
 from ..errors import UsageError
@@ -79,7 +79,10 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         mode = getattr(self.checkpoint, "mode", None)
         monitor = getattr(self.checkpoint, "monitor", None)
         self.recorder = Recorder(
-            self.path, **self.options, selected_by=monitor, mode=mode if mode in ("min", "max") else None  # type: ignore[arg-type]
+            self.path,
+            **self.options,
+            selected_by=monitor,
+            mode=mode if mode in ("min", "max") else None,  # type: ignore[arg-type]
         )
         self._best = getattr(self.checkpoint, "best", None)
 

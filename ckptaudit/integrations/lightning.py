@@ -153,7 +153,7 @@ class CkptauditCallback(pl.Callback):
                     from torch.utils.data.distributed import DistributedSampler
 
                     if isinstance(sampler, DistributedSampler) or hasattr(sampler, "num_replicas"):
-                        indices = np.fromiter(iter(sampler), dtype=np.int64)
+                        indices = np.fromiter(iter(sampler), dtype=np.int64)  # type: ignore[arg-type]
                         local = gather_by_index(local, indices, len(loader.dataset))
                     # NOTE: without a distributed sampler every process saw every row: rank 0's are written.
         finally:
