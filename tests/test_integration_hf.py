@@ -133,10 +133,21 @@ def test_every_evaluation_is_recorded_and_chosen_is_the_trainers_best(tmp_path):
     assert verbs["rank"][0]["eval_accuracy"] == max(c.logged["eval_accuracy"] for c in r.checkpoints)
 
 
-def test_recording_does_not_change_training(tmp_path):
+def test_recording_does_not_change_training_nor_add_an_inference_pass(tmp_path, monkeypatch):
+    calls = []
+    original = TinyModel.forward
+
+    def counted(self, x=None, labels=None):
+        calls.append(len(x))
+        return original(self, x, labels)
+
+    monkeypatch.setattr(TinyModel, "forward", counted)
     plain = [h for h in train(tmp_path / "a").state.log_history if "eval_loss" in h]
+    plain_rows, calls[:] = sum(calls), []
     cb = CkptauditTrainerCallback(tmp_path / "b" / "run", task="multiclass", output="logit")
     recorded = [h for h in train(tmp_path / "b", cb).state.log_history if "eval_loss" in h]
+    assert sum(calls) == plain_rows  # the predictions came from the Trainer's own evaluation
+    assert len(read_run(tmp_path / "b" / "run").checkpoints) == EPOCHS
     strip = lambda hs: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in hs]  # noqa: E731
     assert strip(plain) == strip(recorded)
 
