@@ -220,6 +220,7 @@ class Recorder:
             first = existing.checkpoints[0]
             if first.has_split("val"):
                 self._guard.check(first, read_predictions(self._run, first))
+        self._resumed_after = self.last_epoch  # epochs up to here belong to the earlier session
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, run)
 
@@ -327,9 +328,10 @@ class Recorder:
             raise UsageError(
                 f"name must be a plain folder name (no '/', not starting with '.' or ending in '.tmp'), not {name!r}"
             )
-        if self.last_epoch is not None and epoch <= self.last_epoch and name not in self._recorded:
+        # NOTE: within one session an epoch may hold several checkpoints (evaluations every N steps).
+        if self._resumed_after is not None and epoch <= self._resumed_after and name not in self._recorded:
             raise UsageError(
-                f"epoch {epoch} is not after the last recorded epoch {self.last_epoch} (resume continues after it)", self.path
+                f"epoch {epoch} is not after the last recorded epoch {self._resumed_after} (resume continues after it)", self.path
             )
         metrics: dict[str, float] = {}
         for key, value in (logged or {}).items():

@@ -166,3 +166,37 @@ def test_misuse_is_caught_before_training(tmp_path):
             eval_dataset=Rows(xv, yv),
             callbacks=[cb],
         ).train()
+
+
+def test_evaluations_every_n_steps_are_named_by_step(tmp_path):
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit")
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv) = wine()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=2,
+        per_device_train_batch_size=16,
+        eval_strategy="steps",
+        eval_steps=4,
+        save_strategy="steps",
+        save_steps=4,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=TinyModel(TinyConfig()),
+        args=args,
+        train_dataset=Rows(xt, yt),
+        eval_dataset=Rows(xv, yv),
+        compute_metrics=cb.wrap(),
+        callbacks=[cb],
+    )
+    trainer.train()
+    r = read_run(tmp_path / "run")
+    assert [(c.name, c.step) for c in r.checkpoints] == [(f"step-{s:07d}", s) for s in (4, 8, 12, 16)]
+    assert [c.epoch for c in r.checkpoints] == [0, 1, 1, 2]  # whole epochs completed, as state.epoch counts
+    assert r.selected_by.metric == "eval_loss" and r.selected_by.mode == "min"
+    assert r.checkpoint(r.chosen).step == trainer.state.best_global_step

@@ -223,7 +223,8 @@ def test_an_existing_run_needs_resume_or_fresh_before_training(tmp_path):
     with pytest.raises(UsageError, match="epoch 0 is not after the last recorded epoch 1"):
         rec.save(0, name="again", **args)
     rec.save(2, **args)
-    assert [c.epoch for c in read_run(tmp_path / "run").checkpoints] == [0, 1, 2]
+    rec.save(2, name="epoch-0002-step-99", step=99, **args)  # several evaluations in one epoch
+    assert [c.epoch for c in read_run(tmp_path / "run").checkpoints] == [0, 1, 2, 2]
     before = _tree(tmp_path / "run")
     # a fresh start moves the earlier run aside, inside the run folder, byte for byte
     rec = Recorder(tmp_path / "run", task="multiclass", output="probability", fresh=True)
