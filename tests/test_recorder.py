@@ -261,7 +261,11 @@ def test_choose_takes_an_epoch_or_a_name_and_bad_arguments_are_clear(tmp_path):
         rec.save(epoch, val_target=[0, 1], val_output=[0.2, 0.9])
     assert rec.choose(1) == "epoch-0001" and read_run(tmp_path / "run").chosen == "epoch-0001"
     assert rec.choose("epoch-0002") == "epoch-0002"
-    for bad, message in [(7, "no checkpoint recorded for epoch 7"), ("nope", "no checkpoint named"), (1.5, "epoch number or a checkpoint name")]:
+    for bad, message in [
+        (7, "no checkpoint recorded for epoch 7"),
+        ("nope", "no checkpoint named"),
+        (1.5, "epoch number or a checkpoint name"),
+    ]:
         with pytest.raises(UsageError, match=message):
             rec.choose(bad)
     ok = dict(task="binary", output="logit")
