@@ -180,7 +180,7 @@ class Recorder:
             if mode is not None:
                 raise UsageError("give the mode inside selected_by or as mode=, not both")
             mode = selected_by.get("mode")
-            selected_by = selected_by.get("metric")  # type: ignore[assignment]
+            selected_by = selected_by.get("metric")
         if selected_by is not None and (not isinstance(selected_by, str) or not selected_by):
             raise UsageError(f"selected_by must be a metric name such as 'val_loss', not {selected_by!r}")
         if mode is not None and mode not in ("min", "max"):

@@ -63,7 +63,9 @@ class CkptauditTrainerCallback(TrainerCallback):
     ) -> None:
         Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training, read-only on every rank
         self.path = Path(path)
-        self.options = dict(task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh)
+        self.options: dict[str, Any] = dict(
+            task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
+        )
         self.val_ids = None if val_ids is None else to_numpy(val_ids)
         self.val_hashes = None if val_inputs is None else hash_rows(val_inputs)
         self.weights = weights
@@ -98,7 +100,7 @@ class CkptauditTrainerCallback(TrainerCallback):
             raise UsageError("give the Trainer compute_metrics=callback.wrap(your_compute_metrics) so predictions reach the run")
         metric, mode = selection(args)
         if state.is_world_process_zero:
-            self.recorder = Recorder(self.path, **self.options, selected_by=metric, mode=mode)  # type: ignore[arg-type]
+            self.recorder = Recorder(self.path, **self.options, selected_by=metric, mode=mode)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, float] | None = None, **kwargs: Any) -> None:
         if logs and "loss" in logs:

@@ -62,7 +62,9 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
             raise UsageError(f"batch_size must be a positive integer, not {batch_size!r}")
         Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training
         self.path = Path(path)
-        self.options = dict(task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh)
+        self.options: dict[str, Any] = dict(
+            task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
+        )
         self.x = validation_data[0]
         self.y = to_numpy(validation_data[1])
         self.ids = to_numpy(validation_data[2]) if len(validation_data) == 3 else None
@@ -82,7 +84,7 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
             self.path,
             **self.options,
             selected_by=monitor,
-            mode=mode if mode in ("min", "max") else None,  # type: ignore[arg-type]
+            mode=mode if mode in ("min", "max") else None,
         )
         self._best = getattr(self.checkpoint, "best", None)
 

@@ -69,7 +69,9 @@ class CkptauditCallback(pl.Callback):
             raise UsageError(f"predict must be a function (pl_module, batch) -> (target, output[, ids]), not {predict!r}")
         Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training, read-only on every rank
         self.path = Path(path)
-        self.options = dict(task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh)
+        self.options: dict[str, Any] = dict(
+            task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
+        )
         self.weights = weights
         self.predict = predict
         self.dataloader = dataloader
@@ -85,7 +87,7 @@ class CkptauditCallback(pl.Callback):
     def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         monitor, mode = _selection(trainer)
         if trainer.is_global_zero:
-            self.recorder = Recorder(self.path, **self.options, selected_by=monitor, mode=mode)  # type: ignore[arg-type]
+            self.recorder = Recorder(self.path, **self.options, selected_by=monitor, mode=mode)
         self._best = _best_state(trainer)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
