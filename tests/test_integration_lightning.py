@@ -57,11 +57,12 @@ def loaders():
     return train, val, (xv, yv)
 
 
-def fit(tmp_path, *callbacks, epochs=EPOCHS, **trainer_kwargs):
+def fit(tmp_path, *callbacks, epochs=EPOCHS, checkpoint_kwargs=None, **trainer_kwargs):
     L.seed_everything(0, verbose=False)
     train, val, _ = loaders()
     model = TinyNet()
-    mc = ModelCheckpoint(dirpath=tmp_path / "lightning", filename="{epoch}", monitor="val_acc", mode="max", save_top_k=1)
+    options = {"monitor": "val_acc", "mode": "max", **(checkpoint_kwargs or {})}
+    mc = ModelCheckpoint(dirpath=tmp_path / "lightning", filename="{epoch}", save_top_k=1, **options)
     trainer = L.Trainer(
         max_epochs=epochs,
         accelerator="cpu",
@@ -100,6 +101,20 @@ def test_every_epoch_is_recorded_and_chosen_is_modelcheckpoints_best(tmp_path):
     assert verbs["check"]["chosen"] == r.chosen and verbs["check"]["chosen_how"] == "run.json chosen"
     assert verbs["rank"][0]["val_acc"] == max(c.logged["val_acc"] for c in r.checkpoints)
     assert verbs["pick"][0]["value"] == verbs["rank"][0]["val_acc"]
+
+
+def test_chosen_follows_a_modelcheckpoint_that_saves_at_validation_end(tmp_path):
+    # ModelCheckpoint then saves before our train-epoch-end hook instead of after it
+    run = tmp_path / "run"
+    cb = CkptauditCallback(run, task="binary", output="logit", weights=None)
+    _, _, mc = fit(
+        tmp_path, cb, epochs=3, checkpoint_kwargs={"save_on_train_epoch_end": False, "monitor": "val_loss", "mode": "min"}
+    )
+    r = read_run(run)
+    assert (r.selected_by.metric, r.selected_by.mode) == ("val_loss", "min")
+    best_epoch = int(re.search(r"epoch=(\d+)", mc.best_model_path).group(1))
+    assert r.chosen == f"epoch-{best_epoch:04d}"
+    assert r.checkpoint(r.chosen).logged["val_loss"] == pytest.approx(mc.best_model_score.item())
 
 
 def test_recording_does_not_change_training(tmp_path, monkeypatch):
