@@ -21,7 +21,7 @@ import numpy as np
 from .errors import RunFormatError, UsageError
 from .findings import CODES, Finding, severity_rank
 from .metrics import kernels as metrics
-from .metrics.evaluation import RunScorer, prepare_predictions
+from .metrics.evaluation import RunScorer, prepare_predictions, selected_modes
 from .metrics.spec import MetricSpec, base_name, parse_metric
 from .stats import bootstrap, selection
 from .store.reader import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
@@ -119,7 +119,7 @@ class AuditReport:
 def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
     """The metric the audit ranks a run by."""
     text = options.metric or DEFAULT_METRIC[run.task]
-    return parse_metric(text, mode=options.mode, logged=run.logged_names())
+    return parse_metric(text, mode=options.mode, logged=run.logged_names(), logged_modes=selected_modes([run]))
 
 
 def _better(spec: MetricSpec, a: float, b: float, margin: float) -> bool:
@@ -397,7 +397,12 @@ def check_suspicious_perfect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]
 
 def _is_train_name(name: str) -> bool:
     n = name.lower()
-    return n.startswith("train") or "_train" in n or "training" in n
+    # NOTE: Keras and the HF Trainer log the training loss as plain `loss`.
+    return n == "loss" or n.startswith("train") or "_train" in n or "training" in n
+
+
+#: (validation, training) names of logged losses, as Lightning users, Keras and HF log them
+LOSS_PAIRS = (("val_loss", "train_loss"), ("val_loss", "loss"), ("eval_loss", "loss"), ("eval_loss", "train_loss"))
 
 
 def check_selected_by_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
@@ -447,14 +452,19 @@ def check_overfitting(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
         trains = [cast(float, s.train_value) for s in pairs]
         label = spec.text
     else:
-        logged = [s for s in ra.stats if "val_loss" in s.checkpoint.logged and "train_loss" in s.checkpoint.logged]
-        if len(logged) < 3:
+        found = None
+        for val_name, train_name in LOSS_PAIRS:
+            logged = [s for s in ra.stats if val_name in s.checkpoint.logged and train_name in s.checkpoint.logged]
+            if len(logged) >= 3:
+                found = (val_name, train_name, logged)
+                break
+        if found is None:
             return
-        pairs = logged
-        vals = [s.checkpoint.logged["val_loss"] for s in logged]
-        trains = [s.checkpoint.logged["train_loss"] for s in logged]
-        spec = parse_metric("val_loss", logged=["val_loss"])
-        label = "val_loss/train_loss"
+        val_name, train_name, pairs = found
+        vals = [s.checkpoint.logged[val_name] for s in pairs]
+        trains = [s.checkpoint.logged[train_name] for s in pairs]
+        spec = parse_metric(val_name, logged=[val_name])
+        label = f"{val_name}/{train_name}"
     b = _best_index(spec, vals)
     if b is None or b == len(pairs) - 1:
         return

@@ -1,7 +1,7 @@
 """``rank``: re-score every checkpoint under any metric and order them best first.
 
 Ordering rule (documented in the README): best first by the first metric; ties go to
-the earlier epoch, then the earlier step, then the run and checkpoint name, so the
+the next metric given, then the earlier epoch, then the earlier step, then the run and checkpoint name, so the
 order never depends on file names or modification times. A checkpoint that cannot be
 scored under the first metric is listed last, with the reason in ``notes``.
 """
@@ -83,15 +83,23 @@ class Ranking:
         return [s.text for s in self.specs]
 
 
-def order_scores(scores: Sequence[CheckpointScore], spec: MetricSpec, index: int = 0) -> list[CheckpointScore]:
-    """Scores best first under ``spec`` (value at ``index``), unscorable last."""
+def order_scores(
+    scores: Sequence[CheckpointScore], spec: MetricSpec, index: int = 0, tie_break: Sequence[tuple[int, MetricSpec]] = ()
+) -> list[CheckpointScore]:
+    """Scores best first under ``spec`` (value at ``index``), unscorable last. Equal values
+    go by each ``(index, spec)`` of ``tie_break`` in turn, then to the earlier epoch."""
     sign = -1.0 if spec.maximize else 1.0
 
     def key(s: CheckpointScore) -> tuple:
         v = s.values[index]
+        ties: list[object] = []
+        for i, other in tie_break:
+            w = s.values[i]
+            ties += [w is None, 0.0 if w is None else (-w if other.maximize else w)]
         return (
             v is None,
             0.0 if v is None else sign * v,
+            *ties,
             s.checkpoint.epoch,
             -1 if s.checkpoint.step is None else s.checkpoint.step,
             s.run.name,
@@ -135,7 +143,8 @@ def rank_checkpoints(
     runs = discover(paths)
     specs = parse_metrics(metrics, runs, mode)
     scores = score_runs(runs, specs, progress, cache)
-    ordered = order_scores(scores, specs[0])
+    # NOTE: ties go to the next --metric given (Lightning #16504), then the earlier epoch.
+    ordered = order_scores(scores, specs[0], 0, list(enumerate(specs))[1:])
     if per_run:
         best: dict[str, CheckpointScore] = {}
         for s in ordered:

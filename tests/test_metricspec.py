@@ -33,12 +33,13 @@ def test_options_are_parsed():
     assert parse_metric("f1:average=micro").average == "micro"
 
 
-def test_logged_metrics_need_a_direction_unless_named_loss():
+def test_logged_metrics_need_a_direction_unless_the_name_gives_it():
     assert parse_metric("val_loss", logged=["val_loss"]).mode == "min"
+    assert parse_metric("val_auc", logged=["val_auc"]).mode == "max"  # base name: a built-in
     with pytest.raises(MetricError, match="direction is unknown"):
-        parse_metric("val_auc", logged=["val_auc"])
-    assert parse_metric("val_auc:mode=max", logged=["val_auc"]).mode == "max"
-    assert parse_metric("val_auc", mode="max", logged=["val_auc"]).mode == "max"
+        parse_metric("val_profit", logged=["val_profit"])
+    assert parse_metric("val_profit:mode=max", logged=["val_profit"]).mode == "max"
+    assert parse_metric("val_profit", mode="max", logged=["val_profit"]).mode == "max"
 
 
 def test_custom_function_needs_mode():

@@ -133,10 +133,10 @@ def test_no_metric_is_a_usage_error(runs_dir):
     one_line_error(invoke("rank", runs_dir / "fraud"), "no metric given")
 
 
-def test_logged_metric_without_direction_needs_mode(runs_dir):
-    one_line_error(invoke("rank", runs_dir / "fraud", "-m", "val_accuracy"), "direction is unknown")
-    rows = rank_json(runs_dir / "fraud", "-m", "val_accuracy", "--mode", "max")
+def test_logged_metric_direction_comes_from_its_base_name(runs_dir):
+    rows = rank_json(runs_dir / "fraud", "-m", "val_accuracy")  # no --mode: accuracy is maximised
     assert rows[0]["val_accuracy"] == max(r["val_accuracy"] for r in rows)
+    assert rank_json(runs_dir / "fraud", "-m", "val_accuracy", "--mode", "max") == rows
 
 
 def test_missing_path_and_folder_without_runs(tmp_path):

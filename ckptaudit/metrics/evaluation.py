@@ -33,12 +33,21 @@ class CheckpointScore:
     unreadable: bool = False  #: the prediction file itself was missing or malformed
 
 
+def selected_modes(runs: Sequence[Run]) -> dict[str, str]:
+    """Logged metric name -> direction, from run.json ``selected_by`` (where all runs agree)."""
+    modes: dict[str, set[str]] = {}
+    for run in runs:
+        if run.selected_by is not None and run.selected_by.mode is not None:
+            modes.setdefault(run.selected_by.metric, set()).add(run.selected_by.mode)
+    return {name: next(iter(found)) for name, found in modes.items() if len(found) == 1}
+
+
 def parse_metrics(texts: Sequence[str], runs: Sequence[Run], mode: str | None = None) -> list[MetricSpec]:
     """Parse ``--metric`` values against the metric names the runs logged."""
     if not texts:
         raise MetricError("no metric given: pass --metric NAME (see `ckptaudit metrics`)")
     logged = sorted({name for run in runs for name in run.logged_names()})
-    specs = [parse_metric(t, mode=mode, logged=logged) for t in texts]
+    specs = [parse_metric(t, mode=mode, logged=logged, logged_modes=selected_modes(runs)) for t in texts]
     seen: set[str] = set()
     for spec in specs:
         if spec.text in seen:

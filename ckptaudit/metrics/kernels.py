@@ -182,6 +182,8 @@ def prepare(
         out = out.astype(np.float32)
     if task == "binary":
         y = (np.asarray(target) == positive_class).view(np.int8)
+        if out.ndim == 2 and out.shape[1] == 1:
+            out = out[:, 0]  # nn.Linear(h, 1) with BCEWithLogitsLoss: one positive-class column
         if output_kind == "label":
             return Prepared(task, y, None, out == positive_class, 2)
         if output_kind == "logit":

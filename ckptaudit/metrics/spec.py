@@ -18,7 +18,7 @@ from __future__ import annotations
 import difflib
 import math
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ..errors import MetricError
@@ -168,8 +168,19 @@ def base_name(name: str) -> str:
 
 
 def infer_logged_mode(name: str) -> str | None:
-    """Direction of a training-logged metric where the name makes it unambiguous."""
-    return MIN if "loss" in name.lower() else None
+    """Direction of a training-logged metric where the name makes it unambiguous: a name
+    containing "loss" is minimised; otherwise the base name of a built-in metric gives the
+    built-in's direction (``val_acc``, ``val_accuracy``, ``eval_accuracy``, Keras'
+    ``val_binary_accuracy``, ``train_auc``: max; ``val_mae``: min)."""
+    if "loss" in name.lower():
+        return MIN
+    base = re.sub(r"^(train|training)[_/.-]", "", base_name(name))
+    base = ALIASES.get(base, base)
+    if base in BUILTINS:
+        return BUILTINS[base][0]
+    if base.endswith("accuracy"):  # categorical_accuracy, binary_accuracy, sparse_categorical_accuracy
+        return MAX
+    return None
 
 
 def _split(text: str) -> tuple[str, dict[str, str]]:
@@ -195,11 +206,16 @@ def _number(text: str, key: str, value: str, kind: type = float) -> float:
         raise MetricError(f"metric {text!r}: {key}={value!r} is not a number") from None
 
 
-def parse_metric(text: str, *, mode: str | None = None, logged: Iterable[str] = ()) -> MetricSpec:
+def parse_metric(
+    text: str, *, mode: str | None = None, logged: Iterable[str] = (), logged_modes: Mapping[str, str] | None = None
+) -> MetricSpec:
     """Parse one ``--metric`` value.
 
     ``mode`` is the ``--mode`` default for metrics whose direction is not built in;
-    ``logged`` lists the metric names that training logged in the runs being read.
+    ``logged`` lists the metric names that training logged in the runs being read;
+    ``logged_modes`` maps a logged name to the direction run.json ``selected_by`` gives it,
+    used when neither the user nor the name says (the name wins over run.json: a
+    ``val_acc`` selected with ``mode=min`` is the bug an audit exists to catch).
     Raises :class:`MetricError` with suggestions for an unknown name.
     """
     if not text or not text.strip():
@@ -243,7 +259,7 @@ def parse_metric(text: str, *, mode: str | None = None, logged: Iterable[str] = 
     if match is not None:
         if opts:
             raise MetricError(f"metric {text!r}: a logged metric takes no options but mode, got {', '.join(sorted(opts))}")
-        logged_mode = user_mode or infer_logged_mode(match)
+        logged_mode = user_mode or infer_logged_mode(match) or (logged_modes or {}).get(match)
         if logged_mode is None:
             raise MetricError(
                 f"metric {text!r} is logged by training but its direction is unknown: add :mode=max or :mode=min (or --mode)"

@@ -341,8 +341,8 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             raise RunFormatError(f"a binary 'target' holds class {int(target.max())}; only 0 and 1 exist", path)
         if kind == "label" and output.ndim != 1:
             raise RunFormatError(f"label 'output' must be (N,), got {output.shape}", path)
-        if output.ndim == 2 and output.shape[1] != 2 or output.ndim > 2:
-            raise RunFormatError(f"binary 'output' must be (N,) or (N, 2), got {output.shape}", path)
+        if output.ndim == 2 and output.shape[1] not in (1, 2) or output.ndim > 2:
+            raise RunFormatError(f"binary 'output' must be (N,), (N, 1) or (N, 2), got {output.shape}", path)
     elif task == "multiclass":
         if kind == "label":
             if output.ndim != 1:
@@ -420,7 +420,8 @@ def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             raise RunFormatError(
                 f"'output' holds probability {bad:g}, outside [0, 1] (were logits stored as output 'probability'?)", path
             )
-        if output.ndim == 2 and task in ("binary", "multiclass"):
+        # NOTE: a binary (N, 1) output is the positive class's column alone, not a full row.
+        if output.ndim == 2 and output.shape[1] > 1 and task in ("binary", "multiclass"):
             sums = output.sum(axis=1, dtype=np.float64)
             tol = _sum_tolerance(output.dtype)
             off = np.abs(sums - 1.0) > tol
@@ -434,6 +435,18 @@ def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
                         f"(within {tol:g}); {rows.size} of {sums.size} rows do not",
                         path,
                     )
+
+
+def check_arrays(
+    run: Run, path: Path, target: np.ndarray, output: np.ndarray, ids: np.ndarray | None = None, hashes: np.ndarray | None = None
+) -> None:
+    """The reader's checks of one split's arrays against run.json; raise :class:`RunFormatError`
+    naming ``path``. The recorder calls this same function before it writes a file."""
+    _check_shapes(run, path, target, output)
+    _check_values(run, path, target, output)
+    for label, arr in (("id", ids), ("input_hash", hashes)):
+        if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
+            raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)
 
 
 def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Predictions:
@@ -458,11 +471,7 @@ def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Pr
         raise RunFormatError(f"unreadable: {exc}", path) from None
     except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...: all "truncated or corrupt"
         raise RunFormatError(f"unreadable (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
-    _check_shapes(run, path, target, output)
-    _check_values(run, path, target, output)
-    for label, arr in (("id", ids), ("input_hash", hashes)):
-        if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
-            raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)
+    check_arrays(run, path, target, output, ids, hashes)
     return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
 
 

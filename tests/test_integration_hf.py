@@ -1,0 +1,202 @@
+"""Hugging Face Trainer integration: a tiny PreTrainedModel built from a config in code,
+trained on scikit-learn's wine data (no download)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("transformers")
+pytest.importorskip("accelerate")
+import torch  # noqa: E402
+from _framework_checks import run_the_verbs, val_arrays  # noqa: E402
+from sklearn.datasets import load_wine  # noqa: E402
+from sklearn.metrics import accuracy_score  # noqa: E402
+from torch import nn  # noqa: E402
+from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments  # noqa: E402
+from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
+
+from ckptaudit.errors import UsageError  # noqa: E402
+from ckptaudit.integrations.hf import CkptauditTrainerCallback  # noqa: E402
+from ckptaudit.store.reader import read_run  # noqa: E402
+
+EPOCHS = 4
+
+
+class TinyConfig(PretrainedConfig):
+    model_type = "ckptaudit-tiny-mlp"
+
+    def __init__(self, n_features=13, hidden=16, num_labels=3, **kwargs):
+        super().__init__(num_labels=num_labels, **kwargs)
+        self.n_features, self.hidden = n_features, hidden
+
+
+class TinyModel(PreTrainedModel):
+    config_class = TinyConfig
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.net = nn.Sequential(
+            nn.Linear(config.n_features, config.hidden), nn.ReLU(), nn.Dropout(0.2), nn.Linear(config.hidden, config.num_labels)
+        )
+        self.post_init()
+
+    def forward(self, x=None, labels=None):
+        logits = self.net(x)
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        return SequenceClassifierOutput(loss=loss, logits=logits)
+
+
+class Rows(torch.utils.data.Dataset):
+    def __init__(self, x, y):
+        self.x, self.y = torch.from_numpy(x), torch.from_numpy(y)
+
+    def __len__(self):
+        return len(self.y)
+
+    def __getitem__(self, i):
+        return {"x": self.x[i], "labels": self.y[i]}
+
+
+def wine():
+    x, y = load_wine(return_X_y=True)
+    order = np.random.default_rng(0).permutation(len(y))
+    x, y = x[order].astype(np.float32), y[order].astype(np.int64)
+    x = (x - x[:120].mean(0)) / x[:120].std(0)
+    return (x[:120], y[:120]), (x[120:], y[120:])
+
+
+def accuracy(eval_pred):
+    return {"accuracy": accuracy_score(eval_pred.label_ids, eval_pred.predictions.argmax(1))}
+
+
+def train(tmp_path, callback=None, epochs=EPOCHS, **args):
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv) = wine()
+    model = TinyModel(TinyConfig())
+    targs = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=epochs,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=16,
+        learning_rate=0.05,
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        logging_strategy="epoch",
+        load_best_model_at_end=True,
+        metric_for_best_model="accuracy",
+        save_total_limit=1,
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        **args,
+    )
+    trainer = Trainer(
+        model=model,
+        args=targs,
+        train_dataset=Rows(xt, yt),
+        eval_dataset=Rows(xv, yv),
+        compute_metrics=callback.wrap(accuracy) if callback else accuracy,
+        callbacks=[callback] if callback else [],
+    )
+    trainer.train()
+    return trainer
+
+
+def test_every_evaluation_is_recorded_and_chosen_is_the_trainers_best(tmp_path):
+    run = tmp_path / "run"
+    (_, _), (xv, yv) = wine()
+    cb = CkptauditTrainerCallback(
+        run, task="multiclass", output="logit", classes=["c0", "c1", "c2"], val_ids=np.arange(len(yv)) + 500, val_inputs=xv
+    )
+    trainer = train(tmp_path, cb)
+    r = read_run(run)
+    assert [c.epoch for c in r.checkpoints] == list(range(1, EPOCHS + 1))  # the epoch HF logs after each epoch
+    assert r.selected_by.metric == "eval_accuracy" and r.selected_by.mode == "max"
+    best_step = trainer.state.best_global_step
+    assert trainer.state.best_model_checkpoint.endswith(f"checkpoint-{best_step}")
+    assert r.checkpoint(r.chosen).step == best_step
+    # rotation kept one HF folder (plus the best); the run kept every epoch
+    assert len(list((tmp_path / "hf").glob("checkpoint-*"))) < EPOCHS
+    for ckpt in r.checkpoints:
+        preds = val_arrays(run, ckpt.name)
+        assert preds.target.tolist() == yv.tolist() and preds.ids.tolist() == list(range(500, 500 + len(yv)))
+        assert len(set(preds.input_hash.tolist())) == len(yv)
+        assert ckpt.logged["eval_accuracy"] == pytest.approx(accuracy_score(yv, preds.output.argmax(1)))
+        assert "eval_loss" in ckpt.logged and "loss" in ckpt.logged
+        reloaded = TinyModel.from_pretrained(ckpt.path).eval()
+        with torch.no_grad():
+            np.testing.assert_allclose(reloaded(torch.from_numpy(xv)).logits.numpy(), preds.output, rtol=1e-5, atol=1e-6)
+    verbs = run_the_verbs(run, "eval_accuracy")
+    assert verbs["check"]["chosen"] == r.chosen
+    assert verbs["rank"][0]["eval_accuracy"] == max(c.logged["eval_accuracy"] for c in r.checkpoints)
+
+
+def test_recording_does_not_change_training_nor_add_an_inference_pass(tmp_path, monkeypatch):
+    calls = []
+    original = TinyModel.forward
+
+    def counted(self, x=None, labels=None):
+        calls.append(len(x))
+        return original(self, x, labels)
+
+    monkeypatch.setattr(TinyModel, "forward", counted)
+    plain = [h for h in train(tmp_path / "a").state.log_history if "eval_loss" in h]
+    plain_rows, calls[:] = sum(calls), []
+    cb = CkptauditTrainerCallback(tmp_path / "b" / "run", task="multiclass", output="logit")
+    recorded = [h for h in train(tmp_path / "b", cb).state.log_history if "eval_loss" in h]
+    assert sum(calls) == plain_rows  # the predictions came from the Trainer's own evaluation
+    assert len(read_run(tmp_path / "b" / "run").checkpoints) == EPOCHS
+    strip = lambda hs: [{k: v for k, v in h.items() if "runtime" not in k and "per_second" not in k} for h in hs]  # noqa: E731
+    assert strip(plain) == strip(recorded)
+
+
+def test_misuse_is_caught_before_training(tmp_path):
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit")
+    with pytest.raises(UsageError, match="compute_metrics=callback.wrap"):
+        torch.manual_seed(0)
+        (xt, yt), (xv, yv) = wine()
+        Trainer(
+            model=TinyModel(TinyConfig()),
+            args=TrainingArguments(
+                output_dir=str(tmp_path / "hf"), num_train_epochs=1, eval_strategy="epoch", report_to="none", use_cpu=True
+            ),
+            train_dataset=Rows(xt, yt),
+            eval_dataset=Rows(xv, yv),
+            callbacks=[cb],
+        ).train()
+
+
+def test_evaluations_every_n_steps_are_named_by_step(tmp_path):
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit")
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv) = wine()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=2,
+        per_device_train_batch_size=16,
+        eval_strategy="steps",
+        eval_steps=4,
+        save_strategy="steps",
+        save_steps=4,
+        load_best_model_at_end=True,
+        metric_for_best_model="eval_loss",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=TinyModel(TinyConfig()),
+        args=args,
+        train_dataset=Rows(xt, yt),
+        eval_dataset=Rows(xv, yv),
+        compute_metrics=cb.wrap(),
+        callbacks=[cb],
+    )
+    trainer.train()
+    r = read_run(tmp_path / "run")
+    assert [(c.name, c.step) for c in r.checkpoints] == [(f"step-{s:07d}", s) for s in (4, 8, 12, 16)]
+    assert [c.epoch for c in r.checkpoints] == [0, 1, 1, 2]  # whole epochs completed, as state.epoch counts
+    assert r.selected_by.metric == "eval_loss" and r.selected_by.mode == "min"
+    assert r.checkpoint(r.chosen).step == trainer.state.best_global_step
