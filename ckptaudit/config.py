@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .safeio import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,10 +64,11 @@ def find_config(start: Path | None = None) -> Path | None:
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file():
             try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError):
+                data = tomllib.loads(read_text(pyproject, ConfigError))
+            except (OSError, ConfigError, tomllib.TOMLDecodeError, RecursionError):
                 continue
-            if "ckptaudit" in data.get("tool", {}):
+            tool = data.get("tool")
+            if isinstance(tool, dict) and "ckptaudit" in tool:
                 return pyproject
     return None
 
@@ -106,14 +108,20 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
 def load_policy(path: Path) -> Policy:
     """Read a policy from ckptaudit.toml (top-level keys) or pyproject.toml ([tool.ckptaudit])."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = tomllib.loads(read_text(path, ConfigError))
     except FileNotFoundError:
         raise ConfigError("no such config file", path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc}", path) from None
-    table = data.get("tool", {}).get("ckptaudit", {}) if path.name == "pyproject.toml" else data
+    except RecursionError:
+        raise ConfigError("malformed TOML: nested too deeply", path) from None
+    if path.name == "pyproject.toml":
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise ConfigError(f"`tool` must be a table ([tool.ckptaudit]), got {tool!r}", path)
+        table = tool.get("ckptaudit", {})
+    else:
+        table = data
     if not isinstance(table, dict):
         raise ConfigError("[tool.ckptaudit] must be a table", path)
     values = {key: _coerce(path, key, value) for key, value in table.items()}

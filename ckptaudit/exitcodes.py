@@ -15,3 +15,4 @@ class ExitCode(IntEnum):
     OK = 0  #: nothing failed
     FAILED = 1  #: a gate rule or an audit finding at or above the fail level failed
     ERROR = 2  #: usage error or unreadable input
+    BROKEN_PIPE = 141  #: standard output was closed early (``| head``): quiet, as when SIGPIPE ends a tool

@@ -28,7 +28,7 @@ from .findings import severity_rank
 from .metricspec import MetricSpec, base_name
 from .picking import PROVENANCE_SUFFIX, sha256_file, weight_files, weight_hashes
 from .ranking import order_scores
-from .runs import META_FILE, Checkpoint, Run, discover, read_predictions
+from .runs import META_FILE, Checkpoint, Run, Skipped, discover, read_predictions
 from .scoring import RunScorer, iter_scores, parse_metrics, prepare_predictions
 
 
@@ -63,6 +63,8 @@ class GateResult:
     chosen_how: str | None
     rules: tuple[Rule, ...]
     policy: Policy
+    #: folders under checkpoints/ that are not checkpoints (no meta.json), left out with a note
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -79,6 +81,7 @@ class GateResult:
             "passed": self.passed,
             "policy_source": self.policy.source,
             "rules": [r.as_dict() for r in self.rules],
+            "skipped": [s.as_dict() for s in self.skipped],
         }
 
 
@@ -336,4 +339,6 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
         _rule_min_value(bound_spec, value, target.name if target else "-", policy),
         _rule_findings(run, spec_text, policy, ckpt),
     )
-    return GateResult(run=run, metric=spec_text, chosen=ckpt, chosen_how=how, rules=rules, policy=policy)
+    return GateResult(
+        run=run, metric=spec_text, chosen=ckpt, chosen_how=how, rules=rules, policy=policy, skipped=run.skipped
+    )

@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .metricspec import MetricSpec
-from .runs import Run, discover
-from .scoring import CheckpointScore, iter_scores, parse_metrics
+from .runs import Run, Skipped
+from .scoring import CheckpointScore, iter_scores
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +29,8 @@ class RankedRow:
 
     rank: int | None
     run: str
-    checkpoint: str
-    epoch: int
+    checkpoint: str | None  #: None on the row of a run that was left out (reason in notes)
+    epoch: int | None
     step: int | None
     values: dict[str, float | None]
     notes: tuple[str, ...] = ()
@@ -59,13 +59,15 @@ class RankedRow:
 
 @dataclass(frozen=True)
 class Ranking:
-    """The result of :func:`rank_checkpoints`: rows best first, and every problem met
-    reading the input (each also noted on its row)."""
+    """The result of :func:`rank_checkpoints`: rows best first, every problem met
+    reading the input (each also noted on its row; exit 2), and what was left out
+    (``skipped``: whole runs, also listed last as rows, and folders that are not checkpoints)."""
 
     specs: tuple[MetricSpec, ...]
     rows: tuple[RankedRow, ...]
     problems: tuple[str, ...] = ()
     runs: tuple[Run, ...] = field(default=(), repr=False)
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def metric_names(self) -> list[str]:
@@ -120,11 +122,13 @@ def rank_checkpoints(
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
     Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame. With ``cache``
-    each run's validation outputs are read from (and kept in) a derived cache.
+    each run's validation outputs are read from (and kept in) a derived cache. A run that
+    cannot be used is left out (``Ranking.skipped``) and listed last, the others ranked.
     """
-    runs = discover(paths)
-    specs = parse_metrics(metrics, runs, mode)
-    scores = score_runs(runs, specs, progress, cache)
+    from .sweep import problems_of, score_sweep
+
+    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache)
+    specs, runs, scores = list(sweep.specs), sweep.runs, sweep.scores
     ordered = order_scores(scores, specs[0])
     if per_run:
         best: dict[str, CheckpointScore] = {}
@@ -148,10 +152,14 @@ def rank_checkpoints(
             )
         )
         next_rank += scored
+    for skip in sweep.skipped:
+        if skip.checkpoint is None:
+            values: dict[str, float | None] = {spec.text: None for spec in specs}
+            rows.append(RankedRow(None, skip.run, None, None, None, values, notes=(skip.reason if skip.path == skip.run else str(skip),)))
     if top is not None:
         rows = rows[:top]
-    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1])
-    return Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs))
+    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1]) + problems_of(sweep.skipped)
+    return Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs), skipped=sweep.skipped)
 
 
 def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ranking:
@@ -174,10 +182,10 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
     bound = {name: RunScorer(run, [spec]).specs[0] for name, run in runs.items()}
     rows = []
     for row in ranking.rows:
-        run = runs[row.run]
-        ckpt = run.checkpoint(row.checkpoint)
+        run = runs.get(row.run)
+        ckpt = None if run is None or row.checkpoint is None else run.checkpoint(row.checkpoint)
         interval = None
-        if row.values.get(spec.text) is not None and ckpt is not None:
+        if row.values.get(spec.text) is not None and run is not None and ckpt is not None:
             prep = prepare_predictions(run, read_predictions(run, ckpt))
             interval = bootstrap.interval(bound[row.run], prep, resamples=resamples, seed=seed)
         rows.append(replace(row, interval=interval))

@@ -82,7 +82,7 @@ def test_tolerance_accepts_a_near_best(runs_dir):
 
 def test_json_has_the_documented_keys(runs_dir):
     _, doc = gate(runs_dir / "fraud", "--metric", "recall")
-    assert set(doc) == {"run", "metric", "chosen", "chosen_how", "passed", "policy_source", "rules"}
+    assert set(doc) == {"run", "metric", "chosen", "chosen_how", "passed", "policy_source", "rules", "skipped"}
     assert [r["name"] for r in doc["rules"]] == ["chosen-is-best", "selected-by-matches", "min-value", "no-audit-findings"]
     for rule in doc["rules"]:
         assert set(rule) == {"name", "passed", "skipped", "message", "details"}
