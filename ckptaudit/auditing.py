@@ -576,8 +576,8 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
     apply to it) is left out with the reason (``AuditReport.skipped``); the others are
     audited. When every run is left out, :class:`~ckptaudit.sweep.NothingLeftError`.
     """
-    from .sweep import NothingLeftError, problems_of
     from .runs import discover_sweep
+    from .sweep import NothingLeftError, problems_of
 
     runs, skipped = discover_sweep(paths)
     if runs and options.metric is not None:
@@ -588,7 +588,8 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
         try:
             audits.append(audit_run(run, options))
         except MetricError as exc:
-            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, "skipped" if exc.path in (None, run.name) else "error"))
+            kind = "skipped" if exc.path in (None, run.name) else "error"  # a custom metric that raised is an error
+            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, kind))
         except CkptauditError as exc:
             skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, "error"))
     if not audits:

@@ -339,6 +339,4 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
         _rule_min_value(bound_spec, value, target.name if target else "-", policy),
         _rule_findings(run, spec_text, policy, ckpt),
     )
-    return GateResult(
-        run=run, metric=spec_text, chosen=ckpt, chosen_how=how, rules=rules, policy=policy, skipped=run.skipped
-    )
+    return GateResult(run=run, metric=spec_text, chosen=ckpt, chosen_how=how, rules=rules, policy=policy, skipped=run.skipped)

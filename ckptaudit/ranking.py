@@ -155,7 +155,8 @@ def rank_checkpoints(
     for skip in sweep.skipped:
         if skip.checkpoint is None:
             values: dict[str, float | None] = {spec.text: None for spec in specs}
-            rows.append(RankedRow(None, skip.run, None, None, None, values, notes=(skip.reason if skip.path == skip.run else str(skip),)))
+            note = skip.reason if skip.path == skip.run else str(skip)
+            rows.append(RankedRow(None, skip.run, None, None, None, values, notes=(note,)))
     if top is not None:
         rows = rows[:top]
     problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1]) + problems_of(sweep.skipped)
@@ -164,7 +165,7 @@ def rank_checkpoints(
 
 def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ranking:
     """A copy of ``ranking`` whose rows carry audit finding codes."""
-    rows = tuple(replace(r, flags=tuple(flags.get((r.run, r.checkpoint), ()))) for r in ranking.rows)
+    rows = tuple(replace(r, flags=tuple(flags.get((r.run, r.checkpoint or ""), ()))) for r in ranking.rows)
     return replace(ranking, rows=rows)
 
 

@@ -408,7 +408,7 @@ def _check_hostile_values(run: Run, path: Path, target: np.ndarray, output: np.n
         for label, arr in (("target", target), ("output", output)):
             top = arr.max()
             if np.isfinite(top) and top >= limit:
-                named = f"run.json names {limit} classes" if run.classes is not None else f"the limit without named classes is {limit}"
+                named = f"run.json names {limit} classes" if run.classes else f"the limit without named classes is {limit}"
                 raise RunFormatError(f"'{label}' holds class {int(top)}, but {named}", path)
 
 
