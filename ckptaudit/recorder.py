@@ -159,6 +159,8 @@ class Recorder:
         state_dict, or None (predictions only). ``*_inputs`` are hashed per row into
         ``input_hash``; the inputs themselves are not stored.
         """
+        if not 0 <= int(epoch) <= 2**63 - 1 or step is not None and not 0 <= int(step) <= 2**63 - 1:
+            raise UsageError(f"epoch and step must be from 0 to 2**63-1 (docs/format.md), got epoch={epoch}, step={step}")
         name = name or f"epoch-{epoch:04d}"
         final = self.checkpoints / name
         if final.exists():

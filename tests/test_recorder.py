@@ -111,3 +111,12 @@ def test_hash_rows_is_content_based():
     assert ha.tolist() == hb[[1, 3, 0, 2]].tolist()
     assert len(set(ha.tolist())) == 4
     assert hash_rows(a.astype(np.float64)).tolist() != ha.tolist()  # dtype is part of the content
+
+
+def test_recorder_refuses_an_epoch_the_reader_would_refuse(tmp_path):
+    rec = Recorder(tmp_path / "run", task="binary", output="probability")
+    with pytest.raises(UsageError, match="epoch and step must be from 0"):
+        rec.save(-1, None, val_target=np.zeros(3), val_output=np.zeros(3))
+    with pytest.raises(UsageError, match="epoch and step must be from 0"):
+        rec.save(1, None, step=-5, val_target=np.zeros(3), val_output=np.zeros(3))
+    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir()]
