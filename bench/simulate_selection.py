@@ -131,7 +131,7 @@ def part_gate(args) -> dict:
     rng = np.random.default_rng([args.seed, 3])
     old_fail = new_fail = strict_fail = 0
     policy = Policy(metric="accuracy", resamples=args.resamples, fail_on="never")
-    strict = Policy(metric="accuracy", resamples=args.resamples, fail_on="never", strict=True)
+    strict = Policy(metric="accuracy", resamples=args.resamples, fail_on="never", require_best=True)
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(pairs):
             y, preds = null_run(rng, n, 2, args.accuracy)
@@ -144,7 +144,7 @@ def part_gate(args) -> dict:
             new_fail += not rule.passed
             strict_fail += not check(run, strict).rules[0].passed
     print(f"\n3. gate `chosen-is-best` on {pairs} truly tied pairs (n={n}, the first checkpoint chosen):")
-    print(f"   fail rate before {old_fail / pairs:.1%}, after {new_fail / pairs:.1%} (--strict: {strict_fail / pairs:.1%})")
+    print(f"   fail rate before {old_fail / pairs:.1%}, after {new_fail / pairs:.1%} (--require-best: {strict_fail / pairs:.1%})")
     return {"pairs": pairs, "fail_before": old_fail / pairs, "fail_after": new_fail / pairs, "fail_strict": strict_fail / pairs}
 
 

@@ -30,11 +30,16 @@ def rank(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str],
     """Re-score every checkpoint under ``paths`` and return a DataFrame, best first.
 
     ``options`` are those of :func:`ckptaudit.ranking.rank_checkpoints` (``mode``,
-    ``top``, ``per_run``).
+    ``top``, ``per_run``). Runs left out of a sweep are the last rows and, with their
+    reasons, in ``df.attrs["skipped"]``; unreadable inputs in ``df.attrs["problems"]``.
     """
     from .ranking import rank_checkpoints, to_dataframe
 
-    return to_dataframe(rank_checkpoints(_paths(paths), _list(metrics), **options))
+    ranking = rank_checkpoints(_paths(paths), _list(metrics), **options)
+    df = to_dataframe(ranking)
+    df.attrs["skipped"] = [s.as_dict() for s in ranking.skipped]
+    df.attrs["problems"] = list(ranking.problems)
+    return df
 
 
 def audit(paths: str | Path | Sequence[str | Path], **options: Any) -> Any:

@@ -18,13 +18,13 @@ from typing import cast
 
 import numpy as np
 
-from .errors import RunFormatError, UsageError
+from .errors import CkptauditError, MetricError, RunFormatError, UsageError
 from .findings import CODES, Finding, severity_rank
 from .metrics import kernels as metrics
 from .metrics.evaluation import RunScorer, prepare_predictions, selected_modes
 from .metrics.spec import MetricSpec, base_name, parse_metric
 from .stats import bootstrap, selection
-from .store.reader import Checkpoint, Predictions, Run, ValSetGuard, discover, read_predictions
+from .store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
 DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
@@ -103,11 +103,13 @@ class RunAudit:
 
 @dataclass(frozen=True)
 class AuditReport:
-    """Every finding, most severe first within each run, and the inputs that could not be read."""
+    """Every finding, most severe first within each run, the inputs that could not be read
+    (``problems``: exit 2) and what was left out (``skipped``, with the reasons)."""
 
     findings: tuple[Finding, ...]
     problems: tuple[str, ...]
     runs: tuple[RunAudit, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
 
     def failed(self, fail_on: str) -> bool:
         """True when a finding is at or above ``fail_on`` (info, warning, error; never)."""
@@ -590,11 +592,33 @@ def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
 
 
 def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOptions()) -> AuditReport:
-    """Audit every run under ``paths``; findings grouped by run, most severe first."""
-    runs = discover(paths)
-    audits = [audit_run(run, options) for run in runs]
+    """Audit every run under ``paths``; findings grouped by run, most severe first.
+
+    A run that cannot be audited (unreadable, no checkpoint yet, a metric that does not
+    apply to it) is left out with the reason (``AuditReport.skipped``); the others are
+    audited. When every run is left out, :class:`~ckptaudit.sweep.NothingLeftError`.
+    """
+    from .store.reader import discover_sweep
+    from .sweep import NothingLeftError, problems_of
+
+    runs, skipped = discover_sweep(paths)
+    if runs and options.metric is not None:
+        # NOTE: a misspelt metric is one error for the whole command, not one per run.
+        parse_metric(options.metric, mode=options.mode, logged=sorted({n for r in runs for n in r.logged_names()}))
+    audits = []
+    for run in runs:
+        try:
+            audits.append(audit_run(run, options))
+        except MetricError as exc:
+            kind = "skipped" if exc.path in (None, run.name) else "error"  # a custom metric that raised is an error
+            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, kind))
+        except CkptauditError as exc:
+            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, "error"))
+    if not audits:
+        raise NothingLeftError(skipped)
     return AuditReport(
         findings=tuple(f for ra in audits for f in ra.findings),
-        problems=tuple(p for ra in audits for p in ra.problems),
+        problems=tuple(p for ra in audits for p in ra.problems) + problems_of(skipped),
         runs=tuple(audits),
+        skipped=tuple(skipped),
     )

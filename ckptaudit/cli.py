@@ -53,7 +53,17 @@ def handle_errors(func: F) -> F:
         except PruneInterrupted as exc:
             raise _fail(str(exc), ExitCode.INTERRUPTED) from None
         except CkptauditError as exc:
+            for line in getattr(exc, "details", ()):
+                typer.echo(f"ckptaudit: error: {line}", err=True)
             raise _fail(str(exc)) from None
+        except BrokenPipeError:
+            raise _stdout_closed() from None
+        except RecursionError:
+            raise _fail("input nested too deeply to read (set CKPTAUDIT_DEBUG=1 for the traceback)") from None
+        except OSError as exc:  # a read-only run folder, a full disk: say which file and why
+            target = exc.filename2 or exc.filename  # a rename or symlink fails at its destination
+            where = f"{target}: " if target else ""
+            raise _fail(f"{where}{exc.strerror or exc}") from None
         except KeyboardInterrupt:
             raise _fail("interrupted", ExitCode.INTERRUPTED) from None
         except Exception as exc:  # a bug: still one line, with the way to see more
@@ -86,9 +96,54 @@ ModeOpt = Annotated[
 ]
 
 
+def _stdout_closed() -> typer.Exit:
+    """The reader of our output went away (``ckptaudit rank ... | head``): stop quietly,
+    as a tool ended by SIGPIPE does, and keep Python from complaining at exit."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
+    return typer.Exit(int(ExitCode.BROKEN_PIPE))
+
+
 def _emit(text: str) -> None:
-    sys.stdout.write(text)
-    sys.stdout.flush()
+    if sys.stdout is None:
+        raise _fail("cannot write the output: standard output is closed")
+    try:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise _stdout_closed() from None
+    except OSError as exc:
+        raise _fail(f"cannot write the output: {exc.strerror or exc}") from None
+
+
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Exit 2 when any run or folder was skipped (default: a note on stderr; broken input always exits 2)."
+    ),
+]
+
+
+def _report_left_out(problems: Any, skipped: Any) -> None:
+    """One line on stderr per broken input and per skipped run or folder."""
+    for problem in problems:
+        typer.echo(f"ckptaudit: error: {problem}", err=True)
+    for item in skipped:
+        if item.kind == "skipped":
+            typer.echo(f"ckptaudit: skipped: {item}", err=True)
+
+
+def _finish(problems: Any, skipped: Any, strict: bool) -> None:
+    """After the results: one line per broken input (exit 2) and per skipped run or
+    folder (a note; exit 2 with --strict). The rule is the same for every command."""
+    from .sweep import exit_status
+
+    _report_left_out(problems, skipped)
+    if exit_status(problems, [s for s in skipped if s.kind == "skipped"], strict):
+        raise typer.Exit(int(ExitCode.ERROR))
 
 
 def _version_callback(value: bool) -> None:
@@ -134,6 +189,7 @@ def rank(
         bool,
         typer.Option("--cache", help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache."),
     ] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
@@ -148,10 +204,7 @@ def rank(
     ranking = rank_checkpoints(paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache)
     ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
     _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
-    for problem in ranking.problems:
-        typer.echo(f"ckptaudit: error: {problem}", err=True)
-    if ranking.problems:
-        raise typer.Exit(int(ExitCode.ERROR))
+    _finish(ranking.problems, ranking.skipped, strict)
 
 
 def _decorate_ranking(ranking: Any, *, ci: bool, resamples: int, flags: bool) -> Any:
@@ -228,6 +281,7 @@ def audit(
     tie_fraction: Annotated[
         float, typer.Option(help="Share of checkpoints tied with the winner that makes winner-within-noise a warning.")
     ] = 0.3,
+    strict: StrictOpt = False,
 ) -> None:
     """Flag the accuracy paradox, leakage, overfitting and selection noise, with the numbers.
 
@@ -256,10 +310,7 @@ def audit(
     )
     report = audit_paths(paths, options)
     _emit(render(findings_document(report.findings, report.problems, fail_on.value), fmt.value))
-    for problem in report.problems:
-        typer.echo(f"ckptaudit: error: {problem}", err=True)
-    if report.problems:
-        raise typer.Exit(int(ExitCode.ERROR))
+    _finish(report.problems, report.skipped, strict)
     if report.failed(fail_on.value):
         raise typer.Exit(int(ExitCode.FAILED))
 
@@ -285,6 +336,7 @@ def pick(
     no_pin: Annotated[
         bool, typer.Option("--no-pin", help="Do not pin the placed checkpoint in its run (prune may then delete it).")
     ] = False,
+    strict: StrictOpt = False,
 ) -> None:
     """Choose the best checkpoint (per run, or --across a sweep) and record why.
 
@@ -293,18 +345,25 @@ def pick(
     and the checkpoint is pinned in its run (prune keeps it until `ckptaudit unpin`).
     """
     from .errors import UsageError
-    from .picking import choose, place
+    from .picking import choose_report, place
     from .render import render
+    from .sweep import exit_status
     from .views import picks_document
 
     if link is not None and copy is not None:
         raise UsageError("give --link or --copy, not both")
-    picks = choose(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed)
+    report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed)
+    picks = list(report.picks)
     if link is not None or copy is not None:
         if len(picks) != 1:
             raise UsageError(f"{len(picks)} runs give {len(picks)} winners; place one with --across or name one run")
+        if exit_status(report.problems, [s for s in report.skipped if s.kind == "skipped"], strict):
+            # NOTE: the best checkpoint may be among what could not be read: place nothing.
+            _report_left_out(report.problems, report.skipped)
+            raise UsageError("nothing placed: some input could not be read (see above); fix it or name only healthy runs")
         picks = [place(picks[0], link=link, copy=copy, pin=not no_pin)]
     _emit(render(picks_document(picks), fmt.value))
+    _finish(report.problems, report.skipped, strict)
 
 
 class PruneFormat(str, Enum):
@@ -413,10 +472,11 @@ def check(
     ] = None,
     resamples: Annotated[int | None, typer.Option("--resamples", help="Paired-bootstrap resamples (at least 100).")] = None,
     seed: Annotated[int | None, typer.Option("--seed", help="Seed of the bootstrap.")] = None,
-    strict: Annotated[
+    require_best: Annotated[
         bool,
         typer.Option(
-            "--strict", help="chosen-is-best requires the best (within --tolerance), not just one that cannot be told apart from it."
+            "--require-best",
+            help="chosen-is-best requires the best (within --tolerance), not just one that cannot be told apart from it.",
         ),
     ] = False,
     fmt: Annotated[CheckFormat, typer.Option("--format", "-f", help="Output format.")] = CheckFormat.text,
@@ -426,6 +486,7 @@ def check(
             "--allow-unchosen", help="Pass (skip chosen-is-best) when no checkpoint is chosen; by default that fails the gate."
         ),
     ] = None,
+    strict: StrictOpt = False,
 ) -> None:
     """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
 
@@ -450,10 +511,11 @@ def check(
         resamples=resamples,
         seed=seed,
         allow_unchosen=allow_unchosen or None,
-        strict=strict or None,
+        require_best=require_best or None,
     )
     result = run_gate(path, policy, chosen)
     _emit(render(gate_document(result), fmt.value))
+    _finish((), result.skipped, strict)
     if not result.passed:
         raise typer.Exit(int(ExitCode.FAILED))
 

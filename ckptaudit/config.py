@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
-from .store.weights import read_text_safely
+from .store.safeio import read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -40,7 +40,7 @@ class Policy:
     resamples: int = 1000
     seed: int = 0
     allow_unchosen: bool = False  #: pass chosen-is-best (skipped) when no checkpoint is chosen
-    strict: bool = False  #: chosen-is-best requires the best (within tolerance), not just a checkpoint that cannot be told apart from it
+    require_best: bool = False  #: chosen-is-best requires the best (within tolerance), not just a checkpoint that cannot be told apart from it
     source: str | None = None  #: the config file the policy came from, if any
 
     def metric_spec(self) -> str:
@@ -67,10 +67,11 @@ def find_config(start: Path | None = None) -> Path | None:
         pyproject = folder / "pyproject.toml"
         if pyproject.is_file():
             try:
-                data = tomllib.loads(pyproject.read_text(encoding="utf-8"))
-            except (OSError, tomllib.TOMLDecodeError):
+                data = tomllib.loads(read_text(pyproject, ConfigError))
+            except (OSError, ConfigError, tomllib.TOMLDecodeError, RecursionError):
                 continue
-            if "ckptaudit" in data.get("tool", {}):
+            tool = data.get("tool")
+            if isinstance(tool, dict) and "ckptaudit" in tool:
                 return pyproject
     return None
 
@@ -109,7 +110,7 @@ def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
         if key == "seed" and value < 0:
             return None, "an integer >= 0"
         return value, None
-    if key in ("allow_unchosen", "strict"):
+    if key in ("allow_unchosen", "require_best"):
         if not isinstance(value, bool):
             return None, "true or false"
         return value, None
@@ -153,13 +154,21 @@ def load_policy(path: Path) -> Policy:
     if not path.exists() and not path.is_symlink():
         raise ConfigError("no such config file", path)
     try:
-        # NOTE: read_text_safely refuses a FIFO or device, which would block or never end.
-        data = tomllib.loads(read_text_safely(path, ConfigError))
+        # NOTE: read_text refuses a FIFO or device, which would block or never end.
+        data = tomllib.loads(read_text(path, ConfigError))
+    except FileNotFoundError:
+        raise ConfigError("no such config file", path) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"malformed TOML: {exc}", path) from None
-    except OSError as exc:
-        raise ConfigError(f"cannot read: {exc}", path) from None
-    table = data.get("tool", {}).get("ckptaudit", {}) if path.name == "pyproject.toml" else data
+    except RecursionError:
+        raise ConfigError("malformed TOML: nested too deeply", path) from None
+    if path.name == "pyproject.toml":
+        tool = data.get("tool", {})
+        if not isinstance(tool, dict):
+            raise ConfigError(f"`tool` must be a table ([tool.ckptaudit]), got {tool!r}", path)
+        table = tool.get("ckptaudit", {})
+    else:
+        table = data
     if not isinstance(table, dict):
         raise ConfigError("[tool.ckptaudit] must be a table", path)
     values = {key: _coerce(path, key, value) for key, value in table.items()}

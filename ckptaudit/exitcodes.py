@@ -16,3 +16,4 @@ class ExitCode(IntEnum):
     FAILED = 1  #: a gate rule or an audit finding at or above the fail level failed
     ERROR = 2  #: usage error or unreadable input
     INTERRUPTED = 130  #: stopped by SIGINT (Ctrl-C); prune says what is left and how to resume
+    BROKEN_PIPE = 141  #: standard output was closed early (``| head``): quiet, as when SIGPIPE ends a tool

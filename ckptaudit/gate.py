@@ -4,7 +4,7 @@ Four named rules, each reported on its own (docs/check.md):
 
 1. ``chosen-is-best``: the chosen checkpoint is the best under the policy metric, within
    the tolerance, or cannot be told apart from the best (it is in the run's 95% model
-   confidence set, :mod:`ckptaudit.stats.selection`; ``strict`` turns that off); otherwise the
+   confidence set, :mod:`ckptaudit.stats.selection`; ``require_best`` turns that off); otherwise the
    gate names the better checkpoint and by how much.
 2. ``selected-by-matches``: run.json ``selected_by`` is the policy metric.
 3. ``min-value``: the chosen value meets ``min_value`` / ``max_value``.
@@ -31,7 +31,17 @@ from .metrics.spec import MetricSpec, base_name
 from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
 from .stats import bootstrap
-from .store.reader import CHECKPOINTS_DIR, META_FILE, RUN_FILE, Checkpoint, Run, discover, is_in_progress, read_predictions
+from .store.reader import (
+    CHECKPOINTS_DIR,
+    META_FILE,
+    RUN_FILE,
+    Checkpoint,
+    Run,
+    Skipped,
+    discover,
+    is_in_progress,
+    read_predictions,
+)
 from .store.weights import FolderIdentity, WeightsError, read_text_safely, sha256_file, tensor_fingerprint, weight_hashes
 
 
@@ -67,6 +77,8 @@ class GateResult:
     rules: tuple[Rule, ...]
     policy: Policy
     matches: tuple[str, ...] = ()  #: every checkpoint the shipped weights match (several: ambiguous)
+    #: folders under checkpoints/ that are not checkpoints (no meta.json), left out with a note
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def passed(self) -> bool:
@@ -84,6 +96,7 @@ class GateResult:
             "passed": self.passed,
             "policy_source": self.policy.source,
             "rules": [r.as_dict() for r in self.rules],
+            "skipped": [s.as_dict() for s in self.skipped],
         }
 
 
@@ -309,7 +322,7 @@ def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, po
         "best_value": best.values[0],
         "gap": gap,
         "tolerance": policy.tolerance,
-        "strict": policy.strict,
+        "require_best": policy.require_best,
     }
     sel = evaluate_selection(run, spec, resamples=policy.resamples, seed=policy.seed) if bootstrap.supports(spec) else None
     tied: bool | None = None
@@ -338,18 +351,18 @@ def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, po
         )
         return Rule("chosen-is-best", True, f"{chosen.name} {spec.text} {value:.4f} is the best{suffix}{expected}", details)
     set_size = 0 if sel is None else len(sel.tied_best)
-    if tied and not policy.strict:
+    if tied and not policy.require_best:
         return Rule(
             "chosen-is-best",
             True,
             f"{chosen.name} {spec.text} {value:.4f} cannot be told apart from the best, {best.checkpoint.name} "
             f"{best.values[0]:.4f} (better by {gap:.4f}): both are among the {set_size} checkpoints of the run's 95% "
-            f"model confidence set (--strict to require the best)",
+            f"model confidence set (--require-best to require the best)",
             details,
         )
     if tied:
         why = (
-            f"; --strict: only the best or a checkpoint within tolerance {policy.tolerance:g} passes "
+            f"; --require-best: only the best or a checkpoint within tolerance {policy.tolerance:g} passes "
             f"(it is one of {set_size} checkpoints that cannot be told apart from the best)"
         )
     elif tied is False:
@@ -575,5 +588,6 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
         chosen_how=how,
         rules=rules,
         policy=policy,
+        skipped=run.skipped,
         matches=() if identified is None else tuple(c.name for c in identified.candidates),
     )

@@ -21,9 +21,9 @@ from typing import Any, cast
 
 from . import __version__
 from .errors import UsageError
-from .metrics.evaluation import CheckpointScore, parse_metrics
-from .ranking import order_scores, score_runs
-from .store.reader import Checkpoint, Run, discover
+from .metrics.evaluation import CheckpointScore
+from .ranking import order_scores
+from .store.reader import Checkpoint, Run, Skipped
 
 # NOTE: hashing moved to ckptaudit.weights (the run store's weights identity); the old names
 # stay importable from here (explicit re-exports).
@@ -98,6 +98,16 @@ def _best(scores: Sequence[CheckpointScore], runs: Sequence[Run], spec_index: in
     return ordered[0]
 
 
+@dataclass(frozen=True)
+class PickReport:
+    """The result of :func:`choose_report`: the picks, the inputs that could not be read
+    (``problems``: exit 2) and what was left out (``skipped``, with the reasons)."""
+
+    picks: tuple[Pick, ...]
+    problems: tuple[str, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+
 def choose(
     paths: Sequence[str | Path],
     metric: str,
@@ -108,18 +118,43 @@ def choose(
     seed: int = 0,
     audit: bool = True,
 ) -> list[Pick]:
-    """The best checkpoint of each run (or the single best across all with ``across``)."""
+    """The best checkpoint of each run (or the single best across all with ``across``).
+
+    Runs that cannot be used are left out; :func:`choose_report` also says which and why.
+    """
+    return list(choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, audit=audit).picks)
+
+
+def choose_report(
+    paths: Sequence[str | Path],
+    metric: str,
+    *,
+    mode: str | None = None,
+    across: bool = False,
+    resamples: int = 1000,
+    seed: int = 0,
+    audit: bool = True,
+) -> PickReport:
+    """:func:`choose`, with every unreadable input and every run left out (and why)."""
     from .auditing import AuditOptions, audit_run
     from .metrics.evaluation import RunScorer
     from .ranking import RankedRow, Ranking, with_intervals
     from .stats.selection import evaluate_selection
+    from .sweep import NothingLeftError, problems_of, score_sweep
 
-    runs = discover(paths)
-    specs = parse_metrics([metric], runs, mode)
-    scores = score_runs(runs, specs)
-    groups = [scores] if across else [[s for s in scores if s.run is run] for run in runs]
+    sweep = score_sweep(paths, [metric], mode=mode)
+    specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
+    skipped = list(sweep.skipped)
+    problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
+    groups = [list(scores)] if across else [[s for s in scores if s.run is run] for run in runs]
     picks = []
     for group in groups:
+        scorable = [s for s in group if s.values[0] is not None]
+        if not scorable:
+            name = group[0].run.name if group and not across else (runs[0].name if runs else "")
+            kind = "error" if any(s.unreadable for s in group) else "skipped"
+            skipped.append(Skipped(name, name, f"no checkpoint could be scored by {specs[0].text}", kind))
+            continue
         best = _best(group, runs, 0, specs)
         row = RankedRow(
             rank=1,
@@ -153,7 +188,9 @@ def choose(
                 selection=sel if sel.available else None,
             )
         )  # type: ignore[arg-type]
-    return picks
+    if not picks:
+        raise NothingLeftError(skipped, problems)
+    return PickReport(tuple(picks), tuple(problems) + problems_of(skipped), tuple(skipped))
 
 
 def provenance_path(dest: Path) -> Path:

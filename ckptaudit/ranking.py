@@ -13,9 +13,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .metrics.evaluation import CheckpointScore, iter_scores, parse_metrics
+from .metrics.evaluation import CheckpointScore, iter_scores
 from .metrics.spec import MetricSpec
-from .store.reader import Run, discover
+from .store.reader import Run, Skipped
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -29,8 +29,8 @@ class RankedRow:
 
     rank: int | None
     run: str
-    checkpoint: str
-    epoch: int
+    checkpoint: str | None  #: None on the row of a run that was left out (reason in notes)
+    epoch: int | None
     step: int | None
     values: dict[str, float | None]
     notes: tuple[str, ...] = ()
@@ -67,8 +67,9 @@ class RankedRow:
 
 @dataclass(frozen=True)
 class Ranking:
-    """The result of :func:`rank_checkpoints`: rows best first, and every problem met
-    reading the input (each also noted on its row)."""
+    """The result of :func:`rank_checkpoints`: rows best first, every problem met
+    reading the input (each also noted on its row; exit 2), and what was left out
+    (``skipped``: whole runs, also listed last as rows, and folders that are not checkpoints)."""
 
     specs: tuple[MetricSpec, ...]
     rows: tuple[RankedRow, ...]
@@ -76,6 +77,7 @@ class Ranking:
     runs: tuple[Run, ...] = field(default=(), repr=False)
     #: with intervals: each run's selection statistics (ckptaudit.selection.RunSelection), by run name
     selections: dict[str, Any] = field(default_factory=dict, repr=False)
+    skipped: tuple[Skipped, ...] = ()
 
     @property
     def metric_names(self) -> list[str]:
@@ -138,11 +140,13 @@ def rank_checkpoints(
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
     Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame. With ``cache``
-    each run's validation outputs are read from (and kept in) a derived cache.
+    each run's validation outputs are read from (and kept in) a derived cache. A run that
+    cannot be used is left out (``Ranking.skipped``) and listed last, the others ranked.
     """
-    runs = discover(paths)
-    specs = parse_metrics(metrics, runs, mode)
-    scores = score_runs(runs, specs, progress, cache)
+    from .sweep import problems_of, score_sweep
+
+    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache)
+    specs, runs, scores = list(sweep.specs), sweep.runs, sweep.scores
     # NOTE: ties go to the next --metric given (Lightning #16504), then the earlier epoch.
     ordered = order_scores(scores, specs[0], 0, list(enumerate(specs))[1:])
     if per_run:
@@ -167,15 +171,20 @@ def rank_checkpoints(
             )
         )
         next_rank += scored
+    for skip in sweep.skipped:
+        if skip.checkpoint is None:
+            values: dict[str, float | None] = {spec.text: None for spec in specs}
+            note = skip.reason if skip.path == skip.run else str(skip)
+            rows.append(RankedRow(None, skip.run, None, None, None, values, notes=(note,)))
     if top is not None:
         rows = rows[:top]
-    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1])
-    return Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs))
+    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1]) + problems_of(sweep.skipped)
+    return Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs), skipped=sweep.skipped)
 
 
 def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ranking:
     """A copy of ``ranking`` whose rows carry audit finding codes."""
-    rows = tuple(replace(r, flags=tuple(flags.get((r.run, r.checkpoint), ()))) for r in ranking.rows)
+    rows = tuple(replace(r, flags=tuple(flags.get((r.run, r.checkpoint or ""), ()))) for r in ranking.rows)
     return replace(ranking, rows=rows)
 
 
@@ -198,6 +207,10 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
     by_name = {r.name: r for r in runs}
     rows = []
     for row in ranking.rows:
+        run = by_name.get(row.run)
+        if row.checkpoint is None or run is None:
+            rows.append(row)  # a run left out of the sweep: nothing to resample
+            continue
         sel = selections[row.run]
         entry = sel.entry(row.checkpoint)
         if sel.available and entry is not None:
@@ -206,10 +219,9 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
             continue
         # NOTE: metrics without a per-row form (multilabel f1, multiclass roc_auc, ...) keep
         # the per-checkpoint bootstrap interval, and no selection statistics.
-        run = by_name[row.run]
         ckpt = run.checkpoint(row.checkpoint)
         interval = None
-        if row.values.get(spec.text) is not None and ckpt is not None:
+        if row.values.get(spec.text) is not None and run is not None and ckpt is not None:
             prep = prepare_predictions(run, read_predictions(run, ckpt))
             bound = RunScorer(run, [spec]).specs[0]
             interval = bootstrap.interval(bound, prep, resamples=resamples, seed=seed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 from typer.testing import CliRunner
@@ -38,6 +39,23 @@ def test_a_changed_val_npz_invalidates_the_cache(copy_run):
         arrays = {k: npz[k] for k in npz.files}
     arrays["output"] = arrays["output"] + 5.0  # epoch 4 now predicts "fraud" for everything
     np.savez(path, **arrays)
+    assert open_cache(read_run(run)) is None
+    fresh = {r["checkpoint"]: r["recall"] for r in rank(run, "--cache")}
+    assert fresh["epoch-0004"] == 1.0
+    assert fresh == {r["checkpoint"]: r["recall"] for r in rank(run)}
+
+
+def test_a_rewrite_with_the_same_size_and_mtime_invalidates_the_cache(copy_run):
+    run = copy_run("fraud")
+    rank(run, "--cache")
+    path = run / "checkpoints" / "epoch-0004" / "val.npz"
+    before = path.stat()
+    with np.load(path) as npz:
+        arrays = {k: npz[k] for k in npz.files}
+    arrays["output"] = arrays["output"] + 5.0  # same shape and dtype: the same file size
+    np.savez(path, **arrays)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    assert (path.stat().st_size, path.stat().st_mtime_ns) == (before.st_size, before.st_mtime_ns)
     assert open_cache(read_run(run)) is None
     fresh = {r["checkpoint"]: r["recall"] for r in rank(run, "--cache")}
     assert fresh["epoch-0004"] == 1.0

@@ -30,7 +30,7 @@ def verdicts(doc: dict) -> dict[str, bool]:
 
 def test_fraud_chosen_by_accuracy_fails_a_recall_gate_naming_the_better_checkpoint(runs_dir):
     """epoch-0011 (recall 0.625) cannot be told apart from epoch-0009 (0.7125) on 80 fraud
-    rows among 20 checkpoints, so chosen-is-best passes; --strict requires the best and
+    rows among 20 checkpoints, so chosen-is-best passes; --require-best requires the best and
     fails naming it. The gate fails either way on how the checkpoint was selected."""
     code, doc = gate(runs_dir / "fraud", "--metric", "recall")
     assert code == 1 and not doc["passed"]
@@ -41,7 +41,7 @@ def test_fraud_chosen_by_accuracy_fails_a_recall_gate_naming_the_better_checkpoi
     assert verdicts(doc)["selected-by-matches"] is False
     assert verdicts(doc)["no-audit-findings"] is False  # the accuracy paradox
 
-    code, doc = gate(runs_dir / "fraud", "--metric", "recall", "--strict")
+    code, doc = gate(runs_dir / "fraud", "--metric", "recall", "--require-best")
     best = next(r for r in doc["rules"] if r["name"] == "chosen-is-best")
     assert code == 1 and not best["passed"] and "epoch-0009 should have been chosen" in best["message"]
     assert best["details"]["gap"] == pytest.approx(0.7125 - 0.625)
@@ -68,7 +68,7 @@ def test_a_clean_run_passes(runs_dir):
 @pytest.mark.parametrize(
     "run,args,failing",
     [
-        ("fraud", ["--metric", "accuracy", "--chosen", "epoch-0008", "--fail-on", "never", "--strict"], "chosen-is-best"),
+        ("fraud", ["--metric", "accuracy", "--chosen", "epoch-0008", "--fail-on", "never", "--require-best"], "chosen-is-best"),
         ("digits", ["--metric", "accuracy"], "selected-by-matches"),
         ("digits", ["--metric", "val_loss", "--max-value", "0.1"], "min-value"),
         ("leak-ids", ["--metric", "val_loss"], "no-audit-findings"),
@@ -88,26 +88,26 @@ def test_min_value_passes_and_fails_on_the_bound(runs_dir):
 
 
 def test_tolerance_accepts_a_near_best(runs_dir):
-    # epoch-0010 recall 0.7000 vs best 0.7125 (--strict: the confidence set does not count)
-    _, doc = gate(runs_dir / "fraud", "--metric", "recall", "--chosen", "epoch-0010", "--strict")
+    # epoch-0010 recall 0.7000 vs best 0.7125 (--require-best: the confidence set does not count)
+    _, doc = gate(runs_dir / "fraud", "--metric", "recall", "--chosen", "epoch-0010", "--require-best")
     assert not verdicts(doc)["chosen-is-best"]
-    _, doc = gate(runs_dir / "fraud", "--metric", "recall", "--chosen", "epoch-0010", "--tolerance", "0.02", "--strict")
+    _, doc = gate(runs_dir / "fraud", "--metric", "recall", "--chosen", "epoch-0010", "--tolerance", "0.02", "--require-best")
     assert verdicts(doc)["chosen-is-best"]
 
 
-def test_strict_is_a_policy_key(runs_dir, tmp_path):
+def test_require_best_is_a_policy_key(runs_dir, tmp_path):
     config = tmp_path / "ckptaudit.toml"
-    config.write_text('metric = "recall"\nstrict = true\n')
+    config.write_text('metric = "recall"\nrequire_best = true\n')
     _, doc = gate(runs_dir / "fraud", "--config", config, "--chosen", "epoch-0010")
-    assert not verdicts(doc)["chosen-is-best"] and doc["rules"][0]["details"]["strict"] is True
-    config.write_text('metric = "recall"\nstrict = "yes"\n')
+    assert not verdicts(doc)["chosen-is-best"] and doc["rules"][0]["details"]["require_best"] is True
+    config.write_text('metric = "recall"\nrequire_best = "yes"\n')
     result = invoke("check", runs_dir / "fraud", "--config", config)
-    assert result.exit_code == 2 and "strict" in result.stderr
+    assert result.exit_code == 2 and "require_best" in result.stderr
 
 
 def test_json_has_the_documented_keys(runs_dir):
     _, doc = gate(runs_dir / "fraud", "--metric", "recall")
-    assert set(doc) == {"run", "metric", "chosen", "chosen_how", "matches", "passed", "policy_source", "rules"}
+    assert set(doc) == {"run", "metric", "chosen", "chosen_how", "matches", "passed", "policy_source", "rules", "skipped"}
     assert [r["name"] for r in doc["rules"]] == ["chosen-is-best", "selected-by-matches", "min-value", "no-audit-findings"]
     for rule in doc["rules"]:
         assert set(rule) == {"name", "passed", "skipped", "message", "details"}
@@ -115,7 +115,7 @@ def test_json_has_the_documented_keys(runs_dir):
 
 @pytest.mark.parametrize("fmt", ["text", "json", "junit", "github", "markdown"])
 def test_every_format(runs_dir, fmt):
-    result = invoke("check", runs_dir / "fraud", "--metric", "recall", "--format", fmt, "--resamples", "200", "--strict")
+    result = invoke("check", runs_dir / "fraud", "--metric", "recall", "--format", fmt, "--resamples", "200", "--require-best")
     assert result.exit_code == 1
     out = result.stdout
     if fmt == "junit":

@@ -80,8 +80,18 @@ def test_top_and_per_run_over_a_sweep(runs_dir):
     assert len(top) == 3
 
 
-def test_sweep_needs_a_metric_that_applies_to_every_run(runs_dir):
-    one_line_error(invoke("rank", runs_dir, "--metric", "recall"), "does not apply to regression runs")
+def test_a_sweep_ranks_the_runs_the_metric_applies_to(runs_dir):
+    result = invoke("rank", runs_dir, "--metric", "recall", "--format", "json")
+    assert result.exit_code == 0, result.output
+    rows = json.loads(result.stdout)
+    left_out = [r for r in rows if r["checkpoint"] is None]
+    assert {Path(r["run"]).name for r in left_out} == {"friedman", "overfit"}  # the regression runs
+    assert all(r["rank"] is None and "does not apply to regression runs" in r["notes"][0] for r in left_out)
+    assert rows[0]["rank"] == 1 and rows[0]["recall"] is not None
+    assert "ckptaudit: skipped:" in result.stderr and "does not apply to regression runs" in result.stderr
+    strict = invoke("rank", runs_dir, "--metric", "recall", "--strict")
+    assert strict.exit_code == 2 and "epoch-0001" in strict.stdout
+    one_line_error(invoke("rank", runs_dir / "friedman", "--metric", "recall"), "does not apply to regression runs")
 
 
 def test_checkpoint_folder_ranks_just_that_checkpoint(runs_dir):

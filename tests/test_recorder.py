@@ -303,3 +303,11 @@ def test_binary_n_by_1_probabilities_are_one_column_not_a_row(tmp_path):
     rec.save(0, None, val_target=y, val_output=p)
     row = rank_checkpoints([tmp_path / "run"], ["accuracy"]).rows[0]
     assert row.values["accuracy"] == pytest.approx(accuracy_score(y, p[:, 0] > 0.5))
+
+def test_recorder_refuses_an_epoch_the_reader_would_refuse(tmp_path):
+    rec = Recorder(tmp_path / "run", task="binary", output="probability")
+    with pytest.raises(UsageError, match="(epoch|step) must be an integer from 0"):
+        rec.save(-1, None, val_target=np.zeros(3), val_output=np.zeros(3))
+    with pytest.raises(UsageError, match="(epoch|step) must be an integer from 0"):
+        rec.save(1, None, step=-5, val_target=np.zeros(3), val_output=np.zeros(3))
+    assert not [p for p in (tmp_path / "run" / "checkpoints").iterdir()]

@@ -4,7 +4,9 @@ Opening hundreds of small ``.npz`` archives costs more than reading the numbers 
 (zip directory parsing, CRC checks, one header parse per array). The cache stores a run's
 validation outputs as one contiguous ``.npy`` array (checkpoint x rows x ...) next to the
 shared targets and ids, in ``RUN/.ckptaudit-cache/``. It is derived data: it is rebuilt
-whenever the set of checkpoints or any ``val.npz`` (size or modification time) changes,
+whenever the set of checkpoints or any ``val.npz`` changes (its size, modification time, or
+the CRC-32 of any member, read from the zip's central directory: a rewrite that keeps the
+size and modification time is still noticed),
 written atomically, and never trusted for anything but the arrays it copies. Reads are
 one checkpoint's slice at a time, so memory stays bounded as without the cache.
 """
@@ -14,6 +16,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,20 +25,27 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .reader import Checkpoint, Predictions, Run
+from .safeio import zip_fingerprint
 
 CACHE_DIR = ".ckptaudit-cache"
-VERSION = 1
+VERSION = 2
 
 
 def fingerprint(run: Run) -> list[list[Any]] | None:
-    """(name, size, mtime_ns) of every checkpoint's val.npz, or None if one is missing."""
+    """(name, size, mtime_ns, member CRCs) of every checkpoint's val.npz, or None if one
+    is missing or not a zip. The CRCs come from the central directory, a few hundred
+    bytes per file, so the check stays cheap next to reading the arrays."""
     out: list[list[Any]] = []
     for ckpt in run.checkpoints:
+        path = ckpt.split_file("val")
         try:
-            st = os.stat(ckpt.split_file("val"))
+            st = os.stat(path)
         except OSError:
             return None
-        out.append([ckpt.name, st.st_size, st.st_mtime_ns])
+        crcs = zip_fingerprint(path)
+        if crcs is None:
+            return None
+        out.append([ckpt.name, st.st_size, st.st_mtime_ns, crcs])
     return out
 
 
@@ -56,10 +66,14 @@ class CachedRun:
     def __init__(self, run: Run, folder: Path, index: dict[str, Any]) -> None:
         self.run = run
         self.folder = folder
+        for name in ("target.npy", "outputs.npy", "ids.npy"):
+            # NOTE: the cache lives inside the run, so it is input too: never open a FIFO.
+            if os.path.lexists(folder / name) and not stat.S_ISREG(os.stat(folder / name).st_mode):
+                raise ValueError(f"{name} is not a regular file")
         self.target = np.load(folder / "target.npy", allow_pickle=False)
         ids_path = folder / "ids.npy"
         self.ids = np.load(ids_path, allow_pickle=False) if ids_path.exists() else None
-        self.positions = {name: i for i, (name, _, _) in enumerate(index["checkpoints"])}
+        self.positions = {entry[0]: i for i, entry in enumerate(index["checkpoints"])}
 
     def predictions(self) -> Iterator[tuple[Checkpoint, Predictions]]:
         """Each checkpoint's predictions, read as one slice of the outputs array."""
@@ -78,7 +92,9 @@ def open_cache(run: Run) -> CachedRun | None:
     folder = run.path / CACHE_DIR
     try:
         index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):
+        return None
+    if not isinstance(index, dict):
         return None
     if index.get("version") != VERSION or index.get("checkpoints") != fingerprint(run):
         return None

@@ -10,7 +10,6 @@ bounded by one checkpoint whatever the size of a sweep. Prediction files are rea
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Iterable, Iterator
@@ -21,6 +20,7 @@ from typing import Any, TypeGuard, cast
 import numpy as np
 
 from ..errors import RunFormatError, ValSetChangedError
+from .safeio import read_json, read_npz
 
 FORMAT = "ckptaudit/1"
 TASKS = ("binary", "multiclass", "multilabel", "regression")
@@ -29,6 +29,10 @@ RUN_FILE = "run.json"
 META_FILE = "meta.json"
 CHECKPOINTS_DIR = "checkpoints"
 SPLITS = ("val", "train")
+
+
+#: epochs and steps are integers from 0 to this (they must fit a 64-bit signed integer)
+MAX_COUNTER = 2**63 - 1
 
 
 def is_in_progress(name: str) -> bool:
@@ -42,6 +46,30 @@ class SelectedBy:
 
     metric: str
     mode: str | None
+
+
+@dataclass(frozen=True)
+class Skipped:
+    """An input a command left out, with the reason (plain data).
+
+    ``kind`` is ``"error"`` when something is broken (an unreadable run.json, a changed
+    validation set: exit 2) and ``"skipped"`` when nothing is wrong but there is nothing
+    to score (a run with no checkpoint yet, a metric that does not apply to the run, a
+    folder under checkpoints/ that is not a checkpoint: exit 0 unless ``--strict``).
+    """
+
+    run: str
+    path: str
+    reason: str
+    kind: str = "error"
+    checkpoint: str | None = None  #: the folder under checkpoints/, when one folder (not the run) is left out
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}"
+
+    def as_dict(self) -> dict[str, str | None]:
+        """JSON shape: run, checkpoint (null for a whole run), path, reason, kind."""
+        return {"run": self.run, "checkpoint": self.checkpoint, "path": self.path, "reason": self.reason, "kind": self.kind}
 
 
 @dataclass(frozen=True)
@@ -67,8 +95,9 @@ class Checkpoint:
         return self.path / f"{split}.npz"
 
     def has_split(self, split: str) -> bool:
-        """Whether the checkpoint recorded predictions for ``split``."""
-        return self.split_file(split).is_file()
+        """Whether the checkpoint recorded predictions for ``split`` (anything of that name
+        counts: a FIFO or folder named val.npz is then refused with a message when read)."""
+        return os.path.lexists(self.split_file(split))
 
 
 @dataclass(frozen=True)
@@ -88,6 +117,8 @@ class Run:
     #: the number of classes (labels) run.json declares (``classes`` or ``num_classes``;
     #: 2 for binary), or None where only the output width can tell
     num_classes: int | None = None
+    #: folders under checkpoints/ that are not checkpoints (no meta.json), left out with a note
+    skipped: tuple[Skipped, ...] = field(default=(), compare=False)
 
     def checkpoint(self, name: str) -> Checkpoint | None:
         """The checkpoint called ``name`` (an alias such as ``best -> epoch-0009`` names its
@@ -123,14 +154,9 @@ class Predictions:
 
 def _read_json(path: Path) -> Any:
     try:
-        with open(path, encoding="utf-8") as fh:
-            return json.load(fh)
+        return read_json(path)
     except FileNotFoundError:
         raise RunFormatError(f"no {path.name}", path.parent) from None
-    except json.JSONDecodeError as exc:
-        raise RunFormatError(f"malformed JSON: {exc.msg} at line {exc.lineno} column {exc.colno}", path) from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise RunFormatError(f"cannot read: {exc}", path) from None
 
 
 def _is_int(v: Any) -> TypeGuard[int]:
@@ -146,9 +172,13 @@ def read_checkpoint(path: Path) -> Checkpoint:
     epoch = meta.get("epoch")
     if not _is_int(epoch):
         raise RunFormatError("'epoch' is required and must be an integer", meta_path)
+    if not 0 <= epoch <= MAX_COUNTER:
+        raise RunFormatError(f"'epoch' must be from 0 to 2**63-1, got {epoch}", meta_path)
     step = meta.get("step")
     if step is not None and not _is_int(step):
         raise RunFormatError("'step' must be an integer", meta_path)
+    if step is not None and not 0 <= step <= MAX_COUNTER:
+        raise RunFormatError(f"'step' must be from 0 to 2**63-1, got {step}", meta_path)
     logged_raw = meta.get("logged") or {}
     if not isinstance(logged_raw, dict):
         raise RunFormatError("'logged' must be an object of metric name to number", meta_path)
@@ -238,10 +268,15 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
 
     ckpt_dir = path / CHECKPOINTS_DIR
     checkpoints: list[Checkpoint] = []
+    skipped: list[Skipped] = []
     if ckpt_dir.is_dir():
         for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
             # NOTE: a symbolic link (best -> epoch-0009) is an alias, never a checkpoint of its own
             if is_in_progress(entry.name) or entry.is_symlink() or not entry.is_dir():
+                continue
+            not_a_checkpoint = _not_a_checkpoint(Path(entry.path), name if name is not None else str(path))
+            if not_a_checkpoint is not None:
+                skipped.append(not_a_checkpoint)
                 continue
             checkpoints.append(read_checkpoint(Path(entry.path)))
     checkpoints.sort(key=lambda c: c.order_key)
@@ -257,7 +292,18 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         checkpoints=tuple(checkpoints),
         raw=raw,
         num_classes=num_classes,
+        skipped=tuple(skipped),
     )
+
+
+def _not_a_checkpoint(folder: Path, run_name: str) -> Skipped | None:
+    """A folder under checkpoints/ without meta.json (a Hugging Face checkpoint still
+    being written, a TensorBoard log folder) is not a checkpoint: it is left out with a
+    note, and the run stays readable."""
+    if os.path.lexists(folder / META_FILE):
+        return None
+    reason = "no meta.json: not a checkpoint (still being written, or another tool's folder)"
+    return Skipped(run_name, str(folder), reason, "skipped", checkpoint=folder.name)
 
 
 def _walk_runs(root: Path) -> Iterator[Path]:
@@ -271,14 +317,43 @@ def _walk_runs(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
 
 
-def discover(paths: Iterable[str | Path]) -> list[Run]:
-    """Read every run named by ``paths``.
+def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
+    """Read every run named by ``paths``, leaving out the ones that cannot be used.
 
     Each path may be a run, one checkpoint folder (the run is read with just that
-    checkpoint) or any folder holding runs at any depth (a sweep).
+    checkpoint) or any folder holding runs at any depth (a sweep). A run whose run.json
+    or meta.json cannot be read, or that has no checkpoint yet, is returned as a
+    :class:`Skipped` record with the reason, as is each folder under checkpoints/ that is
+    not a checkpoint; the other runs are read as usual. A path that does not exist or
+    holds no run at all is still an error.
     """
     runs: list[Run] = []
+    skipped: list[Skipped] = []
     seen: set[Path] = set()
+
+    def add(run_path: Path, only: str | None = None) -> None:
+        key = run_path.resolve()
+        if key in seen:
+            return
+        seen.add(key)
+        try:
+            run = read_run(run_path, str(run_path))
+        except RunFormatError as exc:
+            skipped.append(Skipped(str(run_path), exc.path or str(run_path), exc.problem, "error"))
+            return
+        skipped.extend(run.skipped)
+        if only is not None:
+            named = run.checkpoint(only)  # an alias folder (checkpoints/best) reads as its target
+            chosen = () if named is None else (named,)
+            if not chosen:
+                raise RunFormatError("checkpoint is still being written (in-progress name)", run_path / CHECKPOINTS_DIR / only)
+            run = Run(**{**run.__dict__, "checkpoints": chosen})
+        if not run.checkpoints:
+            reason = "the run has no checkpoints (training may have stopped before its first save)"
+            skipped.append(Skipped(run.name, str(run.path / CHECKPOINTS_DIR), reason, "skipped"))
+            return
+        runs.append(run)
+
     for given in paths:
         path = Path(given)
         if not path.exists():
@@ -286,31 +361,26 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
         if not path.is_dir():
             raise RunFormatError("not a folder (give a run, a checkpoint folder or a folder of runs)", path)
         if (path / RUN_FILE).is_file():
-            found = [(path, str(path))]
+            add(path)
         elif (path / META_FILE).is_file() and path.parent.name == CHECKPOINTS_DIR and (path.parent.parent / RUN_FILE).is_file():
-            run = read_run(path.parent.parent, str(path.parent.parent))
-            named = run.checkpoint(path.name)  # an alias folder (checkpoints/best) reads as its target
-            only = () if named is None else (named,)
-            if not only:
-                raise RunFormatError("checkpoint is still being written (in-progress name)", path)
-            run = Run(**{**run.__dict__, "checkpoints": only})
-            if run.path.resolve() not in seen:
-                seen.add(run.path.resolve())
-                runs.append(run)
-            continue
+            add(path.parent.parent, only=path.name)
         else:
-            found = [(p, str(p)) for p in _walk_runs(path)]
+            found = list(_walk_runs(path))
             if not found:
                 raise RunFormatError("no run.json found here or below", path)
-        for run_path, name in found:
-            key = run_path.resolve()
-            if key in seen:
-                continue
-            seen.add(key)
-            runs.append(read_run(run_path, name))
-    for run in runs:
-        if not run.checkpoints:
-            raise RunFormatError("the run has no checkpoints", run.path / CHECKPOINTS_DIR)
+            for run_path in found:
+                add(run_path)
+    return runs, skipped
+
+
+def discover(paths: Iterable[str | Path]) -> list[Run]:
+    """Read every run named by ``paths`` (see :func:`discover_sweep`); any run that
+    cannot be used is an error. Folders under checkpoints/ that are not checkpoints
+    are left out (``Run.skipped``)."""
+    runs, skipped = discover_sweep(paths)
+    for item in skipped:
+        if item.checkpoint is None:
+            raise RunFormatError(item.reason, item.path)
     return runs
 
 
@@ -443,34 +513,35 @@ def check_arrays(
     """The reader's checks of one split's arrays against run.json; raise :class:`RunFormatError`
     naming ``path``. The recorder calls this same function before it writes a file."""
     _check_shapes(run, path, target, output)
+    _check_hostile_values(run, path, target, output)
     _check_values(run, path, target, output)
     for label, arr in (("id", ids), ("input_hash", hashes)):
         if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
             raise RunFormatError(f"'{label}' must be (N,) with N = {target.shape[0]}", path)
+        if arr is not None and arr.dtype.kind not in "iuUS":
+            raise RunFormatError(f"'{label}' must hold integers or strings, got dtype {arr.dtype}", path)
+
+
+def _check_hostile_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) -> None:
+    """NaN or infinite regression targets: a NaN never equals itself, so it looked like a
+    changed validation set, and an infinite target scored nothing with exit 0."""
+    if run.task == "regression":
+        bad = ~np.isfinite(target)
+        if bad.any():
+            rows = np.flatnonzero(bad.reshape(target.shape[0], -1).any(axis=1))
+            raise RunFormatError(
+                f"'target' holds NaN or infinite values in {rows.size} row(s) (first: row {int(rows[0])}); "
+                "regression targets must be finite",
+                path,
+            )
 
 
 def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Predictions:
     """Load and validate one split's arrays; raise :class:`RunFormatError` on any problem."""
     path = checkpoint.split_file(split)
-    if not path.is_file():
-        raise RunFormatError(f"no {path.name}", checkpoint.path)
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            files = set(npz.files)
-            missing = {"target", "output"} - files
-            if missing:
-                raise RunFormatError(f"missing array {', '.join(sorted(missing))}", path)
-            target = npz["target"]
-            output = npz["output"]
-            ids = npz["id"] if "id" in files else None
-            hashes = npz["input_hash"] if "input_hash" in files else None
-    except RunFormatError:
-        raise
-    except ValueError as exc:
-        # NOTE: object arrays would need pickle, which is never allowed.
-        raise RunFormatError(f"unreadable: {exc}", path) from None
-    except Exception as exc:  # zipfile.BadZipFile, EOFError, OSError, ...: all "truncated or corrupt"
-        raise RunFormatError(f"unreadable (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
+    arrays = read_npz(path, ("target", "output"), ("id", "input_hash"))
+    target, output = arrays["target"], arrays["output"]
+    ids, hashes = arrays.get("id"), arrays.get("input_hash")
     check_arrays(run, path, target, output, ids, hashes)
     return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
 

@@ -323,10 +323,11 @@ class Recorder:
         place. The arrays are checked with the reader's own checks first: a problem raises
         :class:`RunFormatError` and writes nothing.
         """
-        if not _is_int(epoch) or epoch < 0:
-            raise UsageError(f"epoch must be a non-negative integer, not {epoch!r}")
-        if step is not None and (not _is_int(step) or step < 0):
-            raise UsageError(f"step must be a non-negative integer, not {step!r}")
+        # NOTE: the reader refuses epochs and steps outside [0, 2**63-1] (docs/format.md).
+        if not _is_int(epoch) or not 0 <= epoch <= 2**63 - 1:
+            raise UsageError(f"epoch must be an integer from 0 to 2**63-1, not {epoch!r}")
+        if step is not None and (not _is_int(step) or not 0 <= step <= 2**63 - 1):
+            raise UsageError(f"step must be an integer from 0 to 2**63-1, not {step!r}")
         if write is not None and not callable(write):
             raise UsageError(f"write must be a function of the checkpoint folder, not {write!r}")
         name = f"epoch-{int(epoch):04d}" if name is None else name

@@ -1,0 +1,131 @@
+"""Sweeps survive one bad run: read, bind and score every run, leaving out the broken ones.
+
+A folder of runs is never all-or-nothing. Each run that cannot be used becomes a
+:class:`~ckptaudit.runs.Skipped` record with its reason, and the others are still ranked,
+audited or picked. Two kinds of leaving out, one exit-code rule for every command
+(README, "Sweeps"):
+
+- ``error``: something is broken (an unreadable run.json or meta.json, a changed
+  validation set, a custom metric that raises). The results for the rest are printed,
+  then the command exits 2.
+- ``skipped``: nothing is wrong, there is just nothing to score (a run with no checkpoint
+  yet, a run whose task the metric does not apply to, a folder under checkpoints/ that is
+  not a checkpoint). A note on stderr; the exit code is unchanged unless ``--strict``.
+
+When nothing at all is left, the command fails with every reason (:class:`NothingLeftError`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from .errors import CkptauditError, MetricError, RunFormatError
+from .metrics.evaluation import CheckpointScore, RunScorer, iter_scores, parse_metrics
+from .metrics.spec import MetricSpec
+from .store.reader import Run, Skipped, discover_sweep
+
+ProgressFn = Callable[[int, int], None]
+
+
+class NothingLeftError(RunFormatError):
+    """Every run given was left out: there is nothing to rank, audit or pick.
+
+    With one run left out, the message is its reason; with several, ``details`` holds
+    one line per run and the message says how many.
+    """
+
+    def __init__(self, skipped: Sequence[Skipped], problems: Sequence[str] = ()) -> None:
+        self.skipped = tuple(skipped)
+        runs = [s for s in self.skipped if s.checkpoint is None] or list(self.skipped)
+        if len(runs) == 1:
+            super().__init__(runs[0].reason, runs[0].path)
+            self.details: tuple[str, ...] = tuple(problems)
+        else:
+            super().__init__(f"none of the {len(runs)} runs could be used (reasons above)")
+            self.details = tuple(problems) + tuple(str(s) for s in runs)
+
+
+def problems_of(skipped: Sequence[Skipped]) -> tuple[str, ...]:
+    """The broken inputs among ``skipped`` (kind ``error``), one line each."""
+    return tuple(str(s) for s in skipped if s.kind == "error")
+
+
+def applicable(runs: Sequence[Run], specs: Sequence[MetricSpec]) -> tuple[list[Run], list[Skipped]]:
+    """Split ``runs`` into those every spec applies to and the rest (with the reason).
+
+    A metric that fits no run of this kind (``recall`` on a regression run, a class the
+    run does not have) leaves that run out; an error that is not about one run (a custom
+    metric that cannot be imported) is raised as before.
+    """
+    fit: list[Run] = []
+    left_out: list[Skipped] = []
+    for run in runs:
+        try:
+            RunScorer(run, specs)
+        except MetricError as exc:
+            if exc.path != run.name:
+                raise
+            left_out.append(Skipped(run.name, run.name, exc.problem, "skipped"))
+            continue
+        fit.append(run)
+    return fit, left_out
+
+
+@dataclass(frozen=True)
+class SweepScores:
+    """Every readable checkpoint's scores, the runs they came from and what was left out."""
+
+    specs: tuple[MetricSpec, ...]
+    runs: tuple[Run, ...]
+    scores: tuple[CheckpointScore, ...]
+    skipped: tuple[Skipped, ...]
+
+
+def score_sweep(
+    paths: Sequence[str | Path],
+    metrics: Sequence[str],
+    *,
+    mode: str | None = None,
+    progress: ProgressFn | None = None,
+    cache: bool = False,
+) -> SweepScores:
+    """Score every checkpoint of every usable run under ``paths``, streamed one prediction
+    file at a time; a run that fails part-way (its validation set changed, a custom metric
+    raised) is left out whole, with the reason."""
+    runs, skipped = discover_sweep(paths)
+    if not runs:
+        raise NothingLeftError(skipped)
+    specs = parse_metrics(metrics, runs, mode)
+    runs, not_applicable = applicable(runs, specs)
+    skipped += not_applicable
+    if not runs:
+        raise NothingLeftError(skipped)
+    total = sum(len(r.checkpoints) for r in runs)
+    done = 0
+    scored_runs: list[Run] = []
+    scores: list[CheckpointScore] = []
+    for run in runs:
+        run_scores: list[CheckpointScore] = []
+        try:
+            for score in iter_scores(run, specs, cache=cache):
+                run_scores.append(score)
+                done += 1
+                if progress is not None:
+                    progress(done, total)
+        except CkptauditError as exc:
+            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, "error"))
+            done += len(run.checkpoints) - len(run_scores)
+            continue
+        scored_runs.append(run)
+        scores.extend(run_scores)
+    if not scored_runs:
+        raise NothingLeftError(skipped)
+    return SweepScores(tuple(specs), tuple(scored_runs), tuple(scores), tuple(skipped))
+
+
+def exit_status(problems: Sequence[str], skipped: Sequence[Skipped], strict: bool) -> bool:
+    """True when the command must exit 2: an input was broken, or ``strict`` and
+    anything was left out."""
+    return bool(problems) or strict and bool(skipped)
