@@ -281,7 +281,7 @@ def test_choose_takes_an_epoch_or_a_name_and_bad_arguments_are_clear(tmp_path):
         with pytest.raises(UsageError, match=message):
             Recorder(path, **kwargs)
     for kwargs, message in [
-        (dict(epoch="3"), "epoch must be a non-negative integer"),
+        (dict(epoch="3"), "epoch must be an integer from 0"),
         (dict(epoch=3, logged={"val_loss": "low"}), "logged 'val_loss' must be a number"),
         (dict(epoch=3, name="../x"), "name must be a plain folder name"),
         (dict(epoch=3, step=1.5), "step must be"),
