@@ -51,8 +51,8 @@ def _softmax(x: np.ndarray) -> np.ndarray:
 
 
 def _log_softmax(x: np.ndarray) -> np.ndarray:
-    """log(softmax(x)) by rows, in float64, without ever forming the probabilities: the
-    same arithmetic as scipy.special.log_softmax."""
+    """log(softmax(x)) by rows in float64, as (x - max) - log(sum(exp(x - max))): never
+    log of a rounded probability, and the same arithmetic as scipy.special.log_softmax."""
     z = x.astype(np.float64) - x.max(axis=1, keepdims=True)
     return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
 

@@ -384,6 +384,14 @@ def discover(paths: Iterable[str | Path]) -> list[Run]:
     return runs
 
 
+def _integers_at_most(values: np.ndarray, high: int) -> bool:
+    """True when ``values`` are integers (or bools) from 0 to ``high``, by one max over
+    their unsigned view; False where that cannot tell (floats, strided arrays)."""
+    if values.dtype.kind not in "biu" or not values.flags.c_contiguous or values.size == 0:
+        return False
+    return bool(values.view(f"u{values.dtype.itemsize}").max() <= high)
+
+
 def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) -> None:
     task, kind = run.task, run.output
     n = target.shape[0] if target.ndim else 0
@@ -404,10 +412,12 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             raise RunFormatError(f"'target' must be (N,) class indices, got shape {target.shape}", path)
         if target.dtype.kind == "f" and not np.all(np.mod(target, 1) == 0):
             raise RunFormatError("'target' must hold integer class indices", path)
-        if target.min() < 0:
+        # NOTE: 0/1 integers pass with one unsigned max (negatives wrap above 1).
+        binary_ok = task == "binary" and _integers_at_most(target, 1)
+        if not binary_ok and target.min() < 0:
             raise RunFormatError("'target' holds a negative class index", path)
     if task == "binary":
-        if target.max() > 1:
+        if not binary_ok and target.max() > 1:
             raise RunFormatError(f"a binary 'target' holds class {int(target.max())}; only 0 and 1 exist", path)
         if kind == "label" and output.ndim != 1:
             raise RunFormatError(f"label 'output' must be (N,), got {output.shape}", path)
@@ -460,6 +470,24 @@ def _first_bad(values: np.ndarray, low: float, high: float, integer: bool) -> fl
     return None if hits.size == 0 else values.ravel()[hits[0]].item()
 
 
+#: float type -> (unsigned integer type of its width, the bit pattern of 1.0)
+_UNIT_BITS = {
+    np.dtype(np.float16): (np.uint16, 0x3C00),
+    np.dtype(np.float32): (np.uint32, 0x3F800000),
+    np.dtype(np.float64): (np.uint64, 0x3FF0000000000000),
+}
+
+
+def _in_unit_interval(values: np.ndarray) -> bool:
+    """True when every value is in [0, 1], by one unsigned-integer max: the IEEE bit
+    patterns of +0.0 to 1.0 are exactly the integers up to that of 1.0, and negative
+    numbers, NaN and infinity all lie above it. (False may still be fine: -0.0, NaN.)"""
+    bits = _UNIT_BITS.get(values.dtype)
+    if bits is None or not values.flags.c_contiguous or values.size == 0:
+        return False
+    return bool(values.view(bits[0]).max() <= bits[1])
+
+
 def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) -> None:
     """Values the shapes cannot catch: class indices outside the run's classes, hard
     labels that are not class indices (or 0/1), probabilities outside [0, 1] and
@@ -485,7 +513,8 @@ def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
             allowed = "0 or 1" if high == 1 else f"a class index from 0 to {high}"
             raise RunFormatError(f"'output' holds label {bad:g}; each label must be {allowed}", path)
     elif kind == "probability":
-        bad = _first_bad(output, 0.0, 1.0, integer=False)
+        # NOTE: the bit-pattern test keeps this check off the profile of `rank`.
+        bad = None if _in_unit_interval(output) else _first_bad(output, 0.0, 1.0, integer=False)
         if bad is not None:
             raise RunFormatError(
                 f"'output' holds probability {bad:g}, outside [0, 1] (were logits stored as output 'probability'?)", path
