@@ -1,0 +1,132 @@
+"""The issue-10 bench harness still runs: bench_scale.py --quick on a tiny shape, and the
+lower-bound script's values against scikit-learn (so that the floor `rank` is measured
+against computes the same thing)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+from sklearn.metrics import accuracy_score, mean_squared_error, recall_score
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "bench"
+sys.path.insert(0, str(BENCH))
+
+import bench_scale  # noqa: E402
+import lower_bound  # noqa: E402
+
+
+def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "bench_scale.py"),
+            "--quick",
+            "--shapes",
+            "binary",
+            "--metrics",
+            "label",
+            "--no-sklearn",
+            "--repeat",
+            "1",
+            "--resamples",
+            "100",
+            "--timeout",
+            "60",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads((tmp_path / "bench_scale-quick-latest.json").read_text())
+    assert report["complete"]
+    (shape,) = report["shapes"]
+    cases = {r["case"]: r for r in shape["results"]}
+    expected = {
+        "lower bound",
+        "numpy stack script",
+        "np.load floor",
+        "rank",
+        "rank --ci",
+        "audit",
+        "pick",
+        "check",
+        "rank --cache (build)",
+        "rank --cache (warm)",
+    }
+    assert expected <= cases.keys()
+    for case in expected:
+        assert cases[case]["status"] == "ok", cases[case]
+        assert cases[case]["seconds"] > 0 and cases[case]["peak_mib"] > 0
+    # the lower bound and the numpy script compute exactly what rank printed
+    assert cases["lower bound"]["detail"].startswith("values match rank"), cases["lower bound"]["detail"]
+    assert cases["numpy stack script"]["detail"].startswith("values match rank")
+    assert cases["rank"]["vs_lower_bound"] == cases["rank"]["seconds"] / cases["lower bound"]["seconds"]
+    assert cases["audit"]["vs_rank"] == cases["audit"]["seconds"] / cases["rank"]["seconds"]
+    # the printed table: one line per case, and the target rows
+    text = (tmp_path / "bench_scale-quick-latest.txt").read_text()
+    rows = {}
+    for line in text.splitlines():
+        if line[:22].strip() in cases:
+            metric, status, seconds, peak, *_ = line[22:].split()
+            rows[line[:22].strip()] = (metric, status, float(seconds), float(peak))
+    assert rows.keys() == cases.keys()
+    for case, (metric, status, seconds, peak) in rows.items():
+        assert (metric, status) == ("recall", "ok")
+        assert seconds == round(cases[case]["seconds"], 3) and peak == round(cases[case]["peak_mib"])
+    targets = [r["target"] for r in report["summary"]]
+    assert "rank -m recall / lower bound" in targets and "worst of ci/audit/pick/check / rank (recall)" in targets
+    assert "rank -m recall / lower bound" in text
+
+
+def _values(root: Path, metric: str, method: str, tmp_path: Path) -> dict[tuple[str, str], float]:
+    out = tmp_path / f"{metric}-{method}.json"
+    assert lower_bound.main([str(root), "--metric", metric, "--method", method, "--values-out", str(out)]) == 0
+    return {(Path(run).name, name): value for run, name, value in json.loads(out.read_text())}
+
+
+def test_lower_bound_matches_scikit_learn_on_every_shape(tmp_path: Path) -> None:
+    for name, metric in (("binary", "recall"), ("multiclass", "accuracy"), ("multilabel", "accuracy"), ("regression", "mse")):
+        shape = bench_scale.QUICK[name]
+        data = bench_scale.ensure_data(tmp_path / "cache", shape)
+        direct = _values(data, metric, "direct", tmp_path)
+        stack = _values(data, metric, "stack", tmp_path)
+        assert direct == stack and len(direct) == shape.checkpoints
+        for (run, ckpt), value in direct.items():
+            with np.load(data / run / "checkpoints" / ckpt / "val.npz") as npz:
+                y, out = npz["target"], npz["output"]
+            if name == "binary":
+                expected = recall_score(y, out > 0.5)
+            elif name == "multiclass":
+                expected = accuracy_score(y, out.argmax(axis=1))
+            elif name == "multilabel":
+                expected = accuracy_score(y, (out > 0).astype(int))
+            else:
+                expected = mean_squared_error(y.astype(np.float64), out.astype(np.float64))
+            assert abs(value - expected) < 1e-12, (name, run, ckpt, value, expected)
+
+
+def test_lower_bound_refuses_a_changed_validation_set(tmp_path: Path) -> None:
+    data = bench_scale.ensure_data(tmp_path / "cache", bench_scale.QUICK["binary"])
+    run = bench_scale.runs_of(data)[0]
+    last = sorted((run / "checkpoints").iterdir())[-1] / "val.npz"
+    with np.load(last) as npz:
+        arrays = dict(npz)
+    arrays["target"] = arrays["target"].copy()
+    arrays["target"][0] = 1 - arrays["target"][0]
+    np.savez(last, **arrays)
+    for method in ("direct", "stack"):
+        try:
+            lower_bound.main([str(data), "--metric", "recall", "--method", method])
+        except SystemExit as exc:
+            assert "validation set changed" in str(exc)
+        else:
+            raise AssertionError(f"{method}: a changed target was not noticed")
