@@ -45,6 +45,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from ..errors import CkptauditError
+from . import safeio
 
 #: files of a checkpoint folder that hold predictions and metadata, not the model
 NON_WEIGHT_FILES = {"meta.json", "val.npz", "train.npz"}
@@ -94,38 +95,21 @@ def is_within(path: Path, root: Path) -> bool:
 
 
 def open_regular(path: str | Path) -> IO[bytes]:
-    """Open ``path`` for binary reading only when it is a regular file.
-
-    A FIFO would block forever and a device (``/dev/zero``) never ends, so both are refused
-    with :class:`WeightsError` before anything is read; the file is opened non-blocking and
-    checked again after opening, in case it was swapped in between.
-    """
-    path = Path(path)
+    """Open ``path`` for binary reading only when it is a regular file (the store's one
+    reader, :func:`ckptaudit.store.safeio.open_regular`): a FIFO would block forever and a
+    device (``/dev/zero``) never ends, so both are refused with :class:`WeightsError`, as is
+    a file that cannot be opened."""
     try:
-        before = os.stat(path)
+        return safeio.open_regular(path, WeightsError)
     except OSError as exc:
         raise WeightsError(f"cannot read: {exc.strerror or exc}", path) from None
-    if not stat.S_ISREG(before.st_mode):
-        raise WeightsError("not a regular file (a FIFO, device or socket is never read)", path)
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
-    except OSError as exc:
-        raise WeightsError(f"cannot read: {exc.strerror or exc}", path) from None
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        os.close(fd)
-        raise WeightsError("not a regular file (a FIFO, device or socket is never read)", path)
-    return os.fdopen(fd, "rb")
 
 
 def read_text_safely(path: str | Path, error: type[CkptauditError] = CkptauditError) -> str:
-    """The UTF-8 text of a regular file (a FIFO or device is refused, not read)."""
+    """The UTF-8 text of a regular file (a FIFO or device is refused, not read); a missing
+    or unreadable file is ``error`` too."""
     try:
-        with open_regular(path) as fh:
-            return fh.read().decode("utf-8")
-    except WeightsError as exc:
-        raise error(exc.problem, path) from None
-    except UnicodeDecodeError as exc:
-        raise error(f"not UTF-8 text: {exc.reason} at byte {exc.start}", path) from None
+        return safeio.read_text(path, error)
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or exc}", path) from None
 
