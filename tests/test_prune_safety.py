@@ -89,9 +89,22 @@ def comparable(plan: dict) -> dict:
     return {k: v for k, v in plan.items() if k not in ("dry_run", "deleted")}
 
 
+def _default_sigint() -> None:
+    # NOTE: a shell that runs the suite in the background (a CI script, `nohup ... &`) starts
+    # it with SIGINT ignored, which children inherit; Ctrl-C is tested as a terminal sends it.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(run: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "ckptaudit", "prune", str(run), *args]
-    return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        cmd,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=_default_sigint,
+    )
 
 
 def dead_pid() -> int:
