@@ -18,13 +18,13 @@ from typing import cast
 
 import numpy as np
 
-from .errors import CkptauditError, MetricError, RunFormatError, UsageError
-from .findings import CODES, Finding, severity_rank
-from .metrics import kernels as metrics
-from .metrics.evaluation import RunScorer, prepare_predictions, selected_modes
-from .metrics.spec import MetricSpec, base_name, parse_metric
-from .stats import bootstrap, selection
-from .store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
+from ..errors import CkptauditError, MetricError, RunFormatError, UsageError
+from ..findings import CODES, Finding, severity_rank
+from ..metrics import kernels as metrics
+from ..metrics.evaluation import RunScorer, prepare_predictions, selected_modes
+from ..metrics.spec import MetricSpec, base_name, parse_metric
+from ..stats import bootstrap, selection
+from ..store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
 DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
@@ -598,8 +598,8 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
     apply to it) is left out with the reason (``AuditReport.skipped``); the others are
     audited. When every run is left out, :class:`~ckptaudit.sweep.NothingLeftError`.
     """
-    from .store.reader import discover_sweep
-    from .sweep import NothingLeftError, problems_of
+    from ..store.reader import discover_sweep
+    from ..sweep import NothingLeftError, problems_of
 
     runs, skipped = discover_sweep(paths)
     if runs and options.metric is not None:
