@@ -3,32 +3,33 @@
 One pass streams each run's checkpoints (one prediction file in memory at a time) and
 collects what every check needs, including the compact per-row predictions from which
 the selection statistics (:mod:`ckptaudit.stats.selection`) find the checkpoints that cannot be
-told apart from the winner and what the winner is expected to score on new data. Each check is a small function from those statistics to
-findings, so adding a check does not touch the others. Thresholds live in
+told apart from the winner and what the winner is expected to score on new data. Each check is a
+small function from those statistics to findings, in its own module under
+:mod:`ckptaudit.auditing.rules`, so adding a check does not touch the others. Thresholds live in
 :class:`AuditOptions` with documented defaults (README, `ckptaudit explain CODE`).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import cast
 
 import numpy as np
 
 from ..errors import CkptauditError, MetricError, RunFormatError, UsageError
-from ..findings import CODES, Finding, severity_rank
 from ..metrics import kernels as metrics
 from ..metrics.evaluation import RunScorer, prepare_predictions, selected_modes
-from ..metrics.spec import MetricSpec, base_name, parse_metric
+from ..metrics.spec import MetricSpec, parse_metric
 from ..stats import bootstrap, selection
 from ..store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
+from .common import _best_index
+from .finding import Finding, severity_rank
+from .rules import CHECKS, CODES
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
 DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
-_UNBOUNDED = {"log_loss", "mse", "rmse", "mae"}
 
 
 @dataclass(frozen=True)
@@ -122,24 +123,6 @@ def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
     """The metric the audit ranks a run by."""
     text = options.metric or DEFAULT_METRIC[run.task]
     return parse_metric(text, mode=options.mode, logged=run.logged_names(), logged_modes=selected_modes([run]))
-
-
-def _better(spec: MetricSpec, a: float, b: float, margin: float) -> bool:
-    """``a`` beats ``b`` by more than ``margin`` (relative for unbounded metrics)."""
-    if spec.name in _UNBOUNDED or spec.source != "builtin":
-        scale = max(abs(b), 1e-12)
-        gain = (a - b) / scale if spec.maximize else (b - a) / scale
-    else:
-        gain = a - b if spec.maximize else b - a
-    return gain > margin
-
-
-def _best_index(spec: MetricSpec, values: Sequence[float | None]) -> int | None:
-    best = None
-    for i, v in enumerate(values):
-        if v is not None and (best is None or spec.better(v, values[best])):  # type: ignore[arg-type]
-            best = i
-    return best
 
 
 def _finite(preds: Predictions) -> bool:
@@ -236,345 +219,6 @@ def _noise(ra: RunAudit, options: AuditOptions) -> None:
         known = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
         selection.remember(ra.run, ra.spec, options.resamples, options.seed, known)
     ra.selection = known
-
-
-# --------------------------------------------------------------------------- checks
-
-
-def _r(x: float | None, digits: int = 4) -> float | None:
-    return None if x is None else round(float(x), digits)
-
-
-def _relies_on_accuracy(run: Run) -> bool:
-    if run.selected_by is None:
-        return False
-    return base_name(run.selected_by.metric) in ("accuracy", "categorical_accuracy", "binary_accuracy")
-
-
-def _focus(ra: RunAudit, o: AuditOptions) -> _Stats | None:
-    """The checkpoint that matters: the one being shipped, else the one training chose,
-    else the audit winner."""
-    name = o.focus or ra.run.chosen
-    if name is not None:
-        for st in ra.stats:
-            if st.checkpoint.name == name:
-                return st
-    return next((s for s in ra.stats if s.checkpoint is ra.winner), None)
-
-
-def check_accuracy_paradox(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    st = _focus(ra, o)
-    if ra.prevalence is None or st is None or st.accuracy is None or st.recalls is None:
-        return
-    prev = ra.prevalence
-    baseline = float(prev.max())
-    # NOTE: the paradox is accuracy that *looks* good: a checkpoint below the majority
-    # baseline trades accuracy for the rare class, which is not what this finding is about.
-    if baseline < o.imbalance or st.accuracy < baseline:
-        return
-    rare = int(np.argmin(np.where(prev > 0, prev, np.inf)))
-    lift = (st.accuracy - baseline) / (1 - baseline) if baseline < 1 else 0.0
-    rare_recall = float(st.recalls[rare])
-    if lift >= o.paradox_lift and rare_recall >= o.paradox_recall:
-        return
-    names = ra.run.classes or tuple(str(i) for i in range(len(prev)))
-    severity = "error" if _relies_on_accuracy(ra.run) else "warning"
-    picked = f", and the run picks by {ra.run.selected_by.metric}" if severity == "error" and ra.run.selected_by else ""
-    yield Finding(
-        "accuracy-paradox",
-        severity,
-        ra.run.name,
-        st.checkpoint.name,
-        f"accuracy {st.accuracy:.4f} vs {baseline:.4f} for always predicting {names[int(np.argmax(prev))]!r} "
-        f"(removes {lift:.0%} of its errors), recall of {names[rare]!r} {rare_recall:.4f}{picked}",
-        {
-            "prevalence": {names[i]: _r(p) for i, p in enumerate(prev)},
-            "baseline_accuracy": _r(baseline),
-            "accuracy": _r(st.accuracy),
-            "error_reduction": _r(lift),
-            "recall": {names[i]: _r(r) for i, r in enumerate(st.recalls)},
-            "balanced_accuracy": _r(float(np.mean(st.recalls[prev > 0]))),
-            "selected_by": None if ra.run.selected_by is None else ra.run.selected_by.metric,
-        },
-    )
-
-
-def check_overlap(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    run = ra.run
-    ckpt = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
-    if ckpt is None:
-        return
-    try:
-        train = read_predictions(run, ckpt, "train")
-        val = read_predictions(run, ckpt, "val")
-    except RunFormatError:
-        return
-    flagged = np.zeros(val.n, dtype=bool)
-    by: list[str] = []
-    for key, label in (("ids", "id"), ("input_hash", "input_hash")):
-        tv, vv = getattr(train, key), getattr(val, key)
-        if tv is None or vv is None:
-            continue
-        hit = np.isin(vv, tv)
-        if hit.any():
-            by.append(label)
-            flagged |= hit
-    if not flagged.any():
-        return
-    count = int(flagged.sum())
-    examples = (val.ids[flagged][:5] if val.ids is not None else val.input_hash[flagged][:5]).tolist()  # type: ignore[index]
-    yield Finding(
-        "train-val-overlap",
-        "error",
-        run.name,
-        None,
-        f"{count} of {val.n} validation rows ({count / val.n:.1%}) also appear in train.npz (matched by {' and '.join(by)})",
-        {"count": count, "fraction": _r(count / val.n), "matched_by": by, "examples": examples, "checked_at": ckpt.name},
-    )
-
-
-def check_val_beats_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    pairs = [s for s in ra.stats if s.value is not None and s.train_value is not None]
-    if len(pairs) < 2 or ra.val_changed:
-        return
-    beats = [s for s in pairs if _better(ra.spec, s.value, s.train_value, o.margin)]  # type: ignore[arg-type]
-    if len(beats) * 2 <= len(pairs):
-        return
-    gaps = [s.value - s.train_value for s in beats]  # type: ignore[operator]
-    yield Finding(
-        "val-beats-train",
-        "warning",
-        ra.run.name,
-        None,
-        f"validation {ra.spec.text} beats training on {len(beats)} of {len(pairs)} checkpoints "
-        f"(median gap {float(np.median(gaps)):+.4f})",
-        {
-            "metric": ra.spec.text,
-            "checkpoints": len(pairs),
-            "val_better": len(beats),
-            "margin": o.margin,
-            "median_gap": _r(float(np.median(gaps))),
-            "per_epoch": [{"epoch": s.checkpoint.epoch, "train": _r(s.train_value), "val": _r(s.value)} for s in pairs],
-        },
-    )
-
-
-def check_suspicious_perfect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    n = len(ra.stats)
-    hits: list[tuple[_Stats, str, float]] = []
-    for st in ra.stats:
-        if st.accuracy is not None and st.accuracy >= o.perfect:
-            hits.append((st, "accuracy", st.accuracy))
-        elif st.auc is not None:
-            hits.append((st, "roc_auc", st.auc))
-        elif st.r2 is not None and st.r2 >= o.perfect:
-            hits.append((st, "r2", st.r2))
-        else:
-            for key, value in st.checkpoint.logged.items():
-                k = key.lower()
-                if "val" in k and "loss" in k and math.isfinite(value) and value <= 1e-6:
-                    hits.append((st, key, value))
-                    break
-    if not hits:
-        return
-    first, what, value = hits[0]
-    position = ra.stats.index(first) + 1
-    early = position <= max(1, n // 5)
-    yield Finding(
-        "suspicious-perfect",
-        "warning",
-        ra.run.name,
-        first.checkpoint.name,
-        f"validation {what} {value:.4f} at epoch {first.checkpoint.epoch} "
-        f"(checkpoint {position} of {n}{', early in training' if early else ''}); {len(hits)} checkpoint(s) near-perfect",
-        {
-            "first_epoch": first.checkpoint.epoch,
-            "metric": what,
-            "value": _r(value, 6),
-            "early": early,
-            "checkpoints": [s.checkpoint.name for s, _, _ in hits],
-        },
-    )
-
-
-def _is_train_name(name: str) -> bool:
-    n = name.lower()
-    # NOTE: Keras and the HF Trainer log the training loss as plain `loss`.
-    return n == "loss" or n.startswith("train") or "_train" in n or "training" in n
-
-
-#: (validation, training) names of logged losses, as Lightning users, Keras and HF log them
-LOSS_PAIRS = (("val_loss", "train_loss"), ("val_loss", "loss"), ("eval_loss", "loss"), ("eval_loss", "train_loss"))
-
-
-def check_selected_by_train(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    run = ra.run
-    if run.selected_by is not None and _is_train_name(run.selected_by.metric):
-        yield Finding(
-            "selected-by-train-metric",
-            "error",
-            run.name,
-            run.chosen,
-            f"run.json selected_by names a training metric ({run.selected_by.metric}); "
-            f"the best checkpoint by validation {ra.spec.text} is {ra.winner.name if ra.winner else '-'}",
-            {"selected_by": run.selected_by.metric, "chosen": run.chosen, "val_winner": ra.winner.name if ra.winner else None},
-        )
-        return
-    if run.chosen is None or ra.winner is None:
-        return
-    train_values = [s.train_value for s in ra.stats]
-    best_train = _best_index(ra.spec, train_values)
-    if best_train is None:
-        return
-    chosen_stats = next((s for s in ra.stats if s.checkpoint.name == run.chosen), None)
-    if chosen_stats is None or ra.stats[best_train] is not chosen_stats or chosen_stats.checkpoint is ra.winner:
-        return
-    if run.chosen in ra.tied_with_winner():
-        return  # chosen cannot be told apart from the validation winner: no harm done
-    yield Finding(
-        "selected-by-train-metric",
-        "error",
-        run.name,
-        run.chosen,
-        f"chosen {run.chosen} is the best by training {ra.spec.text} ({chosen_stats.train_value:.4f}) but not by "
-        f"validation: {ra.winner.name} scores {_value(ra, ra.winner):.4f} vs {chosen_stats.value:.4f}",
-        {"chosen": run.chosen, "val_winner": ra.winner.name, "metric": ra.spec.text},
-    )
-
-
-def _value(ra: RunAudit, ckpt: Checkpoint) -> float:
-    return next(s.value for s in ra.stats if s.checkpoint is ckpt)  # type: ignore[return-value]
-
-
-def check_overfitting(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    pairs = [s for s in ra.stats if s.value is not None and s.train_value is not None]
-    spec = ra.spec
-    if len(pairs) >= 3 and not ra.val_changed:
-        vals = [cast(float, s.value) for s in pairs]
-        trains = [cast(float, s.train_value) for s in pairs]
-        label = spec.text
-    else:
-        found = None
-        for val_name, train_name in LOSS_PAIRS:
-            logged = [s for s in ra.stats if val_name in s.checkpoint.logged and train_name in s.checkpoint.logged]
-            if len(logged) >= 3:
-                found = (val_name, train_name, logged)
-                break
-        if found is None:
-            return
-        val_name, train_name, pairs = found
-        vals = [s.checkpoint.logged[val_name] for s in pairs]
-        trains = [s.checkpoint.logged[train_name] for s in pairs]
-        spec = parse_metric(val_name, logged=[val_name])
-        label = f"{val_name}/{train_name}"
-    b = _best_index(spec, vals)
-    if b is None or b == len(pairs) - 1:
-        return
-    last = len(pairs) - 1
-    if not (_better(spec, vals[b], vals[last], o.margin) and spec.better(trains[last], trains[b])):  # type: ignore[arg-type]
-        return
-    yield Finding(
-        "overfitting",
-        "info",
-        ra.run.name,
-        pairs[b].checkpoint.name,
-        f"validation {label} is best at epoch {pairs[b].checkpoint.epoch} ({vals[b]:.4f}) and worsens to {vals[last]:.4f} "
-        f"by epoch {pairs[last].checkpoint.epoch}, while training improves from {trains[b]:.4f} to {trains[last]:.4f}",
-        {
-            "metric": label,
-            "best_epoch": pairs[b].checkpoint.epoch,
-            "gap_per_epoch": [
-                {"epoch": s.checkpoint.epoch, "train": _r(t), "val": _r(v), "gap": _r(t - v)}
-                for s, t, v in zip(pairs, trains, vals, strict=True)
-            ],
-        },  # type: ignore[operator]
-    )
-
-
-def check_best_is_last(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    scored = [s for s in ra.stats if s.value is not None]
-    if len(scored) >= 2 and ra.winner is not None and scored[-1].checkpoint is ra.winner:
-        yield Finding(
-            "best-is-last",
-            "info",
-            ra.run.name,
-            ra.winner.name,
-            f"the best checkpoint by {ra.spec.text} is the last one (epoch {ra.winner.epoch}); training may not have converged",
-            {"metric": ra.spec.text, "epoch": ra.winner.epoch, "value": _r(scored[-1].value)},
-        )
-
-
-def check_noise(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    sel = ra.selection
-    if ra.winner is None or sel is None or sel.estimate is None:
-        return
-    tied = ra.tied_with_winner()
-    if not tied:
-        return
-    n = sum(1 for s in ra.stats if s.value is not None)
-    severity = "warning" if len(tied) + 1 >= max(3, o.tie_fraction * n) else "info"
-    e = sel.estimate
-    yield Finding(
-        "winner-within-noise",
-        severity,
-        ra.run.name,
-        ra.winner.name,
-        f"{len(tied)} of {n - 1} other checkpoints cannot be told apart from the best, {ra.winner.name} "
-        f"({ra.spec.text} {e.raw:.4f}), on {ra.n_val} rows (95% model confidence set); "
-        f"expected on new data {e.expected:.4f} [{e.interval[0]:.4f}, {e.interval[1]:.4f}], optimism {e.optimism:+.4f}",
-        {
-            "metric": ra.spec.text,
-            "winner": ra.winner.name,
-            "value": _r(e.raw, 6),
-            "expected_on_new_data": _r(e.expected, 6),
-            "expected_ci95": [_r(e.interval[0], 6), _r(e.interval[1], 6)],
-            "optimism": _r(e.optimism, 6),
-            "tied": len(tied),
-            "tied_checkpoints": tied,
-            "checkpoints": n,
-            "method": sel.method,
-            "resamples": o.resamples,
-            "seed": o.seed,
-        },
-    )
-
-
-def check_small_val_set(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
-    if ra.n_val == 0:
-        return
-    evidence: dict[str, object] = {"rows": ra.n_val, "min_rows": o.min_rows}
-    reasons = []
-    if ra.n_val < o.min_rows:
-        reasons.append(f"{ra.n_val} validation rows (< {o.min_rows})")
-    if ra.prevalence is not None:
-        counts = np.rint(ra.prevalence * ra.n_val).astype(int)
-        present = counts[counts > 0]
-        rarest = int(present.min()) if present.size else 0
-        evidence.update(rarest_class_rows=rarest, min_class_rows=o.min_class_rows)
-        if rarest < o.min_class_rows:
-            reasons.append(f"the rarest class has {rarest} rows (< {o.min_class_rows})")
-    if reasons:
-        yield Finding(
-            "small-val-set",
-            "warning",
-            ra.run.name,
-            None,
-            f"{'; '.join(reasons)}: one row moves {ra.spec.text} by a large step",
-            evidence,
-        )
-
-
-CHECKS: tuple[Callable[[RunAudit, AuditOptions], Iterator[Finding]], ...] = (
-    check_accuracy_paradox,
-    check_overlap,
-    check_val_beats_train,
-    check_suspicious_perfect,
-    check_selected_by_train,
-    check_overfitting,
-    check_best_is_last,
-    check_noise,
-    check_small_val_set,
-)
 
 
 def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
