@@ -8,7 +8,6 @@ from typing import Annotated
 
 import typer
 
-# Shared option aliases, defined once.
 PathsArg = Annotated[
     list[Path], typer.Argument(help="Runs, checkpoint folders, or folders holding runs at any depth.", show_default=False)
 ]
