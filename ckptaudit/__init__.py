@@ -44,7 +44,7 @@ def rank(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str],
 
 def audit(paths: str | Path | Sequence[str | Path], **options: Any) -> Any:
     """Audit the runs under ``paths``; returns an :class:`~ckptaudit.auditing.AuditReport`
-    whose ``findings`` are :class:`~ckptaudit.findings.Finding` dataclasses.
+    whose ``findings`` are :class:`~ckptaudit.auditing.finding.Finding` dataclasses.
 
     ``options`` are the fields of :class:`~ckptaudit.auditing.AuditOptions` (``metric``,
     ``resamples``, thresholds, ``select``, ``ignore``).

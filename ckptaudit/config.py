@@ -119,7 +119,7 @@ def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
             value = list(value)
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             return None, "a list of finding codes"
-        from .findings import CODES
+        from .auditing.rules import CODES
 
         unknown = [v for v in value if v not in CODES]
         if unknown:
@@ -132,7 +132,7 @@ def _coerce(path: Path, key: str, value: Any) -> Any:
     if key not in _KEYS:
         raise ConfigError(f"unknown key `{key}` (known: {', '.join(sorted(_KEYS))})", path)
     if key == "fail_codes" and isinstance(value, list) and all(isinstance(v, str) for v in value):
-        from .findings import CODES
+        from .auditing.rules import CODES
 
         unknown = [v for v in value if v not in CODES]
         if unknown:

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any
 
 from .auditing import AuditOptions, audit_run
+from .auditing.finding import severity_rank
 from .config import Policy
 from .errors import CkptauditError, RunFormatError, UsageError
-from .findings import severity_rank
 from .metrics import kernels as metrics
 from .metrics.evaluation import CheckpointScore, RunScorer, iter_scores, parse_metrics, prepare_predictions
 from .metrics.spec import MetricSpec, base_name

@@ -26,8 +26,9 @@ import numpy as np
 
 from . import __version__
 from .auditing import DEFAULT_METRIC, AuditOptions, RunAudit, audit_run
+from .auditing.finding import Finding
+from .auditing.rules import CODES
 from .errors import CkptauditError, MetricError, RunFormatError
-from .findings import CODES, Finding
 from .metrics import kernels as metrics
 from .metrics.evaluation import iter_scores, prepare_predictions
 from .metrics.spec import MetricSpec, check_applies, parse_metric

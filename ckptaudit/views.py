@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .findings import Finding, severity_rank
+from .auditing.finding import Finding, severity_rank
 from .gate import GateResult
 from .picking import Pick
 from .pruning import PrunePlan

@@ -10,8 +10,8 @@ import pytest
 from typer.testing import CliRunner
 
 from ckptaudit.auditing import AuditOptions, audit_paths
+from ckptaudit.auditing.rules import CODES
 from ckptaudit.cli import app
-from ckptaudit.findings import CODES
 from ckptaudit.metrics import kernels as metrics
 from ckptaudit.metrics.spec import parse_metric
 from ckptaudit.stats import bootstrap
@@ -227,3 +227,29 @@ def test_rank_ci_and_flags(runs_dir):
         assert low <= row["recall"] <= high
     flagged = {r["checkpoint"]: r["flags"] for r in rows}
     assert "accuracy-paradox" in flagged["epoch-0011"]
+
+
+def test_each_finding_is_one_rule_module_and_the_code_order_is_stable():
+    import pkgutil
+
+    import ckptaudit.findings as compat
+    from ckptaudit.auditing import rules
+    from ckptaudit.auditing.finding import Finding, explain
+
+    modules = [m.name for m in pkgutil.iter_modules(rules.__path__) if not m.name.startswith("_")]
+    assert sorted(modules) == sorted(code.replace("-", "_") for code in CODES)
+    # the order is a contract: `explain`'s list and the sort of findings of one severity
+    assert list(CODES) == [
+        "accuracy-paradox",
+        "train-val-overlap",
+        "val-set-changed",
+        "val-beats-train",
+        "suspicious-perfect",
+        "selected-by-train-metric",
+        "overfitting",
+        "best-is-last",
+        "winner-within-noise",
+        "small-val-set",
+    ]
+    assert [r.detect is None for r in rules.RULES].count(True) == 1  # val-set-changed: raised by the engine's read
+    assert compat.CODES is CODES and compat.Finding is Finding and compat.explain is explain

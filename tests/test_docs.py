@@ -11,9 +11,9 @@ import pytest
 import typer
 from typer.testing import CliRunner
 
+from ckptaudit.auditing.rules import CODES
 from ckptaudit.cli import app
 from ckptaudit.exitcodes import ExitCode
-from ckptaudit.findings import CODES
 from ckptaudit.metrics.spec import BUILTINS
 from ckptaudit.render import Format
 

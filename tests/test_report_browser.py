@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import ckptaudit
-from ckptaudit.findings import Finding
+from ckptaudit.auditing.finding import Finding
 from ckptaudit.reporting import Chart, DecisionRow, Report, RunReport, Selection, Series, diagnose
 from ckptaudit.store.reader import Checkpoint
 

@@ -13,6 +13,7 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 from ckptaudit import auditing
+from ckptaudit.auditing import engine
 from ckptaudit.cli import app
 from ckptaudit.metrics.spec import parse_metric
 from ckptaudit.stats import selection
@@ -189,13 +190,13 @@ def test_memory_bound_drops_the_rows_and_says_why(runs_dir):
 
 def test_audit_reads_each_validation_file_once(runs_dir, monkeypatch):
     reads: dict[tuple[str, str], int] = {}
-    real = auditing.read_predictions
+    real = engine.read_predictions
 
     def counting(run, ckpt, split="val"):
         reads[(ckpt.name, split)] = reads.get((ckpt.name, split), 0) + 1
         return real(run, ckpt, split)
 
-    monkeypatch.setattr(auditing, "read_predictions", counting)
+    monkeypatch.setattr(engine, "read_predictions", counting)
     ra = auditing.audit_run(_read(runs_dir, "fraud"), auditing.AuditOptions(metric="recall", resamples=200))
     val_reads = [v for (name, split), v in reads.items() if split == "val"]
     assert ra.selection is not None and ra.selection.available

@@ -1,6 +1,6 @@
 """The ``report`` and ``plot`` commands: parse, call :mod:`ckptaudit.reporting`, write the file.
 
-Registered on the main app by :func:`register` (two lines in ``cli.py``). Nothing heavy is
+Registered on the main app by :func:`register` (in ``cli/__init__.py``). Nothing heavy is
 imported until a command runs: the HTML page needs only the standard library; ``plot``
 imports matplotlib (the ``ckptaudit[plot]`` extra).
 """
@@ -12,10 +12,9 @@ from typing import Annotated
 
 import typer
 
-from .cli import MetricOpt, ModeOpt, PathsArg, handle_errors
-from .exitcodes import ExitCode
-
-OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)]
+from ..exitcodes import ExitCode
+from .app import handle_errors
+from .options import MetricOpt, ModeOpt, OutputOpt, PathsArg
 
 
 def report(
@@ -37,12 +36,12 @@ def report(
     One self-contained page (no network needed to open it) for a run or a sweep. Exit 2
     when some input could not be read (the page is still written, with the problem on it).
     """
-    from .render.html import write_html
-    from .reporting import build_report
+    from ..render.html import write_html
+    from ..reporting import build_report
 
     policy = None
     if gate or config is not None:
-        from .config import resolve_policy
+        from ..config import resolve_policy
 
         policy = resolve_policy(config, metric=metric[0] if metric else None, mode=mode)
     result = build_report(paths, metric, mode=mode, resamples=resamples, seed=seed, policy=policy, title=title)
@@ -69,7 +68,7 @@ def plot(
     The chosen checkpoint and the best under the first metric are marked; for one run the
     checkpoints that cannot be told apart from the best are shaded.
     """
-    from .plotting import plot_paths, save_figure
+    from ..plotting import plot_paths, save_figure
 
     figure = plot_paths(paths, metric, mode=mode, width=width, height=height, resamples=resamples)
     save_figure(figure, output, dpi=dpi)

@@ -14,7 +14,8 @@ from typing import Annotated, Any
 
 import typer
 
-from .exitcodes import ExitCode
+from ..exitcodes import ExitCode
+from .app import handle_errors
 
 
 class ImportFormat(str, Enum):
@@ -84,7 +85,7 @@ def import_command(
     originals are never moved or deleted. Files are read as data: a file that needs code to
     load is refused unless --trust-pickle.
     """
-    from .inference.importers import import_checkpoints
+    from ..inference.importers import import_checkpoints
 
     names = [c.strip() for c in classes.split(",")] if classes else None
     result = import_checkpoints(
@@ -170,8 +171,8 @@ def predict_command(
     A checkpoint already predicted on the same data is skipped, so an interrupted predict
     continues where it stopped. Exit 2 when a checkpoint failed (the others are still done).
     """
-    from .inference.predict import predict
-    from .progress import progress_bar
+    from ..inference.predict import predict
+    from ..progress import progress_bar
 
     report = predict(
         run,
@@ -230,7 +231,5 @@ def predict_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``import`` and ``predict`` to the main app."""
-    from .cli import handle_errors
-
     app.command("import")(handle_errors(import_command))
     app.command("predict")(handle_errors(predict_command))

@@ -1,0 +1,268 @@
+"""``audit``: find the patterns that make a checkpoint choice dishonest, with the numbers.
+
+One pass streams each run's checkpoints (one prediction file in memory at a time) and
+collects what every check needs, including the compact per-row predictions from which
+the selection statistics (:mod:`ckptaudit.stats.selection`) find the checkpoints that cannot be
+told apart from the winner and what the winner is expected to score on new data. Each check is a
+small function from those statistics to findings, in its own module under
+:mod:`ckptaudit.auditing.rules`, so adding a check does not touch the others. Thresholds live in
+:class:`AuditOptions` with documented defaults (README, `ckptaudit explain CODE`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import CkptauditError, MetricError, RunFormatError, UsageError
+from ..metrics import kernels as metrics
+from ..metrics.evaluation import RunScorer, prepare_predictions, selected_modes
+from ..metrics.spec import MetricSpec, parse_metric
+from ..stats import bootstrap, selection
+from ..store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
+from .common import _best_index
+from .finding import Finding, severity_rank
+from .rules import CHECKS, CODES
+
+#: the metric the audit uses when none is given, by task (label-output runs have no scores)
+DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
+
+
+@dataclass(frozen=True)
+class AuditOptions:
+    """Thresholds and switches of the audit, each a CLI option of the same name."""
+
+    metric: str | None = None  #: audit metric; default per task (DEFAULT_METRIC)
+    mode: str | None = None
+    resamples: int = bootstrap.DEFAULT_RESAMPLES
+    seed: int = bootstrap.DEFAULT_SEED
+    imbalance: float = 0.8  #: majority-class share from which the accuracy paradox is checked
+    paradox_lift: float = 0.5  #: minimum share of the majority baseline's errors a model must remove
+    paradox_recall: float = 0.5  #: minimum recall of the rarest class
+    margin: float = 0.02  #: "by a margin": absolute for metrics in [0, 1], relative otherwise
+    perfect: float = 0.999  #: accuracy / R2 at or above this is near-perfect
+    min_rows: int = 100
+    min_class_rows: int = 20
+    tie_fraction: float = 0.3  #: share of checkpoints tied with the winner that makes noise a warning
+    noise: bool = True  #: run the bootstrap (winner-within-noise)
+    select: tuple[str, ...] = ()
+    ignore: tuple[str, ...] = ()
+    focus: str | None = None  #: the checkpoint being shipped (default: run.json 'chosen', else the winner)
+
+    def __post_init__(self) -> None:
+        # NOTE: NaN compares false with everything, so `--imbalance nan` would silently turn
+        # a check off; every threshold is validated here, for the CLI and the Python API.
+        for name in ("imbalance", "paradox_lift", "paradox_recall", "perfect", "tie_fraction"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and 0.0 <= value <= 1.0):
+                raise UsageError(f"--{name.replace('_', '-')} must be a number in [0, 1], got {value!r}")
+        if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin >= 0):
+            raise UsageError(f"--margin must be a finite number >= 0, got {self.margin!r}")
+        for name, least in (("min_rows", 0), ("min_class_rows", 0), ("seed", 0), ("resamples", 100)):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < least:
+                raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
+
+
+@dataclass
+class _Stats:
+    checkpoint: Checkpoint
+    value: float | None = None
+    train_value: float | None = None
+    accuracy: float | None = None
+    recalls: np.ndarray | None = None
+    auc: float | None = None
+    r2: float | None = None
+
+
+@dataclass
+class RunAudit:
+    """What the audit learned about one run (also used by `pick` and `check`)."""
+
+    run: Run
+    spec: MetricSpec
+    stats: list[_Stats]
+    findings: list[Finding] = field(default_factory=list)
+    problems: list[str] = field(default_factory=list)
+    winner: Checkpoint | None = None
+    val_changed: bool = False
+    prevalence: np.ndarray | None = None
+    n_val: int = 0
+    evaluation: selection.RunEvaluation | None = None
+    selection: selection.RunSelection | None = None
+
+    def tied_with_winner(self) -> list[str]:
+        """Checkpoints other than the winner that cannot be told apart from the best."""
+        if self.selection is None or self.winner is None:
+            return []
+        return [name for name in self.selection.tied_best if name != self.winner.name]
+
+
+@dataclass(frozen=True)
+class AuditReport:
+    """Every finding, most severe first within each run, the inputs that could not be read
+    (``problems``: exit 2) and what was left out (``skipped``, with the reasons)."""
+
+    findings: tuple[Finding, ...]
+    problems: tuple[str, ...]
+    runs: tuple[RunAudit, ...] = ()
+    skipped: tuple[Skipped, ...] = ()
+
+    def failed(self, fail_on: str) -> bool:
+        """True when a finding is at or above ``fail_on`` (info, warning, error; never)."""
+        if fail_on == "never":
+            return False
+        return any(severity_rank(f.severity) >= severity_rank(fail_on) for f in self.findings)
+
+
+def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
+    """The metric the audit ranks a run by."""
+    text = options.metric or DEFAULT_METRIC[run.task]
+    return parse_metric(text, mode=options.mode, logged=run.logged_names(), logged_modes=selected_modes([run]))
+
+
+def _finite(preds: Predictions) -> bool:
+    return preds.output.dtype.kind != "f" or bool(np.isfinite(preds.output).all())
+
+
+def _perfect_auc(prep: metrics.Prepared) -> float | None:
+    """1.0 when every positive outscores every negative (ROC AUC is then exactly 1), else
+    None: an O(N) test, where computing the AUC itself would need a sort."""
+    assert prep.proba is not None
+    pos = prep.y.view(bool)
+    if pos.all() or not pos.any():
+        return None
+    # NOTE: the unsaturated ranking scores: probabilities of 1.0 may hide distinct logits.
+    return 1.0 if prep.score[pos].min() > prep.score[~pos].max() else None
+
+
+def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
+    """Pass 1: per-checkpoint statistics on val (and train where recorded), and with
+    ``keep_rows`` the compact per-row data of the selection statistics."""
+    result = RunAudit(run=run, spec=spec, stats=[])
+    scorer = RunScorer(run, [spec])
+    bound = scorer.specs[0]
+    result.spec = bound
+    guard = ValSetGuard(run)
+    classification = run.task in ("binary", "multiclass")
+    rows = selection.EvaluationBuilder(run, bound, max_bytes=selection.MAX_ROW_BYTES if keep_rows else 0)
+    for ckpt in run.checkpoints:
+        st = _Stats(ckpt)
+        result.stats.append(st)
+        preds = None
+        if (bound.source != "logged" and not ckpt.metrics_only) or ckpt.has_split("val"):
+            try:
+                preds = read_predictions(run, ckpt, "val")
+            except RunFormatError as exc:
+                result.problems.append(str(exc))
+        if preds is not None:
+            problem = guard.problem(ckpt, preds)
+            if problem and not result.val_changed:
+                result.val_changed = True
+                rows.drop(f"the validation set changed: {problem}")
+                result.findings.append(
+                    Finding(
+                        "val-set-changed",
+                        "error",
+                        run.name,
+                        ckpt.name,
+                        f"{problem}; scores of this run cannot be compared",
+                        {"epoch": ckpt.epoch, "rows": preds.n},
+                    )
+                )
+            result.n_val = preds.n
+        prep = prepare_predictions(run, preds) if preds is not None and _finite(preds) else None
+        if bound.source == "builtin":
+            # NOTE: the view is prepared once and serves the metric and every statistic below.
+            value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
+            st.value = value if value is not None and math.isfinite(value) else None
+        else:
+            (st.value,), _ = scorer.score(ckpt, preds)
+        rows.reads += preds is not None
+        rows.add(ckpt, prep, st.value)
+        if prep is None:
+            continue
+        if classification:
+            cm = metrics.confusion(prep, None)
+            support = cm.sum(axis=1)
+            st.accuracy = float(np.trace(cm) / cm.sum())
+            st.recalls = np.divide(np.diag(cm), support, out=np.zeros(len(support)), where=support > 0)
+            if result.prevalence is None:
+                result.prevalence = support / support.sum()
+        if run.task == "binary" and prep.proba is not None:
+            st.auc = _perfect_auc(prep)
+        if run.task == "regression":
+            st.r2 = metrics.r2(prep, parse_metric("r2"))
+        if ckpt.has_split("train") and bound.source == "builtin":
+            try:
+                train = read_predictions(run, ckpt, "train")
+            except RunFormatError as exc:
+                result.problems.append(str(exc))
+                continue
+            if _finite(train):
+                value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
+                st.train_value = value if math.isfinite(value) else None
+    result.evaluation = rows.finish()
+    return result
+
+
+def _noise(ra: RunAudit, options: AuditOptions) -> None:
+    """Selection statistics from the per-row data of pass 1 (no file is read again)."""
+    if ra.winner is None or ra.val_changed or ra.evaluation is None:
+        return
+    known = selection.remembered(ra.run, ra.spec, options.resamples, options.seed)
+    if known is None:
+        known = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
+        selection.remember(ra.run, ra.spec, options.resamples, options.seed, known)
+    ra.selection = known
+
+
+def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
+    """Audit one run: statistics, winner, selection statistics and findings."""
+    ra = _collect(run, audit_spec(run, options), keep_rows=options.noise)
+    best = _best_index(ra.spec, [s.value for s in ra.stats])
+    ra.winner = None if best is None else ra.stats[best].checkpoint
+    if options.noise:
+        _noise(ra, options)
+    for check in CHECKS:
+        ra.findings.extend(check(ra, options))
+    keep = [f for f in ra.findings if (not options.select or f.code in options.select) and f.code not in options.ignore]
+    ra.findings = sorted(keep, key=lambda f: (-severity_rank(f.severity), list(CODES).index(f.code)))
+    return ra
+
+
+def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOptions()) -> AuditReport:
+    """Audit every run under ``paths``; findings grouped by run, most severe first.
+
+    A run that cannot be audited (unreadable, no checkpoint yet, a metric that does not
+    apply to it) is left out with the reason (``AuditReport.skipped``); the others are
+    audited. When every run is left out, :class:`~ckptaudit.sweep.NothingLeftError`.
+    """
+    from ..store.reader import discover_sweep
+    from ..sweep import NothingLeftError, problems_of
+
+    runs, skipped = discover_sweep(paths)
+    if runs and options.metric is not None:
+        # NOTE: a misspelt metric is one error for the whole command, not one per run.
+        parse_metric(options.metric, mode=options.mode, logged=sorted({n for r in runs for n in r.logged_names()}))
+    audits = []
+    for run in runs:
+        try:
+            audits.append(audit_run(run, options))
+        except MetricError as exc:
+            kind = "skipped" if exc.path in (None, run.name) else "error"  # a custom metric that raised is an error
+            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, kind))
+        except CkptauditError as exc:
+            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, "error"))
+    if not audits:
+        raise NothingLeftError(skipped)
+    return AuditReport(
+        findings=tuple(f for ra in audits for f in ra.findings),
+        problems=tuple(p for ra in audits for p in ra.problems) + problems_of(skipped),
+        runs=tuple(audits),
+        skipped=tuple(skipped),
+    )

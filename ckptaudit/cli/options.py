@@ -1,0 +1,52 @@
+"""Option and argument types shared by several commands, defined once."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+PathsArg = Annotated[
+    list[Path], typer.Argument(help="Runs, checkpoint folders, or folders holding runs at any depth.", show_default=False)
+]
+
+
+MetricOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--metric",
+        "-m",
+        help="Metric spec, e.g. recall, recall:class=fraud, f1:average=micro, val_loss (repeatable; the first orders). See `ckptaudit metrics`.",
+    ),
+]
+
+
+ModeOpt = Annotated[
+    str | None, typer.Option("--mode", help="Direction (max or min) for logged or custom metrics whose direction is not known.")
+]
+
+
+StrictOpt = Annotated[
+    bool,
+    typer.Option(
+        "--strict", help="Exit 2 when any run or folder was skipped (default: a note on stderr; broken input always exits 2)."
+    ),
+]
+
+
+ResamplesOpt = Annotated[int, typer.Option("--resamples", min=100, help="Paired-bootstrap resamples over validation rows.")]
+
+
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of the bootstrap (results are reproducible).")]
+
+
+class FailOn(str, Enum):
+    error = "error"
+    warning = "warning"
+    info = "info"
+    never = "never"
+
+
+OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)]

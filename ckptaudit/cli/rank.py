@@ -1,0 +1,79 @@
+"""The ``rank`` command: re-score every checkpoint and order them best first."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Annotated, Any
+
+import typer
+
+from .app import _emit, _finish
+from .options import MetricOpt, ModeOpt, PathsArg, StrictOpt
+
+
+class RankFormat(str, Enum):
+    table = "table"
+    json = "json"
+    csv = "csv"
+    markdown = "markdown"
+
+
+def rank(
+    paths: PathsArg,
+    metric: MetricOpt = [],  # noqa: B006 - typer needs a literal default
+    mode: ModeOpt = None,
+    fmt: Annotated[RankFormat, typer.Option("--format", "-f", help="Output format.")] = RankFormat.table,
+    top: Annotated[int | None, typer.Option("--top", min=1, help="Show only the best N rows.")] = None,
+    per_run: Annotated[bool, typer.Option("--per-run", help="Show each run's best checkpoint only.")] = False,
+    ci: Annotated[
+        bool,
+        typer.Option(
+            "--ci",
+            help="Add a 95% bootstrap interval for the first metric, mark the checkpoints that cannot be told apart "
+            "from the best, and give each run's winner its value expected on new data.",
+        ),
+    ] = False,
+    resamples: Annotated[int, typer.Option("--resamples", min=100, help="Bootstrap resamples for --ci.")] = 1000,
+    flags: Annotated[
+        bool, typer.Option("--flags", help="Audit the runs (without the bootstrap) and list each row's finding codes.")
+    ] = False,
+    cache: Annotated[
+        bool,
+        typer.Option("--cache", help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache."),
+    ] = False,
+    strict: StrictOpt = False,
+) -> None:
+    """Re-score every checkpoint under any metric and order them best first.
+
+    Ties go to the earlier epoch. Checkpoints that cannot be scored are listed last with
+    the reason; unreadable input still exits 2 after the table is printed.
+    """
+    from ..progress import progress_bar
+    from ..ranking import rank_checkpoints
+    from ..render import render
+    from ..views import ranking_document
+
+    ranking = rank_checkpoints(paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache)
+    ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
+    _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
+    _finish(ranking.problems, ranking.skipped, strict)
+
+
+def _decorate_ranking(ranking: Any, *, ci: bool, resamples: int, flags: bool) -> Any:
+    """Add bootstrap intervals and audit finding codes to a ranking, when asked for."""
+    from ..ranking import with_flags, with_intervals
+
+    if ci:
+        ranking = with_intervals(ranking, resamples=resamples)
+    if flags:
+        from ..auditing import AuditOptions, audit_run
+
+        options = AuditOptions(metric=ranking.specs[0].text, noise=False)
+        codes: dict[tuple[str, str], list[str]] = {}
+        for run in ranking.runs:
+            for finding in audit_run(run, options).findings:
+                names = [finding.checkpoint] if finding.checkpoint else [c.name for c in run.checkpoints]
+                for name in names:
+                    codes.setdefault((run.name, name), []).append(finding.code)
+        ranking = with_flags(ranking, codes)
+    return ranking
