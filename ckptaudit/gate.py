@@ -578,7 +578,8 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     _unreadable(run, scores)
     collected = collector.finish()
     evaluation = collected.evaluation if builder is None else builder.finish()
-    sel = select(evaluation, resamples=policy.resamples, seed=policy.seed) if bootstrap.supports(bound_spec) else None
+    supported = evaluation is not None and bootstrap.supports(bound_spec)
+    sel = select(evaluation, resamples=policy.resamples, seed=policy.seed) if supported else None  # type: ignore[arg-type]
     ckpt = None if identified is None else _judged(identified.candidates, run, scores, bound_spec)
     how = None if identified is None else identified.how
     if identified is not None and len(identified.candidates) > 1:

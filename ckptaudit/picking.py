@@ -138,7 +138,7 @@ def choose_report(
     """:func:`choose`, with every unreadable input and every run left out (and why)."""
     from .auditing import AuditOptions, audit_collected, audit_pass
     from .errors import CkptauditError
-    from .metrics.evaluation import RunScorer, observers
+    from .metrics.evaluation import observers
     from .ranking import RankedRow, Ranking, _interval_observer, with_intervals
     from .stats.selection import select
     from .sweep import NothingLeftError, problems_of, score_sweep
@@ -154,14 +154,19 @@ def choose_report(
 
     def watch(run: Run, specs_: Sequence[Any]) -> Any:
         collector = None
+        gather = intervals(run, specs_)
         if audit:
             try:
                 collector = audit_pass(run, options)
+                builder = evaluations.get(run.name)
+                if builder is not None and collector.bound == builder.spec:
+                    # the audit's per-row data would repeat the builder's: keep one copy
+                    collector = audit_pass(run, options, keep_rows=False)
             except CkptauditError as exc:  # raised when this run's pick is audited, as before
                 audits[run.name] = exc
             else:
                 audits[run.name] = collector
-        return observers(intervals(run, specs_), collector)
+        return observers(gather, collector)
 
     sweep = score_sweep(paths, [metric], mode=mode, observe=watch)
     specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
@@ -187,7 +192,6 @@ def choose_report(
         )
         # NOTE: with --across the selection statistics cover the winner's own run (the
         # checkpoints that shared its validation rows).
-        bound = RunScorer(best.run, specs).specs[0]
         builder = evaluations.get(best.run.name)
         evaluation = builder.finish() if builder is not None else None
         sel = select(evaluation, resamples=resamples, seed=seed) if evaluation is not None else None
@@ -204,8 +208,8 @@ def choose_report(
             collected = audits[best.run.name]
             if isinstance(collected, CkptauditError):
                 raise collected
-            same = collected.bound == bound and evaluation is not None
-            ra = audit_collected(collected, options, selected=sel if same else None)
+            same = evaluation is not None and collected.bound == evaluation.spec
+            ra = audit_collected(collected, options, evaluation=evaluation if same else None, selected=sel if same else None)
             findings = tuple(f.as_dict() for f in ra.findings if f.severity in ("warning", "error"))
         picks.append(
             Pick(

@@ -71,9 +71,9 @@ def test_each_prediction_file_is_read_once(copy_run, reads: Counter, name: str, 
 
 def test_the_counter_sees_a_second_read(copy_run, reads: Counter) -> None:
     """The counting itself works: a verb that read twice would be caught."""
+    from ckptaudit.metrics.spec import parse_metric
     from ckptaudit.stats.selection import evaluate_selection
     from ckptaudit.store.reader import discover
-    from ckptaudit.metrics.spec import parse_metric
 
     run = discover([copy_run("fraud")])[0]
     spec = parse_metric("recall")

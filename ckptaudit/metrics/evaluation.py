@@ -27,7 +27,6 @@ from ..store.reader import Checkpoint, Predictions, Run, ValSetGuard, read_predi
 from . import kernels as metrics
 from .spec import MetricSpec, check_applies, parse_metric
 
-
 #: called by :func:`iter_scores` once per checkpoint, in epoch order, with the checkpoint,
 #: its validation predictions (None when not read or unreadable), their prepared view (None
 #: when not scorable: unread, unreadable or non-finite outputs), the values in spec order,
