@@ -36,7 +36,9 @@ ROC AUC / average precision, float32 per-row losses for mean metrics (log_loss, 
 mse, mae, rmse, top_k_accuracy). Memory: ``rows x checkpoints x (1 or 4)`` bytes, e.g.
 5 MB (labels) or 20 MB (scores) for 50 checkpoints x 100,000 rows; above
 :data:`MAX_ROW_BYTES` (512 MiB) no per-row data is kept and the statistics are reported
-as unavailable, with the reason. The bootstrap works on chunks of resamples whose weight
+as unavailable, with the reason (`rank --ci` and `pick` then bootstrap each checkpoint they
+show on its own, which reads its val.npz a second time: the one exception to "each
+prediction file is read once per command"). The bootstrap works on chunks of resamples whose weight
 matrices stay under ~64 MB, and never allocates resamples x checkpoints x checkpoints.
 """
 
