@@ -21,16 +21,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .auditing import AuditOptions, audit_run
+from .auditing import AuditOptions, RunAudit, audit_collected, audit_pass, audit_run
 from .auditing.finding import severity_rank
 from .config import Policy
 from .errors import CkptauditError, RunFormatError, UsageError
 from .metrics import kernels as metrics
-from .metrics.evaluation import CheckpointScore, RunScorer, iter_scores, parse_metrics, prepare_predictions
+from .metrics.evaluation import CheckpointScore, RunScorer, iter_scores, observers, parse_metrics, prepare_predictions
 from .metrics.spec import MetricSpec, base_name
 from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
 from .stats import bootstrap
+from .stats.selection import EvaluationBuilder, select
 from .store.reader import (
     CHECKPOINTS_DIR,
     META_FILE,
@@ -288,9 +289,8 @@ def _prepared(run: Run, ckpt: Checkpoint) -> metrics.Prepared:
     return prepare_predictions(run, read_predictions(run, ckpt))
 
 
-def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, policy: Policy) -> Rule:
-    from .stats.selection import evaluate_selection
-
+def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, policy: Policy, sel: Any = None) -> Rule:
+    """``sel``: the run's selection statistics under ``spec`` (None: not supported)."""
     ordered = [s for s in order_scores(scores, spec) if s.values[0] is not None]
     if not ordered:
         return Rule("chosen-is-best", False, f"no checkpoint could be scored by {spec.text}")
@@ -324,7 +324,6 @@ def _rule_best(run: Run, spec: MetricSpec, scores, chosen: Checkpoint | None, po
         "tolerance": policy.tolerance,
         "require_best": policy.require_best,
     }
-    sel = evaluate_selection(run, spec, resamples=policy.resamples, seed=policy.seed) if bootstrap.supports(spec) else None
     tied: bool | None = None
     expected = ""
     if sel is not None and sel.available:
@@ -435,15 +434,23 @@ def _rule_min_value(spec: MetricSpec, value: float | None, who: str, policy: Pol
     return Rule("min-value", True, f"{who} {spec.text} {value:.4f} meets the bound", details)
 
 
-def _rule_findings(run: Run, spec_text: str, policy: Policy, chosen: Checkpoint | None) -> Rule:
-    options = AuditOptions(
+def _audit_options(spec_text: str, policy: Policy, chosen: Checkpoint | None = None) -> AuditOptions:
+    return AuditOptions(
         metric=spec_text,
         mode=policy.mode,
         resamples=policy.resamples,
         seed=policy.seed,
         focus=None if chosen is None else chosen.name,
     )
-    audited = audit_run(run, options)
+
+
+def _rule_findings(
+    run: Run, spec_text: str, policy: Policy, chosen: Checkpoint | None, collected: RunAudit | None = None, sel: Any = None
+) -> Rule:
+    """``collected``: the audit's statistics from the gate's own pass (else the audit reads
+    the run); ``sel``: the selection statistics already computed from that pass."""
+    options = _audit_options(spec_text, policy, chosen)
+    audited = audit_run(run, options) if collected is None else audit_collected(collected, options, selected=sel)
     if audited.problems:
         # NOTE: the audit could not read some input (a corrupt train.npz): exit 2, as `audit` does.
         more = f" (and {len(audited.problems) - 1} more)" if len(audited.problems) > 1 else ""
@@ -562,15 +569,23 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     spec_text = policy.metric_spec()
     spec = parse_metrics([spec_text], runs, policy.mode)[0]
     identified = identify(run, chosen)
-    scores = list(iter_scores(run, [spec]))
-    _unreadable(run, scores)
     bound_spec = RunScorer(run, [spec]).specs[0]
+    # NOTE: one pass reads each val.npz once: the scores, the audit's statistics (the audit
+    # reads train.npz itself, once) and the per-row data of the selection statistics.
+    collector = audit_pass(run, _audit_options(spec_text, policy))
+    builder = None if collector.bound == bound_spec else EvaluationBuilder(run, bound_spec)
+    scores = list(iter_scores(run, [spec], observe=observers(collector, None if builder is None else builder.observe)))
+    _unreadable(run, scores)
+    collected = collector.finish()
+    evaluation = collected.evaluation if builder is None else builder.finish()
+    supported = evaluation is not None and bootstrap.supports(bound_spec)
+    sel = select(evaluation, resamples=policy.resamples, seed=policy.seed) if supported else None  # type: ignore[arg-type]
     ckpt = None if identified is None else _judged(identified.candidates, run, scores, bound_spec)
     how = None if identified is None else identified.how
     if identified is not None and len(identified.candidates) > 1:
         assert ckpt is not None
         how = f"{how}; judged {ckpt.name} (the worst of them by {spec_text}, then the earliest)"
-    best_rule = _missing_values(bound_spec, scores, _rule_best(run, bound_spec, scores, ckpt, policy))
+    best_rule = _missing_values(bound_spec, scores, _rule_best(run, bound_spec, scores, ckpt, policy, sel))
     target = ckpt
     if target is None and best_rule.details.get("best"):
         target = run.checkpoint(best_rule.details["best"])
@@ -579,7 +594,7 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
         best_rule,
         _rule_selected_by(run, bound_spec, ckpt, provenance_metric(chosen)),
         _rule_min_value(bound_spec, value, target.name if target else "-", policy),
-        _rule_findings(run, spec_text, policy, ckpt),
+        _rule_findings(run, spec_text, policy, ckpt, collected, sel if builder is None else None),
     )
     return GateResult(
         run=run,

@@ -136,13 +136,39 @@ def choose_report(
     audit: bool = True,
 ) -> PickReport:
     """:func:`choose`, with every unreadable input and every run left out (and why)."""
-    from .auditing import AuditOptions, audit_run
-    from .metrics.evaluation import RunScorer
-    from .ranking import RankedRow, Ranking, with_intervals
-    from .stats.selection import evaluate_selection
+    from .auditing import AuditOptions, audit_collected, audit_pass
+    from .errors import CkptauditError
+    from .metrics.evaluation import observers
+    from .ranking import RankedRow, Ranking, _interval_observer, with_intervals
+    from .stats.selection import select
     from .sweep import NothingLeftError, problems_of, score_sweep
 
-    sweep = score_sweep(paths, [metric], mode=mode)
+    # NOTE: one pass per run reads each val.npz once and gathers the scores, the selection
+    # statistics' per-row data and (with ``audit``) the audit's statistics; the audit reads
+    # train.npz itself, once. Every run is gathered, since the winner is known only after.
+    options = AuditOptions(metric=metric, mode=mode, resamples=resamples, seed=seed)
+    evaluations: dict[str, Any] = {}
+    pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
+    intervals = _interval_observer(evaluations, pass_intervals, resamples, seed)
+    audits: dict[str, Any] = {}
+
+    def watch(run: Run, specs_: Sequence[Any]) -> Any:
+        collector = None
+        gather = intervals(run, specs_)
+        if audit:
+            try:
+                collector = audit_pass(run, options)
+                builder = evaluations.get(run.name)
+                if builder is not None and collector.bound == builder.spec:
+                    # the audit's per-row data would repeat the builder's: keep one copy
+                    collector = audit_pass(run, options, keep_rows=False)
+            except CkptauditError as exc:  # raised when this run's pick is audited, as before
+                audits[run.name] = exc
+            else:
+                audits[run.name] = collector
+        return observers(gather, collector)
+
+    sweep = score_sweep(paths, [metric], mode=mode, observe=watch)
     specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
     skipped = list(sweep.skipped)
     problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
@@ -166,15 +192,24 @@ def choose_report(
         )
         # NOTE: with --across the selection statistics cover the winner's own run (the
         # checkpoints that shared its validation rows).
-        sel = evaluate_selection(best.run, RunScorer(best.run, specs).specs[0], resamples=resamples, seed=seed)
-        entry = sel.entry(best.checkpoint.name)
-        interval = entry.interval if sel.available and entry is not None else None
-        if interval is None:
-            one = Ranking(specs=tuple(specs), rows=(row,), runs=(best.run,))
+        builder = evaluations.get(best.run.name)
+        evaluation = builder.finish() if builder is not None else None
+        sel = select(evaluation, resamples=resamples, seed=seed) if evaluation is not None else None
+        entry = None if sel is None else sel.entry(best.checkpoint.name)
+        interval = entry.interval if sel is not None and sel.available and entry is not None else None
+        key = (best.run.name, best.checkpoint.name)
+        if interval is None and key in pass_intervals:
+            interval = pass_intervals[key]
+        elif interval is None:
+            one = Ranking(specs=tuple(specs), rows=(row,), runs=(best.run,), evaluations=evaluations_of(best.run, evaluation))
             interval = with_intervals(one, resamples=resamples, seed=seed).rows[0].interval
         findings: tuple[dict[str, Any], ...] = ()
         if audit:
-            ra = audit_run(best.run, AuditOptions(metric=metric, mode=mode, resamples=resamples, seed=seed))
+            collected = audits[best.run.name]
+            if isinstance(collected, CkptauditError):
+                raise collected
+            same = evaluation is not None and collected.bound == evaluation.spec
+            ra = audit_collected(collected, options, evaluation=evaluation if same else None, selected=sel if same else None)
             findings = tuple(f.as_dict() for f in ra.findings if f.severity in ("warning", "error"))
         picks.append(
             Pick(
@@ -185,12 +220,17 @@ def choose_report(
                 value=cast(float, best.values[0]),
                 interval=interval,
                 findings=findings,
-                selection=sel if sel.available else None,
+                selection=sel if sel is not None and sel.available else None,
             )
         )  # type: ignore[arg-type]
     if not picks:
         raise NothingLeftError(skipped, problems)
     return PickReport(tuple(picks), tuple(problems) + problems_of(skipped), tuple(skipped))
+
+
+def evaluations_of(run: Run, evaluation: Any) -> dict[str, Any]:
+    """``{run name: evaluation}``, or nothing when there is none."""
+    return {} if evaluation is None else {run.name: evaluation}
 
 
 def provenance_path(dest: Path) -> Path:

@@ -78,6 +78,13 @@ class Ranking:
     #: with intervals: each run's selection statistics (ckptaudit.selection.RunSelection), by run name
     selections: dict[str, Any] = field(default_factory=dict, repr=False)
     skipped: tuple[Skipped, ...] = ()
+    #: with ``ci``: what the scoring pass gathered for the intervals, so that no file is read
+    #: again: each run's evaluation (ckptaudit.stats.selection.RunEvaluation) by run name, and
+    #: per-checkpoint intervals of metrics without a per-row form, by (run, checkpoint)
+    evaluations: dict[str, Any] = field(default_factory=dict, repr=False)
+    pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = field(default_factory=dict, repr=False)
+    #: (resamples, seed) the intervals were computed with (None: no intervals yet)
+    ci: tuple[int, int] | None = None
 
     @property
     def metric_names(self) -> list[str]:
@@ -136,16 +143,24 @@ def rank_checkpoints(
     per_run: bool = False,
     progress: ProgressFn | None = None,
     cache: bool = False,
+    ci: bool = False,
+    resamples: int = 1000,
+    seed: int = 0,
 ) -> Ranking:
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
     Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame. With ``cache``
     each run's validation outputs are read from (and kept in) a derived cache. A run that
     cannot be used is left out (``Ranking.skipped``) and listed last, the others ranked.
+    With ``ci`` the rows carry :func:`with_intervals`' statistics (``resamples``, ``seed``),
+    from the same pass that scores them.
     """
     from .sweep import problems_of, score_sweep
 
-    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache)
+    evaluations: dict[str, Any] = {}
+    pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
+    watch = _interval_observer(evaluations, pass_intervals, resamples, seed) if ci else None
+    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache, observe=watch)
     specs, runs, scores = list(sweep.specs), sweep.runs, sweep.scores
     # NOTE: ties go to the next --metric given (Lightning #16504), then the earlier epoch.
     ordered = order_scores(scores, specs[0], 0, list(enumerate(specs))[1:])
@@ -179,7 +194,45 @@ def rank_checkpoints(
     if top is not None:
         rows = rows[:top]
     problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1]) + problems_of(sweep.skipped)
-    return Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs), skipped=sweep.skipped)
+    ranking = Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs), skipped=sweep.skipped)
+    if ci:
+        kept = {run.name for run in runs}
+        ranking = replace(
+            ranking,
+            evaluations={name: e.finish() for name, e in evaluations.items() if name in kept},
+            pass_intervals=pass_intervals,
+        )
+        ranking = with_intervals(ranking, resamples=resamples, seed=seed)
+    return ranking
+
+
+def _interval_observer(
+    evaluations: dict[str, Any], intervals: dict[tuple[str, str], tuple[float, float] | None], resamples: int, seed: int
+) -> Callable[[Run, Sequence[MetricSpec]], Any]:
+    """Per run, an observer of the scoring pass that keeps what :func:`with_intervals`
+    needs: the first metric's evaluation (compact per-row data), and for a metric without
+    a per-row form, each scorable checkpoint's bootstrap interval (from the predictions
+    in hand, as the pass reads them)."""
+    from .stats import bootstrap, selection
+
+    def for_run(run: Run, specs: Sequence[MetricSpec]) -> Any:
+        from .metrics.evaluation import RunScorer
+
+        spec = RunScorer(run, specs[:1]).specs[0]
+        if not bootstrap.supports(spec):
+            return None
+        builder = selection.EvaluationBuilder(run, spec)
+        evaluations[run.name] = builder
+        per_row = builder.kind is not None
+
+        def observe(ckpt: Any, preds: Any, prep: Any, values: tuple, error: str | None) -> None:
+            builder.observe(ckpt, preds, prep, values, error)
+            if not per_row and prep is not None and values[0] is not None:
+                intervals[(run.name, ckpt.name)] = bootstrap.interval(spec, prep, resamples=resamples, seed=seed)
+
+        return observe
+
+    return for_run
 
 
 def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ranking:
@@ -193,17 +246,18 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
     whether each checkpoint cannot be told apart from its run's best (a model confidence
     set), and, on each run's winner row, its value expected on new data (corrected for
     having been selected). One pass per run reads each prediction file once
-    (:mod:`ckptaudit.stats.selection`). Logged and custom metrics get none of these."""
+    (:mod:`ckptaudit.stats.selection`), or none at all when ``ranking`` was made with
+    ``ci`` (its pass gathered what they need). Logged and custom metrics get none of these."""
     from .metrics.evaluation import RunScorer, prepare_predictions
     from .stats import bootstrap, selection
     from .store.reader import read_predictions
 
     spec = ranking.specs[0]
-    if not bootstrap.supports(spec):
+    if not bootstrap.supports(spec) or ranking.ci == (resamples, seed):
         return ranking
     shown = {row.run for row in ranking.rows}
     runs = [r for r in ranking.runs if r.name in shown]
-    selections = selection.selections_for(runs, spec, resamples=resamples, seed=seed)
+    selections = selection.selections_for(runs, spec, resamples=resamples, seed=seed, evaluations=ranking.evaluations)
     by_name = {r.name: r for r in runs}
     rows = []
     for row in ranking.rows:
@@ -221,12 +275,16 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
         # the per-checkpoint bootstrap interval, and no selection statistics.
         ckpt = run.checkpoint(row.checkpoint)
         interval = None
-        if row.values.get(spec.text) is not None and run is not None and ckpt is not None:
+        if (row.run, row.checkpoint) in ranking.pass_intervals:
+            interval = ranking.pass_intervals[(row.run, row.checkpoint)]
+        elif row.values.get(spec.text) is not None and run is not None and ckpt is not None:
+            # NOTE: read again only when the pass kept nothing for this row: a ranking made
+            # without ``ci``, or a run whose per-row data exceeded the memory bound.
             prep = prepare_predictions(run, read_predictions(run, ckpt))
             bound = RunScorer(run, [spec]).specs[0]
             interval = bootstrap.interval(bound, prep, resamples=resamples, seed=seed)
         rows.append(replace(row, interval=interval))
-    return replace(ranking, rows=tuple(rows), selections=selections)
+    return replace(ranking, rows=tuple(rows), selections=selections, ci=(resamples, seed))
 
 
 def to_dataframe(ranking: Ranking) -> pd.DataFrame:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .errors import CkptauditError, MetricError, RunFormatError
-from .metrics.evaluation import CheckpointScore, RunScorer, iter_scores, parse_metrics
+from .metrics.evaluation import CheckpointScore, Observer, RunScorer, iter_scores, parse_metrics
 from .metrics.spec import MetricSpec
 from .store.reader import Run, Skipped, discover_sweep
 
@@ -90,10 +90,13 @@ def score_sweep(
     mode: str | None = None,
     progress: ProgressFn | None = None,
     cache: bool = False,
+    observe: Callable[[Run, Sequence[MetricSpec]], Observer | None] | None = None,
 ) -> SweepScores:
     """Score every checkpoint of every usable run under ``paths``, streamed one prediction
     file at a time; a run that fails part-way (its validation set changed, a custom metric
-    raised) is left out whole, with the reason."""
+    raised) is left out whole, with the reason. ``observe(run, specs)`` may return an
+    :data:`~ckptaudit.metrics.evaluation.Observer` of the run's pass (what a verb needs
+    besides the scores, gathered while each file is read once)."""
     runs, skipped = discover_sweep(paths)
     if not runs:
         raise NothingLeftError(skipped)
@@ -109,7 +112,8 @@ def score_sweep(
     for run in runs:
         run_scores: list[CheckpointScore] = []
         try:
-            for score in iter_scores(run, specs, cache=cache):
+            watcher = None if observe is None else observe(run, specs)
+            for score in iter_scores(run, specs, cache=cache, observe=watcher):
                 run_scores.append(score)
                 done += 1
                 if progress is not None:

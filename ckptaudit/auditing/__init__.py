@@ -8,6 +8,26 @@ detector beside its ``explain`` text); :mod:`ckptaudit.auditing.finding` holds t
 
 from __future__ import annotations
 
-from .engine import DEFAULT_METRIC, AuditOptions, AuditReport, RunAudit, audit_paths, audit_run, audit_spec
+from .engine import (
+    DEFAULT_METRIC,
+    AuditOptions,
+    AuditReport,
+    RunAudit,
+    audit_collected,
+    audit_pass,
+    audit_paths,
+    audit_run,
+    audit_spec,
+)
 
-__all__ = ["DEFAULT_METRIC", "AuditOptions", "AuditReport", "RunAudit", "audit_paths", "audit_run", "audit_spec"]
+__all__ = [
+    "DEFAULT_METRIC",
+    "AuditOptions",
+    "AuditReport",
+    "RunAudit",
+    "audit_collected",
+    "audit_pass",
+    "audit_paths",
+    "audit_run",
+    "audit_spec",
+]

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +94,9 @@ class RunAudit:
     n_val: int = 0
     evaluation: selection.RunEvaluation | None = None
     selection: selection.RunSelection | None = None
+    #: (val, train) predictions, without outputs, of the first checkpoint with both splits,
+    #: kept by the pass for train-val-overlap (None when either could not be read)
+    overlap: tuple[Predictions, Predictions] | None = None
 
     def tied_with_winner(self) -> list[str]:
         """Checkpoints other than the winner that cannot be told apart from the best."""
@@ -140,27 +143,45 @@ def _perfect_auc(prep: metrics.Prepared) -> float | None:
     return 1.0 if prep.score[pos].min() > prep.score[~pos].max() else None
 
 
-def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
-    """Pass 1: per-checkpoint statistics on val (and train where recorded), and with
-    ``keep_rows`` the compact per-row data of the selection statistics."""
-    result = RunAudit(run=run, spec=spec, stats=[])
-    scorer = RunScorer(run, [spec])
-    bound = scorer.specs[0]
-    result.spec = bound
-    guard = ValSetGuard(run)
-    classification = run.task in ("binary", "multiclass")
-    rows = selection.EvaluationBuilder(run, bound, max_bytes=selection.MAX_ROW_BYTES if keep_rows else 0)
-    for ckpt in run.checkpoints:
+class _Collector:
+    """Pass 1, one checkpoint at a time: per-checkpoint statistics on val (and train where
+    recorded), and with ``keep_rows`` the compact per-row data of the selection statistics.
+    Fed by :func:`_collect` (which reads the files) or, as an
+    :data:`~ckptaudit.metrics.evaluation.Observer`, by a verb's scoring pass (so `check`
+    and `pick` read each val.npz once)."""
+
+    def __init__(self, run: Run, spec: MetricSpec, keep_rows: bool = True) -> None:
+        self.result = RunAudit(run=run, spec=spec, stats=[])
+        self.scorer = RunScorer(run, [spec])
+        self.bound = self.scorer.specs[0]
+        self.result.spec = self.bound
+        self.guard = ValSetGuard(run)
+        self.rows = selection.EvaluationBuilder(run, self.bound, max_bytes=selection.MAX_ROW_BYTES if keep_rows else 0)
+        # NOTE: the first checkpoint with both splits is where train-val-overlap looks; its
+        # ids and hashes are kept so that the check does not read the files again.
+        self.overlap_at = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
+        self._overlap_val: Predictions | None = None
+
+    def wants_val(self, ckpt: Checkpoint) -> bool:
+        """Whether the audit reads this checkpoint's val.npz."""
+        return (self.bound.source != "logged" and not ckpt.metrics_only) or ckpt.has_split("val")
+
+    def __call__(
+        self,
+        ckpt: Checkpoint,
+        preds: Predictions | None,
+        prep: metrics.Prepared | None,
+        values: tuple[float | None, ...] | None,
+        error: str | None,
+    ) -> None:
+        """Record one checkpoint (``prep``: the prepared view of finite ``preds``, or None)."""
+        result, run, bound, rows = self.result, self.result.run, self.bound, self.rows
         st = _Stats(ckpt)
         result.stats.append(st)
-        preds = None
-        if (bound.source != "logged" and not ckpt.metrics_only) or ckpt.has_split("val"):
-            try:
-                preds = read_predictions(run, ckpt, "val")
-            except RunFormatError as exc:
-                result.problems.append(str(exc))
+        if error is not None:
+            result.problems.append(error)
         if preds is not None:
-            problem = guard.problem(ckpt, preds)
+            problem = self.guard.problem(ckpt, preds)
             if problem and not result.val_changed:
                 result.val_changed = True
                 rows.drop(f"the validation set changed: {problem}")
@@ -175,18 +196,21 @@ def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
                     )
                 )
             result.n_val = preds.n
-        prep = prepare_predictions(run, preds) if preds is not None and _finite(preds) else None
         if bound.source == "builtin":
             # NOTE: the view is prepared once and serves the metric and every statistic below.
             value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
             st.value = value if value is not None and math.isfinite(value) else None
         else:
-            (st.value,), _ = scorer.score(ckpt, preds)
+            (st.value,), _ = self.scorer.score(ckpt, preds)
         rows.reads += preds is not None
         rows.add(ckpt, prep, st.value)
+        if ckpt is self.overlap_at and preds is not None:
+            self._overlap_val = replace(preds, output=preds.output[:0])
         if prep is None:
-            continue
-        if classification:
+            if ckpt is self.overlap_at and preds is not None:
+                self._train(ckpt, st, None)
+            return
+        if run.task in ("binary", "multiclass"):
             cm = metrics.confusion(prep, None)
             support = cm.sum(axis=1)
             st.accuracy = float(np.trace(cm) / cm.sum())
@@ -197,36 +221,89 @@ def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
             st.auc = _perfect_auc(prep)
         if run.task == "regression":
             st.r2 = metrics.r2(prep, parse_metric("r2"))
-        if ckpt.has_split("train") and bound.source == "builtin":
-            try:
-                train = read_predictions(run, ckpt, "train")
-            except RunFormatError as exc:
+        self._train(ckpt, st, prep)
+
+    def _train(self, ckpt: Checkpoint, st: _Stats, prep: metrics.Prepared | None) -> None:
+        """The checkpoint's train.npz, read once: its metric value (for a scorable
+        checkpoint under a built-in metric) and, at the overlap checkpoint, its ids."""
+        result, run, bound = self.result, self.result.run, self.bound
+        scored = prep is not None and bound.source == "builtin" and ckpt.has_split("train")
+        if not scored and ckpt is not self.overlap_at:
+            return
+        try:
+            train = read_predictions(run, ckpt, "train")
+        except RunFormatError as exc:
+            if scored:
                 result.problems.append(str(exc))
-                continue
-            if _finite(train):
-                value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
-                st.train_value = value if math.isfinite(value) else None
-    result.evaluation = rows.finish()
-    return result
+            return
+        if ckpt is self.overlap_at and self._overlap_val is not None:
+            result.overlap = (self._overlap_val, replace(train, output=train.output[:0]))
+        if scored and _finite(train):
+            value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
+            st.train_value = value if math.isfinite(value) else None
+
+    def finish(self) -> RunAudit:
+        """The run's statistics, with its evaluation."""
+        self.result.evaluation = self.rows.finish()
+        return self.result
+
+
+def _collect(run: Run, spec: MetricSpec, keep_rows: bool = True) -> RunAudit:
+    """Pass 1 (see :class:`_Collector`), reading each val.npz and train.npz once."""
+    collector = _Collector(run, spec, keep_rows)
+    for ckpt in run.checkpoints:
+        preds = None
+        error = None
+        if collector.wants_val(ckpt):
+            try:
+                preds = read_predictions(run, ckpt, "val")
+            except RunFormatError as exc:
+                error = str(exc)
+        prep = prepare_predictions(run, preds) if preds is not None and _finite(preds) else None
+        collector(ckpt, preds, prep, None, error)
+    return collector.finish()
 
 
 def _noise(ra: RunAudit, options: AuditOptions) -> None:
-    """Selection statistics from the per-row data of pass 1 (no file is read again)."""
-    if ra.winner is None or ra.val_changed or ra.evaluation is None:
+    """Selection statistics from the per-row data of pass 1 (no file is read again); a
+    selection the caller computed from the same evaluation is kept."""
+    if ra.winner is None or ra.val_changed or ra.evaluation is None or ra.selection is not None:
         return
-    known = selection.remembered(ra.run, ra.spec, options.resamples, options.seed)
-    if known is None:
-        known = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
-        selection.remember(ra.run, ra.spec, options.resamples, options.seed, known)
-    ra.selection = known
+    ra.selection = selection.select(ra.evaluation, resamples=options.resamples, seed=options.seed)
 
 
 def audit_run(run: Run, options: AuditOptions = AuditOptions()) -> RunAudit:
     """Audit one run: statistics, winner, selection statistics and findings."""
-    ra = _collect(run, audit_spec(run, options), keep_rows=options.noise)
+    return audit_collected(_collect(run, audit_spec(run, options), keep_rows=options.noise), options)
+
+
+def audit_pass(run: Run, options: AuditOptions = AuditOptions(), *, keep_rows: bool | None = None) -> _Collector:
+    """The audit's statistics of ``run`` as an :data:`~ckptaudit.metrics.evaluation.Observer`
+    of a verb's own scoring pass (give it to ``iter_scores(..., observe=...)``, which must
+    read every val.npz: ``read_all`` or ``guard``); then :func:`audit_collected`. It reads
+    train.npz itself, once. ``keep_rows=False`` keeps no per-row data (the caller passes
+    its own evaluation to :func:`audit_collected`)."""
+    return _Collector(run, audit_spec(run, options), keep_rows=options.noise if keep_rows is None else keep_rows)
+
+
+def audit_collected(
+    collected: RunAudit | _Collector,
+    options: AuditOptions = AuditOptions(),
+    *,
+    evaluation: selection.RunEvaluation | None = None,
+    selected: selection.RunSelection | None = None,
+) -> RunAudit:
+    """Finish an audit from pass 1's statistics: winner, selection statistics and findings.
+    ``evaluation`` and ``selected`` are the caller's, computed from the same pass under the
+    audit's metric (so that they are not computed twice)."""
+    ra = collected.finish() if isinstance(collected, _Collector) else collected
+    if evaluation is not None:
+        ra.evaluation = evaluation
     best = _best_index(ra.spec, [s.value for s in ra.stats])
     ra.winner = None if best is None else ra.stats[best].checkpoint
     if options.noise:
+        if selected is not None and ra.winner is not None and not ra.val_changed:
+            ra.selection = selected
         _noise(ra, options)
     for check in CHECKS:
         ra.findings.extend(check(ra, options))

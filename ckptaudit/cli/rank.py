@@ -53,7 +53,9 @@ def rank(
     from ..render import render
     from ..views import ranking_document
 
-    ranking = rank_checkpoints(paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache)
+    ranking = rank_checkpoints(
+        paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache, ci=ci, resamples=resamples
+    )
     ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
     _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
     _finish(ranking.problems, ranking.skipped, strict)

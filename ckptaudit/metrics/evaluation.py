@@ -5,6 +5,11 @@ each metric applies to the run's task, importing a user's function once) and
 :func:`iter_scores` streams a run's checkpoints, loading each prediction file once
 and computing every requested metric from it. A checkpoint that cannot be scored
 yields ``None`` values and a note that says why; it never stops the others.
+
+The same pass feeds whatever else a verb needs from the predictions (the selection
+statistics' compact per-row data, the audit's statistics): an :data:`Observer` given to
+:func:`iter_scores` sees each checkpoint's predictions, prepared view and values, so no
+verb reads a prediction file a second time.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -20,6 +26,25 @@ from ..errors import MetricError, RunFormatError
 from ..store.reader import Checkpoint, Predictions, Run, ValSetGuard, read_predictions
 from . import kernels as metrics
 from .spec import MetricSpec, check_applies, parse_metric
+
+#: called by :func:`iter_scores` once per checkpoint, in epoch order, with the checkpoint,
+#: its validation predictions (None when not read or unreadable), their prepared view (None
+#: when not scorable: unread, unreadable or non-finite outputs), the values in spec order,
+#: and the read error (None when the file was read or not needed)
+Observer = Callable[[Checkpoint, Predictions | None, "metrics.Prepared | None", tuple[float | None, ...], str | None], None]
+
+
+def observers(*each: Observer | None) -> Observer | None:
+    """One :data:`Observer` that calls each of ``each`` (None entries left out) in turn."""
+    found = [o for o in each if o is not None]
+    if len(found) <= 1:
+        return found[0] if found else None
+
+    def both(*args: Any) -> None:
+        for o in found:
+            o(*args)
+
+    return both
 
 
 @dataclass(frozen=True)
@@ -91,6 +116,13 @@ class RunScorer:
 
     def score(self, checkpoint: Checkpoint, preds: Predictions | None) -> tuple[tuple[float | None, ...], tuple[str, ...]]:
         """Every spec's value on one checkpoint, and notes for the missing ones."""
+        values, notes, _ = self.score_prepared(checkpoint, preds)
+        return values, notes
+
+    def score_prepared(
+        self, checkpoint: Checkpoint, preds: Predictions | None
+    ) -> tuple[tuple[float | None, ...], tuple[str, ...], metrics.Prepared | None]:
+        """:meth:`score`, and the prepared view it scored (None when not scorable)."""
         values: list[float | None] = []
         notes: list[str] = []
         prep: metrics.Prepared | None = None
@@ -120,7 +152,7 @@ class RunScorer:
                 notes.append(f"{spec.text}: {metrics.undefined_reason(prep, spec)}")
                 value = None
             values.append(value)
-        return tuple(values), tuple(notes)
+        return tuple(values), tuple(notes), prep
 
     def _compute(self, spec: MetricSpec, prep: metrics.Prepared, preds: Predictions | None) -> float | None:
         if spec.source == "custom":
@@ -141,12 +173,23 @@ class RunScorer:
         return metrics.KERNELS[spec.name](prep, spec)
 
 
-def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, cache: bool = False) -> Iterator[CheckpointScore]:
+def iter_scores(
+    run: Run,
+    specs: Sequence[MetricSpec],
+    *,
+    guard: bool = True,
+    cache: bool = False,
+    observe: Observer | None = None,
+    read_all: bool = False,
+) -> Iterator[CheckpointScore]:
     """Score a run's checkpoints in epoch order, one prediction file in memory at a time.
 
     With ``guard`` a change of validation targets or ids between checkpoints raises
     :class:`~ckptaudit.errors.ValSetChangedError`. With ``cache`` predictions come from the
     run's derived cache when it is current, and a missing or stale cache is rebuilt.
+    ``observe`` is called for each checkpoint before its score is yielded (see
+    :data:`Observer`); with ``read_all`` every val.npz is read even when the specs need
+    none (the audit's statistics do).
     """
     scorer = RunScorer(run, specs)
     writer = None
@@ -157,7 +200,9 @@ def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, ca
         if cached is not None:
             # NOTE: a cache is only ever built from a run whose validation set never changed.
             for cached_ckpt, cached_preds in cached.predictions():
-                cached_values, cached_notes = scorer.score(cached_ckpt, cached_preds)
+                cached_values, cached_notes, cached_prep = scorer.score_prepared(cached_ckpt, cached_preds)
+                if observe is not None:
+                    observe(cached_ckpt, cached_preds, cached_prep, cached_values, None)
                 yield CheckpointScore(run, cached_ckpt, cached_values, cached_notes)
             return
         writer = CacheWriter(run)
@@ -173,13 +218,15 @@ def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, ca
                 # NOTE: logged metrics only (weights deleted by rotation): scored by logged
                 # metrics, listed last with a note for prediction metrics, never an error.
                 only_values, notes = scorer.score(ckpt, None)
+                if observe is not None:
+                    observe(ckpt, None, None, only_values, None)
                 if writer is not None:
                     writer.add(None)  # a run with a metrics-only checkpoint is not cached
                 if scorer.needs_predictions:
                     notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
                 yield CheckpointScore(run, ckpt, only_values, notes)
                 continue
-            if scorer.needs_predictions or (val_guard is not None and ckpt.has_split("val")):
+            if scorer.needs_predictions or ((read_all or val_guard is not None) and ckpt.has_split("val")):
                 try:
                     preds = read_predictions(run, ckpt, "val")
                 except RunFormatError as exc:
@@ -193,9 +240,13 @@ def iter_scores(run: Run, specs: Sequence[MetricSpec], *, guard: bool = True, ca
                 values: tuple[float | None, ...] = tuple(
                     ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
                 )
+                if observe is not None:
+                    observe(ckpt, None, None, values, read_note[0])
                 yield CheckpointScore(run, ckpt, values, read_note, unreadable=True)
                 continue
-            values, notes = scorer.score(ckpt, preds)
+            values, notes, prep = scorer.score_prepared(ckpt, preds)
+            if observe is not None:
+                observe(ckpt, preds, prep, values, read_note[0] if read_note else None)
             yield CheckpointScore(run, ckpt, values, read_note + notes, unreadable=unreadable)
     except BaseException:
         if writer is not None:

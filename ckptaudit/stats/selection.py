@@ -36,7 +36,9 @@ ROC AUC / average precision, float32 per-row losses for mean metrics (log_loss, 
 mse, mae, rmse, top_k_accuracy). Memory: ``rows x checkpoints x (1 or 4)`` bytes, e.g.
 5 MB (labels) or 20 MB (scores) for 50 checkpoints x 100,000 rows; above
 :data:`MAX_ROW_BYTES` (512 MiB) no per-row data is kept and the statistics are reported
-as unavailable, with the reason. The bootstrap works on chunks of resamples whose weight
+as unavailable, with the reason (`rank --ci` and `pick` then bootstrap each checkpoint they
+show on its own, which reads its val.npz a second time: the one exception to "each
+prediction file is read once per command"). The bootstrap works on chunks of resamples whose weight
 matrices stay under ~64 MB, and never allocates resamples x checkpoints x checkpoints.
 """
 
@@ -188,8 +190,9 @@ class RunEvaluation:
 
 
 class EvaluationBuilder:
-    """Collects a run's evaluation one checkpoint at a time (used by the audit's pass, so
-    its files are read once), then :meth:`finish` returns a :class:`RunEvaluation`."""
+    """Collects a run's evaluation one checkpoint at a time from a verb's own pass (the
+    scoring pass of rank and pick through :meth:`observe`, the audit's pass through
+    :meth:`add`), so no file is read again; :meth:`finish` returns a :class:`RunEvaluation`."""
 
     def __init__(self, run: Run, spec: MetricSpec, max_bytes: int = MAX_ROW_BYTES) -> None:
         self.run = run
@@ -229,6 +232,12 @@ class EvaluationBuilder:
             return
         self._rows.append(per)
         self._scored.append(index)
+
+    def observe(self, ckpt: Checkpoint, preds: Any, prep: metrics.Prepared | None, values: tuple, error: str | None) -> None:
+        """An :data:`~ckptaudit.metrics.evaluation.Observer` of a scoring pass whose first
+        spec is this builder's spec (``values[0]`` is its value)."""
+        self.reads += preds is not None
+        self.add(ckpt, prep, values[0])
 
     def drop(self, note: str) -> None:
         """Give up the per-row data (the values are still kept), saying why."""
@@ -808,51 +817,32 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
     )
 
 
-#: the last few selections computed in this process, so that `check` (whose gate rule and
-#: audit both need them) computes them once; keyed by run folder, checkpoints and stamps
-#: of their val.npz files, metric, resamples and seed
-_MEMO: dict[tuple, RunSelection] = {}
-_MEMO_SIZE = 8
-
-
-def _memo_key(run: Run, spec: MetricSpec, resamples: int, seed: int) -> tuple:
-    stamps: list[tuple[str, int | None, int | None]] = []
-    for ckpt in run.checkpoints:
-        try:
-            st = ckpt.split_file("val").stat()
-            stamps.append((ckpt.name, st.st_size, st.st_mtime_ns))
-        except OSError:
-            stamps.append((ckpt.name, None, None))
-    return (str(run.path.resolve()), tuple(stamps), spec, resamples, seed)
-
-
-def remembered(run: Run, spec: MetricSpec, resamples: int, seed: int) -> RunSelection | None:
-    """The selection computed earlier in this process for the same inputs, if any."""
-    return _MEMO.get(_memo_key(run, spec, resamples, seed))
-
-
-def remember(run: Run, spec: MetricSpec, resamples: int, seed: int, result: RunSelection) -> RunSelection:
-    """Keep ``result`` for :func:`remembered` (the oldest entries are dropped)."""
-    _MEMO[_memo_key(run, spec, resamples, seed)] = result
-    while len(_MEMO) > _MEMO_SIZE:
-        _MEMO.pop(next(iter(_MEMO)))
-    return result
-
-
 def evaluate_selection(
     run: Run, spec: MetricSpec, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED
 ) -> RunSelection:
     """Selection statistics of ``run`` under ``spec`` (bound to the run with
-    :class:`~ckptaudit.scoring.RunScorer`), reading each val.npz once (or not at all when
-    this process computed them already)."""
-    known = remembered(run, spec, resamples, seed)
-    if known is not None:
-        return known
-    return remember(run, spec, resamples, seed, select(evaluate_run(run, spec), resamples=resamples, seed=seed))
+    :class:`~ckptaudit.metrics.evaluation.RunScorer`), reading each val.npz once. A verb
+    that has already read the files passes its :class:`RunEvaluation` to :func:`select`."""
+    return select(evaluate_run(run, spec), resamples=resamples, seed=seed)
 
 
-def selections_for(runs: Sequence[Run], spec: MetricSpec, *, resamples: int, seed: int) -> dict[str, RunSelection]:
-    """Selection statistics of each run under the unbound ``spec`` (bound per run)."""
+def selections_for(
+    runs: Sequence[Run],
+    spec: MetricSpec,
+    *,
+    resamples: int,
+    seed: int,
+    evaluations: dict[str, RunEvaluation] | None = None,
+) -> dict[str, RunSelection]:
+    """Selection statistics of each run under the unbound ``spec`` (bound per run), from
+    ``evaluations`` (by run name) where given, else from a pass of their own."""
     from ..metrics.evaluation import RunScorer
 
-    return {run.name: evaluate_selection(run, RunScorer(run, [spec]).specs[0], resamples=resamples, seed=seed) for run in runs}
+    known = evaluations or {}
+    out = {}
+    for run in runs:
+        evaluation = known.get(run.name)
+        if evaluation is None:
+            evaluation = evaluate_run(run, RunScorer(run, [spec]).specs[0])
+        out[run.name] = select(evaluation, resamples=resamples, seed=seed)
+    return out

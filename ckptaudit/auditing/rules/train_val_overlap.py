@@ -7,8 +7,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...errors import RunFormatError
-from ...store.reader import read_predictions
 from ..common import Rule, _r
 from ..finding import CodeInfo, Finding
 
@@ -33,11 +31,9 @@ def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     ckpt = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
     if ckpt is None:
         return
-    try:
-        train = read_predictions(run, ckpt, "train")
-        val = read_predictions(run, ckpt, "val")
-    except RunFormatError:
+    if ra.overlap is None:  # the pass could not read one of them
         return
+    val, train = ra.overlap
     flagged = np.zeros(val.n, dtype=bool)
     by: list[str] = []
     for key, label in (("ids", "id"), ("input_hash", "input_hash")):
