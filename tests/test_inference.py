@@ -487,3 +487,31 @@ def test_pruning_an_imported_run_never_touches_the_originals(plain, tmp_path):
     expected = {k: v for k, v in run_before.items() if not k.startswith("checkpoints/") or k.split("/")[1] in kept}
     assert {k: v for k, v in after.items() if k in run_before or k.startswith("checkpoints/")} == expected
     assert oracle(src) == before  # the hard-linked originals survive the deletion of their links
+
+
+@pytest.mark.parametrize("name", ["model.pt", "model.safetensors", "model.keras"])
+def test_a_fifo_or_device_is_refused_not_loaded(tmp_path, name):
+    """Loading for import/predict never blocks on a FIFO or reads a device forever: the same
+    regular-file check as the gate's fingerprinting, before any loader opens the file."""
+    import signal
+
+    from ckptaudit.errors import CkptauditError
+    from ckptaudit.inference.loading import load_state
+
+    def hung(*_):  # a regression blocks in open(); fail instead of stalling the suite
+        raise TimeoutError("load_state blocked on a FIFO or device")
+
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    device = tmp_path / ("dev-" + name)
+    device.symlink_to("/dev/zero")
+    old = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(20)
+    try:
+        with pytest.raises(CkptauditError, match="not a regular file"):
+            load_state(fifo)
+        with pytest.raises(CkptauditError, match="not a regular file"):
+            load_state(device)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, old)

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CkptauditError
+from ..store.weights import WeightsError, open_regular
 
 #: suffixes of files that hold weights, in order of preference within one checkpoint folder
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".keras", ".h5")
@@ -25,6 +26,15 @@ NOT_MODEL_FILES = {"optimizer.pt", "scheduler.pt", "rng_state.pth", "training_ar
 
 class UnsafeCheckpointError(CkptauditError):
     """A weights file that can only be loaded by running code from it (a pickle)."""
+
+
+def _require_regular(path: Path) -> None:
+    """Refuse a FIFO, device or socket before a loader opens it (it would block or never
+    end), through the store's one opener, as the gate's fingerprinting does."""
+    try:
+        open_regular(path).close()
+    except WeightsError as exc:
+        raise CkptauditError(exc.problem, path) from None
 
 
 def _refuse(path: Path, exc: BaseException) -> UnsafeCheckpointError:
@@ -47,6 +57,7 @@ def torch_load(path: str | Path, *, trust_pickle: bool = False, mmap: bool = Fal
     import torch
 
     path = Path(path)
+    _require_regular(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
     except pickle.UnpicklingError as exc:
@@ -96,6 +107,7 @@ def load_state(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".safetensors":
+        _require_regular(path)
         from safetensors.torch import load_file
 
         try:
@@ -103,6 +115,7 @@ def load_state(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any
         except Exception as exc:  # safetensors raises its own SafetensorError
             raise CkptauditError(f"cannot read safetensors: {exc}", path) from None
     if suffix == ".keras":
+        _require_regular(path)
         return _keras_weights_h5(path)
     obj = torch_load(path, trust_pickle=trust_pickle)
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
