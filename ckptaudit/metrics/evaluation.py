@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MetricError, RunFormatError
-from ..store.reader import Checkpoint, Predictions, Run, ValSetGuard, read_predictions
+from ..store.reader import Checkpoint, PassReader, Predictions, Run, ValSetGuard, read_predictions
 from . import kernels as metrics
 from .spec import MetricSpec, check_applies, parse_metric
 
@@ -207,6 +207,9 @@ def iter_scores(
             return
         writer = CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
+    # NOTE: one checkpoint at a time, so its output may lie in a buffer the next read reuses
+    # (observers copy what they keep); the run's checkpoints share one copy of the targets.
+    reader = PassReader(run)
     try:
         for ckpt in run.checkpoints:
             preds: Predictions | None = None
@@ -228,7 +231,7 @@ def iter_scores(
                 continue
             if scorer.needs_predictions or ((read_all or val_guard is not None) and ckpt.has_split("val")):
                 try:
-                    preds = read_predictions(run, ckpt, "val")
+                    preds = read_predictions(run, ckpt, "val", reader)
                 except RunFormatError as exc:
                     unreadable = True
                     read_note = (str(exc),)
