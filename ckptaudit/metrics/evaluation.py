@@ -86,6 +86,16 @@ def prepare_predictions(run: Run, preds: Predictions) -> metrics.Prepared:
     return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class, run.num_classes)
 
 
+def _nonfinite(output: np.ndarray) -> int:
+    """How many of ``output``'s values are NaN or infinite: two reductions when none is (a
+    NaN makes min and max NaN, an infinity shows in one of them), a count otherwise."""
+    if output.dtype.kind != "f" or output.size == 0:
+        return 0
+    if np.isfinite(output.min()) and np.isfinite(output.max()):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(output)))
+
+
 def _load_custom(spec: MetricSpec) -> Callable[..., float]:
     module_name, _, func_name = spec.name.rpartition(":")
     try:
@@ -128,8 +138,7 @@ class RunScorer:
         prep: metrics.Prepared | None = None
         nonfinite = 0
         if preds is not None:
-            bad = ~np.isfinite(preds.output) if preds.output.dtype.kind == "f" else None
-            nonfinite = int(np.count_nonzero(bad)) if bad is not None else 0
+            nonfinite = _nonfinite(preds.output)
             if nonfinite:
                 notes.append(f"{nonfinite} non-finite outputs (NaN/inf) in {preds.path.name}")
             else:
