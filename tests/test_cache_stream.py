@@ -32,7 +32,7 @@ def test_each_checkpoint_is_on_disk_once_added(copy_run):
         writer.out.flush()
         sizes.append((writer.tmp / "outputs.npy").stat().st_size)
     per = preds.output.nbytes
-    assert [b - a for a, b in zip(sizes, sizes[1:])] == [per] * (len(sizes) - 1)
+    assert [b - a for a, b in zip(sizes, sizes[1:], strict=False)] == [per] * (len(sizes) - 1)
     writer.finish()
     cached = open_cache(run)
     assert cached is not None
