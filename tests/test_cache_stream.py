@@ -90,3 +90,22 @@ def test_damaged_archives_have_no_fingerprint(tmp_path: Path):
     np.savez(path, target=np.arange(10))
     path.write_bytes(path.read_bytes()[:-5])
     assert safeio.zip_fingerprint(path) is None
+
+
+def test_read_npy_reads_as_numpy_and_refuses_what_numpy_would_not_trust(tmp_path: Path):
+    from test_direct_reader import ARRAYS
+
+    for key, arr in ARRAYS.items():
+        path = tmp_path / f"{key}.npy"
+        np.save(path, arr)
+        got, expected = safeio.read_npy(path), np.load(path)
+        assert got.dtype == expected.dtype and got.shape == expected.shape and got.tobytes() == expected.tobytes()
+        assert got.flags.f_contiguous == expected.flags.f_contiguous
+    path = tmp_path / "short.npy"
+    np.save(path, np.arange(100))
+    path.write_bytes(path.read_bytes()[:-8])
+    with pytest.raises(ValueError):
+        safeio.read_npy(path)
+    np.save(path, np.array([object()], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError):
+        safeio.read_npy(path)

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .reader import Checkpoint, Predictions, Run
-from .safeio import zip_fingerprint
+from .safeio import npy_layout, read_npy, zip_fingerprint
 
 CACHE_DIR = ".ckptaudit-cache"
 VERSION = 2
@@ -53,14 +53,10 @@ def fingerprint(run: Run) -> list[list[Any]] | None:
 
 
 def _npy_layout(fh: BinaryIO) -> tuple[np.dtype, tuple[int, ...], int]:
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    shape, fortran, dtype, offset = npy_layout(fh.fileno())
     if fortran:
         raise ValueError("cache array is not C-ordered")
-    return dtype, shape, fh.tell()
+    return dtype, shape, offset
 
 
 class CachedRun:
@@ -73,9 +69,9 @@ class CachedRun:
             # NOTE: the cache lives inside the run, so it is input too: never open a FIFO.
             if os.path.lexists(folder / name) and not stat.S_ISREG(os.stat(folder / name).st_mode):
                 raise ValueError(f"{name} is not a regular file")
-        self.target = np.load(folder / "target.npy", allow_pickle=False)
+        self.target = read_npy(folder / "target.npy")
         ids_path = folder / "ids.npy"
-        self.ids = np.load(ids_path, allow_pickle=False) if ids_path.exists() else None
+        self.ids = read_npy(ids_path) if ids_path.exists() else None
         self.positions = {entry[0]: i for i, entry in enumerate(index["checkpoints"])}
 
     def predictions(self) -> Iterator[tuple[Checkpoint, Predictions]]:

@@ -430,6 +430,44 @@ def read_npz(
         raise RunFormatError(f"unreadable (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
 
 
+def npy_layout(fd: int) -> tuple[tuple[int, ...], bool, np.dtype, int]:
+    """Shape, Fortran order, dtype and data offset of the ``.npy`` file open as ``fd``
+    (headers parsed once per distinct header, as in :func:`read_npz`); ValueError when
+    it is not one."""
+    head = os.pread(fd, _HEAD_GUESS, 0)
+    if head[:6] != b"\x93NUMPY" or len(head) < 10:
+        raise ValueError("not a .npy file")
+    if head[6:8] == b"\x01\x00":
+        hlen = 10 + int.from_bytes(head[8:10], "little")
+    elif head[6:8] == b"\x02\x00" and len(head) >= 12:
+        hlen = 12 + int.from_bytes(head[8:12], "little")
+    else:
+        raise ValueError(f"unsupported .npy format version {head[6]}.{head[7]}")
+    prefix = head[:hlen] if len(head) >= hlen else os.pread(fd, hlen, 0)
+    if len(prefix) < hlen:
+        raise ValueError("the .npy header ends early")
+    shape, fortran, dtype = _npy_header(prefix)
+    if dtype.hasobject or any(d < 0 for d in shape):
+        raise ValueError("not an array of plain values")
+    return shape, fortran, dtype, hlen
+
+
+def read_npy(path: Path) -> np.ndarray:
+    """A ``.npy`` file's array (a regular file, no pickle); ValueError when it is not one
+    whose size matches its header."""
+    try:
+        with open_regular(path) as fh:
+            fd = fh.fileno()
+            shape, fortran, dtype, offset = npy_layout(fd)
+            flat = np.empty(math.prod(shape), dtype=dtype)
+            raw = flat.view(np.uint8).reshape(-1) if flat.nbytes else np.empty(0, dtype=np.uint8)
+            if offset + raw.nbytes != os.fstat(fd).st_size or _pread_exact(fd, raw.data, offset) != raw.nbytes:
+                raise ValueError(f"{path.name} does not hold the array its header declares")
+    except CkptauditError as exc:
+        raise ValueError(str(exc)) from None
+    return flat.reshape(shape[::-1]).T if fortran else flat.reshape(shape)
+
+
 _EOCD = struct.Struct("<4s4H2LH")
 _CENTRAL = struct.Struct("<4s6H3L5H2L")
 #: how much of a file's end is read at once to find its central directory
