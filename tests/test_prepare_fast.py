@@ -56,5 +56,13 @@ def test_the_quick_nonfinite_count_is_the_full_count(dtype, bad):
     assert _nonfinite(values) == int(np.count_nonzero(~np.isfinite(values)))
 
 
+@pytest.mark.parametrize("dtype", [np.float16, np.float32, np.float64])
+def test_huge_finite_values_whose_sum_overflows_are_finite(dtype):
+    values = np.full(1000, np.finfo(dtype).max, dtype=dtype)
+    assert _nonfinite(values) == 0
+    values[3] = np.nan
+    assert _nonfinite(values) == 1
+
+
 def test_integer_outputs_have_no_nonfinite_values():
     assert _nonfinite(np.arange(10)) == 0 and _nonfinite(np.zeros(0)) == 0

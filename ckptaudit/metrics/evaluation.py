@@ -87,11 +87,18 @@ def prepare_predictions(run: Run, preds: Predictions) -> metrics.Prepared:
 
 
 def _nonfinite(output: np.ndarray) -> int:
-    """How many of ``output``'s values are NaN or infinite: two reductions when none is (a
-    NaN makes min and max NaN, an infinity shows in one of them), a count otherwise."""
+    """How many of ``output``'s values are NaN or infinite: one sum when none is (a NaN or an
+    infinity makes the sum NaN or infinite, so a finite sum means every value is finite), a
+    count otherwise (also when a sum of huge finite values overflows). float16 sums overflow
+    too easily: min and max tell there."""
     if output.dtype.kind != "f" or output.size == 0:
         return 0
-    if np.isfinite(output.min()) and np.isfinite(output.max()):
+    if output.dtype.itemsize >= 4:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = output.sum()
+        if np.isfinite(total):
+            return 0
+    elif np.isfinite(output.min()) and np.isfinite(output.max()):
         return 0
     return int(np.count_nonzero(~np.isfinite(output)))
 
