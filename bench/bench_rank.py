@@ -118,7 +118,13 @@ def main() -> None:
     cases = {
         "(c) load only": [sys.executable, "-c", LOAD_ONLY_SCRIPT, str(root)],
         "(b) sklearn script": [sys.executable, "-c", SKLEARN_SCRIPT, str(root)],
-        "(d) lower bound": [sys.executable, str(Path(__file__).resolve().parent / "lower_bound.py"), str(root), "--metric", "recall"],
+        "(d) lower bound": [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "lower_bound.py"),
+            str(root),
+            "--metric",
+            "recall",
+        ],
         "(a) ckptaudit rank": exe + ["rank", str(root), "--metric", "recall", "--format", "json"],
         "ckptaudit --help": exe + ["--help"],
     }

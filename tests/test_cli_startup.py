@@ -40,7 +40,9 @@ def _modules_after(args: list[str]) -> set[str]:
 def test_top_level_help_imports_no_typer_and_no_command():
     modules = _modules_after(["--help"])
     assert "typer" not in modules and "numpy" not in modules
-    assert not any(m.startswith("ckptaudit.cli.") and m not in ("ckptaudit.cli.fasthelp", "ckptaudit.cli.registry") for m in modules)
+    assert not any(
+        m.startswith("ckptaudit.cli.") and m not in ("ckptaudit.cli.fasthelp", "ckptaudit.cli.registry") for m in modules
+    )
 
 
 def test_rank_imports_only_what_it_uses():

@@ -35,7 +35,9 @@ def test_label_metrics_on_logits_compute_no_probabilities(task, shape, metrics):
     eager = kernels.prepare(task, "logit", target, logits)
     assert eager.proba is not None and eager._proba is not None
     assert values == [kernels.KERNELS[parse_metric(m).name](eager, parse_metric(m)) for m in metrics]
-    expected = kernels._softmax(logits.astype(np.float64)) if task == "multiclass" else kernels._sigmoid(logits.astype(np.float64))
+    expected = (
+        kernels._softmax(logits.astype(np.float64)) if task == "multiclass" else kernels._sigmoid(logits.astype(np.float64))
+    )
     assert np.array_equal(eager.proba, expected)
 
 

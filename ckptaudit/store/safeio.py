@@ -235,7 +235,9 @@ class _Stored:
             raise RunFormatError(f"unreadable (truncated or corrupt): bad local header of {info.filename!r}", path)
         name_len, extra_len = fields[-2], fields[-1]
         if head[_LOCAL.size : _LOCAL.size + name_len] != name:
-            raise RunFormatError(f"unreadable (truncated or corrupt): the local header of {info.filename!r} names another file", path)
+            raise RunFormatError(
+                f"unreadable (truncated or corrupt): the local header of {info.filename!r} names another file", path
+            )
         start = info.header_offset + _LOCAL.size + name_len + extra_len
         rel = start - info.header_offset
         # NOTE: magic (6 bytes), version (2), header length (2 for 1.0, 4 for 2.0), header
