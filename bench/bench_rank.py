@@ -6,6 +6,8 @@ times, each as a fresh process so start-up counts:
   (a) ckptaudit rank --metric recall            (and ckptaudit audit, when available)
   (b) a script: load each val.npz, call sklearn.metrics.recall_score
   (c) a script that only loads every array of every val.npz (the format's I/O floor)
+  (d) bench/lower_bound.py, the fastest honest script (direct zip reads into one matrix,
+      the validation-set check kept): issue 10's target is rank <= 1.5 x (d)
   and `rank --cache`, once to build the derived cache and then warm.
 
 It prints wall times (best of --repeat), peak memory of each process, and the ratios.
@@ -116,6 +118,13 @@ def main() -> None:
     cases = {
         "(c) load only": [sys.executable, "-c", LOAD_ONLY_SCRIPT, str(root)],
         "(b) sklearn script": [sys.executable, "-c", SKLEARN_SCRIPT, str(root)],
+        "(d) lower bound": [
+            sys.executable,
+            str(Path(__file__).resolve().parent / "lower_bound.py"),
+            str(root),
+            "--metric",
+            "recall",
+        ],
         "(a) ckptaudit rank": exe + ["rank", str(root), "--metric", "recall", "--format", "json"],
         "ckptaudit --help": exe + ["--help"],
     }
@@ -137,9 +146,11 @@ def main() -> None:
         print(f"{name:24} {wall:8.3f} {wall / floor:7.2f} {rss:9.0f}")
     a = results["(a) ckptaudit rank"][0]
     print(
-        f"ratios: rank/(c) = {a / floor:.2f} (target <= 1.5), sklearn/(c) = {results['(b) sklearn script'][0] / floor:.2f}, "
+        f"ratios: rank/(c) = {a / floor:.2f}, sklearn/(c) = {results['(b) sklearn script'][0] / floor:.2f}, "
         f"sklearn/rank = {results['(b) sklearn script'][0] / a:.2f}"
     )
+    lower = results["(d) lower bound"][0]
+    print(f"lower bound: rank/(d) = {a / lower:.2f} (target <= 1.5), (d)/(c) = {lower / floor:.2f}")
     warm = results["rank --cache (warm)"][0]
     print(f"cache: warm rank/(c) = {warm / floor:.2f}, warm/plain rank = {warm / a:.2f}")
     if "ckptaudit audit" in results:

@@ -7,13 +7,17 @@ choose the columns people read in a terminal and the records scripts parse from 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
-from .auditing.finding import Finding, severity_rank
-from .gate import GateResult
-from .picking import Pick
-from .pruning import PrunePlan
-from .ranking import Ranking
 from .render import Check, Document
+
+if TYPE_CHECKING:
+    # NOTE: types only: `rank` must not import the audit, the gate, pick or prune to start.
+    from .auditing.finding import Finding
+    from .gate import GateResult
+    from .picking import Pick
+    from .pruning import PrunePlan
+    from .ranking import Ranking
 
 
 def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: bool = False) -> Document:
@@ -78,6 +82,8 @@ def findings_document(findings: Sequence[Finding], problems: Sequence[str] = (),
     As checks (junit, github, markdown), a finding at or above ``fail_on`` is a FAIL; one
     below it is labelled by its severity (WARNING, INFO) and does not fail, as the exit
     code says."""
+    from .auditing.finding import severity_rank
+
     rows = [[f.severity, f.code, f.run, f.checkpoint or "-", f.message] for f in findings]
     counts = {s: sum(f.severity == s for f in findings) for s in ("error", "warning", "info")}
     footer = [f"{len(findings)} finding(s): {counts['error']} error, {counts['warning']} warning, {counts['info']} info"]

@@ -3,33 +3,36 @@
 No scoring, auditing or deleting logic lives here. One module per command group
 (:mod:`.rank`, :mod:`.audit`, :mod:`.pick`, :mod:`.prune`, :mod:`.check`, :mod:`.metrics`,
 :mod:`.report`, :mod:`.inference`) over the shared app and error handling (:mod:`.app`)
-and option types (:mod:`.options`). Nothing heavy is imported until a command runs.
+and option types (:mod:`.options`). Nothing heavy is imported until a command runs: the
+commands are listed in one place, ``registry.COMMANDS``, in the order of ``ckptaudit --help``,
+and each command's module is imported only when that command runs. ``ckptaudit --help``
+and ``--version`` are answered by :mod:`.fasthelp` without importing typer at all.
 """
 
 from __future__ import annotations
 
-from . import audit, check, inference, metrics, pick, prune, rank, report
-from .app import app, handle_errors
-
-# NOTE: registered here, in one list, because this order is the order of `ckptaudit --help`.
-for _name, _command in (
-    ("rank", rank.rank),
-    ("audit", audit.audit),
-    ("pick", pick.pick),
-    ("prune", prune.prune),
-    ("unpin", pick.unpin),
-    ("check", check.check),
-    ("explain", audit.explain),
-):
-    app.command(_name)(handle_errors(_command))
-app.command("metrics")(metrics.list_metrics)
-report.register(app)
-inference.register(app)
+import sys
+from typing import Any
 
 
 def run() -> None:
     """Console-script entry point."""
+    from .fasthelp import answer
+
+    if answer(sys.argv[1:]):
+        return
+    from .application import app
+
     app()
 
 
-__all__ = ["app", "run"]
+def __getattr__(name: str) -> Any:
+    # NOTE: `from ckptaudit.cli import app` imports typer and the app on first use only.
+    if name in ("app", "handle_errors", "COMMANDS"):
+        import importlib
+
+        return getattr(importlib.import_module(f"{__name__}.application"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["COMMANDS", "app", "handle_errors", "run"]

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from ..exitcodes import ExitCode
-from .app import _emit, _finish
+from .application import _emit, _finish
 from .options import FailOn, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
 
 

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ..exitcodes import ExitCode
-from .app import handle_errors
+from .application import handle_errors
 
 
 class ImportFormat(str, Enum):

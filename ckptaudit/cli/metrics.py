@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .app import _emit
+from .application import _emit
 
 
 def list_metrics() -> None:

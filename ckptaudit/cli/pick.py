@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import _emit, _finish, _report_left_out
+from .application import _emit, _finish, _report_left_out
 from .options import ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
 
 

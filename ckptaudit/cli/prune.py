@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from .app import _emit
+from .application import _emit
 from .options import MetricOpt, ModeOpt, PathsArg
 
 

@@ -7,7 +7,7 @@ from typing import Annotated, Any
 
 import typer
 
-from .app import _emit, _finish
+from .application import _emit, _finish
 from .options import MetricOpt, ModeOpt, PathsArg, StrictOpt
 
 

@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..exitcodes import ExitCode
-from .app import handle_errors
+from .application import handle_errors
 from .options import MetricOpt, ModeOpt, OutputOpt, PathsArg
 
 

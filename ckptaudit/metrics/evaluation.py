@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import MetricError, RunFormatError
-from ..store.reader import Checkpoint, Predictions, Run, ValSetGuard, read_predictions
+from ..store.reader import Checkpoint, PassReader, Predictions, Run, ValSetGuard, read_predictions
 from . import kernels as metrics
 from .spec import MetricSpec, check_applies, parse_metric
 
@@ -86,6 +86,23 @@ def prepare_predictions(run: Run, preds: Predictions) -> metrics.Prepared:
     return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class, run.num_classes)
 
 
+def _nonfinite(output: np.ndarray) -> int:
+    """How many of ``output``'s values are NaN or infinite: one sum when none is (a NaN or an
+    infinity makes the sum NaN or infinite, so a finite sum means every value is finite), a
+    count otherwise (also when a sum of huge finite values overflows). float16 sums overflow
+    too easily: min and max tell there."""
+    if output.dtype.kind != "f" or output.size == 0:
+        return 0
+    if output.dtype.itemsize >= 4:
+        with np.errstate(over="ignore", invalid="ignore"):
+            total = output.sum()
+        if np.isfinite(total):
+            return 0
+    elif np.isfinite(output.min()) and np.isfinite(output.max()):
+        return 0
+    return int(np.count_nonzero(~np.isfinite(output)))
+
+
 def _load_custom(spec: MetricSpec) -> Callable[..., float]:
     module_name, _, func_name = spec.name.rpartition(":")
     try:
@@ -128,8 +145,7 @@ class RunScorer:
         prep: metrics.Prepared | None = None
         nonfinite = 0
         if preds is not None:
-            bad = ~np.isfinite(preds.output) if preds.output.dtype.kind == "f" else None
-            nonfinite = int(np.count_nonzero(bad)) if bad is not None else 0
+            nonfinite = _nonfinite(preds.output)
             if nonfinite:
                 notes.append(f"{nonfinite} non-finite outputs (NaN/inf) in {preds.path.name}")
             else:
@@ -207,6 +223,9 @@ def iter_scores(
             return
         writer = CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
+    # NOTE: one checkpoint at a time, so its output may lie in a buffer the next read reuses
+    # (observers copy what they keep); the run's checkpoints share one copy of the targets.
+    reader = PassReader(run)
     try:
         for ckpt in run.checkpoints:
             preds: Predictions | None = None
@@ -228,7 +247,7 @@ def iter_scores(
                 continue
             if scorer.needs_predictions or ((read_all or val_guard is not None) and ckpt.has_split("val")):
                 try:
-                    preds = read_predictions(run, ckpt, "val")
+                    preds = read_predictions(run, ckpt, "val", reader)
                 except RunFormatError as exc:
                     unreadable = True
                     read_note = (str(exc),)

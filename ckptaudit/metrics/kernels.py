@@ -50,6 +50,16 @@ def _softmax(x: np.ndarray) -> np.ndarray:
     return z
 
 
+def _sigmoid64(x: np.ndarray) -> np.ndarray:
+    """The sigmoid of logits, in float64."""
+    return _sigmoid(x.astype(np.float64))
+
+
+def _softmax64(x: np.ndarray) -> np.ndarray:
+    """The softmax of logits by rows, in float64."""
+    return _softmax(x.astype(np.float64))
+
+
 def _log_softmax(x: np.ndarray) -> np.ndarray:
     """log(softmax(x)) by rows in float64, as (x - max) - log(sum(exp(x - max))): never
     log of a rounded probability, and the same arithmetic as scipy.special.log_softmax."""
@@ -71,7 +81,7 @@ def logit_threshold(threshold: float) -> float:
     return float(np.log(threshold) - np.log1p(-threshold))
 
 
-@dataclass
+@dataclass(init=False)
 class Prepared:
     """One checkpoint's predictions in the shape every kernel expects.
 
@@ -85,16 +95,44 @@ class Prepared:
     probabilities round to exactly 0 or 1 long before logits stop being distinct.
     ``eps`` is the clipping bound for probabilities as scikit-learn's log_loss uses it:
     the machine epsilon of the stored float type.
+
+    For a logit run ``proba`` is computed from ``logit`` on first use (``to_proba``): label
+    metrics take the argmax or the sign of the logits and never pay for a float64 softmax
+    (a 50,000 x 1,000 checkpoint's would be 400 MB).
     """
 
     task: str
     y: np.ndarray
-    proba: np.ndarray | None
+    _proba: np.ndarray | None
     hard: np.ndarray | None
     n_classes: int
     logit: np.ndarray | None = None
     eps: float = float(np.finfo(np.float64).eps)
     _cache: dict[object, np.ndarray] = field(default_factory=dict)
+    #: the logits' probabilities (sigmoid or softmax), applied on first use of ``proba``
+    to_proba: Callable[[np.ndarray], np.ndarray] | None = None
+
+    def __init__(
+        self,
+        task: str,
+        y: np.ndarray,
+        proba: np.ndarray | None,
+        hard: np.ndarray | None,
+        n_classes: int,
+        logit: np.ndarray | None = None,
+        eps: float = float(np.finfo(np.float64).eps),
+        to_proba: Callable[[np.ndarray], np.ndarray] | None = None,
+    ) -> None:
+        self.task, self.y, self._proba, self.hard, self.n_classes = task, y, proba, hard, n_classes
+        self.logit, self.eps, self.to_proba = logit, eps, to_proba
+        self._cache = {}
+
+    @property
+    def proba(self) -> np.ndarray | None:
+        """Probabilities (see the class); for logits computed on first use."""
+        if self._proba is None and self.to_proba is not None and self.logit is not None:
+            self._proba = self.to_proba(self.logit)
+        return self._proba
 
     @property
     def proba64(self) -> np.ndarray:
@@ -123,11 +161,12 @@ class Prepared:
         return Prepared(
             self.task,
             self.y[idx],
-            None if self.proba is None else self.proba[idx],
+            None if self._proba is None else self._proba[idx],
             None if self.hard is None else self.hard[idx],
             self.n_classes,
             None if self.logit is None else self.logit[idx],
             self.eps,
+            self.to_proba,
         )
 
     def labels(self, threshold: float | None) -> np.ndarray:
@@ -140,10 +179,11 @@ class Prepared:
         """
         if self.hard is not None:
             return self.hard
-        assert self.proba is not None
+        # NOTE: logits alone decide the labels: no probability is computed here.
+        scores = self.logit if self.logit is not None else self.proba
+        assert scores is not None
         if self.task == "multiclass":
             if "argmax" not in self._cache:
-                scores = self.proba if self.logit is None else self.logit
                 self._cache["argmax"] = scores.argmax(axis=1)
             return self._cache["argmax"]
         # NOTE: np.float64 makes the comparison exact even for float32 scores.
@@ -151,7 +191,7 @@ class Prepared:
         key = ("t", float(t))
         if key not in self._cache:
             if self.logit is None:
-                self._cache[key] = self.proba > t
+                self._cache[key] = scores > t
             else:
                 self._cache[key] = self.logit > np.float64(logit_threshold(float(t)))
         return self._cache[key]
@@ -190,7 +230,7 @@ def prepare(
             if out.ndim == 2:
                 # NOTE: softmax over (neg, pos) is the sigmoid of their difference.
                 out = out[:, positive_class].astype(np.float64) - out[:, 1 - positive_class]
-            return Prepared(task, y, _sigmoid(out.astype(np.float64)), None, 2, logit=out, eps=eps)
+            return Prepared(task, y, None, None, 2, logit=out, eps=eps, to_proba=_sigmoid64)
         if out.ndim == 2:
             out = out[:, positive_class]
         return Prepared(task, y, out, None, 2, eps=eps)
@@ -201,14 +241,14 @@ def prepare(
                 raise MetricError("a multiclass label run needs its number of classes (run.json 'classes' or 'num_classes')")
             return Prepared(task, y, None, out.astype(np.int64, copy=False), n_classes)
         if output_kind == "logit":
-            return Prepared(task, y, _softmax(out.astype(np.float64)), None, out.shape[1], logit=out, eps=eps)
+            return Prepared(task, y, None, None, out.shape[1], logit=out, eps=eps, to_proba=_softmax64)
         return Prepared(task, y, out, None, out.shape[1], eps=eps)
     # multilabel
     y = np.asarray(target).astype(np.int64, copy=False)
     if output_kind == "label":
         return Prepared(task, y, None, out.astype(np.int64, copy=False), y.shape[1])
     if output_kind == "logit":
-        return Prepared(task, y, _sigmoid(out.astype(np.float64)), None, y.shape[1], logit=out, eps=eps)
+        return Prepared(task, y, None, None, y.shape[1], logit=out, eps=eps, to_proba=_sigmoid64)
     return Prepared(task, y, out, None, y.shape[1], eps=eps)
 
 

@@ -8,7 +8,10 @@ whenever the set of checkpoints or any ``val.npz`` changes (its size, modificati
 the CRC-32 of any member, read from the zip's central directory: a rewrite that keeps the
 size and modification time is still noticed),
 written atomically, and never trusted for anything but the arrays it copies. Reads are
-one checkpoint's slice at a time, so memory stays bounded as without the cache.
+one checkpoint's slice at a time, into one buffer reused from checkpoint to checkpoint, so
+memory stays bounded as without the cache. Building it writes each checkpoint's outputs
+to the file as they are read (plain file writes, not a memory map whose dirty pages would
+stay in the process until the end), so a build holds one checkpoint in memory too.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from .reader import Checkpoint, Predictions, Run
-from .safeio import zip_fingerprint
+from .safeio import npy_layout, read_npy, zip_fingerprint
 
 CACHE_DIR = ".ckptaudit-cache"
 VERSION = 2
@@ -50,14 +53,10 @@ def fingerprint(run: Run) -> list[list[Any]] | None:
 
 
 def _npy_layout(fh: BinaryIO) -> tuple[np.dtype, tuple[int, ...], int]:
-    version = np.lib.format.read_magic(fh)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
-    else:
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    shape, fortran, dtype, offset = npy_layout(fh.fileno())
     if fortran:
         raise ValueError("cache array is not C-ordered")
-    return dtype, shape, fh.tell()
+    return dtype, shape, offset
 
 
 class CachedRun:
@@ -70,20 +69,25 @@ class CachedRun:
             # NOTE: the cache lives inside the run, so it is input too: never open a FIFO.
             if os.path.lexists(folder / name) and not stat.S_ISREG(os.stat(folder / name).st_mode):
                 raise ValueError(f"{name} is not a regular file")
-        self.target = np.load(folder / "target.npy", allow_pickle=False)
+        self.target = read_npy(folder / "target.npy")
         ids_path = folder / "ids.npy"
-        self.ids = np.load(ids_path, allow_pickle=False) if ids_path.exists() else None
+        self.ids = read_npy(ids_path) if ids_path.exists() else None
         self.positions = {entry[0]: i for i, entry in enumerate(index["checkpoints"])}
 
     def predictions(self) -> Iterator[tuple[Checkpoint, Predictions]]:
-        """Each checkpoint's predictions, read as one slice of the outputs array."""
-        with open(self.folder / "outputs.npy", "rb") as fh:
+        """Each checkpoint's predictions, read as one slice of the outputs array. As with
+        :class:`~ckptaudit.store.reader.PassReader`, ``output`` lies in one buffer that the
+        next checkpoint's read overwrites (copy what must outlive the checkpoint)."""
+        with open(self.folder / "outputs.npy", "rb", buffering=0) as fh:
             dtype, shape, offset = _npy_layout(fh)
             per = int(np.prod(shape[1:], dtype=np.int64))
+            output = np.empty(shape[1:], dtype=dtype)
+            raw = output.reshape(-1).view(np.uint8)
             for ckpt in self.run.checkpoints:
                 k = self.positions[ckpt.name]
-                fh.seek(offset + k * per * dtype.itemsize)
-                output = np.fromfile(fh, dtype=dtype, count=per).reshape(shape[1:])
+                got = os.preadv(fh.fileno(), [raw.data], offset + k * per * dtype.itemsize) if raw.nbytes else 0
+                if got != raw.nbytes:
+                    raise ValueError("cache outputs.npy ends early")
                 yield ckpt, Predictions(path=ckpt.split_file("val"), target=self.target, output=output, ids=self.ids)
 
 
@@ -116,7 +120,8 @@ class CacheWriter:
         self.run = run
         self.expected = fingerprint(run)
         self.tmp = run.path / f"{CACHE_DIR}.{uuid.uuid4().hex[:8]}.tmp"
-        self.out: np.memmap | None = None
+        self.out: BinaryIO | None = None
+        self.layout: tuple[tuple[int, ...], np.dtype] | None = None
         self.count = 0
         self.ok = self.expected is not None
 
@@ -131,22 +136,35 @@ class CacheWriter:
             try:
                 self.tmp.mkdir()
                 shape = (len(self.run.checkpoints), *preds.output.shape)
-                self.out = np.lib.format.open_memmap(self.tmp / "outputs.npy", mode="w+", dtype=preds.output.dtype, shape=shape)
+                self.out = open(self.tmp / "outputs.npy", "wb")  # noqa: SIM115 - closed by finish/abandon
+                header = {"descr": np.lib.format.dtype_to_descr(preds.output.dtype), "fortran_order": False, "shape": shape}
+                try:
+                    np.lib.format.write_array_header_1_0(self.out, header)
+                except ValueError:  # a header too long for format 1.0
+                    np.lib.format.write_array_header_2_0(self.out, header)
+                self.layout = (tuple(preds.output.shape), preds.output.dtype)
                 np.save(self.tmp / "target.npy", preds.target, allow_pickle=False)
                 if preds.ids is not None:
                     np.save(self.tmp / "ids.npy", preds.ids, allow_pickle=False)
             except (OSError, ValueError):
                 self.abandon()
                 return
-        if preds.output.shape != self.out.shape[1:] or preds.output.dtype != self.out.dtype:
+        if (tuple(preds.output.shape), preds.output.dtype) != self.layout:
             self.abandon()
             return
-        self.out[self.count] = preds.output
+        try:
+            # NOTE: written now, in C order, from the caller's (possibly reused) buffer.
+            self.out.write(np.ascontiguousarray(preds.output).data)
+        except OSError:
+            self.abandon()
+            return
         self.count += 1
 
     def abandon(self) -> None:
         """Give up on this build and remove what it wrote."""
         self.ok = False
+        if self.out is not None:
+            self.out.close()
         self.out = None
         shutil.rmtree(self.tmp, ignore_errors=True)  # NOTE: our own temporary folder only
 
@@ -155,7 +173,12 @@ class CacheWriter:
         if not self.ok or self.out is None or self.count != len(self.run.checkpoints):
             self.abandon()
             return
-        self.out.flush()
+        try:
+            self.out.close()
+        except OSError:
+            self.out = None
+            self.abandon()
+            return
         self.out = None
         if fingerprint(self.run) != self.expected:
             self.abandon()

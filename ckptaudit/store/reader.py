@@ -20,7 +20,7 @@ from typing import Any, TypeGuard, cast
 import numpy as np
 
 from ..errors import RunFormatError, ValSetChangedError
-from .safeio import read_json, read_npz
+from .safeio import ReadBuffers, read_json, read_npz
 
 FORMAT = "ckptaudit/1"
 TASKS = ("binary", "multiclass", "multilabel", "regression")
@@ -392,7 +392,7 @@ def _integers_at_most(values: np.ndarray, high: int) -> bool:
     return bool(values.view(f"u{values.dtype.itemsize}").max() <= high)
 
 
-def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) -> None:
+def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray, target_checked: bool = False) -> None:
     task, kind = run.task, run.output
     n = target.shape[0] if target.ndim else 0
     if target.ndim == 0 or n == 0:
@@ -410,11 +410,12 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
     if task in ("binary", "multiclass"):
         if target.ndim != 1:
             raise RunFormatError(f"'target' must be (N,) class indices, got shape {target.shape}", path)
-        if target.dtype.kind == "f" and not np.all(np.mod(target, 1) == 0):
+        if not target_checked and target.dtype.kind == "f" and not np.all(np.mod(target, 1) == 0):
             raise RunFormatError("'target' must hold integer class indices", path)
-        # NOTE: 0/1 integers pass with one unsigned max (negatives wrap above 1).
-        binary_ok = task == "binary" and _integers_at_most(target, 1)
-        if not binary_ok and target.min() < 0:
+        # NOTE: 0/1 integers pass with one unsigned max (negatives wrap above 1); a target
+        # already checked (the same array as the checkpoint before) passed all of this.
+        binary_ok = task == "binary" and (target_checked or _integers_at_most(target, 1))
+        if not binary_ok and not target_checked and target.min() < 0:
             raise RunFormatError("'target' holds a negative class index", path)
     if task == "binary":
         if not binary_ok and target.max() > 1:
@@ -438,7 +439,7 @@ def _check_shapes(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
     elif task == "multilabel":
         if target.ndim != 2 or output.shape != target.shape:
             raise RunFormatError(f"multilabel 'target' {target.shape} and 'output' {output.shape} must both be (N, L)", path)
-        if not np.isin(target, (0, 1)).all():
+        if not target_checked and not _integers_at_most(target, 1) and not np.isin(target, (0, 1)).all():
             raise RunFormatError("multilabel 'target' must hold 0/1", path)
 
 
@@ -537,12 +538,22 @@ def _check_values(run: Run, path: Path, target: np.ndarray, output: np.ndarray) 
 
 
 def check_arrays(
-    run: Run, path: Path, target: np.ndarray, output: np.ndarray, ids: np.ndarray | None = None, hashes: np.ndarray | None = None
+    run: Run,
+    path: Path,
+    target: np.ndarray,
+    output: np.ndarray,
+    ids: np.ndarray | None = None,
+    hashes: np.ndarray | None = None,
+    *,
+    target_checked: bool = False,
 ) -> None:
     """The reader's checks of one split's arrays against run.json; raise :class:`RunFormatError`
-    naming ``path``. The recorder calls this same function before it writes a file."""
-    _check_shapes(run, path, target, output)
-    _check_hostile_values(run, path, target, output)
+    naming ``path``. The recorder calls this same function before it writes a file.
+    ``target_checked``: ``target`` is an array that passed these checks for this run
+    before (the checks of it alone are skipped; those against ``output`` still run)."""
+    _check_shapes(run, path, target, output, target_checked)
+    if not target_checked:
+        _check_hostile_values(run, path, target, output)
     _check_values(run, path, target, output)
     for label, arr in (("id", ids), ("input_hash", hashes)):
         if arr is not None and (arr.ndim != 1 or arr.shape[0] != target.shape[0]):
@@ -565,8 +576,40 @@ def _check_hostile_values(run: Run, path: Path, target: np.ndarray, output: np.n
             )
 
 
-def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val") -> Predictions:
-    """Load and validate one split's arrays; raise :class:`RunFormatError` on any problem."""
+class PassReader:
+    """Reads one run's prediction files one after another, reusing memory (a pass).
+
+    Each :meth:`read` returns what :func:`read_predictions` returns, except that
+    ``output`` lies in a buffer that the next read overwrites (copy what must outlive the
+    checkpoint), and ``target``, ``ids`` and ``input_hash`` equal to the previous
+    checkpoint's are that same (read-only) array: a run's checkpoints share one copy of
+    their validation targets, and the checks of a target already checked are not repeated.
+    """
+
+    def __init__(self, run: Run) -> None:
+        self.run = run
+        self.buffers = ReadBuffers()
+        self._checked_target: np.ndarray | None = None
+
+    def read(self, checkpoint: Checkpoint, split: str = "val") -> Predictions:
+        """One split's arrays, read and validated (:class:`RunFormatError` on any problem)."""
+        path = checkpoint.split_file(split)
+        arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), reuse=self.buffers)
+        target, output = arrays["target"], arrays["output"]
+        ids, hashes = arrays.get("id"), arrays.get("input_hash")
+        known = target is self._checked_target
+        check_arrays(self.run, path, target, output, ids, hashes, target_checked=known)
+        self._checked_target = target
+        return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
+
+
+def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val", reader: PassReader | None = None) -> Predictions:
+    """Load and validate one split's arrays; raise :class:`RunFormatError` on any problem.
+
+    With ``reader`` (a :class:`PassReader` of ``run``) memory is reused from one call to
+    the next, as that class describes; without, every array is new and the caller's."""
+    if reader is not None:
+        return reader.read(checkpoint, split)
     path = checkpoint.split_file(split)
     arrays = read_npz(path, ("target", "output"), ("id", "input_hash"))
     target, output = arrays["target"], arrays["output"]
@@ -591,6 +634,8 @@ class ValSetGuard:
             self._first = (checkpoint, preds.target, preds.ids)
             return None
         first, target, ids = self._first
+        if preds.target is target and preds.ids is ids:
+            return None  # NOTE: the very arrays (a PassReader shares equal ones): nothing to compare
         if target.shape != preds.target.shape:
             return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): {preds.n} rows, {target.shape[0]} at epoch {first.epoch}"
         if not np.array_equal(target, preds.target):
