@@ -119,16 +119,40 @@ class Run:
     num_classes: int | None = None
     #: folders under checkpoints/ that are not checkpoints (no meta.json), left out with a note
     skipped: tuple[Skipped, ...] = field(default=(), compare=False)
+    #: the name index of :meth:`checkpoint`, built on first use (a cache, not data: a copy
+    #: made with ``replace`` or ``Run(**run.__dict__)`` rebuilds it for its own checkpoints)
+    _lookup: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def _by_name(self) -> dict[str, Checkpoint]:
+        """Checkpoint name -> checkpoint (the first of a name), built once per tuple of checkpoints."""
+        # NOTE: keyed on the identity of ``checkpoints``, so that a copy sharing this dict
+        # with other checkpoints never reads a stale index.
+        if self._lookup.get("of") is not self.checkpoints:
+            index: dict[str, Checkpoint] = {}
+            for c in self.checkpoints:
+                index.setdefault(c.name, c)
+            self._lookup.clear()
+            self._lookup.update(of=self.checkpoints, by_name=index)
+        return self._lookup["by_name"]
 
     def checkpoint(self, name: str) -> Checkpoint | None:
         """The checkpoint called ``name`` (an alias such as ``best -> epoch-0009`` names its
-        target), or None."""
-        found = next((c for c in self.checkpoints if c.name == name), None)
+        target), or None. A dictionary lookup, whatever the number of checkpoints."""
+        found = self._by_name().get(name)
+        if found is not None or name in ("", ".", "..") or "/" in name:
+            return found
         link = self.path / CHECKPOINTS_DIR / name
-        if found is None and name not in ("", ".", "..") and "/" not in name and link.is_symlink():
-            target = os.path.realpath(link)
-            found = next((c for c in self.checkpoints if os.path.realpath(c.path) == target), None)
-        return found
+        if not link.is_symlink():
+            return None
+        target = os.path.realpath(link)
+        # NOTE: an alias normally points into checkpoints/ itself: look its target up by
+        # name; anything else falls back to comparing every checkpoint's real path.
+        head, base = os.path.split(target)
+        candidate = self._by_name().get(base)
+        if candidate is not None and head == os.path.realpath(self.path / CHECKPOINTS_DIR):
+            if os.path.realpath(candidate.path) == target:
+                return candidate
+        return next((c for c in self.checkpoints if os.path.realpath(c.path) == target), None)
 
     def logged_names(self) -> set[str]:
         """Every metric name logged by any checkpoint."""
