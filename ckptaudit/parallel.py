@@ -1,0 +1,296 @@
+"""Both cores: a process pool that reads and scores many checkpoints at once.
+
+Reading a prediction file, checking it against run.json and computing the metrics is
+independent per checkpoint, so worker processes do it for blocks of consecutive
+checkpoints while the parent puts the results back in epoch order, run by run, exactly
+as one process would have produced them: same values, same notes, same errors at the
+same checkpoint (an error a worker met is raised again in the parent when its turn
+comes; whatever the workers computed past a run's error is thrown away).
+
+Where it is used: a scoring pass without observers and without ``--cache`` (``rank``,
+``report``'s scores, ``prune``'s rules): its results are small (values and notes). A pass
+whose observers need each checkpoint's predictions in the parent (``rank --ci``,
+``audit``, ``pick``, ``check``: the selection statistics' per-row data and the audit's
+statistics), one with a custom metric (a user's function is imported in one process
+only), and a cache build stay in one process.
+
+The validation-set check (every checkpoint of a run validated on the same rows) runs in
+the workers against the first readable checkpoint of their block, exactly; the parent
+compares each block's reference with the run's first by a SHA-1 of the target and id
+arrays (one per block, not one per checkpoint). A difference there, or a checkpoint a
+worker found different, is settled by the same exact comparison as in one process, on
+the two files read again in the parent (only then, and so the message is the same).
+
+How many workers (:func:`resolve_jobs`): ``--jobs N`` / ``-j N``, else the environment
+variable ``CKPTAUDIT_JOBS``, else automatic: min(usable cores, 4) when the pass is big
+enough to pay for starting processes (:data:`AUTO_MIN_CHECKPOINTS` checkpoints, or
+:data:`AUTO_MIN_BYTES` of prediction files), else 1. ``1`` is the single-process path.
+
+Workers are forked (cheap, nothing re-imported) unless torch is already imported in the
+parent, in which case a fork server starts them (a forked torch can deadlock); they
+ignore SIGINT, so Ctrl-C reaches only the parent, which stops them before exiting 130,
+and on Linux each worker is told to exit when the parent dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CkptauditError, UsageError
+
+#: the environment variable giving the default number of worker processes
+JOBS_ENV = "CKPTAUDIT_JOBS"
+#: the most workers the automatic choice starts
+MAX_AUTO_JOBS = 4
+#: automatic: a pass of at least this many checkpoints uses the pool ...
+AUTO_MIN_CHECKPOINTS = 200
+#: ... or of at least this many checkpoints ...
+AUTO_MIN_FEW = 8
+#: ... whose prediction files add up to at least this many bytes (estimated from the first)
+AUTO_MIN_BYTES = 64 * 2**20
+#: blocks per worker: enough to balance uneven files, few enough to keep messages rare
+_BLOCKS_PER_JOB = 8
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_jobs(text: str | int | None, source: str) -> int | None:
+    """``N`` (>= 1), or None for automatic (``auto``, ``0`` or empty)."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower()
+    if raw in ("", "auto", "0"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{source} must be a number of worker processes or 'auto', got {text!r}") from None
+    if value < 0:
+        raise UsageError(f"{source} must be a number of worker processes or 'auto', got {text!r}")
+    return value
+
+
+def requested_jobs(jobs: int | None = None) -> int | None:
+    """The number of workers asked for: ``jobs`` (from ``--jobs``), else ``CKPTAUDIT_JOBS``;
+    None when neither asks (automatic)."""
+    if jobs is not None:
+        return parse_jobs(jobs, "--jobs")
+    return parse_jobs(os.environ.get(JOBS_ENV), JOBS_ENV)
+
+
+def auto_jobs(checkpoints: int, approx_bytes: int) -> int:
+    """The automatic choice: several workers only where starting them pays (measured by
+    bench/bench_linear.py and bench_scale.py: forking costs a few milliseconds per worker,
+    and each block of results one message)."""
+    cores = min(usable_cores(), MAX_AUTO_JOBS)
+    if cores < 2 or checkpoints < AUTO_MIN_FEW:
+        return 1
+    if checkpoints >= AUTO_MIN_CHECKPOINTS or approx_bytes >= AUTO_MIN_BYTES:
+        return min(cores, checkpoints)
+    return 1
+
+
+def resolve_jobs(jobs: int | None, checkpoints: int, approx_bytes: int) -> int:
+    """Workers for a pass of ``checkpoints`` checkpoints (see the module docstring)."""
+    asked = requested_jobs(jobs)
+    if asked is None:
+        return auto_jobs(checkpoints, approx_bytes)
+    return max(1, min(asked, checkpoints))
+
+
+# --------------------------------------------------------------------------- one checkpoint
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What scoring one checkpoint gave, as one process computes it (see
+    :func:`ckptaudit.metrics.evaluation.iter_scores`): values, notes, whether the file was
+    unreadable, and for the validation-set check whether it was read (``read``), whether
+    it equals its block's reference (``same``; None on the reference itself) and, on the
+    reference, its fingerprint. ``error``: an exception to raise at this checkpoint."""
+
+    values: tuple[float | None, ...]
+    notes: tuple[str, ...]
+    unreadable: bool = False
+    metrics_only: bool = False
+    read: bool = False
+    same: bool | None = None
+    fingerprint: bytes | None = None
+    error: tuple[Any, ...] | None = None
+
+
+def fingerprint(target: Any, ids: Any) -> bytes:
+    """SHA-1 of the target and id arrays with their shapes and types."""
+    h = hashlib.sha1()
+    for arr in (target, ids):
+        if arr is None:
+            h.update(b"none;")
+            continue
+        h.update(f"{arr.dtype.str}{arr.shape};".encode())
+        h.update(memoryview(arr.tobytes() if not arr.flags.c_contiguous else arr).cast("B"))
+    return h.digest()
+
+
+def pack_error(exc: BaseException) -> tuple[Any, ...]:
+    """An exception as plain data that survives pickling (ckptaudit's errors keep their
+    problem and path apart)."""
+    if isinstance(exc, CkptauditError):
+        return ("ckptaudit", type(exc), exc.problem, exc.path)
+    return ("other", exc)
+
+
+def raise_error(packed: tuple[Any, ...]) -> None:
+    """Raise an exception packed by :func:`pack_error`."""
+    if packed[0] == "ckptaudit":
+        _, cls, problem, path = packed
+        raise cls(problem, path)
+    raise packed[1]
+
+
+# --------------------------------------------------------------------------- the pool
+
+#: in a worker: (runs, specs of each run, guard, read_all), set once by the initializer
+_STATE: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool] | None = None
+_SCORERS: dict[int, Any] = {}
+
+
+def _init_worker(state: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool]) -> None:
+    global _STATE
+    _STATE = state
+    _SCORERS.clear()
+    # NOTE: Ctrl-C goes to the whole process group; only the parent acts on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the parent dies, so none is left behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _score_block(task: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, list[Outcome]]]:
+    """Score each (run index, first, stop) segment of ``task`` in this worker."""
+    from .metrics.evaluation import score_segment
+
+    assert _STATE is not None
+    runs, specs, guard, read_all = _STATE
+    out = []
+    for run_index, start, stop in task:
+        scorer = _SCORERS.get(run_index)
+        if scorer is None:
+            from .metrics.evaluation import RunScorer
+
+            scorer = _SCORERS[run_index] = RunScorer(runs[run_index], specs[run_index])
+        out.append((run_index, start, score_segment(scorer, start, stop, guard=guard, read_all=read_all)))
+    return out
+
+
+def _blocks(sizes: Sequence[int], jobs: int) -> list[tuple[tuple[int, int, int], ...]]:
+    """Consecutive (run, first, stop) segments grouped into about jobs x 8 blocks; a
+    block never splits a small run, and a big run is split into several blocks."""
+    total = sum(sizes)
+    block = max(1, -(-total // (jobs * _BLOCKS_PER_JOB)))
+    tasks: list[tuple[tuple[int, int, int], ...]] = []
+    current: list[tuple[int, int, int]] = []
+    filled = 0
+    for r, size in enumerate(sizes):
+        start = 0
+        while start < size:
+            stop = min(size, start + block - filled)
+            current.append((r, start, stop))
+            filled += stop - start
+            start = stop
+            if filled >= block:
+                tasks.append(tuple(current))
+                current, filled = [], 0
+    if current:
+        tasks.append(tuple(current))
+    return tasks
+
+
+def _context() -> Any:
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    # NOTE: a forked torch (or anything that started threads of its own) can deadlock;
+    # the fork server starts workers from a clean process instead.
+    if "fork" in methods and "torch" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+class ScorePool:
+    """Workers scoring every checkpoint of ``runs`` (each under its ``specs``), started at
+    once; :meth:`outcomes` hands one run's outcomes back in epoch order. Use as a
+    context manager: leaving it (normally, on an error or on Ctrl-C) stops the workers."""
+
+    def __init__(self, runs: Sequence[Any], specs: Sequence[Sequence[Any]], jobs: int, *, guard: bool = True, read_all: bool = False):
+        self.jobs = jobs
+        self._runs = list(runs)
+        ctx = _context()
+        self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=((self._runs, list(specs), guard, read_all),))
+        tasks = _blocks([len(r.checkpoints) for r in self._runs], jobs)
+        self._results = self._pool.imap(_score_block, tasks)
+        self._pending: deque[tuple[int, int, list[Outcome]]] = deque()
+        self._index = {id(r): i for i, r in enumerate(self._runs)}
+        self._closed = False
+
+    def __enter__(self) -> ScorePool:
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        self.close(abort=kind is not None)
+
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers."""
+        if self._closed:
+            return
+        self._closed = True
+        # NOTE: by now every outcome needed was taken (or none is wanted any more): what
+        # the workers still compute belongs to runs given up, so they are stopped at once.
+        self._pool.terminate()
+        self._pool.join()
+
+    def _next_segment(self) -> tuple[int, int, list[Outcome]]:
+        while not self._pending:
+            self._pending.extend(next(self._results))
+        return self._pending.popleft()
+
+    def outcomes(self, run: Any) -> Iterator[Outcome]:
+        """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run
+        given up part-way) are skipped."""
+        index = self._index[id(run)]
+        given = 0
+        size = len(run.checkpoints)
+        while given < size:
+            r, start, outcomes = self._next_segment()
+            if r < index:
+                continue
+            if r != index or start != given:
+                raise RuntimeError(f"scoring pool out of order: run {r} from {start}, expected run {index} from {given}")
+            for outcome in outcomes:
+                yield outcome
+                given += 1
