@@ -247,7 +247,9 @@ class ScorePool:
     once; :meth:`outcomes` hands one run's outcomes back in epoch order. Use as a
     context manager: leaving it (normally, on an error or on Ctrl-C) stops the workers."""
 
-    def __init__(self, runs: Sequence[Any], specs: Sequence[Sequence[Any]], jobs: int, *, guard: bool = True, read_all: bool = False):
+    def __init__(
+        self, runs: Sequence[Any], specs: Sequence[Sequence[Any]], jobs: int, *, guard: bool = True, read_all: bool = False
+    ):
         self.jobs = jobs
         self._runs = list(runs)
         ctx = _context()
