@@ -171,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
                         break
                     best = wall if best is None else min(best, wall)
                 per = None if best is None else max(best - floor, 0.0) / n
-                if base is None and per is not None:
+                if base is None and per:
                     base = per
-                ratio = None if per is None or base is None else per / base
+                ratio = None if per is None or not base else per / base  # noise can leave nothing above the floor
                 results.append(
                     {
                         "series": name,

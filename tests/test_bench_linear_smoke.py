@@ -31,7 +31,7 @@ def test_bench_linear_quick_runs(tmp_path: Path) -> None:
     report = json.loads((tmp_path / "bench_linear-quick-latest.json").read_text())
     rows = [(r["verb"], r["checkpoints"]) for r in report["results"]]
     assert rows == [("rank", 20), ("rank", 40), ("rank", 80)]
-    assert all(r["status"] == "ok" and r["seconds"] > 0 and r["ratio"] is not None for r in report["results"])
+    assert all(r["status"] == "ok" and r["seconds"] > 0 and r["per_checkpoint"] is not None for r in report["results"])
     # the sweeps were written as runs ckptaudit reads: 80 checkpoints in one run
     run = tmp_path / "bench-linear-quick" / "1r-80c-50n" / "data" / "run-00000"
     assert len(list((run / "checkpoints").iterdir())) == 80
