@@ -189,8 +189,16 @@ def _is_int(v: Any) -> TypeGuard[int]:
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read one checkpoint folder's meta.json."""
-    meta_path = path / META_FILE
-    meta = _read_json(meta_path)
+    meta_path = os.path.join(path, META_FILE)
+    try:
+        meta = read_json(meta_path)
+    except FileNotFoundError:
+        raise RunFormatError(f"no {META_FILE}", path) from None
+    return _checkpoint_from(path, meta_path, meta)
+
+
+def _checkpoint_from(path: Path, meta_path: str, meta: Any) -> Checkpoint:
+    """A checkpoint from its parsed meta.json (checked here)."""
     if not isinstance(meta, dict):
         raise RunFormatError("must hold a JSON object", meta_path)
     epoch = meta.get("epoch")
@@ -298,11 +306,20 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             # NOTE: a symbolic link (best -> epoch-0009) is an alias, never a checkpoint of its own
             if is_in_progress(entry.name) or entry.is_symlink() or not entry.is_dir():
                 continue
-            not_a_checkpoint = _not_a_checkpoint(Path(entry.path), name if name is not None else str(path))
-            if not_a_checkpoint is not None:
-                skipped.append(not_a_checkpoint)
-                continue
-            checkpoints.append(read_checkpoint(Path(entry.path)))
+            folder = ckpt_dir / entry.name  # the same path as Path(entry.path), parsed in part only
+            meta_path = os.path.join(entry.path, META_FILE)
+            # NOTE: meta.json is read straight away (one Path and no stat per checkpoint
+            # more: discovery is most of `rank`'s per-run cost in a big sweep); only a
+            # missing one asks whether anything of that name exists at all.
+            try:
+                meta = read_json(meta_path)
+            except FileNotFoundError:
+                not_a_checkpoint = _not_a_checkpoint(folder, name if name is not None else str(path))
+                if not_a_checkpoint is not None:
+                    skipped.append(not_a_checkpoint)
+                    continue
+                raise RunFormatError(f"no {META_FILE}", folder) from None  # a dangling link named meta.json
+            checkpoints.append(_checkpoint_from(folder, meta_path, meta))
     checkpoints.sort(key=lambda c: c.order_key)
     return Run(
         path=path,
@@ -355,8 +372,8 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
     skipped: list[Skipped] = []
     seen: set[Path] = set()
 
-    def add(run_path: Path, only: str | None = None) -> None:
-        key = run_path.resolve()
+    def add(run_path: Path, only: str | None = None, key: Path | None = None) -> None:
+        key = run_path.resolve() if key is None else key
         if key in seen:
             return
         seen.add(key)
@@ -392,8 +409,11 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
             found = list(_walk_runs(path))
             if not found:
                 raise RunFormatError("no run.json found here or below", path)
+            # NOTE: the walk follows no symbolic link, so below the given folder every
+            # path is already real: one resolve for the folder, not one per run.
+            real = path.resolve()
             for run_path in found:
-                add(run_path)
+                add(run_path, key=real.joinpath(run_path.relative_to(path)))
     return runs, skipped
 
 
