@@ -216,3 +216,17 @@ def test_a_closed_pipe_still_exits_141(tmp_path: Path) -> None:
         _, err = proc.communicate(timeout=60)
         assert proc.returncode == 141, err
         assert err == b"", err
+
+
+def test_a_fork_server_when_torch_is_imported(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import types
+
+    import ckptaudit.parallel as parallel
+
+    monkeypatch.setitem(sys.modules, "torch", types.ModuleType("torch"))  # as after `predict`
+    assert parallel._context().get_start_method() == "forkserver"
+    root = _sweep(tmp_path)
+    many = rank_checkpoints([root], ["recall", "val_loss"], jobs=2)
+    monkeypatch.delitem(sys.modules, "torch")
+    one = rank_checkpoints([root], ["recall", "val_loss"], jobs=1)
+    assert many.rows == one.rows and many.problems == one.problems and many.skipped == one.skipped
