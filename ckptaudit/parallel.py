@@ -7,12 +7,16 @@ as one process would have produced them: same values, same notes, same errors at
 same checkpoint (an error a worker met is raised again in the parent when its turn
 comes; whatever the workers computed past a run's error is thrown away).
 
-Where it is used: a scoring pass without observers and without ``--cache`` (``rank``,
-``report``'s scores, ``prune``'s rules): its results are small (values and notes). A pass
-whose observers need each checkpoint's predictions in the parent (``rank --ci``,
-``audit``, ``pick``, ``check``: the selection statistics' per-row data and the audit's
-statistics), one with a custom metric (a user's function is imported in one process
-only), and a cache build stay in one process.
+Where it is used: a scoring pass without observers and without ``--cache`` (``rank``):
+workers read and score, and send back values and notes. A pass whose observers need each
+checkpoint's predictions in the parent (``rank --ci`` and ``pick``: the selection
+statistics' per-row data and the audit's statistics), or one with a custom metric (a
+user's function runs in one process only), gets a *read-ahead* instead, only when a number
+of workers is asked for (``--jobs``, ``CKPTAUDIT_JOBS``) and the files are small
+(:data:`READ_AHEAD_MAX_FILE`): workers read and check the files, a bounded window ahead,
+and the parent scores them and feeds the observers exactly as before (measured on the HPO
+sweep: the statistics, not the reads, take the time there, so it is not automatic). A
+cache build or read, ``audit`` and ``check`` (their own passes) stay in one process.
 
 The validation-set check (every checkpoint of a run validated on the same rows) runs in
 the workers against the first readable checkpoint of their block, exactly; the parent
@@ -57,6 +61,11 @@ AUTO_MIN_FEW = 8
 AUTO_MIN_BYTES = 64 * 2**20
 #: blocks per worker: enough to balance uneven files, few enough to keep messages rare
 _BLOCKS_PER_JOB = 8
+#: read-ahead (a pass with observers): only for prediction files of at most this many bytes
+#: on average (they travel back to the parent pickled) ...
+READ_AHEAD_MAX_FILE = 1 << 20
+#: ... in blocks of at most this many checkpoints
+READ_AHEAD_BLOCK = 32
 
 
 def usable_cores() -> int:
@@ -206,11 +215,42 @@ def _score_block(task: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int,
     return out
 
 
-def _blocks(sizes: Sequence[int], jobs: int) -> list[tuple[tuple[int, int, int], ...]]:
-    """Consecutive (run, first, stop) segments grouped into about jobs x 8 blocks; a
-    block never splits a small run, and a big run is split into several blocks."""
+def _read_block(task: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, list[Any]]]:
+    """Read (and check) the val.npz of each checkpoint of ``task`` that the parent's pass
+    will read: per checkpoint ``("ok", predictions)``, ``("error", packed exception)`` or
+    None (not read)."""
+    from .metrics.evaluation import reads_predictions
+    from .store.reader import read_predictions
+
+    assert _STATE is not None
+    runs, specs, guard, read_all = _STATE
+    out = []
+    for run_index, start, stop in task:
+        run = runs[run_index]
+        needs = _SCORERS.get(run_index)
+        if needs is None:
+            needs = _SCORERS[run_index] = any(s.source != "logged" for s in specs[run_index])
+        items: list[Any] = []
+        for ckpt in run.checkpoints[start:stop]:
+            if not reads_predictions(ckpt, needs, guard=guard, read_all=read_all):
+                items.append(None)
+                continue
+            try:
+                items.append(("ok", read_predictions(run, ckpt, "val")))
+            except Exception as exc:
+                items.append(("error", pack_error(exc)))
+        out.append((run_index, start, items))
+    return out
+
+
+def _blocks(sizes: Sequence[int], jobs: int, most: int | None = None) -> list[tuple[tuple[int, int, int], ...]]:
+    """Consecutive (run, first, stop) segments grouped into about jobs x 8 blocks (of at
+    most ``most`` checkpoints); a block never splits a small run, and a big run is split
+    into several blocks."""
     total = sum(sizes)
     block = max(1, -(-total // (jobs * _BLOCKS_PER_JOB)))
+    if most is not None:
+        block = max(1, min(block, most))
     tasks: list[tuple[tuple[int, int, int], ...]] = []
     current: list[tuple[int, int, int]] = []
     filled = 0
@@ -245,18 +285,35 @@ def _context() -> Any:
 class ScorePool:
     """Workers scoring every checkpoint of ``runs`` (each under its ``specs``), started at
     once; :meth:`outcomes` hands one run's outcomes back in epoch order. Use as a
-    context manager: leaving it (normally, on an error or on Ctrl-C) stops the workers."""
+    context manager: leaving it (normally, on an error or on Ctrl-C) stops the workers.
+
+    With ``read_only`` the workers only read and check the prediction files (a pass with
+    observers, which need the predictions here): the outcomes are then ``("ok",
+    Predictions)``, ``("error", packed)`` or None per checkpoint, in blocks of at most
+    :data:`READ_AHEAD_BLOCK` checkpoints, at most ``2 x jobs`` blocks ahead of the parent
+    (memory stays bounded whatever the size of the sweep)."""
 
     def __init__(
-        self, runs: Sequence[Any], specs: Sequence[Sequence[Any]], jobs: int, *, guard: bool = True, read_all: bool = False
+        self,
+        runs: Sequence[Any],
+        specs: Sequence[Sequence[Any]],
+        jobs: int,
+        *,
+        guard: bool = True,
+        read_all: bool = False,
+        read_only: bool = False,
     ):
         self.jobs = jobs
+        self.read_only = read_only
         self._runs = list(runs)
         ctx = _context()
         self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=((self._runs, list(specs), guard, read_all),))
-        tasks = _blocks([len(r.checkpoints) for r in self._runs], jobs)
-        self._results = self._pool.imap(_score_block, tasks)
-        self._pending: deque[tuple[int, int, list[Outcome]]] = deque()
+        sizes = [len(r.checkpoints) for r in self._runs]
+        self._tasks = deque(_blocks(sizes, jobs, READ_AHEAD_BLOCK if read_only else None))
+        self._work = _read_block if read_only else _score_block
+        self._window: deque[Any] = deque()
+        self._ahead = 2 * jobs if read_only else len(self._tasks)
+        self._pending: deque[tuple[int, int, list[Any]]] = deque()
         self._index = {id(r): i for i, r in enumerate(self._runs)}
         self._closed = False
 
@@ -276,12 +333,16 @@ class ScorePool:
         self._pool.terminate()
         self._pool.join()
 
-    def _next_segment(self) -> tuple[int, int, list[Outcome]]:
+    def _next_segment(self) -> tuple[int, int, list[Any]]:
         while not self._pending:
-            self._pending.extend(next(self._results))
+            while self._tasks and len(self._window) < self._ahead:
+                self._window.append(self._pool.apply_async(self._work, (self._tasks.popleft(),)))
+            if not self._window:
+                raise RuntimeError("scoring pool: no block left")
+            self._pending.extend(self._window.popleft().get())
         return self._pending.popleft()
 
-    def outcomes(self, run: Any) -> Iterator[Outcome]:
+    def outcomes(self, run: Any) -> Iterator[Any]:
         """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run
         given up part-way) are skipped."""
         index = self._index[id(run)]

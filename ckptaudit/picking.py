@@ -117,12 +117,14 @@ def choose(
     resamples: int = 1000,
     seed: int = 0,
     audit: bool = True,
+    jobs: int | None = None,
 ) -> list[Pick]:
     """The best checkpoint of each run (or the single best across all with ``across``).
 
     Runs that cannot be used are left out; :func:`choose_report` also says which and why.
     """
-    return list(choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, audit=audit).picks)
+    report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, audit=audit, jobs=jobs)
+    return list(report.picks)
 
 
 def choose_report(
@@ -134,8 +136,10 @@ def choose_report(
     resamples: int = 1000,
     seed: int = 0,
     audit: bool = True,
+    jobs: int | None = None,
 ) -> PickReport:
-    """:func:`choose`, with every unreadable input and every run left out (and why)."""
+    """:func:`choose`, with every unreadable input and every run left out (and why).
+    ``jobs``: worker processes reading the files ahead (:mod:`ckptaudit.parallel`)."""
     from .auditing import AuditOptions, audit_collected, audit_pass
     from .errors import CkptauditError
     from .metrics.evaluation import observers
@@ -168,7 +172,7 @@ def choose_report(
                 audits[run.name] = collector
         return observers(gather, collector)
 
-    sweep = score_sweep(paths, [metric], mode=mode, observe=watch)
+    sweep = score_sweep(paths, [metric], mode=mode, observe=watch, jobs=jobs)
     specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
     skipped = list(sweep.skipped)
     problems = [n for s in scores if s.unreadable for n in s.notes[:1]]

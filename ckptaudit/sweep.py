@@ -114,8 +114,11 @@ def score_sweep(
         raise NothingLeftError(skipped)
     total = sum(len(r.checkpoints) for r in runs)
     pool = None
-    if observe is None and pool_eligible(specs, cache=cache):
-        pool = start_pool(runs, [specs] * len(runs), jobs)
+    if not cache:
+        # NOTE: with observers (or a custom metric) the workers only read the files ahead
+        # of this process, which scores them and feeds the observers as before.
+        scoring = observe is None and pool_eligible(specs)
+        pool = start_pool(runs, [specs] * len(runs), jobs, read_only=not scoring)
     try:
         return _score_runs(runs, specs, skipped, progress, cache, observe, pool, total)
     finally:
@@ -124,25 +127,40 @@ def score_sweep(
 
 
 def start_pool(
-    runs: Sequence[Run], specs: Sequence[Sequence[MetricSpec]], jobs: int | None, *, guard: bool = True
+    runs: Sequence[Run],
+    specs: Sequence[Sequence[MetricSpec]],
+    jobs: int | None,
+    *,
+    guard: bool = True,
+    read_all: bool = False,
+    read_only: bool = False,
 ) -> ScorePool | None:
     """A :class:`~ckptaudit.parallel.ScorePool` over ``runs`` when more than one worker is
-    asked for or pays (:func:`~ckptaudit.parallel.resolve_jobs`), else None."""
-    from .parallel import ScorePool, resolve_jobs
+    asked for or pays (:func:`~ckptaudit.parallel.resolve_jobs`), else None. A read-ahead
+    pool (``read_only``) only for small prediction files (they travel back pickled)."""
+    from .parallel import READ_AHEAD_MAX_FILE, ScorePool, requested_jobs, resolve_jobs
 
+    # NOTE: a read-ahead only on request (--jobs, CKPTAUDIT_JOBS): where observers feed the
+    # selection statistics, they, not the reads, take the time (HPO sweep, rank --ci: 40 s
+    # of CPU in this process either way), so starting workers did not pay.
+    if read_only and requested_jobs(jobs) is None:
+        return None
     total = sum(len(r.checkpoints) for r in runs)
-    workers = resolve_jobs(jobs, total, _approx_bytes(runs, total))
-    return ScorePool(runs, specs, workers, guard=guard) if workers > 1 else None
+    one = _one_file_bytes(runs)
+    workers = resolve_jobs(jobs, total, one * total)
+    if workers < 2 or (read_only and one > READ_AHEAD_MAX_FILE):
+        return None
+    return ScorePool(runs, specs, workers, guard=guard, read_all=read_all, read_only=read_only)
 
 
-def _approx_bytes(runs: Sequence[Run], total: int) -> int:
-    """The prediction files' size, estimated from the first one found (one stat)."""
+def _one_file_bytes(runs: Sequence[Run]) -> int:
+    """One prediction file's size, from the first one found (one stat)."""
     import os
 
     for run in runs[:1]:
         for ckpt in run.checkpoints[:1]:
             try:
-                return os.stat(ckpt.split_file("val")).st_size * total
+                return os.stat(ckpt.split_file("val")).st_size
             except OSError:
                 return 0
     return 0

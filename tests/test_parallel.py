@@ -64,7 +64,7 @@ def _sweep(tmp: Path) -> Path:
     return root
 
 
-def _rank(args: list[str], jobs: int, env: dict[str, str] | None = None):
+def _rank(args: list[str], jobs: int, env: dict[str, str] | None = None):  # type: ignore[no-untyped-def]
     return runner.invoke(app, ["rank", *args, "--jobs", str(jobs)], env=env)
 
 
@@ -111,23 +111,54 @@ def test_an_error_past_the_first_block_is_raised_at_its_checkpoint(tmp_path: Pat
     assert "changed at epoch 33" in results[1].stderr
 
 
-def test_custom_metrics_and_observers_stay_in_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_observers_get_a_read_ahead_and_cache_keeps_one_process(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ckptaudit.parallel as parallel
 
-    started: list[int] = []
+    started: list[tuple[int, bool]] = []
     real = parallel.ScorePool.__init__
 
     def counting(self, runs, specs, jobs, **kw):  # type: ignore[no-untyped-def]
-        started.append(jobs)
+        started.append((jobs, kw.get("read_only", False)))
         real(self, runs, specs, jobs, **kw)
 
     monkeypatch.setattr(parallel.ScorePool, "__init__", counting)
     root = _sweep(tmp_path)
     rank_checkpoints([root], ["recall"], jobs=2)
-    assert started == [2]
+    assert started == [(2, False)]  # workers score
     rank_checkpoints([root], ["recall"], jobs=2, ci=True, resamples=100)
+    assert started[1:] == [(2, True)]  # observers: workers only read ahead
     rank_checkpoints([root], ["recall"], jobs=2, cache=True)
-    assert started == [2]  # --ci (observers) and --cache keep one process
+    assert len(started) == 2  # --cache keeps one process
+    monkeypatch.delenv(JOBS_ENV, raising=False)
+    rank_checkpoints([root], ["recall"], ci=True, resamples=100)
+    assert len(started) == 2  # no read-ahead unless asked for
+    monkeypatch.setattr(parallel, "READ_AHEAD_MAX_FILE", 10)
+    rank_checkpoints([root], ["recall"], jobs=2, ci=True, resamples=100)
+    assert len(started) == 2  # big files are not sent back and forth
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["rank", "-m", "recall", "--ci", "--resamples", "200"],
+        ["rank", "-m", "roc_auc", "--ci", "--resamples", "200", "-f", "json"],
+        ["pick", "-m", "recall", "--resamples", "200", "-f", "json"],
+        ["pick", "-m", "log_loss", "--resamples", "200"],
+    ],
+)
+def test_read_ahead_gives_the_same_statistics(tmp_path: Path, verb: list[str]) -> None:
+    root = _sweep(tmp_path)
+    one = runner.invoke(app, [*verb, str(root), "-j", "1"])
+    many = runner.invoke(app, [*verb, str(root), "-j", "2"])
+    assert one.exit_code == many.exit_code == 2
+    assert "bin-3" in one.stdout and "changed at epoch 4" in one.stderr  # results, and the broken runs
+    assert _no_time(one.stdout) == _no_time(many.stdout)
+    assert one.stderr == many.stderr
+
+
+def _no_time(text: str) -> str:
+    """pick's JSON records the time it ran."""
+    return "\n".join(line for line in text.splitlines() if '"time"' not in line)
 
 
 def test_jobs_from_the_option_the_environment_or_the_size(monkeypatch: pytest.MonkeyPatch) -> None:

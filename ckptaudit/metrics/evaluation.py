@@ -235,6 +235,24 @@ def score_segment(scorer: RunScorer, start: int, stop: int, *, guard: bool, read
     return out
 
 
+def reads_predictions(ckpt: Checkpoint, needs_predictions: bool, *, guard: bool, read_all: bool) -> bool:
+    """Whether :func:`iter_scores` reads this checkpoint's val.npz (the read-ahead of
+    :mod:`ckptaudit.parallel` reads exactly those)."""
+    if ckpt.metrics_only and not ckpt.has_split("val"):
+        return False
+    return needs_predictions or ((read_all or guard) and ckpt.has_split("val"))
+
+
+def _fetched(item: tuple[str, Any]) -> Predictions:
+    """A read-ahead worker's predictions, or its read error raised here."""
+    if item[0] == "ok":
+        return item[1]
+    from ..parallel import raise_error
+
+    raise_error(item[1])
+    raise AssertionError("unreachable")
+
+
 def _pooled_scores(
     run: Run, scorer: RunScorer, outcomes: Iterator[Outcome], *, guard: bool
 ) -> Iterator[CheckpointScore]:
@@ -287,7 +305,7 @@ def iter_scores(
     checkpoints; the scores, notes and errors are the same, in the same order.
     """
     scorer = RunScorer(run, specs)
-    if pool is not None and pool_eligible(specs, cache=cache, observe=observe):
+    if pool is not None and not pool.read_only and pool_eligible(specs, cache=cache, observe=observe):
         yield from _pooled_scores(run, scorer, pool.outcomes(run), guard=guard)
         return
     writer = None
@@ -305,11 +323,13 @@ def iter_scores(
             return
         writer = CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
+    ahead = pool.outcomes(run) if pool is not None and pool.read_only and writer is None else None
     try:
         for ckpt in run.checkpoints:
             preds: Predictions | None = None
             unreadable = False
             read_note: tuple[str, ...] = ()
+            fetched = next(ahead) if ahead is not None else None
             # NOTE: a run ranked only by logged metrics needs no val.npz, but one that has
             # them is still checked for a changed validation set.
             if ckpt.metrics_only and not ckpt.has_split("val"):
@@ -326,7 +346,7 @@ def iter_scores(
                 continue
             if scorer.needs_predictions or ((read_all or val_guard is not None) and ckpt.has_split("val")):
                 try:
-                    preds = read_predictions(run, ckpt, "val")
+                    preds = _fetched(fetched) if fetched is not None else read_predictions(run, ckpt, "val")
                 except RunFormatError as exc:
                     unreadable = True
                     read_note = (str(exc),)

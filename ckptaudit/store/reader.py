@@ -97,7 +97,7 @@ class Checkpoint:
     def has_split(self, split: str) -> bool:
         """Whether the checkpoint recorded predictions for ``split`` (anything of that name
         counts: a FIFO or folder named val.npz is then refused with a message when read)."""
-        return os.path.lexists(self.split_file(split))
+        return os.path.lexists(os.path.join(self.path, f"{split}.npz"))  # no Path built: called per checkpoint
 
 
 @dataclass(frozen=True)
