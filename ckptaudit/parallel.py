@@ -26,9 +26,11 @@ worker found different, is settled by the same exact comparison as in one proces
 the two files read again in the parent (only then, and so the message is the same).
 
 How many workers (:func:`resolve_jobs`): ``--jobs N`` / ``-j N``, else the environment
-variable ``CKPTAUDIT_JOBS``, else automatic: min(usable cores, 4) when the pass is big
+variable ``CKPTAUDIT_JOBS``, else automatic: min(idle cores, 4) when the pass is big
 enough to pay for starting processes (:data:`AUTO_MIN_CHECKPOINTS` checkpoints, or
-:data:`AUTO_MIN_BYTES` of prediction files), else 1. ``1`` is the single-process path.
+:data:`AUTO_MIN_BYTES` of prediction files), else 1; idle cores are the usable cores less
+the load average (other work), since workers on busy cores only add their cost. ``1`` is
+the single-process path.
 
 Workers are forked (cheap, nothing re-imported) unless torch is already imported in the
 parent, in which case a fork server starts them (a forked torch can deadlock); they
@@ -100,11 +102,24 @@ def requested_jobs(jobs: int | None = None) -> int | None:
     return parse_jobs(os.environ.get(JOBS_ENV), JOBS_ENV)
 
 
+def idle_cores() -> float:
+    """Cores not busy with other work (usable cores less the 1-minute load average, this
+    process counted as idle); the usable cores where the load cannot be read."""
+    cores = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float(cores)
+    return cores - max(0.0, load - 1.0)
+
+
 def auto_jobs(checkpoints: int, approx_bytes: int) -> int:
-    """The automatic choice: several workers only where starting them pays (measured by
-    bench/bench_linear.py and bench_scale.py: forking costs a few milliseconds per worker,
-    and each block of results one message)."""
-    cores = min(usable_cores(), MAX_AUTO_JOBS)
+    """The automatic choice: several workers only where starting them pays: enough work
+    (forking costs a few milliseconds per worker, each block of results one message) and
+    idle cores (measured on a 2-core machine shared with other jobs, load 4-5: two workers
+    ran `rank` on bench_scale's binary sweep 25% slower than one process, in 25% more CPU
+    time; they cannot run at the same time when the cores are busy)."""
+    cores = min(usable_cores(), MAX_AUTO_JOBS, int(idle_cores() + 0.5))
     if cores < 2 or checkpoints < AUTO_MIN_FEW:
         return 1
     if checkpoints >= AUTO_MIN_CHECKPOINTS or approx_bytes >= AUTO_MIN_BYTES:

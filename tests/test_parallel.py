@@ -174,13 +174,15 @@ def test_jobs_from_the_option_the_environment_or_the_size(monkeypatch: pytest.Mo
     monkeypatch.setenv(JOBS_ENV, "auto")
     assert resolve_jobs(None, 3, 1 << 40) == 1  # too few checkpoints to pay
     assert resolve_jobs(None, 50, 1000) == 1  # too few bytes
-    assert auto_jobs(10_000, 0) == min(parallel_cores(), 4) or parallel_cores() < 2
+    import ckptaudit.parallel as parallel
 
-
-def parallel_cores() -> int:
-    from ckptaudit.parallel import usable_cores
-
-    return usable_cores()
+    monkeypatch.setattr(parallel, "usable_cores", lambda: 8)
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (1.0, 1.0, 1.0))  # only this process
+    assert auto_jobs(10_000, 0) == 4 and auto_jobs(50, 1 << 30) == 4 and auto_jobs(50, 1000) == 1
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (7.2, 7.0, 7.0))  # other work on the cores
+    assert auto_jobs(10_000, 0) == 2
+    monkeypatch.setattr(parallel.os, "getloadavg", lambda: (9.0, 9.0, 9.0))
+    assert auto_jobs(10_000, 1 << 40) == 1
 
 
 def test_blocks_cover_every_checkpoint_once_in_order() -> None:
