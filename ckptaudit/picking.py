@@ -117,12 +117,14 @@ def choose(
     resamples: int = 1000,
     seed: int = 0,
     audit: bool = True,
+    jobs: int | None = None,
 ) -> list[Pick]:
     """The best checkpoint of each run (or the single best across all with ``across``).
 
     Runs that cannot be used are left out; :func:`choose_report` also says which and why.
     """
-    return list(choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, audit=audit).picks)
+    report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, audit=audit, jobs=jobs)
+    return list(report.picks)
 
 
 def choose_report(
@@ -134,8 +136,10 @@ def choose_report(
     resamples: int = 1000,
     seed: int = 0,
     audit: bool = True,
+    jobs: int | None = None,
 ) -> PickReport:
-    """:func:`choose`, with every unreadable input and every run left out (and why)."""
+    """:func:`choose`, with every unreadable input and every run left out (and why).
+    ``jobs``: worker processes reading the files ahead (:mod:`ckptaudit.parallel`)."""
     from .auditing import AuditOptions, audit_collected, audit_pass
     from .errors import CkptauditError
     from .metrics.evaluation import observers
@@ -168,11 +172,11 @@ def choose_report(
                 audits[run.name] = collector
         return observers(gather, collector)
 
-    sweep = score_sweep(paths, [metric], mode=mode, observe=watch)
+    sweep = score_sweep(paths, [metric], mode=mode, observe=watch, jobs=jobs)
     specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
     skipped = list(sweep.skipped)
     problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
-    groups = [list(scores)] if across else [[s for s in scores if s.run is run] for run in runs]
+    groups = [list(scores)] if across else _group_by_run(scores, runs)
     picks = []
     for group in groups:
         scorable = [s for s in group if s.values[0] is not None]
@@ -226,6 +230,18 @@ def choose_report(
     if not picks:
         raise NothingLeftError(skipped, problems)
     return PickReport(tuple(picks), tuple(problems) + problems_of(skipped), tuple(skipped))
+
+
+def _group_by_run(scores: Sequence[CheckpointScore], runs: Sequence[Run]) -> list[list[CheckpointScore]]:
+    """The scores of each of ``runs`` (in that order), in one pass over ``scores``."""
+    # NOTE: by identity, as the scores hold the very Run objects of the sweep; a pass per
+    # run over every score was quadratic (1.7 s at 5000 runs).
+    by_run: dict[int, list[CheckpointScore]] = {id(run): [] for run in runs}
+    for s in scores:
+        group = by_run.get(id(s.run))
+        if group is not None:
+            group.append(s)
+    return [by_run[id(run)] for run in runs]
 
 
 def evaluations_of(run: Run, evaluation: Any) -> dict[str, Any]:

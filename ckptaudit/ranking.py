@@ -146,6 +146,7 @@ def rank_checkpoints(
     ci: bool = False,
     resamples: int = 1000,
     seed: int = 0,
+    jobs: int | None = None,
 ) -> Ranking:
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
@@ -153,14 +154,15 @@ def rank_checkpoints(
     each run's validation outputs are read from (and kept in) a derived cache. A run that
     cannot be used is left out (``Ranking.skipped``) and listed last, the others ranked.
     With ``ci`` the rows carry :func:`with_intervals`' statistics (``resamples``, ``seed``),
-    from the same pass that scores them.
+    from the same pass that scores them. ``jobs``: worker processes reading and scoring
+    (:mod:`ckptaudit.parallel`; None: ``CKPTAUDIT_JOBS`` or automatic), same result.
     """
     from .sweep import problems_of, score_sweep
 
     evaluations: dict[str, Any] = {}
     pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
     watch = _interval_observer(evaluations, pass_intervals, resamples, seed) if ci else None
-    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache, observe=watch)
+    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache, observe=watch, jobs=jobs)
     specs, runs, scores = list(sweep.specs), sweep.runs, sweep.scores
     # NOTE: ties go to the next --metric given (Lightning #16504), then the earlier epoch.
     ordered = order_scores(scores, specs[0], 0, list(enumerate(specs))[1:])

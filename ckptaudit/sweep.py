@@ -20,11 +20,15 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import CkptauditError, MetricError, RunFormatError
-from .metrics.evaluation import CheckpointScore, Observer, RunScorer, iter_scores, parse_metrics
+from .metrics.evaluation import CheckpointScore, Observer, RunScorer, iter_scores, parse_metrics, pool_eligible
 from .metrics.spec import MetricSpec
 from .store.reader import Run, Skipped, discover_sweep
+
+if TYPE_CHECKING:
+    from .parallel import ScorePool
 
 ProgressFn = Callable[[int, int], None]
 
@@ -91,12 +95,15 @@ def score_sweep(
     progress: ProgressFn | None = None,
     cache: bool = False,
     observe: Callable[[Run, Sequence[MetricSpec]], Observer | None] | None = None,
+    jobs: int | None = None,
 ) -> SweepScores:
     """Score every checkpoint of every usable run under ``paths``, streamed one prediction
     file at a time; a run that fails part-way (its validation set changed, a custom metric
     raised) is left out whole, with the reason. ``observe(run, specs)`` may return an
     :data:`~ckptaudit.metrics.evaluation.Observer` of the run's pass (what a verb needs
-    besides the scores, gathered while each file is read once)."""
+    besides the scores, gathered while each file is read once). ``jobs``: worker processes
+    for a pass without observers or cache (:func:`ckptaudit.parallel.resolve_jobs`; None:
+    ``CKPTAUDIT_JOBS`` or automatic); the result is the same whatever the number."""
     runs, skipped = discover_sweep(paths)
     if not runs:
         raise NothingLeftError(skipped)
@@ -106,6 +113,69 @@ def score_sweep(
     if not runs:
         raise NothingLeftError(skipped)
     total = sum(len(r.checkpoints) for r in runs)
+    pool = None
+    if not cache:
+        # NOTE: with observers (or a custom metric) the workers only read the files ahead
+        # of this process, which scores them and feeds the observers as before.
+        scoring = observe is None and pool_eligible(specs)
+        pool = start_pool(runs, [specs] * len(runs), jobs, read_only=not scoring)
+    try:
+        return _score_runs(runs, specs, skipped, progress, cache, observe, pool, total)
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def start_pool(
+    runs: Sequence[Run],
+    specs: Sequence[Sequence[MetricSpec]],
+    jobs: int | None,
+    *,
+    guard: bool = True,
+    read_all: bool = False,
+    read_only: bool = False,
+) -> ScorePool | None:
+    """A :class:`~ckptaudit.parallel.ScorePool` over ``runs`` when more than one worker is
+    asked for or pays (:func:`~ckptaudit.parallel.resolve_jobs`), else None. A read-ahead
+    pool (``read_only``) only for small prediction files (they travel back pickled)."""
+    from .parallel import READ_AHEAD_MAX_FILE, ScorePool, requested_jobs, resolve_jobs
+
+    # NOTE: a read-ahead only on request (--jobs, CKPTAUDIT_JOBS): where observers feed the
+    # selection statistics, they, not the reads, take the time (HPO sweep, rank --ci: 40 s
+    # of CPU in this process either way), so starting workers did not pay.
+    if read_only and requested_jobs(jobs) is None:
+        return None
+    total = sum(len(r.checkpoints) for r in runs)
+    one = _one_file_bytes(runs)
+    workers = resolve_jobs(jobs, total, one * total)
+    if workers < 2 or (read_only and one > READ_AHEAD_MAX_FILE):
+        return None
+    return ScorePool(runs, specs, workers, guard=guard, read_all=read_all, read_only=read_only)
+
+
+def _one_file_bytes(runs: Sequence[Run]) -> int:
+    """One prediction file's size, from the first one found (one stat)."""
+    import os
+
+    for run in runs[:1]:
+        for ckpt in run.checkpoints[:1]:
+            try:
+                return os.stat(ckpt.split_file("val")).st_size
+            except OSError:
+                return 0
+    return 0
+
+
+def _score_runs(
+    runs: Sequence[Run],
+    specs: Sequence[MetricSpec],
+    skipped: list[Skipped],
+    progress: ProgressFn | None,
+    cache: bool,
+    observe: Callable[[Run, Sequence[MetricSpec]], Observer | None] | None,
+    pool: ScorePool | None,
+    total: int,
+) -> SweepScores:
     done = 0
     scored_runs: list[Run] = []
     scores: list[CheckpointScore] = []
@@ -113,7 +183,7 @@ def score_sweep(
         run_scores: list[CheckpointScore] = []
         try:
             watcher = None if observe is None else observe(run, specs)
-            for score in iter_scores(run, specs, cache=cache, observe=watcher):
+            for score in iter_scores(run, specs, cache=cache, observe=watcher, pool=pool):
                 run_scores.append(score)
                 done += 1
                 if progress is not None:

@@ -50,3 +50,16 @@ class FailOn(str, Enum):
 
 
 OutputOpt = Annotated[Path, typer.Option("--output", "-o", help="File to write.", show_default=False)]
+
+
+JobsOpt = Annotated[
+    int | None,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=0,
+        show_default=False,
+        help="Worker processes reading and scoring checkpoints (default: CKPTAUDIT_JOBS, else automatic: "
+        "up to 4 when the sweep is big enough; 1 = one process, 0 = automatic). The output is the same.",
+    ),
+]

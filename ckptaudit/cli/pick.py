@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .application import _emit, _finish, _report_left_out
-from .options import ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
+from .options import JobsOpt, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
 
 
 class PickFormat(str, Enum):
@@ -32,6 +32,7 @@ def pick(
         bool, typer.Option("--no-pin", help="Do not pin the placed checkpoint in its run (prune may then delete it).")
     ] = False,
     strict: StrictOpt = False,
+    jobs: JobsOpt = None,
 ) -> None:
     """Choose the best checkpoint (per run, or --across a sweep) and record why.
 
@@ -47,7 +48,7 @@ def pick(
 
     if link is not None and copy is not None:
         raise UsageError("give --link or --copy, not both")
-    report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed)
+    report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, jobs=jobs)
     picks = list(report.picks)
     if link is not None or copy is not None:
         if len(picks) != 1:

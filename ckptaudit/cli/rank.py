@@ -8,7 +8,7 @@ from typing import Annotated, Any
 import typer
 
 from .application import _emit, _finish
-from .options import MetricOpt, ModeOpt, PathsArg, StrictOpt
+from .options import JobsOpt, MetricOpt, ModeOpt, PathsArg, StrictOpt
 
 
 class RankFormat(str, Enum):
@@ -42,6 +42,7 @@ def rank(
         typer.Option("--cache", help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache."),
     ] = False,
     strict: StrictOpt = False,
+    jobs: JobsOpt = None,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
@@ -54,7 +55,8 @@ def rank(
     from ..views import ranking_document
 
     ranking = rank_checkpoints(
-        paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache, ci=ci, resamples=resamples
+        paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache, ci=ci, resamples=resamples,
+        jobs=jobs,
     )
     ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
     _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))

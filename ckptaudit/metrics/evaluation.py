@@ -18,7 +18,7 @@ import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -26,6 +26,9 @@ from ..errors import MetricError, RunFormatError
 from ..store.reader import Checkpoint, PassReader, Predictions, Run, ValSetGuard, read_predictions
 from . import kernels as metrics
 from .spec import MetricSpec, check_applies, parse_metric
+
+if TYPE_CHECKING:
+    from ..parallel import Outcome, ScorePool
 
 #: called by :func:`iter_scores` once per checkpoint, in epoch order, with the checkpoint,
 #: its validation predictions (None when not read or unreadable), their prepared view (None
@@ -189,6 +192,114 @@ class RunScorer:
         return metrics.KERNELS[spec.name](prep, spec)
 
 
+def pool_eligible(specs: Sequence[MetricSpec], *, cache: bool = False, observe: object = None) -> bool:
+    """Whether a pass can be scored by worker processes (:mod:`ckptaudit.parallel`): no
+    observer (it needs each checkpoint's predictions here), no cache to build or read, no
+    custom metric (a user's function runs in this process only)."""
+    return not cache and observe is None and all(s.source != "custom" for s in specs)
+
+
+def score_segment(scorer: RunScorer, start: int, stop: int, *, guard: bool, read_all: bool) -> list[Outcome]:
+    """Checkpoints ``start:stop`` of ``scorer.run`` scored as :func:`iter_scores` scores them
+    (in a worker of :mod:`ckptaudit.parallel`), each an :class:`~ckptaudit.parallel.Outcome`;
+    the validation-set check compares each read file with the segment's first one."""
+    from ..parallel import Outcome, fingerprint, pack_error
+
+    run = scorer.run
+    reference = ValSetGuard(run) if guard else None
+    reader = PassReader(run)  # as in iter_scores: one output buffer, the targets shared
+    out: list[Outcome] = []
+    for ckpt in run.checkpoints[start:stop]:
+        try:
+            if ckpt.metrics_only and not ckpt.has_split("val"):
+                only_values, notes = scorer.score(ckpt, None)
+                if scorer.needs_predictions:
+                    notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
+                out.append(Outcome(only_values, notes, metrics_only=True))
+                continue
+            preds: Predictions | None = None
+            unreadable = False
+            read_note: tuple[str, ...] = ()
+            if scorer.needs_predictions or ((read_all or guard) and ckpt.has_split("val")):
+                try:
+                    preds = read_predictions(run, ckpt, "val", reader)
+                except RunFormatError as exc:
+                    unreadable = True
+                    read_note = (str(exc),)
+            same: bool | None = None
+            mark: bytes | None = None
+            if preds is not None and reference is not None:
+                if reference._first is None:
+                    mark = fingerprint(preds.target, preds.ids)
+                same = reference.problem(ckpt, preds) is None if mark is None else None
+                if mark is not None:
+                    reference.problem(ckpt, preds)  # the segment's reference from now on
+            read = preds is not None
+            if unreadable and scorer.needs_predictions:
+                values: tuple[float | None, ...] = tuple(
+                    ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
+                )
+                out.append(Outcome(values, read_note, unreadable=True, read=read, same=same, fingerprint=mark))
+                continue
+            try:
+                values, notes, _ = scorer.score_prepared(ckpt, preds)
+            except Exception as exc:  # raised in the parent at this checkpoint, after its guard
+                out.append(Outcome((), (), read=read, same=same, fingerprint=mark, error=pack_error(exc)))
+                continue
+            out.append(Outcome(values, read_note + notes, unreadable=unreadable, read=read, same=same, fingerprint=mark))
+        except Exception as exc:
+            out.append(Outcome((), (), error=pack_error(exc)))
+    return out
+
+
+def reads_predictions(ckpt: Checkpoint, needs_predictions: bool, *, guard: bool, read_all: bool) -> bool:
+    """Whether :func:`iter_scores` reads this checkpoint's val.npz (the read-ahead of
+    :mod:`ckptaudit.parallel` reads exactly those)."""
+    if ckpt.metrics_only and not ckpt.has_split("val"):
+        return False
+    return needs_predictions or ((read_all or guard) and ckpt.has_split("val"))
+
+
+def _fetched(item: tuple[str, Any]) -> Predictions:
+    """A read-ahead worker's predictions, or its read error raised here."""
+    if item[0] == "ok":
+        return item[1]
+    from ..parallel import raise_error
+
+    raise_error(item[1])
+    raise AssertionError("unreachable")
+
+
+def _pooled_scores(
+    run: Run, scorer: RunScorer, outcomes: Iterator[Outcome], *, guard: bool
+) -> Iterator[CheckpointScore]:
+    """:func:`iter_scores` from a pool's outcomes: the same scores, notes and errors in the
+    same order, with the validation-set check settled here (see :mod:`ckptaudit.parallel`)."""
+    first: tuple[Checkpoint, bytes | None] | None = None
+    for ckpt, outcome in zip(run.checkpoints, outcomes, strict=False):
+        if outcome.metrics_only:
+            yield CheckpointScore(run, ckpt, outcome.values, outcome.notes)
+            continue
+        if guard and outcome.read:
+            if first is None:
+                first = (ckpt, outcome.fingerprint)
+            elif (outcome.fingerprint is not None and outcome.fingerprint != first[1]) or outcome.same is False:
+                _check_again(run, first[0], ckpt)
+        if outcome.error is not None:
+            from ..parallel import raise_error
+
+            raise_error(outcome.error)
+        yield CheckpointScore(run, ckpt, outcome.values, outcome.notes, unreadable=outcome.unreadable)
+
+
+def _check_again(run: Run, first: Checkpoint, ckpt: Checkpoint) -> None:
+    """The exact validation-set check of ``ckpt`` against the run's first read checkpoint,
+    on both files read again (only where a worker saw a difference)."""
+    check = ValSetGuard(run)
+    check.check(first, read_predictions(run, first, "val"))
+    check.check(ckpt, read_predictions(run, ckpt, "val"))
+
+
 def iter_scores(
     run: Run,
     specs: Sequence[MetricSpec],
@@ -197,6 +308,7 @@ def iter_scores(
     cache: bool = False,
     observe: Observer | None = None,
     read_all: bool = False,
+    pool: ScorePool | None = None,
 ) -> Iterator[CheckpointScore]:
     """Score a run's checkpoints in epoch order, one prediction file in memory at a time.
 
@@ -205,9 +317,14 @@ def iter_scores(
     run's derived cache when it is current, and a missing or stale cache is rebuilt.
     ``observe`` is called for each checkpoint before its score is yielded (see
     :data:`Observer`); with ``read_all`` every val.npz is read even when the specs need
-    none (the audit's statistics do).
+    none (the audit's statistics do). With ``pool`` (a :class:`~ckptaudit.parallel.ScorePool`
+    started on this run with the same specs and flags) worker processes read and score the
+    checkpoints; the scores, notes and errors are the same, in the same order.
     """
     scorer = RunScorer(run, specs)
+    if pool is not None and not pool.read_only and pool_eligible(specs, cache=cache, observe=observe):
+        yield from _pooled_scores(run, scorer, pool.outcomes(run), guard=guard)
+        return
     writer = None
     if cache and scorer.needs_predictions:
         from ..store.cache import CacheWriter, open_cache
@@ -226,11 +343,13 @@ def iter_scores(
     # NOTE: one checkpoint at a time, so its output may lie in a buffer the next read reuses
     # (observers copy what they keep); the run's checkpoints share one copy of the targets.
     reader = PassReader(run)
+    ahead = pool.outcomes(run) if pool is not None and pool.read_only and writer is None else None
     try:
         for ckpt in run.checkpoints:
             preds: Predictions | None = None
             unreadable = False
             read_note: tuple[str, ...] = ()
+            fetched = next(ahead) if ahead is not None else None
             # NOTE: a run ranked only by logged metrics needs no val.npz, but one that has
             # them is still checked for a changed validation set.
             if ckpt.metrics_only and not ckpt.has_split("val"):
@@ -247,7 +366,7 @@ def iter_scores(
                 continue
             if scorer.needs_predictions or ((read_all or val_guard is not None) and ckpt.has_split("val")):
                 try:
-                    preds = read_predictions(run, ckpt, "val", reader)
+                    preds = _fetched(fetched) if fetched is not None else read_predictions(run, ckpt, "val", reader)
                 except RunFormatError as exc:
                     unreadable = True
                     read_note = (str(exc),)

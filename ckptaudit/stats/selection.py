@@ -223,6 +223,10 @@ class EvaluationBuilder:
             self.drop("the validation targets differ between checkpoints")
             return
         per = _per_row(self.kind, self.spec, prep)
+        if not per.flags.owndata:
+            # NOTE: a view may lie in the pass's reused output buffer (PassReader), which the
+            # next checkpoint's read overwrites: keep a copy
+            per = per.copy()
         self._bytes += per.nbytes
         if self._bytes > self.max_bytes:
             self.drop(

@@ -97,7 +97,7 @@ class Checkpoint:
     def has_split(self, split: str) -> bool:
         """Whether the checkpoint recorded predictions for ``split`` (anything of that name
         counts: a FIFO or folder named val.npz is then refused with a message when read)."""
-        return os.path.lexists(self.split_file(split))
+        return os.path.lexists(os.path.join(self.path, f"{split}.npz"))  # no Path built: called per checkpoint
 
 
 @dataclass(frozen=True)
@@ -119,16 +119,40 @@ class Run:
     num_classes: int | None = None
     #: folders under checkpoints/ that are not checkpoints (no meta.json), left out with a note
     skipped: tuple[Skipped, ...] = field(default=(), compare=False)
+    #: the name index of :meth:`checkpoint`, built on first use (a cache, not data: a copy
+    #: made with ``replace`` or ``Run(**run.__dict__)`` rebuilds it for its own checkpoints)
+    _lookup: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
+
+    def _by_name(self) -> dict[str, Checkpoint]:
+        """Checkpoint name -> checkpoint (the first of a name), built once per tuple of checkpoints."""
+        # NOTE: keyed on the identity of ``checkpoints``, so that a copy sharing this dict
+        # with other checkpoints never reads a stale index.
+        if self._lookup.get("of") is not self.checkpoints:
+            index: dict[str, Checkpoint] = {}
+            for c in self.checkpoints:
+                index.setdefault(c.name, c)
+            self._lookup.clear()
+            self._lookup.update(of=self.checkpoints, by_name=index)
+        return self._lookup["by_name"]
 
     def checkpoint(self, name: str) -> Checkpoint | None:
         """The checkpoint called ``name`` (an alias such as ``best -> epoch-0009`` names its
-        target), or None."""
-        found = next((c for c in self.checkpoints if c.name == name), None)
+        target), or None. A dictionary lookup, whatever the number of checkpoints."""
+        found = self._by_name().get(name)
+        if found is not None or name in ("", ".", "..") or "/" in name:
+            return found
         link = self.path / CHECKPOINTS_DIR / name
-        if found is None and name not in ("", ".", "..") and "/" not in name and link.is_symlink():
-            target = os.path.realpath(link)
-            found = next((c for c in self.checkpoints if os.path.realpath(c.path) == target), None)
-        return found
+        if not link.is_symlink():
+            return None
+        target = os.path.realpath(link)
+        # NOTE: an alias normally points into checkpoints/ itself: look its target up by
+        # name; anything else falls back to comparing every checkpoint's real path.
+        head, base = os.path.split(target)
+        candidate = self._by_name().get(base)
+        if candidate is not None and head == os.path.realpath(self.path / CHECKPOINTS_DIR):
+            if os.path.realpath(candidate.path) == target:
+                return candidate
+        return next((c for c in self.checkpoints if os.path.realpath(c.path) == target), None)
 
     def logged_names(self) -> set[str]:
         """Every metric name logged by any checkpoint."""
@@ -165,8 +189,16 @@ def _is_int(v: Any) -> TypeGuard[int]:
 
 def read_checkpoint(path: Path) -> Checkpoint:
     """Read one checkpoint folder's meta.json."""
-    meta_path = path / META_FILE
-    meta = _read_json(meta_path)
+    meta_path = os.path.join(path, META_FILE)
+    try:
+        meta = read_json(meta_path)
+    except FileNotFoundError:
+        raise RunFormatError(f"no {META_FILE}", path) from None
+    return _checkpoint_from(path, meta_path, meta)
+
+
+def _checkpoint_from(path: Path, meta_path: str, meta: Any) -> Checkpoint:
+    """A checkpoint from its parsed meta.json (checked here)."""
     if not isinstance(meta, dict):
         raise RunFormatError("must hold a JSON object", meta_path)
     epoch = meta.get("epoch")
@@ -274,11 +306,20 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             # NOTE: a symbolic link (best -> epoch-0009) is an alias, never a checkpoint of its own
             if is_in_progress(entry.name) or entry.is_symlink() or not entry.is_dir():
                 continue
-            not_a_checkpoint = _not_a_checkpoint(Path(entry.path), name if name is not None else str(path))
-            if not_a_checkpoint is not None:
-                skipped.append(not_a_checkpoint)
-                continue
-            checkpoints.append(read_checkpoint(Path(entry.path)))
+            folder = ckpt_dir / entry.name  # the same path as Path(entry.path), parsed in part only
+            meta_path = os.path.join(entry.path, META_FILE)
+            # NOTE: meta.json is read straight away (one Path and no stat per checkpoint
+            # more: discovery is most of `rank`'s per-run cost in a big sweep); only a
+            # missing one asks whether anything of that name exists at all.
+            try:
+                meta = read_json(meta_path)
+            except FileNotFoundError:
+                not_a_checkpoint = _not_a_checkpoint(folder, name if name is not None else str(path))
+                if not_a_checkpoint is not None:
+                    skipped.append(not_a_checkpoint)
+                    continue
+                raise RunFormatError(f"no {META_FILE}", folder) from None  # a dangling link named meta.json
+            checkpoints.append(_checkpoint_from(folder, meta_path, meta))
     checkpoints.sort(key=lambda c: c.order_key)
     return Run(
         path=path,
@@ -331,8 +372,8 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
     skipped: list[Skipped] = []
     seen: set[Path] = set()
 
-    def add(run_path: Path, only: str | None = None) -> None:
-        key = run_path.resolve()
+    def add(run_path: Path, only: str | None = None, key: Path | None = None) -> None:
+        key = run_path.resolve() if key is None else key
         if key in seen:
             return
         seen.add(key)
@@ -368,8 +409,11 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
             found = list(_walk_runs(path))
             if not found:
                 raise RunFormatError("no run.json found here or below", path)
+            # NOTE: the walk follows no symbolic link, so below the given folder every
+            # path is already real: one resolve for the folder, not one per run.
+            real = path.resolve()
             for run_path in found:
-                add(run_path)
+                add(run_path, key=real.joinpath(run_path.relative_to(path)))
     return runs, skipped
 
 

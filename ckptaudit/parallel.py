@@ -1,0 +1,374 @@
+"""Both cores: a process pool that reads and scores many checkpoints at once.
+
+Reading a prediction file, checking it against run.json and computing the metrics is
+independent per checkpoint, so worker processes do it for blocks of consecutive
+checkpoints while the parent puts the results back in epoch order, run by run, exactly
+as one process would have produced them: same values, same notes, same errors at the
+same checkpoint (an error a worker met is raised again in the parent when its turn
+comes; whatever the workers computed past a run's error is thrown away).
+
+Where it is used: a scoring pass without observers and without ``--cache`` (``rank``):
+workers read and score, and send back values and notes. A pass whose observers need each
+checkpoint's predictions in the parent (``rank --ci`` and ``pick``: the selection
+statistics' per-row data and the audit's statistics), or one with a custom metric (a
+user's function runs in one process only), gets a *read-ahead* instead, only when a number
+of workers is asked for (``--jobs``, ``CKPTAUDIT_JOBS``) and the files are small
+(:data:`READ_AHEAD_MAX_FILE`): workers read and check the files, a bounded window ahead,
+and the parent scores them and feeds the observers exactly as before (measured on the HPO
+sweep: the statistics, not the reads, take the time there, so it is not automatic). A
+cache build or read, ``audit`` and ``check`` (their own passes) stay in one process.
+
+The validation-set check (every checkpoint of a run validated on the same rows) runs in
+the workers against the first readable checkpoint of their block, exactly; the parent
+compares each block's reference with the run's first by a SHA-1 of the target and id
+arrays (one per block, not one per checkpoint). A difference there, or a checkpoint a
+worker found different, is settled by the same exact comparison as in one process, on
+the two files read again in the parent (only then, and so the message is the same).
+
+How many workers (:func:`resolve_jobs`): ``--jobs N`` / ``-j N``, else the environment
+variable ``CKPTAUDIT_JOBS``, else automatic: min(idle cores, 4) when the pass is big
+enough to pay for starting processes (:data:`AUTO_MIN_CHECKPOINTS` checkpoints, or
+:data:`AUTO_MIN_BYTES` of prediction files), else 1; idle cores are the usable cores less
+the load average (other work), since workers on busy cores only add their cost. ``1`` is
+the single-process path.
+
+Workers are forked (cheap, nothing re-imported) unless torch is already imported in the
+parent, in which case a fork server starts them (a forked torch can deadlock); they
+ignore SIGINT, so Ctrl-C reaches only the parent, which stops them before exiting 130,
+and on Linux each worker is told to exit when the parent dies.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import sys
+from collections import deque
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import CkptauditError, UsageError
+
+#: the environment variable giving the default number of worker processes
+JOBS_ENV = "CKPTAUDIT_JOBS"
+#: the most workers the automatic choice starts
+MAX_AUTO_JOBS = 4
+#: automatic: a pass of at least this many checkpoints uses the pool ...
+AUTO_MIN_CHECKPOINTS = 200
+#: ... or of at least this many checkpoints ...
+AUTO_MIN_FEW = 8
+#: ... whose prediction files add up to at least this many bytes (estimated from the first)
+AUTO_MIN_BYTES = 64 * 2**20
+#: blocks per worker: enough to balance uneven files, few enough to keep messages rare
+_BLOCKS_PER_JOB = 8
+#: read-ahead (a pass with observers): only for prediction files of at most this many bytes
+#: on average (they travel back to the parent pickled) ...
+READ_AHEAD_MAX_FILE = 1 << 20
+#: ... in blocks of at most this many checkpoints
+READ_AHEAD_BLOCK = 32
+
+
+def usable_cores() -> int:
+    """Cores this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except (AttributeError, OSError):
+        return max(1, os.cpu_count() or 1)
+
+
+def parse_jobs(text: str | int | None, source: str) -> int | None:
+    """``N`` (>= 1), or None for automatic (``auto``, ``0`` or empty)."""
+    if text is None:
+        return None
+    raw = str(text).strip().lower()
+    if raw in ("", "auto", "0"):
+        return None
+    try:
+        value = int(raw)
+    except ValueError:
+        raise UsageError(f"{source} must be a number of worker processes or 'auto', got {text!r}") from None
+    if value < 0:
+        raise UsageError(f"{source} must be a number of worker processes or 'auto', got {text!r}")
+    return value
+
+
+def requested_jobs(jobs: int | None = None) -> int | None:
+    """The number of workers asked for: ``jobs`` (from ``--jobs``), else ``CKPTAUDIT_JOBS``;
+    None when neither asks (automatic)."""
+    if jobs is not None:
+        return parse_jobs(jobs, "--jobs")
+    return parse_jobs(os.environ.get(JOBS_ENV), JOBS_ENV)
+
+
+def idle_cores() -> float:
+    """Cores not busy with other work (usable cores less the 1-minute load average, this
+    process counted as idle); the usable cores where the load cannot be read."""
+    cores = usable_cores()
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        return float(cores)
+    return cores - max(0.0, load - 1.0)
+
+
+def auto_jobs(checkpoints: int, approx_bytes: int) -> int:
+    """The automatic choice: several workers only where starting them pays: enough work
+    (forking costs a few milliseconds per worker, each block of results one message) and
+    idle cores (measured on a 2-core machine shared with other jobs, load 4-5: two workers
+    ran `rank` on bench_scale's binary sweep 25% slower than one process, in 25% more CPU
+    time; they cannot run at the same time when the cores are busy)."""
+    cores = min(usable_cores(), MAX_AUTO_JOBS, int(idle_cores() + 0.5))
+    if cores < 2 or checkpoints < AUTO_MIN_FEW:
+        return 1
+    if checkpoints >= AUTO_MIN_CHECKPOINTS or approx_bytes >= AUTO_MIN_BYTES:
+        return min(cores, checkpoints)
+    return 1
+
+
+def resolve_jobs(jobs: int | None, checkpoints: int, approx_bytes: int) -> int:
+    """Workers for a pass of ``checkpoints`` checkpoints (see the module docstring)."""
+    asked = requested_jobs(jobs)
+    if asked is None:
+        return auto_jobs(checkpoints, approx_bytes)
+    return max(1, min(asked, checkpoints))
+
+
+# --------------------------------------------------------------------------- one checkpoint
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What scoring one checkpoint gave, as one process computes it (see
+    :func:`ckptaudit.metrics.evaluation.iter_scores`): values, notes, whether the file was
+    unreadable, and for the validation-set check whether it was read (``read``), whether
+    it equals its block's reference (``same``; None on the reference itself) and, on the
+    reference, its fingerprint. ``error``: an exception to raise at this checkpoint."""
+
+    values: tuple[float | None, ...]
+    notes: tuple[str, ...]
+    unreadable: bool = False
+    metrics_only: bool = False
+    read: bool = False
+    same: bool | None = None
+    fingerprint: bytes | None = None
+    error: tuple[Any, ...] | None = None
+
+
+def fingerprint(target: Any, ids: Any) -> bytes:
+    """SHA-1 of the target and id arrays with their shapes and types."""
+    h = hashlib.sha1()
+    for arr in (target, ids):
+        if arr is None:
+            h.update(b"none;")
+            continue
+        h.update(f"{arr.dtype.str}{arr.shape};".encode())
+        h.update(memoryview(arr.tobytes() if not arr.flags.c_contiguous else arr).cast("B"))
+    return h.digest()
+
+
+def pack_error(exc: BaseException) -> tuple[Any, ...]:
+    """An exception as plain data that survives pickling (ckptaudit's errors keep their
+    problem and path apart)."""
+    if isinstance(exc, CkptauditError):
+        return ("ckptaudit", type(exc), exc.problem, exc.path)
+    return ("other", exc)
+
+
+def raise_error(packed: tuple[Any, ...]) -> None:
+    """Raise an exception packed by :func:`pack_error`."""
+    if packed[0] == "ckptaudit":
+        _, cls, problem, path = packed
+        raise cls(problem, path)
+    raise packed[1]
+
+
+# --------------------------------------------------------------------------- the pool
+
+#: in a worker: (runs, specs of each run, guard, read_all), set once by the initializer
+_STATE: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool] | None = None
+_SCORERS: dict[int, Any] = {}
+
+
+def _init_worker(state: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool]) -> None:
+    global _STATE
+    _STATE = state
+    _SCORERS.clear()
+    # NOTE: Ctrl-C goes to the whole process group; only the parent acts on it.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _die_with_parent()
+
+
+def _die_with_parent() -> None:
+    """Linux: SIGTERM this worker when the parent dies, so none is left behind."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
+def _score_block(task: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, list[Outcome]]]:
+    """Score each (run index, first, stop) segment of ``task`` in this worker."""
+    from .metrics.evaluation import score_segment
+
+    assert _STATE is not None
+    runs, specs, guard, read_all = _STATE
+    out = []
+    for run_index, start, stop in task:
+        scorer = _SCORERS.get(run_index)
+        if scorer is None:
+            from .metrics.evaluation import RunScorer
+
+            scorer = _SCORERS[run_index] = RunScorer(runs[run_index], specs[run_index])
+        out.append((run_index, start, score_segment(scorer, start, stop, guard=guard, read_all=read_all)))
+    return out
+
+
+def _read_block(task: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, list[Any]]]:
+    """Read (and check) the val.npz of each checkpoint of ``task`` that the parent's pass
+    will read: per checkpoint ``("ok", predictions)``, ``("error", packed exception)`` or
+    None (not read)."""
+    from .metrics.evaluation import reads_predictions
+    from .store.reader import read_predictions
+
+    assert _STATE is not None
+    runs, specs, guard, read_all = _STATE
+    out = []
+    for run_index, start, stop in task:
+        run = runs[run_index]
+        needs = _SCORERS.get(run_index)
+        if needs is None:
+            needs = _SCORERS[run_index] = any(s.source != "logged" for s in specs[run_index])
+        items: list[Any] = []
+        for ckpt in run.checkpoints[start:stop]:
+            if not reads_predictions(ckpt, needs, guard=guard, read_all=read_all):
+                items.append(None)
+                continue
+            try:
+                items.append(("ok", read_predictions(run, ckpt, "val")))
+            except Exception as exc:
+                items.append(("error", pack_error(exc)))
+        out.append((run_index, start, items))
+    return out
+
+
+def _blocks(sizes: Sequence[int], jobs: int, most: int | None = None) -> list[tuple[tuple[int, int, int], ...]]:
+    """Consecutive (run, first, stop) segments grouped into about jobs x 8 blocks (of at
+    most ``most`` checkpoints); a block never splits a small run, and a big run is split
+    into several blocks."""
+    total = sum(sizes)
+    block = max(1, -(-total // (jobs * _BLOCKS_PER_JOB)))
+    if most is not None:
+        block = max(1, min(block, most))
+    tasks: list[tuple[tuple[int, int, int], ...]] = []
+    current: list[tuple[int, int, int]] = []
+    filled = 0
+    for r, size in enumerate(sizes):
+        start = 0
+        while start < size:
+            stop = min(size, start + block - filled)
+            current.append((r, start, stop))
+            filled += stop - start
+            start = stop
+            if filled >= block:
+                tasks.append(tuple(current))
+                current, filled = [], 0
+    if current:
+        tasks.append(tuple(current))
+    return tasks
+
+
+def _context() -> Any:
+    import multiprocessing
+
+    methods = multiprocessing.get_all_start_methods()
+    # NOTE: a forked torch (or anything that started threads of its own) can deadlock;
+    # the fork server starts workers from a clean process instead.
+    if "fork" in methods and "torch" not in sys.modules:
+        return multiprocessing.get_context("fork")
+    if "forkserver" in methods:
+        return multiprocessing.get_context("forkserver")
+    return multiprocessing.get_context("spawn")
+
+
+class ScorePool:
+    """Workers scoring every checkpoint of ``runs`` (each under its ``specs``), started at
+    once; :meth:`outcomes` hands one run's outcomes back in epoch order. Use as a
+    context manager: leaving it (normally, on an error or on Ctrl-C) stops the workers.
+
+    With ``read_only`` the workers only read and check the prediction files (a pass with
+    observers, which need the predictions here): the outcomes are then ``("ok",
+    Predictions)``, ``("error", packed)`` or None per checkpoint, in blocks of at most
+    :data:`READ_AHEAD_BLOCK` checkpoints, at most ``2 x jobs`` blocks ahead of the parent
+    (memory stays bounded whatever the size of the sweep)."""
+
+    def __init__(
+        self,
+        runs: Sequence[Any],
+        specs: Sequence[Sequence[Any]],
+        jobs: int,
+        *,
+        guard: bool = True,
+        read_all: bool = False,
+        read_only: bool = False,
+    ):
+        self.jobs = jobs
+        self.read_only = read_only
+        self._runs = list(runs)
+        ctx = _context()
+        self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=((self._runs, list(specs), guard, read_all),))
+        sizes = [len(r.checkpoints) for r in self._runs]
+        self._tasks = deque(_blocks(sizes, jobs, READ_AHEAD_BLOCK if read_only else None))
+        self._work = _read_block if read_only else _score_block
+        self._window: deque[Any] = deque()
+        self._ahead = 2 * jobs if read_only else len(self._tasks)
+        self._pending: deque[tuple[int, int, list[Any]]] = deque()
+        self._index = {id(r): i for i, r in enumerate(self._runs)}
+        self._closed = False
+
+    def __enter__(self) -> ScorePool:
+        return self
+
+    def __exit__(self, kind: Any, value: Any, tb: Any) -> None:
+        self.close(abort=kind is not None)
+
+    def close(self, abort: bool = False) -> None:
+        """Stop the workers."""
+        if self._closed:
+            return
+        self._closed = True
+        # NOTE: by now every outcome needed was taken (or none is wanted any more): what
+        # the workers still compute belongs to runs given up, so they are stopped at once.
+        self._pool.terminate()
+        self._pool.join()
+
+    def _next_segment(self) -> tuple[int, int, list[Any]]:
+        while not self._pending:
+            while self._tasks and len(self._window) < self._ahead:
+                self._window.append(self._pool.apply_async(self._work, (self._tasks.popleft(),)))
+            if not self._window:
+                raise RuntimeError("scoring pool: no block left")
+            self._pending.extend(self._window.popleft().get())
+        return self._pending.popleft()
+
+    def outcomes(self, run: Any) -> Iterator[Any]:
+        """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run
+        given up part-way) are skipped."""
+        index = self._index[id(run)]
+        given = 0
+        size = len(run.checkpoints)
+        while given < size:
+            r, start, outcomes = self._next_segment()
+            if r < index:
+                continue
+            if r != index or start != given:
+                raise RuntimeError(f"scoring pool out of order: run {r} from {start}, expected run {index} from {given}")
+            for outcome in outcomes:
+                yield outcome
+                given += 1
