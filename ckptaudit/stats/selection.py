@@ -106,6 +106,10 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
     if spec.source != "builtin":
         return None
     if spec.family == "label":
+        if task == "multilabel":
+            # NOTE: subset accuracy is the mean of a per-row hit; the per-label metrics
+            # come from weighted per-label counts
+            return "mean" if spec.name == "accuracy" else "multilabel"
         return "confusion" if task in ("binary", "multiclass") else None
     if spec.name in _RANKING:
         if task != "binary":
@@ -117,6 +121,8 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
         if spec.name == "top_k_accuracy" and task != "multiclass":
             return None
         return "mean"
+    if spec.name == "r2":
+        return "r2"
     return None
 
 
@@ -125,7 +131,13 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
     if kind == "confusion":
         labels = np.asarray(prep.labels(spec.threshold))
         return labels.astype(np.uint8 if prep.n_classes <= 255 else np.int32, copy=False)
+    if kind == "multilabel":  # predicted labels, 8 to a byte
+        return np.packbits(np.asarray(prep.labels(spec.threshold)).astype(bool), axis=1)
+    if kind == "mean" and prep.task == "multilabel" and spec.name == "accuracy":  # subset accuracy
+        return np.all(prep.labels(spec.threshold) == prep.y, axis=1).astype(np.float32)
     assert prep.proba is not None
+    if kind == "r2":  # squared residuals, per output
+        return ((prep.y - prep.proba) ** 2).astype(np.float32)
     if kind == "ranking":
         scores = prep.proba.astype(np.float32, copy=False)
         # NOTE: the negative class ranks by the reversed order, not by 1 - p (which loses
@@ -249,17 +261,7 @@ class EvaluationBuilder:
         """The evaluation collected so far."""
         rows = None
         if self.note is None and self._rows and self._y is not None and self.kind is not None:
-            y = self._y
-            data = np.stack(self._rows)
-            if self.kind == "ranking":
-                y = (1 - y) if self.spec.class_index == 0 else y
-            if self.kind == "mean" and self.run.task not in ("binary", "multiclass"):
-                strata = np.zeros(y.shape[0], dtype=np.int64)
-            else:
-                strata = np.asarray(y, dtype=np.int64)
-            small = np.int8 if self._n_classes <= 127 else np.int32
-            y_small = y.astype(small) if self.kind != "mean" else np.zeros(0, dtype=np.int8)
-            rows = RowData(self.kind, y_small, data, strata, max(self._n_classes, 2), sqrt=self.spec.name == "rmse")
+            rows = row_data(self.kind, self.spec, self.run.task, self._y, np.stack(self._rows), self._n_classes)
         note = self.note
         if rows is None and note is None:
             note = "no checkpoint could be scored"
@@ -273,6 +275,25 @@ class EvaluationBuilder:
             rows_note=note,
             reads=self.reads,
         )
+
+
+def row_data(kind: str, spec: MetricSpec, task: str, y: np.ndarray, data: np.ndarray, n_classes: int) -> RowData:
+    """The :class:`RowData` of stacked per-row values ``data`` (checkpoints first, each
+    from :func:`_per_row`) on targets ``y``."""
+    if kind == "ranking":
+        y = (1 - y) if spec.class_index == 0 else y
+    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean"):
+        strata = np.asarray(y, dtype=np.int64)
+    else:
+        strata = np.zeros(y.shape[0], dtype=np.int64)
+    if kind == "r2":
+        y_kept = np.asarray(y, dtype=np.float64)
+    elif kind == "mean":
+        y_kept = np.zeros(0, dtype=np.int8)
+    else:
+        y_kept = y.astype(np.int8 if n_classes <= 127 or kind == "multilabel" else np.int32)
+    width = n_classes if kind == "multilabel" else max(n_classes, 2)
+    return RowData(kind, y_kept, data, strata, width, sqrt=spec.name == "rmse")
 
 
 def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
@@ -402,26 +423,109 @@ def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarra
     return out
 
 
+#: up to this many classes, per-class weighted sums are matrix products with 0/1 indicators;
+#: above it, sums over the rows sorted by class (np.add.reduceat)
+_DENSE_CLASSES = 8
+#: float64 cells of the per-class count arrays one step of the confusion path holds
+_COUNT_CELLS = 2_000_000
+
+
+def _class_sums(w: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
+    """(B, k) sums of the weights ``w`` (B, N) over the rows of each class ``codes`` (N,),
+    without a B x N x k array: a sort of the rows by class, then one summed slice per class."""
+    out = np.zeros((w.shape[0], k))
+    if codes.shape[0] == 0:
+        return out
+    order = np.argsort(codes, kind="stable")
+    sorted_codes = codes[order]
+    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
+    out[:, sorted_codes[starts]] = np.add.reduceat(w[:, order], starts, axis=1)
+    return out
+
+
+def _confusion_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted true-positive and predicted counts, each (B, len(group), K), of the
+    checkpoints ``group``: never K x K cells per resample (every confusion metric needs
+    only the diagonal and the margins, :func:`~ckptaudit.metrics.kernels.from_counts`)."""
+    k = rows.n_classes
+    y = rows.y.astype(np.int64)
+    data = rows.data[group]
+    tp = np.empty((w.shape[0], group.shape[0], k))
+    predicted = np.empty_like(tp)
+    if k <= _DENSE_CLASSES:
+        # NOTE: one (B, N) x (N, checkpoints) product per class; float32 0/1 sums are exact
+        # for integer weights
+        for j in range(k):
+            hit = data == j
+            predicted[:, :, j] = w @ hit.T.astype(np.float32)
+            hit &= (y == j)[None, :]
+            tp[:, :, j] = w @ hit.T.astype(np.float32)
+        return tp, predicted
+    for g, pred in enumerate(data):
+        correct = np.flatnonzero(pred == y)
+        tp[:, g, :] = _class_sums(w[:, correct], y[correct], k)
+        predicted[:, g, :] = _class_sums(w, pred.astype(np.int64), k)
+    return tp, predicted
+
+
 def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+    """Every checkpoint's confusion metric under each row-weight vector, from weighted
+    per-class counts (true positives, predicted, actual, n), in groups of checkpoints
+    whose count arrays stay under :data:`_COUNT_CELLS` cells."""
     k = rows.n_classes
     c_count = rows.data.shape[0]
-    cms = np.zeros((w.shape[0], c_count, k, k))
-    y = rows.y.astype(np.int64)
-    for t in range(k):
-        sel = np.flatnonzero(y == t)
-        if sel.size == 0:
-            continue
-        wt = w[:, sel]
-        cms[:, :, t, :] = wt.sum(axis=1)[:, None, None]
-        pred_t = rows.data[:, sel]
-        for p in range(k):
-            if p == t:
-                continue
-            hits = (pred_t == p).astype(np.float32).T  # (rows of class t, checkpoints)
-            cms[:, :, t, p] = wt @ hits
-        cms[:, :, t, t] -= cms[:, :, t, :].sum(axis=2) - cms[:, :, t, t]
-    flat = metrics.from_confusions(cms.reshape(-1, k, k), spec, task, rows.n_classes)
-    return np.asarray(flat, dtype=np.float64).reshape(w.shape[0], c_count)
+    n_rows = rows.data.shape[1]
+    actual = _class_sums(w, rows.y.astype(np.int64), k) if k > _DENSE_CLASSES else None
+    if actual is None:
+        y = rows.y.astype(np.int64)
+        actual = np.stack([w @ (y == j).astype(np.float32) for j in range(k)], axis=1).astype(np.float64)
+    n = w.sum(axis=1, dtype=np.float64)
+    out = np.empty((w.shape[0], c_count))
+    # NOTE: the dense path's float32 indicators are (N, group): keep them near the weights' size
+    per_group = max(1, min(_COUNT_CELLS // max(w.shape[0] * k, 1), _CHUNK_CELLS // (8 * max(n_rows, 1))))
+    for first in range(0, c_count, per_group):
+        group = np.arange(first, min(first + per_group, c_count))
+        tp, predicted = _confusion_counts(rows, w, group)
+        out[:, group] = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
+    return out
+
+
+def _multilabel_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarray:
+    """Every checkpoint's per-label metric under each row-weight vector, from weighted
+    per-label counts (true positives, predicted, actual, n) as matrix products."""
+    labels = rows.n_classes
+    y = rows.y.astype(np.float32)
+    actual = (w @ y).astype(np.float64)
+    n = w.sum(axis=1, dtype=np.float64)
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    for c, packed in enumerate(rows.data):
+        pred = np.unpackbits(packed, axis=1, count=labels).astype(np.float32)
+        predicted = w @ pred
+        pred *= y
+        tp = w @ pred
+        out[:, c] = metrics.from_counts(tp, predicted, actual, n, spec, "multilabel", labels)
+    return out
+
+
+def _r2_values(rows: RowData, w: np.ndarray) -> np.ndarray:
+    """Every checkpoint's R2 under each row-weight vector, from weighted sums of the squared
+    residuals and of the (centred) targets, with the kernel's rules for a constant target."""
+    y = rows.y if rows.y.ndim == 2 else rows.y[:, None]
+    centred = (y - y.mean(axis=0)).astype(np.float32)
+    total = w.sum(axis=1, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss_tot = (w @ (centred * centred)).astype(np.float64) - (w @ centred).astype(np.float64) ** 2 / total
+    ss_tot = np.clip(ss_tot, 0.0, None)
+    safe = ss_tot > 0
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    for c, res2 in enumerate(rows.data):
+        ss_res = (w @ (res2 if res2.ndim == 2 else res2[:, None])).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = np.where(safe, 1 - ss_res / np.where(safe, ss_tot, 1.0), np.where(ss_res == 0, 1.0, 0.0))
+        out[:, c] = per.mean(axis=1)
+    if y.shape[0] < 2:
+        out[:] = np.nan
+    return out
 
 
 def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
@@ -431,6 +535,10 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
         return _confusion_values(rows, w, spec, task)
     if rows.kind == "ranking":
         return _ranking_values(rows, w, spec)
+    if rows.kind == "multilabel":
+        return _multilabel_values(rows, w, spec)
+    if rows.kind == "r2":
+        return _r2_values(rows, w)
     total = w.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (w @ rows.data.T).astype(np.float64) / total
@@ -523,21 +631,22 @@ def gaussian_values(rows: RowData, spec: MetricSpec, task: str, resamples: int, 
             means = s[:, :-1] / s[:, -1:]
             out.append(np.sqrt(np.clip(means, 0.0, None)) if rows.sqrt else means)
         return out[0], out[1]
-    cms = [np.zeros((resamples, c_count, k, k)), np.zeros((resamples, c_count, k, k))]
+    # per-class counts (true positives, predicted, actual) of every checkpoint, in and out of bag
+    counts = [[np.zeros((resamples, c_count, k)) for _ in range(3)] for _ in range(2)]
     for t, s_in, s_out in _gaussian_sums(rows, resamples, rng):
-        for cm, s in zip(cms, (s_in, s_out), strict=True):
+        for (tp, predicted, actual), s in zip(counts, (s_in, s_out), strict=True):
             count = np.clip(s[:, -1:], 0.0, None)
             if k == 2:
                 positive = np.clip(s[:, :-1], 0.0, count)
-                cm[:, :, t, 1] = positive
-                cm[:, :, t, 0] = count - positive
+                by_class = np.stack([count - positive, positive], axis=2)
             else:
-                cm[:, :, t, :] = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
+                by_class = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
+            predicted += by_class
+            actual[:, :, t] = by_class.sum(axis=2)
+            tp[:, :, t] = by_class[:, :, t]
     values = [
-        np.asarray(metrics.from_confusions(cm.reshape(-1, k, k), spec, task, rows.n_classes), dtype=np.float64).reshape(
-            resamples, c_count
-        )
-        for cm in cms
+        np.asarray(metrics.from_counts(tp, predicted, actual, actual.sum(axis=2), spec, task, rows.n_classes), dtype=np.float64)
+        for tp, predicted, actual in counts
     ]
     return values[0], values[1]
 
