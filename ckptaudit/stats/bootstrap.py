@@ -79,7 +79,9 @@ def _resampled(spec: MetricSpec, preps: Sequence[metrics.Prepared], resamples: i
         data = np.stack([selection._per_row(kind, spec, p) for p in preps])
         rows = selection.row_data(kind, spec, first.task, np.asarray(first.y), data, first.n_classes)
         rows = replace(rows, strata=np.zeros(first.y.shape[0], dtype=np.int64))
-        chunks = [selection.weighted_values(rows, w, spec, first.task) for w in selection._weight_chunks(rows.strata, resamples, rng)]
+        chunks = [
+            selection.weighted_values(rows, w, spec, first.task) for w in selection._weight_chunks(rows.strata, resamples, rng)
+        ]
         return np.concatenate(chunks)
     # no per-row form: resample row indices and call the kernel (a Python loop)
     kernel = metrics.KERNELS[spec.name]

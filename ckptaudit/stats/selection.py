@@ -381,16 +381,33 @@ _POISSON_LUT = _poisson_lut()
 
 
 def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator):
-    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks."""
+    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks.
+
+    The exact draws of every small stratum are mapped to their global row numbers and
+    counted by one bincount per chunk (the same draws, in the same order, as one count
+    per stratum scattered into place, at a fraction of the cost)."""
     n = strata.shape[0]
     per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
     groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
-        w = np.empty((k, n), dtype=np.float32)
-        for rows in groups:
-            w[:, rows] = _stratum_weights(rows.shape[0], k, rng)
+        n_exact = sum(rows.shape[0] for rows in groups if rows.shape[0] * k <= _EXACT_CELLS)
+        codes = np.empty((k, n_exact), dtype=np.int64)
+        poisson = []
+        at = 0
+        for rows in groups:  # in the strata's order: the random stream does not depend on the method
+            m = rows.shape[0]
+            if m * k <= _EXACT_CELLS:
+                codes[:, at : at + m] = rows[rng.integers(0, m, size=(k, m))]
+                at += m
+            else:
+                poisson.append((rows, _stratum_weights(m, k, rng)))
+        codes += (np.arange(k) * n)[:, None]
+        w = np.bincount(codes.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
+        del codes
+        for rows, weights in poisson:
+            w[:, rows] = weights
         yield w
         done += k
 
@@ -443,25 +460,52 @@ def _class_sums(w: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def _confusion_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Weighted true-positive and predicted counts, each (B, len(group), K), of the
-    checkpoints ``group``: never K x K cells per resample (every confusion metric needs
-    only the diagonal and the margins, :func:`~ckptaudit.metrics.kernels.from_counts`)."""
+def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted true-positive, predicted and actual counts, (B, len(group), K) and (B, K),
+    of a run with few classes: one (B, N) x (N, features) product of 0/1 indicators
+    (float32 sums of 0/1 features are exact for integer weights). Binary runs need only
+    class 1's features: class 0's counts follow from n."""
     k = rows.n_classes
     y = rows.y.astype(np.int64)
     data = rows.data[group]
+    g = group.shape[0]
+    classes = [1] if k == 2 else list(range(k))
+    features = np.empty((y.shape[0], len(classes) * (2 * g + 1)), dtype=np.float32)
+    for i, j in enumerate(classes):
+        hit = data == j
+        at = i * (2 * g + 1)
+        features[:, at : at + g] = hit.T
+        hit &= (y == j)[None, :]
+        features[:, at + g : at + 2 * g] = hit.T
+        features[:, at + 2 * g] = y == j
+    sums = (w @ features).astype(np.float64)
+    tp = np.empty((w.shape[0], g, k))
+    predicted = np.empty_like(tp)
+    actual = np.empty((w.shape[0], k))
+    for i, j in enumerate(classes):
+        at = i * (2 * g + 1)
+        predicted[:, :, j] = sums[:, at : at + g]
+        tp[:, :, j] = sums[:, at + g : at + 2 * g]
+        actual[:, j] = sums[:, at + 2 * g]
+    if k == 2:
+        n = w.sum(axis=1, dtype=np.float64)
+        predicted[:, :, 0] = n[:, None] - predicted[:, :, 1]
+        actual[:, 0] = n - actual[:, 1]
+        # rows predicted 0 less the positives among them
+        tp[:, :, 0] = predicted[:, :, 0] - (actual[:, 1:2] - tp[:, :, 1])
+    return tp, predicted, actual
+
+
+def _sorted_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted true-positive and predicted counts, each (B, len(group), K), of a run with
+    many classes, by sums over the rows sorted by class (never K x K cells per resample:
+    every confusion metric needs only the diagonal and the margins,
+    :func:`~ckptaudit.metrics.kernels.from_counts`)."""
+    k = rows.n_classes
+    y = rows.y.astype(np.int64)
     tp = np.empty((w.shape[0], group.shape[0], k))
     predicted = np.empty_like(tp)
-    if k <= _DENSE_CLASSES:
-        # NOTE: one (B, N) x (N, checkpoints) product per class; float32 0/1 sums are exact
-        # for integer weights
-        for j in range(k):
-            hit = data == j
-            predicted[:, :, j] = w @ hit.T.astype(np.float32)
-            hit &= (y == j)[None, :]
-            tp[:, :, j] = w @ hit.T.astype(np.float32)
-        return tp, predicted
-    for g, pred in enumerate(data):
+    for g, pred in enumerate(rows.data[group]):
         correct = np.flatnonzero(pred == y)
         tp[:, g, :] = _class_sums(w[:, correct], y[correct], k)
         predicted[:, g, :] = _class_sums(w, pred.astype(np.int64), k)
@@ -471,21 +515,26 @@ def _confusion_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[
 def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
     """Every checkpoint's confusion metric under each row-weight vector, from weighted
     per-class counts (true positives, predicted, actual, n), in groups of checkpoints
-    whose count arrays stay under :data:`_COUNT_CELLS` cells."""
+    whose count arrays (and, with few classes, float32 indicators) stay bounded."""
     k = rows.n_classes
     c_count = rows.data.shape[0]
     n_rows = rows.data.shape[1]
-    actual = _class_sums(w, rows.y.astype(np.int64), k) if k > _DENSE_CLASSES else None
-    if actual is None:
-        y = rows.y.astype(np.int64)
-        actual = np.stack([w @ (y == j).astype(np.float32) for j in range(k)], axis=1).astype(np.float64)
     n = w.sum(axis=1, dtype=np.float64)
     out = np.empty((w.shape[0], c_count))
-    # NOTE: the dense path's float32 indicators are (N, group): keep them near the weights' size
-    per_group = max(1, min(_COUNT_CELLS // max(w.shape[0] * k, 1), _CHUNK_CELLS // (8 * max(n_rows, 1))))
+    dense = k <= _DENSE_CLASSES
+    actual = None if dense else _class_sums(w, rows.y.astype(np.int64), k)
+    # NOTE: the dense path's indicators are (N, 2 x group x classes) float32: about the
+    # weights' size at most
+    per_group = max(1, _COUNT_CELLS // max(w.shape[0] * k, 1))
+    if dense:
+        per_group = max(1, min(per_group, _CHUNK_CELLS // (4 * k * max(n_rows, 1))))
     for first in range(0, c_count, per_group):
         group = np.arange(first, min(first + per_group, c_count))
-        tp, predicted = _confusion_counts(rows, w, group)
+        if dense:
+            tp, predicted, actual = _dense_counts(rows, w, group)
+        else:
+            tp, predicted = _sorted_counts(rows, w, group)
+        assert actual is not None
         out[:, group] = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
     return out
 
@@ -837,12 +886,23 @@ def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: 
 
 def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> RunSelection:
     """Selection statistics of one evaluated run (see the module docstring)."""
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
     # NOTE: the matrices here are small (checkpoints wide); BLAS threads only contend with
     # each other, which on a busy 2-core machine made this 4x slower.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         return _select(evaluation, resamples, seed)
+
+
+_CONTROLLER: list[Any] = []
+
+
+def _one_blas_thread() -> Any:
+    """A context that limits BLAS to one thread. The controller (which inspects the loaded
+    libraries, ~1 ms) is made once per process: a sweep of 1000 runs selects 1000 times."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
 def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
@@ -873,10 +933,14 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         in_bag: list[np.ndarray] = []
         out_of_bag: list[np.ndarray] = []
         for w in _weight_chunks(rows.strata, resamples, rng):
-            oob = (w == 0).astype(np.float32)
-            both = weighted_values(rows, np.concatenate([w, oob]), spec, task)
-            in_bag.append(both[: w.shape[0]])
-            out_of_bag.append(both[w.shape[0] :])
+            k = w.shape[0]
+            both = np.empty((2 * k, n), dtype=np.float32)
+            both[:k] = w
+            np.equal(w, 0, out=both[k:], casting="unsafe")  # out of bag: the rows not drawn
+            del w
+            values_both = weighted_values(rows, both, spec, task)
+            in_bag.append(values_both[:k])
+            out_of_bag.append(values_both[k:])
         v_in = np.concatenate(in_bag)
         v_out = np.concatenate(out_of_bag)
     scored = list(evaluation.scored)
