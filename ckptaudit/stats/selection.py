@@ -440,24 +440,27 @@ def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarra
     return out
 
 
-#: up to this many classes, per-class weighted sums are matrix products with 0/1 indicators;
-#: above it, sums over the rows sorted by class (np.add.reduceat)
+#: up to this many classes, per-class weighted sums are matrix products with dense 0/1
+#: indicators; above it, products with sparse ones
 _DENSE_CLASSES = 8
 #: float64 cells of the per-class count arrays one step of the confusion path holds
 _COUNT_CELLS = 2_000_000
 
 
-def _class_sums(w: np.ndarray, codes: np.ndarray, k: int) -> np.ndarray:
-    """(B, k) sums of the weights ``w`` (B, N) over the rows of each class ``codes`` (N,),
-    without a B x N x k array: a sort of the rows by class, then one summed slice per class."""
-    out = np.zeros((w.shape[0], k))
-    if codes.shape[0] == 0:
-        return out
-    order = np.argsort(codes, kind="stable")
-    sorted_codes = codes[order]
-    starts = np.flatnonzero(np.r_[True, sorted_codes[1:] != sorted_codes[:-1]])
-    out[:, sorted_codes[starts]] = np.add.reduceat(w[:, order], starts, axis=1)
-    return out
+def _class_sums(w_t: np.ndarray, codes: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """(B, k) sums of the weights over the rows of each class ``codes`` (N,) (only the
+    rows where the boolean ``rows`` is true, when given), from the transposed weights
+    ``w_t`` (N, B): a sparse 0/1 (k, N) matrix times ``w_t``, which adds whole rows of
+    ``w_t`` in place (no B x N x k array, no gathered copy of the weights)."""
+    from scipy import sparse  # a dependency of scikit-learn
+
+    n = codes.shape[0]
+    if rows is None:
+        indices, indptr = codes, np.arange(n + 1)
+    else:
+        indices, indptr = codes[rows], np.r_[0, np.cumsum(rows)]
+    onehot = sparse.csc_matrix((np.ones(indices.shape[0], dtype=np.float32), indices, indptr), shape=(k, n))
+    return np.asarray(onehot @ w_t, dtype=np.float64).T
 
 
 def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -496,19 +499,18 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
     return tp, predicted, actual
 
 
-def _sorted_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sparse_counts(rows: RowData, w_t: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Weighted true-positive and predicted counts, each (B, len(group), K), of a run with
-    many classes, by sums over the rows sorted by class (never K x K cells per resample:
+    many classes, from the transposed weights ``w_t`` (N, B) by sparse 0/1 products (never K x K cells per resample:
     every confusion metric needs only the diagonal and the margins,
     :func:`~ckptaudit.metrics.kernels.from_counts`)."""
     k = rows.n_classes
     y = rows.y.astype(np.int64)
-    tp = np.empty((w.shape[0], group.shape[0], k))
+    tp = np.empty((w_t.shape[1], group.shape[0], k))
     predicted = np.empty_like(tp)
     for g, pred in enumerate(rows.data[group]):
-        correct = np.flatnonzero(pred == y)
-        tp[:, g, :] = _class_sums(w[:, correct], y[correct], k)
-        predicted[:, g, :] = _class_sums(w, pred.astype(np.int64), k)
+        tp[:, g, :] = _class_sums(w_t, y, k, pred == y)
+        predicted[:, g, :] = _class_sums(w_t, pred.astype(np.int64), k)
     return tp, predicted
 
 
@@ -522,7 +524,8 @@ def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str)
     n = w.sum(axis=1, dtype=np.float64)
     out = np.empty((w.shape[0], c_count))
     dense = k <= _DENSE_CLASSES
-    actual = None if dense else _class_sums(w, rows.y.astype(np.int64), k)
+    w_t = None if dense else np.ascontiguousarray(w.T)
+    actual = None if w_t is None else _class_sums(w_t, rows.y.astype(np.int64), k)
     # NOTE: the dense path's indicators are (N, 2 x group x classes) float32: about the
     # weights' size at most
     per_group = max(1, _COUNT_CELLS // max(w.shape[0] * k, 1))
@@ -533,7 +536,8 @@ def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str)
         if dense:
             tp, predicted, actual = _dense_counts(rows, w, group)
         else:
-            tp, predicted = _sorted_counts(rows, w, group)
+            assert w_t is not None
+            tp, predicted = _sparse_counts(rows, w_t, group)
         assert actual is not None
         out[:, group] = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
     return out
@@ -836,8 +840,18 @@ def hanley_mcneil_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, f
     return 1 / (1 + math.exp(-(centre - z * se))), 1 / (1 + math.exp(-(centre + z * se)))
 
 
-def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None) -> tuple[float, float] | None:
-    interval = _percentiles(draws)
+def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
+    """:func:`_percentiles` of every column of ``values`` (resamples, C), in one call
+    where every value is finite."""
+    if values.size and np.isfinite(values).all():
+        low, high = np.percentile(values, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2], axis=0)
+        return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
+    return [_percentiles(values[:, j]) for j in range(values.shape[1])]
+
+
+def _checkpoint_interval(
+    rows: RowData, spec: MetricSpec, interval: tuple[float, float] | None, value: float | None
+) -> tuple[float, float] | None:
     if interval is None or value is None or rows.kind != "ranking" or spec.name != "roc_auc":
         return interval
     n_pos = int(np.count_nonzero(rows.y))
@@ -973,6 +987,7 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
 
     entries = []
     local = {ci: j for j, ci in enumerate(scored)}
+    intervals = _all_percentiles(v_in)
     for i, (c, v) in enumerate(zip(ckpts, values, strict=True)):
         j = local.get(i)
         if j is None:
@@ -980,7 +995,7 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
             continue
         entries.append(
             CheckpointSelection(
-                c.name, c.epoch, v, _checkpoint_interval(rows, spec, v_in[:, j], v), c.name in member_names, float(pvalues[j])
+                c.name, c.epoch, v, _checkpoint_interval(rows, spec, intervals[j], v), c.name in member_names, float(pvalues[j])
             )
         )
     unscored = len(scorable) - len(scored)
