@@ -336,3 +336,22 @@ def test_gaussian_confusion_counts_equal_the_old_cell_construction():
                 with np.errstate(invalid="ignore", divide="ignore"):
                     want = _old_from_confusions(cm.reshape(-1, k, k), spec, task, k).reshape(50, 3)
                 np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_draws_would(monkeypatch):
+    rng = np.random.default_rng(4)
+    strata = (rng.random(3000) < 0.2).astype(np.int64)
+    strata[:7] = 2  # a stratum too small to remember
+    selection._DRAW_CACHE.clear()
+    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 10**12)
+    plain = np.random.default_rng(9)
+    want = np.concatenate(list(selection._weight_chunks(strata, 700, plain)))
+    after = plain.random()
+    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 1000)
+    for _ in range(2):  # the first fills the cache, the second reads it
+        cached = np.random.default_rng(9)
+        got = np.concatenate(list(selection._weight_chunks(strata, 700, cached)))
+        np.testing.assert_array_equal(got, want)
+        assert cached.random() == after
+    assert selection._DRAW_CACHE
+    selection._DRAW_CACHE.clear()

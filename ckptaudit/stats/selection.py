@@ -380,35 +380,75 @@ def _poisson_lut() -> np.ndarray:
 _POISSON_LUT = _poisson_lut()
 
 
-def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator):
-    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks.
+#: exact draws of a stratum this size or larger (rows x resamples) are remembered ...
+_DRAW_CACHE_MIN_CELLS = 100_000
+#: ... in a cache of at most this many bytes
+_DRAW_CACHE_BYTES = 64 * 2**20
+_DRAW_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
 
-    The exact draws of every small stratum are mapped to their global row numbers and
-    counted by one bincount per chunk (the same draws, in the same order, as one count
-    per stratum scattered into place, at a fraction of the cost)."""
+
+def _state_key(state: Any) -> Any:
+    if isinstance(state, dict):
+        return tuple((key, _state_key(value)) for key, value in sorted(state.items()))
+    return state
+
+
+def _remember(key: tuple, counts: np.ndarray, state: Any) -> None:
+    if counts.max(initial=0) > 255:
+        return
+    _DRAW_CACHE[key] = (counts.astype(np.uint8), state)
+    total = sum(c.nbytes for c, _ in _DRAW_CACHE.values())
+    if total > _DRAW_CACHE_BYTES:
+        # NOTE: the smallest go first: a large stratum (drawn first, its key depends on its
+        # size alone) repeats across runs far more often than the small ones after it
+        for old in sorted(_DRAW_CACHE, key=lambda key: _DRAW_CACHE[key][0].nbytes):
+            total -= _DRAW_CACHE.pop(old)[0].nbytes
+            if total <= _DRAW_CACHE_BYTES:
+                break
+
+
+def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator, out_of_bag: bool = False):
+    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks; with
+    ``out_of_bag``, (2k, N) matrices whose last k rows are the out-of-bag indicators
+    (1 where a row was not drawn) of the first k.
+
+    A stratum's exact counts depend only on its size, the chunk's resamples and the
+    generator's state before its draws, so those are remembered (:data:`_DRAW_CACHE`): a
+    sweep of many runs seeded alike draws each stratum size once; the generator is then set
+    to the state the draws would have left, so every result is the same bit for bit as
+    without the cache. Strata stored contiguously (see :func:`_by_stratum`) are written as
+    blocks."""
     n = strata.shape[0]
     per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
-    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    values = np.unique(strata)
+    groups: list[Any] = [np.flatnonzero(strata == s) for s in values]
+    if all(g.shape[0] == 0 or g[-1] - g[0] + 1 == g.shape[0] for g in groups):
+        groups = [slice(int(g[0]), int(g[-1]) + 1) if g.shape[0] else g for g in groups]
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
-        n_exact = sum(rows.shape[0] for rows in groups if rows.shape[0] * k <= _EXACT_CELLS)
-        codes = np.empty((k, n_exact), dtype=np.int64)
-        poisson = []
-        at = 0
+        both = np.empty((2 * k if out_of_bag else k, n), dtype=np.float32)
+        w = both[:k]
         for rows in groups:  # in the strata's order: the random stream does not depend on the method
-            m = rows.shape[0]
-            if m * k <= _EXACT_CELLS:
-                codes[:, at : at + m] = rows[rng.integers(0, m, size=(k, m))]
-                at += m
-            else:
-                poisson.append((rows, _stratum_weights(m, k, rng)))
-        codes += (np.arange(k) * n)[:, None]
-        w = np.bincount(codes.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
-        del codes
-        for rows, weights in poisson:
-            w[:, rows] = weights
-        yield w
+            m = rows.stop - rows.start if isinstance(rows, slice) else rows.shape[0]
+            if m * k > _EXACT_CELLS:
+                w[:, rows] = _stratum_weights(m, k, rng)
+                continue
+            key = None
+            if m * k >= _DRAW_CACHE_MIN_CELLS:
+                key = (m, k, _state_key(rng.bit_generator.state))
+                hit = _DRAW_CACHE.get(key)
+                if hit is not None:
+                    rng.bit_generator.state = hit[1]
+                    w[:, rows] = hit[0]
+                    continue
+            counts = _stratum_weights(m, k, rng)
+            w[:, rows] = counts
+            if key is not None:
+                _remember(key, counts, rng.bit_generator.state)
+        if out_of_bag:
+            np.equal(w, 0, out=both[k:], casting="unsafe")
+        yield both
         done += k
 
 
@@ -919,6 +959,22 @@ def _one_blas_thread() -> Any:
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
+def _by_stratum(rows: RowData, resamples: int) -> RowData:
+    """``rows`` with its rows in stratum order (stable), so that each stratum's weights are
+    written as one block, where that cannot change a value: confusion counts (sums of 0/1
+    features) under integer weights (every stratum drawn exactly) are exact in any order.
+    Kept as it is otherwise, or when the copy would be large."""
+    n = rows.strata.shape[0]
+    per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
+    if rows.kind != "confusion" or n < 2 or rows.data.nbytes > _CHUNK_CELLS:
+        return rows
+    sizes = np.bincount(rows.strata)
+    if sizes.max() * per_chunk > _EXACT_CELLS or bool(np.all(rows.strata[1:] >= rows.strata[:-1])):
+        return rows
+    order = np.argsort(rows.strata, kind="stable")
+    return RowData(rows.kind, rows.y[order], rows.data[:, order], rows.strata[order], rows.n_classes, rows.sqrt)
+
+
 def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
     spec = evaluation.spec
     sign = 1.0 if spec.maximize else -1.0
@@ -946,13 +1002,10 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
     else:
         in_bag: list[np.ndarray] = []
         out_of_bag: list[np.ndarray] = []
-        for w in _weight_chunks(rows.strata, resamples, rng):
-            k = w.shape[0]
-            both = np.empty((2 * k, n), dtype=np.float32)
-            both[:k] = w
-            np.equal(w, 0, out=both[k:], casting="unsafe")  # out of bag: the rows not drawn
-            del w
-            values_both = weighted_values(rows, both, spec, task)
+        by_stratum = _by_stratum(rows, resamples)
+        for both in _weight_chunks(by_stratum.strata, resamples, rng, out_of_bag=True):
+            k = both.shape[0] // 2
+            values_both = weighted_values(by_stratum, both, spec, task)
             in_bag.append(values_both[:k])
             out_of_bag.append(values_both[k:])
         v_in = np.concatenate(in_bag)
