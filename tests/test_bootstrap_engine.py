@@ -355,3 +355,18 @@ def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_dr
         assert cached.random() == after
     assert selection._DRAW_CACHE
     selection._DRAW_CACHE.clear()
+
+
+def test_rows_in_stratum_order_leave_every_selection_figure_unchanged(monkeypatch):
+    rng = np.random.default_rng(12)
+    for task, k in (("binary", 2), ("multiclass", 3)):
+        y = rng.integers(0, k, 900)
+        outs = [np.where(rng.random(900) < 0.6 + 0.05 * i, y, rng.integers(0, k, 900)) for i in range(4)]
+        spec = parse_metric("f1:average=macro" if k > 2 else "recall").for_run(None, task, 1, k if k > 2 else None)
+        arrays = [np.eye(k)[o] * 0.5 + 0.1 for o in outs] if k > 2 else [np.where(o == 1, 0.9, 0.1) for o in outs]
+        ev = selection.evaluate_arrays(task, "probability", spec, y, arrays)
+        assert ev.rows is not None and selection._by_stratum(ev.rows, 300) is not ev.rows
+        sorted_rows = selection.select(ev, resamples=300, seed=2).as_dict()
+        monkeypatch.setattr(selection, "_by_stratum", lambda rows, resamples: rows)
+        assert selection.select(ev, resamples=300, seed=2).as_dict() == sorted_rows
+        monkeypatch.undo()

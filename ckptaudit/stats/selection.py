@@ -503,8 +503,9 @@ def _class_sums(w_t: np.ndarray, codes: np.ndarray, k: int, rows: np.ndarray | N
     return np.asarray(onehot @ w_t, dtype=np.float64).T
 
 
-def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Weighted true-positive, predicted and actual counts, (B, len(group), K) and (B, K),
+    and the weights' sums (B,)
     of a run with few classes: one (B, N) x (N, features) product of 0/1 indicators
     (float32 sums of 0/1 features are exact for integer weights). Binary runs need only
     class 1's features: class 0's counts follow from n."""
@@ -513,7 +514,8 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
     data = rows.data[group]
     g = group.shape[0]
     classes = [1] if k == 2 else list(range(k))
-    features = np.empty((y.shape[0], len(classes) * (2 * g + 1)), dtype=np.float32)
+    features = np.empty((y.shape[0], len(classes) * (2 * g + 1) + 1), dtype=np.float32)
+    features[:, -1] = 1.0  # n, the weights' sum
     for i, j in enumerate(classes):
         hit = data == j
         at = i * (2 * g + 1)
@@ -530,13 +532,13 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
         predicted[:, :, j] = sums[:, at : at + g]
         tp[:, :, j] = sums[:, at + g : at + 2 * g]
         actual[:, j] = sums[:, at + 2 * g]
+    n = sums[:, -1]
     if k == 2:
-        n = w.sum(axis=1, dtype=np.float64)
         predicted[:, :, 0] = n[:, None] - predicted[:, :, 1]
         actual[:, 0] = n - actual[:, 1]
         # rows predicted 0 less the positives among them
         tp[:, :, 0] = predicted[:, :, 0] - (actual[:, 1:2] - tp[:, :, 1])
-    return tp, predicted, actual
+    return tp, predicted, actual, n
 
 
 def _sparse_counts(rows: RowData, w_t: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -561,9 +563,9 @@ def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str)
     k = rows.n_classes
     c_count = rows.data.shape[0]
     n_rows = rows.data.shape[1]
-    n = w.sum(axis=1, dtype=np.float64)
     out = np.empty((w.shape[0], c_count))
     dense = k <= _DENSE_CLASSES
+    n = None if dense else w.sum(axis=1, dtype=np.float64)
     w_t = None if dense else np.ascontiguousarray(w.T)
     actual = None if w_t is None else _class_sums(w_t, rows.y.astype(np.int64), k)
     # NOTE: the dense path's indicators are (N, 2 x group x classes) float32: about the
@@ -574,11 +576,11 @@ def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str)
     for first in range(0, c_count, per_group):
         group = np.arange(first, min(first + per_group, c_count))
         if dense:
-            tp, predicted, actual = _dense_counts(rows, w, group)
+            tp, predicted, actual, n = _dense_counts(rows, w, group)
         else:
             assert w_t is not None
             tp, predicted = _sparse_counts(rows, w_t, group)
-        assert actual is not None
+        assert actual is not None and n is not None
         out[:, group] = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
     return out
 
