@@ -370,3 +370,29 @@ def test_rows_in_stratum_order_leave_every_selection_figure_unchanged(monkeypatc
         monkeypatch.setattr(selection, "_by_stratum", lambda rows, resamples: rows)
         assert selection.select(ev, resamples=300, seed=2).as_dict() == sorted_rows
         monkeypatch.undo()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_ece_has_a_per_row_form(task):
+    rng = np.random.default_rng(14)
+    n = 500
+    if task == "binary":
+        y = rng.integers(0, 2, n)
+        outs = [np.clip(0.5 * y + rng.random(n) * 0.5 + 0.05 * i, 0, 1) for i in range(3)]
+    else:
+        y = rng.integers(0, 4, n)
+        outs = [rng.dirichlet(np.ones(4) * (1 + i), n) for i in range(3)]
+    spec = parse_metric("ece:bins=10")
+    ev = selection.evaluate_arrays(task, "probability", spec, y, outs)
+    assert ev.rows is not None and ev.rows.kind == "ece"
+    kernel = metrics.KERNELS["ece"]
+    preps = [metrics.prepare(task, "probability", y, o) for o in outs]
+    unit = selection.weighted_values(ev.rows, np.ones((1, n), np.float32), spec, task)[0]
+    np.testing.assert_allclose(unit, [kernel(p, spec) for p in preps], rtol=1e-12, atol=1e-14)
+    counts = rng.integers(0, 4, size=(2, n))
+    got = selection.weighted_values(ev.rows, counts.astype(np.float32), spec, task)
+    for r in range(2):
+        idx = np.repeat(np.arange(n), counts[r])
+        np.testing.assert_allclose(got[r], [kernel(p.take(idx), spec) for p in preps], rtol=1e-9, atol=1e-12)
+    low, high = bootstrap.interval(spec, preps[0], resamples=200, seed=1)
+    assert low < kernel(preps[0], spec) < high

@@ -545,6 +545,24 @@ def brier(prep: Prepared, spec: MetricSpec) -> float:
     return float(((prep.y - prep.proba64) ** 2).mean())
 
 
+def ece_terms(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's confidence bin and (hit - confidence), as float64: the expected
+    calibration error is the sum over bins of |the bin's summed terms| over n (the
+    bootstrap reweights these)."""
+    assert prep.proba is not None
+    n_bins = DEFAULT_ECE_BINS if spec.bins is None else spec.bins
+    if prep.task == "binary":
+        p = prep.proba64
+        pred = prep.labels(None).astype(np.int64)
+        conf = np.where(pred == 1, p, 1 - p)
+    else:
+        pred = prep.labels(None)
+        conf = prep.proba64[np.arange(prep.y.shape[0]), pred]
+    correct = (pred == prep.y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf).astype(np.float64), correct - conf
+
+
 def ece(prep: Prepared, spec: MetricSpec) -> float:
     """Top-label expected calibration error over equal-width confidence bins."""
     assert prep.proba is not None

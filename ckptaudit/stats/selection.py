@@ -123,6 +123,8 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
         return "mean"
     if spec.name == "r2":
         return "r2"
+    if spec.name == "ece" and task in ("binary", "multiclass"):
+        return "ece"
     return None
 
 
@@ -138,6 +140,8 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
     assert prep.proba is not None
     if kind == "r2":  # squared residuals, per output
         return ((prep.y - prep.proba) ** 2).astype(np.float32)
+    if kind == "ece":  # (confidence bin, hit - confidence) per row, as the kernel bins them
+        return np.stack(metrics.ece_terms(prep, spec), axis=1)
     if kind == "ranking":
         scores = prep.proba.astype(np.float32, copy=False)
         # NOTE: the negative class ranks by the reversed order, not by 1 - p (which loses
@@ -282,13 +286,13 @@ def row_data(kind: str, spec: MetricSpec, task: str, y: np.ndarray, data: np.nda
     from :func:`_per_row`) on targets ``y``."""
     if kind == "ranking":
         y = (1 - y) if spec.class_index == 0 else y
-    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean"):
+    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean", "ece"):
         strata = np.asarray(y, dtype=np.int64)
     else:
         strata = np.zeros(y.shape[0], dtype=np.int64)
     if kind == "r2":
         y_kept = np.asarray(y, dtype=np.float64)
-    elif kind == "mean":
+    elif kind in ("mean", "ece"):
         y_kept = np.zeros(0, dtype=np.int8)
     else:
         y_kept = y.astype(np.int8 if n_classes <= 127 or kind == "multilabel" else np.int32)
@@ -623,6 +627,23 @@ def _r2_values(rows: RowData, w: np.ndarray) -> np.ndarray:
     return out
 
 
+def _ece_values(rows: RowData, w: np.ndarray) -> np.ndarray:
+    """Every checkpoint's expected calibration error under each row-weight vector: per bin,
+    the weighted sum of (hit - confidence), by a sparse (bins, N) product."""
+    from scipy import sparse  # a dependency of scikit-learn
+
+    n_rows = w.shape[1]
+    w_t = np.ascontiguousarray(w.T, dtype=np.float64)
+    total = w.sum(axis=1, dtype=np.float64)
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    for c, terms in enumerate(rows.data):
+        bins = terms[:, 0].astype(np.int64)
+        gaps = sparse.csc_matrix((terms[:, 1], bins, np.arange(n_rows + 1)), shape=(int(bins.max(initial=0)) + 1, n_rows))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, c] = np.abs(np.asarray(gaps @ w_t)).sum(axis=0) / total
+    return out
+
+
 def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
     """The metric of every checkpoint under each row-weight vector: (k, N) -> (k, C).
     Unit weights give the checkpoints' own values."""
@@ -634,6 +655,8 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
         return _multilabel_values(rows, w, spec)
     if rows.kind == "r2":
         return _r2_values(rows, w)
+    if rows.kind == "ece":
+        return _ece_values(rows, w)
     total = w.sum(axis=1, keepdims=True)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (w @ rows.data.T).astype(np.float64) / total
@@ -676,7 +699,7 @@ def gaussian_ok(rows: RowData, resamples: int) -> bool:
     mean losses), a large validation set and no small class, where the bootstrap sums are
     Gaussian to within resampling error and exact weights would cost rows x resamples x
     checkpoints."""
-    if rows.kind == "ranking" or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
+    if rows.kind not in ("confusion", "mean") or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
         return False
     counts = np.bincount(rows.strata)
     return int(counts[counts > 0].min()) >= _GAUSSIAN_MIN_STRATUM and _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
