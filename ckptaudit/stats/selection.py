@@ -33,13 +33,26 @@ the cost no longer grows with rows x resamples x checkpoints.
 One pass reads each prediction file once and keeps compact per-row data
 (:class:`RowData`): predicted labels as uint8 for confusion metrics, float32 scores for
 ROC AUC / average precision, float32 per-row losses for mean metrics (log_loss, brier,
-mse, mae, rmse, top_k_accuracy). Memory: ``rows x checkpoints x (1 or 4)`` bytes, e.g.
+mse, mae, rmse, top_k_accuracy, multilabel subset accuracy), predicted labels packed 8 to
+a byte for multilabel per-label metrics, float32 squared residuals for R2, and (bin,
+hit - confidence) float64 pairs for ece. Every value is a function of weighted sums
+(:func:`weighted_values`, the one bootstrap engine; :mod:`ckptaudit.stats.bootstrap` runs
+on it too): a confusion metric needs only each class's weighted true-positive, predicted
+and actual counts and n (:func:`~ckptaudit.metrics.kernels.from_counts`), computed by
+matrix products with 0/1 indicators (up to 8 classes) or sparse ones (more), never
+classes x classes cells per resample; a multilabel metric the same per label; R2 the sums
+of the squared residuals and of the centred targets. Exact stratum draws are remembered
+by (size, resamples, generator state) in a cache of at most 64 MiB, so runs seeded alike
+(an HPO sweep) draw each stratum size once, with bit-identical results. Memory:
+``rows x checkpoints x (1 or 4)`` bytes, e.g.
 5 MB (labels) or 20 MB (scores) for 50 checkpoints x 100,000 rows; above
 :data:`MAX_ROW_BYTES` (512 MiB) no per-row data is kept and the statistics are reported
 as unavailable, with the reason (`rank --ci` and `pick` then bootstrap each checkpoint they
 show on its own, which reads its val.npz a second time: the one exception to "each
 prediction file is read once per command"). The bootstrap works on chunks of resamples whose weight
-matrices stay under ~64 MB, and never allocates resamples x checkpoints x checkpoints.
+matrices stay under ~64 MB (with the out-of-bag indicators), groups checkpoints so that each
+count array stays under 4 MB, and never allocates resamples x checkpoints x checkpoints
+nor resamples x classes x classes.
 """
 
 from __future__ import annotations
@@ -488,7 +501,7 @@ def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarra
 #: indicators; above it, products with sparse ones
 _DENSE_CLASSES = 8
 #: float64 cells of the per-class count arrays one step of the confusion path holds
-_COUNT_CELLS = 2_000_000
+_COUNT_CELLS = 500_000
 
 
 def _class_sums(w_t: np.ndarray, codes: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
@@ -672,6 +685,9 @@ _GAUSSIAN_MIN_STRATUM = 1000
 #: ... and at most this many summed features (checkpoints, x classes for multiclass)
 _GAUSSIAN_MAX_FEATURES = 256
 _OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
+#: rows of features the Gaussian path holds at once (up to it, one block: the sums, and so
+#: every result, are bit for bit those of one product)
+_GAUSSIAN_BLOCK_ROWS = 1_048_576
 
 
 def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
@@ -714,12 +730,19 @@ def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
     for stratum in np.unique(rows.strata):
         sel = np.flatnonzero(rows.strata == stratum)
         n = sel.shape[0]
-        x = _features(rows, sel)
-        z = np.empty((n, x.shape[1] + 1), dtype=x.dtype)
-        z[:, :-1] = x
-        z[:, -1] = 1.0
-        m = (z.T @ z).astype(np.float64)
-        total = z.sum(axis=0, dtype=np.float64)
+        m = total = None
+        # NOTE: in blocks of rows, so the features never take more than a block's memory
+        for first in range(0, n, _GAUSSIAN_BLOCK_ROWS):
+            x = _features(rows, sel[first : first + _GAUSSIAN_BLOCK_ROWS])
+            z = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
+            z[:, :-1] = x
+            z[:, -1] = 1.0
+            del x
+            block_m = (z.T @ z).astype(np.float64)
+            block_total = z.sum(axis=0, dtype=np.float64)
+            m = block_m if m is None else m + block_m
+            total = block_total if total is None else total + block_total
+        assert m is not None and total is not None
         outer = np.outer(total, total) / n
         centred = m - outer
         f = z.shape[1]
