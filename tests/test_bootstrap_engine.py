@@ -256,6 +256,9 @@ def _brute(spec, preps, resamples, seed):
     [
         ("binary", "probability", "f1"),
         ("binary", "probability", "log_loss"),
+        ("binary", "probability", "roc_auc"),
+        ("binary", "probability", "average_precision:class=0"),
+        ("multiclass", "probability", "ece"),
         ("multiclass", "label", "mcc"),
         ("multiclass", "label", "cohen_kappa"),
         ("multilabel", "logit", "f1:average=micro"),
@@ -270,6 +273,9 @@ def test_compare_and_interval_are_the_plain_row_bootstrap(task, output, text):
     if task == "binary":
         y = rng.integers(0, 2, n)
         arrays = [np.clip(y * 0.3 + rng.random(n) * 0.7, 0.01, 0.99) for _ in range(2)]
+    elif task == "multiclass" and output == "probability":
+        y = rng.integers(0, 3, n)
+        arrays = [rng.dirichlet(np.ones(3), n) * 0.5 + np.eye(3)[y] * 0.5 for _ in range(2)]
     elif task == "multiclass":
         y = rng.integers(0, 3, n)
         arrays = [np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n)) for _ in range(2)]
