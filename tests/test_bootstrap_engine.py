@@ -402,3 +402,21 @@ def test_ece_has_a_per_row_form(task):
         np.testing.assert_allclose(got[r], [kernel(p.take(idx), spec) for p in preps], rtol=1e-9, atol=1e-12)
     low, high = bootstrap.interval(spec, preps[0], resamples=200, seed=1)
     assert low < kernel(preps[0], spec) < high
+
+
+def test_rmse_of_several_outputs_is_the_mean_of_each_outputs_root():
+    rng = np.random.default_rng(15)
+    n = 300
+    y = rng.normal(size=(n, 3)) * [1.0, 10.0, 0.1]
+    outs = [y + rng.normal(size=(n, 3)) * [0.5, 2.0, 0.05] * (1 + i) for i in range(2)]
+    spec = parse_metric("rmse")
+    ev = selection.evaluate_arrays("regression", "value", spec, y, outs)
+    assert ev.rows is not None
+    sk = [skm.root_mean_squared_error(y, p) for p in outs]
+    unit = selection.weighted_values(ev.rows, np.ones((1, n), np.float32), spec, "regression")[0]
+    np.testing.assert_allclose(unit, sk, rtol=1e-5)
+    np.testing.assert_allclose(ev.values, sk, rtol=1e-12)
+    counts = rng.integers(0, 4, n)
+    idx = np.repeat(np.arange(n), counts)
+    got = selection.weighted_values(ev.rows, counts[None].astype(np.float32), spec, "regression")[0]
+    np.testing.assert_allclose(got, [skm.root_mean_squared_error(y[idx], p[idx]) for p in outs], rtol=1e-5)

@@ -181,7 +181,8 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
             per = per.mean(axis=1) if per.ndim == 2 else per
     elif name in ("mse", "rmse"):
         per = (prep.y - p) ** 2
-        per = per.mean(axis=1) if per.ndim == 2 else per
+        # NOTE: rmse of several outputs is the mean of each output's root: kept per output
+        per = per.mean(axis=1) if per.ndim == 2 and name == "mse" else per
     elif name == "mae":
         per = np.abs(prep.y - p)
         per = per.mean(axis=1) if per.ndim == 2 else per
@@ -610,12 +611,12 @@ def _multilabel_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.nda
     actual = (w @ y).astype(np.float64)
     n = w.sum(axis=1, dtype=np.float64)
     out = np.empty((w.shape[0], rows.data.shape[0]))
+    both = np.empty((y.shape[0], 2 * labels), dtype=np.float32)
     for c, packed in enumerate(rows.data):
-        pred = np.unpackbits(packed, axis=1, count=labels).astype(np.float32)
-        predicted = w @ pred
-        pred *= y
-        tp = w @ pred
-        out[:, c] = metrics.from_counts(tp, predicted, actual, n, spec, "multilabel", labels)
+        both[:, :labels] = np.unpackbits(packed, axis=1, count=labels)
+        np.multiply(both[:, :labels], y, out=both[:, labels:])
+        sums = w @ both  # predicted, then true positives: one product
+        out[:, c] = metrics.from_counts(sums[:, labels:], sums[:, :labels], actual, n, spec, "multilabel", labels)
     return out
 
 
@@ -671,6 +672,12 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
     if rows.kind == "ece":
         return _ece_values(rows, w)
     total = w.sum(axis=1, keepdims=True)
+    if rows.data.ndim == 3:  # rmse of several outputs: each output's root, averaged
+        out = np.empty((w.shape[0], rows.data.shape[0]))
+        for c, per_output in enumerate(rows.data):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, c] = np.sqrt((w @ per_output).astype(np.float64) / total).mean(axis=1)
+        return out
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (w @ rows.data.T).astype(np.float64) / total
     return np.sqrt(means) if rows.sqrt else means
@@ -715,7 +722,7 @@ def gaussian_ok(rows: RowData, resamples: int) -> bool:
     mean losses), a large validation set and no small class, where the bootstrap sums are
     Gaussian to within resampling error and exact weights would cost rows x resamples x
     checkpoints."""
-    if rows.kind not in ("confusion", "mean") or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
+    if rows.kind not in ("confusion", "mean") or rows.data.ndim != 2 or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
         return False
     counts = np.bincount(rows.strata)
     return int(counts[counts > 0].min()) >= _GAUSSIAN_MIN_STRATUM and _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
