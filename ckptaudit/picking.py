@@ -172,11 +172,7 @@ def choose_report(
     specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
     skipped = list(sweep.skipped)
     problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
-    by_run: dict[int, list[Any]] = {id(run): [] for run in runs}
-    for s in scores:
-        by_run.setdefault(id(s.run), []).append(s)
-    # NOTE: grouped by one pass (a scan per run was quadratic: 1 s at 1000 runs x 5000 checkpoints)
-    groups = [list(scores)] if across else [by_run[id(run)] for run in runs]
+    groups = [list(scores)] if across else [[s for s in scores if s.run is run] for run in runs]
     picks = []
     for group in groups:
         scorable = [s for s in group if s.values[0] is not None]

@@ -300,7 +300,7 @@ def row_data(kind: str, spec: MetricSpec, task: str, y: np.ndarray, data: np.nda
     from :func:`_per_row`) on targets ``y``."""
     if kind == "ranking":
         y = (1 - y) if spec.class_index == 0 else y
-    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean", "ece"):
+    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean", "ece") and y.ndim == 1:
         strata = np.asarray(y, dtype=np.int64)
     else:
         strata = np.zeros(y.shape[0], dtype=np.int64)
@@ -944,9 +944,8 @@ def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
     return [_percentiles(values[:, j]) for j in range(values.shape[1])]
 
 
-def _checkpoint_interval(
-    rows: RowData, spec: MetricSpec, interval: tuple[float, float] | None, value: float | None
-) -> tuple[float, float] | None:
+def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None) -> tuple[float, float] | None:
+    interval = _percentiles(draws)
     if interval is None or value is None or rows.kind != "ranking" or spec.name != "roc_auc":
         return interval
     n_pos = int(np.count_nonzero(rows.y))
@@ -1101,11 +1100,9 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         if j is None:
             entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
             continue
-        entries.append(
-            CheckpointSelection(
-                c.name, c.epoch, v, _checkpoint_interval(rows, spec, intervals[j], v), c.name in member_names, float(pvalues[j])
-            )
-        )
+        # NOTE: only ROC AUC may widen the percentile interval; the others use the batch's
+        interval = _checkpoint_interval(rows, spec, v_in[:, j], v) if spec.name == "roc_auc" else intervals[j]
+        entries.append(CheckpointSelection(c.name, c.epoch, v, interval, c.name in member_names, float(pvalues[j])))
     unscored = len(scorable) - len(scored)
     note = f"{unscored} scorable checkpoint(s) without per-row data were left out" if unscored else None
     return RunSelection(
