@@ -570,7 +570,10 @@ def _sparse_counts(rows: RowData, w_t: np.ndarray, group: np.ndarray) -> tuple[n
     predicted = np.empty_like(tp)
     for g, pred in enumerate(rows.data[group]):
         tp[:, g, :] = _class_sums(w_t, y, k, pred == y)
-        predicted[:, g, :] = _class_sums(w_t, pred.astype(np.int64), k)
+        # NOTE: a label run's prediction outside the run's classes is predicted as no class
+        # of it (the kernel counts it in a column past them)
+        inside = None if int(pred.max(initial=0)) < k else pred < k
+        predicted[:, g, :] = _class_sums(w_t, pred.astype(np.int64), k, inside)
     return tp, predicted
 
 
