@@ -112,8 +112,7 @@ def test_regression_mean_metrics_reproduce_sklearn():
 def test_unsupported_metrics_say_so():
     assert selection.row_kind(parse_metric("val_loss", logged=["val_loss"]), "binary") is None
     assert selection.row_kind(parse_metric("roc_auc"), "multiclass") is None
-    assert selection.row_kind(parse_metric("f1"), "multilabel") is None
-    assert selection.row_kind(parse_metric("r2"), "regression") is None
+    assert selection.row_kind(parse_metric("mypkg.metrics:profit:mode=max"), "binary") is None
 
 
 def test_resampling_is_stratified_exactly_and_keeps_class_totals_on_the_poisson_path(monkeypatch):

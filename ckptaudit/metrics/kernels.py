@@ -355,33 +355,24 @@ def _reduce(name: str, c: Counts, spec: MetricSpec, task: str, n_classes: int) -
     raise MetricError(f"unknown average {average!r}")
 
 
-def _mcc_from_cm(cm: np.ndarray) -> float:
-    t_sum = cm.sum(axis=1, dtype=np.float64)
-    p_sum = cm.sum(axis=0, dtype=np.float64)
-    n_correct = float(np.trace(cm))
-    n = p_sum.sum()
-    cov_ytyp = n_correct * n - np.dot(t_sum, p_sum)
-    cov_ypyp = n * n - np.dot(p_sum, p_sum)
-    cov_ytyt = n * n - np.dot(t_sum, t_sum)
-    if cov_ypyp * cov_ytyt == 0:
-        return 0.0
-    return float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+def _mcc_from_sums(correct: np.ndarray, t_sum: np.ndarray, p_sum: np.ndarray, n: np.ndarray) -> np.ndarray:
+    """Matthews' correlation from the number of correct rows, the true-class and the
+    predicted-class counts (last axis) and n, batched over the leading axes (scikit-learn's
+    formula, 0 where it is undefined)."""
+    cov_ytyp = correct * n - (t_sum * p_sum).sum(axis=-1)
+    cov_ypyp = n * n - (p_sum * p_sum).sum(axis=-1)
+    cov_ytyt = n * n - (t_sum * t_sum).sum(axis=-1)
+    den = cov_ytyt * cov_ypyp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, cov_ytyp / np.sqrt(np.where(den > 0, den, 1.0)), 0.0)
 
 
-def _binary_cm(c: Counts, i: int) -> np.ndarray:
-    return np.array([[c.tn[i], c.fp[i]], [c.fn[i], c.tp[i]]])
-
-
-def _kappa_from_cm(cm: np.ndarray) -> float:
-    cm = cm.astype(np.float64)
-    sum0 = cm.sum(axis=0)
-    sum1 = cm.sum(axis=1)
-    expected = np.outer(sum0, sum1) / sum0.sum()
-    off = ~np.eye(cm.shape[0], dtype=bool)
-    den = expected[off].sum()
-    if den == 0:
-        return float("nan")
-    return float(1.0 - cm[off].sum() / den)
+def _binary_mcc(c: Counts) -> np.ndarray:
+    """MCC of each class's one-vs-rest 2 x 2 matrix, (..., C) -> (..., C)."""
+    tp, fp, fn, tn = (np.asarray(a, dtype=np.float64) for a in (c.tp, c.fp, c.fn, c.tn))
+    t_sum = np.stack([tn + fp, fn + tp], axis=-1)
+    p_sum = np.stack([tn + fn, fp + tp], axis=-1)
+    return _mcc_from_sums(tp + tn, t_sum, p_sum, tp + fp + fn + tn)
 
 
 def from_confusion(cm: np.ndarray, spec: MetricSpec, task: str, n_classes: int) -> float:
@@ -390,29 +381,76 @@ def from_confusion(cm: np.ndarray, spec: MetricSpec, task: str, n_classes: int) 
 
 
 def from_confusions(cms: np.ndarray, spec: MetricSpec, task: str, n_classes: int) -> np.ndarray:
-    """The metric of each confusion matrix in a (B, C, C) batch, vectorised.
+    """The metric of each confusion matrix in a (B, C, C) batch, vectorised (through
+    :func:`from_counts`: the diagonal, the column and the row sums are all it needs)."""
+    tp = np.diagonal(cms, axis1=-2, axis2=-1)
+    return from_counts(tp, cms.sum(axis=-2), cms.sum(axis=-1), cms.sum(axis=(-2, -1)), spec, task, n_classes)
 
-    The bootstrap calls this on thousands of resampled matrices at once, so it must not
-    look at rows.
+
+def from_counts(
+    tp: np.ndarray, predicted: np.ndarray, actual: np.ndarray, n: np.ndarray, spec: MetricSpec, task: str, n_classes: int
+) -> np.ndarray:
+    """Every confusion-based metric from per-class counts, batched over leading axes.
+
+    ``tp``, ``predicted`` and ``actual`` have shape (..., C): the rows of each class
+    predicted as that class, predicted as it, and truly of it; ``n`` (...,) the rows. For a
+    binary or multiclass run these are the diagonal, column and row sums of the confusion
+    matrix, which is all any of these metrics needs (so a bootstrap never builds C x C
+    cells per resample); for a multilabel run they are per-label counts (``accuracy``,
+    subset accuracy, has no count form there). Counts may be weighted (non-integer).
     """
+    tp = np.asarray(tp, dtype=np.float64)
+    predicted = np.asarray(predicted, dtype=np.float64)
+    actual = np.asarray(actual, dtype=np.float64)
+    n = np.asarray(n, dtype=np.float64)
+    fp = predicted - tp
+    fn = actual - tp
+    c = Counts(tp, fp, fn, n[..., None] - tp - fp - fn)
     name = spec.name
+    if task == "multilabel":
+        return _multilabel_values(c, spec, n_classes)
     if name == "accuracy":
-        return np.trace(cms, axis1=1, axis2=2) / cms.sum(axis=(1, 2))
-    c = counts_from_confusion(cms)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return tp.sum(axis=-1) / n
     if name in PER_CLASS:
         return np.asarray(_reduce(name, c, spec, task, n_classes), dtype=np.float64)
     if name == "balanced_accuracy":
-        support = c.support
-        present = support > 0
-        recall = _ratio(c.tp, support)
-        return (recall * present).sum(axis=1) / present.sum(axis=1)
+        present = actual > 0
+        recall = _ratio(tp, actual)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (recall * present).sum(axis=-1) / present.sum(axis=-1)
     if name == "mcc":
         if spec.class_index is not None:
-            return np.array([_mcc_from_cm(_binary_cm(counts_from_confusion(m), spec.class_index)) for m in cms])
-        return np.array([_mcc_from_cm(m) for m in cms])
+            return _binary_mcc(c)[..., spec.class_index]
+        return _mcc_from_sums(tp.sum(axis=-1), actual, predicted, n)
     if name == "cohen_kappa":
-        return np.array([_kappa_from_cm(m) for m in cms])
+        # 1 - observed disagreement / expected disagreement, the expected confusion matrix
+        # being the outer product of the marginals over n (scikit-learn's definition)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            expected_off = n - (predicted * actual).sum(axis=-1) / n
+            out = 1.0 - (n - tp.sum(axis=-1)) / expected_off
+        return np.where(expected_off == 0, np.nan, out)
     raise MetricError(f"{name} is not a confusion-matrix metric")
+
+
+def _multilabel_values(c: Counts, spec: MetricSpec, n_classes: int) -> np.ndarray:
+    """A per-label metric of a multilabel run from per-label counts (..., L), batched."""
+    if spec.name in PER_CLASS:
+        return np.asarray(_reduce(spec.name, c, spec, "multilabel", n_classes), dtype=np.float64)
+    if spec.name == "balanced_accuracy":
+        # NOTE: each label's value is scikit-learn's balanced_accuracy_score of that label:
+        # the mean recall over the classes (0, 1) present in its targets, so a label whose
+        # targets are all 0 scores its true-negative rate alone.
+        pos, neg = c.tp + c.fn, c.tn + c.fp
+        recall_sum = _ratio(c.tp, pos) + _ratio(c.tn, neg)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            return (recall_sum / ((pos > 0).astype(np.float64) + (neg > 0))).mean(axis=-1)
+    if spec.name == "mcc":
+        per_label = _binary_mcc(c)
+        if spec.class_index is not None:
+            return per_label[..., spec.class_index]
+        return per_label[..., :n_classes].mean(axis=-1)
+    raise MetricError(f"{spec.name} is not defined for multilabel runs")
 
 
 def _multilabel(prep: Prepared, spec: MetricSpec) -> float:
@@ -420,21 +458,7 @@ def _multilabel(prep: Prepared, spec: MetricSpec) -> float:
     if spec.name == "accuracy":
         # NOTE: subset accuracy, as scikit-learn's accuracy_score defines it for multilabel.
         return float(np.all(pred == prep.y, axis=1).mean())
-    c = multilabel_counts(prep, spec.threshold)
-    if spec.name in PER_CLASS:
-        return float(_reduce(spec.name, c, spec, prep.task, prep.n_classes))
-    if spec.name == "balanced_accuracy":
-        # NOTE: each label's value is scikit-learn's balanced_accuracy_score of that label:
-        # the mean recall over the classes (0, 1) present in its targets, so a label whose
-        # targets are all 0 scores its true-negative rate alone.
-        pos, neg = c.tp + c.fn, c.tn + c.fp
-        recall_sum = _ratio(c.tp, pos) + _ratio(c.tn, neg)
-        return float((recall_sum / ((pos > 0).astype(np.float64) + (neg > 0))).mean())
-    if spec.name == "mcc":
-        if spec.class_index is not None:
-            return _mcc_from_cm(_binary_cm(c, spec.class_index))
-        return float(np.mean([_mcc_from_cm(_binary_cm(c, i)) for i in range(prep.n_classes)]))
-    raise MetricError(f"{spec.name} is not defined for multilabel runs")
+    return float(_multilabel_values(multilabel_counts(prep, spec.threshold), spec, prep.n_classes))
 
 
 def label_metric(prep: Prepared, spec: MetricSpec) -> float:
@@ -559,6 +583,24 @@ def brier(prep: Prepared, spec: MetricSpec) -> float:
         # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
         return summed / 2 if prep.n_classes < 3 else summed
     return float(((prep.y - prep.proba64) ** 2).mean())
+
+
+def ece_terms(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's confidence bin and (hit - confidence), as float64: the expected
+    calibration error is the sum over bins of |the bin's summed terms| over n (the
+    bootstrap reweights these)."""
+    assert prep.proba is not None
+    n_bins = DEFAULT_ECE_BINS if spec.bins is None else spec.bins
+    if prep.task == "binary":
+        p = prep.proba64
+        pred = prep.labels(None).astype(np.int64)
+        conf = np.where(pred == 1, p, 1 - p)
+    else:
+        pred = prep.labels(None)
+        conf = prep.proba64[np.arange(prep.y.shape[0]), pred]
+    correct = (pred == prep.y).astype(np.float64)
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    return np.searchsorted(edges[1:-1], conf).astype(np.float64), correct - conf
 
 
 def ece(prep: Prepared, spec: MetricSpec) -> float:

@@ -4,16 +4,21 @@ Both checkpoints were scored on the same rows, so the honest comparison resample
 (with replacement) and recomputes *both* metrics on each resample; the 95% interval of the
 difference says whether the validation set can tell them apart.
 
-For confusion-matrix metrics (accuracy, recall, f1, mcc, ...) of binary and multiclass runs
-every row falls into one cell of (target, prediction of A, prediction of B), so a
-resample of rows is exactly a multinomial draw over those cells: the bootstrap costs
-O(resamples x cells) instead of O(resamples x rows). Other metrics resample row indices.
+Resampling is the plain (unstratified) row bootstrap. It runs on the selection
+statistics' engine (:mod:`ckptaudit.stats.selection`): every metric with a compact
+per-row form (:func:`~ckptaudit.stats.selection.row_kind`: confusion metrics from weighted
+per-class counts, mean losses, multilabel per-label counts, R2, ROC AUC / average
+precision) is recomputed for a whole chunk of resamples at once from row-weight matrices
+(exact multinomial counts while rows x chunk resamples is small, Poisson(1) weights
+rescaled to the row count beyond that; see the selection module). Metrics without one
+(ece, multi-class ranking metrics) resample row indices and call the kernel per resample.
 Every draw comes from a generator seeded with ``seed``: results are reproducible.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -22,7 +27,7 @@ from ..metrics.spec import MetricSpec
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
-_CHUNK_CELLS = 4_000_000  # rows x resamples per chunk in the row-resampling path
+_CHUNK_CELLS = 4_000_000  # rows x resamples per chunk in the row-index path
 
 
 @dataclass(frozen=True)
@@ -50,18 +55,6 @@ def supports(spec: MetricSpec) -> bool:
     return spec.source == "builtin"
 
 
-def _take(prep: metrics.Prepared, idx: np.ndarray) -> metrics.Prepared:
-    return prep.take(idx)
-
-
-def _cell_path(spec: MetricSpec, prep: metrics.Prepared) -> bool:
-    return spec.family == "label" and prep.task in ("binary", "multiclass")
-
-
-def _pred_codes(prep: metrics.Prepared, spec: MetricSpec) -> np.ndarray:
-    return prep.labels(spec.threshold).astype(np.int64)
-
-
 def _oriented(spec: MetricSpec, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return a - b if spec.maximize else b - a
 
@@ -74,13 +67,34 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     return float(low), float(high)
 
 
-def _row_resamples(n: int, resamples: int, rng: np.random.Generator):
+def _resampled(spec: MetricSpec, preps: Sequence[metrics.Prepared], resamples: int, seed: int) -> np.ndarray:
+    """(resamples, len(preps)) metric values of the checkpoints ``preps`` (same rows) on
+    the same plain row resamples."""
+    from . import selection
+
+    rng = np.random.default_rng(seed)
+    first = preps[0]
+    kind = selection.row_kind(spec, first.task)
+    if kind is not None:
+        data = np.stack([selection._per_row(kind, spec, p) for p in preps])
+        rows = selection.row_data(kind, spec, first.task, np.asarray(first.y), data, first.n_classes)
+        rows = replace(rows, strata=np.zeros(first.y.shape[0], dtype=np.int64))
+        chunks = [
+            selection.weighted_values(rows, w, spec, first.task) for w in selection._weight_chunks(rows.strata, resamples, rng)
+        ]
+        return np.concatenate(chunks)
+    # no per-row form: resample row indices and call the kernel (a Python loop)
+    kernel = metrics.KERNELS[spec.name]
+    n = first.y.shape[0]
     per_chunk = max(1, _CHUNK_CELLS // max(n, 1))
+    out: list[list[float]] = []
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
-        yield rng.integers(0, n, size=(k, n))
+        for idx in rng.integers(0, n, size=(k, n)):
+            out.append([kernel(p.take(idx), spec) for p in preps])
         done += k
+    return np.array(out, dtype=np.float64).reshape(resamples, len(preps))
 
 
 def compare(
@@ -92,28 +106,10 @@ def compare(
     seed: int = DEFAULT_SEED,
 ) -> Comparison:
     """Paired bootstrap of ``metric(A) - metric(B)`` (oriented: positive = A better)."""
-    rng = np.random.default_rng(seed)
-    point = _oriented(spec, np.array([metrics.KERNELS[spec.name](a, spec)]), np.array([metrics.KERNELS[spec.name](b, spec)]))[0]
-    if _cell_path(spec, a):
-        k = max(a.n_classes, 2)
-        y = a.y.astype(np.int64)
-        codes = (y * k + _pred_codes(a, spec)) * k + _pred_codes(b, spec)
-        cells = np.bincount(codes, minlength=k**3)
-        draws = rng.multinomial(int(cells.sum()), cells / cells.sum(), size=resamples).reshape(resamples, k, k, k)
-        cm_a = draws.sum(axis=3)
-        cm_b = draws.sum(axis=2)
-        va = metrics.from_confusions(cm_a, spec, a.task, a.n_classes)
-        vb = metrics.from_confusions(cm_b, spec, a.task, a.n_classes)
-    else:
-        kernel = metrics.KERNELS[spec.name]
-        va_list: list[float] = []
-        vb_list: list[float] = []
-        for chunk in _row_resamples(a.y.shape[0], resamples, rng):
-            for idx in chunk:
-                va_list.append(kernel(_take(a, idx), spec))
-                vb_list.append(kernel(_take(b, idx), spec))
-        va, vb = np.array(va_list), np.array(vb_list)
-    low, high = _interval(_oriented(spec, va, vb))
+    kernel = metrics.KERNELS[spec.name]
+    point = _oriented(spec, np.array([kernel(a, spec)]), np.array([kernel(b, spec)]))[0]
+    values = _resampled(spec, (a, b), resamples, seed)
+    low, high = _interval(_oriented(spec, values[:, 0], values[:, 1]))
     return Comparison(diff=float(point), low=low, high=high, resamples=resamples)
 
 
@@ -125,16 +121,4 @@ def interval(
     seed: int = DEFAULT_SEED,
 ) -> tuple[float, float]:
     """95% percentile bootstrap interval of one checkpoint's metric value."""
-    rng = np.random.default_rng(seed)
-    if _cell_path(spec, prep):
-        k = max(prep.n_classes, 2)
-        codes = prep.y.astype(np.int64) * k + _pred_codes(prep, spec)
-        cells = np.bincount(codes, minlength=k * k)
-        draws = rng.multinomial(int(cells.sum()), cells / cells.sum(), size=resamples).reshape(resamples, k, k)
-        values = metrics.from_confusions(draws, spec, prep.task, prep.n_classes)
-    else:
-        kernel = metrics.KERNELS[spec.name]
-        values = np.array(
-            [kernel(_take(prep, idx), spec) for chunk in _row_resamples(prep.y.shape[0], resamples, rng) for idx in chunk]
-        )
-    return _interval(values)
+    return _interval(_resampled(spec, (prep,), resamples, seed)[:, 0])

@@ -33,13 +33,26 @@ the cost no longer grows with rows x resamples x checkpoints.
 One pass reads each prediction file once and keeps compact per-row data
 (:class:`RowData`): predicted labels as uint8 for confusion metrics, float32 scores for
 ROC AUC / average precision, float32 per-row losses for mean metrics (log_loss, brier,
-mse, mae, rmse, top_k_accuracy). Memory: ``rows x checkpoints x (1 or 4)`` bytes, e.g.
+mse, mae, rmse, top_k_accuracy, multilabel subset accuracy), predicted labels packed 8 to
+a byte for multilabel per-label metrics, float32 squared residuals for R2, and (bin,
+hit - confidence) float64 pairs for ece. Every value is a function of weighted sums
+(:func:`weighted_values`, the one bootstrap engine; :mod:`ckptaudit.stats.bootstrap` runs
+on it too): a confusion metric needs only each class's weighted true-positive, predicted
+and actual counts and n (:func:`~ckptaudit.metrics.kernels.from_counts`), computed by
+matrix products with 0/1 indicators (up to 8 classes) or sparse ones (more), never
+classes x classes cells per resample; a multilabel metric the same per label; R2 the sums
+of the squared residuals and of the centred targets. Exact stratum draws are remembered
+by (size, resamples, generator state) in a cache of at most 64 MiB, so runs seeded alike
+(an HPO sweep) draw each stratum size once, with bit-identical results. Memory:
+``rows x checkpoints x (1 or 4)`` bytes, e.g.
 5 MB (labels) or 20 MB (scores) for 50 checkpoints x 100,000 rows; above
 :data:`MAX_ROW_BYTES` (512 MiB) no per-row data is kept and the statistics are reported
 as unavailable, with the reason (`rank --ci` and `pick` then bootstrap each checkpoint they
 show on its own, which reads its val.npz a second time: the one exception to "each
 prediction file is read once per command"). The bootstrap works on chunks of resamples whose weight
-matrices stay under ~64 MB, and never allocates resamples x checkpoints x checkpoints.
+matrices stay under ~64 MB (with the out-of-bag indicators), groups checkpoints so that each
+count array stays under 4 MB, and never allocates resamples x checkpoints x checkpoints
+nor resamples x classes x classes.
 """
 
 from __future__ import annotations
@@ -106,6 +119,10 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
     if spec.source != "builtin":
         return None
     if spec.family == "label":
+        if task == "multilabel":
+            # NOTE: subset accuracy is the mean of a per-row hit; the per-label metrics
+            # come from weighted per-label counts
+            return "mean" if spec.name == "accuracy" else "multilabel"
         return "confusion" if task in ("binary", "multiclass") else None
     if spec.name in _RANKING:
         if task != "binary":
@@ -117,6 +134,10 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
         if spec.name == "top_k_accuracy" and task != "multiclass":
             return None
         return "mean"
+    if spec.name == "r2":
+        return "r2"
+    if spec.name == "ece" and task in ("binary", "multiclass"):
+        return "ece"
     return None
 
 
@@ -125,7 +146,15 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
     if kind == "confusion":
         labels = np.asarray(prep.labels(spec.threshold))
         return labels.astype(np.uint8 if prep.n_classes <= 255 else np.int32, copy=False)
+    if kind == "multilabel":  # predicted labels, 8 to a byte
+        return np.packbits(np.asarray(prep.labels(spec.threshold)).astype(bool), axis=1)
+    if kind == "mean" and prep.task == "multilabel" and spec.name == "accuracy":  # subset accuracy
+        return np.all(prep.labels(spec.threshold) == prep.y, axis=1).astype(np.float32)
     assert prep.proba is not None
+    if kind == "r2":  # squared residuals, per output
+        return ((prep.y - prep.proba) ** 2).astype(np.float32)
+    if kind == "ece":  # (confidence bin, hit - confidence) per row, as the kernel bins them
+        return np.stack(metrics.ece_terms(prep, spec), axis=1)
     if kind == "ranking":
         scores = prep.proba.astype(np.float32, copy=False)
         # NOTE: the negative class ranks by the reversed order, not by 1 - p (which loses
@@ -152,7 +181,8 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
             per = per.mean(axis=1) if per.ndim == 2 else per
     elif name in ("mse", "rmse"):
         per = (prep.y - p) ** 2
-        per = per.mean(axis=1) if per.ndim == 2 else per
+        # NOTE: rmse of several outputs is the mean of each output's root: kept per output
+        per = per.mean(axis=1) if per.ndim == 2 and name == "mse" else per
     elif name == "mae":
         per = np.abs(prep.y - p)
         per = per.mean(axis=1) if per.ndim == 2 else per
@@ -253,17 +283,7 @@ class EvaluationBuilder:
         """The evaluation collected so far."""
         rows = None
         if self.note is None and self._rows and self._y is not None and self.kind is not None:
-            y = self._y
-            data = np.stack(self._rows)
-            if self.kind == "ranking":
-                y = (1 - y) if self.spec.class_index == 0 else y
-            if self.kind == "mean" and self.run.task not in ("binary", "multiclass"):
-                strata = np.zeros(y.shape[0], dtype=np.int64)
-            else:
-                strata = np.asarray(y, dtype=np.int64)
-            small = np.int8 if self._n_classes <= 127 else np.int32
-            y_small = y.astype(small) if self.kind != "mean" else np.zeros(0, dtype=np.int8)
-            rows = RowData(self.kind, y_small, data, strata, max(self._n_classes, 2), sqrt=self.spec.name == "rmse")
+            rows = row_data(self.kind, self.spec, self.run.task, self._y, np.stack(self._rows), self._n_classes)
         note = self.note
         if rows is None and note is None:
             note = "no checkpoint could be scored"
@@ -277,6 +297,25 @@ class EvaluationBuilder:
             rows_note=note,
             reads=self.reads,
         )
+
+
+def row_data(kind: str, spec: MetricSpec, task: str, y: np.ndarray, data: np.ndarray, n_classes: int) -> RowData:
+    """The :class:`RowData` of stacked per-row values ``data`` (checkpoints first, each
+    from :func:`_per_row`) on targets ``y``."""
+    if kind == "ranking":
+        y = (1 - y) if spec.class_index == 0 else y
+    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean", "ece") and y.ndim == 1:
+        strata = np.asarray(y, dtype=np.int64)
+    else:
+        strata = np.zeros(y.shape[0], dtype=np.int64)
+    if kind == "r2":
+        y_kept = np.asarray(y, dtype=np.float64)
+    elif kind in ("mean", "ece"):
+        y_kept = np.zeros(0, dtype=np.int8)
+    else:
+        y_kept = y.astype(np.int8 if n_classes <= 127 or kind == "multilabel" else np.int32)
+    width = n_classes if kind == "multilabel" else max(n_classes, 2)
+    return RowData(kind, y_kept, data, strata, width, sqrt=spec.name == "rmse")
 
 
 def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
@@ -363,18 +402,75 @@ def _poisson_lut() -> np.ndarray:
 _POISSON_LUT = _poisson_lut()
 
 
-def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator):
-    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks."""
+#: exact draws of a stratum this size or larger (rows x resamples) are remembered ...
+_DRAW_CACHE_MIN_CELLS = 100_000
+#: ... in a cache of at most this many bytes
+_DRAW_CACHE_BYTES = 64 * 2**20
+_DRAW_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
+
+
+def _state_key(state: Any) -> Any:
+    if isinstance(state, dict):
+        return tuple((key, _state_key(value)) for key, value in sorted(state.items()))
+    return state
+
+
+def _remember(key: tuple, counts: np.ndarray, state: Any) -> None:
+    if counts.max(initial=0) > 255:
+        return
+    _DRAW_CACHE[key] = (counts.astype(np.uint8), state)
+    total = sum(c.nbytes for c, _ in _DRAW_CACHE.values())
+    if total > _DRAW_CACHE_BYTES:
+        # NOTE: the smallest go first: a large stratum (drawn first, its key depends on its
+        # size alone) repeats across runs far more often than the small ones after it
+        for old in sorted(_DRAW_CACHE, key=lambda key: _DRAW_CACHE[key][0].nbytes):
+            total -= _DRAW_CACHE.pop(old)[0].nbytes
+            if total <= _DRAW_CACHE_BYTES:
+                break
+
+
+def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator, out_of_bag: bool = False):
+    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks; with
+    ``out_of_bag``, (2k, N) matrices whose last k rows are the out-of-bag indicators
+    (1 where a row was not drawn) of the first k.
+
+    A stratum's exact counts depend only on its size, the chunk's resamples and the
+    generator's state before its draws, so those are remembered (:data:`_DRAW_CACHE`): a
+    sweep of many runs seeded alike draws each stratum size once; the generator is then set
+    to the state the draws would have left, so every result is the same bit for bit as
+    without the cache. Strata stored contiguously (see :func:`_by_stratum`) are written as
+    blocks."""
     n = strata.shape[0]
     per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
-    groups = [np.flatnonzero(strata == s) for s in np.unique(strata)]
+    values = np.unique(strata)
+    groups: list[Any] = [np.flatnonzero(strata == s) for s in values]
+    if all(g.shape[0] == 0 or g[-1] - g[0] + 1 == g.shape[0] for g in groups):
+        groups = [slice(int(g[0]), int(g[-1]) + 1) if g.shape[0] else g for g in groups]
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
-        w = np.empty((k, n), dtype=np.float32)
-        for rows in groups:
-            w[:, rows] = _stratum_weights(rows.shape[0], k, rng)
-        yield w
+        both = np.empty((2 * k if out_of_bag else k, n), dtype=np.float32)
+        w = both[:k]
+        for rows in groups:  # in the strata's order: the random stream does not depend on the method
+            m = rows.stop - rows.start if isinstance(rows, slice) else rows.shape[0]
+            if m * k > _EXACT_CELLS:
+                w[:, rows] = _stratum_weights(m, k, rng)
+                continue
+            key = None
+            if m * k >= _DRAW_CACHE_MIN_CELLS:
+                key = (m, k, _state_key(rng.bit_generator.state))
+                hit = _DRAW_CACHE.get(key)
+                if hit is not None:
+                    rng.bit_generator.state = hit[1]
+                    w[:, rows] = hit[0]
+                    continue
+            counts = _stratum_weights(m, k, rng)
+            w[:, rows] = counts
+            if key is not None:
+                _remember(key, counts, rng.bit_generator.state)
+        if out_of_bag:
+            np.equal(w, 0, out=both[k:], casting="unsafe")
+        yield both
         done += k
 
 
@@ -406,26 +502,167 @@ def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarra
     return out
 
 
+#: up to this many classes, per-class weighted sums are matrix products with dense 0/1
+#: indicators; above it, products with sparse ones
+_DENSE_CLASSES = 8
+#: float64 cells of the per-class count arrays one step of the confusion path holds
+_COUNT_CELLS = 500_000
+
+
+def _class_sums(w_t: np.ndarray, codes: np.ndarray, k: int, rows: np.ndarray | None = None) -> np.ndarray:
+    """(B, k) sums of the weights over the rows of each class ``codes`` (N,) (only the
+    rows where the boolean ``rows`` is true, when given), from the transposed weights
+    ``w_t`` (N, B): a sparse 0/1 (k, N) matrix times ``w_t``, which adds whole rows of
+    ``w_t`` in place (no B x N x k array, no gathered copy of the weights)."""
+    from scipy import sparse  # a dependency of scikit-learn
+
+    n = codes.shape[0]
+    if rows is None:
+        indices, indptr = codes, np.arange(n + 1)
+    else:
+        indices, indptr = codes[rows], np.r_[0, np.cumsum(rows)]
+    onehot = sparse.csc_matrix((np.ones(indices.shape[0], dtype=np.float32), indices, indptr), shape=(k, n))
+    return np.asarray(onehot @ w_t, dtype=np.float64).T
+
+
+def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted true-positive, predicted and actual counts, (B, len(group), K) and (B, K),
+    and the weights' sums (B,)
+    of a run with few classes: one (B, N) x (N, features) product of 0/1 indicators
+    (float32 sums of 0/1 features are exact for integer weights). Binary runs need only
+    class 1's features: class 0's counts follow from n."""
+    k = rows.n_classes
+    y = rows.y.astype(np.int64)
+    data = rows.data[group]
+    g = group.shape[0]
+    classes = [1] if k == 2 else list(range(k))
+    features = np.empty((y.shape[0], len(classes) * (2 * g + 1) + 1), dtype=np.float32)
+    features[:, -1] = 1.0  # n, the weights' sum
+    for i, j in enumerate(classes):
+        hit = data == j
+        at = i * (2 * g + 1)
+        features[:, at : at + g] = hit.T
+        hit &= (y == j)[None, :]
+        features[:, at + g : at + 2 * g] = hit.T
+        features[:, at + 2 * g] = y == j
+    sums = (w @ features).astype(np.float64)
+    tp = np.empty((w.shape[0], g, k))
+    predicted = np.empty_like(tp)
+    actual = np.empty((w.shape[0], k))
+    for i, j in enumerate(classes):
+        at = i * (2 * g + 1)
+        predicted[:, :, j] = sums[:, at : at + g]
+        tp[:, :, j] = sums[:, at + g : at + 2 * g]
+        actual[:, j] = sums[:, at + 2 * g]
+    n = sums[:, -1]
+    if k == 2:
+        predicted[:, :, 0] = n[:, None] - predicted[:, :, 1]
+        actual[:, 0] = n - actual[:, 1]
+        # rows predicted 0 less the positives among them
+        tp[:, :, 0] = predicted[:, :, 0] - (actual[:, 1:2] - tp[:, :, 1])
+    return tp, predicted, actual, n
+
+
+def _sparse_counts(rows: RowData, w_t: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Weighted true-positive and predicted counts, each (B, len(group), K), of a run with
+    many classes, from the transposed weights ``w_t`` (N, B) by sparse 0/1 products (never K x K cells per resample:
+    every confusion metric needs only the diagonal and the margins,
+    :func:`~ckptaudit.metrics.kernels.from_counts`)."""
+    k = rows.n_classes
+    y = rows.y.astype(np.int64)
+    tp = np.empty((w_t.shape[1], group.shape[0], k))
+    predicted = np.empty_like(tp)
+    for g, pred in enumerate(rows.data[group]):
+        tp[:, g, :] = _class_sums(w_t, y, k, pred == y)
+        # NOTE: a label run's prediction outside the run's classes is predicted as no class
+        # of it (the kernel counts it in a column past them)
+        inside = None if int(pred.max(initial=0)) < k else pred < k
+        predicted[:, g, :] = _class_sums(w_t, pred.astype(np.int64), k, inside)
+    return tp, predicted
+
+
 def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+    """Every checkpoint's confusion metric under each row-weight vector, from weighted
+    per-class counts (true positives, predicted, actual, n), in groups of checkpoints
+    whose count arrays (and, with few classes, float32 indicators) stay bounded."""
     k = rows.n_classes
     c_count = rows.data.shape[0]
-    cms = np.zeros((w.shape[0], c_count, k, k))
-    y = rows.y.astype(np.int64)
-    for t in range(k):
-        sel = np.flatnonzero(y == t)
-        if sel.size == 0:
-            continue
-        wt = w[:, sel]
-        cms[:, :, t, :] = wt.sum(axis=1)[:, None, None]
-        pred_t = rows.data[:, sel]
-        for p in range(k):
-            if p == t:
-                continue
-            hits = (pred_t == p).astype(np.float32).T  # (rows of class t, checkpoints)
-            cms[:, :, t, p] = wt @ hits
-        cms[:, :, t, t] -= cms[:, :, t, :].sum(axis=2) - cms[:, :, t, t]
-    flat = metrics.from_confusions(cms.reshape(-1, k, k), spec, task, rows.n_classes)
-    return np.asarray(flat, dtype=np.float64).reshape(w.shape[0], c_count)
+    n_rows = rows.data.shape[1]
+    out = np.empty((w.shape[0], c_count))
+    dense = k <= _DENSE_CLASSES
+    n = None if dense else w.sum(axis=1, dtype=np.float64)
+    w_t = None if dense else np.ascontiguousarray(w.T)
+    actual = None if w_t is None else _class_sums(w_t, rows.y.astype(np.int64), k)
+    # NOTE: the dense path's indicators are (N, 2 x group x classes) float32: about the
+    # weights' size at most
+    per_group = max(1, _COUNT_CELLS // max(w.shape[0] * k, 1))
+    if dense:
+        per_group = max(1, min(per_group, _CHUNK_CELLS // (4 * k * max(n_rows, 1))))
+    for first in range(0, c_count, per_group):
+        group = np.arange(first, min(first + per_group, c_count))
+        if dense:
+            tp, predicted, actual, n = _dense_counts(rows, w, group)
+        else:
+            assert w_t is not None
+            tp, predicted = _sparse_counts(rows, w_t, group)
+        assert actual is not None and n is not None
+        out[:, group] = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
+    return out
+
+
+def _multilabel_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarray:
+    """Every checkpoint's per-label metric under each row-weight vector, from weighted
+    per-label counts (true positives, predicted, actual, n) as matrix products."""
+    labels = rows.n_classes
+    y = rows.y.astype(np.float32)
+    actual = (w @ y).astype(np.float64)
+    n = w.sum(axis=1, dtype=np.float64)
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    both = np.empty((y.shape[0], 2 * labels), dtype=np.float32)
+    for c, packed in enumerate(rows.data):
+        both[:, :labels] = np.unpackbits(packed, axis=1, count=labels)
+        np.multiply(both[:, :labels], y, out=both[:, labels:])
+        sums = w @ both  # predicted, then true positives: one product
+        out[:, c] = metrics.from_counts(sums[:, labels:], sums[:, :labels], actual, n, spec, "multilabel", labels)
+    return out
+
+
+def _r2_values(rows: RowData, w: np.ndarray) -> np.ndarray:
+    """Every checkpoint's R2 under each row-weight vector, from weighted sums of the squared
+    residuals and of the (centred) targets, with the kernel's rules for a constant target."""
+    y = rows.y if rows.y.ndim == 2 else rows.y[:, None]
+    centred = (y - y.mean(axis=0)).astype(np.float32)
+    total = w.sum(axis=1, dtype=np.float64)[:, None]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ss_tot = (w @ (centred * centred)).astype(np.float64) - (w @ centred).astype(np.float64) ** 2 / total
+    ss_tot = np.clip(ss_tot, 0.0, None)
+    safe = ss_tot > 0
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    for c, res2 in enumerate(rows.data):
+        ss_res = (w @ (res2 if res2.ndim == 2 else res2[:, None])).astype(np.float64)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            per = np.where(safe, 1 - ss_res / np.where(safe, ss_tot, 1.0), np.where(ss_res == 0, 1.0, 0.0))
+        out[:, c] = per.mean(axis=1)
+    if y.shape[0] < 2:
+        out[:] = np.nan
+    return out
+
+
+def _ece_values(rows: RowData, w: np.ndarray) -> np.ndarray:
+    """Every checkpoint's expected calibration error under each row-weight vector: per bin,
+    the weighted sum of (hit - confidence), by a sparse (bins, N) product."""
+    from scipy import sparse  # a dependency of scikit-learn
+
+    n_rows = w.shape[1]
+    w_t = np.ascontiguousarray(w.T, dtype=np.float64)
+    total = w.sum(axis=1, dtype=np.float64)
+    out = np.empty((w.shape[0], rows.data.shape[0]))
+    for c, terms in enumerate(rows.data):
+        bins = terms[:, 0].astype(np.int64)
+        gaps = sparse.csc_matrix((terms[:, 1], bins, np.arange(n_rows + 1)), shape=(int(bins.max(initial=0)) + 1, n_rows))
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out[:, c] = np.abs(np.asarray(gaps @ w_t)).sum(axis=0) / total
+    return out
 
 
 def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
@@ -435,7 +672,19 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
         return _confusion_values(rows, w, spec, task)
     if rows.kind == "ranking":
         return _ranking_values(rows, w, spec)
+    if rows.kind == "multilabel":
+        return _multilabel_values(rows, w, spec)
+    if rows.kind == "r2":
+        return _r2_values(rows, w)
+    if rows.kind == "ece":
+        return _ece_values(rows, w)
     total = w.sum(axis=1, keepdims=True)
+    if rows.data.ndim == 3:  # rmse of several outputs: each output's root, averaged
+        out = np.empty((w.shape[0], rows.data.shape[0]))
+        for c, per_output in enumerate(rows.data):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                out[:, c] = np.sqrt((w @ per_output).astype(np.float64) / total).mean(axis=1)
+        return out
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (w @ rows.data.T).astype(np.float64) / total
     return np.sqrt(means) if rows.sqrt else means
@@ -450,6 +699,9 @@ _GAUSSIAN_MIN_STRATUM = 1000
 #: ... and at most this many summed features (checkpoints, x classes for multiclass)
 _GAUSSIAN_MAX_FEATURES = 256
 _OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
+#: rows of features the Gaussian path holds at once (up to it, one block: the sums, and so
+#: every result, are bit for bit those of one product)
+_GAUSSIAN_BLOCK_ROWS = 1_048_576
 
 
 def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
@@ -477,7 +729,7 @@ def gaussian_ok(rows: RowData, resamples: int) -> bool:
     mean losses), a large validation set and no small class, where the bootstrap sums are
     Gaussian to within resampling error and exact weights would cost rows x resamples x
     checkpoints."""
-    if rows.kind == "ranking" or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
+    if rows.kind not in ("confusion", "mean") or rows.data.ndim != 2 or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
         return False
     counts = np.bincount(rows.strata)
     return int(counts[counts > 0].min()) >= _GAUSSIAN_MIN_STRATUM and _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
@@ -492,12 +744,19 @@ def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
     for stratum in np.unique(rows.strata):
         sel = np.flatnonzero(rows.strata == stratum)
         n = sel.shape[0]
-        x = _features(rows, sel)
-        z = np.empty((n, x.shape[1] + 1), dtype=x.dtype)
-        z[:, :-1] = x
-        z[:, -1] = 1.0
-        m = (z.T @ z).astype(np.float64)
-        total = z.sum(axis=0, dtype=np.float64)
+        m = total = None
+        # NOTE: in blocks of rows, so the features never take more than a block's memory
+        for first in range(0, n, _GAUSSIAN_BLOCK_ROWS):
+            x = _features(rows, sel[first : first + _GAUSSIAN_BLOCK_ROWS])
+            z = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
+            z[:, :-1] = x
+            z[:, -1] = 1.0
+            del x
+            block_m = (z.T @ z).astype(np.float64)
+            block_total = z.sum(axis=0, dtype=np.float64)
+            m = block_m if m is None else m + block_m
+            total = block_total if total is None else total + block_total
+        assert m is not None and total is not None
         outer = np.outer(total, total) / n
         centred = m - outer
         f = z.shape[1]
@@ -527,21 +786,22 @@ def gaussian_values(rows: RowData, spec: MetricSpec, task: str, resamples: int, 
             means = s[:, :-1] / s[:, -1:]
             out.append(np.sqrt(np.clip(means, 0.0, None)) if rows.sqrt else means)
         return out[0], out[1]
-    cms = [np.zeros((resamples, c_count, k, k)), np.zeros((resamples, c_count, k, k))]
+    # per-class counts (true positives, predicted, actual) of every checkpoint, in and out of bag
+    counts = [[np.zeros((resamples, c_count, k)) for _ in range(3)] for _ in range(2)]
     for t, s_in, s_out in _gaussian_sums(rows, resamples, rng):
-        for cm, s in zip(cms, (s_in, s_out), strict=True):
+        for (tp, predicted, actual), s in zip(counts, (s_in, s_out), strict=True):
             count = np.clip(s[:, -1:], 0.0, None)
             if k == 2:
                 positive = np.clip(s[:, :-1], 0.0, count)
-                cm[:, :, t, 1] = positive
-                cm[:, :, t, 0] = count - positive
+                by_class = np.stack([count - positive, positive], axis=2)
             else:
-                cm[:, :, t, :] = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
+                by_class = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
+            predicted += by_class
+            actual[:, :, t] = by_class.sum(axis=2)
+            tp[:, :, t] = by_class[:, :, t]
     values = [
-        np.asarray(metrics.from_confusions(cm.reshape(-1, k, k), spec, task, rows.n_classes), dtype=np.float64).reshape(
-            resamples, c_count
-        )
-        for cm in cms
+        np.asarray(metrics.from_counts(tp, predicted, actual, actual.sum(axis=2), spec, task, rows.n_classes), dtype=np.float64)
+        for tp, predicted, actual in counts
     ]
     return values[0], values[1]
 
@@ -682,6 +942,15 @@ def hanley_mcneil_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, f
     return 1 / (1 + math.exp(-(centre - z * se))), 1 / (1 + math.exp(-(centre + z * se)))
 
 
+def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
+    """:func:`_percentiles` of every column of ``values`` (resamples, C), in one call
+    where every value is finite."""
+    if values.size and np.isfinite(values).all():
+        low, high = np.percentile(values, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2], axis=0)
+        return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
+    return [_percentiles(values[:, j]) for j in range(values.shape[1])]
+
+
 def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None) -> tuple[float, float] | None:
     interval = _percentiles(draws)
     if interval is None or value is None or rows.kind != "ranking" or spec.name != "roc_auc":
@@ -732,12 +1001,39 @@ def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: 
 
 def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> RunSelection:
     """Selection statistics of one evaluated run (see the module docstring)."""
-    from threadpoolctl import threadpool_limits  # a dependency of scikit-learn
-
     # NOTE: the matrices here are small (checkpoints wide); BLAS threads only contend with
     # each other, which on a busy 2-core machine made this 4x slower.
-    with threadpool_limits(limits=1, user_api="blas"):
+    with _one_blas_thread():
         return _select(evaluation, resamples, seed)
+
+
+_CONTROLLER: list[Any] = []
+
+
+def _one_blas_thread() -> Any:
+    """A context that limits BLAS to one thread. The controller (which inspects the loaded
+    libraries, ~1 ms) is made once per process: a sweep of 1000 runs selects 1000 times."""
+    if not _CONTROLLER:
+        from threadpoolctl import ThreadpoolController  # a dependency of scikit-learn
+
+        _CONTROLLER.append(ThreadpoolController())
+    return _CONTROLLER[0].limit(limits=1, user_api="blas")
+
+
+def _by_stratum(rows: RowData, resamples: int) -> RowData:
+    """``rows`` with its rows in stratum order (stable), so that each stratum's weights are
+    written as one block, where that cannot change a value: confusion counts (sums of 0/1
+    features) under integer weights (every stratum drawn exactly) are exact in any order.
+    Kept as it is otherwise, or when the copy would be large."""
+    n = rows.strata.shape[0]
+    per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
+    if rows.kind != "confusion" or n < 2 or rows.data.nbytes > _CHUNK_CELLS:
+        return rows
+    sizes = np.bincount(rows.strata)
+    if sizes.max() * per_chunk > _EXACT_CELLS or bool(np.all(rows.strata[1:] >= rows.strata[:-1])):
+        return rows
+    order = np.argsort(rows.strata, kind="stable")
+    return RowData(rows.kind, rows.y[order], rows.data[:, order], rows.strata[order], rows.n_classes, rows.sqrt)
 
 
 def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
@@ -767,11 +1063,12 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
     else:
         in_bag: list[np.ndarray] = []
         out_of_bag: list[np.ndarray] = []
-        for w in _weight_chunks(rows.strata, resamples, rng):
-            oob = (w == 0).astype(np.float32)
-            both = weighted_values(rows, np.concatenate([w, oob]), spec, task)
-            in_bag.append(both[: w.shape[0]])
-            out_of_bag.append(both[w.shape[0] :])
+        by_stratum = _by_stratum(rows, resamples)
+        for both in _weight_chunks(by_stratum.strata, resamples, rng, out_of_bag=True):
+            k = both.shape[0] // 2
+            values_both = weighted_values(by_stratum, both, spec, task)
+            in_bag.append(values_both[:k])
+            out_of_bag.append(values_both[k:])
         v_in = np.concatenate(in_bag)
         v_out = np.concatenate(out_of_bag)
     scored = list(evaluation.scored)
@@ -804,16 +1101,15 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
 
     entries = []
     local = {ci: j for j, ci in enumerate(scored)}
+    intervals = _all_percentiles(v_in)
     for i, (c, v) in enumerate(zip(ckpts, values, strict=True)):
         j = local.get(i)
         if j is None:
             entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
             continue
-        entries.append(
-            CheckpointSelection(
-                c.name, c.epoch, v, _checkpoint_interval(rows, spec, v_in[:, j], v), c.name in member_names, float(pvalues[j])
-            )
-        )
+        # NOTE: only ROC AUC may widen the percentile interval; the others use the batch's
+        interval = _checkpoint_interval(rows, spec, v_in[:, j], v) if spec.name == "roc_auc" else intervals[j]
+        entries.append(CheckpointSelection(c.name, c.epoch, v, interval, c.name in member_names, float(pvalues[j])))
     unscored = len(scorable) - len(scored)
     note = f"{unscored} scorable checkpoint(s) without per-row data were left out" if unscored else None
     return RunSelection(

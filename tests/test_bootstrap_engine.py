@@ -1,0 +1,422 @@
+"""The one bootstrap engine (ckptaudit.stats.selection's weighted values, which
+ckptaudit.stats.bootstrap wraps): confusion metrics from weighted per-class counts equal
+the old K x K confusion-matrix path exactly, every per-row form reproduces scikit-learn at
+unit weights and the metric on explicitly resampled rows at integer weights, and
+compare / interval are the plain row bootstrap of those values."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn import metrics as skm
+
+from ckptaudit.metrics import kernels as metrics
+from ckptaudit.metrics.spec import parse_metric
+from ckptaudit.stats import bootstrap, selection
+
+LABEL_METRICS = [
+    "accuracy",
+    "balanced_accuracy",
+    "precision",
+    "recall",
+    "f1",
+    "f2",
+    "specificity",
+    "npv",
+    "mcc",
+    "cohen_kappa",
+    "precision:average=micro",
+    "recall:average=weighted",
+    "f1:average=macro",
+    "f1:average=weighted",
+    "npv:average=micro",
+    "specificity:average=weighted",
+    "recall:class=1",
+    "f1:class=0",
+    "mcc:class=1",
+]
+
+
+def _spec(text: str, task: str):
+    return parse_metric(text).for_run(None, task, 1)
+
+
+#: (classes, metric) cases: binary runs take the metrics without an average
+CASES = [(k, t) for k in (2, 3, 5) for t in LABEL_METRICS if k > 2 or "average=" not in t]
+
+
+# --------------------------------------------------------------------------- the old path, for reference
+
+
+def _old_from_confusions(cms: np.ndarray, spec, task: str, n_classes: int) -> np.ndarray:
+    """The K x K path as it was before the per-class counts (issue 10), verbatim."""
+    name = spec.name
+    if name == "accuracy":
+        return np.trace(cms, axis1=1, axis2=2) / cms.sum(axis=(1, 2))
+    c = metrics.counts_from_confusion(cms)
+    if name in metrics.PER_CLASS:
+        return np.asarray(metrics._reduce(name, c, spec, task, n_classes), dtype=np.float64)
+    if name == "balanced_accuracy":
+        support = c.support
+        present = support > 0
+        recall = metrics._ratio(c.tp, support)
+        return (recall * present).sum(axis=1) / present.sum(axis=1)
+
+    def mcc(cm):
+        t_sum = cm.sum(axis=1, dtype=np.float64)
+        p_sum = cm.sum(axis=0, dtype=np.float64)
+        n = p_sum.sum()
+        cov_ytyp = float(np.trace(cm)) * n - np.dot(t_sum, p_sum)
+        cov_ypyp = n * n - np.dot(p_sum, p_sum)
+        cov_ytyt = n * n - np.dot(t_sum, t_sum)
+        return 0.0 if cov_ypyp * cov_ytyt == 0 else float(cov_ytyp / np.sqrt(cov_ytyt * cov_ypyp))
+
+    def kappa(cm):
+        cm = cm.astype(np.float64)
+        expected = np.outer(cm.sum(axis=0), cm.sum(axis=1)) / cm.sum()
+        off = ~np.eye(cm.shape[0], dtype=bool)
+        den = expected[off].sum()
+        return float("nan") if den == 0 else float(1.0 - cm[off].sum() / den)
+
+    if name == "mcc":
+        if spec.class_index is not None:
+            out = []
+            for m in cms:
+                k = metrics.counts_from_confusion(m)
+                i = spec.class_index
+                out.append(mcc(np.array([[k.tn[i], k.fp[i]], [k.fn[i], k.tp[i]]])))
+            return np.array(out)
+        return np.array([mcc(m) for m in cms])
+    if name == "cohen_kappa":
+        return np.array([kappa(m) for m in cms])
+    raise AssertionError(name)
+
+
+@pytest.mark.parametrize("k,text", CASES)
+def test_counts_path_equals_the_old_confusion_matrix_path(k, text):
+    task = "binary" if k == 2 else "multiclass"
+    spec = _spec(text, task)
+    rng = np.random.default_rng(k)
+    cms = rng.integers(0, 30, size=(200, k, k)).astype(np.float64)
+    cms[0] = np.diag(rng.integers(1, 5, k))  # perfect: degenerate mcc / kappa
+    cms[1, :, :] = 0
+    cms[1, 0, :] = 4  # one true class only
+    cms[2, :, :] = 0
+    cms[2, :, 1] = 3  # one predicted class only
+    with np.errstate(invalid="ignore", divide="ignore"):
+        want = _old_from_confusions(cms, spec, task, k)
+    got = metrics.from_confusions(cms, spec, task, k)
+    np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12, equal_nan=True)
+
+
+# --------------------------------------------------------------------------- per-row forms
+
+
+def _resampled(rows_fn, counts):
+    idx = np.repeat(np.arange(counts.shape[0]), counts)
+    return rows_fn(idx)
+
+
+# 12 classes take the sorted (reduceat) path, up to 8 the matrix products
+@pytest.mark.parametrize("k,text", [(k, t) for k in (2, 4, 12) for t in LABEL_METRICS if k > 2 or "average=" not in t])
+def test_confusion_weights_reproduce_sklearn_and_resampled_rows(k, text):
+    task = "binary" if k == 2 else "multiclass"
+    spec = _spec(text, task)
+    rng = np.random.default_rng(10 + k)
+    n = 240
+    y = rng.integers(0, k, n)
+    outs = [np.where(rng.random(n) < 0.4 + 0.1 * i, y, rng.integers(0, k, n)) for i in range(4)]
+    output = "label"
+    arrays = outs
+    if task == "binary":
+        output, arrays = "probability", [np.where(o == 1, 0.8, 0.2) for o in outs]
+    run_n = k if task == "multiclass" else 2
+    preps = [metrics.prepare(task, output, y, a, 1, run_n) for a in arrays]
+    ev = selection.evaluate_arrays(task, output, spec, y, arrays) if task == "binary" else _multiclass_eval(spec, y, preps)
+    rows = ev.rows
+    assert rows is not None and rows.kind == "confusion"
+    unit = selection.weighted_values(rows, np.ones((1, n), np.float32), spec, task)[0]
+    kernel = metrics.KERNELS[spec.name]
+    np.testing.assert_allclose(unit, [kernel(p, spec) for p in preps], rtol=1e-12, atol=1e-12)
+    if text in SKLEARN and task == "multiclass":
+        np.testing.assert_allclose(unit, [SKLEARN[text](y, o, k) for o in outs], rtol=1e-9, atol=1e-12)
+    counts = rng.integers(0, 4, size=(3, n))
+    got = selection.weighted_values(rows, counts.astype(np.float32), spec, task)
+    for r in range(3):
+        idx = np.repeat(np.arange(n), counts[r])
+        want = [kernel(p.take(idx), spec) for p in preps]
+        np.testing.assert_allclose(got[r], want, rtol=1e-9, atol=1e-12)
+
+
+SKLEARN = {
+    "accuracy": lambda y, p, k: skm.accuracy_score(y, p),
+    "balanced_accuracy": lambda y, p, k: skm.balanced_accuracy_score(y, p),
+    "f1:average=macro": lambda y, p, k: skm.f1_score(y, p, average="macro", labels=range(k), zero_division=0),
+    "f1:average=weighted": lambda y, p, k: skm.f1_score(y, p, average="weighted", labels=range(k), zero_division=0),
+    "precision:average=micro": lambda y, p, k: skm.precision_score(y, p, average="micro", labels=range(k)),
+    "recall:average=weighted": lambda y, p, k: skm.recall_score(y, p, average="weighted", labels=range(k), zero_division=0),
+    "mcc": lambda y, p, k: skm.matthews_corrcoef(y, p),
+    "cohen_kappa": lambda y, p, k: skm.cohen_kappa_score(y, p),
+}
+
+
+def _multiclass_eval(spec, y, preps):
+    data = np.stack([selection._per_row("confusion", spec, p) for p in preps])
+    rows = selection.row_data("confusion", spec, "multiclass", y, data, preps[0].n_classes)
+
+    class _Eval:
+        pass
+
+    ev = _Eval()
+    ev.rows = rows  # type: ignore[attr-defined]
+    return ev
+
+
+ML_SKLEARN = {
+    "accuracy": lambda y, p: skm.accuracy_score(y, p),
+    "f1": lambda y, p: skm.f1_score(y, p, average="macro", zero_division=0),
+    "f1:average=micro": lambda y, p: skm.f1_score(y, p, average="micro", zero_division=0),
+    "precision:average=weighted": lambda y, p: skm.precision_score(y, p, average="weighted", zero_division=0),
+    "recall:class=2": lambda y, p: skm.recall_score(y[:, 2], p[:, 2], zero_division=0),
+    "mcc": lambda y, p: np.mean([skm.matthews_corrcoef(y[:, i], p[:, i]) for i in range(y.shape[1])]),
+    "balanced_accuracy": lambda y, p: np.mean([skm.balanced_accuracy_score(y[:, i], p[:, i]) for i in range(y.shape[1])]),
+    "specificity": lambda y, p: np.mean([skm.recall_score(1 - y[:, i], 1 - p[:, i], zero_division=0) for i in range(y.shape[1])]),
+    "npv:average=micro": lambda y, p: skm.precision_score((1 - y).ravel(), (1 - p).ravel(), zero_division=0),
+}
+
+
+@pytest.mark.filterwarnings("ignore:y_pred contains classes not in y_true")
+@pytest.mark.parametrize("text", list(ML_SKLEARN))
+def test_multilabel_label_metrics_have_a_per_row_form(text):
+    rng = np.random.default_rng(5)
+    n, labels = 300, 11  # 11 labels: the packed bits span two bytes
+    y = (rng.random((n, labels)) < 0.3).astype(np.int64)
+    y[:, 4] = 0  # a label without positives
+    logits = [rng.normal(size=(n, labels)) + (1.0 + 0.5 * i) * (2 * y - 1) for i in range(3)]
+    spec = parse_metric(text).for_run(None, "multilabel", 1, labels)
+    ev = selection.evaluate_arrays("multilabel", "logit", spec, y, logits)
+    rows = ev.rows
+    assert rows is not None and rows.kind == ("mean" if text == "accuracy" else "multilabel")
+    unit = selection.weighted_values(rows, np.ones((1, n), np.float32), spec, "multilabel")[0]
+    preds = [(z > 0).astype(np.int64) for z in logits]
+    np.testing.assert_allclose(unit, [ML_SKLEARN[text](y, p) for p in preds], rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(unit, ev.values, rtol=1e-6, atol=1e-7)
+    counts = rng.integers(0, 4, size=(2, n))
+    got = selection.weighted_values(rows, counts.astype(np.float32), spec, "multilabel")
+    for r in range(2):
+        idx = np.repeat(np.arange(n), counts[r])
+        np.testing.assert_allclose(got[r], [ML_SKLEARN[text](y[idx], p[idx]) for p in preds], rtol=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("outputs", [1, 3])
+def test_r2_has_a_per_row_form(outputs):
+    rng = np.random.default_rng(6)
+    n = 400
+    shape = (n,) if outputs == 1 else (n, outputs)
+    y = 50.0 + rng.normal(size=shape)  # an offset: the target sums must not cancel
+    outs = [y + rng.normal(scale=0.3 + 0.2 * i, size=shape) for i in range(3)]
+    spec = parse_metric("r2")
+    assert selection.row_kind(spec, "regression") == "r2"
+    ev = selection.evaluate_arrays("regression", "value", spec, y, outs)
+    assert ev.rows is not None
+    unit = selection.weighted_values(ev.rows, np.ones((1, n), np.float32), spec, "regression")[0]
+    np.testing.assert_allclose(unit, [skm.r2_score(y, p) for p in outs], rtol=1e-5)
+    counts = rng.integers(0, 4, size=(2, n))
+    got = selection.weighted_values(ev.rows, counts.astype(np.float32), spec, "regression")
+    for r in range(2):
+        idx = np.repeat(np.arange(n), counts[r])
+        np.testing.assert_allclose(got[r], [skm.r2_score(y[idx], p[idx]) for p in outs], rtol=1e-5)
+    # a constant target: 1 for a perfect fit, 0 otherwise (the kernel's rule)
+    flat = np.full(n, 2.0)
+    ev = selection.evaluate_arrays("regression", "value", spec, flat, [flat, flat + 1])
+    assert ev.rows is not None
+    np.testing.assert_array_equal(
+        selection.weighted_values(ev.rows, np.ones((1, n), np.float32), spec, "regression")[0], [1.0, 0.0]
+    )
+
+
+# --------------------------------------------------------------------------- compare / interval
+
+
+def _brute(spec, preps, resamples, seed):
+    """The plain row bootstrap, resample by resample, from the engine's own weights."""
+    rng = np.random.default_rng(seed)
+    n = preps[0].y.shape[0]
+    kernel = metrics.KERNELS[spec.name]
+    out = []
+    for w in selection._weight_chunks(np.zeros(n, dtype=np.int64), resamples, rng):
+        for counts in w.astype(np.int64):
+            idx = np.repeat(np.arange(n), counts)
+            out.append([kernel(p.take(idx), spec) for p in preps])
+    return np.array(out)
+
+
+@pytest.mark.parametrize(
+    "task,output,text",
+    [
+        ("binary", "probability", "f1"),
+        ("binary", "probability", "log_loss"),
+        ("binary", "probability", "roc_auc"),
+        ("binary", "probability", "average_precision:class=0"),
+        ("multiclass", "probability", "ece"),
+        ("multiclass", "label", "mcc"),
+        ("multiclass", "label", "cohen_kappa"),
+        ("multilabel", "logit", "f1:average=micro"),
+        ("multilabel", "logit", "accuracy"),
+        ("regression", "value", "r2"),
+        ("regression", "value", "mae"),
+    ],
+)
+def test_compare_and_interval_are_the_plain_row_bootstrap(task, output, text):
+    rng = np.random.default_rng(8)
+    n = 150
+    if task == "binary":
+        y = rng.integers(0, 2, n)
+        arrays = [np.clip(y * 0.3 + rng.random(n) * 0.7, 0.01, 0.99) for _ in range(2)]
+    elif task == "multiclass" and output == "probability":
+        y = rng.integers(0, 3, n)
+        arrays = [rng.dirichlet(np.ones(3), n) * 0.5 + np.eye(3)[y] * 0.5 for _ in range(2)]
+    elif task == "multiclass":
+        y = rng.integers(0, 3, n)
+        arrays = [np.where(rng.random(n) < 0.6, y, rng.integers(0, 3, n)) for _ in range(2)]
+    elif task == "multilabel":
+        y = (rng.random((n, 4)) < 0.4).astype(np.int64)
+        arrays = [rng.normal(size=(n, 4)) + (2 * y - 1) for _ in range(2)]
+    else:
+        y = rng.normal(size=n)
+        arrays = [y + rng.normal(scale=0.5, size=n) for _ in range(2)]
+    classes = 3 if task == "multiclass" else None
+    spec = parse_metric(text).for_run(None, task, 1, classes)
+    a, b = (metrics.prepare(task, output, y, x, 1, classes) for x in arrays)
+    values = _brute(spec, (a, b), 60, seed=4)
+    kernel = metrics.KERNELS[spec.name]
+    diff = values[:, 0] - values[:, 1] if spec.maximize else values[:, 1] - values[:, 0]
+    cmp = bootstrap.compare(spec, a, b, resamples=60, seed=4)
+    assert cmp.diff == pytest.approx((1 if spec.maximize else -1) * (kernel(a, spec) - kernel(b, spec)))
+    np.testing.assert_allclose([cmp.low, cmp.high], np.percentile(diff, [2.5, 97.5]), rtol=1e-5, atol=1e-6)
+    low, high = bootstrap.interval(spec, a, resamples=60, seed=4)
+    np.testing.assert_allclose([low, high], np.percentile(values[:, 0], [2.5, 97.5]), rtol=1e-5, atol=1e-6)
+
+
+def test_compare_on_a_thousand_classes_needs_no_cubic_cells():
+    """1000 classes: the old cell path asked for 1000^3 cells; the counts path is linear."""
+    rng = np.random.default_rng(9)
+    n, k = 3000, 1000
+    y = rng.integers(0, k, n)
+    a = metrics.prepare("multiclass", "label", y, np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n)), 1, k)
+    b = metrics.prepare("multiclass", "label", y, np.where(rng.random(n) < 0.5, y, rng.integers(0, k, n)), 1, k)
+    for text in ("accuracy", "f1", "mcc", "cohen_kappa"):
+        spec = parse_metric(text)
+        cmp = bootstrap.compare(spec, a, b, resamples=200, seed=0)
+        assert cmp.low > 0  # 70% against 50% right on 3000 rows
+        low, high = bootstrap.interval(spec, a, resamples=200, seed=0)
+        assert 0 < low < high < 1
+        if text == "accuracy":  # (macro averages over 3 rows a class are biased by resampling)
+            assert low < metrics.KERNELS[spec.name](a, spec) < high
+
+
+def test_gaussian_confusion_counts_equal_the_old_cell_construction():
+    """The Gaussian path's per-class counts give the values its old (resamples, C, K, K)
+    matrices gave, from the same draws."""
+    rng = np.random.default_rng(3)
+    for k in (2, 3):
+        n = 6000
+        y = rng.integers(0, k, n)
+        data = np.stack([np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n)) for _ in range(3)]).astype(np.uint8)
+        for text in ("accuracy", "f1:average=macro", "mcc", "cohen_kappa", "balanced_accuracy"):
+            task = "binary" if k == 2 else "multiclass"
+            spec = _spec(text, task)
+            rows = selection.row_data("confusion", spec, task, y, data, k)
+            got = selection.gaussian_values(rows, spec, task, 50, np.random.default_rng(1))
+            cms = [np.zeros((50, 3, k, k)), np.zeros((50, 3, k, k))]
+            for t, s_in, s_out in selection._gaussian_sums(rows, 50, np.random.default_rng(1)):
+                for cm, s in zip(cms, (s_in, s_out), strict=True):
+                    count = np.clip(s[:, -1:], 0.0, None)
+                    if k == 2:
+                        positive = np.clip(s[:, :-1], 0.0, count)
+                        cm[:, :, t, 1] = positive
+                        cm[:, :, t, 0] = count - positive
+                    else:
+                        cm[:, :, t, :] = np.clip(s[:, :-1].reshape(50, 3, k), 0.0, None)
+            for g, cm in zip(got, cms, strict=True):
+                with np.errstate(invalid="ignore", divide="ignore"):
+                    want = _old_from_confusions(cm.reshape(-1, k, k), spec, task, k).reshape(50, 3)
+                np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+
+
+def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_draws_would(monkeypatch):
+    rng = np.random.default_rng(4)
+    strata = (rng.random(3000) < 0.2).astype(np.int64)
+    strata[:7] = 2  # a stratum too small to remember
+    selection._DRAW_CACHE.clear()
+    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 10**12)
+    plain = np.random.default_rng(9)
+    want = np.concatenate(list(selection._weight_chunks(strata, 700, plain)))
+    after = plain.random()
+    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 1000)
+    for _ in range(2):  # the first fills the cache, the second reads it
+        cached = np.random.default_rng(9)
+        got = np.concatenate(list(selection._weight_chunks(strata, 700, cached)))
+        np.testing.assert_array_equal(got, want)
+        assert cached.random() == after
+    assert selection._DRAW_CACHE
+    selection._DRAW_CACHE.clear()
+
+
+def test_rows_in_stratum_order_leave_every_selection_figure_unchanged(monkeypatch):
+    rng = np.random.default_rng(12)
+    for task, k in (("binary", 2), ("multiclass", 3)):
+        y = rng.integers(0, k, 900)
+        outs = [np.where(rng.random(900) < 0.6 + 0.05 * i, y, rng.integers(0, k, 900)) for i in range(4)]
+        spec = parse_metric("f1:average=macro" if k > 2 else "recall").for_run(None, task, 1, k if k > 2 else None)
+        arrays = [np.eye(k)[o] * 0.5 + 0.1 for o in outs] if k > 2 else [np.where(o == 1, 0.9, 0.1) for o in outs]
+        ev = selection.evaluate_arrays(task, "probability", spec, y, arrays)
+        assert ev.rows is not None and selection._by_stratum(ev.rows, 300) is not ev.rows
+        sorted_rows = selection.select(ev, resamples=300, seed=2).as_dict()
+        monkeypatch.setattr(selection, "_by_stratum", lambda rows, resamples: rows)
+        assert selection.select(ev, resamples=300, seed=2).as_dict() == sorted_rows
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass"])
+def test_ece_has_a_per_row_form(task):
+    rng = np.random.default_rng(14)
+    n = 500
+    if task == "binary":
+        y = rng.integers(0, 2, n)
+        outs = [np.clip(0.5 * y + rng.random(n) * 0.5 + 0.05 * i, 0, 1) for i in range(3)]
+    else:
+        y = rng.integers(0, 4, n)
+        outs = [rng.dirichlet(np.ones(4) * (1 + i), n) for i in range(3)]
+    spec = parse_metric("ece:bins=10")
+    ev = selection.evaluate_arrays(task, "probability", spec, y, outs)
+    assert ev.rows is not None and ev.rows.kind == "ece"
+    kernel = metrics.KERNELS["ece"]
+    preps = [metrics.prepare(task, "probability", y, o) for o in outs]
+    unit = selection.weighted_values(ev.rows, np.ones((1, n), np.float32), spec, task)[0]
+    np.testing.assert_allclose(unit, [kernel(p, spec) for p in preps], rtol=1e-12, atol=1e-14)
+    counts = rng.integers(0, 4, size=(2, n))
+    got = selection.weighted_values(ev.rows, counts.astype(np.float32), spec, task)
+    for r in range(2):
+        idx = np.repeat(np.arange(n), counts[r])
+        np.testing.assert_allclose(got[r], [kernel(p.take(idx), spec) for p in preps], rtol=1e-9, atol=1e-12)
+    low, high = bootstrap.interval(spec, preps[0], resamples=200, seed=1)
+    assert low < kernel(preps[0], spec) < high
+
+
+def test_rmse_of_several_outputs_is_the_mean_of_each_outputs_root():
+    rng = np.random.default_rng(15)
+    n = 300
+    y = rng.normal(size=(n, 3)) * [1.0, 10.0, 0.1]
+    outs = [y + rng.normal(size=(n, 3)) * [0.5, 2.0, 0.05] * (1 + i) for i in range(2)]
+    spec = parse_metric("rmse")
+    ev = selection.evaluate_arrays("regression", "value", spec, y, outs)
+    assert ev.rows is not None
+    sk = [skm.root_mean_squared_error(y, p) for p in outs]
+    unit = selection.weighted_values(ev.rows, np.ones((1, n), np.float32), spec, "regression")[0]
+    np.testing.assert_allclose(unit, sk, rtol=1e-5)
+    np.testing.assert_allclose(ev.values, sk, rtol=1e-12)
+    counts = rng.integers(0, 4, n)
+    idx = np.repeat(np.arange(n), counts)
+    got = selection.weighted_values(ev.rows, counts[None].astype(np.float32), spec, "regression")[0]
+    np.testing.assert_allclose(got, [skm.root_mean_squared_error(y[idx], p[idx]) for p in outs], rtol=1e-5)
