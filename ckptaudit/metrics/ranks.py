@@ -138,6 +138,34 @@ def _placements(ps: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return _left_right(ps, s)
 
 
+#: a column with at most this many positives places its rows by searching the sorted
+#: positives (cheap while they fit in cache); with more, by one argsort of the column
+_FEW_POSITIVES = 1024
+
+
+def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """One argsort of the column, cut into runs of tied scores: (row order, run lengths,
+    positives per run, negatives per run)."""
+    order = np.argsort(s)
+    ss = s[order]
+    mask = np.zeros(s.shape[0], dtype=bool)
+    mask[pos] = True
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    lengths = np.diff(np.r_[starts, s.shape[0]])
+    gp = np.add.reduceat(mask[order].astype(np.int64), starts)
+    return order, lengths, gp, lengths - gp
+
+
+def _scatter(order: np.ndarray, lengths: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray, pos: np.ndarray) -> np.ndarray:
+    """Per-row values from per-run values of the positive and the negative rows."""
+    out = np.empty(order.shape[0])
+    out[order] = np.repeat(neg_value, lengths)
+    runs_of_rows = np.empty(order.shape[0], dtype=np.int64)
+    runs_of_rows[order] = np.repeat(np.arange(lengths.shape[0]), lengths)
+    out[pos] = pos_value[runs_of_rows[pos]]
+    return out
+
+
 def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
     """ROC AUC of a column and each row's influence (DeLong placement values)."""
     n = s.shape[0]
@@ -145,6 +173,14 @@ def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
     n_neg = n - n_pos
     if n_pos == 0 or n_neg == 0:
         return float("nan"), np.zeros(n)
+    if n_pos > _FEW_POSITIVES:
+        order, lengths, gp, gn = _groups(pos, s)
+        neg_below = np.cumsum(gn) - gn
+        pos_above = n_pos - np.cumsum(gp)
+        value = float((int((gp * (2 * neg_below + gn)).sum()) / 2) / (n_pos * n_neg))
+        v10 = (2 * neg_below + gn) / (2.0 * n_neg)  # share of negatives below (ties half)
+        v01 = (2 * pos_above + gp) / (2.0 * n_pos)  # share of positives above (ties half)
+        return value, _scatter(order, lengths, (v10 - value) / n_pos, (v01 - value) / n_neg, pos)
     ss, ps, rows = _split(pos, s)
     twice_below = _auc_counts(ss, ps)
     value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
@@ -157,23 +193,31 @@ def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
 
 
 def ap_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
-    """Average precision of a column and each row's influence ``dAP/dw_r``."""
+    """Average precision of a column and each row's influence ``dAP/dw_r``: with
+    ``prec(t) = TP(t) / All(t)`` (rows scoring >= t), a row r adds to ``All(t)`` of every
+    threshold ``t <= s_r``, and a positive also to ``TP(t)`` and to the sum's own terms."""
     n = s.shape[0]
     n_pos = pos.shape[0]
     if n_pos == 0:
         return 0.0, np.zeros(n)
+    if n_pos > _FEW_POSITIVES:
+        order, lengths, gp, gn = _groups(pos, s)
+        at_or_above = n - (np.cumsum(lengths) - lengths)
+        tp = n_pos - (np.cumsum(gp) - gp)
+        prec = tp / at_or_above
+        value = float((gp * prec).sum() / n_pos)
+        cum_a = np.cumsum(gp / at_or_above)  # over thresholds t <= this run's score
+        cum_b = np.cumsum(gp * prec / at_or_above)
+        return value, _scatter(order, lengths, (prec - value + cum_a - cum_b) / n_pos, -cum_b / n_pos, pos)
     ss, ps, rows = _split(pos, s)
     # each sorted positive's precision at its own score: #pos >= t / #rows >= t
     pos_left, _ = _runs(ps)
     above = ss.shape[0] - np.searchsorted(ss, ps, "left")
     prec = (n_pos - pos_left) / above
     value = float(prec.mean())
-    a = 1.0 / above
-    b = prec / above
-    cum_a = np.r_[0.0, np.cumsum(a)]
-    cum_b = np.r_[0.0, np.cumsum(b)]
+    cum_a = np.r_[0.0, np.cumsum(1.0 / above)]
+    cum_b = np.r_[0.0, np.cumsum(prec / above)]
     _, right = _placements(ps, s)
-    # every row r adds to All(t) (and a positive to TP(t)) of the thresholds t <= s_r
     infl = -cum_b[right] / n_pos
     infl[rows] += (prec - value + cum_a[right[rows]]) / n_pos
     return value, infl
