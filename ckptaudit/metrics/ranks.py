@@ -181,10 +181,19 @@ def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
         v10 = (2 * neg_below + gn) / (2.0 * n_neg)  # share of negatives below (ties half)
         v01 = (2 * pos_above + gp) / (2.0 * n_pos)  # share of positives above (ties half)
         return value, _scatter(order, lengths, (v10 - value) / n_pos, (v01 - value) / n_neg, pos)
-    ss, ps, rows = _split(pos, s)
-    twice_below = _auc_counts(ss, ps)
-    value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
+    # few positives: place every row among the sorted positives (no sort of the column)
+    sp = s[pos]
+    order = np.argsort(sp)
+    ps, rows = sp[order], pos[order]
     left, right = _placements(ps, s)
+    is_neg = np.ones(n, dtype=bool)
+    is_neg[pos] = False
+    # a negative is below positive j when right <= j, tied with it when left <= j < right
+    below = np.cumsum(np.bincount(right[is_neg], minlength=n_pos + 1))[:n_pos]
+    tied_rows = np.flatnonzero(is_neg & (left < right))
+    tied = np.cumsum(np.bincount(left[tied_rows], minlength=n_pos + 1) - np.bincount(right[tied_rows], minlength=n_pos + 1))
+    twice_below = 2 * below + tied[:n_pos]
+    value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
     # negatives: the share of positives above them (ties half)
     infl = ((2 * n_pos - left - right) / (2.0 * n_pos) - value) / n_neg
     # positives: the share of negatives below them (ties half)
@@ -248,11 +257,15 @@ def _column_blocks(prep: Prepared) -> Iterator[np.ndarray]:
         scores = prep.score
     for start in range(0, width, _BLOCK_COLUMNS):
         stop = min(start + _BLOCK_COLUMNS, width)
-        if x is not None:
-            block = (x[:, start:stop].astype(np.float64) - m[:, None]) - log_sum[:, None]
-        else:
-            block = scores[:, start:stop]
-        yield np.ascontiguousarray(block.T)
+        if x is None:
+            yield np.ascontiguousarray(scores[:, start:stop].T)
+            continue
+        # NOTE: transposed in the stored precision, then (x - max) - log_sum in float64:
+        # the same two roundings per element as kernels._log_softmax
+        block = np.ascontiguousarray(x[:, start:stop].T).astype(np.float64)
+        block -= m[None, :]
+        block -= log_sum[None, :]
+        yield block
 
 
 def _positives(prep: Prepared) -> list[np.ndarray]:
