@@ -123,8 +123,9 @@ def ap(pos: np.ndarray, s: np.ndarray) -> float:
     # every distinct score of the column is a threshold; only those with positives add
     new_value = ss[1:] != ss[:-1]
     count = int(np.count_nonzero(new_value)) + 1
-    distinct_below = np.cumsum(new_value, dtype=np.int64)  # [j - 1]: distinct scores below ss[j]
-    index = np.where(at > 0, distinct_below[np.maximum(at - 1, 0)], 0)
+    distinct_below = np.zeros(ss.shape[0], dtype=np.int64)  # [j]: distinct scores below ss[j]
+    np.cumsum(new_value, out=distinct_below[1:])
+    index = distinct_below[at]
     tp = tps[::-1].astype(np.float64)  # thresholds from the highest score down
     prec = tp / above[::-1].astype(np.float64)
     rec = tp / n_pos
