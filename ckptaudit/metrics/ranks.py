@@ -44,17 +44,10 @@ if TYPE_CHECKING:
 #: columns of a multiclass/multilabel score matrix transposed (made contiguous) at once
 _BLOCK_COLUMNS = 64
 #: rows of a logit matrix turned into float64 at once for the log-softmax normaliser
-_BLOCK_ROWS = 4096
+_BLOCK_ROWS = 1024
 
 
 # --------------------------------------------------------------------------- one column
-
-
-def _split(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(sorted column, sorted positive scores, the positives' row indices in that order)."""
-    sp = s[pos]
-    order = np.argsort(sp)
-    return np.sort(s), sp[order], pos[order]
 
 
 def _sorted(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -219,15 +212,19 @@ def ap_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
         cum_a = np.cumsum(gp / at_or_above)  # over thresholds t <= this run's score
         cum_b = np.cumsum(gp * prec / at_or_above)
         return value, _scatter(order, lengths, (prec - value + cum_a - cum_b) / n_pos, -cum_b / n_pos, pos)
-    ss, ps, rows = _split(pos, s)
+    # few positives: place every row among the sorted positives (no sort of the column)
+    sp = s[pos]
+    order = np.argsort(sp)
+    ps, rows = sp[order], pos[order]
+    _, right = _placements(ps, s)
+    # a row is below positive j when right <= j: #rows >= ps[j] = n - #rows below it
+    above = n - np.cumsum(np.bincount(right, minlength=n_pos + 1))[:n_pos]
     # each sorted positive's precision at its own score: #pos >= t / #rows >= t
     pos_left, _ = _runs(ps)
-    above = ss.shape[0] - np.searchsorted(ss, ps, "left")
     prec = (n_pos - pos_left) / above
     value = float(prec.mean())
     cum_a = np.r_[0.0, np.cumsum(1.0 / above)]
     cum_b = np.r_[0.0, np.cumsum(prec / above)]
-    _, right = _placements(ps, s)
     infl = -cum_b[right] / n_pos
     infl[rows] += (prec - value + cum_a[right[rows]]) / n_pos
     return value, infl
@@ -242,7 +239,8 @@ def _log_softmax_normaliser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = x.max(axis=1)
     log_sum = np.empty(x.shape[0])
     for start in range(0, x.shape[0], _BLOCK_ROWS):
-        block = x[start : start + _BLOCK_ROWS].astype(np.float64) - m[start : start + _BLOCK_ROWS, None]
+        block = x[start : start + _BLOCK_ROWS].astype(np.float64)
+        block -= m[start : start + _BLOCK_ROWS, None]
         np.exp(block, out=block)
         log_sum[start : start + _BLOCK_ROWS] = np.log(block.sum(axis=1))
     return m, log_sum
