@@ -78,7 +78,13 @@ def _left_right(ss: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarra
 
 def _auc_counts(ss: np.ndarray, ps: np.ndarray) -> np.ndarray:
     """Per sorted positive: 2 x (negatives below) + (negatives tied), as int64."""
-    all_left, all_right = _left_right(ss, ps)
+    # NOTE: every positive occurs in ss, so "right" is left + 1 unless the next score ties
+    all_left = np.searchsorted(ss, ps, "left")
+    all_right = all_left + 1
+    after = np.minimum(all_right, ss.shape[0] - 1)
+    tied = np.flatnonzero((all_right < ss.shape[0]) & (ss[after] == ps))
+    if tied.size:
+        all_right[tied] = np.searchsorted(ss, ps[tied], "right")
     pos_left, pos_right = _runs(ps)
     return (all_left - pos_left) + (all_right - pos_right)
 
@@ -114,11 +120,9 @@ def ap(pos: np.ndarray, s: np.ndarray) -> float:
     ss, ps = _sorted(pos, s)
     at, tps, above = _ap_terms(ss, ps)
     # every distinct score of the column is a threshold; only those with positives add
-    new_value = ss[1:] != ss[:-1]
-    count = int(np.count_nonzero(new_value)) + 1
-    distinct_below = np.zeros(ss.shape[0], dtype=np.int64)  # [j]: distinct scores below ss[j]
-    np.cumsum(new_value, out=distinct_below[1:])
-    index = distinct_below[at]
+    repeats = np.flatnonzero(ss[1:] == ss[:-1]) + 1  # positions whose score repeats the previous one
+    count = ss.shape[0] - repeats.shape[0]
+    index = at - np.searchsorted(repeats, at)  # distinct scores below each positive threshold
     tp = tps[::-1].astype(np.float64)  # thresholds from the highest score down
     prec = tp / above[::-1].astype(np.float64)
     rec = tp / n_pos
