@@ -258,3 +258,15 @@ def test_model_confidence_set_keeps_false_alarms_near_five_percent_on_tied_check
         sel = selection.select(ev, resamples=400, seed=r)
         alarms += len(sel.tied_best) < 8
     assert alarms / runs <= 0.11, alarms
+
+
+def test_linearised_auc_interval_still_covers_hanley_mcneil_with_a_small_class():
+    rng = np.random.default_rng(4)
+    n = 1500
+    y = np.zeros(n, np.int64)
+    y[rng.choice(n, 12, replace=False)] = 1
+    ev = selection.evaluate_arrays("binary", "logit", parse_metric("roc_auc"), y, [rng.normal(size=n) + y])
+    assert ev.rows is not None and ev.rows.kind == "mean"
+    entry = selection.select(ev, resamples=300).checkpoints[0]
+    low, high = selection.hanley_mcneil_interval(entry.value, 12, n - 12)
+    assert entry.interval[0] <= low and entry.interval[1] >= high
