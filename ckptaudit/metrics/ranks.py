@@ -141,26 +141,43 @@ def _placements(ps: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 _FEW_POSITIVES = 1024
 
 
-def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """One argsort of the column, cut into runs of tied scores: (row order, run lengths,
-    positives per run, negatives per run)."""
-    order = np.argsort(s)
+def _argsort(s: np.ndarray) -> np.ndarray:
+    """Any sorting permutation of ``s`` (ties in any order). float32 scores sort as one
+    uint64 key (order-preserving score bits, row index below), numpy's SIMD sort, which is
+    faster than an argsort."""
+    if s.dtype != np.float32 or s.shape[0] >= 2**32:
+        return np.argsort(s)
+    bits = s.view(np.uint32)
+    key = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+    key <<= np.uint64(32)
+    key |= np.arange(s.shape[0], dtype=np.uint64)
+    key.sort()
+    return (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
+def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """One sort of the column, cut into runs of tied scores: (row order, each sorted row's
+    run, positive flag of each sorted row, positives per run, negatives per run)."""
+    n = s.shape[0]
+    order = _argsort(s)
     ss = s[order]
-    mask = np.zeros(s.shape[0], dtype=bool)
+    mask = np.zeros(n, dtype=bool)
     mask[pos] = True
+    flags = mask[order]
     starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
-    lengths = np.diff(np.r_[starts, s.shape[0]])
-    gp = np.add.reduceat(mask[order].astype(np.int64), starts)
-    return order, lengths, gp, lengths - gp
+    through = np.cumsum(flags)[np.r_[starts[1:] - 1, n - 1]]  # positives up to each run's end
+    gp = np.diff(np.r_[0, through])
+    gn = np.diff(np.r_[starts, n]) - gp
+    run = None if starts.shape[0] == n else np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, n]))
+    return order, run, flags, gp, gn
 
 
-def _scatter(order: np.ndarray, lengths: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray, pos: np.ndarray) -> np.ndarray:
+def _scatter(order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray) -> np.ndarray:
     """Per-row values from per-run values of the positive and the negative rows."""
+    if run is not None:
+        pos_value, neg_value = pos_value[run], neg_value[run]
     out = np.empty(order.shape[0])
-    out[order] = np.repeat(neg_value, lengths)
-    runs_of_rows = np.empty(order.shape[0], dtype=np.int64)
-    runs_of_rows[order] = np.repeat(np.arange(lengths.shape[0]), lengths)
-    out[pos] = pos_value[runs_of_rows[pos]]
+    out[order] = np.where(flags, pos_value, neg_value)
     return out
 
 
@@ -172,13 +189,13 @@ def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
     if n_pos == 0 or n_neg == 0:
         return float("nan"), np.zeros(n)
     if n_pos > _FEW_POSITIVES:
-        order, lengths, gp, gn = _groups(pos, s)
+        order, run, flags, gp, gn = _groups(pos, s)
         neg_below = np.cumsum(gn) - gn
         pos_above = n_pos - np.cumsum(gp)
         value = float((int((gp * (2 * neg_below + gn)).sum()) / 2) / (n_pos * n_neg))
         v10 = (2 * neg_below + gn) / (2.0 * n_neg)  # share of negatives below (ties half)
         v01 = (2 * pos_above + gp) / (2.0 * n_pos)  # share of positives above (ties half)
-        return value, _scatter(order, lengths, (v10 - value) / n_pos, (v01 - value) / n_neg, pos)
+        return value, _scatter(order, run, flags, (v10 - value) / n_pos, (v01 - value) / n_neg)
     # few positives: place every row among the sorted positives (no sort of the column)
     sp = s[pos]
     order = np.argsort(sp)
@@ -208,14 +225,15 @@ def ap_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
     if n_pos == 0:
         return 0.0, np.zeros(n)
     if n_pos > _FEW_POSITIVES:
-        order, lengths, gp, gn = _groups(pos, s)
+        order, run, flags, gp, gn = _groups(pos, s)
+        lengths = gp + gn
         at_or_above = n - (np.cumsum(lengths) - lengths)
         tp = n_pos - (np.cumsum(gp) - gp)
         prec = tp / at_or_above
         value = float((gp * prec).sum() / n_pos)
         cum_a = np.cumsum(gp / at_or_above)  # over thresholds t <= this run's score
         cum_b = np.cumsum(gp * prec / at_or_above)
-        return value, _scatter(order, lengths, (prec - value + cum_a - cum_b) / n_pos, -cum_b / n_pos, pos)
+        return value, _scatter(order, run, flags, (prec - value + cum_a - cum_b) / n_pos, -cum_b / n_pos)
     # few positives: place every row among the sorted positives (no sort of the column)
     sp = s[pos]
     order = np.argsort(sp)
