@@ -273,7 +273,10 @@ def _column_blocks(prep: Prepared) -> Iterator[np.ndarray]:
     width = prep.n_classes
     x = prep.logit if prep.task == "multiclass" and "logp" not in prep._cache else None
     if x is not None:
-        m, log_sum = _log_softmax_normaliser(x)
+        # NOTE: kept on the view: the kernel and the statistics' per-row pass both need it
+        if "log_softmax_rows" not in prep._cache:
+            prep._cache["log_softmax_rows"] = np.stack(_log_softmax_normaliser(x))
+        m, log_sum = prep._cache["log_softmax_rows"]
     else:
         scores = prep.score
     for start in range(0, width, _BLOCK_COLUMNS):
