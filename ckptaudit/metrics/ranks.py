@@ -317,12 +317,12 @@ def columns(prep: Prepared, spec: MetricSpec) -> tuple[str, int, Callable[[], It
     n = prep.y.shape[0]
     if prep.task == "binary":
         assert s is not None
-        pos = np.flatnonzero(prep.y)
-        neg = np.flatnonzero(prep.y == 0)
         if spec.class_index == 0:
-            return "single", n, lambda: iter([(neg, -s)])
+            return "single", n, lambda: iter([(np.flatnonzero(prep.y == 0), -s)])
+        pos = np.flatnonzero(prep.y)
         if spec.average in (None, "binary") or spec.class_index == 1:
             return "single", n, lambda: iter([(pos, s)])
+        neg = np.flatnonzero(prep.y == 0)
         pair: list[Column] = [(neg, -s), (pos, s)]
         if spec.average == "micro":
             return "micro", n, lambda: iter([(np.r_[2 * neg, 2 * pos + 1], np.stack([-s, s], axis=1).ravel())])

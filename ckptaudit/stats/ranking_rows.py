@@ -72,7 +72,9 @@ def per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
     if kind == "mean":
         binary = ranks.auc_influence if spec.name == "roc_auc" else ranks.ap_influence
         value, infl = ranks.influence(prep, spec, binary)
-        return (value + prep.y.shape[0] * infl).astype(np.float32)
+        infl *= prep.y.shape[0]
+        infl += value
+        return infl.astype(np.float32)
     if prep.task == "binary":
         assert prep.proba is not None
         scores = prep.proba.astype(np.float32, copy=False)
