@@ -201,16 +201,18 @@ def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
     order = np.argsort(sp)
     ps, rows = sp[order], pos[order]
     left, right = _placements(ps, s)
-    is_neg = np.ones(n, dtype=bool)
-    is_neg[pos] = False
     # a negative is below positive j when right <= j, tied with it when left <= j < right
-    below = np.cumsum(np.bincount(right[is_neg], minlength=n_pos + 1))[:n_pos]
-    tied_rows = np.flatnonzero(is_neg & (left < right))
+    # (counted over all rows, then the positives' own placements taken out)
+    below = np.cumsum(np.bincount(right, minlength=n_pos + 1) - np.bincount(right[rows], minlength=n_pos + 1))[:n_pos]
+    tied_rows = np.setdiff1d(np.flatnonzero(left < right), rows, assume_unique=True)
     tied = np.cumsum(np.bincount(left[tied_rows], minlength=n_pos + 1) - np.bincount(right[tied_rows], minlength=n_pos + 1))
     twice_below = 2 * below + tied[:n_pos]
     value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
-    # negatives: the share of positives above them (ties half)
-    infl = ((2 * n_pos - left - right) / (2.0 * n_pos) - value) / n_neg
+    # negatives: the share of positives above them (ties half),
+    # ((2 n_pos - left - right) / (2 n_pos) - value) / n_neg in two passes
+    left += right
+    infl = left * (-1.0 / (2.0 * n_pos * n_neg))
+    infl += (1.0 - value) / n_neg
     # positives: the share of negatives below them (ties half)
     infl[rows] = (twice_below / (2.0 * n_neg) - value) / n_pos
     return value, infl
