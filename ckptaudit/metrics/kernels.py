@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import MetricError
+from . import ranks
 
 if TYPE_CHECKING:
     from .spec import MetricSpec
@@ -472,40 +473,16 @@ def label_metric(prep: Prepared, spec: MetricSpec) -> float:
 
 
 def _binary_auc(y: np.ndarray, s: np.ndarray) -> float:
-    """Mann-Whitney U form of ROC AUC with average ranks for tied scores."""
-    pos = y.astype(bool)
-    n_pos = int(np.count_nonzero(pos))
-    n_neg = y.shape[0] - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    order = np.argsort(s, kind="mergesort")
-    sorted_s = s[order]
-    # first index of each run of tied scores, and the run lengths
-    starts = np.flatnonzero(np.r_[True, sorted_s[1:] != sorted_s[:-1]])
-    lengths = np.diff(np.r_[starts, s.shape[0]])
-    avg_rank = starts + (lengths + 1) / 2.0  # 1-based average rank of each tie group
-    ranks = np.empty(s.shape[0], dtype=np.float64)
-    ranks[order] = np.repeat(avg_rank, lengths)
-    u = ranks[pos].sum() - n_pos * (n_pos + 1) / 2.0
-    return float(u / (n_pos * n_neg))
+    """ROC AUC of 0/1 targets ``y`` and scores ``s``: the Mann-Whitney U with average ranks
+    for tied scores, from one sort (:func:`ckptaudit.metrics.ranks.auc`)."""
+    return ranks.auc(np.flatnonzero(y), s)
 
 
 def _binary_ap(y: np.ndarray, s: np.ndarray) -> float:
     """Average precision as scikit-learn defines it: sum over thresholds of dR * P
-    (0.0 when there is no positive row, as scikit-learn returns)."""
-    n_pos = int(np.count_nonzero(y))
-    if n_pos == 0:
-        return 0.0
-    order = np.argsort(-s, kind="mergesort")
-    s_sorted = s[order]
-    y_sorted = y[order]
-    # the last index of each distinct score: a threshold takes all tied rows at once
-    ends = np.flatnonzero(np.r_[s_sorted[1:] != s_sorted[:-1], True])
-    tps = np.cumsum(y_sorted)[ends].astype(np.float64)
-    fps = (ends + 1) - tps
-    prec = tps / (tps + fps)
-    rec = tps / n_pos
-    return float(np.sum(np.diff(np.r_[0.0, rec]) * prec))
+    (0.0 when there is no positive row, as scikit-learn returns); see
+    :func:`ckptaudit.metrics.ranks.ap`."""
+    return ranks.ap(np.flatnonzero(y), s)
 
 
 def _one_vs_rest(prep: Prepared) -> np.ndarray:
@@ -520,40 +497,17 @@ def _one_vs_rest(prep: Prepared) -> np.ndarray:
 def _score_average(binary: Callable[[np.ndarray, np.ndarray], float]) -> Callable[[Prepared, MetricSpec], float]:
     # NOTE: these metrics depend only on the order of the scores, so they rank the
     # unsaturated prep.score (logits, log-probabilities) and take the negative class as
-    # the reversed order (-s), never 1 - p, which rounds distinct scores to ties.
+    # the reversed order (-s), never 1 - p, which rounds distinct scores to ties. Columns
+    # are scored one at a time (multiclass log-probabilities a block of columns at a
+    # time), never as a one-hot or float64 copy of the whole matrix.
     def kernel(prep: Prepared, spec: MetricSpec) -> float:
-        s = prep.score
-        if prep.task == "binary":
-            if spec.class_index == 0:
-                return binary(1 - prep.y, -s)
-            if spec.average in (None, "binary") or spec.class_index == 1:
-                return binary(prep.y, s)
-            y2 = np.stack([1 - prep.y, prep.y], axis=1)
-            s2 = np.stack([-s, s], axis=1)
-        else:
-            y2, s2 = _one_vs_rest(prep), s
-        if spec.class_index is not None:
-            return binary(y2[:, spec.class_index], s2[:, spec.class_index])
-        average = spec.average or "macro"
-        if average == "micro":
-            # NOTE: micro pools every class's scores into one ranking; multiclass logits
-            # enter as log-probabilities, which compare across columns.
-            return binary(y2.ravel(), s2.ravel())
-        per = np.array([binary(y2[:, i], s2[:, i]) for i in range(y2.shape[1])])
-        if average == "macro":
-            return float(per.mean())
-        support = y2.sum(axis=0).astype(np.float64)
-        if not support.sum():
-            return 0.0
-        # NOTE: a class with no positive rows has weight 0 and is skipped (its own value
-        # is undefined), as scikit-learn does.
-        return float((np.where(support > 0, per, 0.0) * support).sum() / support.sum())
+        return ranks.value(prep, spec, binary)
 
     return kernel
 
 
-roc_auc = _score_average(_binary_auc)
-average_precision = _score_average(_binary_ap)
+roc_auc = _score_average(ranks.auc)
+average_precision = _score_average(ranks.ap)
 
 
 def log_loss(prep: Prepared, spec: MetricSpec) -> float:

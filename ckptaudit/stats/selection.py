@@ -68,6 +68,7 @@ from ..errors import RunFormatError
 from ..metrics import kernels as metrics
 from ..metrics.spec import MetricSpec
 from ..store.reader import Checkpoint, Run, ValSetGuard, read_predictions
+from . import ranking_rows
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -115,7 +116,9 @@ class RowData:
 def row_kind(spec: MetricSpec, task: str) -> str | None:
     """Which compact per-row form serves ``spec`` on a run of ``task``, or None when the
     selection statistics do not support it (logged and custom metrics, multilabel label
-    metrics, multi-class ROC AUC / average precision, ece, r2)."""
+    metrics, ece, r2). ROC AUC / average precision get ``"ranking"`` here, which the
+    builder turns into ``"mean"`` (linearised) on large validation sets
+    (:func:`ckptaudit.stats.ranking_rows.form`)."""
     if spec.source != "builtin":
         return None
     if spec.family == "label":
@@ -125,11 +128,7 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
             return "mean" if spec.name == "accuracy" else "multilabel"
         return "confusion" if task in ("binary", "multiclass") else None
     if spec.name in _RANKING:
-        if task != "binary":
-            return None
-        if spec.class_index is None and spec.average not in (None, "binary"):
-            return None
-        return "ranking"
+        return "ranking" if task in ("binary", "multiclass", "multilabel") else None
     if spec.name in _MEAN:
         if spec.name == "top_k_accuracy" and task != "multiclass":
             return None
@@ -143,6 +142,8 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
 
 def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
     """One checkpoint's compact per-row values (see :class:`RowData`)."""
+    if spec.name in _RANKING:
+        return ranking_rows.per_row(kind, spec, prep)
     if kind == "confusion":
         labels = np.asarray(prep.labels(spec.threshold))
         return labels.astype(np.uint8 if prep.n_classes <= 255 else np.int32, copy=False)
@@ -155,11 +156,6 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
         return ((prep.y - prep.proba) ** 2).astype(np.float32)
     if kind == "ece":  # (confidence bin, hit - confidence) per row, as the kernel bins them
         return np.stack(metrics.ece_terms(prep, spec), axis=1)
-    if kind == "ranking":
-        scores = prep.proba.astype(np.float32, copy=False)
-        # NOTE: the negative class ranks by the reversed order, not by 1 - p (which loses
-        # precision near 1); the targets are flipped once in the builder.
-        return -scores if spec.class_index == 0 else scores
     p = prep.proba64
     name = spec.name
     if name == "log_loss":
@@ -249,6 +245,8 @@ class EvaluationBuilder:
         if self._y is None:
             self._y = np.asarray(prep.y)
             self._n_classes = prep.n_classes
+            if self.kind == "ranking":  # exact or linearised, by the validation set's size
+                self.kind = ranking_rows.form(prep)
         elif prep.y.shape != self._y.shape or not np.array_equal(prep.y, self._y):
             self.drop("the validation targets differ between checkpoints")
             return
@@ -477,29 +475,8 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
 # --------------------------------------------------------------------------- weighted values
 
 
-def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec) -> np.ndarray:
-    pos = rows.y.astype(bool)
-    out = np.empty((w.shape[0], rows.data.shape[0]))
-    for c, scores in enumerate(rows.data):
-        order = np.argsort(scores, kind="mergesort")
-        s = scores[order]
-        starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
-        ws = w[:, order]
-        p_sorted = pos[order]
-        gp = np.add.reduceat(ws * p_sorted, starts, axis=1)
-        gn = np.add.reduceat(ws * ~p_sorted, starts, axis=1)
-        total_p = gp.sum(axis=1)
-        total_n = gn.sum(axis=1)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            if spec.name == "roc_auc":
-                below = np.cumsum(gn, axis=1) - gn
-                out[:, c] = (gp * (below + 0.5 * gn)).sum(axis=1) / (total_p * total_n)
-            else:  # average precision: thresholds from the highest score down
-                tps = np.cumsum(gp[:, ::-1], axis=1)
-                fps = np.cumsum(gn[:, ::-1], axis=1)
-                prec = np.where(tps + fps > 0, tps / np.maximum(tps + fps, 1e-300), 0.0)
-                out[:, c] = (gp[:, ::-1] * prec).sum(axis=1) / total_p
-    return out
+def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+    return ranking_rows.exact_values(rows.y, rows.data, w, spec, task)
 
 
 #: up to this many classes, per-class weighted sums are matrix products with dense 0/1
@@ -671,7 +648,7 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
     if rows.kind == "confusion":
         return _confusion_values(rows, w, spec, task)
     if rows.kind == "ranking":
-        return _ranking_values(rows, w, spec)
+        return _ranking_values(rows, w, spec, task)
     if rows.kind == "multilabel":
         return _multilabel_values(rows, w, spec)
     if rows.kind == "r2":
@@ -953,10 +930,15 @@ def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
 
 def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None) -> tuple[float, float] | None:
     interval = _percentiles(draws)
-    if interval is None or value is None or rows.kind != "ranking" or spec.name != "roc_auc":
+    if interval is None or value is None or spec.name != "roc_auc" or rows.kind not in ("ranking", "mean"):
         return interval
-    n_pos = int(np.count_nonzero(rows.y))
-    n_neg = int(rows.y.shape[0] - n_pos)
+    if rows.kind == "ranking" and rows.y.ndim == 1 and rows.n_classes == 2:
+        n_pos = int(np.count_nonzero(rows.y))
+    elif rows.kind == "mean" and rows.n_classes == 2 and rows.strata.any():  # linearised binary: strata = targets
+        n_pos = int(np.count_nonzero(rows.strata == (0 if spec.class_index == 0 else 1)))
+    else:
+        return interval
+    n_neg = int(rows.y.shape[0] - n_pos) if rows.kind == "ranking" else int(rows.strata.shape[0] - n_pos)
     if min(n_pos, n_neg) >= SMALL_CLASS_ROWS:
         return interval
     low, high = hanley_mcneil_interval(value, n_pos, n_neg)

@@ -1,0 +1,420 @@
+"""ROC AUC and average precision from one sort per score column, and their influence values.
+
+Both metrics depend only on how each positive row's score places among the other rows'.
+Each column is sorted once in its own dtype (numpy's SIMD sort; never a float64 stable
+argsort), its positives' scores once more (a few of them in a one-vs-rest column), and
+every count a metric needs comes from ``searchsorted`` on those sorted arrays, so tied
+scores are handled exactly (average ranks for AUC, one threshold per distinct score for
+average precision):
+
+* ROC AUC is the Mann-Whitney ``U / (positives x negatives)``, where ``2U`` is the integer
+  ``sum over positives of (negatives below + negatives at or below)``; the division is the
+  same one as the old rank-sum kernel's, so values are bit for bit the same;
+* average precision is scikit-learn's ``sum over thresholds of dR x P``: recall and
+  precision at each distinct positive score come from ``#positives >= t`` and
+  ``#rows >= t``, placed at that score's index among all distinct scores of the column
+  and summed over all of them in the same order as before (zeros included), so the float
+  sum is also unchanged.
+
+Multiclass logits rank by their log-softmax, computed here a block of columns at a time
+with the same arithmetic as :func:`ckptaudit.metrics.kernels._log_softmax` (identical
+values), so a 1000-class checkpoint never holds a second float64 copy of its outputs.
+
+**Influence values** (:func:`influence`) serve the selection statistics
+(:mod:`ckptaudit.stats.ranking_rows`): for row weights ``w`` the metric is a smooth function
+``V(w)``, and ``infl_r = dV/dw_r`` at ``w = 1`` (ROC AUC: the DeLong placement values,
+``(V10_r - AUC) / n_pos`` for a positive row, ``(V01_r - AUC) / n_neg`` for a negative one;
+average precision: the derivative of ``sum_p w_p TP_w(s_p) / All_w(s_p) / W_pos``). Both
+metrics are unchanged by scaling all weights, so ``sum_r infl_r = 0``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from ..errors import MetricError
+
+if TYPE_CHECKING:
+    from .kernels import Prepared
+    from .spec import MetricSpec
+
+#: columns of a multiclass/multilabel score matrix transposed (made contiguous) at once
+_BLOCK_COLUMNS = 64
+#: rows of a logit matrix turned into float64 at once for the log-softmax normaliser
+_BLOCK_ROWS = 1024
+
+
+# --------------------------------------------------------------------------- one column
+
+
+def _sorted(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(sorted column, sorted positive scores)."""
+    return np.sort(s), np.sort(s[pos])
+
+
+def _runs(ps: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each element of sorted ``ps``: the index where its run of equal values starts
+    and where it ends (exclusive): searchsorted(ps, ps, "left") and "right", in O(n)."""
+    starts = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    lengths = np.diff(np.r_[starts, ps.shape[0]])
+    first = np.repeat(starts, lengths)
+    return first, np.repeat(starts + lengths, lengths)
+
+
+def _left_right(ss: np.ndarray, keys: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """searchsorted(ss, keys, "left") and "right"; the second searched only for the keys
+    that occur in ``ss`` (ties), so distinct scores cost one search."""
+    left = np.searchsorted(ss, keys, "left")
+    right = left.copy()
+    found = np.flatnonzero(left < ss.shape[0])
+    found = found[ss[left[found]] == keys[found]]
+    if found.size:
+        right[found] = np.searchsorted(ss, keys[found], "right")
+    return left, right
+
+
+def _auc_counts(ss: np.ndarray, ps: np.ndarray) -> np.ndarray:
+    """Per sorted positive: 2 x (negatives below) + (negatives tied), as int64."""
+    # NOTE: every positive occurs in ss, so "right" is left + 1 unless the next score ties
+    all_left = np.searchsorted(ss, ps, "left")
+    all_right = all_left + 1
+    after = np.minimum(all_right, ss.shape[0] - 1)
+    tied = np.flatnonzero((all_right < ss.shape[0]) & (ss[after] == ps))
+    if tied.size:
+        all_right[tied] = np.searchsorted(ss, ps[tied], "right")
+    pos_left, pos_right = _runs(ps)
+    return (all_left - pos_left) + (all_right - pos_right)
+
+
+def auc(pos: np.ndarray, s: np.ndarray) -> float:
+    """ROC AUC of a column: ``pos`` the positive rows' indices, ``s`` every row's score
+    (NaN without rows of both classes)."""
+    n = s.shape[0]
+    n_pos = pos.shape[0]
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan")
+    ss, ps = _sorted(pos, s)
+    u2 = int(_auc_counts(ss, ps).sum())
+    return float((u2 / 2) / (n_pos * n_neg))
+
+
+def _ap_terms(ss: np.ndarray, ps: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """At each distinct positive score t, ascending: (index of t in ss, #positives >= t,
+    #rows >= t)."""
+    first = np.flatnonzero(np.r_[True, ps[1:] != ps[:-1]])
+    values = ps[first]
+    tps = ps.shape[0] - first
+    at = np.searchsorted(ss, values, "left")
+    return at, tps, ss.shape[0] - at
+
+
+def ap(pos: np.ndarray, s: np.ndarray) -> float:
+    """Average precision of a column as scikit-learn defines it (0.0 without positives)."""
+    n_pos = pos.shape[0]
+    if n_pos == 0:
+        return 0.0
+    ss, ps = _sorted(pos, s)
+    at, tps, above = _ap_terms(ss, ps)
+    # every distinct score of the column is a threshold; only those with positives add
+    repeats = np.flatnonzero(ss[1:] == ss[:-1]) + 1  # positions whose score repeats the previous one
+    count = ss.shape[0] - repeats.shape[0]
+    index = at - np.searchsorted(repeats, at)  # distinct scores below each positive threshold
+    tp = tps[::-1].astype(np.float64)  # thresholds from the highest score down
+    prec = tp / above[::-1].astype(np.float64)
+    rec = tp / n_pos
+    terms = np.zeros(count)
+    terms[count - 1 - index[::-1]] = np.diff(np.r_[0.0, rec]) * prec
+    return float(np.sum(terms))
+
+
+def _placements(ps: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For every row: (#positives < s_r, #positives <= s_r)."""
+    return _left_right(ps, s)
+
+
+#: a column with at most this many positives places its rows by searching the sorted
+#: positives (cheap while they fit in cache); with more, by one argsort of the column
+_FEW_POSITIVES = 1024
+
+
+def _argsort(s: np.ndarray) -> np.ndarray:
+    """Any sorting permutation of ``s`` (ties in any order). float32 scores sort as one
+    uint64 key (order-preserving score bits, row index below), numpy's SIMD sort, which is
+    faster than an argsort."""
+    if s.dtype != np.float32 or s.shape[0] >= 2**32:
+        return np.argsort(s)
+    bits = s.view(np.uint32)
+    key = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
+    key <<= np.uint64(32)
+    key |= np.arange(s.shape[0], dtype=np.uint64)
+    key.sort()
+    return (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
+
+
+def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """One sort of the column, cut into runs of tied scores: (row order, each sorted row's
+    run, positive flag of each sorted row, positives per run, negatives per run)."""
+    n = s.shape[0]
+    order = _argsort(s)
+    ss = s[order]
+    mask = np.zeros(n, dtype=bool)
+    mask[pos] = True
+    flags = mask[order]
+    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    through = np.cumsum(flags)[np.r_[starts[1:] - 1, n - 1]]  # positives up to each run's end
+    gp = np.diff(np.r_[0, through])
+    gn = np.diff(np.r_[starts, n]) - gp
+    run = None if starts.shape[0] == n else np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, n]))
+    return order, run, flags, gp, gn
+
+
+def _scatter(order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray) -> np.ndarray:
+    """Per-row values from per-run values of the positive and the negative rows."""
+    if run is not None:
+        pos_value, neg_value = pos_value[run], neg_value[run]
+    out = np.empty(order.shape[0])
+    out[order] = np.where(flags, pos_value, neg_value)
+    return out
+
+
+def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
+    """ROC AUC of a column and each row's influence (DeLong placement values)."""
+    n = s.shape[0]
+    n_pos = pos.shape[0]
+    n_neg = n - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return float("nan"), np.zeros(n)
+    if n_pos > _FEW_POSITIVES:
+        order, run, flags, gp, gn = _groups(pos, s)
+        neg_below = np.cumsum(gn) - gn
+        pos_above = n_pos - np.cumsum(gp)
+        value = float((int((gp * (2 * neg_below + gn)).sum()) / 2) / (n_pos * n_neg))
+        v10 = (2 * neg_below + gn) / (2.0 * n_neg)  # share of negatives below (ties half)
+        v01 = (2 * pos_above + gp) / (2.0 * n_pos)  # share of positives above (ties half)
+        return value, _scatter(order, run, flags, (v10 - value) / n_pos, (v01 - value) / n_neg)
+    # few positives: place every row among the sorted positives (no sort of the column)
+    sp = s[pos]
+    order = np.argsort(sp)
+    ps, rows = sp[order], pos[order]
+    left, right = _placements(ps, s)
+    # a negative is below positive j when right <= j, tied with it when left <= j < right
+    # (counted over all rows, then the positives' own placements taken out)
+    below = np.cumsum(np.bincount(right, minlength=n_pos + 1) - np.bincount(right[rows], minlength=n_pos + 1))[:n_pos]
+    tied_rows = np.setdiff1d(np.flatnonzero(left < right), rows, assume_unique=True)
+    tied = np.cumsum(np.bincount(left[tied_rows], minlength=n_pos + 1) - np.bincount(right[tied_rows], minlength=n_pos + 1))
+    twice_below = 2 * below + tied[:n_pos]
+    value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
+    # negatives: the share of positives above them (ties half),
+    # ((2 n_pos - left - right) / (2 n_pos) - value) / n_neg in two passes
+    left += right
+    infl = left * (-1.0 / (2.0 * n_pos * n_neg))
+    infl += (1.0 - value) / n_neg
+    # positives: the share of negatives below them (ties half)
+    infl[rows] = (twice_below / (2.0 * n_neg) - value) / n_pos
+    return value, infl
+
+
+def ap_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
+    """Average precision of a column and each row's influence ``dAP/dw_r``: with
+    ``prec(t) = TP(t) / All(t)`` (rows scoring >= t), a row r adds to ``All(t)`` of every
+    threshold ``t <= s_r``, and a positive also to ``TP(t)`` and to the sum's own terms."""
+    n = s.shape[0]
+    n_pos = pos.shape[0]
+    if n_pos == 0:
+        return 0.0, np.zeros(n)
+    if n_pos > _FEW_POSITIVES:
+        order, run, flags, gp, gn = _groups(pos, s)
+        lengths = gp + gn
+        at_or_above = n - (np.cumsum(lengths) - lengths)
+        tp = n_pos - (np.cumsum(gp) - gp)
+        prec = tp / at_or_above
+        value = float((gp * prec).sum() / n_pos)
+        cum_a = np.cumsum(gp / at_or_above)  # over thresholds t <= this run's score
+        cum_b = np.cumsum(gp * prec / at_or_above)
+        return value, _scatter(order, run, flags, (prec - value + cum_a - cum_b) / n_pos, -cum_b / n_pos)
+    # few positives: place every row among the sorted positives (no sort of the column)
+    sp = s[pos]
+    order = np.argsort(sp)
+    ps, rows = sp[order], pos[order]
+    _, right = _placements(ps, s)
+    # a row is below positive j when right <= j: #rows >= ps[j] = n - #rows below it
+    above = n - np.cumsum(np.bincount(right, minlength=n_pos + 1))[:n_pos]
+    # each sorted positive's precision at its own score: #pos >= t / #rows >= t
+    pos_left, _ = _runs(ps)
+    prec = (n_pos - pos_left) / above
+    value = float(prec.mean())
+    cum_a = np.r_[0.0, np.cumsum(1.0 / above)]
+    cum_b = np.r_[0.0, np.cumsum(prec / above)]
+    infl = -cum_b[right] / n_pos
+    infl[rows] += (prec - value + cum_a[right[rows]]) / n_pos
+    return value, infl
+
+
+# --------------------------------------------------------------------------- columns
+
+
+def _log_softmax_normaliser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Row maxima and log(sum(exp(x - max))) by blocks of rows, with the arithmetic of
+    ``kernels._log_softmax`` (so ``(x - max) - log_sum`` gives its values exactly)."""
+    m = x.max(axis=1)
+    log_sum = np.empty(x.shape[0])
+    for start in range(0, x.shape[0], _BLOCK_ROWS):
+        block = x[start : start + _BLOCK_ROWS].astype(np.float64)
+        block -= m[start : start + _BLOCK_ROWS, None]
+        np.exp(block, out=block)
+        log_sum[start : start + _BLOCK_ROWS] = np.log(block.sum(axis=1))
+    return m, log_sum
+
+
+def _column_blocks(prep: Prepared) -> Iterator[np.ndarray]:
+    """The score matrix's columns, transposed a block at a time: (columns, rows) arrays."""
+    width = prep.n_classes
+    x = prep.logit if prep.task == "multiclass" and "logp" not in prep._cache else None
+    if x is not None:
+        # NOTE: kept on the view: the kernel and the statistics' per-row pass both need it
+        if "log_softmax_rows" not in prep._cache:
+            prep._cache["log_softmax_rows"] = np.stack(_log_softmax_normaliser(x))
+        m, log_sum = prep._cache["log_softmax_rows"]
+    else:
+        scores = prep.score
+    for start in range(0, width, _BLOCK_COLUMNS):
+        stop = min(start + _BLOCK_COLUMNS, width)
+        if x is None:
+            yield np.ascontiguousarray(scores[:, start:stop].T)
+            continue
+        # NOTE: transposed in the stored precision, then (x - max) - log_sum in float64:
+        # the same two roundings per element as kernels._log_softmax
+        block = np.ascontiguousarray(x[:, start:stop].T).astype(np.float64)
+        block -= m[None, :]
+        block -= log_sum[None, :]
+        yield block
+
+
+def _positives(prep: Prepared) -> list[np.ndarray]:
+    """Each column's positive rows (multiclass: the rows of that class)."""
+    if prep.task == "multiclass":
+        y = prep.y
+        order = np.argsort(y, kind="stable")
+        bounds = np.searchsorted(y[order], np.arange(prep.n_classes + 1))
+        return [order[bounds[i] : bounds[i + 1]] for i in range(prep.n_classes)]
+    return [np.flatnonzero(prep.y[:, i]) for i in range(prep.y.shape[1])]
+
+
+Column = tuple[np.ndarray, np.ndarray]  # (positive row indices, scores of every row)
+
+
+def columns(prep: Prepared, spec: MetricSpec) -> tuple[str, int, Callable[[], Iterator[Column]]]:
+    """How ``spec`` combines score columns: (``"single"``, ``"macro"``, ``"weighted"`` or
+    ``"micro"``, number of rows the influence covers, a function that yields the columns).
+
+    Follows the kernels' conventions: a binary run's negative class ranks by ``-s`` (never
+    ``1 - p``); micro pools every column into one ranking (multiclass logits as
+    log-probabilities, which compare across columns).
+    """
+    s = prep.score if prep.task == "binary" else None
+    n = prep.y.shape[0]
+    if prep.task == "binary":
+        assert s is not None
+        if spec.class_index == 0:
+            return "single", n, lambda: iter([(np.flatnonzero(prep.y == 0), -s)])
+        pos = np.flatnonzero(prep.y)
+        if spec.average in (None, "binary") or spec.class_index == 1:
+            return "single", n, lambda: iter([(pos, s)])
+        neg = np.flatnonzero(prep.y == 0)
+        pair: list[Column] = [(neg, -s), (pos, s)]
+        if spec.average == "micro":
+            return "micro", n, lambda: iter([(np.r_[2 * neg, 2 * pos + 1], np.stack([-s, s], axis=1).ravel())])
+        return _average(spec), n, lambda: iter(pair)
+    if spec.class_index is not None:
+        i = spec.class_index
+        col = prep.score[:, i]
+        pos_i = np.flatnonzero(prep.y == i) if prep.task == "multiclass" else np.flatnonzero(prep.y[:, i])
+        return "single", n, lambda: iter([(pos_i, np.ascontiguousarray(col))])
+    average = _average(spec)
+    if average == "micro":
+        if prep.task == "multiclass":
+            flat_pos = np.arange(n) * prep.n_classes + prep.y
+        else:
+            flat_pos = np.flatnonzero(prep.y.ravel())
+        return "micro", n, lambda: iter([(flat_pos, prep.score.ravel())])
+
+    def each() -> Iterator[Column]:
+        positives = _positives(prep)
+        i = 0
+        for block in _column_blocks(prep):
+            for col in block:
+                yield positives[i], col
+                i += 1
+
+    return average, n, each
+
+
+def _average(spec: MetricSpec) -> str:
+    average = spec.average or "macro"
+    if average not in ("macro", "weighted", "micro"):
+        raise MetricError(f"unknown average {average!r}")
+    return average
+
+
+def value(prep: Prepared, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], float]) -> float:
+    """The metric of a view: ``binary`` (:func:`auc` or :func:`ap`) on each column, averaged."""
+    mode, _, each = columns(prep, spec)
+    if mode in ("single", "micro"):
+        pos, s = next(each())
+        return binary(pos, s)
+    per = []
+    support = []
+    for pos, s in each():
+        per.append(binary(pos, s))
+        support.append(pos.shape[0])
+    values = np.array(per)
+    if mode == "macro":
+        return float(values.mean())
+    weights = np.array(support, dtype=np.float64)
+    if not weights.sum():
+        return 0.0
+    # NOTE: a class with no positive rows has weight 0 and is skipped (its own value is
+    # undefined), as scikit-learn does.
+    return float((np.where(weights > 0, values, 0.0) * weights).sum() / weights.sum())
+
+
+def influence(
+    prep: Prepared, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+) -> tuple[float, np.ndarray]:
+    """The metric of a view and each row's influence on it (float64, shape (rows,)):
+    ``binary`` is :func:`auc_influence` or :func:`ap_influence`; averages combine the
+    columns' influences by the chain rule (weighted: supports move with the weights)."""
+    mode, n, each = columns(prep, spec)
+    if mode == "single":
+        pos, s = next(each())
+        return binary(pos, s)
+    if mode == "micro":
+        pos, s = next(each())
+        v, infl = binary(pos, s)
+        return v, infl.reshape(n, -1).sum(axis=1)
+    total = np.zeros(n)
+    per = []
+    positives = []
+    for pos, s in each():
+        v, infl = binary(pos, s)
+        per.append(v)
+        positives.append(pos)
+        if mode == "macro":
+            total += infl
+        elif pos.shape[0]:
+            total += pos.shape[0] * infl
+    values = np.array(per)
+    if mode == "macro":
+        return float(values.mean()), total / len(per)
+    support = np.array([p.shape[0] for p in positives], dtype=np.float64)
+    if not support.sum():
+        return 0.0, np.zeros(n)
+    v = float((np.where(support > 0, values, 0.0) * support).sum() / support.sum())
+    for pos, vi in zip(positives, values, strict=True):
+        if pos.shape[0]:
+            total[pos] += vi - v
+    return v, total / support.sum()
