@@ -351,6 +351,10 @@ def bench_shape(shape: Shape, data: Path, args: argparse.Namespace, work: Path, 
             Result(shape.name, metric, "rank", exe + ["rank", root, "-m", metric, "-f", "json"]), repeat, args, rank_json
         )
         results.append(rank)
+        if metric == lm and "jobs" not in args.skip:
+            # the same rank in one process: what the automatic process pool (both cores) saves
+            one = exe + ["rank", root, "-m", metric, "-f", "json", "-j", "1"]
+            results.append(measure(Result(shape.name, metric, "rank -j 1", one), repeat, args))
         if metric == lm:
             lower.detail = compare_values(rank_json, lb_values) if rank.status == "ok" and lower.status == "ok" else lower.detail
             stack.detail = (
@@ -468,6 +472,17 @@ def summarise(shapes: list[dict]) -> list[dict]:
                     [] if r["status"] == "ok" else [f"rank {r['status']}"],
                 )
                 by_case = {x["case"]: x for x in res if x["metric"] == r["metric"]}
+                single = by_case.get("rank -j 1")
+                if single and single["seconds"] and r["seconds"]:
+                    rows.append(
+                        {
+                            "shape": name,
+                            "target": "rank -j 1 / rank (automatic jobs)",
+                            "measured": f"{single['seconds'] / r['seconds']:.2f}",
+                            "limit": "-",
+                            "verdict": "info",
+                        }
+                    )
                 for case, label in (("numpy stack script", "rank / numpy stack script"), ("sklearn loop", "sklearn loop / rank")):
                     other = by_case.get(case)
                     if other and other["seconds"] and r["seconds"]:
@@ -513,7 +528,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=float, default=20.0, help="an attempt slower than this is not repeated (default 20 s)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the statistics verbs (default 1000)")
     parser.add_argument("--mem-limit", type=float, default=16.0, help="address-space cap per child in GiB (default 16; 0 = none)")
-    parser.add_argument("--skip", default="", help="comma-separated cases to leave out: rank (--ci), audit, pick, check, cache")
+    parser.add_argument("--skip", default="", help="comma-separated cases to leave out: rank (--ci), audit, pick, check, cache, jobs (rank -j 1)")
     parser.add_argument(
         "--metrics",
         choices=("all", "label", "score"),
