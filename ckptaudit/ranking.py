@@ -273,8 +273,8 @@ def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) ->
             expected = sel.estimate.as_dict() if sel.winner == row.checkpoint and sel.estimate is not None else None
             rows.append(replace(row, interval=entry.interval, tied_best=entry.tied_best, expected=expected))
             continue
-        # NOTE: metrics without a per-row form (multilabel f1, multiclass roc_auc, ...) keep
-        # the per-checkpoint bootstrap interval, and no selection statistics.
+        # NOTE: metrics without a per-row form (logged, custom), and runs past the per-row
+        # memory bound, keep the per-checkpoint bootstrap interval, and no selection statistics.
         ckpt = run.checkpoint(row.checkpoint)
         interval = None
         if (row.run, row.checkpoint) in ranking.pass_intervals:
