@@ -539,26 +539,9 @@ def brier(prep: Prepared, spec: MetricSpec) -> float:
     return float(((prep.y - prep.proba64) ** 2).mean())
 
 
-def ece_terms(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray]:
-    """Each row's confidence bin and (hit - confidence), as float64: the expected
-    calibration error is the sum over bins of |the bin's summed terms| over n (the
-    bootstrap reweights these)."""
-    assert prep.proba is not None
-    n_bins = DEFAULT_ECE_BINS if spec.bins is None else spec.bins
-    if prep.task == "binary":
-        p = prep.proba64
-        pred = prep.labels(None).astype(np.int64)
-        conf = np.where(pred == 1, p, 1 - p)
-    else:
-        pred = prep.labels(None)
-        conf = prep.proba64[np.arange(prep.y.shape[0]), pred]
-    correct = (pred == prep.y).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    return np.searchsorted(edges[1:-1], conf).astype(np.float64), correct - conf
-
-
-def ece(prep: Prepared, spec: MetricSpec) -> float:
-    """Top-label expected calibration error over equal-width confidence bins."""
+def _ece_rows(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+    """Each row's confidence bin, hit (float64 0/1) and top-label confidence, and the
+    number of bins."""
     assert prep.proba is not None
     n_bins = DEFAULT_ECE_BINS if spec.bins is None else spec.bins
     if prep.task == "binary":
@@ -571,7 +554,20 @@ def ece(prep: Prepared, spec: MetricSpec) -> float:
     correct = (pred == prep.y).astype(np.float64)
     # NOTE: bins are right-closed, as in scikit-learn's calibration_curve.
     edges = np.linspace(0.0, 1.0, n_bins + 1)
-    ids = np.searchsorted(edges[1:-1], conf)
+    return np.searchsorted(edges[1:-1], conf), correct, conf, n_bins
+
+
+def ece_terms(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's confidence bin and (hit - confidence), as float64: the expected
+    calibration error is the sum over bins of |the bin's summed terms| over n (the
+    bootstrap reweights these)."""
+    ids, correct, conf, _ = _ece_rows(prep, spec)
+    return ids.astype(np.float64), correct - conf
+
+
+def ece(prep: Prepared, spec: MetricSpec) -> float:
+    """Top-label expected calibration error over equal-width confidence bins."""
+    ids, correct, conf, n_bins = _ece_rows(prep, spec)
     acc_sum = np.bincount(ids, weights=correct, minlength=n_bins)
     conf_sum = np.bincount(ids, weights=conf, minlength=n_bins)
     return float(np.abs(acc_sum - conf_sum).sum() / conf.shape[0])
