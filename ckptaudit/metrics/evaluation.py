@@ -134,6 +134,18 @@ class RunScorer:
         self._custom = {s.text: _load_custom(s) for s in bound if s.source == "custom"}
         self.needs_predictions = any(s.source != "logged" for s in bound)
 
+    def score_metrics_only(self, checkpoint: Checkpoint) -> tuple[tuple[float | None, ...], tuple[str, ...]]:
+        """:meth:`score` of a metrics-only checkpoint (weights and predictions deleted by a
+        rotation): its logged values, with a note when a spec needs predictions."""
+        values, notes = self.score(checkpoint, None)
+        if self.needs_predictions:
+            notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
+        return values, notes
+
+    def logged_values(self, checkpoint: Checkpoint) -> tuple[float | None, ...]:
+        """Each spec's value when the predictions cannot be read: the logged ones only."""
+        return tuple(checkpoint.logged.get(s.name) if s.source == "logged" else None for s in self.specs)
+
     def score(self, checkpoint: Checkpoint, preds: Predictions | None) -> tuple[tuple[float | None, ...], tuple[str, ...]]:
         """Every spec's value on one checkpoint, and notes for the missing ones."""
         values, notes, _ = self.score_prepared(checkpoint, preds)
@@ -212,15 +224,13 @@ def score_segment(scorer: RunScorer, start: int, stop: int, *, guard: bool, read
     for ckpt in run.checkpoints[start:stop]:
         try:
             if ckpt.metrics_only and not ckpt.has_split("val"):
-                only_values, notes = scorer.score(ckpt, None)
-                if scorer.needs_predictions:
-                    notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
+                only_values, notes = scorer.score_metrics_only(ckpt)
                 out.append(Outcome(only_values, notes, metrics_only=True))
                 continue
             preds: Predictions | None = None
             unreadable = False
             read_note: tuple[str, ...] = ()
-            if scorer.needs_predictions or ((read_all or guard) and ckpt.has_split("val")):
+            if reads_predictions(ckpt, scorer.needs_predictions, guard=guard, read_all=read_all):
                 try:
                     preds = read_predictions(run, ckpt, "val", reader)
                 except RunFormatError as exc:
@@ -236,9 +246,7 @@ def score_segment(scorer: RunScorer, start: int, stop: int, *, guard: bool, read
                     reference.problem(ckpt, preds)  # the segment's reference from now on
             read = preds is not None
             if unreadable and scorer.needs_predictions:
-                values: tuple[float | None, ...] = tuple(
-                    ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
-                )
+                values: tuple[float | None, ...] = scorer.logged_values(ckpt)
                 out.append(Outcome(values, read_note, unreadable=True, read=read, same=same, fingerprint=mark))
                 continue
             try:
@@ -355,16 +363,14 @@ def iter_scores(
             if ckpt.metrics_only and not ckpt.has_split("val"):
                 # NOTE: logged metrics only (weights deleted by rotation): scored by logged
                 # metrics, listed last with a note for prediction metrics, never an error.
-                only_values, notes = scorer.score(ckpt, None)
+                only_values, notes = scorer.score_metrics_only(ckpt)
                 if observe is not None:
                     observe(ckpt, None, None, only_values, None)
                 if writer is not None:
                     writer.add(None)  # a run with a metrics-only checkpoint is not cached
-                if scorer.needs_predictions:
-                    notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
                 yield CheckpointScore(run, ckpt, only_values, notes)
                 continue
-            if scorer.needs_predictions or ((read_all or val_guard is not None) and ckpt.has_split("val")):
+            if reads_predictions(ckpt, scorer.needs_predictions, guard=val_guard is not None, read_all=read_all):
                 try:
                     preds = _fetched(fetched) if fetched is not None else read_predictions(run, ckpt, "val", reader)
                 except RunFormatError as exc:
@@ -375,9 +381,7 @@ def iter_scores(
             if writer is not None:
                 writer.add(preds)
             if unreadable and scorer.needs_predictions:
-                values: tuple[float | None, ...] = tuple(
-                    ckpt.logged.get(s.name) if s.source == "logged" else None for s in scorer.specs
-                )
+                values = scorer.logged_values(ckpt)
                 if observe is not None:
                     observe(ckpt, None, None, values, read_note[0])
                 yield CheckpointScore(run, ckpt, values, read_note, unreadable=True)
