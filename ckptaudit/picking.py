@@ -23,6 +23,7 @@ from . import __version__
 from .errors import UsageError
 from .metrics.evaluation import CheckpointScore
 from .ranking import order_scores
+from .store.identity import PROVENANCE_SUFFIX as PROVENANCE_SUFFIX
 from .store.reader import Checkpoint, Run, Skipped
 
 # NOTE: hashing moved to ckptaudit.weights (the run store's weights identity); the old names
@@ -32,7 +33,7 @@ from .store.weights import sha256_file as sha256_file
 from .store.weights import weight_files as weight_files
 from .store.weights import weight_hashes
 
-PROVENANCE_SUFFIX = ".ckptaudit.json"
+
 @dataclass(frozen=True)
 class Pick:
     """The chosen checkpoint of a run (or of a sweep with ``across``) and the evidence."""
@@ -68,7 +69,6 @@ class Pick:
             "files": self.hashes or weight_hashes(self.checkpoint.path),
             "dest": None if self.dest is None else str(self.dest),
         }
-
 
     def selection_fields(self) -> dict[str, Any]:
         """The provenance's selection keys: ``expected_on_new_data`` (value, ci95, optimism;

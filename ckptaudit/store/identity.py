@@ -1,0 +1,193 @@
+"""Which checkpoint of a run a ``--chosen`` argument names, and how it was identified.
+
+``--chosen`` may be a checkpoint's name, its folder (or a copy of it), a provenance file
+written by ``pick``, or a weights file copied out of the run: identified by sha256 first,
+then by tensor content (:mod:`ckptaudit.store.weights`). Nothing here unpickles code.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import CkptauditError, UsageError
+from .reader import META_FILE, Checkpoint, Run
+from .weights import FolderIdentity, WeightsError, read_text_safely, sha256_file, tensor_fingerprint, weight_hashes
+
+#: the suffix of the provenance file ``pick`` writes beside a placed checkpoint
+PROVENANCE_SUFFIX = ".ckptaudit.json"
+
+
+@dataclass(frozen=True)
+class Identified:
+    """The checkpoints ``--chosen`` (or run.json ``chosen``) identifies, and how. Several
+    candidates when the shipped weights equal those of several checkpoints."""
+
+    candidates: tuple[Checkpoint, ...]
+    how: str
+
+
+def _matches(how: str, found: list[tuple[Checkpoint, str]]) -> Identified:
+    names = ", ".join(f"{ckpt.name}/{rel}" for ckpt, rel in found)
+    if len(found) == 1:
+        return Identified((found[0][0],), f"{how} matches {names}")
+    return Identified(
+        tuple(ckpt for ckpt, _ in found),
+        f"{how} matches {len(found)} checkpoints with identical weights ({names}): ambiguous",
+    )
+
+
+def _identities(run: Run) -> list[tuple[Checkpoint, FolderIdentity]]:
+    return [(ckpt, FolderIdentity(ckpt.path, run.path)) for ckpt in run.checkpoints]
+
+
+def _content(ident: FolderIdentity, path: Path, errors: list[str]) -> str | None:
+    try:
+        return ident.tensors(path)
+    except WeightsError as exc:
+        errors.append(str(exc))
+        return None
+
+
+def _match_file(run: Run, path: Path) -> Identified:
+    """A weights file copied out of the run (same bytes) or re-saved (same tensors)."""
+    digest = sha256_file(path)
+    idents = _identities(run)
+    by_bytes = []
+    for ckpt, ident in idents:
+        rel = next((ident.rel(f) for f in ident.files if ident.sha256(f) == digest), None)
+        if rel is not None:
+            by_bytes.append((ckpt, rel))
+    if by_bytes:
+        return _matches("sha256", by_bytes)
+    fingerprint = tensor_fingerprint(path)
+    if fingerprint is None:
+        raise UsageError(
+            f"sha256 {digest[:12]}… matches no weights file of {run.name}, and the file holds no tensors "
+            "ckptaudit can read (torch, safetensors, .keras, .h5) to compare by content",
+            path,
+        )
+    errors: list[str] = []
+    by_content = []
+    for ckpt, ident in idents:
+        rel = next((ident.rel(f) for f in ident.files if _content(ident, f, errors) == fingerprint), None)
+        if rel is not None:
+            by_content.append((ckpt, rel))
+    if by_content:
+        return _matches("tensor content", by_content)
+    unread = f"; {len(errors)} file(s) of the run could not be read: {errors[0]}" if errors else ""
+    raise UsageError(
+        f"matches no weights file of {run.name}: neither its sha256 {digest[:12]}… nor its tensor content{unread}", path
+    )
+
+
+def _match_folder(run: Run, path: Path) -> Identified:
+    """A checkpoint folder of the run, a copy of one, or a folder of re-saved weights: it
+    matches a checkpoint when every file of it that holds tensors matches one of the
+    checkpoint's weights files by content (files without tensors, like config.json, are
+    not compared)."""
+    resolved = path.resolve()
+    for ckpt in run.checkpoints:
+        if ckpt.path.resolve() == resolved:
+            return Identified((ckpt,), "by folder")
+    given = FolderIdentity(path, path)
+    if not given.files:
+        raise UsageError("folder holds no weights files to identify it by", path)
+    idents = _identities(run)
+    hashes = {given.rel(f): given.sha256(f) for f in given.files}
+    same = [ckpt for ckpt, ident in idents if {ident.rel(f): ident.sha256(f) for f in ident.files} == hashes]
+    if same:
+        found = [(ckpt, "*") for ckpt in same]
+        if len(same) == 1:
+            return Identified((same[0],), f"folder matches {same[0].name} by sha256")
+        return _matches("folder sha256", found)
+    errors: list[str] = []
+    wanted = {f: given.tensors(f) for f in given.files}
+    wanted_set = {fp for fp in wanted.values() if fp is not None}
+    if not wanted_set:
+        raise UsageError(
+            f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files; none holds "
+            "tensors to compare by content)",
+            path,
+        )
+    by_content = []
+    for ckpt, ident in idents:
+        have = {_content(ident, f, errors) for f in ident.files}
+        if wanted_set <= have:
+            by_content.append((ckpt, f"{{{', '.join(given.rel(f) for f, fp in wanted.items() if fp is not None)}}}"))
+    if by_content:
+        return _matches("folder tensor content", by_content)
+    unread = f"; {len(errors)} file(s) of the run could not be read: {errors[0]}" if errors else ""
+    raise UsageError(
+        f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files and the tensor "
+        f"content of {len(wanted_set)}){unread}",
+        path,
+    )
+
+
+def _provenance(run: Run, path: Path) -> Identified:
+    try:
+        prov = json.loads(read_text_safely(path, UsageError))
+    except ValueError as exc:
+        raise UsageError(f"unreadable provenance file: {exc}", path) from None
+    name = prov.get("checkpoint") if isinstance(prov, dict) else None
+    ckpt = run.checkpoint(name) if isinstance(name, str) else None
+    if ckpt is None:
+        raise UsageError(f"provenance names checkpoint {name!r}, which is not in run {run.name}", path)
+    if Path(str(prov.get("run", ""))).resolve() != run.path.resolve():
+        raise UsageError(f"provenance is for run {prov.get('run')}, not {run.path.resolve()}", path)
+    current = weight_hashes(ckpt.path, run.path)
+    if prov.get("files") and prov["files"] != current:
+        raise UsageError(f"the weights of {ckpt.name} changed since the provenance was written", path)
+    dest = path.with_name(path.name[: -len(PROVENANCE_SUFFIX)])
+    if dest.exists() and prov.get("files") and weight_hashes(dest) != prov["files"]:
+        raise UsageError("the placed copy does not match its provenance hashes", dest)
+    return Identified((ckpt,), f"provenance {path.name}")
+
+
+def identify(run: Run, chosen: str | None) -> Identified | None:
+    """Every checkpoint ``chosen`` (or, when None, run.json ``chosen``) may be, and how it
+    was identified; None when neither names one."""
+    if chosen is None:
+        if run.chosen is None:
+            return None
+        ckpt = run.checkpoint(run.chosen)
+        if ckpt is None:
+            raise UsageError(f"run.json 'chosen' names {run.chosen!r}, which is not a checkpoint of the run", run.path)
+        return Identified((ckpt,), "run.json chosen")
+    by_name = run.checkpoint(chosen)
+    path = Path(chosen)
+    if by_name is not None and not (path.exists() and path.is_file()):
+        return Identified((by_name,), "by name")
+    if not path.exists():
+        raise UsageError(f"--chosen {chosen!r} is neither a checkpoint of the run nor an existing file or folder")
+    if path.is_dir():
+        return _match_folder(run, path)
+    if not path.is_file():
+        raise UsageError("--chosen is not a regular file or folder (a FIFO, device or socket is never read)", path)
+    if path.name.endswith(PROVENANCE_SUFFIX):
+        return _provenance(run, path)
+    if path.name == META_FILE:
+        return identify(run, str(path.parent))
+    return _match_file(run, path)
+
+
+def identify_chosen(run: Run, chosen: str | None) -> tuple[Checkpoint | None, str | None]:
+    """The checkpoint ``--chosen`` names and how it was identified (the earliest, when the
+    weights match several; :func:`check` applies the documented policy instead)."""
+    found = identify(run, chosen)
+    if found is None:
+        return None, None
+    return found.candidates[0], found.how
+
+
+def provenance_metric(chosen: str | None) -> str | None:
+    """The metric a provenance file says its checkpoint was picked by, if ``chosen`` is one."""
+    if chosen is None or not chosen.endswith(PROVENANCE_SUFFIX) or not Path(chosen).is_file():
+        return None
+    try:
+        data = json.loads(read_text_safely(chosen))
+    except (CkptauditError, ValueError):
+        return None
+    return data.get("metric") if isinstance(data, dict) else None
