@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ..errors import CkptauditError, RunFormatError
+from ..errors import RunFormatError
 from ..metrics.evaluation import CheckpointScore
 from ..metrics.spec import MetricSpec
 from ..verdict.model import Rule, Verdict
@@ -32,11 +32,11 @@ class Context:
         return next((s.values[0] for s in self.ordered if s.checkpoint is ckpt), None)
 
 
-def judge(verdict: Verdict, audit_error: CkptauditError | None = None) -> tuple[Rule, ...]:
+def judge(verdict: Verdict) -> tuple[Rule, ...]:
     """The gate's rules on ``verdict`` (computed under ``verdict.policy``)."""
     _unreadable(verdict)
-    if audit_error is not None:
-        raise audit_error
+    if verdict.audit_error is not None:
+        raise verdict.audit_error
     spec = verdict.primary.spec
     context = Context(verdict.policy, spec, tuple(order_scores(verdict.scores, spec)))
     return tuple(rule.judge(verdict, context) for rule in RULES)

@@ -116,9 +116,7 @@ class RunPass:
             sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
             intervals = self._intervals(k, spec, scores, sel)
             metrics_out.append(MetricVerdict(spec, values, intervals, sel, True))
-        chosen, chosen_problem = self._chosen(scores)
-        if chosen_problem:
-            problems.append(chosen_problem)
+        chosen = self._chosen(scores)
         audit = None
         if collected is not None:
             from ..auditing import audit_collected
@@ -127,7 +125,6 @@ class RunPass:
             same = first.selection is not None and collected.spec == first.spec
             focus = None if chosen.checkpoint is None else chosen.checkpoint.name
             audit = audit_collected(collected, self._audit_options(focus), selected=first.selection if same else None)
-            problems += [p for p in audit.problems if p not in problems]
         verdict = Verdict(
             run=self.run,
             metrics=tuple(metrics_out),
@@ -139,11 +136,12 @@ class RunPass:
             policy=o.policy,
             problems=tuple(dict.fromkeys(problems)),
             skipped=tuple(skipped),
+            audit_error=self.audit_error,
         )
         if o.policy is not None:
             from ..gate.engine import judge
 
-            verdict = replace(verdict, rules=judge(verdict, self.audit_error))
+            verdict = replace(verdict, rules=judge(verdict))
         return verdict
 
     def _intervals(
@@ -168,7 +166,7 @@ class RunPass:
                 out.append(None)
         return tuple(out)
 
-    def _chosen(self, scores: tuple[CheckpointScore, ...]) -> tuple[Chosen, str | None]:
+    def _chosen(self, scores: tuple[CheckpointScore, ...]) -> Chosen:
         from ..store.identity import identify, provenance_metric
 
         given = self.options.chosen
@@ -177,17 +175,14 @@ class RunPass:
         except UsageError as exc:
             if given is not None or self.options.policy is not None:
                 raise  # the gate (and an explicit --chosen) never judges a run it cannot place
-            return Chosen(None, None), f"{self.run.name}: {exc.problem}"
+            return Chosen(None, None, problem=f"{self.run.name}: {exc.problem}")
         if identified is None:
-            return Chosen(None, None, given=given), None
+            return Chosen(None, None, given=given)
         ckpt = _judged(identified.candidates, self.run, scores, self.bound[0])
         how = identified.how
         if len(identified.candidates) > 1:
             how = f"{how}; judged {ckpt.name} (the worst of them by {self.bound[0].text}, then the earliest)"
-        return (
-            Chosen(ckpt, how, tuple(c.name for c in identified.candidates), given, provenance_metric(given)),
-            None,
-        )
+        return Chosen(ckpt, how, tuple(c.name for c in identified.candidates), given, provenance_metric(given))
 
 
 def _metric_observer(

@@ -104,6 +104,7 @@ class Chosen:
     matches: tuple[str, ...] = ()  #: every checkpoint the shipped weights match (several: ambiguous)
     given: str | None = None  #: what --chosen said (None: run.json chosen)
     provenance_metric: str | None = None  #: the metric a `pick` provenance file records
+    problem: str | None = None  #: run.json 'chosen' names no checkpoint of the run (the report shows it)
 
 
 @dataclass(frozen=True)
@@ -119,8 +120,10 @@ class Verdict:
     chosen: Chosen = Chosen(None, None)
     rules: tuple[Rule, ...] = ()
     policy: Policy | None = None
-    problems: tuple[str, ...] = ()  #: input that could not be read (exit 2)
+    problems: tuple[str, ...] = ()  #: prediction files that could not be read (exit 2)
     skipped: tuple[Skipped, ...] = ()
+    #: why the run could not be audited (raised where its findings are needed)
+    audit_error: Exception | None = field(default=None, compare=False)
 
     # ------------------------------------------------------------------ selection
     @property
