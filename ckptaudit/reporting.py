@@ -21,19 +21,19 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .auditing import DEFAULT_METRIC, AuditOptions, RunAudit, audit_run
+from .auditing import DEFAULT_METRIC, RunAudit
 from .auditing.finding import Finding
 from .auditing.rules import CODES
 from .errors import CkptauditError, MetricError, RunFormatError
 from .metrics import kernels as metrics
-from .metrics.evaluation import iter_scores, prepare_predictions
+from .metrics.evaluation import prepare_predictions
 from .metrics.spec import MetricSpec, check_applies, parse_metric
 from .stats import bootstrap
-from .stats.selection import evaluate_selection
 from .store.reader import Checkpoint, Run, discover, read_predictions
 
 #: most points of a ROC or precision-recall curve kept for drawing (exact at the kept points)
@@ -201,6 +201,8 @@ class RunReport:
     gate: GateView | None = None
     problems: tuple[str, ...] = ()  #: input that could not be read (the CLI exits 2)
     notes: tuple[str, ...] = ()  #: e.g. a requested metric that does not apply to this run's task
+    #: the run's verdict every number above was read from (None: the run could not be judged)
+    verdict: Any = field(default=None, repr=False, compare=False)
 
     def index_of(self, name: str | None) -> int | None:
         """Position of a checkpoint on the x axis, or None."""
@@ -223,8 +225,52 @@ class Report:
     title: str = "ckptaudit report"
     options: dict[str, object] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON (``report -o report.json``): each run's verdict
+        (:meth:`ckptaudit.verdict.Verdict.as_dict`), its notes and problems."""
+        runs = []
+        for r in self.runs:
+            entry: dict[str, Any] = {"run": r.name, "problems": list(r.problems), "notes": list(r.notes)}
+            if r.verdict is not None:
+                entry["verdict"] = r.verdict.as_dict()
+            if r.gate is not None:
+                entry["gate"] = {"passed": r.gate.passed, "metric": r.gate.metric, "rules": [list(x) for x in r.gate.rules]}
+            runs.append(entry)
+        return {
+            "ckptaudit": self.version,
+            "title": self.title,
+            "metrics": list(self.metrics),
+            "options": self.options,
+            "runs": runs,
+            "problems": list(self.problems),
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`as_dict` as JSON text (NaN and infinity written as null)."""
+        import json
+
+        return json.dumps(self.as_dict(), allow_nan=False, **kwargs)
+
 
 # --------------------------------------------------------------------------- selection
+
+
+def selection_of(m: Any) -> Selection:
+    """The report's view of a metric's selection statistics (a
+    :class:`~ckptaudit.verdict.MetricVerdict`): the set of checkpoints that cannot be told
+    apart from the best (a 95% model confidence set) and the winner's value expected on new
+    data; metrics without per-row statistics (logged, custom, ...) get neither, and the page
+    says so."""
+    sel = m.selection
+    if sel is None:
+        return Selection(tied_best=None, corrected=None, method="")
+    est = sel.estimate
+    corrected = (
+        None
+        if est is None
+        else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, m.spec.maximize)
+    )
+    return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
 
 
 def selection_evidence(
@@ -236,24 +282,14 @@ def selection_evidence(
     resamples: int = bootstrap.DEFAULT_RESAMPLES,
     seed: int = bootstrap.DEFAULT_SEED,
 ) -> Selection:
-    """The set of checkpoints that cannot be told apart from the best (a 95% model confidence
-    set) and the winner's value expected on new data, under the first metric (``spec``, bound
-    to the run), from :mod:`ckptaudit.stats.selection`. The audit's selection is reused when it
-    was computed for the same metric; metrics without per-row statistics (logged, custom, ...)
-    get neither, and the page says so."""
+    """:func:`selection_of` the verdict of ``run`` under ``spec`` (kept for callers of the
+    library; the report reads the verdict it already has)."""
     if winner is None or not bootstrap.supports(spec):
         return Selection(tied_best=None, corrected=None, method="")
-    if audit is not None and audit.selection is not None and audit.spec.text == spec.text:
-        sel = audit.selection
-    else:
-        sel = evaluate_selection(run, spec, resamples=resamples, seed=seed)
-    est = sel.estimate
-    corrected = (
-        None
-        if est is None
-        else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, spec.maximize)
-    )
-    return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
+    from .verdict.build import Options, evaluate_run
+
+    verdict = evaluate_run(run, [spec], Options(audit=False, resamples=resamples, seed=seed, guard=False))
+    return selection_of(verdict.primary)
 
 
 # --------------------------------------------------------------------------- diagnostics
@@ -412,15 +448,6 @@ def _x_axis(run: Run) -> tuple[tuple[float, ...], str]:
     return tuple(float(i) for i in range(len(epochs))), "checkpoint"
 
 
-def _best(spec: MetricSpec, values: Sequence[float | None]) -> int | None:
-    """Index of the best value; ties go to the earlier checkpoint (values are in epoch order)."""
-    best = None
-    for i, v in enumerate(values):
-        if v is not None and (best is None or spec.better(v, values[best])):  # type: ignore[arg-type]
-            best = i
-    return best
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -440,11 +467,20 @@ def _applicable(run: Run, specs: Sequence[MetricSpec]) -> tuple[list[MetricSpec]
     return ok, problems
 
 
-def _interval(spec: MetricSpec, prep: metrics.Prepared | None, resamples: int, seed: int) -> tuple[float, float] | None:
-    if prep is None or not bootstrap.supports(spec) or resamples <= 0:
-        return None
-    low, high = bootstrap.interval(spec, prep, resamples=resamples, seed=seed)
-    return None if math.isnan(low) else (low, high)
+def _run_options(first: MetricSpec, resamples: int, seed: int, policy: object | None) -> Any:
+    """What the run's verdict is asked for: statistics of every metric and the audit; the
+    gate's rules in the same verdict when the policy judges the report's first metric with
+    the report's resamples and seed (else the gate is a verdict of its own, :func:`_gate`)."""
+    from .verdict.build import Options
+
+    same = (
+        policy is not None
+        and policy.metric_spec() == first.text  # type: ignore[attr-defined]
+        and (policy.resamples, policy.seed) == (resamples, seed)  # type: ignore[attr-defined]
+    )
+    # NOTE: the report shows a run whose validation set changed (the audit flags it)
+    # instead of refusing it, so guard=False here.
+    return Options(resamples=resamples, seed=seed, guard=False, policy=policy if same else None)  # type: ignore[arg-type]
 
 
 def report_run(
@@ -456,7 +492,10 @@ def report_run(
     diagnostics: bool = True,
     policy: object | None = None,
 ) -> RunReport:
-    """Gather one run's report (curves, decision, selection, findings, diagnostics)."""
+    """Gather one run's report (curves, decision, selection, findings, diagnostics), every
+    number read from the run's verdict (:mod:`ckptaudit.verdict`)."""
+    from .verdict.build import evaluate_run
+
     problems: list[str] = []
     notes: list[str] = []
     if specs:
@@ -466,33 +505,26 @@ def report_run(
         specs = [parse_metric(DEFAULT_METRIC[run.task], logged=run.logged_names())]
         if notes:
             notes.append(f"shown by {specs[0].text}, the audit's default for a {run.task} run, instead")
-    bound = [s.for_run(run.classes, run.task, run.positive_class) for s in specs]
-    first = bound[0]
-
-    # NOTE: the report shows a run whose validation set changed (the audit flags it)
-    # instead of refusing it, so guard=False here.
-    scores = list(iter_scores(run, bound, guard=False))
-    for s in scores:
-        problems += [note for note in s.notes if s.unreadable]
-    columns = list(zip(*[s.values for s in scores], strict=True)) if scores else [() for _ in bound]
-
-    audit: RunAudit | None = None
-    try:
-        audit = audit_run(run, AuditOptions(metric=first.text, resamples=max(resamples, 100), seed=seed))
+    options = _run_options(specs[0], resamples, seed, policy)
+    verdict = evaluate_run(run, specs, options)
+    bound = [m.spec for m in verdict.metrics]
+    problems += verdict.problems
+    audit = verdict.audit
+    if verdict.audit_error is not None:
+        problems.append(str(verdict.audit_error))
+    elif audit is not None:
         problems += audit.problems
-    except CkptauditError as exc:
-        problems.append(str(exc))
+    if verdict.chosen.problem:
+        problems.append(verdict.chosen.problem)
 
-    names = [c.name for c in run.checkpoints]
-    best_i = _best(first, columns[0]) if columns else None
-    winner = names[best_i] if best_i is not None else None
-    chosen = run.chosen if run.chosen in names else None
-    if run.chosen is not None and chosen is None:
-        problems.append(f"{run.name}: run.json 'chosen' names {run.chosen!r}, which is not a checkpoint of the run")
+    names = [c.name for c in verdict.checkpoints]
+    winner = verdict.winner(0)
+    chosen = None if verdict.chosen.checkpoint is None else verdict.chosen.checkpoint.name
 
     charts: list[Chart] = []
-    for k, spec in enumerate(bound):
-        series = [Series("validation", "val", tuple(columns[k]))]
+    for k, m in enumerate(verdict.metrics):
+        spec = m.spec
+        series = [Series("validation", "val", m.values)]
         if k == 0 and audit is not None and audit.spec.text == spec.text:
             train = tuple(st.train_value for st in audit.stats)
             if any(v is not None for v in train):
@@ -502,9 +534,64 @@ def report_run(
     drawn = [c.series[0].values for c in charts]
     charts += [c for c in _logged_charts(run) if not (len(c.series) == 1 and any(_same(c.series[0].values, d) for d in drawn))]
 
-    # Predictions of the two checkpoints that matter, read once each.
-    focus = [n for n in dict.fromkeys([chosen, winner]) if n is not None]
-    prepared: dict[str, metrics.Prepared] = {}
+    decision = []
+    for k, m in enumerate(verdict.metrics):
+        w = verdict.index(verdict.winner(k))
+        c = verdict.index(chosen)
+        decision.append(
+            DecisionRow(
+                metric=m.text,
+                maximize=m.spec.maximize,
+                winner=None if w is None else names[w],
+                winner_epoch=None if w is None else verdict.checkpoints[w].epoch,
+                winner_value=None if w is None else m.values[w],
+                winner_interval=None if w is None else m.interval_of(w),
+                chosen_value=None if c is None else m.values[c],
+                chosen_interval=None if c is None else m.interval_of(c),
+            )
+        )
+
+    diags: list[Diagnostics] = []
+    if diagnostics:
+        diags = _diagnostics(run, [n for n in dict.fromkeys([chosen, winner]) if n is not None], chosen, winner, problems)
+
+    findings = verdict.findings
+    explanations = {
+        f.code: Explanation(CODES[f.code].summary, CODES[f.code].why, CODES[f.code].action) for f in findings if f.code in CODES
+    }
+    x, x_label = _x_axis(run)
+    gate = None
+    if verdict.rules:
+        gate = _gate_view(verdict.primary.text, verdict.rules)
+    elif policy is not None:
+        gate = _gate(run, policy)
+    return RunReport(
+        name=run.name,
+        task=run.task,
+        selected_by=None if run.selected_by is None else run.selected_by.metric,
+        chosen=chosen,
+        checkpoints=verdict.checkpoints,
+        x=x,
+        x_label=x_label,
+        metrics=tuple(s.text for s in bound),
+        charts=tuple(charts),
+        winner=winner,
+        decision=tuple(decision),
+        selection=selection_of(verdict.primary) if winner is not None else Selection(None, None, ""),
+        findings=findings,
+        explanations=explanations,
+        diagnostics=tuple(diags),
+        n_val=audit.n_val if audit is not None else 0,
+        gate=gate,
+        problems=tuple(dict.fromkeys(problems)),  # the scores and the audit meet the same unreadable file
+        notes=tuple(notes),
+        verdict=verdict,
+    )
+
+
+def _diagnostics(run: Run, focus: list[str], chosen: str | None, winner: str | None, problems: list[str]) -> list[Diagnostics]:
+    """Diagnostics of the two checkpoints that matter, their predictions read once each."""
+    out = []
     for name in focus:
         ckpt = run.checkpoint(name)
         if ckpt is None or not ckpt.has_split("val"):
@@ -514,85 +601,28 @@ def report_run(
         except RunFormatError as exc:
             problems.append(str(exc))
             continue
-        if preds.output.dtype.kind != "f" or np.isfinite(preds.output).all():
-            prepared[name] = prepare_predictions(run, preds)
+        if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
+            continue
+        roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
+        out.append(diagnose(run, ckpt, roles, prepare_predictions(run, preds)))
+    return out
 
-    decision = []
-    for k, spec in enumerate(bound):
-        i = _best(spec, columns[k])
-        ci = chosen and names.index(chosen)
-        decision.append(
-            DecisionRow(
-                metric=spec.text,
-                maximize=spec.maximize,
-                winner=None if i is None else names[i],
-                winner_epoch=None if i is None else run.checkpoints[i].epoch,
-                winner_value=None if i is None else columns[k][i],
-                winner_interval=None if i is None else _interval(spec, _prep_for(run, names[i], prepared), resamples, seed),
-                chosen_value=None if chosen is None else columns[k][ci],  # type: ignore[index]
-                chosen_interval=None if chosen is None else _interval(spec, prepared.get(chosen), resamples, seed),
-            )
-        )
 
-    diags: list[Diagnostics] = []
-    if diagnostics:
-        for name in focus:
-            if name not in prepared:
-                continue
-            roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
-            diags.append(diagnose(run, run.checkpoint(name), roles, prepared[name]))  # type: ignore[arg-type]
-
-    findings = tuple(audit.findings) if audit is not None else ()
-    explanations = {
-        f.code: Explanation(CODES[f.code].summary, CODES[f.code].why, CODES[f.code].action) for f in findings if f.code in CODES
-    }
-    x, x_label = _x_axis(run)
-    return RunReport(
-        name=run.name,
-        task=run.task,
-        selected_by=None if run.selected_by is None else run.selected_by.metric,
-        chosen=chosen,
-        checkpoints=run.checkpoints,
-        x=x,
-        x_label=x_label,
-        metrics=tuple(s.text for s in bound),
-        charts=tuple(charts),
-        winner=winner,
-        decision=tuple(decision),
-        selection=selection_evidence(run, first, audit, winner, resamples=max(resamples, 100), seed=seed),
-        findings=findings,
-        explanations=explanations,
-        diagnostics=tuple(diags),
-        n_val=audit.n_val if audit is not None else 0,
-        gate=_gate(run, policy) if policy is not None else None,
-        problems=tuple(dict.fromkeys(problems)),  # the scores and the audit meet the same unreadable file
-        notes=tuple(notes),
+def _gate_view(metric: str, rules: Sequence[Any]) -> GateView:
+    return GateView(
+        passed=all(r.passed for r in rules),
+        metric=metric,
+        rules=tuple((r.name, r.passed, r.skipped, r.message) for r in rules),
     )
-
-
-def _prep_for(run: Run, name: str, prepared: dict[str, metrics.Prepared]) -> metrics.Prepared | None:
-    """A winner under a later metric may be neither chosen nor first winner: read it then."""
-    if name in prepared:
-        return prepared[name]
-    ckpt = run.checkpoint(name)
-    if ckpt is None or not ckpt.has_split("val"):
-        return None
-    try:
-        prepared[name] = prepare_predictions(run, read_predictions(run, ckpt, "val"))
-    except RunFormatError:
-        return None
-    return prepared[name]
 
 
 def _gate(run: Run, policy: object) -> GateView:
+    """The gate's verdict under a policy that judges another metric (or other resamples)
+    than the report's first: a verdict of its own."""
     from .gate import check
 
     result = check(run.path, policy, None)  # type: ignore[arg-type]
-    return GateView(
-        passed=result.passed,
-        metric=result.metric,
-        rules=tuple((r.name, r.passed, r.skipped, r.message) for r in result.rules),
-    )
+    return _gate_view(result.metric, result.rules)
 
 
 def build_report(

@@ -35,7 +35,9 @@ class GateResult:
         return all(r.passed for r in self.rules)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON shape: run, metric, chosen, chosen_how, matches, passed, policy_source, rules."""
+        """JSON shape: run, metric, chosen, chosen_how, matches, passed, policy_source, rules,
+        skipped, and the ``verdict`` the rules read (every checkpoint's value, ci95 and tie
+        membership, the winner estimate: :meth:`ckptaudit.verdict.Verdict.as_dict`)."""
         return {
             "run": self.run.name,
             "metric": self.metric,
@@ -46,6 +48,7 @@ class GateResult:
             "policy_source": self.policy.source,
             "rules": [r.as_dict() for r in self.rules],
             "skipped": [s.as_dict() for s in self.skipped],
+            "verdict": None if self.verdict is None else self.verdict.as_dict(),
         }
 
     @classmethod
