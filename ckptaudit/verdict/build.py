@@ -167,15 +167,23 @@ class RunPass:
         return tuple(out)
 
     def _chosen(self, scores: tuple[CheckpointScore, ...]) -> Chosen:
+        """The checkpoint being shipped: ``--chosen`` identified by the run store
+        (:mod:`ckptaudit.store.identity`: a name, folder, provenance or weights file), else
+        run.json ``chosen`` (a name: no weights are read, so `rank` stays light)."""
+        given = self.options.chosen
+        if given is None:
+            if self.run.chosen is None:
+                return Chosen(None, None)
+            ckpt = self.run.checkpoint(self.run.chosen)
+            if ckpt is None:
+                problem = f"run.json 'chosen' names {self.run.chosen!r}, which is not a checkpoint of the run"
+                if self.options.policy is not None:
+                    raise UsageError(problem, self.run.path)  # the gate never judges a run it cannot place
+                return Chosen(None, None, problem=f"{self.run.name}: {problem}")
+            return Chosen(ckpt, "run.json chosen", (ckpt.name,))
         from ..store.identity import identify, provenance_metric
 
-        given = self.options.chosen
-        try:
-            identified = identify(self.run, given)
-        except UsageError as exc:
-            if given is not None or self.options.policy is not None:
-                raise  # the gate (and an explicit --chosen) never judges a run it cannot place
-            return Chosen(None, None, problem=f"{self.run.name}: {exc.problem}")
+        identified = identify(self.run, given)
         if identified is None:
             return Chosen(None, None, given=given)
         ckpt = _judged(identified.candidates, self.run, scores, self.bound[0])
