@@ -54,7 +54,11 @@ def evaluate(
         from dataclasses import replace
 
         policy = replace(policy, metric=_list(metrics)[0])
-    return run_evaluate(path, metrics, policy=policy, chosen=chosen, **options)
+    judge = None
+    if policy is not None:
+        from .gate.engine import judge
+
+    return run_evaluate(path, metrics, policy=policy, chosen=chosen, judge=judge, **options)
 
 
 def rank(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str], **options: Any) -> pd.DataFrame:

@@ -324,7 +324,11 @@ def _run_options(first: MetricSpec, resamples: int, seed: int, policy: object | 
     )
     # NOTE: the report shows a run whose validation set changed (the audit flags it)
     # instead of refusing it, so guard=False here.
-    return Options(resamples=resamples, seed=seed, guard=False, policy=policy if same else None)  # type: ignore[arg-type]
+    if not same:
+        return Options(resamples=resamples, seed=seed, guard=False)
+    from .gate.engine import judge
+
+    return Options(resamples=resamples, seed=seed, guard=False, policy=policy, judge=judge)  # type: ignore[arg-type]
 
 
 def report_run(

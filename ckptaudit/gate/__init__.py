@@ -51,7 +51,9 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     runs = discover([path])
     if len(runs) != 1:
         raise UsageError(f"check gates one run at a time; {len(runs)} runs found (name one run)", path)
-    return GateResult.of(evaluate(runs[0], policy=policy, chosen=chosen))
+    from .engine import judge
+
+    return GateResult.of(evaluate(runs[0], policy=policy, chosen=chosen, judge=judge))
 
 
 def _checkpoint_folder(path: Path) -> bool:

@@ -44,6 +44,9 @@ class Options:
     guard: bool = True  #: stop at a changed validation set (the report shows such a run instead)
     #: the metric the audit ranks by (default: the first metric)
     audit_metric: str | None = None
+    #: the gate's engine (:func:`ckptaudit.gate.engine.judge`), applied under ``policy``; given
+    #: by the caller so that the verdict, which the gate reads, never imports the gate
+    judge: Callable[[Verdict], tuple[Any, ...]] | None = None
 
 
 class RunPass:
@@ -138,10 +141,8 @@ class RunPass:
             skipped=tuple(skipped),
             audit_error=self.audit_error,
         )
-        if o.policy is not None:
-            from ..gate.engine import judge
-
-            verdict = replace(verdict, rules=judge(verdict))
+        if o.policy is not None and o.judge is not None:
+            verdict = replace(verdict, rules=o.judge(verdict))
         return verdict
 
     def _intervals(
@@ -312,10 +313,12 @@ def evaluate(
     resamples: int = bootstrap.DEFAULT_RESAMPLES,
     seed: int = bootstrap.DEFAULT_SEED,
     audit: bool = True,
+    judge: Callable[[Verdict], tuple[Any, ...]] | None = None,
 ) -> Verdict:
     """The verdict of the one run at ``path``: every metric's values and intervals, the
     tie set, the winner estimate, the findings, the chosen checkpoint and (with ``policy``,
-    a :class:`~ckptaudit.config.Policy`) the gate's rules. Metrics default to the policy's,
+    a :class:`~ckptaudit.config.Policy`, and ``judge``: :func:`ckptaudit.gate.engine.judge`)
+    the gate's rules. Metrics default to the policy's,
     else the audit's default for the run's task."""
     from ..metrics.evaluation import parse_metrics
     from ..store.reader import discover
@@ -339,5 +342,6 @@ def evaluate(
         policy=policy,
         chosen=chosen,
         audit=audit or policy is not None,
+        judge=judge,
     )
     return evaluate_run(run, specs, options)
