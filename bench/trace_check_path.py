@@ -1,10 +1,12 @@
 """Follow the run's path through `ckptaudit check` and count package transitions.
 
-Every Python call inside ckptaudit is attributed to its package (the first part below
-``ckptaudit``: gate, store, metrics, stats, parallel, ...). A *transition* is a call or
-return that moves control from one package to another; a *re-entry* is a move into a
-package that control had already left once before. Prints both, and the packages by
-how often they were entered::
+Every Python function of ckptaudit is attributed to its package (the first name below
+``ckptaudit``: cli, gate, verdict, store, metrics, stats, auditing, parallel, ...). Control
+*moves* when the innermost ckptaudit frame changes package (a call into another package, or
+the return to it); a *re-entry* is a move into a package that control had already left.
+``--depth D`` follows only the ckptaudit frames at most D deep (the CLI command is depth 1):
+the orchestration, without each checkpoint's loop inside the evaluation pass. Prints, per
+depth, the moves, the re-entries and how often each package was entered::
 
     python bench/trace_check_path.py fixtures/runs/fraud --metric recall
 """
@@ -14,68 +16,94 @@ from __future__ import annotations
 import sys
 from collections import Counter
 
+DEPTHS = (4, 6, 8, None)
+
 
 def package(module: str | None) -> str | None:
+    """The ckptaudit package of ``module`` (None: not ckptaudit's)."""
     if not module or not module.startswith("ckptaudit"):
         return None
     parts = module.split(".")
-    if len(parts) == 1:
-        return "ckptaudit"
-    return parts[1]
+    return parts[1] if len(parts) > 1 else "ckptaudit"
 
 
-def main(argv: list[str]) -> None:
-    from ckptaudit.cli import app  # noqa: F401 - import before tracing: start-up is not the path
+def trace(argv: list[str], depth: int | None) -> tuple[int, int, Counter[str]]:
+    """(moves, re-entries, entries per package) of one `check` run, following frames at
+    most ``depth`` ckptaudit frames deep (None: all)."""
+    from typer.main import get_command
 
-    stack: list[str] = []
-    current: list[str | None] = [None]
+    from ckptaudit.cli import app
+
+    command = get_command(app)
+    stack: list[str | None] = []  # one entry per frame: its package, None when not ckptaudit's
     entered: Counter[str] = Counter()
     left: set[str] = set()
-    counts = {"transitions": 0, "reentries": 0}
-    edges: set[tuple[str, str]] = set()
+    state: dict[str, object] = {"here": None, "moves": 0, "reentries": 0}
+    started = [False]
 
-    def move(to: str | None) -> None:
-        here = current[0]
+    def visible() -> str | None:
+        deep = 0
+        last = None
+        for pkg in stack:
+            if pkg is None or pkg == "cli" and not started[0]:
+                continue
+            deep += 1
+            if depth is not None and deep > depth:
+                break
+            last = pkg
+        return last
+
+    def move() -> None:
+        to = visible()
+        here = state["here"]
         if to is None or to == here:
             return
         if here is not None:
-            counts["transitions"] += 1
-            edges.add((here, to))
-            left.add(here)
+            state["moves"] += 1  # type: ignore[operator]
+            left.add(here)  # type: ignore[arg-type]
         if to in left:
-            counts["reentries"] += 1
+            state["reentries"] += 1  # type: ignore[operator]
         entered[to] += 1
-        current[0] = to
+        state["here"] = to
 
     def profile(frame, event, arg):  # noqa: ANN001
         if event == "call":
             pkg = package(frame.f_globals.get("__name__"))
-            stack.append(pkg or (stack[-1] if stack else None))  # type: ignore[arg-type]
-            move(pkg)
-        elif event == "return":
-            if stack:
-                stack.pop()
-            # back in the caller's package (a non-ckptaudit caller keeps the last one)
-            back = next((p for p in reversed(stack) if p is not None), None)
-            move(back)
+            if pkg == "cli" and frame.f_code.co_name == "check":
+                started[0] = True
+            stack.append(pkg if started[0] else None)
+            move()
+        elif event == "return" and stack:
+            stack.pop()
+            move()
 
-    from typer.main import get_command
-
-    from ckptaudit.cli import app as cli_app
-
-    command = get_command(cli_app)
     sys.setprofile(profile)
     try:
-        command.main(["check", *argv], standalone_mode=False)
+        command.main(["check", *argv], standalone_mode=False, prog_name="ckptaudit")
     except SystemExit:
         pass
-    except Exception as exc:  # noqa: BLE001 - the gate's exit 1 arrives as typer.Exit
-        print(type(exc).__name__, exc, file=sys.stderr)
+    except Exception as exc:  # noqa: BLE001 - the gate's exit 1 arrives as an exception here
+        if type(exc).__name__ != "Exit":
+            print(type(exc).__name__, exc, file=sys.stderr)
     finally:
         sys.setprofile(None)
-    print(f"package transitions: {counts['transitions']}; re-entries into a package already left: {counts['reentries']}")
-    print(f"distinct package-to-package edges: {len(edges)}: " + ", ".join(f"{a}->{b}" for a, b in sorted(edges)))
-    print("entered: " + ", ".join(f"{p} {n}" for p, n in entered.most_common()))
+    return state["moves"], state["reentries"], entered  # type: ignore[return-value]
+
+
+def main(argv: list[str]) -> None:
+    import contextlib
+    import io
+
+    from ckptaudit.cli import app  # noqa: F401 - start-up is not the path
+
+    for depth in DEPTHS:
+        with contextlib.redirect_stdout(io.StringIO()):
+            moves, reentries, entered = trace(argv, depth)
+        label = "all frames" if depth is None else f"depth <= {depth}"
+        print(
+            f"{label:>12}: {moves:5d} moves between packages, {reentries:5d} re-entries; entered: "
+            + ", ".join(f"{p} {n}" for p, n in entered.most_common())
+        )
 
 
 if __name__ == "__main__":

@@ -118,7 +118,10 @@ class RunPass:
             evaluation = collected.evaluation if collected is not None and builder is self.collector.rows else builder.finish()
             sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
             intervals = self._intervals(k, spec, scores, sel)
-            metrics_out.append(MetricVerdict(spec, values, intervals, sel, True))
+            entries = [sel.entry(s.checkpoint.name) if sel.available else None for s in scores]
+            tied = tuple(None if e is None else e.tied_best for e in entries)
+            names = {s.checkpoint.name: i for i, s in enumerate(scores)}
+            metrics_out.append(MetricVerdict(spec, values, intervals, sel, True, tied, names))
         chosen = self._chosen(scores)
         audit = None
         if collected is not None:

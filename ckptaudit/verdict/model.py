@@ -62,6 +62,9 @@ class MetricVerdict:
     selection: RunSelection | None = None
     #: whether statistics were asked for (False: a plain ranking, no intervals computed)
     computed: bool = False
+    #: per checkpoint: cannot be told apart from the best (None: not evaluated), read from
+    #: the selection once when the verdict is built
+    tied: tuple[bool | None, ...] = ()
 
     @property
     def text(self) -> str:
@@ -91,8 +94,14 @@ class MetricVerdict:
         """Whether checkpoint ``name`` cannot be told apart from the best (None: unknown)."""
         if not self.available:
             return None
+        if self.tied and self._names:
+            i = self._names.get(name)
+            return None if i is None else self.tied[i]
         entry = self.selection.entry(name)  # type: ignore[union-attr]
         return None if entry is None else entry.tied_best
+
+    #: checkpoint name -> index into ``tied`` (set by the builder)
+    _names: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
 
 @dataclass(frozen=True)
