@@ -250,6 +250,15 @@ def evaluate_run(run: Run, specs: Sequence[MetricSpec], options: Options = Optio
     return gather.finish(scores, run.skipped)
 
 
+def _values_only(run: Run, specs: Sequence[MetricSpec], scores: list[CheckpointScore], options: Options) -> Verdict:
+    """The verdict of a pass that gathered nothing but the scores (a plain `rank`): values
+    only, without binding the specs again (a sweep of thousands of runs stays linear)."""
+    scores_t = tuple(scores)
+    metrics_out = tuple(MetricVerdict(spec, tuple(s.values[k] for s in scores_t)) for k, spec in enumerate(specs))
+    problems = tuple(n for s in scores_t if s.unreadable for n in s.notes[:1])
+    return Verdict(run, metrics_out, scores_t, options.resamples, options.seed, problems=problems, skipped=run.skipped)
+
+
 @dataclass(frozen=True)
 class Verdicts:
     """The verdicts of a sweep: one per usable run, and what was left out (with why)."""
@@ -300,8 +309,11 @@ def evaluate_paths(
             group.append(s)
     verdicts = []
     for run in sweep.runs:
-        gather = passes.get(id(run)) or RunPass(run, sweep.specs, options)
-        verdicts.append(gather.finish(by_run[id(run)], run.skipped))
+        gather = passes.get(id(run))
+        if gather is None:
+            verdicts.append(_values_only(run, sweep.specs, by_run[id(run)], options))
+        else:
+            verdicts.append(gather.finish(by_run[id(run)], run.skipped))
     problems = tuple(p for v in verdicts for p in v.problems if p) + problems_of(sweep.skipped)
     return Verdicts(tuple(sweep.specs), tuple(verdicts), tuple(sweep.skipped), problems)
 
