@@ -111,3 +111,55 @@ def test_the_report_shows_the_clis_interval_for_fraud_epoch_11(tmp_path):
     checked = json.loads(_invoke("check", str(RUNS / "fraud"), "-m", "recall", "-f", "json"))
     assert checked["chosen"] == "epoch-0011"
     assert row.chosen_interval == tuple(checked["rules"][0]["details"]["chosen_ci95"])
+
+
+def test_a_verdict_is_computed_in_one_pass_for_every_metric(monkeypatch):
+    """Every metric's statistics and the audit come from one read of each val.npz."""
+    from collections import Counter
+    from pathlib import Path
+
+    import ckptaudit.store.reader as reader
+
+    counts: Counter = Counter()
+    real = reader.read_npz
+
+    def counting(path, *args, **kwargs):
+        counts[Path(path).name] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "read_npz", counting)
+    verdict = ckptaudit.evaluate(RUNS / "fraud", ["recall", "roc_auc", "accuracy"], resamples=100)
+    n = len(verdict.checkpoints)
+    assert counts["val.npz"] == n
+    assert [m.text for m in verdict.metrics] == ["recall", "roc_auc", "accuracy"]
+    assert all(m.available and len(m.intervals) == n for m in verdict.metrics)
+    assert verdict.findings and verdict.chosen.checkpoint.name == "epoch-0011"
+
+
+def test_a_verdict_is_frozen_and_serialises(tmp_path):
+    import dataclasses
+
+    verdict = ckptaudit.evaluate(RUNS / "digits", ["accuracy", "log_loss"], resamples=100)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        verdict.resamples = 5  # type: ignore[misc]
+    assert json.loads(verdict.to_json()) == json.loads(json.dumps(verdict.as_dict()))
+    frame = verdict.to_frame()
+    assert len(frame) == 2 * len(verdict.checkpoints)
+    assert set(frame.columns) >= {"checkpoint", "metric", "value", "ci95_low", "ci95_high", "tied_best"}
+    assert verdict.passed is None and verdict.rules == ()
+
+
+def test_the_gate_is_its_rules_over_the_verdict():
+    from ckptaudit.config import Policy
+    from ckptaudit.gate import GateResult, check
+    from ckptaudit.gate.rules import NAMES
+
+    result = check(RUNS / "fraud", Policy(metric="recall", resamples=100), "epoch-0004")
+    assert isinstance(result, GateResult) and not result.passed
+    assert tuple(r.name for r in result.rules) == NAMES
+    assert result.rules == result.verdict.rules
+    best = result.rules[0]
+    i = result.verdict.index("epoch-0004")
+    assert tuple(best.details["chosen_ci95"]) == result.verdict.primary.interval_of(i)
+    api = ckptaudit.evaluate(RUNS / "fraud", "recall", policy={"metric": "recall", "resamples": 100}, chosen="epoch-0004")
+    assert [r.as_dict() for r in api.rules] == [r.as_dict() for r in result.rules]
