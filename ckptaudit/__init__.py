@@ -193,14 +193,13 @@ def selections(
     """Selection statistics of each run under ``paths``: one
     :class:`~ckptaudit.selection.RunSelection` per run (the winner's value expected on new
     data, its optimism and interval, and the checkpoints that cannot be told apart from the
-    best; ``.as_dict()`` for JSON). Reads each val.npz once per run."""
-    from .metrics.evaluation import parse_metrics
-    from .stats.selection import selections_for
-    from .store.reader import discover
+    best; ``.as_dict()`` for JSON), as each run's verdict holds them (:func:`evaluate`).
+    Reads each val.npz once per run."""
+    from .verdict.build import Options, evaluate_paths
 
-    runs = discover(_paths(paths))
-    spec = parse_metrics([metric], runs, mode)[0]
-    return list(selections_for(runs, spec, resamples=resamples, seed=seed).values())
+    options = Options(all_metrics=False, audit=False, resamples=resamples, seed=seed, mode=mode)
+    judged = evaluate_paths(_paths(paths), [metric], options)
+    return [v.primary.selection for v in judged.verdicts if v.primary.selection is not None]
 
 
 def import_checkpoints(framework: str, src: str | Path, run: str | Path, **options: Any) -> Any:

@@ -1,17 +1,15 @@
 """``report``: gather everything a person needs to see about a checkpoint choice, as plain data.
 
-:func:`build_report` reads each run once through the existing verbs (scoring, audit, the
-bootstrap and, when a policy is given, the gate) and returns a :class:`Report`: per run the
-metric curves over epochs, the chosen checkpoint and the winner under the first metric, the
-checkpoints that cannot be told apart from the best, the decision table with intervals, the
-findings with their explanations, and diagnostics (confusion matrices, ROC, precision-recall,
-reliability, residuals) of the chosen checkpoint and the winner. Renderers turn it into a
-page (``ckptaudit.render.html``) or a static figure (``ckptaudit.plotting``); nothing here
+:func:`build_report` judges each run once (:mod:`ckptaudit.verdict`: one evaluation pass
+feeds every metric's values and intervals, the selection statistics, the audit and, with a
+policy, the gate) and returns a :class:`Report`: per run the metric curves over epochs, the
+chosen checkpoint and the winner under the first metric, the checkpoints that cannot be told
+apart from the best, the decision table with intervals, the findings with their
+explanations, and diagnostics (:mod:`ckptaudit.diagnostics`) of the chosen checkpoint and the
+winner. Every number is read from the verdict, so the page's numbers are the CLI's.
+Renderers turn it into a page (``ckptaudit.render.html``), JSON
+(``ckptaudit.render.report_json``) or a static figure (``ckptaudit.plotting``); nothing here
 formats anything.
-
-Selection statistics (the set of checkpoints that cannot be told apart from the best, and the
-winner's value expected on new data) come from :mod:`ckptaudit.stats.selection` through one
-function, :func:`selection_evidence`, which reuses the audit's when it has them.
 """
 
 from __future__ import annotations
