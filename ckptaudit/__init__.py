@@ -84,7 +84,8 @@ def audit(paths: str | Path | Sequence[str | Path], **options: Any) -> Any:
     ``options`` are the fields of :class:`~ckptaudit.auditing.AuditOptions` (``metric``,
     ``resamples``, thresholds, ``select``, ``ignore``).
     """
-    from .auditing import AuditOptions, audit_paths
+    from .auditing import AuditOptions
+    from .audits import audit_paths
 
     return audit_paths(_paths(paths), AuditOptions(**options))
 

@@ -119,6 +119,7 @@ def rank_checkpoints(
     resamples: int = 1000,
     seed: int = 0,
     jobs: int | None = None,
+    flags: bool = False,
 ) -> Ranking:
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
@@ -128,13 +129,36 @@ def rank_checkpoints(
     With ``ci`` the rows carry each run's verdict statistics of the first metric (interval,
     tie set, winner estimate: :mod:`ckptaudit.verdict`), from the same pass that scores
     them. ``jobs``: worker processes reading and scoring (:mod:`ckptaudit.parallel`; None:
-    ``CKPTAUDIT_JOBS`` or automatic), same result.
+    ``CKPTAUDIT_JOBS`` or automatic), same result. With ``flags`` each row carries the
+    codes of the audit findings (without the bootstrap) that concern it, from the same pass.
     """
     from .verdict.build import Options, evaluate_paths
 
-    options = Options(statistics=ci, all_metrics=False, audit=False, resamples=resamples, seed=seed, mode=mode)
+    audit_options = None
+    if flags:
+        from .auditing import AuditOptions
+
+        audit_options = AuditOptions(metric=metrics[0] if metrics else None, mode=mode, noise=False)
+    options = Options(
+        statistics=ci, all_metrics=False, audit=flags, resamples=resamples, seed=seed, mode=mode, audit_options=audit_options
+    )
     judged = evaluate_paths(paths, metrics, options, progress=progress, cache=cache, jobs=jobs)
-    return ranking_of(judged, top=top, per_run=per_run, ci=(resamples, seed) if ci else None)
+    ranking = ranking_of(judged, top=top, per_run=per_run, ci=(resamples, seed) if ci else None)
+    return with_flags(ranking, finding_codes(judged.verdicts)) if flags else ranking
+
+
+def finding_codes(verdicts: Sequence[Any]) -> dict[tuple[str, str], list[str]]:
+    """(run, checkpoint) -> the codes of the verdicts' findings that concern it (a run-wide
+    finding concerns every checkpoint of its run)."""
+    codes: dict[tuple[str, str], list[str]] = {}
+    for verdict in verdicts:
+        if verdict.audit_error is not None:
+            raise verdict.audit_error
+        for finding in verdict.findings:
+            names = [finding.checkpoint] if finding.checkpoint else [c.name for c in verdict.run.checkpoints]
+            for name in names:
+                codes.setdefault((verdict.run.name, name), []).append(finding.code)
+    return codes
 
 
 def ranking_of(judged: Any, *, top: int | None = None, per_run: bool = False, ci: tuple[int, int] | None = None) -> Ranking:

@@ -42,8 +42,9 @@ class Options:
     policy: Policy | None = None  #: the gate's policy: adds its rules
     chosen: str | None = None  #: --chosen as given (None: run.json chosen)
     guard: bool = True  #: stop at a changed validation set (the report shows such a run instead)
-    #: the metric the audit ranks by (default: the first metric)
-    audit_metric: str | None = None
+    #: the audit's thresholds and switches (:class:`~ckptaudit.auditing.AuditOptions`; None:
+    #: the defaults, ranked by the first metric)
+    audit_options: Any = None
     #: the gate's engine (:func:`ckptaudit.gate.engine.judge`), applied under ``policy``; given
     #: by the caller so that the verdict, which the gate reads, never imports the gate
     judge: Callable[[Verdict], tuple[Any, ...]] | None = None
@@ -73,7 +74,7 @@ class RunPass:
                 spec = self.bound[k]
                 if not bootstrap.supports(spec):
                     continue
-                if k == 0 and self.collector is not None and self.collector.bound == spec:
+                if k == 0 and self.collector is not None and self.collector.bound == spec and self.collector.rows.max_bytes:
                     # NOTE: the audit keeps the same per-row data: one copy serves both
                     self.builders[k] = self.collector.rows
                     continue
@@ -83,9 +84,9 @@ class RunPass:
         from ..auditing import AuditOptions
 
         o = self.options
-        return AuditOptions(
-            metric=o.audit_metric or self.bound[0].text, mode=o.mode, resamples=max(o.resamples, 100), seed=o.seed, focus=focus
-        )
+        if o.audit_options is not None:
+            return replace(o.audit_options, focus=o.audit_options.focus or focus)
+        return AuditOptions(metric=self.bound[0].text, mode=o.mode, resamples=max(o.resamples, 100), seed=o.seed, focus=focus)
 
     def observer(self) -> Any:
         """The :data:`~ckptaudit.metrics.evaluation.Observer` of this run's pass (None: nothing to gather)."""
