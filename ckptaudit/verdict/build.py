@@ -118,8 +118,10 @@ class RunPass:
                 continue
             evaluation = collected.evaluation if collected is not None and builder is self.collector.rows else builder.finish()
             sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
-            intervals = self._intervals(k, spec, scores, sel)
-            entries = [sel.entry(s.checkpoint.name) if sel.available else None for s in scores]
+            # NOTE: the selection's entries are read here, once; the views read the verdict
+            by_name = {c.checkpoint: c for c in sel.checkpoints} if sel.available else {}
+            intervals = self._intervals(k, spec, scores, by_name)
+            entries = [by_name.get(s.checkpoint.name) for s in scores]
             tied = tuple(None if e is None else e.tied_best for e in entries)
             names = {s.checkpoint.name: i for i, s in enumerate(scores)}
             metrics_out.append(MetricVerdict(spec, values, intervals, sel, True, tied, names))
@@ -150,7 +152,7 @@ class RunPass:
         return verdict
 
     def _intervals(
-        self, k: int, spec: MetricSpec, scores: tuple[CheckpointScore, ...], sel: Any
+        self, k: int, spec: MetricSpec, scores: tuple[CheckpointScore, ...], by_name: dict[str, Any]
     ) -> tuple[tuple[float, float] | None, ...]:
         """Each checkpoint's 95% interval: the selection's where it has one; else the
         per-checkpoint bootstrap the pass computed (a metric without a per-row form); else,
@@ -160,7 +162,7 @@ class RunPass:
         kept = self.pass_intervals[k]
         for s in scores:
             name = s.checkpoint.name
-            entry = sel.entry(name) if sel.available else None
+            entry = by_name.get(name)
             if entry is not None:
                 out.append(entry.interval)
             elif name in kept:

@@ -92,11 +92,11 @@ class MetricVerdict:
 
     def tied_of(self, name: str) -> bool | None:
         """Whether checkpoint ``name`` cannot be told apart from the best (None: unknown)."""
-        if not self.available:
-            return None
-        if self.tied and self._names:
+        if self.tied and self._names:  # read from the selection once, when the verdict was built
             i = self._names.get(name)
             return None if i is None else self.tied[i]
+        if not self.available:
+            return None
         entry = self.selection.entry(name)  # type: ignore[union-attr]
         return None if entry is None else entry.tied_best
 
@@ -159,9 +159,10 @@ class Verdict:
     def winner(self, k: int = 0) -> str | None:
         """The best checkpoint under metric ``k`` (ties to the earlier epoch), or None."""
         m = self.metrics[k]
+        sign = 1.0 if m.spec.maximize else -1.0
         best = None
         for i, v in enumerate(m.values):
-            if v is not None and (best is None or m.spec.better(v, m.values[best])):  # type: ignore[arg-type]
+            if v is not None and (best is None or sign * v > sign * m.values[best]):  # type: ignore[operator]
                 best = i
         return None if best is None else self.scores[best].checkpoint.name
 
