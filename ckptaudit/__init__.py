@@ -3,6 +3,7 @@
 The library has the same verbs as the command line::
 
     import ckptaudit
+    verdict = ckptaudit.evaluate("runs/exp", "recall")     # one frozen Verdict: every number, once
     df = ckptaudit.rank("runs/", "recall")                 # a pandas DataFrame, best first
     report = ckptaudit.audit("runs/")                      # findings as dataclasses
     result = ckptaudit.check("runs/exp", "recall", chosen="epoch-0009")
@@ -24,6 +25,40 @@ __version__ = "0.1.0"
 
 if TYPE_CHECKING:
     import pandas as pd
+
+
+def evaluate(
+    path: str | Path,
+    metrics: str | Sequence[str] = (),
+    *,
+    policy: Any = None,
+    chosen: str | None = None,
+    config: str | Path | None = None,
+    **options: Any,
+) -> Any:
+    """The verdict of the run at ``path``: a frozen :class:`~ckptaudit.verdict.Verdict` with
+    every metric's value and 95% interval per checkpoint, the checkpoints that cannot be told
+    apart from the best, the winner's value expected on new data, the audit's findings, what
+    training chose and selected by, and (with ``policy``: a
+    :class:`~ckptaudit.config.Policy`, a dict of docs/check.md keys, or ``config``) the
+    gate's rules. Every view (rank, pick, check, report, plot) reads the same object;
+    ``.to_json()`` and ``.to_frame()`` for scripts and notebooks. ``options``: ``mode``,
+    ``resamples``, ``seed``, ``audit``."""
+    from .verdict.build import evaluate as run_evaluate
+
+    if isinstance(policy, dict) or config is not None:
+        from .config import resolve_policy
+
+        policy = resolve_policy(None if config is None else Path(config), **(policy or {}))
+    if policy is not None and metrics:
+        from dataclasses import replace
+
+        policy = replace(policy, metric=_list(metrics)[0])
+    judge = None
+    if policy is not None:
+        from .gate.engine import judge
+
+    return run_evaluate(path, metrics, policy=policy, chosen=chosen, judge=judge, **options)
 
 
 def rank(paths: str | Path | Sequence[str | Path], metrics: str | Sequence[str], **options: Any) -> pd.DataFrame:
@@ -49,7 +84,8 @@ def audit(paths: str | Path | Sequence[str | Path], **options: Any) -> Any:
     ``options`` are the fields of :class:`~ckptaudit.auditing.AuditOptions` (``metric``,
     ``resamples``, thresholds, ``select``, ``ignore``).
     """
-    from .auditing import AuditOptions, audit_paths
+    from .auditing import AuditOptions
+    from .audits import audit_paths
 
     return audit_paths(_paths(paths), AuditOptions(**options))
 
@@ -74,9 +110,7 @@ def pick(
             from .errors import UsageError
 
             raise UsageError(f"{len(picks)} winners: place one with across=True or one run")
-        picks = [
-            place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy), pin=pin)
-        ]
+        picks = [place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy), pin=pin)]
     return picks
 
 
@@ -117,13 +151,18 @@ def report(
     **options: Any,
 ) -> Any:
     """Gather the report of the runs under ``paths``: a :class:`~ckptaudit.reporting.Report`
-    (curves, decision, findings, diagnostics per run). With ``output`` the self-contained
-    HTML page is written there too. ``options`` are those of
+    (curves, decision, findings, diagnostics per run, each read from the run's verdict). With
+    ``output`` the self-contained HTML page is written there too (``*.json``: the verdicts as
+    JSON, :meth:`~ckptaudit.reporting.Report.to_json`). ``options`` are those of
     :func:`ckptaudit.reporting.build_report` (``mode``, ``resamples``, ``seed``, ``policy``)."""
     from .reporting import build_report
 
     result = build_report(_paths(paths), _list(metrics), **options)
-    if output is not None:
+    if output is not None and str(output).lower().endswith(".json"):
+        from .render.report_json import write_json
+
+        write_json(result, output)
+    elif output is not None:
         from .render.html import write_html
 
         write_html(result, output)
@@ -155,14 +194,13 @@ def selections(
     """Selection statistics of each run under ``paths``: one
     :class:`~ckptaudit.selection.RunSelection` per run (the winner's value expected on new
     data, its optimism and interval, and the checkpoints that cannot be told apart from the
-    best; ``.as_dict()`` for JSON). Reads each val.npz once per run."""
-    from .metrics.evaluation import parse_metrics
-    from .stats.selection import selections_for
-    from .store.reader import discover
+    best; ``.as_dict()`` for JSON), as each run's verdict holds them (:func:`evaluate`).
+    Reads each val.npz once per run."""
+    from .verdict.build import Options, evaluate_paths
 
-    runs = discover(_paths(paths))
-    spec = parse_metrics([metric], runs, mode)[0]
-    return list(selections_for(runs, spec, resamples=resamples, seed=seed).values())
+    options = Options(all_metrics=False, audit=False, resamples=resamples, seed=seed, mode=mode)
+    judged = evaluate_paths(_paths(paths), [metric], options)
+    return [v.primary.selection for v in judged.verdicts if v.primary.selection is not None]
 
 
 def import_checkpoints(framework: str, src: str | Path, run: str | Path, **options: Any) -> Any:
@@ -204,6 +242,7 @@ __all__ = [
     "__version__",
     "audit",
     "check",
+    "evaluate",
     "import_checkpoints",
     "pick",
     "plot",

@@ -40,16 +40,22 @@ and on Linux each worker is told to exit when the parent dies.
 
 from __future__ import annotations
 
-import hashlib
 import os
 import signal
 import sys
 from collections import deque
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 from typing import Any
 
-from .errors import CkptauditError, UsageError
+from .errors import UsageError
+
+# NOTE: what one checkpoint's scoring gives (Outcome) and how an error travels between
+# processes live with the evaluation pass (ckptaudit.metrics.outcome), so that the pass
+# never imports the pool (no circle); the names stay importable from here.
+from .metrics.outcome import Outcome as Outcome
+from .metrics.outcome import fingerprint as fingerprint
+from .metrics.outcome import pack_error as pack_error
+from .metrics.outcome import raise_error as raise_error
 
 #: the environment variable giving the default number of worker processes
 JOBS_ENV = "CKPTAUDIT_JOBS"
@@ -133,55 +139,6 @@ def resolve_jobs(jobs: int | None, checkpoints: int, approx_bytes: int) -> int:
     if asked is None:
         return auto_jobs(checkpoints, approx_bytes)
     return max(1, min(asked, checkpoints))
-
-
-# --------------------------------------------------------------------------- one checkpoint
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """What scoring one checkpoint gave, as one process computes it (see
-    :func:`ckptaudit.metrics.evaluation.iter_scores`): values, notes, whether the file was
-    unreadable, and for the validation-set check whether it was read (``read``), whether
-    it equals its block's reference (``same``; None on the reference itself) and, on the
-    reference, its fingerprint. ``error``: an exception to raise at this checkpoint."""
-
-    values: tuple[float | None, ...]
-    notes: tuple[str, ...]
-    unreadable: bool = False
-    metrics_only: bool = False
-    read: bool = False
-    same: bool | None = None
-    fingerprint: bytes | None = None
-    error: tuple[Any, ...] | None = None
-
-
-def fingerprint(target: Any, ids: Any) -> bytes:
-    """SHA-1 of the target and id arrays with their shapes and types."""
-    h = hashlib.sha1()
-    for arr in (target, ids):
-        if arr is None:
-            h.update(b"none;")
-            continue
-        h.update(f"{arr.dtype.str}{arr.shape};".encode())
-        h.update(memoryview(arr.tobytes() if not arr.flags.c_contiguous else arr).cast("B"))
-    return h.digest()
-
-
-def pack_error(exc: BaseException) -> tuple[Any, ...]:
-    """An exception as plain data that survives pickling (ckptaudit's errors keep their
-    problem and path apart)."""
-    if isinstance(exc, CkptauditError):
-        return ("ckptaudit", type(exc), exc.problem, exc.path)
-    return ("other", exc)
-
-
-def raise_error(packed: tuple[Any, ...]) -> None:
-    """Raise an exception packed by :func:`pack_error`."""
-    if packed[0] == "ckptaudit":
-        _, cls, problem, path = packed
-        raise cls(problem, path)
-    raise packed[1]
 
 
 # --------------------------------------------------------------------------- the pool

@@ -50,6 +50,8 @@ class Pick:
     hashes: dict[str, str] = field(default_factory=dict)
     #: selection statistics of the winner's run (ckptaudit.selection.RunSelection), when available
     selection: Any = None
+    #: the winner's run's verdict (ckptaudit.verdict.Verdict) the pick was read from
+    verdict: Any = field(default=None, repr=False, compare=False)
 
     def as_dict(self) -> dict[str, Any]:
         """The provenance record (also the JSON output of `pick`)."""
@@ -139,44 +141,23 @@ def choose_report(
     jobs: int | None = None,
 ) -> PickReport:
     """:func:`choose`, with every unreadable input and every run left out (and why).
-    ``jobs``: worker processes reading the files ahead (:mod:`ckptaudit.parallel`)."""
-    from .auditing import AuditOptions, audit_collected, audit_pass
-    from .errors import CkptauditError
-    from .metrics.evaluation import observers
-    from .ranking import RankedRow, Ranking, _interval_observer, with_intervals
-    from .stats.selection import select
-    from .sweep import NothingLeftError, problems_of, score_sweep
+    ``jobs``: worker processes reading the files ahead (:mod:`ckptaudit.parallel`).
+
+    A view of each run's verdict (:mod:`ckptaudit.verdict`): the winner, its interval, the
+    tie set, the winner estimate and the findings are read from it, never computed here."""
+    from .sweep import NothingLeftError
+    from .verdict.build import Options, evaluate_paths
 
     # NOTE: one pass per run reads each val.npz once and gathers the scores, the selection
     # statistics' per-row data and (with ``audit``) the audit's statistics; the audit reads
-    # train.npz itself, once. Every run is gathered, since the winner is known only after.
-    options = AuditOptions(metric=metric, mode=mode, resamples=resamples, seed=seed)
-    evaluations: dict[str, Any] = {}
-    pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
-    intervals = _interval_observer(evaluations, pass_intervals, resamples, seed)
-    audits: dict[str, Any] = {}
-
-    def watch(run: Run, specs_: Sequence[Any]) -> Any:
-        collector = None
-        gather = intervals(run, specs_)
-        if audit:
-            try:
-                collector = audit_pass(run, options)
-                builder = evaluations.get(run.name)
-                if builder is not None and collector.bound == builder.spec:
-                    # the audit's per-row data would repeat the builder's: keep one copy
-                    collector = audit_pass(run, options, keep_rows=False)
-            except CkptauditError as exc:  # raised when this run's pick is audited, as before
-                audits[run.name] = exc
-            else:
-                audits[run.name] = collector
-        return observers(gather, collector)
-
-    sweep = score_sweep(paths, [metric], mode=mode, observe=watch, jobs=jobs)
-    specs, runs, scores = list(sweep.specs), list(sweep.runs), sweep.scores
-    skipped = list(sweep.skipped)
+    # train.npz itself, once. Every run is judged, since the winner is known only after.
+    options = Options(statistics=True, all_metrics=False, audit=audit, resamples=resamples, seed=seed, mode=mode)
+    judged = evaluate_paths(paths, [metric], options, jobs=jobs)
+    specs, runs, scores = list(judged.specs), list(judged.runs), judged.scores()
+    verdicts = {id(v.run): v for v in judged.verdicts}
+    skipped = list(judged.skipped)
     problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
-    groups = [list(scores)] if across else _group_by_run(scores, runs)
+    groups = [list(scores)] if across else [list(v.scores) for v in judged.verdicts]
     picks = []
     for group in groups:
         scorable = [s for s in group if s.values[0] is not None]
@@ -186,35 +167,16 @@ def choose_report(
             skipped.append(Skipped(name, name, f"no checkpoint could be scored by {specs[0].text}", kind))
             continue
         best = _best(group, runs, 0, specs)
-        row = RankedRow(
-            rank=1,
-            run=best.run.name,
-            checkpoint=best.checkpoint.name,
-            epoch=best.checkpoint.epoch,
-            step=best.checkpoint.step,
-            values={specs[0].text: best.values[0]},
-        )
         # NOTE: with --across the selection statistics cover the winner's own run (the
         # checkpoints that shared its validation rows).
-        builder = evaluations.get(best.run.name)
-        evaluation = builder.finish() if builder is not None else None
-        sel = select(evaluation, resamples=resamples, seed=seed) if evaluation is not None else None
-        entry = None if sel is None else sel.entry(best.checkpoint.name)
-        interval = entry.interval if sel is not None and sel.available and entry is not None else None
-        key = (best.run.name, best.checkpoint.name)
-        if interval is None and key in pass_intervals:
-            interval = pass_intervals[key]
-        elif interval is None:
-            one = Ranking(specs=tuple(specs), rows=(row,), runs=(best.run,), evaluations=evaluations_of(best.run, evaluation))
-            interval = with_intervals(one, resamples=resamples, seed=seed).rows[0].interval
+        verdict = verdicts[id(best.run)]
+        m = verdict.primary
+        index = verdict.index(best.checkpoint.name)
         findings: tuple[dict[str, Any], ...] = ()
         if audit:
-            collected = audits[best.run.name]
-            if isinstance(collected, CkptauditError):
-                raise collected
-            same = evaluation is not None and collected.bound == evaluation.spec
-            ra = audit_collected(collected, options, evaluation=evaluation if same else None, selected=sel if same else None)
-            findings = tuple(f.as_dict() for f in ra.findings if f.severity in ("warning", "error"))
+            if verdict.audit_error is not None:
+                raise verdict.audit_error
+            findings = tuple(f.as_dict() for f in verdict.findings if f.severity in ("warning", "error"))
         picks.append(
             Pick(
                 run=best.run,
@@ -222,13 +184,16 @@ def choose_report(
                 metric=specs[0].text,
                 mode=specs[0].mode,
                 value=cast(float, best.values[0]),
-                interval=interval,
+                interval=None if index is None else m.interval_of(index),
                 findings=findings,
-                selection=sel if sel is not None and sel.available else None,
+                selection=m.selection if m.available else None,
+                verdict=verdict,
             )
         )  # type: ignore[arg-type]
     if not picks:
         raise NothingLeftError(skipped, problems)
+    from .sweep import problems_of
+
     return PickReport(tuple(picks), tuple(problems) + problems_of(skipped), tuple(skipped))
 
 
@@ -242,11 +207,6 @@ def _group_by_run(scores: Sequence[CheckpointScore], runs: Sequence[Run]) -> lis
         if group is not None:
             group.append(s)
     return [by_run[id(run)] for run in runs]
-
-
-def evaluations_of(run: Run, evaluation: Any) -> dict[str, Any]:
-    """``{run name: evaluation}``, or nothing when there is none."""
-    return {} if evaluation is None else {run.name: evaluation}
 
 
 def provenance_path(dest: Path) -> Path:

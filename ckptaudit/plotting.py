@@ -40,12 +40,18 @@ def _figure_class() -> Any:
     return Figure
 
 
+def _panel(chart: Any) -> str:
+    """The panel a chart is drawn in: one per metric (a sweep mixing tasks ranks one run by
+    recall and another by mse: never two metrics on one axis), one per logged quantity."""
+    return f"metric:{chart.metric}" if chart.metric is not None else chart.key
+
+
 def _panels(report: Report) -> list[tuple[str, str]]:
-    """(chart key, title) of every panel, in the order of the first run that has it."""
+    """(panel, title) of every panel, in the order of the first run that has it."""
     seen: dict[str, str] = {}
     for run in report.runs:
         for chart in run.charts:
-            seen.setdefault(chart.key, chart.title)
+            seen.setdefault(_panel(chart), chart.title)
     return list(seen.items())
 
 
@@ -76,7 +82,7 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
     palette = ["#2563eb", "#dc2626", "#16a34a", "#9333ea", "#ea580c", "#0891b2", "#ca8a04", "#db2777", "#4b5563", "#65a30d"]
     for ax, (key, title) in zip(axes, panels, strict=False):
         for r, run in enumerate(report.runs):
-            chart = next((c for c in run.charts if c.key == key), None)
+            chart = next((c for c in run.charts if _panel(c) == key), None)
             if chart is None:
                 continue
             color = COLORS["val"] if single else palette[r % len(palette)]
@@ -114,7 +120,9 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
                     ax.plot(run.x[i], val.values[i], "o", ms=11, mfc="none", mec=edge, mew=2.2, zorder=5)
                 else:
                     ax.plot(run.x[i], val.values[i], "D", ms=7, mfc=edge, mec="white", mew=1.2, zorder=6)
-        maximize = next((c.maximize for run in report.runs for c in run.charts if c.key == key and c.maximize is not None), None)
+        maximize = next(
+            (c.maximize for run in report.runs for c in run.charts if _panel(c) == key and c.maximize is not None), None
+        )
         arrow = "" if maximize is None else " (higher is better)" if maximize else " (lower is better)"
         ax.set_title(f"{title}{arrow}", fontsize=10, loc="left")
         ax.set_xlabel(report.runs[0].x_label)
@@ -127,7 +135,8 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
             ax.legend(fontsize=8, frameon=False)
     for ax in axes[len(panels) :]:
         ax.set_visible(False)
-    markers = "ring: chosen, diamond: best by " + (report.runs[0].metrics[0] if report.runs[0].metrics else "the first metric")
+    firsts = {run.metrics[0] for run in report.runs if run.metrics}
+    markers = "ring: chosen, diamond: best by " + (next(iter(firsts)) if len(firsts) == 1 else "each run's first metric")
     if not single:
         markers += "; dashed: train"
     if single and report.runs[0].selection.tied_best:

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .metrics.evaluation import CheckpointScore, iter_scores
 from .metrics.spec import MetricSpec
 from .store.reader import Run, Skipped
+from .verdict.order import order_scores as order_scores  # the one ordering rule, re-exported
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,44 +79,15 @@ class Ranking:
     #: with intervals: each run's selection statistics (ckptaudit.selection.RunSelection), by run name
     selections: dict[str, Any] = field(default_factory=dict, repr=False)
     skipped: tuple[Skipped, ...] = ()
-    #: with ``ci``: what the scoring pass gathered for the intervals, so that no file is read
-    #: again: each run's evaluation (ckptaudit.stats.selection.RunEvaluation) by run name, and
-    #: per-checkpoint intervals of metrics without a per-row form, by (run, checkpoint)
-    evaluations: dict[str, Any] = field(default_factory=dict, repr=False)
-    pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = field(default_factory=dict, repr=False)
     #: (resamples, seed) the intervals were computed with (None: no intervals yet)
     ci: tuple[int, int] | None = None
+    #: each run's verdict (ckptaudit.verdict.Verdict) by run name: what the rows were read from
+    verdicts: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
     def metric_names(self) -> list[str]:
         """The metric specs as the user typed them."""
         return [s.text for s in self.specs]
-
-
-def order_scores(
-    scores: Sequence[CheckpointScore], spec: MetricSpec, index: int = 0, tie_break: Sequence[tuple[int, MetricSpec]] = ()
-) -> list[CheckpointScore]:
-    """Scores best first under ``spec`` (value at ``index``), unscorable last. Equal values
-    go by each ``(index, spec)`` of ``tie_break`` in turn, then to the earlier epoch."""
-    sign = -1.0 if spec.maximize else 1.0
-
-    def key(s: CheckpointScore) -> tuple:
-        v = s.values[index]
-        ties: list[object] = []
-        for i, other in tie_break:
-            w = s.values[i]
-            ties += [w is None, 0.0 if w is None else (-w if other.maximize else w)]
-        return (
-            v is None,
-            0.0 if v is None else sign * v,
-            *ties,
-            s.checkpoint.epoch,
-            -1 if s.checkpoint.step is None else s.checkpoint.step,
-            s.run.name,
-            s.checkpoint.name,
-        )
-
-    return sorted(scores, key=key)
 
 
 def score_runs(
@@ -147,23 +119,55 @@ def rank_checkpoints(
     resamples: int = 1000,
     seed: int = 0,
     jobs: int | None = None,
+    flags: bool = False,
 ) -> Ranking:
     """Rank every checkpoint under ``paths`` by ``metrics`` (the first one orders).
 
     Returns plain data; :func:`ckptaudit.rank` wraps it in a DataFrame. With ``cache``
     each run's validation outputs are read from (and kept in) a derived cache. A run that
     cannot be used is left out (``Ranking.skipped``) and listed last, the others ranked.
-    With ``ci`` the rows carry :func:`with_intervals`' statistics (``resamples``, ``seed``),
-    from the same pass that scores them. ``jobs``: worker processes reading and scoring
-    (:mod:`ckptaudit.parallel`; None: ``CKPTAUDIT_JOBS`` or automatic), same result.
+    With ``ci`` the rows carry each run's verdict statistics of the first metric (interval,
+    tie set, winner estimate: :mod:`ckptaudit.verdict`), from the same pass that scores
+    them. ``jobs``: worker processes reading and scoring (:mod:`ckptaudit.parallel`; None:
+    ``CKPTAUDIT_JOBS`` or automatic), same result. With ``flags`` each row carries the
+    codes of the audit findings (without the bootstrap) that concern it, from the same pass.
     """
-    from .sweep import problems_of, score_sweep
+    from .verdict.build import Options, evaluate_paths
 
-    evaluations: dict[str, Any] = {}
-    pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
-    watch = _interval_observer(evaluations, pass_intervals, resamples, seed) if ci else None
-    sweep = score_sweep(paths, metrics, mode=mode, progress=progress, cache=cache, observe=watch, jobs=jobs)
-    specs, runs, scores = list(sweep.specs), sweep.runs, sweep.scores
+    audit_options = None
+    if flags:
+        from .auditing import AuditOptions
+
+        audit_options = AuditOptions(metric=metrics[0] if metrics else None, mode=mode, noise=False)
+    options = Options(
+        statistics=ci, all_metrics=False, audit=flags, resamples=resamples, seed=seed, mode=mode, audit_options=audit_options
+    )
+    judged = evaluate_paths(paths, metrics, options, progress=progress, cache=cache, jobs=jobs)
+    ranking = ranking_of(judged, top=top, per_run=per_run, ci=(resamples, seed) if ci else None)
+    return with_flags(ranking, finding_codes(judged.verdicts)) if flags else ranking
+
+
+def finding_codes(verdicts: Sequence[Any]) -> dict[tuple[str, str], list[str]]:
+    """(run, checkpoint) -> the codes of the verdicts' findings that concern it (a run-wide
+    finding concerns every checkpoint of its run)."""
+    codes: dict[tuple[str, str], list[str]] = {}
+    for verdict in verdicts:
+        if verdict.audit_error is not None:
+            raise verdict.audit_error
+        for finding in verdict.findings:
+            names = [finding.checkpoint] if finding.checkpoint else [c.name for c in verdict.run.checkpoints]
+            for name in names:
+                codes.setdefault((verdict.run.name, name), []).append(finding.code)
+    return codes
+
+
+def ranking_of(judged: Any, *, top: int | None = None, per_run: bool = False, ci: tuple[int, int] | None = None) -> Ranking:
+    """The ranking view of a sweep's verdicts (:class:`~ckptaudit.verdict.Verdicts`):
+    rows best first, with the first metric's interval, tie membership and (on each run's
+    winner) estimate read from the verdicts when they hold them."""
+    specs = list(judged.specs)
+    scores = judged.scores()
+    by_run = {v.run.name: v for v in judged.verdicts}
     # NOTE: ties go to the next --metric given (Lightning #16504), then the earlier epoch.
     ordered = order_scores(scores, specs[0], 0, list(enumerate(specs))[1:])
     if per_run:
@@ -175,66 +179,58 @@ def rank_checkpoints(
     next_rank = 1
     for s in ordered:
         scored = s.values[0] is not None
-        rows.append(
-            RankedRow(
-                rank=next_rank if scored else None,
-                run=s.run.name,
-                checkpoint=s.checkpoint.name,
-                epoch=s.checkpoint.epoch,
-                step=s.checkpoint.step,
-                values={spec.text: v for spec, v in zip(specs, s.values, strict=True)},
-                notes=s.notes,
-                path=s.checkpoint.path,
-            )
+        row = RankedRow(
+            rank=next_rank if scored else None,
+            run=s.run.name,
+            checkpoint=s.checkpoint.name,
+            epoch=s.checkpoint.epoch,
+            step=s.checkpoint.step,
+            values={spec.text: v for spec, v in zip(specs, s.values, strict=True)},
+            notes=s.notes,
+            path=s.checkpoint.path,
         )
+        if ci is not None:
+            row = _with_statistics(row, by_run[s.run.name])
+        rows.append(row)
         next_rank += scored
-    for skip in sweep.skipped:
+    for skip in judged.skipped:
         if skip.checkpoint is None:
             values: dict[str, float | None] = {spec.text: None for spec in specs}
             note = skip.reason if skip.path == skip.run else str(skip)
             rows.append(RankedRow(None, skip.run, None, None, None, values, notes=(note,)))
     if top is not None:
         rows = rows[:top]
-    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1]) + problems_of(sweep.skipped)
-    ranking = Ranking(specs=tuple(specs), rows=tuple(rows), problems=problems, runs=tuple(runs), skipped=sweep.skipped)
-    if ci:
-        kept = {run.name for run in runs}
-        ranking = replace(
-            ranking,
-            evaluations={name: e.finish() for name, e in evaluations.items() if name in kept},
-            pass_intervals=pass_intervals,
-        )
-        ranking = with_intervals(ranking, resamples=resamples, seed=seed)
-    return ranking
+    problems = tuple(n for s in scores if s.unreadable for n in s.notes[:1])
+    from .sweep import problems_of
+
+    problems += problems_of(judged.skipped)
+    selections = {}
+    if ci is not None:
+        shown = {r.run for r in rows}
+        selections = {v.run.name: v.primary.selection for v in judged.verdicts if v.run.name in shown and v.primary.selection}
+    return Ranking(
+        specs=tuple(specs),
+        rows=tuple(rows),
+        problems=problems,
+        runs=judged.runs,
+        selections=selections,
+        skipped=judged.skipped,
+        ci=ci,
+        verdicts=by_run,
+    )
 
 
-def _interval_observer(
-    evaluations: dict[str, Any], intervals: dict[tuple[str, str], tuple[float, float] | None], resamples: int, seed: int
-) -> Callable[[Run, Sequence[MetricSpec]], Any]:
-    """Per run, an observer of the scoring pass that keeps what :func:`with_intervals`
-    needs: the first metric's evaluation (compact per-row data), and for a metric without
-    a per-row form, each scorable checkpoint's bootstrap interval (from the predictions
-    in hand, as the pass reads them)."""
-    from .stats import bootstrap, selection
-
-    def for_run(run: Run, specs: Sequence[MetricSpec]) -> Any:
-        from .metrics.evaluation import RunScorer
-
-        spec = RunScorer(run, specs[:1]).specs[0]
-        if not bootstrap.supports(spec):
-            return None
-        builder = selection.EvaluationBuilder(run, spec)
-        evaluations[run.name] = builder
-        per_row = builder.kind is not None
-
-        def observe(ckpt: Any, preds: Any, prep: Any, values: tuple, error: str | None) -> None:
-            builder.observe(ckpt, preds, prep, values, error)
-            if not per_row and prep is not None and values[0] is not None:
-                intervals[(run.name, ckpt.name)] = bootstrap.interval(spec, prep, resamples=resamples, seed=seed)
-
-        return observe
-
-    return for_run
+def _with_statistics(row: RankedRow, verdict: Any) -> RankedRow:
+    """``row`` with its checkpoint's interval, tie membership and (the run's winner) estimate."""
+    m = verdict.primary
+    i = verdict.index(row.checkpoint)
+    sel = m.selection
+    expected = None
+    if m.available and sel.winner == row.checkpoint and sel.estimate is not None:
+        expected = sel.estimate.as_dict()
+    return replace(
+        row, interval=None if i is None else m.interval_of(i), tied_best=m.tied_of(row.checkpoint or ""), expected=expected
+    )
 
 
 def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ranking:
@@ -244,49 +240,24 @@ def with_flags(ranking: Ranking, flags: dict[tuple[str, str], list[str]]) -> Ran
 
 
 def with_intervals(ranking: Ranking, *, resamples: int = 1000, seed: int = 0) -> Ranking:
-    """A copy of ``ranking`` whose rows carry a 95% bootstrap interval of the first metric,
-    whether each checkpoint cannot be told apart from its run's best (a model confidence
-    set), and, on each run's winner row, its value expected on new data (corrected for
-    having been selected). One pass per run reads each prediction file once
-    (:mod:`ckptaudit.stats.selection`), or none at all when ``ranking`` was made with
-    ``ci`` (its pass gathered what they need). Logged and custom metrics get none of these."""
-    from .metrics.evaluation import RunScorer, prepare_predictions
-    from .stats import bootstrap, selection
-    from .store.reader import read_predictions
+    """A copy of ``ranking`` whose rows carry the first metric's verdict statistics (see
+    :func:`rank_checkpoints` with ``ci``; nothing is computed again when ``ranking`` was made
+    with ``ci`` and the same resamples and seed). Logged and custom metrics get none."""
+    from .stats import bootstrap
+    from .verdict.build import Options, evaluate_run
 
     spec = ranking.specs[0]
     if not bootstrap.supports(spec) or ranking.ci == (resamples, seed):
         return ranking
     shown = {row.run for row in ranking.rows}
-    runs = [r for r in ranking.runs if r.name in shown]
-    selections = selection.selections_for(runs, spec, resamples=resamples, seed=seed, evaluations=ranking.evaluations)
-    by_name = {r.name: r for r in runs}
-    rows = []
-    for row in ranking.rows:
-        run = by_name.get(row.run)
-        if row.checkpoint is None or run is None:
-            rows.append(row)  # a run left out of the sweep: nothing to resample
-            continue
-        sel = selections[row.run]
-        entry = sel.entry(row.checkpoint)
-        if sel.available and entry is not None:
-            expected = sel.estimate.as_dict() if sel.winner == row.checkpoint and sel.estimate is not None else None
-            rows.append(replace(row, interval=entry.interval, tied_best=entry.tied_best, expected=expected))
-            continue
-        # NOTE: metrics without a per-row form (logged, custom), and runs past the per-row
-        # memory bound, keep the per-checkpoint bootstrap interval, and no selection statistics.
-        ckpt = run.checkpoint(row.checkpoint)
-        interval = None
-        if (row.run, row.checkpoint) in ranking.pass_intervals:
-            interval = ranking.pass_intervals[(row.run, row.checkpoint)]
-        elif row.values.get(spec.text) is not None and run is not None and ckpt is not None:
-            # NOTE: read again only when the pass kept nothing for this row: a ranking made
-            # without ``ci``, or a run whose per-row data exceeded the memory bound.
-            prep = prepare_predictions(run, read_predictions(run, ckpt))
-            bound = RunScorer(run, [spec]).specs[0]
-            interval = bootstrap.interval(bound, prep, resamples=resamples, seed=seed)
-        rows.append(replace(row, interval=interval))
-    return replace(ranking, rows=tuple(rows), selections=selections, ci=(resamples, seed))
+    options = Options(statistics=True, all_metrics=False, audit=False, resamples=resamples, seed=seed, guard=False)
+    verdicts = {r.name: evaluate_run(r, ranking.specs[:1], options) for r in ranking.runs if r.name in shown}
+    rows = tuple(
+        _with_statistics(row, verdicts[row.run]) if row.checkpoint is not None and row.run in verdicts else row
+        for row in ranking.rows
+    )
+    selections = {name: v.primary.selection for name, v in verdicts.items() if v.primary.selection is not None}
+    return replace(ranking, rows=rows, selections=selections, ci=(resamples, seed), verdicts=verdicts)
 
 
 def to_dataframe(ranking: Ranking) -> pd.DataFrame:

@@ -1,17 +1,15 @@
 """``report``: gather everything a person needs to see about a checkpoint choice, as plain data.
 
-:func:`build_report` reads each run once through the existing verbs (scoring, audit, the
-bootstrap and, when a policy is given, the gate) and returns a :class:`Report`: per run the
-metric curves over epochs, the chosen checkpoint and the winner under the first metric, the
-checkpoints that cannot be told apart from the best, the decision table with intervals, the
-findings with their explanations, and diagnostics (confusion matrices, ROC, precision-recall,
-reliability, residuals) of the chosen checkpoint and the winner. Renderers turn it into a
-page (``ckptaudit.render.html``) or a static figure (``ckptaudit.plotting``); nothing here
+:func:`build_report` judges each run once (:mod:`ckptaudit.verdict`: one evaluation pass
+feeds every metric's values and intervals, the selection statistics, the audit and, with a
+policy, the gate) and returns a :class:`Report`: per run the metric curves over epochs, the
+chosen checkpoint and the winner under the first metric, the checkpoints that cannot be told
+apart from the best, the decision table with intervals, the findings with their
+explanations, and diagnostics (:mod:`ckptaudit.diagnostics`) of the chosen checkpoint and the
+winner. Every number is read from the verdict, so the page's numbers are the CLI's.
+Renderers turn it into a page (``ckptaudit.render.html``), JSON
+(``ckptaudit.render.report_json``) or a static figure (``ckptaudit.plotting``); nothing here
 formats anything.
-
-Selection statistics (the set of checkpoints that cannot be told apart from the best, and the
-winner's value expected on new data) come from :mod:`ckptaudit.stats.selection` through one
-function, :func:`selection_evidence`, which reuses the audit's when it has them.
 """
 
 from __future__ import annotations
@@ -21,28 +19,33 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from . import __version__
-from .auditing import DEFAULT_METRIC, AuditOptions, RunAudit, audit_run
+from .auditing import DEFAULT_METRIC, RunAudit
 from .auditing.finding import Finding
 from .auditing.rules import CODES
+
+# NOTE: the diagnostics moved to their own module; their names stay importable from here.
+from .diagnostics import MAX_CONFUSION_CLASSES as MAX_CONFUSION_CLASSES
+from .diagnostics import MAX_CURVE_POINTS as MAX_CURVE_POINTS
+from .diagnostics import MAX_RESIDUAL_POINTS as MAX_RESIDUAL_POINTS
+from .diagnostics import RELIABILITY_BINS as RELIABILITY_BINS
+from .diagnostics import Curve as Curve
+from .diagnostics import Diagnostics as Diagnostics
+from .diagnostics import Reliability as Reliability
+from .diagnostics import Residuals as Residuals
+from .diagnostics import diagnose as diagnose
+from .diagnostics import reliability_curve as reliability_curve
+from .diagnostics import roc_pr_curves as roc_pr_curves
 from .errors import CkptauditError, MetricError, RunFormatError
-from .metrics import kernels as metrics
-from .metrics.evaluation import iter_scores, prepare_predictions
+from .metrics.evaluation import prepare_predictions
 from .metrics.spec import MetricSpec, check_applies, parse_metric
 from .stats import bootstrap
-from .stats.selection import evaluate_selection
 from .store.reader import Checkpoint, Run, discover, read_predictions
 
-#: most points of a ROC or precision-recall curve kept for drawing (exact at the kept points)
-MAX_CURVE_POINTS = 200
-#: most rows of a residual scatter kept for drawing (an evenly spaced sample of the sorted rows)
-MAX_RESIDUAL_POINTS = 400
-#: more classes than this and the confusion matrix is left out (it would be unreadable)
-MAX_CONFUSION_CLASSES = 30
-RELIABILITY_BINS = 10
 _SPLIT_PREFIX = re.compile(r"^(train|training|val|valid|validation|eval|test)[_/-]", re.IGNORECASE)
 
 
@@ -115,52 +118,6 @@ class DecisionRow:
 
 
 @dataclass(frozen=True)
-class Curve:
-    """Points of a ROC (x fpr, y tpr) or precision-recall (x recall, y precision) curve."""
-
-    x: tuple[float, ...]
-    y: tuple[float, ...]
-    area: float | None
-
-
-@dataclass(frozen=True)
-class Reliability:
-    """A reliability (calibration) curve: per non-empty bin the mean predicted probability,
-    the observed frequency, and the number of rows (bins as scikit-learn's
-    ``calibration_curve(strategy="uniform")``)."""
-
-    predicted: tuple[float, ...]
-    observed: tuple[float, ...]
-    counts: tuple[int, ...]
-    what: str  #: "positive class" (binary), "top label" (multiclass), "all labels" (multilabel)
-
-
-@dataclass(frozen=True)
-class Residuals:
-    """Regression residuals (target minus prediction) against the prediction, sampled for drawing."""
-
-    predicted: tuple[float, ...]
-    residual: tuple[float, ...]
-    rows: int
-    rmse: float
-
-
-@dataclass(frozen=True)
-class Diagnostics:
-    """How one checkpoint errs on the validation set."""
-
-    checkpoint: str
-    epoch: int
-    roles: tuple[str, ...]  #: "chosen", "winner" or both
-    labels: tuple[str, ...] = ()
-    confusion: tuple[tuple[int, ...], ...] | None = None
-    roc: Curve | None = None
-    pr: Curve | None = None
-    reliability: Reliability | None = None
-    residuals: Residuals | None = None
-
-
-@dataclass(frozen=True)
 class Explanation:
     """A finding code's documentation, shown beside the finding."""
 
@@ -201,6 +158,8 @@ class RunReport:
     gate: GateView | None = None
     problems: tuple[str, ...] = ()  #: input that could not be read (the CLI exits 2)
     notes: tuple[str, ...] = ()  #: e.g. a requested metric that does not apply to this run's task
+    #: the run's verdict every number above was read from (None: the run could not be judged)
+    verdict: Any = field(default=None, repr=False, compare=False)
 
     def index_of(self, name: str | None) -> int | None:
         """Position of a checkpoint on the x axis, or None."""
@@ -223,8 +182,52 @@ class Report:
     title: str = "ckptaudit report"
     options: dict[str, object] = field(default_factory=dict)
 
+    def as_dict(self) -> dict[str, Any]:
+        """The report as JSON (``report -o report.json``): each run's verdict
+        (:meth:`ckptaudit.verdict.Verdict.as_dict`), its notes and problems."""
+        runs = []
+        for r in self.runs:
+            entry: dict[str, Any] = {"run": r.name, "problems": list(r.problems), "notes": list(r.notes)}
+            if r.verdict is not None:
+                entry["verdict"] = r.verdict.as_dict()
+            if r.gate is not None:
+                entry["gate"] = {"passed": r.gate.passed, "metric": r.gate.metric, "rules": [list(x) for x in r.gate.rules]}
+            runs.append(entry)
+        return {
+            "ckptaudit": self.version,
+            "title": self.title,
+            "metrics": list(self.metrics),
+            "options": self.options,
+            "runs": runs,
+            "problems": list(self.problems),
+        }
+
+    def to_json(self, **kwargs: Any) -> str:
+        """:meth:`as_dict` as JSON text (NaN and infinity written as null)."""
+        import json
+
+        return json.dumps(self.as_dict(), allow_nan=False, **kwargs)
+
 
 # --------------------------------------------------------------------------- selection
+
+
+def selection_of(m: Any) -> Selection:
+    """The report's view of a metric's selection statistics (a
+    :class:`~ckptaudit.verdict.MetricVerdict`): the set of checkpoints that cannot be told
+    apart from the best (a 95% model confidence set) and the winner's value expected on new
+    data; metrics without per-row statistics (logged, custom, ...) get neither, and the page
+    says so."""
+    sel = m.selection
+    if sel is None:
+        return Selection(tied_best=None, corrected=None, method="")
+    est = sel.estimate
+    corrected = (
+        None
+        if est is None
+        else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, m.spec.maximize)
+    )
+    return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
 
 
 def selection_evidence(
@@ -236,139 +239,14 @@ def selection_evidence(
     resamples: int = bootstrap.DEFAULT_RESAMPLES,
     seed: int = bootstrap.DEFAULT_SEED,
 ) -> Selection:
-    """The set of checkpoints that cannot be told apart from the best (a 95% model confidence
-    set) and the winner's value expected on new data, under the first metric (``spec``, bound
-    to the run), from :mod:`ckptaudit.stats.selection`. The audit's selection is reused when it
-    was computed for the same metric; metrics without per-row statistics (logged, custom, ...)
-    get neither, and the page says so."""
+    """:func:`selection_of` the verdict of ``run`` under ``spec`` (kept for callers of the
+    library; the report reads the verdict it already has)."""
     if winner is None or not bootstrap.supports(spec):
         return Selection(tied_best=None, corrected=None, method="")
-    if audit is not None and audit.selection is not None and audit.spec.text == spec.text:
-        sel = audit.selection
-    else:
-        sel = evaluate_selection(run, spec, resamples=resamples, seed=seed)
-    est = sel.estimate
-    corrected = (
-        None
-        if est is None
-        else CorrectedEstimate(est.expected, est.interval[0], est.interval[1], est.raw, sel.correction, spec.maximize)
-    )
-    return Selection(tied_best=tuple(sel.tied_best) or None, corrected=corrected, method=sel.method)
+    from .verdict.build import Options, evaluate_run
 
-
-# --------------------------------------------------------------------------- diagnostics
-
-
-def _thin(n: int, most: int) -> np.ndarray:
-    """Indices of at most ``most`` evenly spaced points of ``n``, both ends kept."""
-    if n <= most:
-        return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, most).round().astype(int))
-
-
-def _round(values: np.ndarray, digits: int = 5) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.round(values.astype(np.float64), digits))
-
-
-def roc_pr_curves(y: np.ndarray, score: np.ndarray) -> tuple[Curve, Curve] | None:
-    """ROC and precision-recall curves at every distinct score (as scikit-learn's
-    ``roc_curve(drop_intermediate=False)`` and ``precision_recall_curve``), thinned to
-    :data:`MAX_CURVE_POINTS`; None when one class is absent."""
-    pos = y.astype(bool)
-    n_pos = int(pos.sum())
-    n_neg = pos.size - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return None
-    order = np.argsort(-score.astype(np.float64), kind="mergesort")
-    s = score[order]
-    hit = pos[order]
-    last = np.r_[np.flatnonzero(np.diff(s)), hit.size - 1]  # the last row of each distinct score
-    tp = np.cumsum(hit)[last]
-    fp = (last + 1) - tp
-    fpr = np.r_[0.0, fp / n_neg]
-    tpr = np.r_[0.0, tp / n_pos]
-    precision = tp / (tp + fp)
-    recall = tp / n_pos
-    # NOTE: the precision-recall curve starts at recall 0, precision 1, as scikit-learn draws it.
-    rec = np.r_[0.0, recall]
-    prec = np.r_[1.0, precision]
-    keep_roc = _thin(fpr.size, MAX_CURVE_POINTS)
-    keep_pr = _thin(rec.size, MAX_CURVE_POINTS)
-    prep = metrics.Prepared("binary", y.astype(np.int8), score, None, 2)
-    auc = metrics.KERNELS["roc_auc"](prep, parse_metric("roc_auc"))
-    ap = metrics.KERNELS["average_precision"](prep, parse_metric("average_precision"))
-    return (
-        Curve(_round(fpr[keep_roc]), _round(tpr[keep_roc]), float(auc)),
-        Curve(_round(rec[keep_pr]), _round(prec[keep_pr]), float(ap)),
-    )
-
-
-def reliability_curve(observed: np.ndarray, predicted: np.ndarray, bins: int = RELIABILITY_BINS) -> tuple[np.ndarray, ...]:
-    """Per non-empty bin of ``predicted`` (equal widths over [0, 1]): mean predicted, observed
-    frequency and count, binned as scikit-learn's ``calibration_curve``."""
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    ids = np.searchsorted(edges[1:-1], predicted)
-    count = np.bincount(ids, minlength=bins)
-    sum_pred = np.bincount(ids, weights=predicted.astype(np.float64), minlength=bins)
-    sum_obs = np.bincount(ids, weights=observed.astype(np.float64), minlength=bins)
-    nz = count > 0
-    return sum_pred[nz] / count[nz], sum_obs[nz] / count[nz], count[nz]
-
-
-def _reliability(prep: metrics.Prepared) -> Reliability | None:
-    if prep.proba is None:
-        return None
-    p = prep.proba64
-    if prep.task == "binary":
-        pred, obs, what = p, prep.y.astype(np.float64), "positive class"
-    elif prep.task == "multiclass":
-        top = p.argmax(axis=1)
-        pred, obs, what = p.max(axis=1), (top == prep.y).astype(np.float64), "top label"
-    else:
-        pred, obs, what = p.ravel(), prep.y.ravel().astype(np.float64), "all labels"
-    mean_pred, freq, count = reliability_curve(obs, np.clip(pred, 0.0, 1.0))
-    return Reliability(_round(mean_pred), _round(freq), tuple(int(c) for c in count), what)
-
-
-def diagnose(run: Run, checkpoint: Checkpoint, roles: tuple[str, ...], prep: metrics.Prepared) -> Diagnostics:
-    """Confusion matrix, ROC, precision-recall, reliability or residuals of one checkpoint."""
-    task = run.task
-    if task == "regression":
-        y = prep.y.reshape(prep.y.shape[0], -1)[:, 0]
-        pred = prep.proba.reshape(prep.y.shape[0], -1)[:, 0]  # type: ignore[union-attr]
-        resid = y - pred
-        order = np.argsort(pred, kind="mergesort")
-        keep = order[_thin(order.size, MAX_RESIDUAL_POINTS)]
-        rmse = float(np.sqrt(np.mean(resid**2)))
-        res = Residuals(_round(pred[keep], 4), _round(resid[keep], 4), int(y.size), rmse)
-        return Diagnostics(checkpoint.name, checkpoint.epoch, roles, residuals=res)
-    labels: tuple[str, ...] = ()
-    confusion = None
-    if task in ("binary", "multiclass"):
-        cm = metrics.confusion(prep, None)
-        names = run.classes or tuple(str(i) for i in range(cm.shape[0]))
-        if task == "binary":
-            # NOTE: the kernels' view codes 1 as the positive class; name rows in that order.
-            pos = run.positive_class
-            names = (names[1 - pos], names[pos]) if len(names) == 2 else ("negative", "positive")
-        if cm.shape[0] <= MAX_CONFUSION_CLASSES:
-            confusion = tuple(tuple(int(v) for v in row) for row in cm)
-            labels = tuple(names[: cm.shape[0]]) + tuple(str(i) for i in range(len(names), cm.shape[0]))
-    roc = pr = None
-    if task == "binary" and prep.proba is not None:
-        curves = roc_pr_curves(prep.y, prep.proba)
-        if curves is not None:
-            roc, pr = curves
-    return Diagnostics(
-        checkpoint.name,
-        checkpoint.epoch,
-        roles,
-        labels=labels,
-        confusion=confusion,
-        roc=roc,
-        pr=pr,
-        reliability=_reliability(prep),
-    )
+    verdict = evaluate_run(run, [spec], Options(audit=False, resamples=resamples, seed=seed, guard=False))
+    return selection_of(verdict.primary)
 
 
 # --------------------------------------------------------------------------- curves
@@ -412,15 +290,6 @@ def _x_axis(run: Run) -> tuple[tuple[float, ...], str]:
     return tuple(float(i) for i in range(len(epochs))), "checkpoint"
 
 
-def _best(spec: MetricSpec, values: Sequence[float | None]) -> int | None:
-    """Index of the best value; ties go to the earlier checkpoint (values are in epoch order)."""
-    best = None
-    for i, v in enumerate(values):
-        if v is not None and (best is None or spec.better(v, values[best])):  # type: ignore[arg-type]
-            best = i
-    return best
-
-
 # --------------------------------------------------------------------------- one run
 
 
@@ -440,11 +309,24 @@ def _applicable(run: Run, specs: Sequence[MetricSpec]) -> tuple[list[MetricSpec]
     return ok, problems
 
 
-def _interval(spec: MetricSpec, prep: metrics.Prepared | None, resamples: int, seed: int) -> tuple[float, float] | None:
-    if prep is None or not bootstrap.supports(spec) or resamples <= 0:
-        return None
-    low, high = bootstrap.interval(spec, prep, resamples=resamples, seed=seed)
-    return None if math.isnan(low) else (low, high)
+def _run_options(first: MetricSpec, resamples: int, seed: int, policy: object | None) -> Any:
+    """What the run's verdict is asked for: statistics of every metric and the audit; the
+    gate's rules in the same verdict when the policy judges the report's first metric with
+    the report's resamples and seed (else the gate is a verdict of its own, :func:`_gate`)."""
+    from .verdict.build import Options
+
+    same = (
+        policy is not None
+        and policy.metric_spec() == first.text  # type: ignore[attr-defined]
+        and (policy.resamples, policy.seed) == (resamples, seed)  # type: ignore[attr-defined]
+    )
+    # NOTE: the report shows a run whose validation set changed (the audit flags it)
+    # instead of refusing it, so guard=False here.
+    if not same:
+        return Options(resamples=resamples, seed=seed, guard=False)
+    from .gate.engine import judge
+
+    return Options(resamples=resamples, seed=seed, guard=False, policy=policy, judge=judge)  # type: ignore[arg-type]
 
 
 def report_run(
@@ -456,7 +338,10 @@ def report_run(
     diagnostics: bool = True,
     policy: object | None = None,
 ) -> RunReport:
-    """Gather one run's report (curves, decision, selection, findings, diagnostics)."""
+    """Gather one run's report (curves, decision, selection, findings, diagnostics), every
+    number read from the run's verdict (:mod:`ckptaudit.verdict`)."""
+    from .verdict.build import evaluate_run
+
     problems: list[str] = []
     notes: list[str] = []
     if specs:
@@ -466,33 +351,26 @@ def report_run(
         specs = [parse_metric(DEFAULT_METRIC[run.task], logged=run.logged_names())]
         if notes:
             notes.append(f"shown by {specs[0].text}, the audit's default for a {run.task} run, instead")
-    bound = [s.for_run(run.classes, run.task, run.positive_class) for s in specs]
-    first = bound[0]
-
-    # NOTE: the report shows a run whose validation set changed (the audit flags it)
-    # instead of refusing it, so guard=False here.
-    scores = list(iter_scores(run, bound, guard=False))
-    for s in scores:
-        problems += [note for note in s.notes if s.unreadable]
-    columns = list(zip(*[s.values for s in scores], strict=True)) if scores else [() for _ in bound]
-
-    audit: RunAudit | None = None
-    try:
-        audit = audit_run(run, AuditOptions(metric=first.text, resamples=max(resamples, 100), seed=seed))
+    options = _run_options(specs[0], resamples, seed, policy)
+    verdict = evaluate_run(run, specs, options)
+    bound = [m.spec for m in verdict.metrics]
+    problems += verdict.problems
+    audit = verdict.audit
+    if verdict.audit_error is not None:
+        problems.append(str(verdict.audit_error))
+    elif audit is not None:
         problems += audit.problems
-    except CkptauditError as exc:
-        problems.append(str(exc))
+    if verdict.chosen.problem:
+        problems.append(verdict.chosen.problem)
 
-    names = [c.name for c in run.checkpoints]
-    best_i = _best(first, columns[0]) if columns else None
-    winner = names[best_i] if best_i is not None else None
-    chosen = run.chosen if run.chosen in names else None
-    if run.chosen is not None and chosen is None:
-        problems.append(f"{run.name}: run.json 'chosen' names {run.chosen!r}, which is not a checkpoint of the run")
+    names = [c.name for c in verdict.checkpoints]
+    winner = verdict.winner(0)
+    chosen = None if verdict.chosen.checkpoint is None else verdict.chosen.checkpoint.name
 
     charts: list[Chart] = []
-    for k, spec in enumerate(bound):
-        series = [Series("validation", "val", tuple(columns[k]))]
+    for k, m in enumerate(verdict.metrics):
+        spec = m.spec
+        series = [Series("validation", "val", m.values)]
         if k == 0 and audit is not None and audit.spec.text == spec.text:
             train = tuple(st.train_value for st in audit.stats)
             if any(v is not None for v in train):
@@ -502,9 +380,64 @@ def report_run(
     drawn = [c.series[0].values for c in charts]
     charts += [c for c in _logged_charts(run) if not (len(c.series) == 1 and any(_same(c.series[0].values, d) for d in drawn))]
 
-    # Predictions of the two checkpoints that matter, read once each.
-    focus = [n for n in dict.fromkeys([chosen, winner]) if n is not None]
-    prepared: dict[str, metrics.Prepared] = {}
+    decision = []
+    for k, m in enumerate(verdict.metrics):
+        w = verdict.index(verdict.winner(k))
+        c = verdict.index(chosen)
+        decision.append(
+            DecisionRow(
+                metric=m.text,
+                maximize=m.spec.maximize,
+                winner=None if w is None else names[w],
+                winner_epoch=None if w is None else verdict.checkpoints[w].epoch,
+                winner_value=None if w is None else m.values[w],
+                winner_interval=None if w is None else m.interval_of(w),
+                chosen_value=None if c is None else m.values[c],
+                chosen_interval=None if c is None else m.interval_of(c),
+            )
+        )
+
+    diags: list[Diagnostics] = []
+    if diagnostics:
+        diags = _diagnostics(run, [n for n in dict.fromkeys([chosen, winner]) if n is not None], chosen, winner, problems)
+
+    findings = verdict.findings
+    explanations = {
+        f.code: Explanation(CODES[f.code].summary, CODES[f.code].why, CODES[f.code].action) for f in findings if f.code in CODES
+    }
+    x, x_label = _x_axis(run)
+    gate = None
+    if verdict.rules:
+        gate = _gate_view(verdict.primary.text, verdict.rules)
+    elif policy is not None:
+        gate = _gate(run, policy)
+    return RunReport(
+        name=run.name,
+        task=run.task,
+        selected_by=None if run.selected_by is None else run.selected_by.metric,
+        chosen=chosen,
+        checkpoints=verdict.checkpoints,
+        x=x,
+        x_label=x_label,
+        metrics=tuple(s.text for s in bound),
+        charts=tuple(charts),
+        winner=winner,
+        decision=tuple(decision),
+        selection=selection_of(verdict.primary) if winner is not None else Selection(None, None, ""),
+        findings=findings,
+        explanations=explanations,
+        diagnostics=tuple(diags),
+        n_val=audit.n_val if audit is not None else 0,
+        gate=gate,
+        problems=tuple(dict.fromkeys(problems)),  # the scores and the audit meet the same unreadable file
+        notes=tuple(notes),
+        verdict=verdict,
+    )
+
+
+def _diagnostics(run: Run, focus: list[str], chosen: str | None, winner: str | None, problems: list[str]) -> list[Diagnostics]:
+    """Diagnostics of the two checkpoints that matter, their predictions read once each."""
+    out = []
     for name in focus:
         ckpt = run.checkpoint(name)
         if ckpt is None or not ckpt.has_split("val"):
@@ -514,85 +447,28 @@ def report_run(
         except RunFormatError as exc:
             problems.append(str(exc))
             continue
-        if preds.output.dtype.kind != "f" or np.isfinite(preds.output).all():
-            prepared[name] = prepare_predictions(run, preds)
+        if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
+            continue
+        roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
+        out.append(diagnose(run, ckpt, roles, prepare_predictions(run, preds)))
+    return out
 
-    decision = []
-    for k, spec in enumerate(bound):
-        i = _best(spec, columns[k])
-        ci = chosen and names.index(chosen)
-        decision.append(
-            DecisionRow(
-                metric=spec.text,
-                maximize=spec.maximize,
-                winner=None if i is None else names[i],
-                winner_epoch=None if i is None else run.checkpoints[i].epoch,
-                winner_value=None if i is None else columns[k][i],
-                winner_interval=None if i is None else _interval(spec, _prep_for(run, names[i], prepared), resamples, seed),
-                chosen_value=None if chosen is None else columns[k][ci],  # type: ignore[index]
-                chosen_interval=None if chosen is None else _interval(spec, prepared.get(chosen), resamples, seed),
-            )
-        )
 
-    diags: list[Diagnostics] = []
-    if diagnostics:
-        for name in focus:
-            if name not in prepared:
-                continue
-            roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
-            diags.append(diagnose(run, run.checkpoint(name), roles, prepared[name]))  # type: ignore[arg-type]
-
-    findings = tuple(audit.findings) if audit is not None else ()
-    explanations = {
-        f.code: Explanation(CODES[f.code].summary, CODES[f.code].why, CODES[f.code].action) for f in findings if f.code in CODES
-    }
-    x, x_label = _x_axis(run)
-    return RunReport(
-        name=run.name,
-        task=run.task,
-        selected_by=None if run.selected_by is None else run.selected_by.metric,
-        chosen=chosen,
-        checkpoints=run.checkpoints,
-        x=x,
-        x_label=x_label,
-        metrics=tuple(s.text for s in bound),
-        charts=tuple(charts),
-        winner=winner,
-        decision=tuple(decision),
-        selection=selection_evidence(run, first, audit, winner, resamples=max(resamples, 100), seed=seed),
-        findings=findings,
-        explanations=explanations,
-        diagnostics=tuple(diags),
-        n_val=audit.n_val if audit is not None else 0,
-        gate=_gate(run, policy) if policy is not None else None,
-        problems=tuple(dict.fromkeys(problems)),  # the scores and the audit meet the same unreadable file
-        notes=tuple(notes),
+def _gate_view(metric: str, rules: Sequence[Any]) -> GateView:
+    return GateView(
+        passed=all(r.passed for r in rules),
+        metric=metric,
+        rules=tuple((r.name, r.passed, r.skipped, r.message) for r in rules),
     )
-
-
-def _prep_for(run: Run, name: str, prepared: dict[str, metrics.Prepared]) -> metrics.Prepared | None:
-    """A winner under a later metric may be neither chosen nor first winner: read it then."""
-    if name in prepared:
-        return prepared[name]
-    ckpt = run.checkpoint(name)
-    if ckpt is None or not ckpt.has_split("val"):
-        return None
-    try:
-        prepared[name] = prepare_predictions(run, read_predictions(run, ckpt, "val"))
-    except RunFormatError:
-        return None
-    return prepared[name]
 
 
 def _gate(run: Run, policy: object) -> GateView:
+    """The gate's verdict under a policy that judges another metric (or other resamples)
+    than the report's first: a verdict of its own."""
     from .gate import check
 
     result = check(run.path, policy, None)  # type: ignore[arg-type]
-    return GateView(
-        passed=result.passed,
-        metric=result.metric,
-        rules=tuple((r.name, r.passed, r.skipped, r.message) for r in result.rules),
-    )
+    return _gate_view(result.metric, result.rules)
 
 
 def build_report(

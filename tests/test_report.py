@@ -348,3 +348,17 @@ def test_report_needs_neither_torch_nor_matplotlib_and_plot_says_what_it_needs(r
     )
     assert no_mpl.returncode == 2 and "pip install 'ckptaudit[plot]'" in no_mpl.stderr and "Traceback" not in no_mpl.stderr
     assert not png.exists()
+
+
+def test_plot_of_a_sweep_mixing_tasks_draws_one_panel_per_metric(runs_dir):
+    """A regression run in a sweep ranked by recall is shown by mse: its values (~thousands)
+    get an mse panel of their own, never the recall axis (issue 17)."""
+    pytest.importorskip("matplotlib")
+    fig = ckptaudit.plot([runs_dir / "fraud", runs_dir / "friedman"], "recall", resamples=100)
+    by_title = {ax.get_title(loc="left"): ax for ax in fig.axes if ax.get_visible()}
+    recall = next(ax for t, ax in by_title.items() if t.startswith("recall"))
+    mse = next(ax for t, ax in by_title.items() if t.startswith("mse"))
+    assert max(max(line.get_ydata(), default=0) for line in recall.get_lines()) <= 1.0
+    assert max(max(line.get_ydata(), default=0) for line in mse.get_lines()) > 1.0
+    labels = {line.get_label() for line in recall.get_lines()}
+    assert not any("friedman" in str(label) for label in labels)

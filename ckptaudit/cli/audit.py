@@ -59,8 +59,9 @@ def audit(
 
     Exit 0 when no finding is at or above --fail-on, 1 otherwise, 2 on unreadable input.
     """
-    from ..auditing import AuditOptions, audit_paths
+    from ..auditing import AuditOptions
     from ..auditing.finding import check_codes
+    from ..audits import audit_paths
     from ..render import render
     from ..views import findings_document
 

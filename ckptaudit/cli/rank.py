@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from enum import Enum
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -57,27 +57,7 @@ def rank(
     ranking = rank_checkpoints(
         paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache, ci=ci, resamples=resamples,
         jobs=jobs,
+        flags=flags,
     )
-    ranking = _decorate_ranking(ranking, ci=ci, resamples=resamples, flags=flags)
     _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
     _finish(ranking.problems, ranking.skipped, strict)
-
-
-def _decorate_ranking(ranking: Any, *, ci: bool, resamples: int, flags: bool) -> Any:
-    """Add bootstrap intervals and audit finding codes to a ranking, when asked for."""
-    from ..ranking import with_flags, with_intervals
-
-    if ci:
-        ranking = with_intervals(ranking, resamples=resamples)
-    if flags:
-        from ..auditing import AuditOptions, audit_run
-
-        options = AuditOptions(metric=ranking.specs[0].text, noise=False)
-        codes: dict[tuple[str, str], list[str]] = {}
-        for run in ranking.runs:
-            for finding in audit_run(run, options).findings:
-                names = [finding.checkpoint] if finding.checkpoint else [c.name for c in run.checkpoints]
-                for name in names:
-                    codes.setdefault((run.name, name), []).append(finding.code)
-        ranking = with_flags(ranking, codes)
-    return ranking

@@ -33,10 +33,11 @@ def report(
 ) -> None:
     """Write an HTML report: curves, the decision, findings and diagnostics, in one offline file.
 
-    One self-contained page (no network needed to open it) for a run or a sweep. Exit 2
-    when some input could not be read (the page is still written, with the problem on it).
+    One self-contained page (no network needed to open it) for a run or a sweep; with
+    `-o NAME.json` each run's verdict as JSON instead (the numbers the page and the CLI
+    show). Exit 2 when some input could not be read (the file is still written, with the
+    problem in it).
     """
-    from ..render.html import write_html
     from ..reporting import build_report
 
     policy = None
@@ -45,7 +46,14 @@ def report(
 
         policy = resolve_policy(config, metric=metric[0] if metric else None, mode=mode)
     result = build_report(paths, metric, mode=mode, resamples=resamples, seed=seed, policy=policy, title=title)
-    size = write_html(result, output)
+    if output.suffix.lower() == ".json":
+        from ..render.report_json import write_json
+
+        size = write_json(result, output)
+    else:
+        from ..render.html import write_html
+
+        size = write_html(result, output)
     typer.echo(f"wrote {output} ({size / 1e3:.0f} kB, {len(result.runs)} run(s))", err=True)
     for problem in result.problems:
         typer.echo(f"ckptaudit: error: {problem}", err=True)

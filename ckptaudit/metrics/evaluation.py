@@ -18,17 +18,15 @@ import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from ..errors import MetricError, RunFormatError
 from ..store.reader import Checkpoint, PassReader, Predictions, Run, ValSetGuard, read_predictions
 from . import kernels as metrics
+from .outcome import Outcome, OutcomeSource, fingerprint, pack_error, raise_error
 from .spec import MetricSpec, check_applies, parse_metric
-
-if TYPE_CHECKING:
-    from ..parallel import Outcome, ScorePool
 
 #: called by :func:`iter_scores` once per checkpoint, in epoch order, with the checkpoint,
 #: its validation predictions (None when not read or unreadable), their prepared view (None
@@ -215,8 +213,6 @@ def score_segment(scorer: RunScorer, start: int, stop: int, *, guard: bool, read
     """Checkpoints ``start:stop`` of ``scorer.run`` scored as :func:`iter_scores` scores them
     (in a worker of :mod:`ckptaudit.parallel`), each an :class:`~ckptaudit.parallel.Outcome`;
     the validation-set check compares each read file with the segment's first one."""
-    from ..parallel import Outcome, fingerprint, pack_error
-
     run = scorer.run
     reference = ValSetGuard(run) if guard else None
     reader = PassReader(run)  # as in iter_scores: one output buffer, the targets shared
@@ -272,15 +268,11 @@ def _fetched(item: tuple[str, Any]) -> Predictions:
     """A read-ahead worker's predictions, or its read error raised here."""
     if item[0] == "ok":
         return item[1]
-    from ..parallel import raise_error
-
     raise_error(item[1])
     raise AssertionError("unreachable")
 
 
-def _pooled_scores(
-    run: Run, scorer: RunScorer, outcomes: Iterator[Outcome], *, guard: bool
-) -> Iterator[CheckpointScore]:
+def _pooled_scores(run: Run, scorer: RunScorer, outcomes: Iterator[Outcome], *, guard: bool) -> Iterator[CheckpointScore]:
     """:func:`iter_scores` from a pool's outcomes: the same scores, notes and errors in the
     same order, with the validation-set check settled here (see :mod:`ckptaudit.parallel`)."""
     first: tuple[Checkpoint, bytes | None] | None = None
@@ -294,8 +286,6 @@ def _pooled_scores(
             elif (outcome.fingerprint is not None and outcome.fingerprint != first[1]) or outcome.same is False:
                 _check_again(run, first[0], ckpt)
         if outcome.error is not None:
-            from ..parallel import raise_error
-
             raise_error(outcome.error)
         yield CheckpointScore(run, ckpt, outcome.values, outcome.notes, unreadable=outcome.unreadable)
 
@@ -316,7 +306,7 @@ def iter_scores(
     cache: bool = False,
     observe: Observer | None = None,
     read_all: bool = False,
-    pool: ScorePool | None = None,
+    pool: OutcomeSource | None = None,
 ) -> Iterator[CheckpointScore]:
     """Score a run's checkpoints in epoch order, one prediction file in memory at a time.
 

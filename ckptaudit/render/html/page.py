@@ -56,6 +56,22 @@ def _run_data(run: RunReport) -> dict[str, object]:
         "winner": run.winner,
         "metric": run.metrics[0] if run.metrics else None,
         "tied": list(run.selection.tied_best or []),
+        # NOTE: the verdict's numbers at full precision (the CLI's, to the digit), for
+        # scripts reading the page; the hover data above is rounded for display.
+        "stats": None if run.verdict is None else _stats_data(run.verdict),
+    }
+
+
+def _stats_data(verdict: object) -> dict[str, object]:
+    """Per metric: each checkpoint's ci95 and tie membership, and the winner estimate."""
+    data = verdict.as_dict()  # type: ignore[attr-defined]
+    return {
+        m["metric"]: {
+            "ci95": [c["ci95"] for c in m["checkpoints"]],
+            "tied_best": m["tied_best"],
+            "expected_on_new_data": m["expected_on_new_data"],
+        }
+        for m in data["metrics"]
     }
 
 

@@ -1,0 +1,183 @@
+"""Diagnostics of one checkpoint for the report: how it errs on the validation set.
+
+Confusion matrix, ROC and precision-recall curves, reliability (calibration) curve, or
+regression residuals, of the checkpoints the report focuses on (the chosen one and the
+winner). These are drawings of one checkpoint's predictions, not statistics of the choice:
+the verdict (:mod:`ckptaudit.verdict`) holds those.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .metrics import kernels as metrics
+from .metrics.spec import parse_metric
+from .store.reader import Checkpoint, Run
+
+#: most points of a ROC or precision-recall curve kept for drawing (exact at the kept points)
+MAX_CURVE_POINTS = 200
+#: most rows of a residual scatter kept for drawing (an evenly spaced sample of the sorted rows)
+MAX_RESIDUAL_POINTS = 400
+#: more classes than this and the confusion matrix is left out (it would be unreadable)
+MAX_CONFUSION_CLASSES = 30
+RELIABILITY_BINS = 10
+
+
+@dataclass(frozen=True)
+class Curve:
+    """Points of a ROC (x fpr, y tpr) or precision-recall (x recall, y precision) curve."""
+
+    x: tuple[float, ...]
+    y: tuple[float, ...]
+    area: float | None
+
+
+@dataclass(frozen=True)
+class Reliability:
+    """A reliability (calibration) curve: per non-empty bin the mean predicted probability,
+    the observed frequency, and the number of rows (bins as scikit-learn's
+    ``calibration_curve(strategy="uniform")``)."""
+
+    predicted: tuple[float, ...]
+    observed: tuple[float, ...]
+    counts: tuple[int, ...]
+    what: str  #: "positive class" (binary), "top label" (multiclass), "all labels" (multilabel)
+
+
+@dataclass(frozen=True)
+class Residuals:
+    """Regression residuals (target minus prediction) against the prediction, sampled for drawing."""
+
+    predicted: tuple[float, ...]
+    residual: tuple[float, ...]
+    rows: int
+    rmse: float
+
+
+@dataclass(frozen=True)
+class Diagnostics:
+    """How one checkpoint errs on the validation set."""
+
+    checkpoint: str
+    epoch: int
+    roles: tuple[str, ...]  #: "chosen", "winner" or both
+    labels: tuple[str, ...] = ()
+    confusion: tuple[tuple[int, ...], ...] | None = None
+    roc: Curve | None = None
+    pr: Curve | None = None
+    reliability: Reliability | None = None
+    residuals: Residuals | None = None
+
+
+def _thin(n: int, most: int) -> np.ndarray:
+    """Indices of at most ``most`` evenly spaced points of ``n``, both ends kept."""
+    if n <= most:
+        return np.arange(n)
+    return np.unique(np.linspace(0, n - 1, most).round().astype(int))
+
+
+def _round(values: np.ndarray, digits: int = 5) -> tuple[float, ...]:
+    return tuple(float(v) for v in np.round(values.astype(np.float64), digits))
+
+
+def roc_pr_curves(y: np.ndarray, score: np.ndarray) -> tuple[Curve, Curve] | None:
+    """ROC and precision-recall curves at every distinct score (as scikit-learn's
+    ``roc_curve(drop_intermediate=False)`` and ``precision_recall_curve``), thinned to
+    :data:`MAX_CURVE_POINTS`; None when one class is absent."""
+    pos = y.astype(bool)
+    n_pos = int(pos.sum())
+    n_neg = pos.size - n_pos
+    if n_pos == 0 or n_neg == 0:
+        return None
+    order = np.argsort(-score.astype(np.float64), kind="mergesort")
+    s = score[order]
+    hit = pos[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), hit.size - 1]  # the last row of each distinct score
+    tp = np.cumsum(hit)[last]
+    fp = (last + 1) - tp
+    fpr = np.r_[0.0, fp / n_neg]
+    tpr = np.r_[0.0, tp / n_pos]
+    precision = tp / (tp + fp)
+    recall = tp / n_pos
+    # NOTE: the precision-recall curve starts at recall 0, precision 1, as scikit-learn draws it.
+    rec = np.r_[0.0, recall]
+    prec = np.r_[1.0, precision]
+    keep_roc = _thin(fpr.size, MAX_CURVE_POINTS)
+    keep_pr = _thin(rec.size, MAX_CURVE_POINTS)
+    prep = metrics.Prepared("binary", y.astype(np.int8), score, None, 2)
+    auc = metrics.KERNELS["roc_auc"](prep, parse_metric("roc_auc"))
+    ap = metrics.KERNELS["average_precision"](prep, parse_metric("average_precision"))
+    return (
+        Curve(_round(fpr[keep_roc]), _round(tpr[keep_roc]), float(auc)),
+        Curve(_round(rec[keep_pr]), _round(prec[keep_pr]), float(ap)),
+    )
+
+
+def reliability_curve(observed: np.ndarray, predicted: np.ndarray, bins: int = RELIABILITY_BINS) -> tuple[np.ndarray, ...]:
+    """Per non-empty bin of ``predicted`` (equal widths over [0, 1]): mean predicted, observed
+    frequency and count, binned as scikit-learn's ``calibration_curve``."""
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    ids = np.searchsorted(edges[1:-1], predicted)
+    count = np.bincount(ids, minlength=bins)
+    sum_pred = np.bincount(ids, weights=predicted.astype(np.float64), minlength=bins)
+    sum_obs = np.bincount(ids, weights=observed.astype(np.float64), minlength=bins)
+    nz = count > 0
+    return sum_pred[nz] / count[nz], sum_obs[nz] / count[nz], count[nz]
+
+
+def _reliability(prep: metrics.Prepared) -> Reliability | None:
+    if prep.proba is None:
+        return None
+    p = prep.proba64
+    if prep.task == "binary":
+        pred, obs, what = p, prep.y.astype(np.float64), "positive class"
+    elif prep.task == "multiclass":
+        top = p.argmax(axis=1)
+        pred, obs, what = p.max(axis=1), (top == prep.y).astype(np.float64), "top label"
+    else:
+        pred, obs, what = p.ravel(), prep.y.ravel().astype(np.float64), "all labels"
+    mean_pred, freq, count = reliability_curve(obs, np.clip(pred, 0.0, 1.0))
+    return Reliability(_round(mean_pred), _round(freq), tuple(int(c) for c in count), what)
+
+
+def diagnose(run: Run, checkpoint: Checkpoint, roles: tuple[str, ...], prep: metrics.Prepared) -> Diagnostics:
+    """Confusion matrix, ROC, precision-recall, reliability or residuals of one checkpoint."""
+    task = run.task
+    if task == "regression":
+        y = prep.y.reshape(prep.y.shape[0], -1)[:, 0]
+        pred = prep.proba.reshape(prep.y.shape[0], -1)[:, 0]  # type: ignore[union-attr]
+        resid = y - pred
+        order = np.argsort(pred, kind="mergesort")
+        keep = order[_thin(order.size, MAX_RESIDUAL_POINTS)]
+        rmse = float(np.sqrt(np.mean(resid**2)))
+        res = Residuals(_round(pred[keep], 4), _round(resid[keep], 4), int(y.size), rmse)
+        return Diagnostics(checkpoint.name, checkpoint.epoch, roles, residuals=res)
+    labels: tuple[str, ...] = ()
+    confusion = None
+    if task in ("binary", "multiclass"):
+        cm = metrics.confusion(prep, None)
+        names = run.classes or tuple(str(i) for i in range(cm.shape[0]))
+        if task == "binary":
+            # NOTE: the kernels' view codes 1 as the positive class; name rows in that order.
+            pos = run.positive_class
+            names = (names[1 - pos], names[pos]) if len(names) == 2 else ("negative", "positive")
+        if cm.shape[0] <= MAX_CONFUSION_CLASSES:
+            confusion = tuple(tuple(int(v) for v in row) for row in cm)
+            labels = tuple(names[: cm.shape[0]]) + tuple(str(i) for i in range(len(names), cm.shape[0]))
+    roc = pr = None
+    if task == "binary" and prep.proba is not None:
+        curves = roc_pr_curves(prep.y, prep.proba)
+        if curves is not None:
+            roc, pr = curves
+    return Diagnostics(
+        checkpoint.name,
+        checkpoint.epoch,
+        roles,
+        labels=labels,
+        confusion=confusion,
+        roc=roc,
+        pr=pr,
+        reliability=_reliability(prep),
+    )

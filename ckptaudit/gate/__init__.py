@@ -1,0 +1,71 @@
+"""``check``: the CI gate that rejects a checkpoint chosen by the wrong metric.
+
+Four named rules, each reported on its own (docs/check.md), one module each under
+:mod:`ckptaudit.gate.rules`: ``chosen-is-best``, ``selected-by-matches``, ``min-value``,
+``no-audit-findings``. They read the run's :class:`~ckptaudit.verdict.Verdict` (computed
+once, under the policy) and compute nothing of their own; :mod:`ckptaudit.gate.engine`
+iterates them; the policy is :class:`~ckptaudit.config.Policy` (docs/check.md).
+
+The chosen checkpoint may be named, given as a folder, a provenance file written by
+``pick``, or a weights file copied out of the run (identified by sha256,
+:mod:`ckptaudit.store.identity`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Policy
+from ..verdict.model import Rule
+from .result import GateResult
+
+
+def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateResult:
+    """Run the gate on the run at ``path`` under ``policy``.
+
+    ``path`` may also be one checkpoint folder of a run: the gate then judges that
+    checkpoint within its whole run (as ``--chosen`` it), never against itself alone.
+    """
+    from ..errors import RunFormatError, UsageError
+    from ..store.identity import identify
+    from ..store.reader import discover, is_in_progress
+    from ..verdict.build import evaluate
+
+    path = Path(path)
+    if _checkpoint_folder(path):
+        if is_in_progress(path.name):
+            raise RunFormatError("checkpoint is still being written (in-progress name)", path)
+        named = str(path)
+        path = path.parent.parent
+        if chosen is not None:
+            run = discover([path])[0]
+            first, second = identify(run, named), identify(run, chosen)
+            if (
+                first is not None
+                and second is not None
+                and {c.name for c in first.candidates} != {c.name for c in second.candidates}
+            ):
+                raise UsageError(f"the path names checkpoint {first.candidates[0].name}, but --chosen {chosen!r} another one")
+        else:
+            chosen = named
+    runs = discover([path])
+    if len(runs) != 1:
+        raise UsageError(f"check gates one run at a time; {len(runs)} runs found (name one run)", path)
+    from .engine import judge
+
+    return GateResult.of(evaluate(runs[0], policy=policy, chosen=chosen, judge=judge))
+
+
+def _checkpoint_folder(path: Path) -> bool:
+    """Whether ``path`` is one checkpoint folder of a run (not the run itself)."""
+    from ..store.reader import CHECKPOINTS_DIR, RUN_FILE
+
+    return (
+        path.is_dir()
+        and not (path / RUN_FILE).is_file()
+        and path.parent.name == CHECKPOINTS_DIR
+        and (path.parent.parent / RUN_FILE).is_file()
+    )
+
+
+__all__ = ["GateResult", "Policy", "Rule", "check"]
