@@ -74,9 +74,7 @@ def pick(
             from .errors import UsageError
 
             raise UsageError(f"{len(picks)} winners: place one with across=True or one run")
-        picks = [
-            place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy), pin=pin)
-        ]
+        picks = [place(picks[0], link=None if link is None else Path(link), copy=None if copy is None else Path(copy), pin=pin)]
     return picks
 
 
@@ -197,6 +195,12 @@ def __getattr__(name: str) -> Any:
 
         return Recorder
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    # NOTE: the public names (``Recorder`` included, which is lazy), not the typing helpers
+    # this module imports for its signatures
+    return sorted(__all__)
 
 
 __all__ = [
