@@ -482,6 +482,7 @@ def _typed(func: F) -> F:
                 raise _unsupported_typer(f"--{name.replace('_', '-')} arrived as {value!r}")
         return func(*args, **kwargs)
 
+    wrapper.checks_types = True  # type: ignore[attr-defined]  # NOTE: tests/test_cli_usage_errors.py looks for it
     return wrapper  # type: ignore[return-value]
 
 
