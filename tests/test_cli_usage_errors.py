@@ -97,7 +97,10 @@ def test_a_missing_extra_names_the_extra_to_install(tmp_path, monkeypatch):
     (tmp_path / "model_1.pt").write_bytes(b"not really weights")
     monkeypatch.setitem(sys.modules, "torch", None)  # NOTE: `import torch` now fails as on a torch-free install
     line = error_line(run("import", "files", str(tmp_path / "*.pt"), str(tmp_path / "run"), "--task", "binary"))
-    assert line == 'ckptaudit: error: this needs torch, which is not installed: pip install "ckptaudit[inference]"'
+    assert line == (
+        "ckptaudit: error: this needs torch, which is not installed: install ckptaudit with its [inference] extra "
+        '(from the checkout: pip install -e ".[inference]")'
+    )
 
 
 # --------------------------------------------------------------------------- guards

@@ -378,7 +378,7 @@ def missing_extra(exc: ModuleNotFoundError) -> str:
     extra = EXTRAS.get(top)
     if extra is None:
         return f"internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)"
-    return f'this needs {top}, which is not installed: pip install "ckptaudit[{extra}]"'
+    return f'this needs {top}, which is not installed: install ckptaudit with its [{extra}] extra (from the checkout: pip install -e ".[{extra}]")'
 
 
 def os_error_line(exc: OSError) -> str:

@@ -39,7 +39,7 @@ except ModuleNotFoundError as exc:
     raise ImportError(
         f"Keras could not load its backend {backend!r} (not installed; KERAS_BACKEND is "
         f"{os.environ.get('KERAS_BACKEND', 'not set')}): set KERAS_BACKEND=torch before importing keras "
-        '(ckptaudit[keras] installs torch; pip install "ckptaudit[keras]")',
+        '(the [keras] extra installs torch: pip install -e ".[keras]" from the checkout)',
         name=exc.name,
     ) from exc
 
