@@ -25,7 +25,7 @@ from pathlib import Path
 try:
     import tomllib
 except ModuleNotFoundError:  # Python 3.10
-    import tomli as tomllib  # type: ignore[no-redef]
+    import tomli as tomllib  # type: ignore[no-redef,import-not-found]
 
 ROOT = Path(__file__).resolve().parents[1]
 _REQUIREMENT = re.compile(r"^\s*([A-Za-z0-9][A-Za-z0-9._-]*)\s*(\[[^\]]*\])?\s*([^;]*?)\s*(?:;\s*(.+))?$")
@@ -46,12 +46,8 @@ def marker_applies(marker: str | None) -> bool:
         if m is None:
             raise SystemExit(f"lowest_requirements: cannot evaluate the marker {marker!r}")
         name, op, value = m.groups()
-        if name == "python_version":
-            here: object = sys.version_info[:2]
-            there: object = _version(value)
-        else:
-            here, there = sys.platform, value
-        if not _OPS[op](here, there):
+        holds = _OPS[op](sys.version_info[:2], _version(value)) if name == "python_version" else _OPS[op](sys.platform, value)
+        if not holds:
             return False
     return True
 

@@ -262,7 +262,7 @@ class LazyGroup(typer.core.TyperGroup):
             commands[name] = command
         self.commands = commands
 
-    def main(
+    def main(  # type: ignore[override]  # NOTE: click's other arguments (windows_expand_args) pass through **extra
         self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any
     ) -> Any:
         """As click's, except that a usage error is one line (:func:`.usage.one_line`) and
@@ -273,9 +273,10 @@ class LazyGroup(typer.core.TyperGroup):
         try:
             result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except _CLICK_EXCEPTIONS as exc:
+            error: Any = exc
             if _USAGE_ERROR is None or not isinstance(exc, _USAGE_ERROR) or type(exc).__name__ == "NoArgsIsHelpError":
-                exc.show()  # NOTE: click's own (the help for a bare `ckptaudit`; a FileError)
-                sys.exit(exc.exit_code)
+                error.show()  # NOTE: click's own (the help for a bare `ckptaudit`; a FileError)
+                sys.exit(error.exit_code)
             from .usage import one_line
 
             typer.echo(one_line(exc), err=True)
