@@ -489,7 +489,8 @@ def _typed(func: F) -> F:
 
 def _version_callback(value: bool) -> None:
     # NOTE: typer calls this on every run, so it also checks that a flag parses to a bool
-    if type(value) is not bool:
+    # (None, falsy, prints nothing: only a truthy non-bool could pass a gate unseen)
+    if value is not None and type(value) is not bool:
         raise _unsupported_typer(f"--version arrived as {value!r}")
     if value:
         typer.echo(f"ckptaudit {__version__}")
