@@ -237,6 +237,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module 'ckptaudit' has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    # NOTE: the public names (``Recorder`` included, which is lazy), not the typing helpers
+    # this module imports for its signatures
+    return sorted(__all__)
+
+
 __all__ = [
     "Recorder",
     "__version__",

@@ -6,6 +6,8 @@ can print ``path: problem`` and exit with code 2 without a traceback.
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterable
 from pathlib import Path
 
 
@@ -44,3 +46,19 @@ class ConfigError(CkptauditError):
 
 class PruneInterrupted(CkptauditError):
     """A prune was interrupted (SIGINT); the message says what is left and how to resume (exit 130)."""
+
+
+def did_you_mean(word: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'epoch-0011'?)`` for the choice closest to ``word``, or ``""``.
+
+    Numbers compare by value, so ``epoch-11`` finds ``epoch-0011``; otherwise the closest
+    spelling (difflib) when it is close enough to be a typo."""
+    import difflib
+
+    def key(text: str) -> str:
+        return re.sub(r"[0-9]+", lambda m: str(int(m.group())), text.lower())
+
+    names = list(choices)
+    same = [name for name in names if key(name) == key(word)]
+    close = same or difflib.get_close_matches(word, names, n=1, cutoff=0.75)
+    return f" (did you mean {close[0]!r}?)" if close else ""

@@ -21,8 +21,13 @@ def run() -> None:
 
     if answer(sys.argv[1:]):
         return
-    from .application import app
-
+    try:
+        from .application import app
+    except ImportError as exc:  # NOTE: a broken install is exit 2 and one line, never a traceback and exit 1
+        sys.stderr.write(
+            f"ckptaudit: error: cannot start the command line: {exc} (reinstall ckptaudit: pip install -U ckptaudit)\n"
+        )
+        raise SystemExit(2) from None
     app()
 
 

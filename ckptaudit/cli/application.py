@@ -3,14 +3,24 @@
 Known errors become one line on stderr and exit code 2; set ``CKPTAUDIT_DEBUG=1`` to see
 the full traceback instead. Reports go to stdout and summaries to stderr, so
 ``--format json > out.json`` stays clean.
+
+Exit codes never depend on the typer release: start-up shortcuts that use typer's private
+parts (:class:`_PlainCoercion`) switch themselves off where typer does not have the shape
+they were tested at (:func:`_plain_supported`), and every command checks that the values
+typer parsed have the types its signature declares (:func:`_typed`), so a typer/click pair
+that parses wrongly (typer 0.12 with click 8.3+: every flag ``'False'``) fails closed with
+exit 2 and one line, never passes a gate.
 """
 
 from __future__ import annotations
 
+import errno
 import importlib
 import os
 import re
 import sys
+import types
+import typing
 from collections.abc import Callable, Iterator, MutableMapping
 from enum import Enum
 from functools import wraps
@@ -32,7 +42,7 @@ def load_command(name: str) -> Any:
     typer, as ``app.command(name)`` would have at start-up."""
     module_name, function, wrapped, _ = COMMANDS[name]
     module = importlib.import_module(f"{__package__}.{module_name}")
-    func = getattr(module, function)
+    func = _typed(getattr(module, function))
     one = typer.Typer(add_completion=False, pretty_exceptions_enable=False, rich_markup_mode=None)
     one.command(name)(handle_errors(func) if wrapped else func)
     command = typer.main.get_command(one)
@@ -100,6 +110,12 @@ class _PlainCoercion:
         self.param = param
         self.fallback: Any = None
 
+    def __getattr__(self, name: str) -> Any:
+        # NOTE: anything else a later typer asks of its runtime parameter is typer's own
+        if name in ("param", "fallback"):
+            raise AttributeError(name)
+        return getattr(self._typer(), name)
+
     def _typer(self) -> Any:
         if self.fallback is None:
             from typer._coercion import build_runtime_param
@@ -117,7 +133,7 @@ class _PlainCoercion:
                 return [_plain_value(item, descriptor.parameter_info, v) for v in value]
             if value is not None and not descriptor.is_list:
                 return _plain_value(descriptor.annotation, descriptor.parameter_info, value)
-        except (_NotPlain, ValueError):
+        except Exception:  # NOTE: _NotPlain, or a descriptor of another shape: typer's own coercion decides
             pass
         return self._typer().coerce(value, param=param, ctx=ctx)
 
@@ -138,9 +154,36 @@ def _plain_command(command: Any) -> None:
     command.get_help_option = get_help_option
 
 
+def _plain_supported() -> bool:
+    """Whether this typer has the private shape :class:`_PlainCoercion` was written and tested
+    for (typer 0.29: a lazy ``_runtime_param`` built by ``typer._coercion.build_runtime_param``,
+    whose ``coerce(value, param, ctx)`` converts). Anywhere else the shortcut stays off and
+    typer's public path converts every value: slower to start, never a different result."""
+    try:
+        import inspect
+
+        from typer import _coercion, core
+
+        parameter = getattr(core, "_TyperParameter", None)
+        coerce = inspect.signature(_coercion.RuntimeParam.coerce).parameters
+        return (
+            parameter is not None
+            and callable(getattr(parameter, "get_runtime_param", None))
+            and callable(_coercion.build_runtime_param)
+            and list(coerce) == ["self", "value", "param", "ctx"]
+        )
+    except Exception:  # NOTE: any missing or renamed part: the public path
+        return False
+
+
+_PLAIN = _plain_supported()
+
+
 def _plain_coercion(param: Any) -> None:
     """Give ``param`` a :class:`_PlainCoercion` where typer's parameter has the shape this
     was written for (typer 0.2x: ``type_descriptor`` and a lazy ``_runtime_param``)."""
+    if not _PLAIN:
+        return
     descriptor = getattr(param, "type_descriptor", None)
     if descriptor is None or getattr(param, "_runtime_param", False) is not None:
         return
@@ -187,7 +230,25 @@ class _Commands(MutableMapping[str, Any]):
         carrying the first paragraph of its help."""
         if name in self._loaded or name not in COMMANDS:
             return self[name]
-        return typer.core.TyperCommand(name, help=COMMANDS[name][3], rich_markup_mode=None)
+        try:
+            return typer.core.TyperCommand(name, help=COMMANDS[name][3], rich_markup_mode=None)
+        except TypeError:  # NOTE: another typer's constructor: load the real command (slower, same text)
+            return self[name]
+
+
+def _exception_class(name: str) -> type[BaseException] | None:
+    """click's exception class ``name``, found from typer's public ``BadParameter`` and
+    ``Abort`` (typer bundles or depends on click; this needs neither import path)."""
+    for public in (typer.BadParameter, typer.Abort):
+        for cls in public.__mro__:
+            if cls.__name__ == name:
+                return cls
+    return None
+
+
+_USAGE_ERROR = _exception_class("UsageError")
+_CLICK_EXCEPTIONS: tuple[type[BaseException], ...] = tuple(c for c in (_exception_class("ClickException"),) if c is not None)
+_ABORT: tuple[type[BaseException], ...] = (typer.Abort,)
 
 
 class LazyGroup(typer.core.TyperGroup):
@@ -200,6 +261,36 @@ class LazyGroup(typer.core.TyperGroup):
         for name, command in self.commands.items():
             commands[name] = command
         self.commands = commands
+
+    def main(  # type: ignore[override]  # NOTE: click's other arguments (windows_expand_args) pass through **extra
+        self, args: Any = None, prog_name: Any = None, complete_var: Any = None, standalone_mode: bool = True, **extra: Any
+    ) -> Any:
+        """As click's, except that a usage error is one line (:func:`.usage.one_line`) and
+        anything unexpected is one line and exit 2, never a traceback and exit 1 (which a CI
+        gate would read as "failed")."""
+        if not standalone_mode or os.environ.get("CKPTAUDIT_DEBUG"):
+            return super().main(args, prog_name, complete_var, standalone_mode=standalone_mode, **extra)
+        try:
+            result = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except _CLICK_EXCEPTIONS as exc:
+            error: Any = exc
+            if _USAGE_ERROR is None or not isinstance(exc, _USAGE_ERROR) or type(exc).__name__ == "NoArgsIsHelpError":
+                error.show()  # NOTE: click's own (the help for a bare `ckptaudit`; a FileError)
+                sys.exit(error.exit_code)
+            from .usage import one_line
+
+            typer.echo(one_line(exc), err=True)
+            sys.exit(int(ExitCode.ERROR))
+        except _ABORT:
+            typer.echo("ckptaudit: error: interrupted", err=True)
+            sys.exit(int(ExitCode.INTERRUPTED))
+        except Exception as exc:  # a bug outside a command: still one line, never exit 1
+            typer.echo(
+                f"ckptaudit: error: internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)",
+                err=True,
+            )
+            sys.exit(int(ExitCode.ERROR))
+        sys.exit(result if type(result) is int else 0)
 
     def format_commands(self, ctx: Any, formatter: Any) -> None:
         """As typer's, from each command's :meth:`_Commands.listing` (nothing imported)."""
@@ -254,16 +345,53 @@ def handle_errors(func: F) -> F:
             raise _stdout_closed() from None
         except RecursionError:
             raise _fail("input nested too deeply to read (set CKPTAUDIT_DEBUG=1 for the traceback)") from None
+        except ModuleNotFoundError as exc:
+            raise _fail(missing_extra(exc)) from None
         except OSError as exc:  # a read-only run folder, a full disk: say which file and why
-            target = exc.filename2 or exc.filename  # a rename or symlink fails at its destination
-            where = f"{target}: " if target else ""
-            raise _fail(f"{where}{exc.strerror or exc}") from None
+            raise _fail(os_error_line(exc)) from None
         except KeyboardInterrupt:
             raise _fail("interrupted", ExitCode.INTERRUPTED) from None
         except Exception as exc:  # a bug: still one line, with the way to see more
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+#: the top-level module of an optional dependency -> the extra of ckptaudit that brings it
+EXTRAS = {
+    "torch": "inference",
+    "safetensors": "inference",
+    "h5py": "inference",
+    "matplotlib": "plot",
+    "ray": "ray",
+    "lightning": "lightning",
+    "pytorch_lightning": "lightning",
+    "transformers": "hf",
+    "accelerate": "hf",
+    "keras": "keras",
+}
+
+
+def missing_extra(exc: ModuleNotFoundError) -> str:
+    """The line for a missing module: the extra to install when it is an optional
+    dependency (``import files`` without torch), else an internal error."""
+    top = (exc.name or "").split(".")[0]
+    extra = EXTRAS.get(top)
+    if extra is None:
+        return f"internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)"
+    return f'this needs {top}, which is not installed: install ckptaudit with its [{extra}] extra (from the checkout: pip install -e ".[{extra}]")'
+
+
+def os_error_line(exc: OSError) -> str:
+    """``path: problem`` for a failed file operation; a write into a folder that does not
+    exist names that folder (not the temporary file the atomic write was creating)."""
+    target = exc.filename2 or exc.filename  # a rename or symlink fails at its destination
+    if target and exc.errno == errno.ENOENT:
+        parent = os.path.dirname(os.fspath(target))
+        if parent and not os.path.isdir(parent):
+            return f"{parent}: no such directory"
+    where = f"{target}: " if target else ""
+    return f"{where}{exc.strerror or exc}"
 
 
 def _stdout_closed() -> typer.Exit:
@@ -308,7 +436,62 @@ def _finish(problems: Any, skipped: Any, strict: bool) -> None:
         raise typer.Exit(int(ExitCode.ERROR))
 
 
+def _fits(annotation: Any, value: Any) -> bool:
+    """Whether ``value`` has the declared ``annotation`` (the types the commands use)."""
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return any(_fits(a, value) for a in get_args(annotation))
+    if annotation is type(None):
+        return value is None
+    if annotation is bool:
+        return type(value) is bool
+    if annotation is int:
+        return isinstance(value, int) and type(value) is not bool
+    if annotation is float:
+        return isinstance(value, (int, float)) and type(value) is not bool
+    if annotation in (str, Path) or (isinstance(annotation, type) and issubclass(annotation, Enum)):
+        return isinstance(value, annotation)
+    if origin is list:
+        (item,) = get_args(annotation) or (Any,)
+        return isinstance(value, (list, tuple)) and all(_fits(item, v) for v in value)
+    return True
+
+
+def _unsupported_typer(what: str) -> typer.Exit:
+    """Fail closed (exit 2) when this typer/click pair parses the command line wrongly."""
+    import importlib.metadata as metadata
+
+    versions = []
+    for dist in ("typer", "click"):
+        try:
+            versions.append(f"{dist} {metadata.version(dist)}")
+        except metadata.PackageNotFoundError:
+            pass
+    return _fail(f"{what}: {' with '.join(versions) or 'this typer'} parses options wrongly; pip install -U typer")
+
+
+def _typed(func: F) -> F:
+    """``func``, first checking that typer passed every parameter with its declared type."""
+    hints: dict[str, Any] = {}
+
+    @wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if not hints:
+            hints.update(typing.get_type_hints(func))
+        for name, value in kwargs.items():
+            if name in hints and not _fits(hints[name], value):
+                raise _unsupported_typer(f"--{name.replace('_', '-')} arrived as {value!r}")
+        return func(*args, **kwargs)
+
+    wrapper.checks_types = True  # type: ignore[attr-defined]  # NOTE: tests/test_cli_usage_errors.py looks for it
+    return wrapper  # type: ignore[return-value]
+
+
 def _version_callback(value: bool) -> None:
+    # NOTE: typer calls this on every run, so it also checks that a flag parses to a bool
+    # (None, falsy, prints nothing: only a truthy non-bool could pass a gate unseen)
+    if value is not None and type(value) is not bool:
+        raise _unsupported_typer(f"--version arrived as {value!r}")
     if value:
         typer.echo(f"ckptaudit {__version__}")
         raise typer.Exit()

@@ -52,12 +52,21 @@ def load_callable(spec: str, option: str = "--model") -> Callable[..., Any]:
                 raise UsageError(f"{option} {spec!r}: no such file {module_name}")
             name = f"_ckptaudit_user_{hashlib.blake2b(str(path.resolve()).encode(), digest_size=6).hexdigest()}"
             module = sys.modules.get(name)
+            # NOTE: as `python glue.py` does, the file's folder comes first on sys.path, so the
+            # file imports its sibling modules (at load or inside FUNCTION, in workers too)
+            folder = str(path.resolve().parent)
+            if folder not in sys.path:
+                sys.path.insert(0, folder)
             if module is None:
                 spec_obj = importlib.util.spec_from_file_location(name, path)
                 assert spec_obj is not None and spec_obj.loader is not None
                 module = importlib.util.module_from_spec(spec_obj)
                 sys.modules[name] = module
-                spec_obj.loader.exec_module(module)
+                try:
+                    spec_obj.loader.exec_module(module)
+                except BaseException:
+                    del sys.modules[name]  # NOTE: a file that failed to load is loaded afresh next time
+                    raise
         else:
             if "" not in sys.path and os.getcwd() not in sys.path:
                 sys.path.insert(0, os.getcwd())
@@ -227,13 +236,32 @@ def _align_keys(state: Mapping[str, Any], wanted: set[str]) -> dict[str, Any]:
     return dict(state)
 
 
+def build_model(model: Any) -> Any:
+    """The architecture (no weights) that ``model`` names: a ``MODULE:FUNCTION`` spec, a
+    function returning the model, or the model itself (a torch ``nn.Module`` or a Keras
+    model, copied so that loading checkpoints into it leaves the caller's object alone)."""
+    if isinstance(model, str):
+        return load_callable(model, "--model")()
+    if hasattr(model, "load_state_dict") or _is_keras(model):
+        import copy
+
+        return copy.deepcopy(model)
+    if callable(model):
+        return model()
+    raise UsageError(f"model: give MODULE:FUNCTION, a function returning the model, or the model, not a {type(model).__name__}")
+
+
+def _model_label(model: Any) -> str:
+    return model if isinstance(model, str) else getattr(model, "__qualname__", type(model).__name__)
+
+
 class Predictor:
     """Builds the model once and predicts checkpoints one after another on one device."""
 
     def __init__(
-        self, model_spec: str, *, device: str = "cpu", batch_size: int = 1024, autocast: bool = False, trust_pickle: bool = False
+        self, model_spec: Any, *, device: str = "cpu", batch_size: int = 1024, autocast: bool = False, trust_pickle: bool = False
     ) -> None:
-        self.model = load_callable(model_spec, "--model")()
+        self.model = build_model(model_spec)
         self.device = device
         self.batch_size = batch_size
         self.autocast = autocast
@@ -242,7 +270,7 @@ class Predictor:
         if not self.keras:
             if not hasattr(self.model, "load_state_dict"):
                 raise UsageError(
-                    f"--model {model_spec}: returned a {type(self.model).__name__}, not a torch nn.Module or keras Model"
+                    f"--model {_model_label(model_spec)}: returned a {type(self.model).__name__}, not a torch nn.Module or keras Model"
                 )
             self.model.to(device)
 
@@ -437,7 +465,7 @@ class Job:
 class Options:
     """How to predict: model factory, device, batching, safety."""
 
-    model: str
+    model: Any  #: MODULE:FUNCTION, a function returning the model, or the model (:func:`build_model`)
     device: str = "cpu"
     batch_size: int = 1024
     autocast: bool = False
@@ -493,7 +521,7 @@ def predict_job(
 
 def predict(
     run_path: str | os.PathLike[str],
-    model: str,
+    model: str | Any,
     data: str | Any,
     *,
     train_data: str | Any | None = None,
@@ -510,8 +538,10 @@ def predict(
 ) -> PredictReport:
     """Fill ``val.npz`` (and ``train.npz``) of every checkpoint of the run that lacks them.
 
-    ``model`` and ``data`` are ``MODULE:FUNCTION`` specs (``data`` may also be the data
-    itself). ``workers`` > 1 predicts several checkpoints at once in a local process pool;
+    ``model`` is a ``MODULE:FUNCTION`` spec, a function returning the architecture, or the
+    model object (copied); ``data`` a ``MODULE:FUNCTION`` spec, a function returning the
+    data, or the data itself ((inputs, target[, ids]), a Dataset or a DataLoader). With
+    ``workers`` > 1 or Ray, an object must be picklable (a module-level function or a model). ``workers`` > 1 predicts several checkpoints at once in a local process pool;
     ``engine="ray"`` sends one task per checkpoint to a Ray cluster (``address``, or a
     local one). Returns what was done per checkpoint; failures do not stop the others.
     """
@@ -524,6 +554,16 @@ def predict(
         raise UsageError("--workers must be at least 1")
     if engine not in ("local", "ray"):
         raise UsageError(f"--engine must be local or ray, not {engine!r}")
+    if not isinstance(model, str) and (engine == "ray" or workers > 1):
+        import pickle
+
+        try:
+            pickle.dumps(model)
+        except Exception as exc:
+            raise UsageError(
+                f"model {_model_label(model)} cannot be sent to other processes ({type(exc).__name__}: {exc}): "
+                "give a module-level function or MODULE:FUNCTION, or workers=1"
+            ) from None
     run = read_run(Path(run_path))
     if not run.checkpoints:
         raise RunFormatError("the run has no checkpoints", run.path)
@@ -557,4 +597,6 @@ def _data(spec: str | Any, option: str) -> PredictData:
         return spec
     if isinstance(spec, str):
         return as_predict_data(load_callable(spec, option)(), option)
+    if callable(spec) and not hasattr(spec, "__getitem__") and not hasattr(spec, "__iter__"):
+        return as_predict_data(spec(), option)  # NOTE: a function returning the data (a Dataset is data)
     return as_predict_data(spec, option)

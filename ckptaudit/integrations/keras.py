@@ -26,8 +26,22 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import keras  # type: ignore[import-untyped]
 import numpy as np
+
+try:
+    import keras  # type: ignore[import-untyped]
+except ModuleNotFoundError as exc:
+    # NOTE: without KERAS_BACKEND (or keras.json) Keras 3 loads tensorflow, which
+    # ckptaudit[keras] does not bring: say what to set, not "No module named 'tensorflow'"
+    backend = (exc.name or "").split(".")[0]
+    if backend not in ("tensorflow", "jax", "torch"):
+        raise
+    raise ImportError(
+        f"Keras could not load its backend {backend!r} (not installed; KERAS_BACKEND is "
+        f"{os.environ.get('KERAS_BACKEND', 'not set')}): set KERAS_BACKEND=torch before importing keras "
+        '(the [keras] extra installs torch: pip install -e ".[keras]" from the checkout)',
+        name=exc.name,
+    ) from exc
 
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy

@@ -11,7 +11,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import CkptauditError, UsageError
+from ..errors import CkptauditError, UsageError, did_you_mean
 from .reader import META_FILE, Checkpoint, Run
 from .weights import FolderIdentity, WeightsError, read_text_safely, sha256_file, tensor_fingerprint, weight_hashes
 
@@ -161,7 +161,8 @@ def identify(run: Run, chosen: str | None) -> Identified | None:
     if by_name is not None and not (path.exists() and path.is_file()):
         return Identified((by_name,), "by name")
     if not path.exists():
-        raise UsageError(f"--chosen {chosen!r} is neither a checkpoint of the run nor an existing file or folder")
+        hint = did_you_mean(chosen, [c.name for c in run.checkpoints])
+        raise UsageError(f"--chosen {chosen!r} is neither a checkpoint of the run nor an existing file or folder{hint}")
     if path.is_dir():
         return _match_folder(run, path)
     if not path.is_file():
