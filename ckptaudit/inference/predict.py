@@ -556,5 +556,15 @@ def _data(spec: str | Any, option: str) -> PredictData:
     if isinstance(spec, PredictData):
         return spec
     if isinstance(spec, str):
-        return as_predict_data(load_callable(spec, option)(), option)
+        func = load_callable(spec, option)
+        try:
+            obj = func()
+        except CkptauditError:
+            raise
+        except Exception as exc:  # the user's function: one line naming it, not an internal error
+            first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+            raise UsageError(
+                f"{option} {spec}: the function raised {type(exc).__name__}" + (f": {first}" if first else "")
+            ) from None
+        return as_predict_data(obj, option)
     return as_predict_data(spec, option)
