@@ -46,16 +46,16 @@ def max_json_bytes() -> int:
     return value
 
 
-def resamples_problem(value: object) -> str | None:
+def resamples_problem(value: object, least: int = MIN_RESAMPLES) -> str | None:
     """None when ``value`` is a valid number of bootstrap resamples, else what it must be."""
-    if isinstance(value, bool) or not isinstance(value, int) or not MIN_RESAMPLES <= value <= MAX_RESAMPLES:
-        return f"an integer from {MIN_RESAMPLES} to {MAX_RESAMPLES:,}"
+    if isinstance(value, bool) or not isinstance(value, int) or not least <= value <= MAX_RESAMPLES:
+        return f"an integer from {least} to {MAX_RESAMPLES:,}"
     return None
 
 
-def check_resamples(value: object, option: str = "--resamples") -> int:
+def check_resamples(value: object, option: str = "--resamples", least: int = MIN_RESAMPLES) -> int:
     """``value`` when it is a valid number of bootstrap resamples; else :class:`UsageError`."""
-    problem = resamples_problem(value)
+    problem = resamples_problem(value, least)
     if problem is not None:
         raise UsageError(f"{option} must be {problem}, got {value!r}")
     assert isinstance(value, int)

@@ -157,8 +157,11 @@ def rank_checkpoints(
     from the same pass that scores them. ``jobs``: worker processes reading and scoring
     (:mod:`ckptaudit.parallel`; None: ``CKPTAUDIT_JOBS`` or automatic), same result.
     """
+    from .limits import check_resamples
     from .sweep import problems_of, score_sweep
 
+    if ci:
+        check_resamples(resamples)
     evaluations: dict[str, Any] = {}
     pass_intervals: dict[tuple[str, str], tuple[float, float] | None] = {}
     watch = _interval_observer(evaluations, pass_intervals, resamples, seed) if ci else None
