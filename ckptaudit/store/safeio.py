@@ -157,10 +157,16 @@ def max_npz_bytes() -> int:
 
 def _header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(member)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(member)
+    try:
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(member)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(member)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        # NOTE: numpy's messages can run to several lines, and one (a header over 10,000
+        # bytes) advises allow_pickle=True, which this tool never sets: only its first line.
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(f"malformed .npy header ({first.removesuffix('.')})") from None
     raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
 
 
