@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 from ..errors import CkptauditError, RunFormatError, UsageError
 from ..store.reader import META_FILE, Checkpoint, Run, read_run
 from ..store.recorder import hash_rows, to_numpy
+from ..store.safeio import read_json
 from .loading import find_weights, load_state
 
 FINGERPRINT_KEY = "predict_fingerprint"
@@ -346,12 +346,13 @@ def weights_of(checkpoint: Checkpoint) -> Path | None:
     if found is not None:
         return found
     try:
-        meta = json.loads((checkpoint.path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = read_json(checkpoint.path / META_FILE)  # a regular file of bounded size only
+    except (OSError, CkptauditError):
         return None
     source = meta.get("source") if isinstance(meta, dict) else None
     if isinstance(source, dict) and source.get("weights") == "reference":
-        files = [Path(f) for f in source.get("files") or []]
+        listed = source.get("files")
+        files = [Path(f) for f in listed if isinstance(f, str) and f and "\0" not in f] if isinstance(listed, list) else []
         for f in files:
             if f.name not in ("config.json",) and f.is_file():
                 return f
