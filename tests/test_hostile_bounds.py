@@ -151,14 +151,15 @@ def test_the_json_size_limit_follows_the_environment(tmp_path: Path) -> None:
 
 # --------------------------------------------------------------------------- a dead pool worker
 
-#: rank in a child whose first pool worker to score a block SIGKILLs itself there (as the
-#: OOM killer would): the block it held is lost and multiprocessing never says so
+#: rank in a child whose first pool worker to take a block SIGKILLs itself there (as the
+#: OOM killer would): the block it held is lost and multiprocessing never says so.
+#: argv: the marker file, the module and function to wrap, then rank's arguments
 _KILL_ONE_WORKER = r"""
-import os, signal, sys
-marker, args = sys.argv[1], sys.argv[2:]
-import ckptaudit.metrics.evaluation as evaluation
+import importlib, os, signal, sys
+marker, module, name, args = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4:]
+target = importlib.import_module(module)
 parent = os.getpid()
-score_segment = evaluation.score_segment
+original = getattr(target, name)
 def dying(*a, **k):
     if os.getpid() != parent:
         try:
@@ -168,24 +169,34 @@ def dying(*a, **k):
         else:
             os.close(fd)
             os.kill(os.getpid(), signal.SIGKILL)
-    return score_segment(*a, **k)
-evaluation.score_segment = dying
+    return original(*a, **k)
+setattr(target, name, dying)
 from ckptaudit.cli import app
 app(args, prog_name="ckptaudit")
 """
 
 
-def test_rank_finishes_with_the_same_output_when_a_worker_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("wrapped", "extra"),
+    [
+        (("ckptaudit.metrics.evaluation", "score_segment"), []),  # workers read and score
+        (("ckptaudit.store.reader", "read_predictions"), ["--ci", "--resamples", "200"]),  # workers read ahead
+    ],
+    ids=["scoring", "read-ahead"],
+)
+def test_rank_finishes_with_the_same_output_when_a_worker_is_killed(
+    wrapped: tuple[str, str], extra: list[str], tmp_path: Path
+) -> None:
     rng = np.random.default_rng(5)
     y = (rng.random(400) < 0.3).astype(np.int64)
     for r in range(4):
         outs = [np.clip(y * 0.3 + rng.random(400) * 0.7, 0, 1).astype(np.float32) for _ in range(8)]
         write_run(tmp_path / "sweep" / f"run-{r}", "binary", "probability", y, outs)
-    args = ["rank", str(tmp_path / "sweep"), "-m", "recall", "-m", "roc_auc", "--format", "json"]
+    args = ["rank", str(tmp_path / "sweep"), "-m", "recall", "-m", "roc_auc", "--format", "json", *extra]
     alone = run_capped([*args, "--jobs", "1"], seconds=60)
     assert alone.exit_code == 0, alone.stderr
     marker = tmp_path / "killed"
-    pooled = run_capped([str(marker), *args, "--jobs", "2"], code=_KILL_ONE_WORKER, seconds=60)
+    pooled = run_capped([str(marker), *wrapped, *args, "--jobs", "2"], code=_KILL_ONE_WORKER, seconds=60)
     assert marker.exists(), "no worker was killed: the test proves nothing"
     assert not pooled.timed_out, "rank waited for the dead worker's block forever"
     assert pooled.exit_code == 0, pooled.stderr[-2000:]
