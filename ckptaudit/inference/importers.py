@@ -317,12 +317,12 @@ def read_lightning(src: Path, *, metrics_csv: Path | None = None, trust_pickle: 
         logged = dict(logs.get(epoch, {}))
         if mc is not None:
             state = mc[1]
-            name = state.get("monitor")
-            name = name if isinstance(name, str) and name else None
-            monitor = name or monitor
+            watched = state.get("monitor")
+            watched = watched if isinstance(watched, str) and watched else None
+            monitor = watched or monitor
             score = _number(state.get("current_score"))
-            if name and score is not None and name not in logged:
-                logged[name] = score
+            if watched and score is not None and watched not in logged:
+                logged[watched] = score
         checkpoints.append(SourceCheckpoint(name, epoch, step, logged, (f,), origin=f))
     selected_by = chosen = None
     if newest[4] is not None:
