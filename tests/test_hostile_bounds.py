@@ -149,6 +149,17 @@ def test_the_json_size_limit_follows_the_environment(tmp_path: Path) -> None:
     assert run_capped(["rank", str(run), "-m", "recall"], env={"CKPTAUDIT_MAX_JSON_BYTES": str(size)}).exit_code == 0
 
 
+def test_a_fifo_as_the_cache_index_is_passed_over_not_read(tmp_path: Path) -> None:
+    run = tmp_path / "fraud"
+    shutil.copytree(RUNS / "fraud", run)
+    (run / ".ckptaudit-cache").mkdir()
+    os.mkfifo(run / ".ckptaudit-cache" / "index.json")
+    plain = run_capped(["rank", str(run), "-m", "recall", "-f", "json"], seconds=30)
+    cached = run_capped(["rank", str(run), "-m", "recall", "-f", "json", "--cache"], seconds=30)
+    assert not cached.timed_out, "rank --cache blocked on the FIFO"
+    assert (cached.exit_code, json.loads(cached.stdout)) == (0, json.loads(plain.stdout)), cached.stderr
+
+
 # --------------------------------------------------------------------------- a dead pool worker
 
 #: rank in a child whose first pool worker to take a block SIGKILLs itself there (as the
