@@ -35,7 +35,10 @@ the single-process path.
 Workers are forked (cheap, nothing re-imported) unless torch is already imported in the
 parent, in which case a fork server starts them (a forked torch can deadlock); they
 ignore SIGINT, so Ctrl-C reaches only the parent, which stops them before exiting 130,
-and on Linux each worker is told to exit when the parent dies.
+and on Linux each worker is told to exit when the parent dies. A worker that dies (the OOM
+killer, kill -9) loses the block it held without multiprocessing ever saying so: the parent
+watches its workers while it waits, and on a death stops the pool and computes every block
+not yet returned itself (same function, same data: the same output, later).
 """
 
 from __future__ import annotations
@@ -397,7 +400,7 @@ class ScorePool:
         if result.ready():
             try:
                 return result.get(timeout=0)
-            except Exception:  # noqa: S110 - recomputed below, where the error is raised in place
+            except Exception:  # recomputed below, where the error is raised in place
                 pass
         return self._in_this_process(task)
 
