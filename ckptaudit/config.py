@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from .errors import ConfigError
+from .limits import resamples_problem
 from .store.safeio import read_text
 
 if sys.version_info >= (3, 11):
@@ -76,9 +77,6 @@ def find_config(start: Path | None = None) -> Path | None:
     return None
 
 
-MIN_RESAMPLES = 100
-
-
 def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
     """``(value, None)`` when ``value`` is valid for ``key`` (coerced), else ``(None, what
     it must be)``. One rule for the config file, the options and the Python API."""
@@ -105,8 +103,8 @@ def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
     if key in ("resamples", "seed"):
         if isinstance(value, bool) or not isinstance(value, int):
             return None, "an integer"
-        if key == "resamples" and value < MIN_RESAMPLES:
-            return None, f"an integer >= {MIN_RESAMPLES}"
+        if key == "resamples" and resamples_problem(value) is not None:
+            return None, resamples_problem(value)
         if key == "seed" and value < 0:
             return None, "an integer >= 0"
         return value, None

@@ -10,6 +10,28 @@ import re
 from collections.abc import Iterable
 from pathlib import Path
 
+#: what a message must not carry to a terminal: C0 and C1 control characters (a newline
+#: breaks the one-line promise, ESC starts a command such as "set the window title"),
+#: line and paragraph separators, bidirectional overrides (which reorder what is shown)
+#: and lone surrogates (which cannot be encoded)
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ud800-\udfff]")
+_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
+
+
+def _escaped(match: re.Match[str]) -> str:
+    char = match.group()
+    code = ord(char)
+    return _NAMED.get(char) or (f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}")
+
+
+def one_line(text: object) -> str:
+    """``text`` safe to print as one line of a terminal: control characters, bidirectional
+    overrides and lone surrogates are written as Python escapes (``\\n``, ``\\x1b``,
+    ``\\u202e``), so that no file or folder name, and no file's content echoed in a
+    message, can split it into several lines, forge a line of its own or send commands
+    to the terminal. Every message the CLI prints goes through here."""
+    return _UNSAFE.sub(_escaped, str(text))
+
 
 class CkptauditError(Exception):
     """Base class: an input or usage problem that the user can fix (exit code 2)."""

@@ -35,11 +35,15 @@ the single-process path.
 Workers are forked (cheap, nothing re-imported) unless torch is already imported in the
 parent, in which case a fork server starts them (a forked torch can deadlock); they
 ignore SIGINT, so Ctrl-C reaches only the parent, which stops them before exiting 130,
-and on Linux each worker is told to exit when the parent dies.
+and on Linux each worker is told to exit when the parent dies. A worker that dies (the OOM
+killer, kill -9) loses the block it held without multiprocessing ever saying so: the parent
+watches its workers while it waits, and on a death stops the pool and computes every block
+not yet returned itself (same function, same data: the same output, later).
 """
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 import signal
 import sys
@@ -142,6 +146,15 @@ def resolve_jobs(jobs: int | None, checkpoints: int, approx_bytes: int) -> int:
 
 
 # --------------------------------------------------------------------------- the pool
+
+#: how often (seconds) the parent checks that its workers are alive while it waits
+_WATCH_SECONDS = 0.5
+
+
+def _children() -> set[int]:
+    """Process ids of this process's live children started by multiprocessing."""
+    return {p.pid for p in multiprocessing.active_children() if p.pid is not None}
+
 
 #: in a worker: (runs, specs of each run, guard, read_all), set once by the initializer
 _STATE: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool] | None = None
@@ -278,8 +291,12 @@ class ScorePool:
         self.jobs = jobs
         self.read_only = read_only
         self._runs = list(runs)
+        self._state = (self._runs, list(specs), guard, read_all)
         ctx = _context()
-        self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=((self._runs, list(specs), guard, read_all),))
+        self._others = _children()
+        self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(self._state,))
+        self._workers = _children() - self._others
+        self._here = False
         sizes = [len(r.checkpoints) for r in self._runs]
         self._tasks = deque(_blocks(sizes, jobs, READ_AHEAD_BLOCK if read_only else None))
         self._work = _read_block if read_only else _score_block
@@ -307,12 +324,51 @@ class ScorePool:
 
     def _next_segment(self) -> tuple[int, int, list[Any]]:
         while not self._pending:
-            while self._tasks and len(self._window) < self._ahead:
-                self._window.append(self._pool.apply_async(self._work, (self._tasks.popleft(),)))
-            if not self._window:
+            while not self._here and self._tasks and len(self._window) < self._ahead:
+                task = self._tasks.popleft()
+                self._window.append((task, self._pool.apply_async(self._work, (task,))))
+            if self._window:
+                task, result = self._window.popleft()
+                self._pending.extend(self._result(task, result))
+            elif self._here and self._tasks:
+                self._pending.extend(self._in_this_process(self._tasks.popleft()))
+            else:
                 raise RuntimeError("scoring pool: no block left")
-            self._pending.extend(self._window.popleft().get())
         return self._pending.popleft()
+
+    def _result(self, task: tuple[tuple[int, int, int], ...], result: Any) -> list[Any]:
+        """``result``'s outcomes once ready. A worker that dies (the OOM killer, kill -9)
+        takes its block with it and the pool never says so: the workers are watched while
+        waiting, and on a death the pool is stopped and every block not yet returned is
+        computed in this process instead (the same function on the same data: the same
+        outcomes, only slower)."""
+        while not self._here:
+            try:
+                return result.get(timeout=_WATCH_SECONDS)
+            except multiprocessing.TimeoutError:
+                pass
+            alive = _children()
+            if self._workers - alive:
+                self._here = True
+                if not result.ready():
+                    break
+                return result.get()
+            self._workers |= alive - self._others  # the pool's replacements for workers that ended
+        if result.ready():
+            try:
+                return result.get(timeout=0)
+            except Exception:  # recomputed below, where the error is raised in place
+                pass
+        return self._in_this_process(task)
+
+    def _in_this_process(self, task: tuple[tuple[int, int, int], ...]) -> list[Any]:
+        global _STATE
+        if not self._closed:
+            self.close()
+        if _STATE is not self._state:
+            _STATE = self._state
+            _SCORERS.clear()
+        return self._work(task)
 
     def outcomes(self, run: Any) -> Iterator[Any]:
         """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run

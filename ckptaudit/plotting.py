@@ -46,6 +46,13 @@ def _panel(chart: Any) -> str:
     return f"metric:{chart.metric}" if chart.metric is not None else chart.key
 
 
+def _text(value: object) -> str:
+    """A name or title as matplotlib shows it literally: ``$`` escaped, so that a run folder
+    named ``run$\\frac{$`` is not parsed as mathtext (which fails, or draws something
+    else); drawn with usetex off (see :func:`plot_report`), nothing else is special."""
+    return str(value).replace("$", "\\$")
+
+
 def _panels(report: Report) -> list[tuple[str, str]]:
     """(panel, title) of every panel, in the order of the first run that has it."""
     seen: dict[str, str] = {}
@@ -69,6 +76,15 @@ def _shade_tied(ax: Any, run: RunReport) -> None:
 def plot_report(report: Report, *, width: float | None = None, height: float | None = None) -> Figure:
     """The curves of ``report`` as a figure (``width``/``height`` in inches)."""
     figure_class = _figure_class()
+    import matplotlib
+
+    # NOTE: a user's matplotlibrc may turn usetex on: names would then go through LaTeX,
+    # where %, &, # and _ break the figure. Each text keeps the setting it was made with.
+    with matplotlib.rc_context({"text.usetex": False}):
+        return _draw(figure_class, report, width, height)
+
+
+def _draw(figure_class: Any, report: Report, width: float | None, height: float | None) -> Figure:
     from matplotlib.ticker import MaxNLocator
 
     panels = _panels(report)
@@ -93,6 +109,7 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
                 ys = [v for v in s.values if v is not None]
                 # NOTE: in a sweep the legend names runs; a dashed line of the same colour is its train split.
                 label = s.label if single else (run.name if s.split == "val" or len(chart.series) == 1 else None)
+                label = None if label is None else _text(label)
                 style = {"ls": "--", "lw": 1.4} if s.split == "train" else {"lw": 1.8}
                 line_color = COLORS["train"] if single and s.split == "train" else color
                 ax.plot(xs, ys, color=line_color, marker="o" if len(xs) <= 40 else None, ms=3, label=label, **style)
@@ -124,8 +141,8 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
             (c.maximize for run in report.runs for c in run.charts if _panel(c) == key and c.maximize is not None), None
         )
         arrow = "" if maximize is None else " (higher is better)" if maximize else " (lower is better)"
-        ax.set_title(f"{title}{arrow}", fontsize=10, loc="left")
-        ax.set_xlabel(report.runs[0].x_label)
+        ax.set_title(_text(f"{title}{arrow}"), fontsize=10, loc="left")
+        ax.set_xlabel(_text(report.runs[0].x_label))
         if all(float(x).is_integer() for run in report.runs for x in run.x):
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(True, color="#e2e8f0", lw=0.8)
@@ -141,7 +158,9 @@ def plot_report(report: Report, *, width: float | None = None, height: float | N
         markers += "; dashed: train"
     if single and report.runs[0].selection.tied_best:
         markers += "; shaded: cannot be told apart from the best"
-    fig.suptitle(f"{report.runs[0].name if single else f'{len(report.runs)} runs'}: {markers}", fontsize=9, color="#475569")
+    fig.suptitle(
+        _text(f"{report.runs[0].name if single else f'{len(report.runs)} runs'}: {markers}"), fontsize=9, color="#475569"
+    )
     return fig
 
 

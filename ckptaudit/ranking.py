@@ -132,7 +132,11 @@ def rank_checkpoints(
     ``CKPTAUDIT_JOBS`` or automatic), same result. With ``flags`` each row carries the
     codes of the audit findings (without the bootstrap) that concern it, from the same pass.
     """
+    from .limits import check_resamples
     from .verdict.build import Options, evaluate_paths
+
+    if ci:
+        check_resamples(resamples)
 
     audit_options = None
     if flags:

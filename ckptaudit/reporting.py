@@ -488,6 +488,10 @@ def build_report(
     A metric that does not apply to some run of a sweep is noted for that run, and the run
     is still shown. ``policy`` (a :class:`~ckptaudit.config.Policy`) adds the gate's verdict.
     """
+    from .limits import MAX_RESAMPLES, check_resamples
+
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples > MAX_RESAMPLES:
+        check_resamples(resamples)  # (fewer than 100, even 0, is the page's own business: it clamps)
     runs = discover(paths)
     logged = sorted({n for r in runs for n in r.logged_names()})
     specs = [parse_metric(t, mode=mode, logged=logged) for t in metrics]

@@ -127,7 +127,7 @@ def test_a_diverged_checkpoint_is_named_not_silently_skipped(copy_run):
 @pytest.mark.parametrize(
     "args,message",
     [
-        (["--resamples", "0"], "--resamples must be an integer >= 100"),
+        (["--resamples", "0"], "--resamples must be an integer from 100 to 100,000"),
         (["--min-value", "nan"], "--min-value must be a finite number"),
         (["--max-value", "inf"], "--max-value must be a finite number"),
         (["--tolerance", "-0.1"], "--tolerance must be a number >= 0"),
@@ -152,7 +152,7 @@ def test_nonsense_metric_options_are_exit_2(runs_dir, metric):
 @pytest.mark.parametrize(
     "content,message",
     [
-        ("resamples = 0", "`resamples` must be an integer >= 100"),
+        ("resamples = 0", "`resamples` must be an integer from 100 to 100,000"),
         ("min_value = nan", "`min_value` must be a finite number"),
         ("tolerance = -1", "`tolerance` must be a number >= 0"),
         ("threshold = -0.5", "`threshold` must be a probability in [0, 1]"),

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import CkptauditError, MetricError, RunFormatError, UsageError
+from ..limits import check_resamples
 from ..metrics import kernels as metrics
 from ..metrics.evaluation import RunScorer, prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, parse_metric
@@ -62,10 +63,11 @@ class AuditOptions:
                 raise UsageError(f"--{name.replace('_', '-')} must be a number in [0, 1], got {value!r}")
         if not (isinstance(self.margin, (int, float)) and math.isfinite(self.margin) and self.margin >= 0):
             raise UsageError(f"--margin must be a finite number >= 0, got {self.margin!r}")
-        for name, least in (("min_rows", 0), ("min_class_rows", 0), ("seed", 0), ("resamples", 100)):
+        for name, least in (("min_rows", 0), ("min_class_rows", 0), ("seed", 0)):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < least:
                 raise UsageError(f"--{name.replace('_', '-')} must be an integer >= {least}, got {value!r}")
+        check_resamples(self.resamples)
 
 
 @dataclass

@@ -31,7 +31,7 @@ import typer
 import typer.core
 
 from .. import __version__
-from ..errors import CkptauditError, PruneInterrupted
+from ..errors import CkptauditError, PruneInterrupted, one_line
 from ..exitcodes import ExitCode
 from .fasthelp import DESCRIPTION
 from .registry import COMMANDS
@@ -319,8 +319,14 @@ app = typer.Typer(
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def say(message: object, prefix: str = "ckptaudit: error: ") -> None:
+    """Print one message on stderr as exactly one line (see :func:`~ckptaudit.errors.one_line`):
+    the one place the CLI writes its errors, notes and summaries."""
+    typer.echo(prefix + one_line(message), err=True)
+
+
 def _fail(message: str, code: ExitCode = ExitCode.ERROR) -> typer.Exit:
-    typer.echo(f"ckptaudit: error: {message}", err=True)
+    say(message)
     return typer.Exit(int(code))
 
 
@@ -339,7 +345,7 @@ def handle_errors(func: F) -> F:
             raise _fail(str(exc), ExitCode.INTERRUPTED) from None
         except CkptauditError as exc:
             for line in getattr(exc, "details", ()):
-                typer.echo(f"ckptaudit: error: {line}", err=True)
+                say(line)
             raise _fail(str(exc)) from None
         except BrokenPipeError:
             raise _stdout_closed() from None
@@ -420,10 +426,10 @@ def _emit(text: str) -> None:
 def _report_left_out(problems: Any, skipped: Any) -> None:
     """One line on stderr per broken input and per skipped run or folder."""
     for problem in problems:
-        typer.echo(f"ckptaudit: error: {problem}", err=True)
+        say(problem)
     for item in skipped:
         if item.kind == "skipped":
-            typer.echo(f"ckptaudit: skipped: {item}", err=True)
+            say(item, "ckptaudit: skipped: ")
 
 
 def _finish(problems: Any, skipped: Any, strict: bool) -> None:

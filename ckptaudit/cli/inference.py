@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from ..exitcodes import ExitCode
-from .application import handle_errors
+from .application import handle_errors, say
 
 
 class ImportFormat(str, Enum):
@@ -124,14 +124,14 @@ def import_command(
     else:
         typer.echo(_table(rows, ["checkpoint", "epoch", "step", "weights", "logged", "note"]), nl=False)
     sel = result.selected_by
-    typer.echo(
+    say(
         f"imported {len(rows)} checkpoint(s) from {result.framework} into {result.run}"
         + (f"; selected_by {sel['metric']}" + (f" ({sel['mode']})" if sel.get("mode") else "") if sel else "")
         + (f"; chosen {result.chosen}" if result.chosen else ""),
-        err=True,
+        "",
     )
     for note in result.notes:
-        typer.echo(f"note: {note}", err=True)
+        say(note, "note: ")
 
 
 def predict_command(
@@ -171,6 +171,7 @@ def predict_command(
     A checkpoint already predicted on the same data is skipped, so an interrupted predict
     continues where it stopped. Exit 2 when a checkpoint failed (the others are still done).
     """
+    from ..errors import one_line
     from ..inference.predict import predict
     from ..progress import progress_bar
 
@@ -188,7 +189,7 @@ def predict_command(
         trust_pickle=trust_pickle,
         force=force,
         progress=progress_bar("checkpoints"),
-        checkpoint_progress=lambda name: progress_bar(f"  {name}", min_seconds=1.0),
+        checkpoint_progress=lambda name: progress_bar(f"  {one_line(name)}", min_seconds=1.0),
     )
     rows = [
         {
@@ -219,12 +220,12 @@ def predict_command(
     else:
         typer.echo(_table(rows, ["checkpoint", "epoch", "split", "action", "rows", "seconds", "note"]), nl=False)
     predicted = sum(1 for e in report.entries if e.action == "predicted")
-    typer.echo(
+    say(
         f"predicted {predicted} split(s) on {report.device} ({report.engine}, {report.workers} worker(s)) in {report.seconds:.1f} s",
-        err=True,
+        "",
     )
     for e in report.failures:
-        typer.echo(f"ckptaudit: error: {e.checkpoint}: {e.note}", err=True)
+        say(f"{e.checkpoint}: {e.note}")
     if report.failures:
         raise typer.Exit(int(ExitCode.ERROR))
 

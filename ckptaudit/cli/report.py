@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from ..exitcodes import ExitCode
-from .application import handle_errors
+from .application import handle_errors, say
 from .options import MetricOpt, ModeOpt, OutputOpt, PathsArg
 
 
@@ -54,9 +54,9 @@ def report(
         from ..render.html import write_html
 
         size = write_html(result, output)
-    typer.echo(f"wrote {output} ({size / 1e3:.0f} kB, {len(result.runs)} run(s))", err=True)
+    say(f"wrote {output} ({size / 1e3:.0f} kB, {len(result.runs)} run(s))", "")
     for problem in result.problems:
-        typer.echo(f"ckptaudit: error: {problem}", err=True)
+        say(problem)
     if result.problems:
         raise typer.Exit(int(ExitCode.ERROR))
 
@@ -80,7 +80,7 @@ def plot(
 
     figure = plot_paths(paths, metric, mode=mode, width=width, height=height, resamples=resamples)
     save_figure(figure, output, dpi=dpi)
-    typer.echo(f"wrote {output}", err=True)
+    say(f"wrote {output}", "")
 
 
 def register(app: typer.Typer) -> None:

@@ -16,7 +16,9 @@ read the weights files, and import the ``--model`` function).
 
 from __future__ import annotations
 
+import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -43,7 +45,45 @@ def _entries(
 
 
 def _describe(exc: BaseException) -> str:
-    return str(exc) if isinstance(exc, CkptauditError) else f"{type(exc).__name__}: {exc}"
+    """One line for a failure: ckptaudit's own message, or the exception's type and the
+    first line of its message (user code raises what it likes; a worker's traceback is not
+    shown, CKPTAUDIT_DEBUG=1 shows the parent's)."""
+    if isinstance(exc, CkptauditError):
+        return str(exc)
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    text = lines[0] if lines else ""
+    if len(text) > 300:
+        text = text[:297] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _predictor(options: Options, device: str) -> Predictor:
+    """The ``--model`` architecture on ``device``; an exception the user's function raises
+    is a :class:`UsageError` naming it (not an internal error)."""
+    try:
+        return Predictor(
+            options.model,
+            device=device,
+            batch_size=options.batch_size,
+            autocast=options.autocast,
+            trust_pickle=options.trust_pickle,
+        )
+    except CkptauditError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--model {options.model}: building the model raised {_describe(exc)}") from None
+
+
+def _predicted(predictor: Predictor, job: Job, datasets: Mapping[str, PredictData], bar: Any = None) -> tuple[Any, str | None]:
+    """``(outputs, None)``, or ``(None, why)`` when this checkpoint failed: a problem with its
+    files, or the model raised while loading its weights or predicting (user code: reported
+    for this checkpoint, the others go on)."""
+    try:
+        return predict_job(predictor, job, datasets, bar), None
+    except CkptauditError as exc:
+        return None, _describe(exc)
+    except Exception as exc:
+        return None, f"the model raised {_describe(exc)}"
 
 
 def run_jobs(
@@ -62,22 +102,13 @@ def run_jobs(
         return _run_ray(jobs, datasets, options, address=address, workers=workers, progress=progress)
     if workers > 1 and len(jobs) > 1:
         return _run_pool(jobs, datasets, options, workers=workers, progress=progress)
-    predictor = Predictor(
-        options.model,
-        device=options.device,
-        batch_size=options.batch_size,
-        autocast=options.autocast,
-        trust_pickle=options.trust_pickle,
-    )
+    predictor = _predictor(options, options.device)
     entries: list[PredictEntry] = []
     for done, job in enumerate(jobs, 1):
         start = time.perf_counter()
         bar = checkpoint_progress(job.checkpoint) if checkpoint_progress is not None else None
-        try:
-            outputs = predict_job(predictor, job, datasets, bar)
-            entries += _entries(job, outputs, time.perf_counter() - start, None, datasets)
-        except CkptauditError as exc:
-            entries += _entries(job, None, 0.0, _describe(exc), datasets)
+        outputs, error = _predicted(predictor, job, datasets, bar)
+        entries += _entries(job, outputs, 0.0 if error else time.perf_counter() - start, error, datasets)
         if progress is not None:
             progress(done, len(jobs))
     return entries
@@ -100,17 +131,21 @@ def _pool_init(options: Options, datasets: Mapping[str, PredictData], counter: A
     # NOTE: N workers each running all cores' threads would fight over them.
     torch.set_num_threads(max(1, (os.cpu_count() or 1) // workers))
     _WORKER["datasets"] = datasets
-    _WORKER["predictor"] = Predictor(
-        options.model, device=device, batch_size=options.batch_size, autocast=options.autocast, trust_pickle=options.trust_pickle
-    )
-
-
-def _pool_task(job: Job) -> tuple[dict[str, np.ndarray] | None, float, str | None]:
-    start = time.perf_counter()
+    # NOTE: an exception here would break the pool with the worker's traceback on stderr;
+    # it is kept and given back, as one line, by the worker's first task instead.
     try:
-        return predict_job(_WORKER["predictor"], job, _WORKER["datasets"]), time.perf_counter() - start, None
-    except CkptauditError as exc:
-        return None, 0.0, _describe(exc)
+        _WORKER["predictor"] = _predictor(options, device)
+    except Exception as exc:
+        _WORKER["broken"] = _describe(exc)
+
+
+def _pool_task(job: Job) -> tuple[dict[str, np.ndarray] | None, float, str | None, bool]:
+    """(outputs, seconds, why it failed, whether the worker could not start at all)."""
+    if "broken" in _WORKER:
+        return None, 0.0, _WORKER["broken"], True
+    start = time.perf_counter()
+    outputs, error = _predicted(_WORKER["predictor"], job, _WORKER["datasets"])
+    return outputs, 0.0 if error else time.perf_counter() - start, error, False
 
 
 def _run_pool(
@@ -134,20 +169,77 @@ def _run_pool(
         ) as pool:
             futures = {pool.submit(_pool_task, job): job for job in jobs}
             for done, fut in enumerate(as_completed(futures), 1):
-                outputs, seconds, error = fut.result()
+                outputs, seconds, error, broken = fut.result()
+                if broken:
+                    raise UsageError(error or "a predict worker could not start")
                 entries += _entries(futures[fut], outputs, seconds, error, datasets)
                 if progress is not None:
                     progress(done, len(jobs))
     except Exception as exc:
         if isinstance(exc, CkptauditError):
             raise
-        # NOTE: a worker that failed to start (for example --model raised) breaks the pool.
-        cause = exc.__cause__ or exc
-        raise CkptauditError(f"a predict worker failed: {_describe(cause)}") from None
+        # NOTE: a worker that died (killed, out of memory) breaks the pool; the exception
+        # re-raised here carries the worker's message (its traceback is not shown).
+        raise CkptauditError(f"a predict worker failed: {_describe(exc)}") from None
     return entries
 
 
 # --------------------------------------------------------------------------- ray
+
+#: the environment variable that bounds how long reaching a Ray cluster may take (seconds)
+RAY_CONNECT_ENV = "CKPTAUDIT_RAY_CONNECT_TIMEOUT"
+_RAY_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))?:([0-9]{1,5})")
+#: the client preface of HTTP/2 and an empty SETTINGS frame: a gRPC server (Ray's GCS and
+#: its client server both are) answers it with a SETTINGS frame of its own
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+
+
+def _connect_timeout() -> float:
+    raw = os.environ.get(RAY_CONNECT_ENV, "").strip()
+    if not raw:
+        return 10.0
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value <= 0:
+        raise UsageError(f"{RAY_CONNECT_ENV} must be a number of seconds > 0, got {raw!r}")
+    return value
+
+
+def reachable(address: str, option: str = "--address") -> None:
+    """Check, within ``CKPTAUDIT_RAY_CONNECT_TIMEOUT`` seconds (10 by default), that a Ray
+    cluster could answer at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``): the address
+    is well formed, the port accepts a connection and speaks gRPC's HTTP/2. ``ray.init``
+    itself retries an unreachable address for minutes, printing a warning every few
+    seconds; this makes it one line instead, at once."""
+    import socket
+
+    m = _RAY_ADDRESS.fullmatch(address)
+    port = int(m.group(2)) if m else 0
+    if m is None or not m.group(1) or not 1 <= port <= 65535:
+        raise UsageError(
+            f"{option} {address!r}: write HOST:PORT (the Ray head's GCS port, often 6379), ray://HOST:PORT, auto or local"
+        )
+    host = m.group(1).strip("[]")
+    timeout = _connect_timeout()
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as conn:
+            conn.settimeout(timeout)
+            conn.sendall(_H2_PREFACE)
+            frame = b""
+            while len(frame) < 9:
+                got = conn.recv(9 - len(frame))
+                if not got:
+                    break
+                frame += got
+    except (OSError, UnicodeError) as exc:
+        why = "no answer" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
+        raise UsageError(f"{option} {address}: no Ray cluster reachable there within {timeout:g} s ({why})") from None
+    # NOTE: a cluster using TLS (RAY_USE_TLS) answers the preface with a TLS alert instead.
+    tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true", "yes")
+    if not tls and (len(frame) < 9 or frame[3] != 0x04):
+        raise UsageError(f"{option} {address}: something answers there, but not a Ray cluster (no gRPC answer)")
 
 
 def _ray_task(options: Options, datasets: Mapping[str, PredictData], job: Job, paths: list[str]) -> tuple[Any, float, str | None]:
@@ -161,16 +253,11 @@ def _ray_task(options: Options, datasets: Mapping[str, PredictData], job: Job, p
         device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     try:
-        predictor = Predictor(
-            options.model,
-            device=device,
-            batch_size=options.batch_size,
-            autocast=options.autocast,
-            trust_pickle=options.trust_pickle,
-        )
-        return predict_job(predictor, job, datasets), time.perf_counter() - start, None
+        predictor = _predictor(options, device)
     except CkptauditError as exc:
         return None, 0.0, _describe(exc)
+    outputs, error = _predicted(predictor, job, datasets)
+    return outputs, 0.0 if error else time.perf_counter() - start, error
 
 
 def _run_ray(
@@ -187,10 +274,19 @@ def _run_ray(
     except ImportError:
         raise UsageError("--engine ray needs Ray: pip install 'ckptaudit[ray]'") from None
     if not ray.is_initialized():
-        if address:
-            ray.init(address=address, include_dashboard=False, log_to_driver=False)
-        else:
-            ray.init(num_cpus=max(workers, 1) if workers > 1 else None, include_dashboard=False, log_to_driver=False)
+        target = address or os.environ.get("RAY_ADDRESS") or None
+        where = "--address" if address else "RAY_ADDRESS"
+        if target not in (None, "auto", "local"):
+            assert target is not None
+            reachable(target, where)
+        try:
+            if address:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(num_cpus=max(workers, 1) if workers > 1 else None, include_dashboard=False, log_to_driver=False)
+        except Exception as exc:
+            name = f"{where} {target}" if target else "a local Ray"
+            raise UsageError(f"cannot start or reach {name}: {_describe(exc)}") from None
     gpus = ray.cluster_resources().get("GPU", 0)
     opts = options
     if options.device == "auto":

@@ -30,7 +30,9 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFormatError, UsageError
-from ..store.reader import CHECKPOINTS_DIR, FORMAT, META_FILE, OUTPUTS, RUN_FILE, TASKS
+from ..limits import MAX_CSV_BYTES, MAX_CSV_LINE
+from ..store.reader import CHECKPOINTS_DIR, FORMAT, MAX_COUNTER, META_FILE, OUTPUTS, RUN_FILE, TASKS
+from ..store.safeio import open_regular, read_json
 from .loading import NOT_MODEL_FILES, WEIGHT_SUFFIXES, check_loadable, load_state, torch_load
 
 FRAMEWORKS = ("lightning", "hf", "keras", "files")
@@ -126,16 +128,46 @@ def pattern_regex(pattern: str) -> tuple[re.Pattern[str], dict[str, str]]:
     return re.compile("".join(parts)), names
 
 
+def _shown(value: Any) -> str:
+    """``value`` as a message shows it: its repr, cut short."""
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _counter(value: Any, what: str, path: str | Path, error: type[UsageError | RunFormatError] = RunFormatError) -> int:
+    """``value`` (an int, an integral float, or a numpy or torch scalar of one) as an epoch or
+    step: a whole number from 0 to 2**63-1, the range the run format allows, so that a run
+    ``import`` writes is one every other command reads; else ``error`` naming ``path``."""
+    number = value
+    if hasattr(number, "item") and not isinstance(number, (str, bytes)):
+        try:
+            number = number.item()
+        except (TypeError, ValueError, RuntimeError):
+            pass
+    if isinstance(number, float) and math.isfinite(number) and number.is_integer():
+        number = int(number)
+    if isinstance(number, bool) or not isinstance(number, int) or not 0 <= number <= MAX_COUNTER:
+        raise error(f"{what} must be a whole number from 0 to 2**63-1, got {_shown(value)}", path)
+    return number
+
+
+def _epoch_in_name(text: str, f: Path, pattern: str | None) -> int:
+    how = "" if pattern is None else f" (--epoch-pattern {pattern!r})"
+    if not text.isascii() or not text.isdigit():
+        raise UsageError(f"the epoch read from the file name{how} is {text!r}, not a whole number", f)
+    return _counter(int(text) if len(text) <= 40 else MAX_COUNTER + 1, f"the epoch read from the file name{how}", f, UsageError)
+
+
 def _match_epochs(files: Sequence[Path], pattern: str | None, what: str) -> list[tuple[Path, int, dict[str, float]]]:
     out: list[tuple[Path, int, dict[str, float]]] = []
     if pattern is None:
         for f in files:
-            numbers = re.findall(r"\d+", f.name)
+            numbers = re.findall(r"[0-9]+", f.name)
             if not numbers:
                 raise UsageError(
                     "no number in the file name to read an epoch from; give --epoch-pattern (e.g. 'model_epoch_{epoch}.pt')", f
                 )
-            out.append((f, int(numbers[-1]), {}))
+            out.append((f, _epoch_in_name(numbers[-1], f, None), {}))
         return out
     rx, names = pattern_regex(pattern)
     unmatched: list[str] = []
@@ -144,8 +176,19 @@ def _match_epochs(files: Sequence[Path], pattern: str | None, what: str) -> list
         if m is None:
             unmatched.append(f.name)
             continue
-        logged = {names[g]: float(v) for g, v in m.groupdict().items() if g != "epoch" and v is not None}
-        out.append((f, int(m["epoch"]), logged))
+        logged: dict[str, float] = {}
+        for g, v in m.groupdict().items():
+            if g == "epoch" or not v:
+                continue  # an optional group that matched nothing logs nothing
+            try:
+                logged[names[g]] = float(v)
+            except ValueError:
+                raise UsageError(
+                    f"--epoch-pattern {pattern!r}: the group {g!r} matched {_shown(v)} in the file name, not a number", f
+                ) from None
+        if m["epoch"] is None:
+            raise UsageError(f"--epoch-pattern {pattern!r}: the group 'epoch' matched nothing in the file name", f)
+        out.append((f, _epoch_in_name(m["epoch"], f, pattern), logged))
     if unmatched:
         more = f" (and {len(unmatched) - 1} more)" if len(unmatched) > 1 else ""
         raise UsageError(
@@ -163,27 +206,56 @@ def _unique_epochs(found: list[tuple[Path, int, dict[str, float]]]) -> None:
         seen[epoch] = f
 
 
+def _csv_lines(fh: Any, path: Path) -> Any:
+    """The lines of the text file ``fh``, refusing a line longer than MAX_CSV_LINE characters
+    (a file of NUL bytes has no line end) and a file longer than MAX_CSV_BYTES."""
+    total = 0
+    while True:
+        line = fh.readline(MAX_CSV_LINE + 1)
+        if not line:
+            return
+        if len(line) > MAX_CSV_LINE:
+            raise RunFormatError(f"a line longer than {MAX_CSV_LINE:,} characters: not a metrics log", path)
+        total += len(line)
+        if total > MAX_CSV_BYTES:
+            raise RunFormatError(f"longer than {MAX_CSV_BYTES:,} characters: not a metrics log this tool reads", path)
+        yield line
+
+
 def _read_csv_log(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]]:
     """Per epoch, the last value of every column of a Lightning metrics.csv or a Keras
-    CSVLogger file (``epoch_offset`` is added to the file's epoch numbers)."""
+    CSVLogger file (``epoch_offset`` is added to the file's epoch numbers). Only a regular
+    file is read (a FIFO would block, a device never end), line by line within bounds."""
+    import io
+
     out: dict[int, dict[str, float]] = {}
     try:
-        with open(path, newline="", encoding="utf-8") as fh:
-            for row in csv.DictReader(fh):
+        with open_regular(path) as raw, io.TextIOWrapper(raw, encoding="utf-8", newline="") as fh:
+            for number, row in enumerate(csv.DictReader(_csv_lines(fh, path)), 2):
+                text = row.get("epoch")
                 try:
-                    epoch = int(float(row.get("epoch") or ""))
+                    value = float(text or "")
                 except ValueError:
-                    continue
-                values = out.setdefault(epoch + epoch_offset, {})
-                for key, text in row.items():
-                    if key in (None, "epoch", "step") or text in (None, ""):
+                    continue  # a row without an epoch (a step-level row, a repeated header)
+                if not math.isfinite(value):
+                    raise RunFormatError(f"row {number}: epoch {_shown(text)} is not a whole number", path)
+                epoch = _counter(int(value), f"row {number}: epoch", path) + epoch_offset
+                values = out.setdefault(epoch, {})
+                for key, cell in row.items():
+                    if key in (None, "epoch", "step") or cell in (None, "") or not isinstance(cell, str):
                         continue
                     try:
-                        values[key] = float(text)
+                        values[key] = float(cell)
                     except ValueError:
                         continue
+    except FileNotFoundError:
+        raise RunFormatError("no such file", path) from None
     except OSError as exc:
-        raise RunFormatError(f"cannot read: {exc}", path) from None
+        raise RunFormatError(f"cannot read: {exc.strerror or exc}", path) from None
+    except UnicodeDecodeError as exc:
+        raise RunFormatError(f"not UTF-8 text (byte {exc.start})", path) from None
+    except csv.Error as exc:
+        raise RunFormatError(f"malformed CSV: {exc}", path) from None
     return out
 
 
@@ -210,9 +282,12 @@ def read_lightning(src: Path, *, metrics_csv: Path | None = None, trust_pickle: 
         data = torch_load(f, trust_pickle=trust_pickle, mmap=True)
         if not isinstance(data, dict) or "epoch" not in data or "state_dict" not in data:
             raise RunFormatError("not a Lightning checkpoint (no 'epoch' and 'state_dict')", f)
-        callbacks = data.get("callbacks") or {}
+        callbacks = data.get("callbacks")
+        callbacks = callbacks if isinstance(callbacks, dict) else {}
         mc = next(((k, v) for k, v in callbacks.items() if str(k).startswith("ModelCheckpoint") and isinstance(v, dict)), None)
-        infos.append((int(data["epoch"]), int(data.get("global_step") or 0), f.name.startswith("last"), f, mc))
+        epoch = _counter(data["epoch"], "'epoch'", f)
+        step = _counter(data.get("global_step") or 0, "'global_step'", f)
+        infos.append((epoch, step, f.name.startswith("last"), f, mc))
         del data
     infos.sort(key=lambda i: (i[0], i[1], i[2], i[3].name))
     notes: list[str] = []
@@ -242,21 +317,23 @@ def read_lightning(src: Path, *, metrics_csv: Path | None = None, trust_pickle: 
         logged = dict(logs.get(epoch, {}))
         if mc is not None:
             state = mc[1]
-            monitor = state.get("monitor") or monitor
+            watched = state.get("monitor")
+            watched = watched if isinstance(watched, str) and watched else None
+            monitor = watched or monitor
             score = _number(state.get("current_score"))
-            if state.get("monitor") and score is not None and state["monitor"] not in logged:
-                logged[state["monitor"]] = score
+            if watched and score is not None and watched not in logged:
+                logged[watched] = score
         checkpoints.append(SourceCheckpoint(name, epoch, step, logged, (f,), origin=f))
     selected_by = chosen = None
     if newest[4] is not None:
         key, state = newest[4]
-        if state.get("monitor"):
+        if isinstance(state.get("monitor"), str) and state["monitor"]:
             mode = _MODE.search(str(key))
-            selected_by = {"metric": str(state["monitor"])}
+            selected_by = {"metric": state["monitor"]}
             if mode:
                 selected_by["mode"] = mode.group(1)
         best = state.get("best_model_path")
-        if best:
+        if isinstance(best, str) and best and "\0" not in best:
             best_path = Path(best)
             chosen = names.get(best_path.resolve()) if best_path.exists() else None
             if chosen is None:
@@ -289,28 +366,29 @@ def read_hf(src: Path, *, selected_by: Mapping[str, str] | None = None) -> Sourc
     """
     folders = {}
     for p in src.glob("checkpoint-*"):
-        m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+        m = re.fullmatch(r"checkpoint-([0-9]{1,40})", p.name)
         if m and p.is_dir():
-            folders[int(m.group(1))] = p
+            folders[_counter(int(m.group(1)), "the step in the folder name", p, UsageError)] = p
     states = [p / "trainer_state.json" for p in folders.values()] + [src / "trainer_state.json"]
+    read: dict[Path, dict[str, Any]] = {}
     best_state: dict[str, Any] | None = None
+    best_path = src
     for path in states:
         if not path.is_file():
             continue
-        try:
-            state = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise RunFormatError(f"unreadable trainer_state.json: {exc}", path) from None
-        if best_state is None or int(state.get("global_step") or 0) > int(best_state.get("global_step") or 0):
-            best_state = state
+        state = read[path] = _trainer_state(path)
+        if best_state is None or state["global_step"] > best_state["global_step"]:
+            best_state, best_path = state, path
     if best_state is None:
         raise UsageError("no trainer_state.json in a checkpoint-*/ folder or here (is this a Trainer output_dir?)", src)
-    history = [e for e in best_state.get("log_history") or [] if isinstance(e, dict)]
-    train_logs = sorted((int(e["step"]), float(e["loss"])) for e in history if "loss" in e and "step" in e)
+    history = best_state["log_history"]
+    train_logs = sorted(
+        (e["step"], float(e["loss"])) for e in history if "step" in e and "loss" in e and _number(e["loss"]) is not None
+    )
     evals: dict[int, dict[str, Any]] = {}
     for e in history:
         if "step" in e and any(str(k).startswith("eval_") for k in e):
-            evals.setdefault(int(e["step"]), {}).update(e)
+            evals.setdefault(e["step"], {}).update(e)
     checkpoints = []
     for step in sorted(set(evals) | set(folders)):
         entry = evals.get(step, {})
@@ -323,10 +401,12 @@ def read_hf(src: Path, *, selected_by: Mapping[str, str] | None = None) -> Sourc
         if loss and entry:
             logged["loss"] = loss[-1]
         epoch_f = entry.get("epoch")
+        where = best_path
         folder = folders.get(step)
-        if epoch_f is None and folder is not None and (folder / "trainer_state.json").is_file():
-            epoch_f = json.loads((folder / "trainer_state.json").read_text(encoding="utf-8")).get("epoch")
-        epoch = int(math.floor(float(epoch_f or 0) + 1e-6))
+        if epoch_f is None and folder is not None and (folder / "trainer_state.json") in read:
+            where = folder / "trainer_state.json"
+            epoch_f = read[where].get("epoch")
+        epoch = _hf_epoch(epoch_f, step, where)
         name = f"checkpoint-{step}"
         if folder is None:
             checkpoints.append(
@@ -345,12 +425,47 @@ def read_hf(src: Path, *, selected_by: Mapping[str, str] | None = None) -> Sourc
         raise UsageError("no checkpoint-*/ folder and no evaluation in trainer_state.json", src)
     chosen = None
     best = best_state.get("best_model_checkpoint")
-    if best:
+    if isinstance(best, str) and best and "\0" not in best:
         chosen = Path(best).name
         if not any(c.name == chosen for c in checkpoints):
             chosen = None
     inferred = dict(selected_by) if selected_by else _hf_selected_by(best_state, evals)
     return Source("hf", tuple(checkpoints), inferred, chosen)
+
+
+def _trainer_state(path: Path) -> dict[str, Any]:
+    """A trainer_state.json, checked where this module relies on its shape: an object whose
+    ``global_step`` is a count and whose ``log_history`` is a list of objects, each
+    ``step`` a count (entries of other shapes are passed over)."""
+    state = read_json(path)
+    if not isinstance(state, dict):
+        raise RunFormatError(f"must hold a JSON object, not {type(state).__name__}", path)
+    state = dict(state)
+    state["global_step"] = _counter(state.get("global_step") or 0, "'global_step'", path)
+    history = state.get("log_history")
+    if history is None:
+        history = []
+    if not isinstance(history, list):
+        raise RunFormatError(f"'log_history' must be a list, not {type(history).__name__}", path)
+    entries = []
+    for i, e in enumerate(history):
+        if not isinstance(e, dict):
+            continue
+        if "step" in e:
+            e = {**e, "step": _counter(e["step"], f"log_history[{i}]: 'step'", path)}
+        entries.append(e)
+    state["log_history"] = entries
+    return state
+
+
+def _hf_epoch(value: Any, step: int, path: Path) -> int:
+    """The whole epoch of a (fractional) Trainer epoch, 0 when none was logged."""
+    if value is None:
+        return 0
+    number = _number(value)
+    if number is None or not math.isfinite(number) or number < 0 or number >= MAX_COUNTER:
+        raise RunFormatError(f"step {step}: 'epoch' must be a number from 0 to 2**63-1, got {_shown(value)}", path)
+    return _counter(int(math.floor(number + 1e-6)), f"step {step}: 'epoch'", path)
 
 
 def _hf_selected_by(state: Mapping[str, Any], evals: Mapping[int, Mapping[str, Any]]) -> dict[str, str] | None:
@@ -360,7 +475,7 @@ def _hf_selected_by(state: Mapping[str, Any], evals: Mapping[int, Mapping[str, A
     best_step = state.get("best_global_step")
     if best_metric is None:
         return None
-    entry = evals.get(int(best_step)) if best_step is not None else None
+    entry = evals.get(best_step) if isinstance(best_step, int) and not isinstance(best_step, bool) else None
     candidates = [entry] if entry else list(evals.values())
     names = sorted({k for e in candidates for k, v in e.items() if k.startswith("eval_") and _number(v) == best_metric})
     names = [n for n in names if not n.endswith(_EVAL_NOISE)]

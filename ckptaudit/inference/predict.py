@@ -16,7 +16,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import importlib.util
-import json
 import os
 import re
 import sys
@@ -32,6 +31,7 @@ import numpy as np
 from ..errors import CkptauditError, RunFormatError, UsageError
 from ..store.reader import META_FILE, Checkpoint, Run, read_run
 from ..store.recorder import hash_rows, to_numpy
+from ..store.safeio import read_json
 from .loading import find_weights, load_state
 
 FINGERPRINT_KEY = "predict_fingerprint"
@@ -374,12 +374,13 @@ def weights_of(checkpoint: Checkpoint) -> Path | None:
     if found is not None:
         return found
     try:
-        meta = json.loads((checkpoint.path / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+        meta = read_json(checkpoint.path / META_FILE)  # a regular file of bounded size only
+    except (OSError, CkptauditError):
         return None
     source = meta.get("source") if isinstance(meta, dict) else None
     if isinstance(source, dict) and source.get("weights") == "reference":
-        files = [Path(f) for f in source.get("files") or []]
+        listed = source.get("files")
+        files = [Path(f) for f in listed if isinstance(f, str) and f and "\0" not in f] if isinstance(listed, list) else []
         for f in files:
             if f.name not in ("config.json",) and f.is_file():
                 return f
@@ -592,11 +593,24 @@ def predict(
     return PredictReport(run.path, resolved, engine, workers, tuple(entries), time.perf_counter() - start)
 
 
+def _call_user(func: Any, option: str, spec: str) -> Any:
+    """Call the user's data function; what it raises becomes one line naming it, not an
+    internal error (ckptaudit's own errors pass through)."""
+    try:
+        return func()
+    except CkptauditError:
+        raise
+    except Exception as exc:
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), "")
+        raise UsageError(f"{option} {spec}: the function raised {type(exc).__name__}" + (f": {first}" if first else "")) from None
+
+
 def _data(spec: str | Any, option: str) -> PredictData:
     if isinstance(spec, PredictData):
         return spec
     if isinstance(spec, str):
-        return as_predict_data(load_callable(spec, option)(), option)
+        return as_predict_data(_call_user(load_callable(spec, option), option, spec), option)
     if callable(spec) and not hasattr(spec, "__getitem__") and not hasattr(spec, "__iter__"):
-        return as_predict_data(spec(), option)  # NOTE: a function returning the data (a Dataset is data)
+        # NOTE: a function returning the data (a Dataset is data)
+        return as_predict_data(_call_user(spec, option, getattr(spec, "__name__", "the function")), option)
     return as_predict_data(spec, option)

@@ -22,6 +22,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
 from ..errors import MetricError
+from ..limits import MAX_ECE_BINS
 
 MAX, MIN = "max", "min"
 
@@ -306,8 +307,8 @@ def _builtin_spec(text: str, name: str, direction: str, family: str, opts: dict[
         kwargs["k"] = k
     if "bins" in opts:
         bins = int(_number(text, "bins", opts["bins"], int))
-        if bins < 1:
-            raise MetricError(f"metric {text!r}: bins must be at least 1")
+        if not 1 <= bins <= MAX_ECE_BINS:
+            raise MetricError(f"metric {text!r}: bins must be from 1 to {MAX_ECE_BINS:,}")
         kwargs["bins"] = bins
     return MetricSpec(text=text, name=name, source="builtin", mode=direction, family=family, options=dict(opts), **kwargs)  # type: ignore[arg-type]
 

@@ -10,11 +10,12 @@ every value.
 from __future__ import annotations
 
 import importlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
+
+from ..errors import one_line
 
 
 @dataclass(frozen=True)
@@ -79,17 +80,11 @@ def cell(value: Any, digits: int = 4) -> str:
 
 # NOTE: names and messages come from folder names and files a user (or an attacker) chose:
 # a newline could forge a PASS line or a CI workflow command, an escape sequence could
-# rewrite the terminal. Every human format shows control characters as visible escapes.
-_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-_NAMED = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
-
-
-def _visible(match: re.Match[str]) -> str:
-    char = match.group()
-    return _NAMED.get(char) or (f"\\x{ord(char):02x}" if ord(char) < 256 else f"\\u{ord(char):04x}")
+# rewrite the terminal. Every human format shows control characters as visible escapes,
+# by the same rule as the CLI's messages on stderr (one definition: errors.one_line).
 
 
 def printable(text: Any) -> str:
     """``text`` on one line, with every control character as a visible escape (``\\n``,
     ``\\x1b``): safe for terminals, line-oriented CI logs and table cells."""
-    return _CONTROL.sub(_visible, str(text))
+    return one_line(text)

@@ -27,8 +27,9 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
+from ..errors import CkptauditError
 from .reader import Checkpoint, Predictions, Run
-from .safeio import npy_layout, read_npy, zip_fingerprint
+from .safeio import npy_layout, read_json, read_npy, zip_fingerprint
 
 CACHE_DIR = ".ckptaudit-cache"
 VERSION = 2
@@ -95,8 +96,8 @@ def open_cache(run: Run) -> CachedRun | None:
     """The run's cache if it exists and matches the run's files, else None."""
     folder = run.path / CACHE_DIR
     try:
-        index = json.loads((folder / "index.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, RecursionError):
+        index = read_json(folder / "index.json")  # a FIFO there blocked `rank --cache` for ever
+    except (OSError, CkptauditError):
         return None
     if not isinstance(index, dict):
         return None

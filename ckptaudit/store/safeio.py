@@ -30,6 +30,7 @@ from typing import IO, Any
 import numpy as np
 
 from ..errors import CkptauditError, RunFormatError, UsageError
+from ..limits import MAX_JSON_ENV, max_json_bytes
 
 #: the environment variable that sets how many bytes one prediction file's arrays may inflate to
 MAX_NPZ_ENV = "CKPTAUDIT_MAX_NPZ_BYTES"
@@ -97,27 +98,43 @@ def parse_json_text(data: bytes, path: str | Path, error: type[CkptauditError] =
         raise error(f"malformed JSON: {exc}", path) from None
 
 
-def read_json(path: str | Path, error: type[CkptauditError] = RunFormatError) -> Any:
-    """Read a JSON file; a missing file raises ``FileNotFoundError``, anything else ``error``."""
+def read_small(path: str | Path, error: type[CkptauditError] = RunFormatError) -> bytes:
+    """The bytes of a regular file of at most ``CKPTAUDIT_MAX_JSON_BYTES`` (64 MiB by
+    default): a larger one (a sparse ``meta.json`` of gigabytes) is ``error`` from its size
+    alone, before anything is read, and never more than the limit is read (a file that
+    grows meanwhile). ``FileNotFoundError`` passes through."""
+    limit = max_json_bytes()
     try:
         with open_regular(path, error) as fh:
-            data = fh.read()
+            size = os.fstat(fh.fileno()).st_size
+            if size > limit:
+                raise error(_too_big(size, limit), path)
+            data = fh.read(limit + 1)
     except FileNotFoundError:
         raise
     except OSError as exc:
         raise error(f"cannot read: {exc.strerror or exc}", path) from None
-    return parse_json_text(data, path, error)
+    if len(data) > limit:
+        raise error(_too_big(len(data), limit), path)
+    return data
+
+
+def _too_big(size: int, limit: int) -> str:
+    return (
+        f"holds {size:,} bytes, more than the {limit:,} a JSON or text file here may hold (set {MAX_JSON_ENV} to raise the limit)"
+    )
+
+
+def read_json(path: str | Path, error: type[CkptauditError] = RunFormatError) -> Any:
+    """Read a JSON file (see :func:`read_small`); a missing file raises ``FileNotFoundError``,
+    anything else ``error``."""
+    return parse_json_text(read_small(path, error), path, error)
 
 
 def read_text(path: str | Path, error: type[CkptauditError]) -> str:
-    """A regular UTF-8 text file's contents (``FileNotFoundError`` passes through)."""
-    try:
-        with open_regular(path, error) as fh:
-            data = fh.read()
-    except FileNotFoundError:
-        raise
-    except OSError as exc:
-        raise error(f"cannot read: {exc.strerror or exc}", path) from None
+    """A regular UTF-8 text file's contents (see :func:`read_small`; ``FileNotFoundError``
+    passes through)."""
+    data = read_small(path, error)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
@@ -140,10 +157,16 @@ def max_npz_bytes() -> int:
 
 def _header(member: IO[bytes]) -> tuple[tuple[int, ...], bool, np.dtype]:
     version = np.lib.format.read_magic(member)
-    if version == (1, 0):
-        return np.lib.format.read_array_header_1_0(member)
-    if version == (2, 0):
-        return np.lib.format.read_array_header_2_0(member)
+    try:
+        if version == (1, 0):
+            return np.lib.format.read_array_header_1_0(member)
+        if version == (2, 0):
+            return np.lib.format.read_array_header_2_0(member)
+    except (ValueError, SyntaxError, TypeError) as exc:
+        # NOTE: numpy's messages can run to several lines, and one (a header over 10,000
+        # bytes) advises allow_pickle=True, which this tool never sets: only its first line.
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(f"malformed .npy header ({first.removesuffix('.')})") from None
     raise ValueError(f"unsupported .npy format version {version[0]}.{version[1]}")
 
 

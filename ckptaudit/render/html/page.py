@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 from datetime import datetime, timezone
 from html import escape
 from importlib import resources
@@ -75,10 +76,26 @@ def _stats_data(verdict: object) -> dict[str, object]:
     }
 
 
+#: characters of embedded JSON that the HTML parser could read as markup: "</script" ends
+#: the element early, "<!--" followed by "<script" puts the parser in the script data
+#: double-escaped state (the block then swallows report.js); JSON's \\u escapes mean the same
+#: string to JSON.parse and are not markup
+_JSON_IN_HTML = str.maketrans({"<": "\\u003c", ">": "\\u003e", "&": "\\u0026"})
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def embedded_json(value: object) -> str:
+    """``value`` as JSON that is safe inside ``<script type="application/json">``: no ``<``,
+    ``>`` or ``&`` (each written as its ``\\u`` escape, which JSON.parse reads back as the
+    character)."""
+    text = json.dumps(value, separators=(",", ":"), allow_nan=False, ensure_ascii=False)
+    return text.translate(_JSON_IN_HTML)
+
+
 def _data_block(report: Report) -> str:
-    text = json.dumps({"runs": [_run_data(r) for r in report.runs]}, separators=(",", ":"), allow_nan=False)
-    # NOTE: "</" would end the script element early; JSON allows the escaped form.
-    safe = text.replace("</", "<\\/")
+    safe = embedded_json({"runs": [_run_data(r) for r in report.runs]})
     return f'<script type="application/json" id="ckpt-data">{safe}</script>'
 
 
@@ -430,10 +447,14 @@ def render_report(report: Report) -> str:
     if len(report.runs) > 1:
         body.append(_sweep(report))
     body += [_run_section(run, i) for i, run in enumerate(report.runs)]
-    return (
+    page = (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(report.title)}</title><style>{_asset('style.css')}</style></head>"
         f'<body><main>{"".join(body)}</main><div id="tip" role="tooltip" hidden></div>'
         f"{_data_block(report)}<script>{_asset('report.js')}</script></body></html>\n"
     )
+    # NOTE: a name holding a lone surrogate (a "\udcff" escape in run.json, a folder name
+    # that is not UTF-8) cannot be written as UTF-8; it shows as U+FFFD, the same in the
+    # page's text and in its data (embedded_json keeps it as a character, not an escape).
+    return _SURROGATE.sub("\ufffd", page)
