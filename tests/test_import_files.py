@@ -68,6 +68,16 @@ def test_chosen_names_the_kept_file_outside_the_glob(loop, tmp_path):
     assert not (tmp_path / "bad").exists()
 
 
+def test_chosen_may_name_an_epoch_file_the_glob_also_catches(loop, tmp_path):
+    run = tmp_path / "run"
+    first = loop["files"] / "checkpoint_epoch_1.pth"
+    result = cli("import", "files", f"{loop['files']}/*.pth", run, "--chosen", first, "--task", "binary")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == [f"epoch-{e:04d}" for e in range(rm.EPOCHS)]
+    assert rm.run_json(run)["chosen"] == "epoch-0001"  # --chosen decides; best_model.pth is only noted
+    assert "best_model.pth holds the tensors of" in result.output and "not imported twice" in result.output
+
+
 def test_a_file_the_glob_catches_that_copies_no_epoch_is_refused(loop, tmp_path):
     src = tmp_path / "src"
     shutil.copytree(loop["files"], src)

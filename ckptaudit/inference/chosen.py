@@ -45,10 +45,11 @@ def _describe(path: Path, names: list[str]) -> str:
     return f"{path.name} holds the tensors of {len(names)} checkpoints with identical weights ({', '.join(names)}): the earliest, {names[0]}"
 
 
-def copies_of_epochs(source: Source, spare: list[Path], pattern: str | None) -> Source:
+def copies_of_epochs(source: Source, spare: list[Path], pattern: str | None, *, chosen_given: bool = False) -> Source:
     """``source`` with ``chosen`` set from the files the glob caught that are no epoch of their
     own but copies of one (by tensor content). A spare file that copies no epoch is refused;
-    several copies of different epochs leave ``chosen`` unset (give ``--chosen``)."""
+    several copies of different epochs leave ``chosen`` unset (give ``--chosen``), and so
+    does ``chosen_given`` (``--chosen`` decides; the copies are only noted)."""
     if not spare:
         return source
     prints = _fingerprints(source)
@@ -66,7 +67,9 @@ def copies_of_epochs(source: Source, spare: list[Path], pattern: str | None) -> 
     notes = list(source.notes)
     chosen = source.chosen
     targets = {names[0] for _, names in copies}
-    if len(targets) == 1:
+    if chosen_given:
+        notes += [f"{_describe(f, names)}: not imported twice" for f, names in copies]
+    elif len(targets) == 1:
         f, names = copies[0]
         chosen = names[0]
         notes.append(f"{_describe(f, names)}: recorded as the checkpoint training chose (not imported twice)")

@@ -480,8 +480,6 @@ def read_files(
     files = sorted(Path(p) for p in glob.glob(pattern_glob, recursive=True) if Path(p).is_file())
     if not files:
         raise UsageError(f"no file matches {pattern_glob!r}")
-    if chosen is not None and Path(chosen).is_file():
-        files = [f for f in files if not _same_file(f, Path(chosen))]  # the kept copy is never an epoch of its own
     epoch_files, spare = _epoch_candidates(files, epoch_pattern)
     found = _match_epochs(epoch_files, epoch_pattern, "weights") if epoch_files else []
     found, spare = _first_per_epoch(found, spare)
@@ -493,14 +491,7 @@ def read_files(
         check_loadable(f, trust_pickle=trust_pickle)
         checkpoints.append(SourceCheckpoint(f"epoch-{epoch:04d}", epoch, None, logged, (f,), origin=f))
     source = Source("files", tuple(checkpoints))
-    return copies_of_epochs(source, spare, epoch_pattern)
-
-
-def _same_file(a: Path, b: Path) -> bool:
-    try:
-        return a.samefile(b)
-    except OSError:
-        return False
+    return copies_of_epochs(source, spare, epoch_pattern, chosen_given=chosen is not None)
 
 
 def _epoch_candidates(files: Sequence[Path], pattern: str | None) -> tuple[list[Path], list[Path]]:
