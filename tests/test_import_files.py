@@ -122,9 +122,12 @@ def test_infer_task_reads_shapes_and_values_and_refuses_the_ambiguous():
     y2 = np.array([0, 1, 1, 0])
     assert infer_task(y2, np.array([-1.0, 2.0, 0.5, 0.1]))[:2] == ("binary", "logit")
     assert infer_task(y2, np.array([0.1, 0.9, 0.5, 0.2]))[:2] == ("binary", "probability")
-    probs = np.array([[0.2, 0.8], [0.6, 0.4], [0.5, 0.5], [1.0, 0.0]])
+    probs = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1], [0.5, 0.5, 0.0], [1.0, 0.0, 0.0]])
     assert infer_task(y2, probs)[:2] == ("multiclass", "probability")
     assert infer_task(y2, probs * 3 - 1)[:2] == ("multiclass", "logit")
+    with pytest.raises(UsageError, match="--task binary or --task multiclass"):
+        infer_task(y2, probs[:, :2])  # binary or 2-class multiclass: the metrics differ, so the user says
+    assert infer_task(y2, probs[:, :2] * 3, task="binary")[:2] == ("binary", "logit")
     assert infer_task(np.array([0.5, 1.5, 2.0, 3.2]), np.array([0.4, 1.1, 2.0, 3.0]))[:2] == ("regression", "value")
     assert infer_task(np.eye(3, dtype=int), np.full((3, 3), 0.3))[:2] == ("multilabel", "probability")
     with pytest.raises(UsageError, match="--task"):

@@ -9,13 +9,14 @@ that look at shapes and values only:
 | --- | --- | --- |
 | (N,) | integers, all 0 or 1 | binary |
 | (N,) | not integers | regression |
-| (N, C), C >= 2 | integers 0..C-1, (N,) | multiclass |
+| (N, C), C >= 3 | integers 0..C-1, (N,) | multiclass |
 | (N, C) | 0/1, (N, C) | multilabel |
 
 and for the output kind: ``probability`` when every value lies in [0, 1] (and, multiclass,
 each row sums to 1), ``label`` when a classifier's outputs are the class integers, else
 ``logit``. Anything else (integer targets beyond 0/1 with one output per row: a regression
-or a label model?) is refused with a one-line error naming ``--task``; so is an explicit
+or a label model?) or two outputs per row with 0/1 targets (binary, or 2-class multiclass:
+the metrics differ) is refused with a one-line error naming ``--task``; so is an explicit
 ``--task``/``--output`` that the data contradict.
 """
 
@@ -73,6 +74,13 @@ def infer_task(
             if not (_integers(y) and y.min(initial=0) >= 0 and y.max(initial=0) < out.shape[1]):
                 raise UsageError(
                     f"cannot tell the task from the data ({shapes}: targets are not class indices 0..{out.shape[1] - 1}): give --task"
+                )
+            if out.shape[1] == 2:
+                # NOTE: both readings are valid and score differently (binary recall is class 1's,
+                # multiclass recall a macro average): the user says which.
+                raise UsageError(
+                    f"cannot tell the task from the data ({shapes}): two outputs per row with 0/1 targets are "
+                    "binary (metrics of class 1) or multiclass (macro averages): give --task binary or --task multiclass"
                 )
             task = "multiclass"
         elif out.ndim == 2 and y.shape == out.shape and _integers(y) and set(np.unique(y).tolist()) <= {0, 1}:
