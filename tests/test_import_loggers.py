@@ -260,3 +260,22 @@ def test_hf_regression_records_selected_by_when_eval_loss_equals_eval_mse(tmp_pa
     assert result.exit_code == 0, result.output
     assert rm.run_json(run)["selected_by"] == {"metric": "eval_mse", "mode": "min"}
     assert "equal at every evaluation" in result.output
+
+
+def test_an_offline_wandb_run_gives_every_epoch_its_metrics(loop, tmp_path, monkeypatch):
+    """A real offline W&B run (run-<id>.wandb), read without the wandb package's help."""
+    wandb = pytest.importorskip("wandb")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    run_ = wandb.init(project="routes", dir=str(tmp_path), mode="offline")
+    for epoch, values in loop["logged"].items():
+        run_.log({"train/batch_loss": 0.1})  # a step-level row without an epoch
+        run_.log({"epoch": epoch, **values})
+    run_.finish()
+    folder = next((tmp_path / "wandb").glob("offline-run-*"))
+    run = tmp_path / "run"
+    glob = f"{loop['files']}/checkpoint_epoch_*.pth"
+    result = cli("import", "files", glob, run, "--task", "binary", "--log", folder)
+    assert result.exit_code == 0, result.output
+    for epoch, values in loop["logged"].items():
+        logged = json.loads((run / "checkpoints" / f"epoch-{epoch:04d}" / "meta.json").read_text())["logged"]
+        assert logged == values

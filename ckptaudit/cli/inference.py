@@ -78,7 +78,7 @@ def import_command(
         typer.Option(
             "--log",
             "--metrics-csv",
-            help="Logged metrics per epoch: a CSV (Lightning metrics.csv, Keras CSVLogger, W&B export), a TensorBoard event file or folder, or a W&B wandb-history.jsonl.",
+            help="Logged metrics per epoch: a CSV (Lightning metrics.csv, Keras CSVLogger, W&B export), a TensorBoard event file or folder, or an offline W&B run (folder or run-ID.wandb).",
         ),
     ] = None,
     selected_by: Annotated[

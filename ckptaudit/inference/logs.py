@@ -6,10 +6,11 @@
   TFRecord framing and the three protobuf messages a scalar lives in). Lightning logs an
   ``epoch`` scalar beside every metric, at the same global step: steps are mapped to epochs
   through it; without an ``epoch`` tag the step is the epoch (``add_scalar(tag, v, epoch)``).
-- **Weights & Biases**: a run's exported history, as the CSV export (read by the importer's
-  CSV reader) or a ``wandb-history.jsonl`` file of one JSON object per ``log`` call. The
-  rows' ``epoch`` key gives the epoch; W&B's own ``_step``/``_runtime``/``_timestamp`` are
-  left out.
+- **Weights & Biases**: an offline run's ``run-<id>.wandb`` file (or its folder), read by the
+  small reader below (no ``wandb`` package needed), a run's exported history as CSV (read by
+  the importer's CSV reader), or a ``wandb-history.jsonl`` of one JSON object per ``log``
+  call. The rows' ``epoch`` key gives the epoch; W&B's own ``_step``/``_runtime``/
+  ``_timestamp`` are left out.
 
 Per epoch the last value of each metric is kept, as for ``metrics.csv``.
 """
@@ -40,15 +41,16 @@ def read_logger(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]
     if path.is_file() and path.suffix.lower() in (".jsonl", ".json"):
         return read_wandb_history(path, epoch_offset)
     if path.is_file() and path.name.endswith(".wandb"):
-        raise UsageError(
-            "a .wandb transaction log is not read: export the run's history as CSV "
-            "(wandb.Api().run(PATH).history().to_csv('history.csv') or the web UI) and give that file",
-            path,
-        )
+        return read_wandb_run(path, epoch_offset)
     if path.is_dir():
         history = sorted(path.rglob("wandb-history.jsonl"))
         if history:
             return read_wandb_history(history[-1], epoch_offset)
+        runs = sorted(path.rglob("run-*.wandb"))
+        if len(runs) > 1:
+            raise UsageError(f"{len(runs)} W&B runs below this folder: name one run-*.wandb file with --log", path)
+        if runs:
+            return read_wandb_run(runs[0], epoch_offset)
     events = [path] if path.is_file() and path.name.startswith("events.out.tfevents") else _event_files(path)
     if not events:
         raise UsageError(
@@ -235,18 +237,93 @@ _WANDB_EPOCH_KEYS = ("epoch", "epoch/epoch", "trainer/epoch")
 
 def read_wandb_history(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]]:
     """Per epoch, the last value of each number in a W&B history (one JSON object per line)."""
-    out: dict[int, dict[str, float]] = {}
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as exc:
         raise RunFormatError(f"cannot read: {exc}", path) from None
+    rows = []
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            rows.append(json.loads(line))
         except ValueError:
             raise RunFormatError(f"line {lineno} is not JSON", path) from None
+    return _by_epoch(rows, path, epoch_offset)
+
+
+# An offline run's run-<id>.wandb: a 7-byte header (":W&B", magic 0xBEE1, version 0), then
+# LevelDB-log records in 32 KiB blocks (u32 crc, u16 length, u8 type: full, first, middle,
+# last), each a wandb Record; Record.history (2) holds one row: HistoryItem (1) with key (1)
+# or nested_key (2, joined by "/") and value_json (16).
+_WANDB_HEADER = b":W&B\xe1\xbe\x00"
+_BLOCK = 32768
+
+
+def _wandb_records(path: Path) -> Iterator[bytes]:
+    data = path.read_bytes()
+    if not data.startswith(_WANDB_HEADER):
+        raise RunFormatError("not a W&B transaction log (no :W&B header)", path)
+    pos, parts = len(_WANDB_HEADER), b""
+    while pos + 7 <= len(data):
+        if _BLOCK - pos % _BLOCK < 7:  # a block's tail too short for a record header is padding
+            pos += _BLOCK - pos % _BLOCK
+            continue
+        n = int.from_bytes(data[pos + 4 : pos + 6], "little")
+        kind = data[pos + 6]
+        body = data[pos + 7 : pos + 7 + n]
+        pos += 7 + n
+        if kind == 0 and n == 0:
+            continue
+        if len(body) < n:
+            return  # NOTE: the record still being written by a live run is left out
+        if kind == 1:
+            yield body
+        elif kind == 2:
+            parts = body
+        elif kind == 3:
+            parts += body
+        elif kind == 4:
+            yield parts + body
+            parts = b""
+
+
+def read_wandb_run(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]]:
+    """Per epoch, the last value of each number logged in an offline W&B run's ``.wandb`` file."""
+    rows = []
+    try:
+        for record in _wandb_records(path):
+            for number, wire, history in _fields(record):
+                if number != 2 or wire != 2:
+                    continue
+                row = {}
+                for n2, w2, item in _fields(history):  # type: ignore[arg-type]
+                    if n2 != 1 or w2 != 2:
+                        continue
+                    key, nested, value = "", [], None
+                    for n3, w3, v3 in _fields(item):  # type: ignore[arg-type]
+                        if n3 == 1 and w3 == 2:
+                            key = bytes(v3).decode("utf-8", "replace")  # type: ignore[arg-type]
+                        elif n3 == 2 and w3 == 2:
+                            nested.append(bytes(v3).decode("utf-8", "replace"))  # type: ignore[arg-type]
+                        elif n3 == 16 and w3 == 2:
+                            value = bytes(v3).decode("utf-8", "replace")  # type: ignore[arg-type]
+                    name = key or "/".join(nested)
+                    if name and value is not None:
+                        try:
+                            row[name] = json.loads(value)
+                        except ValueError:
+                            continue
+                rows.append(row)
+    except (OSError, ValueError) as exc:
+        raise RunFormatError(f"unreadable W&B run file: {exc}", path) from None
+    return _by_epoch(rows, path, epoch_offset)
+
+
+def _by_epoch(rows: list, path: Path, epoch_offset: int) -> dict[int, dict[str, float]]:
+    """Per epoch (the row's ``epoch`` key), the last value of each number of W&B history rows."""
+    out: dict[int, dict[str, float]] = {}
+    for row in rows:
         if not isinstance(row, dict):
             continue
         key = next((k for k in _WANDB_EPOCH_KEYS if isinstance(row.get(k), (int, float))), None)
