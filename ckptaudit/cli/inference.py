@@ -57,10 +57,14 @@ def import_command(
     framework: Annotated[Framework, typer.Argument(help="What wrote SRC: lightning, hf, keras or files.", show_default=False)],
     src: Annotated[str, typer.Argument(help="The framework's folder (for 'files': a glob of weight files).", show_default=False)],
     run: Annotated[Path, typer.Argument(help="The new run folder to write (must not exist).", show_default=False)],
-    task: Annotated[str, typer.Option("--task", help="binary, multiclass, multilabel or regression.")] = "multiclass",
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="binary, multiclass, multilabel or regression (default: read from the data at predict)."),
+    ] = None,
     output: Annotated[
-        str, typer.Option("--output", help="What the model outputs: logit, probability, label or value.")
-    ] = "logit",
+        str | None,
+        typer.Option("--output", help="What the model outputs: logit, probability, label or value (default: read at predict)."),
+    ] = None,
     classes: Annotated[str | None, typer.Option("--classes", help="Class names in index order, comma-separated.")] = None,
     epoch_pattern: Annotated[
         str | None,
@@ -70,11 +74,20 @@ def import_command(
         ),
     ] = None,
     metrics_csv: Annotated[
-        Path | None, typer.Option("--metrics-csv", help="Lightning metrics.csv or Keras CSVLogger file with logged metrics.")
+        Path | None,
+        typer.Option(
+            "--log",
+            "--metrics-csv",
+            help="Logged metrics per epoch: a CSV (Lightning metrics.csv, Keras CSVLogger, W&B export), a TensorBoard event file or folder, or an offline W&B run (folder or run-ID.wandb).",
+        ),
     ] = None,
     selected_by: Annotated[
         str | None,
         typer.Option("--selected-by", help="What training selected by, NAME or NAME:max|min (overrides what is read)."),
+    ] = None,
+    chosen: Annotated[
+        Path | None,
+        typer.Option("--chosen", help="The file training kept (e.g. best_model.pth), matched to its epoch by tensor content."),
     ] = None,
     trust_pickle: TrustOpt = False,
     fmt: Annotated[ImportFormat, typer.Option("--format", "-f", help="Output format.")] = ImportFormat.table,
@@ -98,6 +111,7 @@ def import_command(
         epoch_pattern=epoch_pattern,
         metrics_csv=metrics_csv,
         selected_by=selected_by,
+        chosen=chosen,
         trust_pickle=trust_pickle,
     )
     rows = [
@@ -144,6 +158,13 @@ def predict_command(
         typer.Option("--data", help="MODULE:FUNCTION returning validation (inputs, target[, ids]), a Dataset or a DataLoader."),
     ],
     train_data: Annotated[str | None, typer.Option("--train-data", help="Same for training data (writes train.npz).")] = None,
+    task: Annotated[
+        str | None,
+        typer.Option("--task", help="For an imported run without a task: binary, multiclass, multilabel or regression."),
+    ] = None,
+    output: Annotated[
+        str | None, typer.Option("--output", help="For an imported run without a task: logit, probability, label or value.")
+    ] = None,
     device: Annotated[str, typer.Option("--device", help="auto (a GPU when present), cpu, cuda or cuda:N.")] = "auto",
     batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="Rows per forward pass (torch models).")] = 1024,
     autocast: Annotated[
@@ -180,6 +201,8 @@ def predict_command(
         model,
         data,
         train_data=train_data,
+        task=task,
+        output=output,
         device=device,
         batch_size=batch_size,
         autocast=autocast,
@@ -212,6 +235,7 @@ def predict_command(
                     "engine": report.engine,
                     "workers": report.workers,
                     "seconds": round(report.seconds, 3),
+                    "task_note": report.task_note,
                     "entries": rows,
                 },
                 indent=2,
@@ -219,6 +243,8 @@ def predict_command(
         )
     else:
         typer.echo(_table(rows, ["checkpoint", "epoch", "split", "action", "rows", "seconds", "note"]), nl=False)
+    if report.task_note:
+        typer.echo(f"run.json: {report.task_note}", err=True)
     predicted = sum(1 for e in report.entries if e.action == "predicted")
     say(
         f"predicted {predicted} split(s) on {report.device} ({report.engine}, {report.workers} worker(s)) in {report.seconds:.1f} s",

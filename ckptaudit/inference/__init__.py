@@ -6,10 +6,15 @@
 - :mod:`.importers`: ``ckptaudit import FRAMEWORK SRC RUN`` for Lightning, Hugging Face,
   Keras and plain weight files; weights are hard-linked (or referenced), never copied,
   moved or deleted.
+- :mod:`.chosen`: what training kept (``--chosen best_model.pth``, or the copy a glob
+  caught), matched to its checkpoint by tensor content.
+- :mod:`.logs`: per-epoch logged metrics from TensorBoard event files and W&B runs.
 - :mod:`.predict`: ``ckptaudit predict``: fills ``val.npz``/``train.npz`` of every
-  checkpoint that lacks them, resumably.
+  checkpoint that lacks them, resumably, each output checked against the run's task.
+- :mod:`.tasks`: the task of an imported run, read from the data at ``predict``.
 - :mod:`.engines`: where the checkpoints are predicted: in this process, a local process
-  pool (``--workers N``) or a Ray cluster (``--engine ray``).
+  pool (``--workers N``) or a Ray cluster (``--engine ray``); it never imports
+  :mod:`.predict`, which passes it the predictor class and a result callback.
 
 Nothing here is imported by ``import ckptaudit`` or the CLI at start-up; torch and the
 frameworks are imported inside the functions that need them.

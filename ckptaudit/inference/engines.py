@@ -1,9 +1,14 @@
 """Where checkpoints are predicted: this process, a local process pool, or Ray.
 
-Every engine returns each checkpoint's outputs to this process, which writes them into
-the run through the one atomic writer (:func:`.predict.write_split`); workers never write
-into the run, so a Ray cluster needs no shared writable file system (it must be able to
-read the weights files, and import the ``--model`` function).
+Every engine returns each checkpoint's outputs to this process, which hands them to the
+caller's ``on_result`` (``predict`` checks them and writes them through its one atomic
+writer); workers never write into the run, so a Ray cluster needs no shared writable file
+system (it must be able to read the weights files, and import the ``--model`` function).
+
+This module knows a predictor only by its two methods, ``load(weights)`` and
+``run(data, progress)``, and builds it with the ``make_predictor`` the caller passes (a
+module-level class, so it pickles by reference into pool workers and Ray tasks): it never
+imports :mod:`.predict`, which calls into it.
 
 - ``local``, one worker: checkpoints one after another, with a progress bar per checkpoint.
 - ``local``, ``--workers N``: a spawn-started process pool; each worker builds the model and
@@ -23,25 +28,42 @@ import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..errors import CkptauditError, UsageError
-from .predict import Job, Options, PredictData, PredictEntry, Predictor, predict_job, write_split
+
+if TYPE_CHECKING:  # NOTE: types only: predict calls into this module, never the reverse
+    from .predict import Job, Options, PredictData
+
+#: what an engine reports per job: (job, outputs per split or None, seconds, error or None)
+OnResult = Callable[["Job", "Mapping[str, np.ndarray] | None", float, "str | None"], None]
 
 
-def _entries(
-    job: Job, outputs: Mapping[str, np.ndarray] | None, seconds: float, error: str | None, datasets: Mapping[str, PredictData]
-) -> list[PredictEntry]:
-    if error is not None:
-        return [PredictEntry(job.checkpoint, job.epoch, s, "failed", note=error) for s in job.splits]
-    assert outputs is not None
-    out = []
-    for split in job.splits:
-        write_split(job.folder, split, datasets[split], outputs[split])
-        out.append(PredictEntry(job.checkpoint, job.epoch, split, "predicted", datasets[split].n, round(seconds, 4)))
-    return out
+def _build(make_predictor: Callable[..., Any], options: Options, device: str | None = None) -> Any:
+    """The ``--model`` architecture on ``device``; an exception the user's function raises
+    is a :class:`UsageError` naming it (not an internal error)."""
+    try:
+        return make_predictor(
+            options.model,
+            device=options.device if device is None else device,
+            batch_size=options.batch_size,
+            autocast=options.autocast,
+            trust_pickle=options.trust_pickle,
+        )
+    except CkptauditError:
+        raise
+    except Exception as exc:
+        raise UsageError(f"--model {options.model}: building the model raised {_describe(exc)}") from None
+
+
+def predict_job(
+    predictor: Any, job: Job, datasets: Mapping[str, PredictData], progress: Callable[[int, int], None] | None = None
+) -> dict[str, np.ndarray]:
+    """Load one checkpoint and predict each split it lacks; returns ``{split: output}``."""
+    predictor.load(job.weights)
+    return {split: predictor.run(datasets[split], progress) for split in job.splits}
 
 
 def _describe(exc: BaseException) -> str:
@@ -57,24 +79,7 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _predictor(options: Options, device: str) -> Predictor:
-    """The ``--model`` architecture on ``device``; an exception the user's function raises
-    is a :class:`UsageError` naming it (not an internal error)."""
-    try:
-        return Predictor(
-            options.model,
-            device=device,
-            batch_size=options.batch_size,
-            autocast=options.autocast,
-            trust_pickle=options.trust_pickle,
-        )
-    except CkptauditError:
-        raise
-    except Exception as exc:
-        raise UsageError(f"--model {options.model}: building the model raised {_describe(exc)}") from None
-
-
-def _predicted(predictor: Predictor, job: Job, datasets: Mapping[str, PredictData], bar: Any = None) -> tuple[Any, str | None]:
+def _predicted(predictor: Any, job: Job, datasets: Mapping[str, PredictData], bar: Any = None) -> tuple[Any, str | None]:
     """``(outputs, None)``, or ``(None, why)`` when this checkpoint failed: a problem with its
     files, or the model raised while loading its weights or predicting (user code: reported
     for this checkpoint, the others go on)."""
@@ -90,28 +95,31 @@ def run_jobs(
     jobs: Sequence[Job],
     datasets: Mapping[str, PredictData],
     options: Options,
+    make_predictor: Callable[..., Any],
+    on_result: OnResult,
     *,
     workers: int = 1,
     engine: str = "local",
     address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     checkpoint_progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
-) -> list[PredictEntry]:
-    """Predict every job with the chosen engine and write the results; one entry per split."""
+) -> None:
+    """Predict every job with the chosen engine; ``on_result`` receives each job's outputs
+    (or its one-line error) as soon as it is done, in this process."""
     if engine == "ray":
-        return _run_ray(jobs, datasets, options, address=address, workers=workers, progress=progress)
+        _run_ray(jobs, datasets, options, make_predictor, on_result, address=address, workers=workers, progress=progress)
+        return
     if workers > 1 and len(jobs) > 1:
-        return _run_pool(jobs, datasets, options, workers=workers, progress=progress)
-    predictor = _predictor(options, options.device)
-    entries: list[PredictEntry] = []
+        _run_pool(jobs, datasets, options, make_predictor, on_result, workers=workers, progress=progress)
+        return
+    predictor = _build(make_predictor, options)
     for done, job in enumerate(jobs, 1):
         start = time.perf_counter()
         bar = checkpoint_progress(job.checkpoint) if checkpoint_progress is not None else None
         outputs, error = _predicted(predictor, job, datasets, bar)
-        entries += _entries(job, outputs, 0.0 if error else time.perf_counter() - start, error, datasets)
+        on_result(job, outputs, 0.0 if error else time.perf_counter() - start, error)
         if progress is not None:
             progress(done, len(jobs))
-    return entries
 
 
 # --------------------------------------------------------------------------- local pool
@@ -119,7 +127,9 @@ def run_jobs(
 _WORKER: dict[str, Any] = {}
 
 
-def _pool_init(options: Options, datasets: Mapping[str, PredictData], counter: Any, workers: int) -> None:
+def _pool_init(
+    options: Options, datasets: Mapping[str, PredictData], counter: Any, workers: int, make_predictor: Callable[..., Any]
+) -> None:
     import torch
 
     with counter.get_lock():
@@ -134,7 +144,7 @@ def _pool_init(options: Options, datasets: Mapping[str, PredictData], counter: A
     # NOTE: an exception here would break the pool with the worker's traceback on stderr;
     # it is kept and given back, as one line, by the worker's first task instead.
     try:
-        _WORKER["predictor"] = _predictor(options, device)
+        _WORKER["predictor"] = _build(make_predictor, options, device)
     except Exception as exc:
         _WORKER["broken"] = _describe(exc)
 
@@ -152,27 +162,28 @@ def _run_pool(
     jobs: Sequence[Job],
     datasets: Mapping[str, PredictData],
     options: Options,
+    make_predictor: Callable[..., Any],
+    on_result: OnResult,
     *,
     workers: int,
     progress: Callable[[int, int], None] | None,
-) -> list[PredictEntry]:
+) -> None:
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
     ctx = mp.get_context("spawn")
     counter = ctx.Value("i", 0)
-    entries: list[PredictEntry] = []
     n = min(workers, len(jobs))
     try:
         with ProcessPoolExecutor(
-            max_workers=n, mp_context=ctx, initializer=_pool_init, initargs=(options, dict(datasets), counter, n)
+            max_workers=n, mp_context=ctx, initializer=_pool_init, initargs=(options, dict(datasets), counter, n, make_predictor)
         ) as pool:
             futures = {pool.submit(_pool_task, job): job for job in jobs}
             for done, fut in enumerate(as_completed(futures), 1):
                 outputs, seconds, error, broken = fut.result()
                 if broken:
                     raise UsageError(error or "a predict worker could not start")
-                entries += _entries(futures[fut], outputs, seconds, error, datasets)
+                on_result(futures[fut], outputs, seconds, error)
                 if progress is not None:
                     progress(done, len(jobs))
     except Exception as exc:
@@ -180,8 +191,8 @@ def _run_pool(
             raise
         # NOTE: a worker that died (killed, out of memory) breaks the pool; the exception
         # re-raised here carries the worker's message (its traceback is not shown).
-        raise CkptauditError(f"a predict worker failed: {_describe(exc)}") from None
-    return entries
+        cause = exc.__cause__ or exc
+        raise CkptauditError(f"a predict worker failed: {_describe(cause)}") from None
 
 
 # --------------------------------------------------------------------------- ray
@@ -242,7 +253,9 @@ def reachable(address: str, option: str = "--address") -> None:
         raise UsageError(f"{option} {address}: something answers there, but not a Ray cluster (no gRPC answer)")
 
 
-def _ray_task(options: Options, datasets: Mapping[str, PredictData], job: Job, paths: list[str]) -> tuple[Any, float, str | None]:
+def _ray_task(
+    options: Options, datasets: Mapping[str, PredictData], job: Job, paths: list[str], make_predictor: Callable[..., Any]
+) -> tuple[Any, float, str | None]:
     for p in reversed(paths):
         if p not in sys.path:
             sys.path.insert(0, p)
@@ -253,7 +266,7 @@ def _ray_task(options: Options, datasets: Mapping[str, PredictData], job: Job, p
         device = "cuda" if torch.cuda.is_available() else "cpu"
     start = time.perf_counter()
     try:
-        predictor = _predictor(options, device)
+        predictor = _build(make_predictor, options, device)
     except CkptauditError as exc:
         return None, 0.0, _describe(exc)
     outputs, error = _predicted(predictor, job, datasets)
@@ -264,11 +277,13 @@ def _run_ray(
     jobs: Sequence[Job],
     datasets: Mapping[str, PredictData],
     options: Options,
+    make_predictor: Callable[..., Any],
+    on_result: OnResult,
     *,
     address: str | None,
     workers: int,
     progress: Callable[[int, int], None] | None,
-) -> list[PredictEntry]:
+) -> None:
     try:
         import ray
     except ImportError:
@@ -296,8 +311,7 @@ def _run_ray(
     task = ray.remote(num_gpus=1 if opts.device.startswith("cuda") else 0, num_cpus=1)(_ray_task)
     data_ref: Any = ray.put(dict(datasets))
     paths = [os.getcwd()] + [p for p in sys.path if p and os.path.isdir(p) and "site-packages" not in p]
-    pending = {task.remote(opts, data_ref, job, paths): job for job in jobs}
-    entries: list[PredictEntry] = []
+    pending = {task.remote(opts, data_ref, job, paths, make_predictor): job for job in jobs}
     done = 0
     while pending:
         ready, _ = ray.wait(list(pending), num_returns=1)
@@ -307,8 +321,7 @@ def _run_ray(
                 outputs, seconds, error = ray.get(ref)
             except Exception as exc:  # a task that crashed (RayTaskError): reported, the others go on
                 outputs, seconds, error = None, 0.0, f"ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-            entries += _entries(job, outputs, seconds, error, datasets)
+            on_result(job, outputs, seconds, error)
             done += 1
             if progress is not None:
                 progress(done, len(jobs))
-    return entries

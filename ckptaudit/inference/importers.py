@@ -25,7 +25,7 @@ import shutil
 import string
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -301,11 +301,8 @@ def read_lightning(src: Path, *, metrics_csv: Path | None = None, trust_pickle: 
     for info in kept:
         per_epoch[info[0]] = per_epoch.get(info[0], 0) + 1
     if metrics_csv is None:
-        found = sorted(src.rglob("metrics.csv"))
-        if len(found) > 1:
-            raise UsageError(f"{len(found)} metrics.csv files below {src}: name one with --metrics-csv")
-        metrics_csv = found[0] if found else None
-    logs = _read_csv_log(metrics_csv) if metrics_csv is not None else {}
+        metrics_csv = _lightning_log(src)
+    logs = read_log(metrics_csv) if metrics_csv is not None else {}
     # NOTE: each file records the best as of its own save; only the newest knows the final best.
     newest = max(kept, key=lambda i: (i[0], i[1]))
     names: dict[Path, str] = {}
@@ -340,7 +337,47 @@ def read_lightning(src: Path, *, metrics_csv: Path | None = None, trust_pickle: 
                 chosen = next((n for p, n in names.items() if p.name == best_path.name), None)
             if chosen is None:
                 notes.append(f"best_model_path {best} is not among the imported files")
+    checkpoints += _logged_only_epochs(logs, {c.epoch for c in checkpoints}, monitor)
+    checkpoints.sort(key=lambda c: (c.epoch, -1 if c.step is None else c.step))
     return Source("lightning", tuple(checkpoints), selected_by, chosen, tuple(notes))
+
+
+def _lightning_log(src: Path) -> Path | None:
+    """The log of a Lightning run: ``metrics.csv`` (CSVLogger), else the folder of the
+    TensorBoard event files (the default TensorBoardLogger); None when there is neither."""
+    found = sorted(src.rglob("metrics.csv"))
+    if len(found) > 1:
+        raise UsageError(f"{len(found)} metrics.csv files below {src}: name one with --log")
+    if found:
+        return found[0]
+    folders = sorted({p.parent for p in src.rglob("events.out.tfevents.*") if p.is_file()})
+    if len(folders) > 1:
+        raise UsageError(f"TensorBoard event files in {len(folders)} folders below {src}: name one with --log")
+    return folders[0] if folders else None
+
+
+def _logged_only_epochs(logs: Mapping[int, Mapping[str, float]], saved: set[int], monitor: str | None) -> list[SourceCheckpoint]:
+    """Validated epochs whose ``.ckpt`` ModelCheckpoint did not keep (``save_top_k=1``, the
+    default, keeps one file): metrics-only checkpoints, as an HF evaluation whose folder
+    rotation deleted, so the gate knows how many candidates training looked at. An epoch is
+    validated when the log has the monitored metric (without a monitor: any ``val`` metric)."""
+    out = []
+    for epoch in sorted(set(logs) - saved):
+        values = logs[epoch]
+        validated = monitor in values if monitor else any("val" in k.lower() for k in values)
+        if not validated:
+            continue
+        out.append(
+            SourceCheckpoint(
+                f"epoch-{epoch:04d}",
+                epoch,
+                None,
+                dict(values),
+                metrics_only=True,
+                note="no .ckpt kept for this epoch (ModelCheckpoint save_top_k): logged metrics only",
+            )
+        )
+    return out
 
 
 # --------------------------------------------------------------------------- hugging face
@@ -429,8 +466,9 @@ def read_hf(src: Path, *, selected_by: Mapping[str, str] | None = None) -> Sourc
         chosen = Path(best).name
         if not any(c.name == chosen for c in checkpoints):
             chosen = None
-    inferred = dict(selected_by) if selected_by else _hf_selected_by(best_state, evals)
-    return Source("hf", tuple(checkpoints), inferred, chosen)
+    notes: list[str] = []
+    inferred = dict(selected_by) if selected_by else _hf_selected_by(best_state, evals, notes)
+    return Source("hf", tuple(checkpoints), inferred, chosen, tuple(notes))
 
 
 def _trainer_state(path: Path) -> dict[str, Any]:
@@ -468,9 +506,19 @@ def _hf_epoch(value: Any, step: int, path: Path) -> int:
     return _counter(int(math.floor(number + 1e-6)), f"step {step}: 'epoch'", path)
 
 
-def _hf_selected_by(state: Mapping[str, Any], evals: Mapping[int, Mapping[str, Any]]) -> dict[str, str] | None:
+def _hf_selected_by(
+    state: Mapping[str, Any], evals: Mapping[int, Mapping[str, Any]], notes: list[str] | None = None
+) -> dict[str, str] | None:
     """metric_for_best_model lives only in the pickled training_args.bin (never loaded):
-    infer it as the eval metric whose value at best_global_step equals best_metric."""
+    infer it as the eval metric whose value at best_global_step equals best_metric.
+
+    Several names can equal it: a regression's ``eval_loss`` is its ``eval_mse`` at every
+    evaluation. Names whose values agree at every evaluation select the same checkpoint, so
+    the named metric (not the loss) is recorded; names that agree only at the best are
+    ambiguous, and ``notes`` says so instead of leaving selected_by out silently."""
+    from ..metrics.spec import infer_logged_mode
+
+    notes = [] if notes is None else notes
     best_metric = _number(state.get("best_metric"))
     best_step = state.get("best_global_step")
     if best_metric is None:
@@ -479,19 +527,34 @@ def _hf_selected_by(state: Mapping[str, Any], evals: Mapping[int, Mapping[str, A
     candidates = [entry] if entry else list(evals.values())
     names = sorted({k for e in candidates for k, v in e.items() if k.startswith("eval_") and _number(v) == best_metric})
     names = [n for n in names if not n.endswith(_EVAL_NOISE)]
+    if len(names) > 1:
+        series = {n: [_number(e.get(n)) for _, e in sorted(evals.items())] for n in names}
+        if all(series[n] == series[names[0]] for n in names):
+            named = [n for n in names if "loss" not in n] or names
+            notes.append(
+                f"{' and '.join(names)} are equal at every evaluation: selected_by recorded as {named[0]} "
+                "(either name selects the same checkpoint)"
+            )
+            names = named[:1]
     if len(names) != 1:
+        notes.append(
+            "selected_by unknown: "
+            + (
+                f"{', '.join(names)} all equal best_metric {best_metric:g}"
+                if names
+                else f"no eval metric equals best_metric {best_metric:g}"
+            )
+            + "; give --selected-by NAME:max|min"
+        )
         return None
     name = names[0]
     values = [float(e[name]) for e in evals.values() if _number(e.get(name)) is not None]
-    if "loss" in name:
-        mode = "min"
-    elif best_metric == max(values) and best_metric != min(values):
+    mode = infer_logged_mode(name)
+    if mode is None and best_metric == max(values) and best_metric != min(values):
         mode = "max"
-    elif best_metric == min(values) and best_metric != max(values):
+    elif mode is None and best_metric == min(values) and best_metric != max(values):
         mode = "min"
-    else:
-        return {"metric": name}
-    return {"metric": name, "mode": mode}
+    return {"metric": name, "mode": mode} if mode else {"metric": name}
 
 
 # --------------------------------------------------------------------------- keras and files
@@ -508,7 +571,7 @@ def read_keras(src: Path, *, epoch_pattern: str, metrics_csv: Path | None = None
         raise UsageError("no *.keras file here", src)
     found = _match_epochs(files, epoch_pattern, ".keras")
     _unique_epochs(found)
-    logs = _read_csv_log(metrics_csv, epoch_offset=1) if metrics_csv is not None else {}
+    logs = read_log(metrics_csv, epoch_offset=1) if metrics_csv is not None else {}
     checkpoints = []
     for f, epoch, from_name in sorted(found, key=lambda t: t[1]):
         load_state(f)  # reads model.weights.h5 as data: fails early on a file that is not Keras 3
@@ -517,19 +580,60 @@ def read_keras(src: Path, *, epoch_pattern: str, metrics_csv: Path | None = None
     return Source("keras", tuple(checkpoints))
 
 
-def read_files(pattern_glob: str, *, epoch_pattern: str | None = None, trust_pickle: bool = False) -> Source:
+def read_files(
+    pattern_glob: str, *, epoch_pattern: str | None = None, chosen: str | None = None, trust_pickle: bool = False
+) -> Source:
     """Any glob of weight files (a plain loop's ``model_epoch_7.pt``); the epoch is read from
-    each name by ``epoch_pattern`` (default: the last number in the name)."""
+    each name by ``epoch_pattern`` (default: the last number in the name).
+
+    A file the glob catches that is not an epoch of its own (``best_model.pth``: no epoch in
+    its name, or a second file read as an epoch already taken) but holds the tensors of an
+    epoch file is that epoch's copy: training kept it, so it names ``chosen``
+    (:mod:`.chosen`)."""
+    from .chosen import copies_of_epochs
+
     files = sorted(Path(p) for p in glob.glob(pattern_glob, recursive=True) if Path(p).is_file())
     if not files:
         raise UsageError(f"no file matches {pattern_glob!r}")
-    found = _match_epochs(files, epoch_pattern, "weights")
+    epoch_files, spare = _epoch_candidates(files, epoch_pattern)
+    found = _match_epochs(epoch_files, epoch_pattern, "weights") if epoch_files else []
+    found, spare = _first_per_epoch(found, spare)
+    if not found:
+        _match_epochs(files, epoch_pattern, "weights")  # raises the error that names the first unmatched file
     _unique_epochs(found)
     checkpoints = []
     for f, epoch, logged in sorted(found, key=lambda t: t[1]):
         check_loadable(f, trust_pickle=trust_pickle)
         checkpoints.append(SourceCheckpoint(f"epoch-{epoch:04d}", epoch, None, logged, (f,), origin=f))
-    return Source("files", tuple(checkpoints))
+    source = Source("files", tuple(checkpoints))
+    return copies_of_epochs(source, spare, epoch_pattern, chosen_given=chosen is not None)
+
+
+def _epoch_candidates(files: Sequence[Path], pattern: str | None) -> tuple[list[Path], list[Path]]:
+    """Files whose names carry an epoch under ``pattern`` (or a number, by default), and the
+    others (a ``best_model.pth``), which may only be copies of an epoch."""
+    if pattern is None:
+        return [f for f in files if re.search(r"\d", f.name)], [f for f in files if not re.search(r"\d", f.name)]
+    rx, _ = pattern_regex(pattern)
+    return [f for f in files if rx.fullmatch(f.name)], [f for f in files if not rx.fullmatch(f.name)]
+
+
+def _first_per_epoch(
+    found: list[tuple[Path, int, dict[str, float]]], spare: list[Path]
+) -> tuple[list[tuple[Path, int, dict[str, float]]], list[Path]]:
+    """Where two names read as one epoch, the one whose name is the shortest is the epoch and
+    the other may be its copy (``checkpoint_epoch_3.pth`` and ``best_model_epoch_3.pth``);
+    :func:`.chosen.copies_of_epochs` refuses it when its tensors differ."""
+    by_epoch: dict[int, list[tuple[Path, int, dict[str, float]]]] = {}
+    for item in found:
+        by_epoch.setdefault(item[1], []).append(item)
+    kept = []
+    spare = list(spare)
+    for items in by_epoch.values():
+        items.sort(key=lambda t: (len(t[0].name), t[0].name))
+        kept.append(items[0])
+        spare.extend(t[0] for t in items[1:])
+    return kept, spare
 
 
 # --------------------------------------------------------------------------- writing the run
@@ -560,17 +664,24 @@ def write_run(
     source: Source,
     run: str | os.PathLike[str],
     *,
-    task: str,
-    output: str = "logit",
+    task: str | None = None,
+    output: str | None = None,
     classes: Sequence[str] | None = None,
     selected_by: Mapping[str, str] | None = None,
 ) -> ImportResult:
-    """Write ``source`` as a new run at ``run`` (which must not exist yet)."""
-    if task not in TASKS:
+    """Write ``source`` as a new run at ``run`` (which must not exist yet).
+
+    Without ``task`` the run.json holds none: weights alone cannot tell a binary model from
+    a multiclass one, so ``predict`` infers it from the data (:func:`.predict.infer_task`),
+    and every other command says so until then. ``output`` defaults to ``logit`` (``value``
+    for regression) when the task is given."""
+    if task is not None and task not in TASKS:
         raise UsageError(f"--task must be one of {', '.join(TASKS)}, not {task!r}")
-    if output not in OUTPUTS:
+    if output is None and task is not None:
+        output = "value" if task == "regression" else "logit"
+    if output is not None and output not in OUTPUTS:
         raise UsageError(f"--output must be one of {', '.join(OUTPUTS)}, not {output!r}")
-    if (task == "regression") != (output == "value"):
+    if task is not None and output is not None and (task == "regression") != (output == "value"):
         raise UsageError(f"--output {output!r} does not fit --task {task!r} (regression runs use 'value')")
     if task == "binary" and classes is not None and len(classes) != 2:
         raise UsageError("a binary run has exactly 2 --classes")
@@ -608,7 +719,11 @@ def write_run(
                 meta["source"]["files"] = [str(f.resolve()) for f in ck.files]
             (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
             written.append(ImportedCheckpoint(ck.name, ck.epoch, ck.step, how, ck.logged, ck.note))
-        run_json: dict[str, Any] = {"format": FORMAT, "task": task, "output": output}
+        run_json: dict[str, Any] = {"format": FORMAT}
+        if task is not None:
+            run_json["task"] = task
+        if output is not None:
+            run_json["output"] = output
         if classes is not None:
             run_json["classes"] = list(classes)
         if task == "binary":
@@ -632,19 +747,33 @@ def import_checkpoints(
     src: str | os.PathLike[str],
     run: str | os.PathLike[str],
     *,
-    task: str,
-    output: str = "logit",
+    task: str | None = None,
+    output: str | None = None,
     classes: Sequence[str] | None = None,
     epoch_pattern: str | None = None,
     metrics_csv: str | os.PathLike[str] | None = None,
     selected_by: str | None = None,
+    chosen: str | os.PathLike[str] | None = None,
     trust_pickle: bool = False,
 ) -> ImportResult:
-    """Read ``src`` as ``framework`` left it and write a new run at ``run``."""
+    """Read ``src`` as ``framework`` left it and write a new run at ``run``.
+
+    ``metrics_csv`` (``--log``) is a log of per-epoch metrics: a CSV (Lightning metrics.csv,
+    Keras CSVLogger, a W&B CSV export), a TensorBoard event file or folder, or a W&B run's
+    history (:mod:`.logs`). ``chosen`` is the file training kept (``best_model.pth``),
+    matched to its checkpoint by tensor content (:mod:`.chosen`)."""
+    from .chosen import identify_chosen
+
     sel = parse_selected_by(selected_by)
     csv_path = None if metrics_csv is None else Path(metrics_csv)
+    if csv_path is not None and not csv_path.exists():
+        raise UsageError("no such log file or folder", csv_path)
     if framework == "files":
-        source = read_files(str(src), epoch_pattern=epoch_pattern, trust_pickle=trust_pickle)
+        source = read_files(
+            str(src), epoch_pattern=epoch_pattern, chosen=None if chosen is None else str(chosen), trust_pickle=trust_pickle
+        )
+        if csv_path is not None:
+            source = _with_log(source, csv_path, 0)
     else:
         root = Path(src)
         if not root.is_dir():
@@ -661,4 +790,34 @@ def import_checkpoints(
             source = read_keras(root, epoch_pattern=epoch_pattern, metrics_csv=csv_path)
         else:
             raise UsageError(f"FRAMEWORK must be one of {', '.join(FRAMEWORKS)}, not {framework!r}")
+    if chosen is not None:
+        source = identify_chosen(source, chosen)
+    if source.chosen is not None and sel is None and source.selected_by is None:
+        source = replace(
+            source,
+            notes=(
+                *source.notes,
+                "what training selected by is unknown: give --selected-by METRIC[:min|max], "
+                "or check skips its selected-by-matches rule",
+            ),
+        )
     return write_run(source, run, task=task, output=output, classes=classes, selected_by=sel)
+
+
+def _with_log(source: Source, path: Path, offset: int) -> Source:
+    """``source`` with each checkpoint's logged metrics completed from a log file."""
+    logs = read_log(path, epoch_offset=offset)
+    checkpoints = tuple(replace(ck, logged={**logs.get(ck.epoch, {}), **ck.logged}) for ck in source.checkpoints)
+    return replace(source, checkpoints=checkpoints)
+
+
+def read_log(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]]:
+    """Per epoch, the last value of every logged metric: a CSV file (``epoch`` column), or a
+    TensorBoard / W&B log (:mod:`.logs`)."""
+    from .logs import is_csv, read_logger
+
+    if not is_csv(path):
+        return read_logger(path, epoch_offset)
+    logs = _read_csv_log(path, epoch_offset)
+    # NOTE: a W&B export carries W&B's own _step, _runtime and _timestamp columns: not metrics.
+    return {epoch: {k: v for k, v in values.items() if not k.startswith("_")} for epoch, values in logs.items()}

@@ -370,11 +370,16 @@ def _fit_output(out: np.ndarray, data: PredictData) -> np.ndarray:
 
 def weights_of(checkpoint: Checkpoint) -> Path | None:
     """The checkpoint's weights: a file in its folder, else the original it references."""
-    found = find_weights(checkpoint.path)
+    return weights_in(checkpoint.path)
+
+
+def weights_in(folder: Path) -> Path | None:
+    """The weights of the checkpoint in ``folder``: a file in it, else the original it references."""
+    found = find_weights(folder)
     if found is not None:
         return found
     try:
-        meta = read_json(checkpoint.path / META_FILE)  # a regular file of bounded size only
+        meta = read_json(folder / META_FILE)  # a regular file of bounded size only
     except (OSError, CkptauditError):
         return None
     source = meta.get("source") if isinstance(meta, dict) else None
@@ -444,6 +449,8 @@ class PredictReport:
     workers: int
     entries: tuple[PredictEntry, ...]
     seconds: float
+    #: how an imported run without a task got one (None: run.json had it)
+    task_note: str | None = None
 
     @property
     def failures(self) -> tuple[PredictEntry, ...]:
@@ -512,20 +519,14 @@ def plan(run: Run, datasets: Mapping[str, PredictData], *, force: bool = False) 
     return jobs, done
 
 
-def predict_job(
-    predictor: Predictor, job: Job, datasets: Mapping[str, PredictData], progress: Callable[[int, int], None] | None = None
-) -> dict[str, np.ndarray]:
-    """Load one checkpoint and predict each split it lacks; returns ``{split: output}``."""
-    predictor.load(job.weights)
-    return {split: predictor.run(datasets[split], progress) for split in job.splits}
-
-
 def predict(
     run_path: str | os.PathLike[str],
     model: str | Any,
     data: str | Any,
     *,
     train_data: str | Any | None = None,
+    task: str | None = None,
+    output: str | None = None,
     device: str = "auto",
     batch_size: int = 1024,
     autocast: bool = False,
@@ -544,7 +545,10 @@ def predict(
     data, or the data itself ((inputs, target[, ids]), a Dataset or a DataLoader). With
     ``workers`` > 1 or Ray, an object must be picklable (a module-level function or a model). ``workers`` > 1 predicts several checkpoints at once in a local process pool;
     ``engine="ray"`` sends one task per checkpoint to a Ray cluster (``address``, or a
-    local one). Returns what was done per checkpoint; failures do not stop the others.
+    local one). An imported run without a task gets it here, from the data
+    (:func:`.tasks.infer_task`; ``task``/``output`` say it instead). Every output is checked
+    against the run's task before it is written, as the readers will check it. Returns what
+    was done per checkpoint; failures do not stop the others.
     """
     from .engines import run_jobs
 
@@ -565,32 +569,129 @@ def predict(
                 f"model {_model_label(model)} cannot be sent to other processes ({type(exc).__name__}: {exc}): "
                 "give a module-level function or MODULE:FUNCTION, or workers=1"
             ) from None
-    run = read_run(Path(run_path))
-    if not run.checkpoints:
-        raise RunFormatError("the run has no checkpoints", run.path)
     datasets = {"val": _data(data, "--data")}
     if train_data is not None:
         datasets["train"] = _data(train_data, "--train-data")
     resolved = resolve_device(device) if engine == "local" else device
     options = Options(model=model, device=resolved, batch_size=batch_size, autocast=autocast, trust_pickle=trust_pickle)
+    task_note = _settle_task(Path(run_path), datasets["val"], options, task, output)
+    run = read_run(Path(run_path))
+    if not run.checkpoints:
+        raise RunFormatError("the run has no checkpoints", run.path)
     jobs, entries = plan(run, datasets, force=force)
     entries = list(entries)
+
+    def on_result(job: Job, outputs: Mapping[str, np.ndarray] | None, seconds: float, error: str | None) -> None:
+        for split in job.splits:
+            if error is None and outputs is not None:
+                try:
+                    _check_fits(run, job, split, datasets[split], outputs[split])
+                except CkptauditError as exc:
+                    entries.append(PredictEntry(job.checkpoint, job.epoch, split, "failed", note=str(exc)))
+                    continue
+                write_split(job.folder, split, datasets[split], outputs[split])
+                entries.append(PredictEntry(job.checkpoint, job.epoch, split, "predicted", datasets[split].n, round(seconds, 4)))
+            else:
+                entries.append(PredictEntry(job.checkpoint, job.epoch, split, "failed", note=error))
+
     if jobs:
-        entries.extend(
-            run_jobs(
-                jobs,
-                datasets,
-                options,
-                workers=workers,
-                engine=engine,
-                address=address,
-                progress=progress,
-                checkpoint_progress=checkpoint_progress,
-            )
+        run_jobs(
+            jobs,
+            datasets,
+            options,
+            Predictor,
+            on_result,
+            workers=workers,
+            engine=engine,
+            address=address,
+            progress=progress,
+            checkpoint_progress=checkpoint_progress,
         )
     order = {c.name: i for i, c in enumerate(run.checkpoints)}
     entries.sort(key=lambda e: (order.get(e.checkpoint, 0), e.split != "val"))
-    return PredictReport(run.path, resolved, engine, workers, tuple(entries), time.perf_counter() - start)
+    return PredictReport(run.path, resolved, engine, workers, tuple(entries), time.perf_counter() - start, task_note)
+
+
+def _check_fits(run: Run, job: Job, split: str, data: PredictData, output: np.ndarray) -> None:
+    """The reader's own checks of the arrays, before the file is written: a model whose
+    outputs do not fit the run's task fails here, not at ``rank``."""
+    from ..store.reader import check_arrays
+
+    try:
+        check_arrays(run, job.folder / f"{split}.npz", data.target, output, data.ids, data.input_hash)
+    except CkptauditError as exc:
+        raise CkptauditError(f"outputs do not fit the run's task {run.task!r} ({run.output}): {exc.args[0]}") from None
+
+
+def _settle_task(path: Path, data: PredictData, options: Options, task: str | None, kind: str | None) -> str | None:
+    """Give an imported run without a task its task, read from the data and the outputs of
+    one checkpoint (written as that checkpoint's val.npz, so it is not predicted twice).
+    Returns the note to show, or None when run.json already had a task."""
+    from ..store.reader import RUN_FILE
+    from ..store.recorder import write_json_atomic
+    from .tasks import infer_task
+
+    run_file = path / RUN_FILE
+    try:
+        raw = read_json(run_file)  # a regular file of bounded size only
+    except (OSError, CkptauditError):
+        return None  # read_run reports it
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("task") is not None:
+        for option, given, have in (("--task", task, raw.get("task")), ("--output", kind, raw.get("output"))):
+            if given is not None and given != have:
+                raise UsageError(
+                    f"{option} {given} contradicts run.json ({have}): {option} only completes an imported run that has none"
+                )
+        return None
+    kind = kind if kind is not None else raw.get("output")
+    folder, weights = _a_checkpoint_with_weights(path)
+    predictor = Predictor(
+        options.model,
+        device=options.device,
+        batch_size=options.batch_size,
+        autocast=options.autocast,
+        trust_pickle=options.trust_pickle,
+    )
+    predictor.load(weights)
+    out = predictor.run(data)
+    task, kind, why = infer_task(data.target, out, task=task, kind=kind)
+    raw["task"], raw["output"] = task, kind
+    if task == "binary":
+        raw.setdefault("positive_class", 1)
+    if task in ("multiclass", "multilabel") and out.ndim == 2 and "classes" not in raw and "num_classes" not in raw:
+        raw["num_classes"] = int(out.shape[1])
+    raw["task_from"] = f"predict: {why}"
+    write_json_atomic(run_file, raw)
+    run = read_run(path)
+    ckpt = next(c for c in run.checkpoints if c.path == folder)
+    job = Job(ckpt.name, ckpt.epoch, folder, weights, ("val",))
+    if stored_fingerprint(ckpt.split_file("val")) is None:
+        _check_fits(run, job, "val", data, out)
+        write_split(folder, "val", data, out)
+    return f"task {why}"
+
+
+def _a_checkpoint_with_weights(path: Path) -> tuple[Path, Path]:
+    """The last checkpoint folder (by epoch in meta.json) that has weights: trained the longest,
+    its outputs show the output kind most plainly."""
+    from ..store.reader import CHECKPOINTS_DIR
+
+    found: list[tuple[int, str, Path, Path]] = []
+    root = path / CHECKPOINTS_DIR
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            meta = read_json(folder / META_FILE)
+        except (OSError, CkptauditError):
+            continue
+        weights = weights_in(folder)
+        if isinstance(meta, dict) and weights is not None and isinstance(meta.get("epoch"), int):
+            found.append((meta["epoch"], folder.name, folder, weights))
+    if not found:
+        raise RunFormatError("no checkpoint with weights to read the task from", path)
+    _, _, folder, weights = max(found)
+    return folder, weights
 
 
 def _call_user(func: Any, option: str, spec: str) -> Any:

@@ -267,6 +267,10 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     if fmt != FORMAT:
         raise RunFormatError(f"unknown format {fmt!r} (this ckptaudit reads {FORMAT!r})", run_file)
     task = raw.get("task")
+    if task is None and "imported_from" in raw:
+        raise RunFormatError(
+            "no 'task' yet: `ckptaudit predict` reads it from the data (or give --task to import/predict)", run_file
+        )
     if task not in TASKS:
         raise RunFormatError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}", run_file)
     output = raw.get("output")
