@@ -68,18 +68,20 @@ ROUTE_SPECIFIC = ("files", "time", "step")
 
 
 def _placeless(doc, run: Path):
-    """The document with the run's own path replaced by RUN and the route-specific keys of
-    each checkpoint row left out."""
+    """The document with the run's own path replaced by RUN and the route-specific keys left
+    out wherever they stand (rank's rows, the verdict's checkpoints inside check's JSON)."""
     text = json.dumps(doc, sort_keys=True)
     for s in (str(run.resolve()), str(run)):
         text = text.replace(s, "RUN")
-    doc = json.loads(text)
-    rows = doc if isinstance(doc, list) else []
-    for row in rows:
-        if isinstance(row, dict):
-            for key in ROUTE_SPECIFIC:
-                row.pop(key, None)
-    return doc
+
+    def strip(node):
+        if isinstance(node, dict):
+            return {k: strip(v) for k, v in node.items() if k not in ROUTE_SPECIFIC}
+        if isinstance(node, list):
+            return [strip(v) for v in node]
+        return node
+
+    return strip(json.loads(text))
 
 
 VIEWS = {
