@@ -5,18 +5,26 @@
 a verdict holds and :mod:`ckptaudit.verdict.build` for how one pass computes it.
 """
 
-from .build import Options, RunPass, Verdicts, evaluate, evaluate_paths, evaluate_run
-from .model import Chosen, MetricVerdict, Rule, Verdict
+from __future__ import annotations
 
-__all__ = [
-    "Chosen",
-    "MetricVerdict",
-    "Options",
-    "Rule",
-    "RunPass",
-    "Verdict",
-    "Verdicts",
-    "evaluate",
-    "evaluate_paths",
-    "evaluate_run",
-]
+from typing import Any
+
+# NOTE: names are resolved on first use: `rank` and `prune` import only the ordering rule
+# (verdict.order), and must not pay for the statistics' imports at start-up.
+_BUILD = ("Options", "RunPass", "Verdicts", "evaluate", "evaluate_paths", "evaluate_run")
+_MODEL = ("Chosen", "MetricVerdict", "Rule", "Verdict")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _BUILD:
+        from . import build
+
+        return getattr(build, name)
+    if name in _MODEL:
+        from . import model
+
+        return getattr(model, name)
+    raise AttributeError(f"module 'ckptaudit.verdict' has no attribute {name!r}")
+
+
+__all__ = sorted(_BUILD + _MODEL)
