@@ -126,13 +126,18 @@ def test_recording_does_not_change_training(tmp_path, monkeypatch):
     recorded = history(fit(tmp_path / "b", CkptauditCallback(tmp_path / "b" / "run", task="binary", output="logit"), epochs=2))
     assert plain[0] == recorded[0]
     assert all(torch.equal(p, q) for p, q in zip(plain[1], recorded[1], strict=True))
+    # an own pass (predict= given) leaves training alike too, thanks to the RNG fork
+    own = lambda m, b: (b[1], m(b[0]), b[2])  # noqa: E731
+    forked = history(fit(tmp_path / "d", CkptauditCallback(tmp_path / "d" / "run", task="binary", output="logit", predict=own), epochs=2))
+    assert all(torch.equal(p, q) for p, q in zip(plain[1], forked[1], strict=True))
     # the test can fail: the same pass without the RNG fork shifts dropout and shuffling
     import contextlib
 
     from ckptaudit.integrations import lightning as integ
 
     monkeypatch.setattr(integ, "forked_rng", contextlib.nullcontext)
-    unforked = history(fit(tmp_path / "c", CkptauditCallback(tmp_path / "c" / "run", task="binary", output="logit"), epochs=2))
+    cb = CkptauditCallback(tmp_path / "c" / "run", task="binary", output="logit", predict=own)
+    unforked = history(fit(tmp_path / "c", cb, epochs=2))
     assert not all(torch.equal(p, q) for p, q in zip(plain[1], unforked[1], strict=True))
 
 
