@@ -273,7 +273,14 @@ class LoggedCheck:
         self._run: Any = None
 
     def __call__(
-        self, name: str, logged: Mapping[str, float], target: np.ndarray, output: np.ndarray, *, loader: int | None = None, slack_rows: int = 0
+        self,
+        name: str,
+        logged: Mapping[str, float],
+        target: np.ndarray,
+        output: np.ndarray,
+        *,
+        loader: int | None = None,
+        slack_rows: int = 0,
     ) -> dict[str, tuple[float, float]]:
         """Each checked metric's (logged, re-scored); warns where they disagree."""
         self.last = {}

@@ -126,7 +126,9 @@ class CkptauditTrainerCallback(TrainerCallback):
                 if compute_result:
                     n = len(self._batches)
                     self._captured = {
-                        k: np.concatenate([b[k] for b in self._batches]) for k in self._batches[0] if all(k in b for b in self._batches) and n
+                        k: np.concatenate([b[k] for b in self._batches])
+                        for k in self._batches[0]
+                        if all(k in b for b in self._batches) and n
                     }
                     self._batches = []
             if compute_metrics is None:
@@ -183,7 +185,12 @@ class CkptauditTrainerCallback(TrainerCallback):
             self.recorder = Recorder(self.path, **self.options, selected_by=metric, mode=mode)
         self._in_train = True
         model = kwargs.get("model")
-        if isinstance(self.output_key, str) and model is not None and self._hook is None and hasattr(model, "register_forward_hook"):
+        if (
+            isinstance(self.output_key, str)
+            and model is not None
+            and self._hook is None
+            and hasattr(model, "register_forward_hook")
+        ):
             self._hook = model.register_forward_hook(self._learn_names)
 
     def _learn_names(self, module: Any, inputs: Any, output: Any) -> None:
@@ -224,7 +231,9 @@ class CkptauditTrainerCallback(TrainerCallback):
         if self.train_sample and model is not None:
             train = self._train_rows(args, model, kwargs.get("train_dataloader"))
             t_target, t_output = fit_shapes(self.task, train["target"], train["output"])
-            extra = dict(train_target=t_target, train_output=t_output, train_ids=train.get("id"), train_input_hash=train.get("input_hash"))
+            extra = dict(
+                train_target=t_target, train_output=t_output, train_ids=train.get("id"), train_input_hash=train.get("input_hash")
+            )
         self.recorder.save(
             epoch,
             val_target=target,

@@ -163,11 +163,19 @@ class CkptauditCallback(pl.Callback):
         if not self._own_pass:
             self._hook = pl_module.register_forward_hook(lambda _m, _i, out: self._calls.append(out))
 
-    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+    def on_validation_batch_start(
+        self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any, batch_idx: int, dataloader_idx: int = 0
+    ) -> None:
         self._calls = []
 
     def on_validation_batch_end(
-        self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any, batch_idx: int, dataloader_idx: int = 0
+        self,
+        trainer: pl.Trainer,
+        pl_module: pl.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+        dataloader_idx: int = 0,
     ) -> None:
         if trainer.sanity_checking or self._own_pass or self._hook is None:
             return
@@ -231,14 +239,18 @@ class CkptauditCallback(pl.Callback):
             return  # Lightning re-validated the restored checkpoint: recorded already, alike
         logged = _logged(trainer)
         slack = trainer.world_size if distributed() else 0  # the DistributedSampler's repeated rows count in the logged mean
-        self.logged_check(name, logged, target, output, loader=self._loader if isinstance(self._loader, int) else None, slack_rows=slack)
+        self.logged_check(
+            name, logged, target, output, loader=self._loader if isinstance(self._loader, int) else None, slack_rows=slack
+        )
         train = self._train_rows(trainer, pl_module) if self.train_sample else None
         model = pl_module.state_dict() if self.weights == "state_dict" else None
         write = _write_ckpt(trainer) if self.weights == "ckpt" else None
         extra: dict[str, Any] = {}
         if train is not None:
             t_target, t_output = fit_shapes(self.task, train["target"], train["output"])
-            extra = dict(train_target=t_target, train_output=t_output, train_ids=train.get("id"), train_input_hash=train.get("input_hash"))
+            extra = dict(
+                train_target=t_target, train_output=t_output, train_ids=train.get("id"), train_input_hash=train.get("input_hash")
+            )
         self.recorder.save(
             trainer.current_epoch,
             model,
@@ -344,7 +356,9 @@ class CkptauditCallback(pl.Callback):
         try:
             with forked_rng(), torch.no_grad(), trainer.precision_plugin.forward_context():
                 batches = (
-                    pl_module.transfer_batch_to_device(collate([dataset[int(i)] for i in rows[s : s + size]]), pl_module.device, 0)
+                    pl_module.transfer_batch_to_device(
+                        collate([dataset[int(i)] for i in rows[s : s + size]]), pl_module.device, 0
+                    )
                     for s in range(0, len(rows), size)
                 )
                 got = collect(batches, lambda b: predict(pl_module, b), hash_inputs=self.hash_inputs)
