@@ -216,7 +216,7 @@ def test_training_rows_given_as_validation_data_are_warned_about(tmp_path):
     import warnings
 
     with warnings.catch_warnings():
-        warnings.simplefilter("error", UserWarning)
+        warnings.filterwarnings("error", message="ckptaudit")
         fit(tmp_path / "ok")
 
 

@@ -422,3 +422,16 @@ def test_train_sample_records_fixed_training_rows_and_the_leakage_audit_runs(tmp
     overlap = codes["train-val-overlap"]
     expected = int(np.isin(hash_rows(leaky_x), hash_rows(xt[rows])).sum())
     assert expected > 0 and overlap["evidence"]["count"] == expected
+
+
+def test_recorded_rows_that_are_not_what_lightning_validated_on_are_warned_about(tmp_path):
+    (xt, yt), _ = breast_cancer()
+    wrong = DataLoader(TensorDataset(torch.from_numpy(xt[:101]), torch.from_numpy(yt[:101])), batch_size=32)
+    cb = CkptauditCallback(tmp_path / "run", task="binary", output="logit", weights=None, dataloader=wrong)
+    with pytest.warns(UserWarning, match=r"epoch-0000: training logged val_acc=.* but the recorded validation predictions score"):
+        fit(tmp_path, cb, epochs=1)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message="ckptaudit")  # the right rows: nothing is said
+        fit(tmp_path / "ok", CkptauditCallback(tmp_path / "ok" / "run", task="binary", output="logit", weights=None), epochs=2)
