@@ -9,16 +9,18 @@ import pytest
 pytest.importorskip("transformers")
 pytest.importorskip("accelerate")
 import torch  # noqa: E402
-from _framework_checks import run_the_verbs, val_arrays  # noqa: E402
+from _framework_checks import cli_json, run_the_verbs, val_arrays  # noqa: E402
 from sklearn.datasets import load_wine  # noqa: E402
-from sklearn.metrics import accuracy_score  # noqa: E402
+from sklearn.metrics import accuracy_score, mean_squared_error  # noqa: E402
 from torch import nn  # noqa: E402
-from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainingArguments  # noqa: E402
+from transformers import PretrainedConfig, PreTrainedModel, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 from transformers.modeling_outputs import SequenceClassifierOutput  # noqa: E402
 
 from ckptaudit.errors import UsageError  # noqa: E402
+from ckptaudit.integrations import sample_rows  # noqa: E402
 from ckptaudit.integrations.hf import CkptauditTrainerCallback  # noqa: E402
-from ckptaudit.store.reader import read_run  # noqa: E402
+from ckptaudit.store.reader import read_predictions, read_run  # noqa: E402
+from ckptaudit.store.recorder import hash_rows  # noqa: E402
 
 EPOCHS = 4
 
@@ -33,6 +35,7 @@ class TinyConfig(PretrainedConfig):
 
 class TinyModel(PreTrainedModel):
     config_class = TinyConfig
+    main_input_name = "x"
 
     def __init__(self, config):
         super().__init__(config)
@@ -74,7 +77,7 @@ def train(tmp_path, callback=None, epochs=EPOCHS, **args):
     torch.manual_seed(0)
     (xt, yt), (xv, yv) = wine()
     model = TinyModel(TinyConfig())
-    targs = TrainingArguments(
+    options = dict(
         output_dir=str(tmp_path / "hf"),
         num_train_epochs=epochs,
         per_device_train_batch_size=16,
@@ -90,8 +93,8 @@ def train(tmp_path, callback=None, epochs=EPOCHS, **args):
         use_cpu=True,
         seed=0,
         disable_tqdm=True,
-        **args,
     )
+    targs = TrainingArguments(**{**options, **args})
     trainer = Trainer(
         model=model,
         args=targs,
@@ -200,3 +203,222 @@ def test_evaluations_every_n_steps_are_named_by_step(tmp_path):
     assert [c.epoch for c in r.checkpoints] == [0, 1, 1, 2]  # whole epochs completed, as state.epoch counts
     assert r.selected_by.metric == "eval_loss" and r.selected_by.mode == "min"
     assert r.checkpoint(r.chosen).step == trainer.state.best_global_step
+
+
+# -- the shapes real training loops take (issue 19) -----------------------------------------
+
+
+class RegressionModel(TinyModel):
+    """One output unit (num_labels=1), trained on mean squared error."""
+
+    def forward(self, x=None, labels=None):
+        out = self.net(x)
+        loss = None if labels is None else nn.functional.mse_loss(out[:, 0], labels)
+        return SequenceClassifierOutput(loss=loss, logits=out)
+
+
+def test_a_regression_head_with_one_output_is_recorded(tmp_path):
+    (xt, yt), (xv, yv) = wine()
+    # a continuous target: the first feature, predicted from the others
+    rt, rv = xt[:, 0].copy(), xv[:, 0].copy()
+    xt, xv = xt.copy(), xv.copy()
+    xt[:, 0], xv[:, 0] = 0.0, 0.0
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="regression", output="value")
+
+    def mse(eval_pred):
+        return {"mse": float(np.mean((eval_pred.predictions[:, 0] - eval_pred.label_ids) ** 2))}
+
+    torch.manual_seed(0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=2,
+        per_device_train_batch_size=16,
+        learning_rate=0.01,
+        eval_strategy="epoch",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=RegressionModel(TinyConfig(num_labels=1)),
+        args=args,
+        train_dataset=Rows(xt, rt.astype(np.float32)),
+        eval_dataset=Rows(xv, rv.astype(np.float32)),
+        compute_metrics=cb.wrap(mse),
+        callbacks=[cb],
+    )
+    trainer.train()
+    r = read_run(tmp_path / "run")
+    assert len(r.checkpoints) == 2
+    for ckpt in r.checkpoints:
+        preds = val_arrays(tmp_path / "run", ckpt.name)
+        assert preds.output.shape == (len(rv),) and preds.target.tolist() == pytest.approx(rv.tolist())
+        assert ckpt.logged["eval_mse"] == pytest.approx(mean_squared_error(rv, preds.output), rel=1e-5)
+
+
+def test_evaluate_after_train_is_not_a_checkpoint_and_does_not_fail(tmp_path):
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit")
+    trainer = train(tmp_path, cb, epochs=2)
+    before = [c.name for c in read_run(tmp_path / "run").checkpoints]
+    metrics = trainer.evaluate()  # the best model, reloaded by load_best_model_at_end
+    assert "eval_accuracy" in metrics
+    assert [c.name for c in read_run(tmp_path / "run").checkpoints] == before == ["epoch-0001", "epoch-0002"]
+
+
+def test_resume_from_an_earlier_checkpoint_fails_before_training(tmp_path):
+    train(
+        tmp_path, CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit"), epochs=3, save_total_limit=None
+    )
+    steps = []
+
+    class Steps(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            steps.append(state.global_step)
+
+    (xt, yt), (xv, yv) = wine()
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit", resume=True)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=3,
+        per_device_train_batch_size=16,
+        eval_strategy="epoch",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+    )
+    trainer = Trainer(
+        model=TinyModel(TinyConfig()),
+        args=args,
+        train_dataset=Rows(xt, yt),
+        eval_dataset=Rows(xv, yv),
+        compute_metrics=cb.wrap(accuracy),
+        callbacks=[cb, Steps()],
+    )
+    with pytest.raises(UsageError, match=r"training resumes at step 8 .* already holds epoch-0003 at step 24"):
+        trainer.train(resume_from_checkpoint=str(tmp_path / "hf" / "checkpoint-8"))
+    assert steps == []  # not one training step
+    # from the last checkpoint the run is complete: resuming trains nothing and records nothing new
+    trainer.train(resume_from_checkpoint=str(tmp_path / "hf" / "checkpoint-24"))
+    assert [c.epoch for c in read_run(tmp_path / "run").checkpoints] == [1, 2, 3]
+
+
+class DictOutputModel(TinyModel):
+    """Returns a plain dict whose first non-loss entry is not the logits."""
+
+    def forward(self, x=None, labels=None):
+        hidden = self.net[1](self.net[0](x))
+        logits = self.net[3](self.net[2](hidden))
+        loss = None if labels is None else nn.functional.cross_entropy(logits, labels)
+        out = {"embedding": hidden, "logits": logits}
+        return out if loss is None else {"loss": loss, **out}
+
+
+def test_output_key_names_the_output_to_record(tmp_path):
+    def logits_accuracy(eval_pred):
+        return {"accuracy": accuracy_score(eval_pred.label_ids, eval_pred.predictions[1].argmax(1))}
+
+    (xt, yt), (xv, yv) = wine()
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit", output_key="logits")
+    torch.manual_seed(0)
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=2,
+        per_device_train_batch_size=16,
+        eval_strategy="epoch",
+        report_to="none",
+        use_cpu=True,
+        disable_tqdm=True,
+        save_strategy="no",
+    )
+    Trainer(
+        model=DictOutputModel(TinyConfig()),
+        args=args,
+        train_dataset=Rows(xt, yt),
+        eval_dataset=Rows(xv, yv),
+        compute_metrics=cb.wrap(logits_accuracy),
+        callbacks=[cb],
+    ).train()
+    r = read_run(tmp_path / "run")
+    for ckpt in r.checkpoints:
+        preds = val_arrays(tmp_path / "run", ckpt.name)
+        assert preds.output.shape == (len(yv), 3)
+        assert ckpt.logged["eval_accuracy"] == pytest.approx(accuracy_score(yv, preds.output.argmax(1)))
+
+
+def test_batch_eval_metrics_records_the_whole_evaluation(tmp_path):
+    seen = []
+
+    def batch_accuracy(eval_pred, compute_result):
+        seen.append(len(eval_pred.label_ids))
+        return {"accuracy": 0.0} if compute_result else {}
+
+    cb = CkptauditTrainerCallback(tmp_path / "run", task="multiclass", output="logit")
+    plain = train(
+        tmp_path / "plain", CkptauditTrainerCallback(tmp_path / "plain" / "run", task="multiclass", output="logit"), epochs=2
+    )
+    torch.manual_seed(0)
+    (xt, yt), (xv, yv) = wine()
+    args = TrainingArguments(
+        output_dir=str(tmp_path / "hf"),
+        num_train_epochs=2,
+        per_device_train_batch_size=16,
+        per_device_eval_batch_size=16,
+        learning_rate=0.05,
+        eval_strategy="epoch",
+        logging_strategy="epoch",
+        save_strategy="no",
+        report_to="none",
+        use_cpu=True,
+        seed=0,
+        disable_tqdm=True,
+        batch_eval_metrics=True,
+    )
+    Trainer(
+        model=TinyModel(TinyConfig()),
+        args=args,
+        train_dataset=Rows(xt, yt),
+        eval_dataset=Rows(xv, yv),
+        compute_metrics=cb.wrap(batch_accuracy),
+        callbacks=[cb],
+    ).train()
+    assert sum(seen) == 2 * len(yv) and max(seen) == 16  # called per batch
+    assert plain.state.global_step == 16
+    for name in ("epoch-0001", "epoch-0002"):
+        ours, theirs = val_arrays(tmp_path / "run", name), val_arrays(tmp_path / "plain" / "run", name)
+        assert ours.target.tolist() == yv.tolist()
+        np.testing.assert_allclose(ours.output, theirs.output, rtol=1e-5, atol=1e-6)
+
+
+def test_train_sample_and_predict_hook(tmp_path):
+    (xt, yt), (xv, yv) = wine()
+    calls = []
+
+    def predict(eval_pred):
+        calls.append(1)
+        return eval_pred.label_ids, eval_pred.predictions, np.arange(len(eval_pred.label_ids)) + 500
+
+    cb = CkptauditTrainerCallback(
+        tmp_path / "run",
+        task="multiclass",
+        output="logit",
+        val_inputs=xv,
+        train_sample=50,
+        train_ids=np.arange(len(yt)),
+        predict=predict,
+    )
+    train(tmp_path, cb, epochs=2)
+    r = read_run(tmp_path / "run")
+    rows = sample_rows(len(yt), 50, 0)
+    assert len(calls) == 2
+    for ckpt in r.checkpoints:
+        val = val_arrays(tmp_path / "run", ckpt.name)
+        assert val.ids.tolist() == list(range(500, 500 + len(yv)))
+        tr = read_predictions(r, ckpt, "train")
+        assert tr.target.tolist() == yt[rows].tolist() and tr.ids.tolist() == rows.tolist()
+        assert tr.input_hash.tolist() == hash_rows(xt[rows]).tolist()
+        reloaded = TinyModel.from_pretrained(ckpt.path).eval()
+        with torch.no_grad():
+            np.testing.assert_allclose(reloaded(torch.from_numpy(xt[rows])).logits.numpy(), tr.output, rtol=1e-5, atol=1e-6)
+    _, audited = cli_json("audit", tmp_path / "run", "--fail-on", "never", "--resamples", "200")
+    assert "train-val-overlap" not in {f["code"] for f in audited}  # the hashes are there, and the splits are apart

@@ -8,18 +8,25 @@ stays light and a module fails only when its own framework is missing:
     from ckptaudit.integrations.keras import CkptauditKerasCallback    # pip install "ckptaudit[keras]"
 
 They are thin: the :class:`ckptaudit.store.recorder.Recorder` writes and checks the run; the
-helpers below hold what the torch-based adapters share (the RNG fork and the gathering of
-predictions across processes).
+helpers below hold what the adapters share: the RNG fork, the gathering of predictions across
+processes, picking the output out of a dict or tuple (``output_key=``), one-output heads, the
+fixed training sample (``train_sample=``), re-validation of a recorded checkpoint after a
+resume, and the comparison of what the framework logged with what the recorded predictions score.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Iterator
+import math
+import re
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import UsageError
 from ..store.recorder import hash_rows, to_numpy
 
 #: what a ``predict`` function returns for one batch: (target, output) or (target, output, ids)
@@ -122,3 +129,213 @@ def distributed() -> bool:
     except ImportError:
         return False
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+OutputKey = str | int | None
+
+
+def select_output(output: Any, output_key: OutputKey = None) -> Any:
+    """The prediction array out of what a model returns: ``output[output_key]`` for a dict
+    (``{"logits": ...}``, a Hugging Face ``ModelOutput``) or a tuple, else ``output`` itself.
+
+    A dict without ``output_key`` is an error naming its keys, rather than a guess: a model
+    that returns ``{"logits", "embedding"}`` must not have its embedding recorded."""
+    if isinstance(output, Mapping):
+        if output_key is None:
+            raise UsageError(f"the model returns a dict with keys {sorted(map(str, output))}: give output_key= (e.g. 'logits')")
+        if output_key not in output:
+            raise UsageError(f"output_key={output_key!r} is not among the model's outputs {sorted(map(str, output))}")
+        return output[output_key]
+    if isinstance(output, (tuple, list)):
+        if output_key is None:
+            raise UsageError(f"the model returns a {type(output).__name__} of {len(output)}: give output_key= (its position)")
+        if not isinstance(output_key, int) or not -len(output) <= output_key < len(output):
+            raise UsageError(f"output_key={output_key!r} is not a position in the model's {len(output)} outputs")
+        return output[output_key]
+    if output_key is not None and not hasattr(output, "shape"):
+        raise UsageError(f"output_key={output_key!r} was given but the model returns {type(output).__name__}")
+    return output
+
+
+def as_array(value: Any) -> np.ndarray:
+    """A tensor or array as numpy, half-precision floats widened to float32.
+
+    Keras under ``mixed_bfloat16`` hands back ml_dtypes ``bfloat16`` arrays (numpy kind
+    ``'V'``), which the run format refuses as non-numeric; bfloat16 widens to float32 exactly."""
+    arr = to_numpy(value)
+    if arr.dtype.kind not in "biufc" or arr.dtype == np.float16:
+        arr = arr.astype(np.float32)
+    return arr
+
+
+def fit_shapes(task: str, target: np.ndarray, output: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """One-output heads as the run format reads them: a regression head of one unit gives
+    ``(N, 1)`` for ``(N,)`` targets (HF ``num_labels=1``, Keras ``Dense(1)``), and Keras
+    labels often come as ``(N, 1)``; :func:`ckptaudit.inference.predict` accepts the same."""
+    if task == "regression":
+        if target.ndim == 1 and output.ndim == 2 and output.shape[1] == 1:
+            output = output[:, 0]
+        elif target.ndim == 2 and target.shape[1] == 1 and output.ndim == 1:
+            target = target[:, 0]
+    elif task in ("binary", "multiclass") and target.ndim == 2 and target.shape[1] == 1:
+        target = target[:, 0]
+    return target, output
+
+
+def sample_rows(size: int, n: int, seed: int) -> np.ndarray:
+    """The fixed training rows scored at every validation: ``n`` of ``size``, drawn once with
+    their own generator (training's random state is not touched), in dataset order."""
+    if n >= size:
+        return np.arange(size)
+    return np.sort(np.random.default_rng(seed).choice(size, n, replace=False))
+
+
+def check_train_sample(train_sample: Any) -> int | None:
+    """``train_sample=`` validated: None or a positive number of rows."""
+    if train_sample is None:
+        return None
+    if isinstance(train_sample, bool) or not isinstance(train_sample, int) or train_sample < 1:
+        raise UsageError(f"train_sample must be a positive number of training rows, not {train_sample!r}")
+    return train_sample
+
+
+class Resumed:
+    """What an earlier session recorded, kept when the callback is built (before training).
+
+    ``check_start(step)`` refuses, before any training, a resume from a point before the last
+    recorded evaluation (those evaluations would be trained again and recorded twice).
+    ``already(name, arrays)`` says whether a checkpoint is recorded with these very
+    predictions (a framework re-validating the restored epoch: nothing to do) and raises
+    when it is recorded with other ones."""
+
+    def __init__(self, run: Any) -> None:
+        self.path = None if run is None else Path(run.path)
+        self.steps = {} if run is None else {c.name: c.step for c in run.checkpoints}
+        self.last = None if run is None else run.checkpoints[-1]
+
+    def check_start(self, step: int, what: str) -> None:
+        last = self.last
+        if last is None or last.step is None or step >= last.step:
+            return
+        raise UsageError(
+            f"training resumes at step {step} ({what}) but the run already holds {last.name} at step {last.step}: "
+            "the steps between would be trained and recorded again. Resume from the checkpoint of the last recorded "
+            "evaluation, or pass fresh=True to move the earlier run aside",
+            self.path,
+        )
+
+    def already(self, name: str, target: np.ndarray, output: np.ndarray) -> bool:
+        if name not in self.steps or self.path is None:
+            return False
+        from ..store.reader import read_predictions, read_run
+
+        run = read_run(self.path)
+        old = read_predictions(run, run.checkpoint(name))
+        same = (
+            old.target.shape == target.shape
+            and old.output.shape == output.shape
+            and np.array_equal(old.target, target)
+            and np.allclose(old.output, output, rtol=1e-5, atol=1e-6)
+        )
+        if not same:
+            raise UsageError(
+                f"{name} is recorded already, with other predictions than this re-validation gives: "
+                "the resumed model differs from the recorded one; pass fresh=True to start the run again",
+                self.path,
+            )
+        return True
+
+
+_LOADER_SUFFIX = re.compile(r"/dataloader_idx_(\d+)$")
+_ACCURACY = ("accuracy", "binary_accuracy", "categorical_accuracy", "sparse_categorical_accuracy")
+_VAL_PREFIX = re.compile(r"^(val|valid|validation|eval|dev)[_/.-]", re.IGNORECASE)
+
+
+def loader_of(metric: str | None) -> int | None:
+    """The validation dataloader a Lightning metric name belongs to (``val_acc/dataloader_idx_1``: 1)."""
+    found = _LOADER_SUFFIX.search(metric or "")
+    return int(found.group(1)) if found else None
+
+
+class LoggedCheck:
+    """Compare what the framework logged for validation with what the recorded predictions
+    score, and warn (once per metric) when they disagree: the predictions recorded are then
+    not the ones the framework scored (another validation split, another loader, another
+    precision). Checked: accuracy (any ``val_``/``eval_`` accuracy name) for classification,
+    ``mse``/``mae`` for regression; a difference of more than half a row (``0.5 / N``) or,
+    for errors, more than 0.1% relative is reported."""
+
+    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+        self.path = Path(path)
+        self.enabled = enabled
+        self.warned: set[str] = set()
+        self.last: dict[str, tuple[float, float]] = {}
+        self._run: Any = None
+
+    def __call__(
+        self,
+        name: str,
+        logged: Mapping[str, float],
+        target: np.ndarray,
+        output: np.ndarray,
+        *,
+        loader: int | None = None,
+        slack_rows: int = 0,
+    ) -> dict[str, tuple[float, float]]:
+        """Each checked metric's (logged, re-scored); warns where they disagree."""
+        self.last = {}
+        if not self.enabled:
+            return self.last
+        from ..metrics import kernels
+        from ..metrics.evaluation import prepare_predictions
+        from ..metrics.spec import base_name, parse_metric
+        from ..store.reader import Predictions, read_run
+
+        if self._run is None:
+            self._run = read_run(self.path)
+        run = self._run
+        n = len(target)
+        prepared = None
+        for key, value in logged.items():
+            idx = loader_of(key)
+            if idx is not None and idx != (loader or 0):
+                continue  # another dataloader's metric
+            bare = _LOADER_SUFFIX.sub("", key)
+            if not _VAL_PREFIX.match(bare) or not math.isfinite(value):
+                continue
+            base = base_name(bare)
+            if run.task in ("binary", "multiclass") and base in _ACCURACY:
+                metric, tolerance = "accuracy", (0.5 + slack_rows) / n + 1e-6
+            elif run.task == "regression" and base in ("mse", "mae", "mean_squared_error", "mean_absolute_error"):
+                metric, tolerance = ("mse" if base in ("mse", "mean_squared_error") else "mae"), None
+            else:
+                continue
+            if prepared is None:
+                preds = Predictions(path=self.path, target=target, output=output, ids=None)
+                prepared = prepare_predictions(run, preds)
+            spec = parse_metric(metric)
+            scored = float(kernels.KERNELS[spec.name](prepared, spec))
+            self.last[key] = (float(value), scored)
+            if tolerance is None:
+                tolerance = 1e-3 * max(abs(scored), 1e-12) + 1e-7
+            if abs(scored - value) > tolerance and key not in self.warned:
+                self.warned.add(key)
+                warnings.warn(
+                    f"ckptaudit: {name}: training logged {key}={value:.6g} but the recorded validation predictions "
+                    f"score {metric}={scored:.6g}: the rows or outputs recorded are not the ones training scored "
+                    "(check validation_data / the dataloader / the precision)",
+                    UserWarning,
+                    stacklevel=3,
+                )
+        return self.last
+
+
+def sequence_index(container: Any, index: int | str) -> Any:
+    """Item ``index`` of a list/tuple of dataloaders, or of a dict of them by position or key."""
+    if isinstance(container, Mapping):
+        if isinstance(index, str):
+            return container[index]
+        return list(container.values())[index]
+    if isinstance(container, Sequence):
+        return container[int(index)]
+    return container

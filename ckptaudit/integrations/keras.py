@@ -17,12 +17,23 @@ mode, resolved the way Keras resolves ``mode="auto"`` (written when training end
 ``save_best_only=True`` Keras overwrites one file and records nothing about which epoch won;
 ``chosen`` is the epoch whose logs made ModelCheckpoint's ``best`` change. Keras on the torch
 backend has no multi-process training: nothing is gathered.
+
+A second ``fit()`` with the same callback (a head, then fine-tuning) continues the run: its
+epochs are numbered after the last recorded one, whether or not ``initial_epoch`` is given.
+A new callback with ``resume=True`` needs ``fit(initial_epoch=N)`` at the last recorded epoch
+(checked before the first batch). ``output_key`` picks the prediction of a model with dict (or
+tuple) outputs; ``predict(model, x)`` replaces the call of the model on a batch of inputs.
+Outputs under ``mixed_bfloat16`` are widened to float32. ``train_data=(x, y[, ids])`` with
+``train_sample=N`` records N fixed training rows (seeded) per epoch as ``train.npz``, with input
+hashes, for the leakage audit. The epoch's logged ``val_accuracy`` (or ``val_mse``/``val_mae``)
+is compared with what the recorded predictions score: a warning says when they disagree (e.g.
+``validation_data`` given to the callback is not what ``fit`` validated on).
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +56,7 @@ except ModuleNotFoundError as exc:
 
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
-from . import forked_rng
+from . import LoggedCheck, OutputKey, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows, select_output
 
 
 class CkptauditKerasCallback(keras.callbacks.Callback):
@@ -64,18 +75,33 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         weights: bool = True,
         batch_size: int = 256,
         hash_inputs: bool = True,
+        output_key: OutputKey = None,
+        predict: Callable[[Any, Any], Any] | None = None,
+        train_data: tuple[Any, ...] | None = None,
+        train_sample: int | None = None,
+        seed: int = 0,
+        check_logged: bool = True,
         resume: bool = False,
         fresh: bool = False,
     ) -> None:
         super().__init__()
+        if predict is not None and not callable(predict):
+            raise UsageError(f"predict must be a function (model, x_batch) -> output, not {predict!r}")
+        self.train_sample = check_train_sample(train_sample)
+        if (train_data is None) != (self.train_sample is None):
+            raise UsageError("train_sample=N and train_data=(x, y[, ids]) go together")
+        if train_data is not None and (not isinstance(train_data, (tuple, list)) or len(train_data) not in (2, 3)):
+            raise UsageError("train_data must be (x, y) or (x, y, ids), the training data given to fit()")
         if not isinstance(validation_data, (tuple, list)) or len(validation_data) not in (2, 3):
             raise UsageError("validation_data must be (x, y) or (x, y, ids), the data given to fit(validation_data=...)")
         if checkpoint is not None and not hasattr(checkpoint, "monitor"):
             raise UsageError(f"checkpoint must be your keras.callbacks.ModelCheckpoint, not {checkpoint!r}")
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, not {batch_size!r}")
-        Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training
+        existing = Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training
+        self.resumed = Resumed(None if fresh else existing)
         self.path = Path(path)
+        self.task = task
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
         )
@@ -86,29 +112,56 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         self.checkpoint = checkpoint
         self.weights = weights
         self.batch_size = batch_size
+        self.output_key = output_key
+        self.predict = predict
+        self.logged_check = LoggedCheck(path, enabled=check_logged)
+        self.train: tuple[Any, np.ndarray, np.ndarray | None, np.ndarray | None] | None = None
+        if train_data is not None and self.train_sample is not None:
+            y = to_numpy(train_data[1])
+            rows = sample_rows(len(y), self.train_sample, seed)
+            x = train_data[0][rows]
+            ids = to_numpy(train_data[2])[rows] if len(train_data) == 3 else None
+            self.train = (x, y[rows], ids, hash_rows(x) if hash_inputs and isinstance(x, np.ndarray) else None)
         self.recorder: Recorder | None = None
         self._best: Any = None
         self._best_epoch: int | None = None
         self._last_epoch: int | None = None
+        self._offset: int | None = None  # added to Keras' epoch numbers in this fit()
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         mode = getattr(self.checkpoint, "mode", None)
         monitor = getattr(self.checkpoint, "monitor", None)
-        self.recorder = Recorder(
-            self.path,
-            **self.options,
-            selected_by=monitor,
-            mode=mode if mode in ("min", "max") else None,
-        )
-        self._best = getattr(self.checkpoint, "best", None)
+        if self.recorder is None:  # a second fit() with the same callback continues the run
+            self.recorder = Recorder(
+                self.path,
+                **self.options,
+                selected_by=monitor,
+                mode=mode if mode in ("min", "max") else None,
+            )
+            self._best = getattr(self.checkpoint, "best", None)
+        self._offset = None
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._offset is None:
+            number = epoch + 1
+            if self._last_epoch is not None:
+                # same callback, another fit(): continue after this session's last epoch
+                self._offset = max(0, self._last_epoch + 1 - number)
+            else:
+                self._offset = 0
+                last = self.resumed.last
+                if last is not None and number <= last.epoch:
+                    raise UsageError(
+                        f"fit() starts at epoch {number} but the run already holds {last.name}: "
+                        f"pass initial_epoch={last.epoch} to fit() to continue it, or fresh=True to start again",
+                        self.path,
+                    )
         self._note_best(self._last_epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         assert self.recorder is not None
-        number = epoch + 1  # as Keras prints it and names files
-        output = self._predict()
+        number = epoch + 1 + (self._offset or 0)  # as Keras prints it and names files
+        target, output = fit_shapes(self.task, self.y, self._predict(self.x, len(self.y)))
         model = self.model
 
         def write(folder: Path) -> None:
@@ -120,15 +173,24 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
                 logged[key] = float(value)
             except (TypeError, ValueError):
                 continue
-        self.recorder.save(
-            number,
-            val_target=self.y,
-            val_output=output,
-            val_ids=self.ids,
-            val_input_hash=self.hashes,
-            logged=logged,
-            write=write if self.weights else None,
-        )
+        name = f"epoch-{number:04d}"
+        if not self.resumed.already(name, target, output):
+            self.logged_check(name, logged, target, output)
+            extra: dict[str, Any] = {}
+            if self.train is not None:
+                x, y, ids, hashes = self.train
+                t_target, t_output = fit_shapes(self.task, y, self._predict(x, len(y)))
+                extra = dict(train_target=t_target, train_output=t_output, train_ids=ids, train_input_hash=hashes)
+            self.recorder.save(
+                number,
+                val_target=target,
+                val_output=output,
+                val_ids=self.ids,
+                val_input_hash=self.hashes,
+                logged=logged,
+                write=write if self.weights else None,
+                **extra,
+            )
         self._last_epoch = number
         self._note_best(number)  # ModelCheckpoint may have run before this callback
 
@@ -152,10 +214,12 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
             self._best_epoch = epoch
         self._best = best
 
-    def _predict(self) -> np.ndarray:
+    def _predict(self, x: Any, n: int) -> np.ndarray:
         parts = []
         with forked_rng():
-            for start in range(0, len(self.y), self.batch_size):
-                chunk = self.model(self.x[start : start + self.batch_size], training=False)
-                parts.append(np.asarray(keras.ops.convert_to_numpy(chunk)))
+            for start in range(0, n, self.batch_size):
+                batch = x[start : start + self.batch_size]
+                out = self.predict(self.model, batch) if self.predict is not None else self.model(batch, training=False)
+                out = select_output(out, self.output_key)
+                parts.append(as_array(keras.ops.convert_to_numpy(out)))
         return np.concatenate(parts)

@@ -227,6 +227,7 @@ class Recorder:
             if first.has_split("val"):
                 self._guard.check(first, read_predictions(self._run, first))
         self._resumed_after = self.last_epoch  # epochs up to here belong to the earlier session
+        self._resumed_step = existing.checkpoints[-1].step if existing else None
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         write_json_atomic(run_file, run)
 
@@ -336,7 +337,14 @@ class Recorder:
                 f"name must be a plain folder name (no '/', not starting with '.' or ending in '.tmp'), not {name!r}"
             )
         # NOTE: within one session an epoch may hold several checkpoints (evaluations every N steps).
-        if self._resumed_after is not None and epoch <= self._resumed_after and name not in self._recorded:
+        # NOTE: a resume in the middle of an epoch (evaluations by step) continues in its last recorded epoch.
+        later_step = step is not None and self._resumed_step is not None and step > self._resumed_step
+        if (
+            self._resumed_after is not None
+            and epoch <= self._resumed_after
+            and name not in self._recorded
+            and not (later_step and epoch == self._resumed_after)
+        ):
             raise UsageError(
                 f"epoch {epoch} is not after the last recorded epoch {self._resumed_after} (resume continues after it)", self.path
             )
