@@ -310,7 +310,7 @@ def test_torch_files_are_read_as_data_matching_torch_for_every_dtype_and_layout(
     }
     path = tmp_path / "mixed.pth"
     torch.save(state, path)
-    from ckptaudit.store.weights import _zip_torch_file
+    from ckptaudit.store.tensorfiles import _zip_torch_file
 
     assert _zip_torch_file(path) is not None  # read as data, not by torch
     assert tensor_fingerprint(path) == fingerprint_state(state)
