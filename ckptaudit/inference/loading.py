@@ -168,7 +168,7 @@ def load_state(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:  # safetensors raises its own SafetensorError
-            raise CkptauditError(f"cannot read safetensors: {exc}", path) from None
+            raise CkptauditError(f"cannot read safetensors: {one_line(exc)}", path) from None
     if suffix == ".keras":
         _require_regular(path)
         return _keras_weights_h5(path)
