@@ -310,7 +310,7 @@ def test_torch_files_are_read_as_data_matching_torch_for_every_dtype_and_layout(
     }
     path = tmp_path / "mixed.pth"
     torch.save(state, path)
-    from ckptaudit.store.weights import _zip_torch_file
+    from ckptaudit.store.tensorfiles import _zip_torch_file
 
     assert _zip_torch_file(path) is not None  # read as data, not by torch
     assert tensor_fingerprint(path) == fingerprint_state(state)
@@ -336,3 +336,111 @@ def test_the_gate_identifies_resaved_weights_without_torch(trained, tmp_path, mo
     assert doc["chosen"] == trained["best"] and doc["chosen_how"].startswith("tensor content matches")
     result = runner.invoke(app, ["check", str(run), "-m", "val_loss", "--chosen", str(legacy)])
     assert result.exit_code == 2 and "needs torch" in result.stderr
+
+
+# ---------------------------------------------------------------- what the gate must not pass unchecked (issue 18)
+
+
+def _refused(*args) -> str:
+    result = runner.invoke(app, ["check", *map(str, args), "--resamples", "200"])
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in result.output, result.stderr
+    return lines[0]
+
+
+@pytest.mark.parametrize("files", ["empty", "removed"])
+def test_a_provenance_without_hashes_vouches_for_no_placed_model(trained, tmp_path, files):
+    """pick writes ``"files": {}`` when the weights lie outside the run; then, or with the key
+    gone, any model placed beside the provenance used to pass."""
+    import shutil
+
+    run = shutil.copytree(trained["run"], tmp_path / "run")
+    placed = runner.invoke(
+        app, ["pick", str(run), "-m", "val_loss", "--copy", str(tmp_path / "export" / "best"), "--resamples", "200"]
+    )
+    assert placed.exit_code == 0, placed.output
+    prov = tmp_path / "export" / "best.ckptaudit.json"
+    assert gate(run, "-m", "val_loss", "--chosen", prov)[1]["chosen"] == trained["best"]  # as written: verified
+    # another model placed there, and the provenance's hashes gone
+    other = next(p for p in sorted(run.glob("checkpoints/*/model.pt")) if p.parent.name != trained["best"])
+    shutil.copy(other, tmp_path / "export" / "best" / "model.pt")
+    data = json.loads(prov.read_text())
+    if files == "empty":
+        data["files"] = {}
+    else:
+        del data["files"]
+    prov.write_text(json.dumps(data))
+    line = _refused(run, "-m", "val_loss", "--chosen", prov)
+    assert "provenance" in line and ("lists no weights files" in line or "no 'files'" in line)
+
+
+def test_a_folder_with_an_unreadable_weights_file_of_another_model_is_refused(trained, tmp_path):
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    folder = tmp_path / "export"
+    folder.mkdir()
+    save_file(trained["best_state"], str(folder / "model.safetensors"))
+    (folder / "config.json").write_text('{"hidden": 8}')
+    assert gate(trained["run"], "-m", "val_loss", "--chosen", folder)[1]["chosen"] == trained["best"]
+    (folder / "model.onnx").write_bytes(b"\x08\x07\x12\x07pytorch" + np.random.default_rng(1).bytes(2000))
+    line = _refused(trained["run"], "-m", "val_loss", "--chosen", folder)
+    assert "model.onnx" in line and "cannot read" in line
+
+
+def test_an_unreadable_weights_file_passes_only_when_the_checkpoint_holds_its_bytes(trained, tmp_path):
+    import shutil
+
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    run = shutil.copytree(trained["run"], tmp_path / "run")
+    onnx = np.random.default_rng(2).bytes(2000)
+    (run / "checkpoints" / trained["best"] / "model.onnx").write_bytes(onnx)
+    folder = tmp_path / "export"
+    folder.mkdir()
+    save_file(trained["best_state"], str(folder / "model.safetensors"))
+    (folder / "model.onnx").write_bytes(onnx)
+    _, doc = gate(run, "-m", "val_loss", "--chosen", folder)
+    assert doc["chosen"] == trained["best"] and doc["chosen_how"].startswith("folder tensor content matches")
+
+
+def test_a_checkpoint_dict_holding_two_models_is_refused(trained, tmp_path):
+    other = train(tmp_path, epochs=1, seed=1)["best_state"]
+    shipped = tmp_path / "two.ckpt"
+    torch.save({"model_state_dict": trained["best_state"], "state_dict": other, "epoch": 3}, shipped)
+    line = _refused(trained["run"], "-m", "val_loss", "--chosen", shipped)
+    assert "different models" in line and "'state_dict'" in line
+    same = tmp_path / "same.ckpt"  # the same model under both keys is one model
+    torch.save({"model_state_dict": trained["best_state"], "state_dict": copy.deepcopy(trained["best_state"])}, same)
+    assert gate(trained["run"], "-m", "val_loss", "--chosen", same)[1]["chosen"] == trained["best"]
+
+
+@pytest.mark.parametrize("how", ["null", "missing"])
+def test_a_logged_policy_metric_stored_as_null_fails_like_a_missing_one(trained, tmp_path, how):
+    import shutil
+
+    run = shutil.copytree(trained["run"], tmp_path / "run")
+    code, doc = gate(run, "-m", "val_loss", "--chosen", trained["best"])
+    assert code == 0, doc
+    other = next(p for p in sorted(run.glob("checkpoints/*/meta.json")) if p.parent.name != trained["best"])
+    meta = json.loads(other.read_text())
+    if how == "null":
+        meta["logged"]["val_loss"] = None
+    else:
+        del meta["logged"]["val_loss"]
+    other.write_text(json.dumps(meta))
+    code, doc = gate(run, "-m", "val_loss", "--chosen", trained["best"])
+    assert code == 1, doc
+    best_rule = next(r for r in doc["rules"] if not r["passed"])
+    assert other.parent.name in best_rule["message"] and "no val_loss value" in best_rule["message"]
+
+
+def test_safetensors_with_stray_bytes_is_refused_as_safetensors_refuses_it(trained, tmp_path):
+    safetensors = pytest.importorskip("safetensors.torch")
+    shipped = tmp_path / "model.safetensors"
+    safetensors.save_file(trained["best_state"], str(shipped))
+    assert gate(trained["run"], "-m", "val_loss", "--chosen", shipped)[1]["chosen"] == trained["best"]
+    with open(shipped, "ab") as fh:
+        fh.write(b"\0" * 64)
+    with pytest.raises(Exception, match="(?i)incomplete|buffer|invalid"):
+        safetensors.load_file(str(shipped))  # the library's own verdict on the file
+    line = _refused(trained["run"], "-m", "val_loss", "--chosen", shipped)
+    assert "stray or missing bytes" in line

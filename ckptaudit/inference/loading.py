@@ -10,13 +10,22 @@ whose message names ``--trust-pickle``: passing it runs whatever code the file h
 
 from __future__ import annotations
 
-import pickle
+import re
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 from ..errors import CkptauditError
-from ..store.weights import WeightsError, open_regular
+from ..store.weights import (
+    WeightsError,
+    check_inflation,
+    check_zip_inflation,
+    is_training_state,
+    one_line,
+    open_regular,
+    sniff_format,
+)
 
 #: suffixes of files that hold weights, in order of preference within one checkpoint folder
 WEIGHT_SUFFIXES = (".safetensors", ".pt", ".pth", ".ckpt", ".bin", ".keras", ".h5")
@@ -37,40 +46,79 @@ def _require_regular(path: Path) -> None:
         raise CkptauditError(exc.problem, path) from None
 
 
-def _refuse(path: Path, exc: BaseException) -> UnsafeCheckpointError:
-    first = str(exc).strip().splitlines()
-    detail = next(
-        (line for line in first if "GLOBAL" in line or "Unsupported" in line), first[0] if first else type(exc).__name__
-    )
+_FORMATS = {"safetensors": "a safetensors file", "keras": "a .keras file", "hdf5": "an HDF5 file"}
+
+
+def _needed_global(exc: BaseException) -> str | None:
+    """The global a valid pickle needed that ``weights_only`` refused (torch names it
+    ``GLOBAL module.name``), else None: a refused operand or a broken stream is corruption,
+    not code."""
+    match = re.search(r"GLOBAL ([\w.]+)", str(exc))
+    return match.group(1) if match else None
+
+
+def _load_failure(path: Path, exc: BaseException, trust_pickle: bool) -> CkptauditError:
+    """One line for a failed ``torch.load``. Only a well-formed torch file whose pickle
+    needs a global beyond plain tensors is "needs code" (with the --trust-pickle advice,
+    never when it is given); anything else, random bytes, a ``.npy``, an HDF5 file, a
+    truncated zip, is said to be no torch file or a corrupt one, and the flag that runs code
+    is never suggested for it."""
+    try:
+        kind = sniff_format(path)
+    except WeightsError as err:
+        return CkptauditError(err.problem, path)
+    if kind != "torch":
+        with open_regular(path) as fh:
+            numpy = fh.read(6) == b"\x93NUMPY"
+        what = "a NumPy .npy array" if numpy else _FORMATS.get(kind or "", "no known weights format")
+        return CkptauditError(f"not a torch file, or a corrupt one ({what}): cannot load it as torch weights", path)
+    needed = None if trust_pickle else _needed_global(exc)
+    if needed is None:
+        return CkptauditError(f"corrupt torch file, cannot load it: {one_line(exc)}", path)
     return UnsafeCheckpointError(
-        f"loading needs code from the file (a pickle beyond plain tensors: {detail.strip()[:160]}); refused. "
+        f"loading needs code from the file (a pickle beyond plain tensors: it imports {needed[:120]}); refused. "
         "Pass --trust-pickle only if you trust this file: it RUNS code stored in it",
         path,
     )
 
 
+def _check_zip(path: Path, members: list[str] | None = None) -> None:
+    """Refuse a zip (torch's format, ``.keras``) whose members declare more bytes than the
+    weights limit allows, before anything is inflated; a file that is no zip passes (its
+    loader reports it)."""
+    try:
+        with open_regular(path) as fh:
+            if fh.read(4) != b"PK\x03\x04":
+                return
+            fh.seek(0)
+            with zipfile.ZipFile(fh) as zf:
+                check_zip_inflation(zf, path, members)
+    except (zipfile.BadZipFile, KeyError, OSError):
+        return
+    except WeightsError as exc:
+        raise CkptauditError(exc.problem, path) from None
+
+
 def torch_load(path: str | Path, *, trust_pickle: bool = False, mmap: bool = False) -> Any:
     """``torch.load`` on CPU with ``weights_only=True`` unless ``trust_pickle``.
 
-    Raises :class:`UnsafeCheckpointError` when the file needs code to load.
+    Raises :class:`UnsafeCheckpointError` when the file needs code to load, and
+    :class:`CkptauditError` (one line) when it is no torch file or a corrupt one.
     """
     import torch
 
     path = Path(path)
     _require_regular(path)
+    _check_zip(path)
     try:
         return torch.load(path, map_location="cpu", weights_only=not trust_pickle, mmap=mmap)
-    except pickle.UnpicklingError as exc:
-        raise _refuse(path, exc) from None
     except RuntimeError as exc:
         # NOTE: mmap needs the zip format; an old-format (legacy) file is retried without it.
         if mmap and "mmap" in str(exc):
             return torch_load(path, trust_pickle=trust_pickle, mmap=False)
-        if "weights_only" in str(exc) or "Weights only load failed" in str(exc):
-            raise _refuse(path, exc) from None
-        raise CkptauditError(f"cannot load: {exc}".splitlines()[0], path) from None
-    except (OSError, EOFError, zipfile.BadZipFile) as exc:
-        raise CkptauditError(f"cannot load (truncated or corrupt): {type(exc).__name__}: {exc}", path) from None
+        raise _load_failure(path, exc, trust_pickle) from None
+    except Exception as exc:  # noqa: BLE001 - a file that runs code (trust_pickle) may raise anything
+        raise _load_failure(path, exc, trust_pickle) from None
 
 
 def _keras_weights_h5(path: Path) -> dict[str, Any]:
@@ -79,21 +127,28 @@ def _keras_weights_h5(path: Path) -> dict[str, Any]:
     import h5py
     import numpy as np
 
+    _check_zip(path, ["model.weights.h5"])
     try:
         with zipfile.ZipFile(path) as zf:
             data = zf.read("model.weights.h5")
     except KeyError:
         raise CkptauditError("not a Keras 3 file: no model.weights.h5 member", path) from None
-    except (OSError, zipfile.BadZipFile) as exc:
-        raise CkptauditError(f"cannot read the .keras zip: {exc}", path) from None
+    except (OSError, zipfile.BadZipFile, zlib.error, EOFError) as exc:
+        raise CkptauditError(f"cannot read the .keras zip: {one_line(exc)}", path) from None
     out: dict[str, Any] = {}
-    with h5py.File(io.BytesIO(data), "r") as h5:
-
-        def visit(name: str, obj: Any) -> None:
-            if isinstance(obj, h5py.Dataset):
+    try:
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            datasets: list[tuple[str, Any]] = []
+            h5.visititems(lambda name, obj: datasets.append((name, obj)) if isinstance(obj, h5py.Dataset) else None)
+            try:
+                # NOTE: declared sizes first: a gzip dataset of gigabytes in a small file is refused.
+                check_inflation(sum(int(d.size) * d.dtype.itemsize for _, d in datasets), path.stat().st_size, path)
+            except WeightsError as exc:
+                raise CkptauditError(exc.problem, path) from None
+            for name, obj in datasets:
                 out[name] = np.asarray(obj[()])
-
-        h5.visititems(visit)
+    except (OSError, ValueError, RuntimeError) as exc:
+        raise CkptauditError(f"corrupt .keras file: {one_line(exc)}", path) from None
     return out
 
 
@@ -113,7 +168,7 @@ def load_state(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any
         try:
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:  # safetensors raises its own SafetensorError
-            raise CkptauditError(f"cannot read safetensors: {exc}", path) from None
+            raise CkptauditError(f"cannot read safetensors: {one_line(exc)}", path) from None
     if suffix == ".keras":
         _require_regular(path)
         return _keras_weights_h5(path)
@@ -143,7 +198,9 @@ def find_weights(folder: Path) -> Path | None:
     if not folder.is_dir():
         return None
     candidates = [
-        p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES and p.name not in NOT_MODEL_FILES
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in WEIGHT_SUFFIXES and p.name not in NOT_MODEL_FILES and not is_training_state(p.name)
     ]
     if not candidates:
         return None

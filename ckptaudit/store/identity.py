@@ -13,7 +13,15 @@ from pathlib import Path
 
 from ..errors import CkptauditError, UsageError, did_you_mean
 from .reader import META_FILE, Checkpoint, Run
-from .weights import FolderIdentity, WeightsError, read_text_safely, sha256_file, tensor_fingerprint, weight_hashes
+from .weights import (
+    FolderIdentity,
+    WeightsError,
+    model_files,
+    read_text_safely,
+    sha256_file,
+    tensor_fingerprint,
+    weight_hashes,
+)
 
 #: the suffix of the provenance file ``pick`` writes beside a placed checkpoint
 PROVENANCE_SUFFIX = ".ckptaudit.json"
@@ -71,7 +79,7 @@ def _match_file(run: Run, path: Path) -> Identified:
     errors: list[str] = []
     by_content = []
     for ckpt, ident in idents:
-        rel = next((ident.rel(f) for f in ident.files if _content(ident, f, errors) == fingerprint), None)
+        rel = next((ident.rel(f) for f in model_files(ident.files) if _content(ident, f, errors) == fingerprint), None)
         if rel is not None:
             by_content.append((ckpt, rel))
     if by_content:
@@ -84,9 +92,10 @@ def _match_file(run: Run, path: Path) -> Identified:
 
 def _match_folder(run: Run, path: Path) -> Identified:
     """A checkpoint folder of the run, a copy of one, or a folder of re-saved weights: it
-    matches a checkpoint when every file of it that holds tensors matches one of the
-    checkpoint's weights files by content (files without tensors, like config.json, are
-    not compared)."""
+    matches a checkpoint when every weights file of it (:func:`model_files`: by suffix or
+    content, never training state such as HF's ``rng_state.pth``, never configs) matches
+    one of the checkpoint's: by tensor content, or by sha256 for a weights file ckptaudit
+    cannot read (``model.onnx``), which therefore must be byte-identical to one of the run."""
     resolved = path.resolve()
     for ckpt in run.checkpoints:
         if ckpt.path.resolve() == resolved:
@@ -102,26 +111,38 @@ def _match_folder(run: Run, path: Path) -> Identified:
         if len(same) == 1:
             return Identified((same[0],), f"folder matches {same[0].name} by sha256")
         return _matches("folder sha256", found)
-    errors: list[str] = []
-    wanted = {f: given.tensors(f) for f in given.files}
-    wanted_set = {fp for fp in wanted.values() if fp is not None}
-    if not wanted_set:
+    shipped = model_files(given.files)
+    if not shipped:
         raise UsageError(
-            f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files; none holds "
-            "tensors to compare by content)",
+            f"folder matches no checkpoint of {run.name} by sha256 and holds no weights file "
+            "(.safetensors, .bin, .pt, .keras, .h5, ...) to compare by content",
             path,
         )
+    wanted = {f: given.tensors(f) for f in shipped}
+    unread = [f for f, fp in wanted.items() if fp is None]
+    errors: list[str] = []
     by_content = []
     for ckpt, ident in idents:
-        have = {_content(ident, f, errors) for f in ident.files}
-        if wanted_set <= have:
-            by_content.append((ckpt, f"{{{', '.join(given.rel(f) for f, fp in wanted.items() if fp is not None)}}}"))
+        have = {_content(ident, f, errors) for f in model_files(ident.files)}
+        if not all(fp in have for fp in wanted.values() if fp is not None):
+            continue
+        if unread and not {given.sha256(f) for f in unread} <= {ident.sha256(f) for f in ident.files}:
+            continue
+        by_content.append((ckpt, f"{{{', '.join(given.rel(f) for f in shipped)}}}"))
     if by_content:
         return _matches("folder tensor content", by_content)
-    unread = f"; {len(errors)} file(s) of the run could not be read: {errors[0]}" if errors else ""
+    if unread:
+        name = given.rel(unread[0])
+        raise UsageError(
+            f"folder holds {name}, a weights file ckptaudit cannot read (it reads torch, safetensors, .keras and "
+            f".h5) whose sha256 matches no checkpoint of {run.name} holding the folder's other weights: the gate "
+            "cannot tell which model it is; remove it from the folder or record it in the run",
+            path,
+        )
+    failed = f"; {len(errors)} file(s) of the run could not be read: {errors[0]}" if errors else ""
     raise UsageError(
         f"folder matches no checkpoint of {run.name} (compared sha256 of {len(hashes)} files and the tensor "
-        f"content of {len(wanted_set)}){unread}",
+        f"content of {len(wanted)}){failed}",
         path,
     )
 
@@ -137,11 +158,22 @@ def _provenance(run: Run, path: Path) -> Identified:
         raise UsageError(f"provenance names checkpoint {name!r}, which is not in run {run.name}", path)
     if Path(str(prov.get("run", ""))).resolve() != run.path.resolve():
         raise UsageError(f"provenance is for run {prov.get('run')}, not {run.path.resolve()}", path)
-    current = weight_hashes(ckpt.path, run.path)
-    if prov.get("files") and prov["files"] != current:
+    files = prov.get("files")
+    if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
+        raise UsageError("provenance has no 'files' object of weights hashes to verify the checkpoint by", path)
+    if not files:
+        # NOTE: pick writes no hashes when the weights lie outside the run (a link across file
+        # systems): the provenance then vouches for nothing, and any model placed beside it
+        # would pass. The gate verifies, or refuses.
+        raise UsageError(
+            f"provenance lists no weights files of {ckpt.name} (its weights lie outside the run?), so nothing can be "
+            "verified by it; give the shipped weights file or folder as --chosen instead",
+            path,
+        )
+    if files != weight_hashes(ckpt.path, run.path):
         raise UsageError(f"the weights of {ckpt.name} changed since the provenance was written", path)
     dest = path.with_name(path.name[: -len(PROVENANCE_SUFFIX)])
-    if dest.exists() and prov.get("files") and weight_hashes(dest) != prov["files"]:
+    if (dest.exists() or dest.is_symlink()) and weight_hashes(dest) != files:
         raise UsageError("the placed copy does not match its provenance hashes", dest)
     return Identified((ckpt,), f"provenance {path.name}")
 

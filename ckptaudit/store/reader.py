@@ -10,7 +10,6 @@ bounded by one checkpoint whatever the size of a sweep. Prediction files are rea
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -217,8 +216,8 @@ def _checkpoint_from(path: Path, meta_path: str, meta: Any) -> Checkpoint:
     logged: dict[str, float] = {}
     for key, value in logged_raw.items():
         if value is None:
-            logged[key] = math.nan
-        elif isinstance(value, (int, float)) and not isinstance(value, bool):
+            continue  # null is no value (as a missing key), not NaN: the gate must not pass over it
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
             logged[key] = float(value)
         else:
             raise RunFormatError(f"logged {key!r} must be a number, got {value!r}", meta_path)
