@@ -30,6 +30,22 @@ EVENTS_GLOB = "events.out.tfevents.*"
 _IGNORED_TAGS = {"hp_metric"}
 
 
+def refuse_special(path: Path) -> None:
+    """A FIFO, device or socket named as a log (or found where one is looked for) is refused
+    before anything opens it: a FIFO would block, a device never end."""
+    import os
+    import stat
+
+    from ..store.safeio import describe_mode
+
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return  # missing: the caller says what it looked for
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise UsageError(f"is {describe_mode(mode)}, not a log file: only regular files are read", path)
+
+
 def is_csv(path: Path) -> bool:
     """Whether ``path`` is a CSV log (by suffix; W&B exports and CSVLogger files are .csv)."""
     return path.is_file() and path.suffix.lower() == ".csv"
@@ -38,6 +54,7 @@ def is_csv(path: Path) -> bool:
 def read_logger(path: Path, epoch_offset: int = 0) -> dict[int, dict[str, float]]:
     """Per epoch, the last value of each metric in a TensorBoard log (an event file or a folder
     of them) or a W&B history (``.jsonl``). ``epoch_offset`` is added to the log's epochs."""
+    refuse_special(path)
     if path.is_file() and path.suffix.lower() in (".jsonl", ".json"):
         return read_wandb_history(path, epoch_offset)
     if path.is_file() and path.name.endswith(".wandb"):

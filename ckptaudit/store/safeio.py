@@ -48,8 +48,12 @@ _KINDS = {
 }
 
 
-def _kind(mode: int) -> str:
+def describe_mode(mode: int) -> str:
+    """What a ``st_mode`` that is not a regular file is, in words ("a FIFO", "a folder", ...)."""
     return _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+
+
+_kind = describe_mode
 
 
 def open_regular(path: str | Path, error: type[CkptauditError] = RunFormatError) -> IO[bytes]:

@@ -49,6 +49,16 @@ class Options:
     #: by the caller so that the verdict, which the gate reads, never imports the gate
     judge: Callable[[Verdict], tuple[Any, ...]] | None = None
 
+    def __post_init__(self) -> None:
+        # NOTE: every verb's statistics come through here, so the bound on --resamples (and on
+        # a repository's ckptaudit.toml) is checked once for all of them, before any pass
+        if self.statistics or self.audit or self.policy is not None:
+            from ..limits import MAX_RESAMPLES, check_resamples
+
+            # (fewer than the least is each verb's own check: the report clamps, the API refuses)
+            if isinstance(self.resamples, bool) or not isinstance(self.resamples, int) or self.resamples > MAX_RESAMPLES:
+                check_resamples(self.resamples)
+
 
 class RunPass:
     """One run's evaluation, gathered from its scoring pass (see the module docstring)."""
