@@ -455,10 +455,9 @@ def _multilabel_values(c: Counts, spec: MetricSpec, n_classes: int) -> np.ndarra
 
 
 def _multilabel(prep: Prepared, spec: MetricSpec) -> float:
-    pred = prep.labels(spec.threshold)
     if spec.name == "accuracy":
         # NOTE: subset accuracy, as scikit-learn's accuracy_score defines it for multilabel.
-        return float(np.all(pred == prep.y, axis=1).mean())
+        return float(subset_hits(prep, spec).mean())
     return float(_multilabel_values(multilabel_counts(prep, spec.threshold), spec, prep.n_classes))
 
 
@@ -510,33 +509,45 @@ roc_auc = _score_average(ranks.auc)
 average_precision = _score_average(ranks.ap)
 
 
+def _log_loss_rows(prep: Prepared) -> np.ndarray:
+    """Each row's negative log-likelihood (multilabel: the mean over its labels)."""
+    y = prep.y
+    if prep.logit is not None:
+        if prep.task == "multiclass":
+            return -prep.score[np.arange(y.shape[0]), y]
+        z = prep.logit.astype(np.float64, copy=False)
+        # NOTE: -log(sigmoid(z)) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z).
+        per = np.where(y == 1, _softplus(-z), _softplus(z))
+    else:
+        assert prep.proba is not None
+        p = np.clip(prep.proba64, prep.eps, 1 - prep.eps)
+        if prep.task == "multiclass":
+            return -np.log(p[np.arange(y.shape[0]), y])
+        per = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    # NOTE: multilabel: the mean over labels of each label's binary log loss.
+    return per.mean(axis=1) if per.ndim == 2 else per
+
+
 def log_loss(prep: Prepared, spec: MetricSpec) -> float:
     """Mean negative log-likelihood. From logits it is exact (log-sigmoid, log-softmax);
     from probabilities they are clipped to [eps, 1 - eps], eps the machine epsilon of the
     stored float type, as scikit-learn does."""
-    y = prep.y
-    if prep.logit is not None:
-        if prep.task == "multiclass":
-            return float(-prep.score[np.arange(y.shape[0]), y].mean())
-        z = prep.logit.astype(np.float64, copy=False)
-        # NOTE: -log(sigmoid(z)) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z).
-        return float(np.where(y == 1, _softplus(-z), _softplus(z)).mean())
+    return float(_log_loss_rows(prep).mean())
+
+
+def _brier_rows(prep: Prepared) -> np.ndarray:
     assert prep.proba is not None
-    p = np.clip(prep.proba64, prep.eps, 1 - prep.eps)
     if prep.task == "multiclass":
-        return float(-np.log(p[np.arange(y.shape[0]), y]).mean())
-    per = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    # NOTE: multilabel: the mean over labels of each label's binary log loss.
-    return float(per.mean())
+        summed = ((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1)
+        # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
+        return summed / 2 if prep.n_classes < 3 else summed
+    per = (prep.y - prep.proba64) ** 2
+    return per.mean(axis=1) if per.ndim == 2 else per
 
 
 def brier(prep: Prepared, spec: MetricSpec) -> float:
-    assert prep.proba is not None
-    if prep.task == "multiclass":
-        summed = float(((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1).mean())
-        # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
-        return summed / 2 if prep.n_classes < 3 else summed
-    return float(((prep.y - prep.proba64) ** 2).mean())
+    """Mean squared error of the probabilities (2-class multiclass: halved, as scikit-learn)."""
+    return float(_brier_rows(prep).mean())
 
 
 def _ece_rows(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -573,12 +584,13 @@ def ece(prep: Prepared, spec: MetricSpec) -> float:
     return float(np.abs(acc_sum - conf_sum).sum() / conf.shape[0])
 
 
-def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
-    assert prep.proba is not None
+def _top_k_rows(prep: Prepared, spec: MetricSpec) -> np.ndarray:
+    assert prep.proba is not None or prep.logit is not None
     k = DEFAULT_TOP_K if spec.k is None else spec.k
     # NOTE: the order within a row is the same for logits and probabilities, and logits
     # never saturate into ties.
     p = prep.proba if prep.logit is None else prep.logit
+    assert p is not None
     rows = np.arange(p.shape[0])
     true_score = p[rows, prep.y][:, None]
     # NOTE: ties rank the lower class index first, the argmax rule of `accuracy`, so
@@ -586,7 +598,12 @@ def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
     above = (p > true_score).sum(axis=1)
     idx = np.arange(p.shape[1])[None, :]
     tied_before = ((p == true_score) & (idx < prep.y[:, None])).sum(axis=1)
-    return float(((above + tied_before) < k).mean())
+    return ((above + tied_before) < k).astype(np.float64)
+
+
+def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
+    """Share of rows whose true class is among the k highest scores (ties: lower index first)."""
+    return float(_top_k_rows(prep, spec).mean())
 
 
 # --------------------------------------------------------------------------- regression
@@ -599,19 +616,50 @@ def _per_output(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def mse(prep: Prepared, spec: MetricSpec) -> float:
+def _residual_rows(prep: Prepared, name: str) -> np.ndarray:
+    """Squared (mse, rmse) or absolute (mae) residuals, (N, outputs)."""
     y, p = _per_output(prep)
-    return float(((y - p) ** 2).mean(axis=0).mean())
+    return np.abs(y - p) if name == "mae" else (y - p) ** 2
+
+
+def mse(prep: Prepared, spec: MetricSpec) -> float:
+    return float(_residual_rows(prep, "mse").mean(axis=1).mean())
 
 
 def rmse(prep: Prepared, spec: MetricSpec) -> float:
-    y, p = _per_output(prep)
-    return float(np.sqrt(((y - p) ** 2).mean(axis=0)).mean())
+    return float(np.sqrt(_residual_rows(prep, "rmse").mean(axis=0)).mean())
 
 
 def mae(prep: Prepared, spec: MetricSpec) -> float:
-    y, p = _per_output(prep)
-    return float(np.abs(y - p).mean(axis=0).mean())
+    return float(_residual_rows(prep, "mae").mean(axis=1).mean())
+
+
+def subset_hits(prep: Prepared, spec: MetricSpec) -> np.ndarray:
+    """Per row of a multilabel view: 1.0 where every label is predicted right."""
+    return np.all(prep.labels(spec.threshold) == prep.y, axis=1).astype(np.float64)
+
+
+def mean_rows(prep: Prepared, spec: MetricSpec) -> np.ndarray:
+    """The per-row values whose mean is the metric, from the same arithmetic as its kernel
+    (the selection statistics resample these, so that unit weights give the displayed
+    value): log_loss, brier, top_k_accuracy, mse, mae and multilabel subset accuracy give
+    (N,) float64; rmse gives the squared residuals, (N,) for one output and (N, outputs)
+    for several (the metric is the mean over outputs of each output's root)."""
+    name = spec.name
+    if name == "log_loss":
+        return _log_loss_rows(prep)
+    if name == "brier":
+        return _brier_rows(prep)
+    if name == "top_k_accuracy":
+        return _top_k_rows(prep, spec)
+    if name == "accuracy" and prep.task == "multilabel":
+        return subset_hits(prep, spec)
+    if name in ("mse", "mae", "rmse"):
+        per = _residual_rows(prep, name)
+        if name == "rmse":
+            return per[:, 0] if per.shape[1] == 1 else per
+        return per.mean(axis=1)
+    raise MetricError(f"{name} is not a mean of per-row values")
 
 
 def r2(prep: Prepared, spec: MetricSpec) -> float:

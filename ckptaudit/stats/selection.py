@@ -59,7 +59,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -106,6 +106,11 @@ class RowData:
     strata: np.ndarray
     n_classes: int
     sqrt: bool = False
+    #: how the exact ranking form's score columns combine (``single``, ``macro``,
+    #: ``weighted``, ``micro``); ``y`` is then the (rows, columns) positives
+    mode: str = ""
+    #: each row's target class (binary: 1 = positive) where the run has classes, else None
+    classes: np.ndarray | None = None
 
     @property
     def nbytes(self) -> int:
@@ -141,7 +146,10 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
 
 
 def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
-    """One checkpoint's compact per-row values (see :class:`RowData`)."""
+    """One checkpoint's compact per-row values (see :class:`RowData`), derived from the same
+    prepared values and by the same functions as the displayed metric (the kernels'
+    labels, :func:`~ckptaudit.metrics.kernels.mean_rows`, ``ece_terms``, the rank
+    columns), so unit weights reproduce the displayed value."""
     if spec.name in _RANKING:
         return ranking_rows.per_row(kind, spec, prep)
     if kind == "confusion":
@@ -149,47 +157,12 @@ def _per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
         return labels.astype(np.uint8 if prep.n_classes <= 255 else np.int32, copy=False)
     if kind == "multilabel":  # predicted labels, 8 to a byte
         return np.packbits(np.asarray(prep.labels(spec.threshold)).astype(bool), axis=1)
-    if kind == "mean" and prep.task == "multilabel" and spec.name == "accuracy":  # subset accuracy
-        return np.all(prep.labels(spec.threshold) == prep.y, axis=1).astype(np.float32)
-    assert prep.proba is not None
     if kind == "r2":  # squared residuals, per output
+        assert prep.proba is not None
         return ((prep.y - prep.proba) ** 2).astype(np.float32)
     if kind == "ece":  # (confidence bin, hit - confidence) per row, as the kernel bins them
         return np.stack(metrics.ece_terms(prep, spec), axis=1)
-    p = prep.proba64
-    name = spec.name
-    if name == "log_loss":
-        eps = np.finfo(np.float64).eps
-        q = np.clip(p, eps, 1 - eps)
-        if prep.task == "multiclass":
-            per = -np.log(q[np.arange(prep.y.shape[0]), prep.y])
-        else:
-            y = prep.y
-            per = -(y * np.log(q) + (1 - y) * np.log(1 - q))
-            per = per.mean(axis=1) if per.ndim == 2 else per
-    elif name == "brier":
-        if prep.task == "multiclass":
-            onehot = np.zeros(p.shape)
-            onehot[np.arange(p.shape[0]), prep.y] = 1.0
-            per = ((onehot - p) ** 2).sum(axis=1)
-        else:
-            per = (prep.y - p) ** 2
-            per = per.mean(axis=1) if per.ndim == 2 else per
-    elif name in ("mse", "rmse"):
-        per = (prep.y - p) ** 2
-        # NOTE: rmse of several outputs is the mean of each output's root: kept per output
-        per = per.mean(axis=1) if per.ndim == 2 and name == "mse" else per
-    elif name == "mae":
-        per = np.abs(prep.y - p)
-        per = per.mean(axis=1) if per.ndim == 2 else per
-    else:  # top_k_accuracy, with the kernel's tie rule
-        k = metrics.DEFAULT_TOP_K if spec.k is None else spec.k
-        rows = np.arange(p.shape[0])
-        true_score = p[rows, prep.y][:, None]
-        above = (p > true_score).sum(axis=1)
-        tied_before = ((p == true_score) & (np.arange(p.shape[1])[None, :] > prep.y[:, None])).sum(axis=1)
-        per = ((above + tied_before) < k).astype(np.float64)
-    return per.astype(np.float32)
+    return metrics.mean_rows(prep, spec).astype(np.float32)
 
 
 # --------------------------------------------------------------------------- one pass
@@ -230,6 +203,8 @@ class EvaluationBuilder:
         self._rows: list[np.ndarray] = []
         self._scored: list[int] = []
         self._y: np.ndarray | None = None
+        self._pos: np.ndarray | None = None
+        self._mode = ""
         self._n_classes = 0
         self._bytes = 0
         self.note: str | None = None if self.kind else f"{spec.text}: no per-row form for selection statistics"
@@ -247,6 +222,8 @@ class EvaluationBuilder:
             self._n_classes = prep.n_classes
             if self.kind == "ranking":  # exact or linearised, by the validation set's size
                 self.kind = ranking_rows.form(prep)
+            if self.kind == "ranking":
+                self._mode, self._pos = ranking_rows.targets(self.spec, prep)
         elif prep.y.shape != self._y.shape or not np.array_equal(prep.y, self._y):
             self.drop("the validation targets differ between checkpoints")
             return
@@ -281,7 +258,9 @@ class EvaluationBuilder:
         """The evaluation collected so far."""
         rows = None
         if self.note is None and self._rows and self._y is not None and self.kind is not None:
-            rows = row_data(self.kind, self.spec, self.run.task, self._y, np.stack(self._rows), self._n_classes)
+            rows = row_data(
+                self.kind, self.spec, self.run.task, self._y, np.stack(self._rows), self._n_classes, self._pos, self._mode
+            )
         note = self.note
         if rows is None and note is None:
             note = "no checkpoint could be scored"
@@ -297,23 +276,44 @@ class EvaluationBuilder:
         )
 
 
-def row_data(kind: str, spec: MetricSpec, task: str, y: np.ndarray, data: np.ndarray, n_classes: int) -> RowData:
+def row_data(
+    kind: str,
+    spec: MetricSpec,
+    task: str,
+    y: np.ndarray,
+    data: np.ndarray,
+    n_classes: int,
+    pos: np.ndarray | None = None,
+    mode: str = "",
+) -> RowData:
     """The :class:`RowData` of stacked per-row values ``data`` (checkpoints first, each
-    from :func:`_per_row`) on targets ``y``."""
-    if kind == "ranking":
-        y = (1 - y) if spec.class_index == 0 else y
-    if task in ("binary", "multiclass") and kind in ("confusion", "ranking", "mean", "ece") and y.ndim == 1:
-        strata = np.asarray(y, dtype=np.int64)
+    from :func:`_per_row`) on targets ``y``; the exact ranking form also takes its
+    positives ``pos`` and column ``mode`` (:func:`ckptaudit.stats.ranking_rows.targets`).
+
+    Resampling is by rows (one stratum) wherever the metric depends on the class mix
+    (accuracy, precision, F1, balanced rates, mean losses): stratifying by class would drop
+    the variance of the mix, under-covering accuracy and raising the confidence set's false
+    alarms between checkpoints of equal accuracy but different balance (issue 17). Only ROC
+    AUC and average precision resample within classes: they are undefined on a resample
+    that lacks one, and a ranking metric conditions on the class counts anyway."""
+    classes = np.asarray(y, dtype=np.int64) if task in ("binary", "multiclass") and y.ndim == 1 else None
+    if classes is not None and spec.name in _RANKING:
+        strata = classes
     else:
         strata = np.zeros(y.shape[0], dtype=np.int64)
-    if kind == "r2":
+    if kind == "ranking":
+        assert pos is not None, "the exact ranking form needs its positives"
+        y_kept = pos.astype(np.int8)
+        if data.ndim == 2:
+            data = data[:, :, None]
+    elif kind == "r2":
         y_kept = np.asarray(y, dtype=np.float64)
     elif kind in ("mean", "ece"):
         y_kept = np.zeros(0, dtype=np.int8)
     else:
         y_kept = y.astype(np.int8 if n_classes <= 127 or kind == "multilabel" else np.int32)
     width = n_classes if kind == "multilabel" else max(n_classes, 2)
-    return RowData(kind, y_kept, data, strata, width, sqrt=spec.name == "rmse")
+    return RowData(kind, y_kept, data, strata, width, sqrt=spec.name == "rmse", mode=mode, classes=classes)
 
 
 def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
@@ -359,6 +359,8 @@ def evaluate_arrays(
     notebooks, simulations and tests; checkpoints are named ``c0000``, ``c0001``, ..."""
     from pathlib import Path
 
+    # NOTE: bound like a run's specs (class=INDEX resolved, binary indices re-coded)
+    spec = spec.for_run(None, task, positive_class)
     ckpts = tuple(Checkpoint(Path(name) / f"c{i:04d}", f"c{i:04d}", i, None, {}) for i in range(len(outputs)))
     run = Run(Path(name), name, task, output, None, positive_class, None, None, ckpts)
     builder = EvaluationBuilder(run, spec)
@@ -476,7 +478,7 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
 
 
 def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
-    return ranking_rows.exact_values(rows.y, rows.data, w, spec, task)
+    return ranking_rows.exact_values(rows.y.astype(bool), rows.data, w, rows.mode, spec.name)
 
 
 #: up to this many classes, per-class weighted sums are matrix products with dense 0/1
@@ -681,35 +683,57 @@ _OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
 _GAUSSIAN_BLOCK_ROWS = 1_048_576
 
 
+def _count_classes(rows: RowData) -> list[int]:
+    """The classes whose counts the Gaussian confusion path sums (binary: class 1 alone,
+    class 0's counts follow from n)."""
+    return [1] if rows.n_classes == 2 else list(range(rows.n_classes))
+
+
 def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
-    """Per-row features whose sums give every checkpoint's confusion counts or loss sums."""
+    """Per-row features whose sums give every checkpoint's confusion counts or loss sums:
+    for a confusion metric, per class, each checkpoint's predicted and true-positive
+    indicators and the row's actual-class indicator (so the sums carry the class mix,
+    whatever the stratification)."""
     data = rows.data[:, sel]
     if rows.kind == "mean":
         return data.T.astype(np.float64)
+    assert rows.classes is not None
+    y = rows.classes[sel]
+    c = data.shape[0]
+    cls = _count_classes(rows)
     # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
-    if rows.n_classes == 2:
-        return (data == 1).T.astype(np.float32)
-    k = rows.n_classes
-    onehot = np.zeros((sel.shape[0], data.shape[0] * k), dtype=np.float32)
-    cols = np.arange(data.shape[0]) * k
-    onehot[np.arange(sel.shape[0])[:, None], cols[None, :] + data.T.astype(np.int64)] = 1.0
-    return onehot
+    out = np.empty((sel.shape[0], len(cls) * (2 * c + 1)), dtype=np.float32)
+    for i, j in enumerate(cls):
+        at = i * (2 * c + 1)
+        hit = data == j
+        out[:, at : at + c] = hit.T
+        hit &= (y == j)[None, :]
+        out[:, at + c : at + 2 * c] = hit.T
+        out[:, at + 2 * c] = y == j
+    return out
 
 
 def _feature_count(rows: RowData) -> int:
     c = rows.data.shape[0]
-    return c if rows.kind == "mean" or rows.n_classes == 2 else c * rows.n_classes
+    return c if rows.kind == "mean" else len(_count_classes(rows)) * (2 * c + 1)
 
 
 def gaussian_ok(rows: RowData, resamples: int) -> bool:
     """Whether :func:`_gaussian_sums` serves this run: a sum-type metric (confusion counts or
-    mean losses), a large validation set and no small class, where the bootstrap sums are
-    Gaussian to within resampling error and exact weights would cost rows x resamples x
-    checkpoints."""
+    mean losses), a large validation set and no small class (nor stratum), where the
+    bootstrap sums are Gaussian to within resampling error and exact weights would cost
+    rows x resamples x checkpoints."""
     if rows.kind not in ("confusion", "mean") or rows.data.ndim != 2 or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
         return False
-    counts = np.bincount(rows.strata)
-    return int(counts[counts > 0].min()) >= _GAUSSIAN_MIN_STRATUM and _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
+    if rows.kind == "confusion" and rows.classes is None:
+        return False
+    for groups in (rows.strata, rows.classes):
+        if groups is None:
+            continue
+        counts = np.bincount(groups)
+        if int(counts[counts > 0].min()) < _GAUSSIAN_MIN_STRATUM:
+            return False
+    return _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
 
 
 def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
@@ -764,22 +788,32 @@ def gaussian_values(rows: RowData, spec: MetricSpec, task: str, resamples: int, 
             out.append(np.sqrt(np.clip(means, 0.0, None)) if rows.sqrt else means)
         return out[0], out[1]
     # per-class counts (true positives, predicted, actual) of every checkpoint, in and out of bag
-    counts = [[np.zeros((resamples, c_count, k)) for _ in range(3)] for _ in range(2)]
-    for t, s_in, s_out in _gaussian_sums(rows, resamples, rng):
-        for (tp, predicted, actual), s in zip(counts, (s_in, s_out), strict=True):
-            count = np.clip(s[:, -1:], 0.0, None)
-            if k == 2:
-                positive = np.clip(s[:, :-1], 0.0, count)
-                by_class = np.stack([count - positive, positive], axis=2)
-            else:
-                by_class = np.clip(s[:, :-1].reshape(resamples, c_count, k), 0.0, None)
-            predicted += by_class
-            actual[:, :, t] = by_class.sum(axis=2)
-            tp[:, :, t] = by_class[:, :, t]
-    values = [
-        np.asarray(metrics.from_counts(tp, predicted, actual, actual.sum(axis=2), spec, task, rows.n_classes), dtype=np.float64)
-        for tp, predicted, actual in counts
-    ]
+    f = _feature_count(rows)
+    sums = [np.zeros((resamples, f + 1)), np.zeros((resamples, f + 1))]
+    for _, s_in, s_out in _gaussian_sums(rows, resamples, rng):
+        sums[0] += s_in
+        sums[1] += s_out
+    values = []
+    for s in sums:
+        s = np.clip(s, 0.0, None)
+        n = s[:, -1]
+        tp = np.zeros((resamples, c_count, k))
+        predicted = np.zeros_like(tp)
+        actual = np.zeros((resamples, k))
+        for i, j in enumerate(_count_classes(rows)):
+            at = i * (2 * c_count + 1)
+            predicted[:, :, j] = s[:, at : at + c_count]
+            tp[:, :, j] = np.minimum(s[:, at + c_count : at + 2 * c_count], predicted[:, :, j])
+            actual[:, j] = s[:, at + 2 * c_count]
+        if k == 2:
+            predicted[:, :, 0] = np.clip(n[:, None] - predicted[:, :, 1], 0.0, None)
+            actual[:, 0] = np.clip(n - actual[:, 1], 0.0, None)
+            tp[:, :, 0] = np.clip(predicted[:, :, 0] - (actual[:, 1:2] - tp[:, :, 1]), 0.0, None)
+        values.append(
+            np.asarray(
+                metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes), dtype=np.float64
+            )
+        )
     return values[0], values[1]
 
 
@@ -823,15 +857,29 @@ class WinnerEstimate:
     expected: float
     interval: tuple[float, float]
     optimism: float
+    #: resamples left out because their in-bag or out-of-bag rows had no row of the
+    #: metric's class (recall of no positive is undefined, not 0)
+    skipped_draws: int = 0
+    #: rows of the metric's class (binary: positives) in the validation set, where it has one
+    positives: int | None = None
+    #: True when ``positives`` is below :data:`MIN_POSITIVES`: the estimate is then not
+    #: calibrated (a view should say "too few positives", with ``positives_needed``)
+    too_few_positives: bool = False
+    positives_needed: int | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON shape: checkpoint, raw, expected_on_new_data, ci95, optimism."""
+        """JSON shape: checkpoint, raw, expected_on_new_data, ci95, optimism, and the
+        positives fields."""
         return {
             "checkpoint": self.checkpoint,
             "raw": self.raw,
             "expected_on_new_data": self.expected,
             "ci95": list(self.interval),
             "optimism": self.optimism,
+            "skipped_draws": self.skipped_draws,
+            "positives": self.positives,
+            "too_few_positives": self.too_few_positives,
+            "positives_needed": self.positives_needed,
         }
 
 
@@ -857,6 +905,10 @@ class RunSelection:
     method: str = METHOD
     correction: str = CORRECTION
     level: float = LEVEL
+    #: the smallest gap to the best (in the metric's units) that the confidence set would
+    #: have told apart at this level: "cannot be told apart" means "differs by less than
+    #: about this much, or not at all", not "equal" (None when not computed)
+    detectable_difference: float | None = None
     _index: dict[str, CheckpointSelection] = field(default_factory=dict, repr=False, compare=False)
 
     @property
@@ -890,6 +942,7 @@ class RunSelection:
             "method": self.method,
             "correction": self.correction,
             "note": self.note,
+            "detectable_difference": self.detectable_difference,
         }
 
 
@@ -932,13 +985,13 @@ def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, val
     interval = _percentiles(draws)
     if interval is None or value is None or spec.name != "roc_auc" or rows.kind not in ("ranking", "mean"):
         return interval
-    if rows.kind == "ranking" and rows.y.ndim == 1 and rows.n_classes == 2:
-        n_pos = int(np.count_nonzero(rows.y))
-    elif rows.kind == "mean" and rows.n_classes == 2 and rows.strata.any():  # linearised binary: strata = targets
-        n_pos = int(np.count_nonzero(rows.strata == (0 if spec.class_index == 0 else 1)))
+    if rows.kind == "ranking" and rows.mode == "single":  # one column: its positives
+        n_pos = int(np.count_nonzero(rows.y[:, 0]))
+    elif rows.kind == "mean" and rows.n_classes == 2 and rows.classes is not None:  # linearised binary
+        n_pos = int(np.count_nonzero(rows.classes == (0 if spec.class_index == 0 else 1)))
     else:
         return interval
-    n_neg = int(rows.y.shape[0] - n_pos) if rows.kind == "ranking" else int(rows.strata.shape[0] - n_pos)
+    n_neg = int(rows.strata.shape[0] - n_pos)
     if min(n_pos, n_neg) >= SMALL_CLASS_ROWS:
         return interval
     low, high = hanley_mcneil_interval(value, n_pos, n_neg)
@@ -961,11 +1014,22 @@ def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: 
     indices and each checkpoint's p-value (members have p > 1 - level; the winner 1).
     Work: O(resamples x C) per step, no (resamples x C x C) array.
     """
+    members, pvalues, _ = confidence_set_threshold(oriented, point, winner, level)
+    return members, pvalues
+
+
+def confidence_set_threshold(
+    oriented: np.ndarray, point: np.ndarray, winner: int, level: float = LEVEL
+) -> tuple[list[int], np.ndarray, float | None]:
+    """:func:`confidence_set`, and the threshold of its last step: the gap to the best a
+    member would have needed to leave the set (the smallest detectable difference at
+    ``level``; None with a single checkpoint)."""
     c_count = point.shape[0]
     dev = oriented - point[None, :]
     alive = np.arange(c_count)
     pvalues = np.ones(c_count)
     running = 0.0
+    q: float | None = None
     while alive.size > 1:
         sub = dev[:, alive]
         ranges = sub.max(axis=1) - sub.min(axis=1)
@@ -978,7 +1042,7 @@ def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: 
             pvalues[alive[j]] = max(running, float(np.mean(ranges >= gaps[j])))
         running = max(running, float(pvalues[alive[out]].max()))
         alive = alive[~out]
-    return [int(i) for i in alive], pvalues
+    return [int(i) for i in alive], pvalues, q
 
 
 def select(evaluation: RunEvaluation, *, resamples: int = DEFAULT_RESAMPLES, seed: int = DEFAULT_SEED) -> RunSelection:
@@ -1015,7 +1079,89 @@ def _by_stratum(rows: RowData, resamples: int) -> RowData:
     if sizes.max() * per_chunk > _EXACT_CELLS or bool(np.all(rows.strata[1:] >= rows.strata[:-1])):
         return rows
     order = np.argsort(rows.strata, kind="stable")
-    return RowData(rows.kind, rows.y[order], rows.data[:, order], rows.strata[order], rows.n_classes, rows.sqrt)
+    classes = None if rows.classes is None else rows.classes[order]
+    return replace(rows, y=rows.y[order], data=rows.data[:, order], strata=rows.strata[order], classes=classes)
+
+
+#: below this many rows of the metric's class the winner estimate is marked "too few
+#: positives" (the percentile bootstrap and the out-of-bag scores are not calibrated)
+MIN_POSITIVES = SMALL_CLASS_ROWS
+_PROPORTIONS = ("recall", "precision", "specificity", "npv")
+
+
+def event_class(spec: MetricSpec, task: str, kind: str) -> int | None:
+    """The class whose rows a metric cannot do without (binary: the positive class; a
+    ``class=`` metric: that class), or None (accuracy, mean losses, averages over classes)."""
+    if kind != "confusion" and spec.name not in _RANKING:
+        return None
+    if spec.class_index is not None and task in ("binary", "multiclass"):
+        return spec.class_index
+    if task == "binary" and spec.name != "accuracy":
+        return 1
+    return None
+
+
+def wilson_interval(successes: float, trials: float, level: float = LEVEL) -> tuple[float, float]:
+    """Wilson score interval of a proportion: covers near ``level`` with few events, where
+    the percentile bootstrap of a proportion gives [1, 1] for 2 of 2."""
+    z = 1.959963984540054 if level == 0.95 else float(__import__("statistics").NormalDist().inv_cdf((1 + level) / 2))
+    p = successes / trials
+    centre = (successes + z * z / 2) / (trials + z * z)
+    half = z * math.sqrt(max(p * (1 - p) / trials + z * z / (4 * trials * trials), 0.0)) * trials / (trials + z * z)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def proportion_counts(rows: RowData, spec: MetricSpec, task: str) -> tuple[np.ndarray, np.ndarray] | None:
+    """(successes, trials) of every checkpoint when its metric is one proportion (accuracy;
+    recall, precision, specificity or npv of one class), from the same predicted labels
+    the value comes from; None otherwise."""
+    if rows.kind != "confusion" or rows.classes is None:
+        return None
+    y = rows.classes
+    n = y.shape[0]
+    if spec.name == "accuracy":
+        return (rows.data == y[None, :]).sum(axis=1).astype(np.float64), np.full(rows.data.shape[0], float(n))
+    if spec.name not in _PROPORTIONS:
+        return None
+    e = spec.class_index
+    if e is None and task == "binary" and spec.average in (None, "binary"):
+        e = 1
+    if e is None:
+        return None
+    hit = rows.data == e
+    ye = (y == e)[None, :]
+    tp = (hit & ye).sum(axis=1).astype(np.float64)
+    predicted = hit.sum(axis=1).astype(np.float64)
+    actual = float(ye.sum())
+    tn = n - predicted - actual + tp
+    num, den = {
+        "recall": (tp, np.full_like(tp, actual)),
+        "precision": (tp, predicted),
+        "specificity": (tn, np.full_like(tp, n - actual)),
+        "npv": (tn, n - predicted),
+    }[spec.name]
+    return num, den
+
+
+def _resampled(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator, event: int | None):
+    """In-bag and out-of-bag values (resamples, C); with an ``event`` class, a resample
+    whose in-bag or out-of-bag rows hold none of it is NaN (undefined, not 0)."""
+    if gaussian_ok(rows, resamples):
+        return gaussian_values(rows, spec, task, resamples, rng)
+    in_bag: list[np.ndarray] = []
+    out_of_bag: list[np.ndarray] = []
+    by_stratum = _by_stratum(rows, resamples)
+    indicator = None
+    if event is not None and by_stratum.classes is not None:
+        indicator = (by_stratum.classes == event).astype(np.float32)
+    for both in _weight_chunks(by_stratum.strata, resamples, rng, out_of_bag=True):
+        k = both.shape[0] // 2
+        values_both = weighted_values(by_stratum, both, spec, task)
+        if indicator is not None:
+            values_both[(both @ indicator) == 0] = np.nan
+        in_bag.append(values_both[:k])
+        out_of_bag.append(values_both[k:])
+    return np.concatenate(in_bag), np.concatenate(out_of_bag)
 
 
 def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
@@ -1040,19 +1186,8 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
     task = evaluation.run.task
     n = int(rows.data.shape[1])
     rng = np.random.default_rng(seed)
-    if gaussian_ok(rows, resamples):
-        v_in, v_out = gaussian_values(rows, spec, task, resamples, rng)
-    else:
-        in_bag: list[np.ndarray] = []
-        out_of_bag: list[np.ndarray] = []
-        by_stratum = _by_stratum(rows, resamples)
-        for both in _weight_chunks(by_stratum.strata, resamples, rng, out_of_bag=True):
-            k = both.shape[0] // 2
-            values_both = weighted_values(by_stratum, both, spec, task)
-            in_bag.append(values_both[:k])
-            out_of_bag.append(values_both[k:])
-        v_in = np.concatenate(in_bag)
-        v_out = np.concatenate(out_of_bag)
+    event = event_class(spec, task, rows.kind)
+    v_in, v_out = _resampled(rows, spec, task, resamples, rng, event)
     scored = list(evaluation.scored)
     if rows.kind == "confusion":  # the kernels' values are exactly the per-row counts' values
         point = np.array([values[i] for i in scored], dtype=np.float64)
@@ -1060,23 +1195,39 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         point = weighted_values(rows, np.ones((1, n), dtype=np.float32), spec, task)[0]
     w_local = scored.index(winner_i)
 
-    # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of bag
+    # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of
+    # bag; a resample where the metric is undefined in or out of bag is left out, and counted
     oriented_in = np.where(np.isfinite(v_in), sign * v_in, -np.inf)
     picked = oriented_in.argmax(axis=1)
-    oob_scores = v_out[np.arange(v_out.shape[0]), picked]
-    oob_scores = oob_scores[np.isfinite(oob_scores)]
+    oob_all = v_out[np.arange(v_out.shape[0]), picked]
+    usable = np.isfinite(oob_all) & np.isfinite(oriented_in).any(axis=1)
+    oob_scores = oob_all[usable]
+    positives = None if event is None or rows.classes is None else int(np.count_nonzero(rows.classes == event))
     estimate = None
     if oob_scores.size:
         raw = float(values[winner_i])  # type: ignore[arg-type]
         expected = float(oob_scores.mean())
         interval = _percentiles(oob_scores)
         assert interval is not None
-        estimate = WinnerEstimate(winner, raw, expected, interval, sign * (raw - expected))  # type: ignore[arg-type]
+        few = positives is not None and positives < MIN_POSITIVES
+        estimate = WinnerEstimate(
+            winner,
+            raw,
+            expected,
+            interval,
+            sign * (raw - expected),
+            skipped_draws=int(np.count_nonzero(~usable)),
+            positives=positives,
+            too_few_positives=few,
+            positives_needed=MIN_POSITIVES if few else None,
+        )
 
     # model confidence set over the resamples where every checkpoint is defined
     finite = np.isfinite(v_in).all(axis=1)
-    members, pvalues = (
-        confidence_set(sign * v_in[finite], sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)))
+    members, pvalues, q = (
+        confidence_set_threshold(sign * v_in[finite], sign * point, w_local)
+        if finite.any()
+        else ([w_local], np.ones(len(scored)), None)
     )
     member_names = {ckpts[scored[j]].name for j in members}
     tied = [winner] + [c.name for c in ckpts if c.name in member_names and c.name != winner]
@@ -1084,6 +1235,7 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
     entries = []
     local = {ci: j for j, ci in enumerate(scored)}
     intervals = _all_percentiles(v_in)
+    proportions = proportion_counts(rows, spec, task)
     for i, (c, v) in enumerate(zip(ckpts, values, strict=True)):
         j = local.get(i)
         if j is None:
@@ -1091,11 +1243,27 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
             continue
         # NOTE: only ROC AUC may widen the percentile interval; the others use the batch's
         interval = _checkpoint_interval(rows, spec, v_in[:, j], v) if spec.name == "roc_auc" else intervals[j]
+        if proportions is not None and proportions[1][j] > 0 and v is not None:
+            # NOTE: one proportion: the Wilson interval of its own counts (the percentile
+            # bootstrap of a proportion under-covers with few events: 71-81% for recall at
+            # 5 positives, [1, 1] for 2 of 2)
+            interval = wilson_interval(float(proportions[0][j]), float(proportions[1][j]))
         entries.append(CheckpointSelection(c.name, c.epoch, v, interval, c.name in member_names, float(pvalues[j])))
     unscored = len(scorable) - len(scored)
     note = f"{unscored} scorable checkpoint(s) without per-row data were left out" if unscored else None
     return RunSelection(
-        evaluation.run.name, spec.text, spec.maximize, n, resamples, seed, winner, estimate, tuple(entries), tuple(tied), note
+        evaluation.run.name,
+        spec.text,
+        spec.maximize,
+        n,
+        resamples,
+        seed,
+        winner,
+        estimate,
+        tuple(entries),
+        tuple(tied),
+        note,
+        detectable_difference=q,
     )
 
 
