@@ -354,6 +354,7 @@ def evaluate_arrays(
     *,
     positive_class: int = 1,
     name: str = "<arrays>",
+    n_classes: int | None = None,
 ) -> RunEvaluation:
     """An evaluation of in-memory predictions (one array per checkpoint, in order), for
     notebooks, simulations and tests; checkpoints are named ``c0000``, ``c0001``, ..."""
@@ -366,7 +367,7 @@ def evaluate_arrays(
     builder = EvaluationBuilder(run, spec)
     kernel = metrics.KERNELS[spec.name]
     for ckpt, out in zip(ckpts, outputs, strict=True):
-        prep = metrics.prepare(task, output, target, out, positive_class)
+        prep = metrics.prepare(task, output, target, out, positive_class, n_classes)
         builder.add(ckpt, prep, kernel(prep, spec))
     return builder.finish()
 
