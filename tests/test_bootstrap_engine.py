@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from ckptaudit.metrics import kernels as metrics
 from ckptaudit.metrics.spec import parse_metric
-from ckptaudit.stats import bootstrap, selection
+from ckptaudit.stats import bootstrap, selection, weights
 
 LABEL_METRICS = [
     "accuracy",
@@ -343,11 +343,11 @@ def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_dr
     strata = (rng.random(3000) < 0.2).astype(np.int64)
     strata[:7] = 2  # a stratum too small to remember
     selection._DRAW_CACHE.clear()
-    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 10**12)
+    monkeypatch.setattr(weights, "_DRAW_CACHE_MIN_CELLS", 10**12)
     plain = np.random.default_rng(9)
     want = np.concatenate(list(selection._weight_chunks(strata, 700, plain)))
     after = plain.random()
-    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 1000)
+    monkeypatch.setattr(weights, "_DRAW_CACHE_MIN_CELLS", 1000)
     for _ in range(2):  # the first fills the cache, the second reads it
         cached = np.random.default_rng(9)
         got = np.concatenate(list(selection._weight_chunks(strata, 700, cached)))
