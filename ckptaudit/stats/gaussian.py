@@ -20,7 +20,7 @@ from .rows import RowData
 _GAUSSIAN_MIN_CELLS = 20_000_000
 #: ... whose every class (stratum) has at least this many rows ...
 _GAUSSIAN_MIN_STRATUM = 1000
-#: ... and at most this many summed features (checkpoints, x classes for multiclass)
+#: ... and at most this many per-row features (checkpoints, x classes for multiclass)
 _GAUSSIAN_MAX_FEATURES = 256
 _OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
 #: rows of features the Gaussian path holds at once (up to it, one block: the sums, and so
@@ -35,32 +35,54 @@ def _count_classes(rows: RowData) -> list[int]:
 
 
 def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
-    """Per-row features whose sums give every checkpoint's confusion counts or loss sums:
-    for a confusion metric, per class, each checkpoint's predicted and true-positive
-    indicators and the row's actual-class indicator (so the sums carry the class mix,
-    whatever the stratification)."""
+    """Compact per-row features of rows ``sel``: the loss values (mean metrics), or each
+    checkpoint's predicted-class indicators (binary: class 1 only; else one-hot, column
+    ``c x K + class``). Their second moments within each target class are all the
+    confusion counts' covariance needs (:func:`_lift`)."""
     data = rows.data[:, sel]
     if rows.kind == "mean":
         return data.T.astype(np.float64)
-    assert rows.classes is not None
-    y = rows.classes[sel]
-    c = data.shape[0]
-    cls = _count_classes(rows)
     # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
-    out = np.empty((sel.shape[0], len(cls) * (2 * c + 1)), dtype=np.float32)
-    for i, j in enumerate(cls):
-        at = i * (2 * c + 1)
-        hit = data == j
-        out[:, at : at + c] = hit.T
-        hit &= (y == j)[None, :]
-        out[:, at + c : at + 2 * c] = hit.T
-        out[:, at + 2 * c] = y == j
-    return out
+    if rows.n_classes == 2:
+        return (data == 1).T.astype(np.float32)
+    k = rows.n_classes
+    onehot = np.zeros((sel.shape[0], data.shape[0] * k), dtype=np.float32)
+    cols = np.arange(data.shape[0]) * k
+    onehot[np.arange(sel.shape[0])[:, None], cols[None, :] + data.T.astype(np.int64)] = 1.0
+    return onehot
+
+
+def _base_count(rows: RowData) -> int:
+    c = rows.data.shape[0]
+    return c if rows.kind == "mean" or rows.n_classes == 2 else c * rows.n_classes
 
 
 def _feature_count(rows: RowData) -> int:
+    """Width of the summed features (without the row count): mean metrics one per
+    checkpoint; confusion metrics, per counted class, each checkpoint's predicted and
+    true-positive counts and the class's actual count."""
     c = rows.data.shape[0]
     return c if rows.kind == "mean" else len(_count_classes(rows)) * (2 * c + 1)
+
+
+def _lift(rows: RowData, t: int) -> np.ndarray:
+    """The linear map from a row of target class ``t``'s features ``[_features, 1]`` to its
+    summed features ``[per counted class j: predicted_j (C), true positives_j (C),
+    actual_j; 1]`` (a true positive of class j is a prediction of j on a row of class j)."""
+    c = rows.data.shape[0]
+    k = rows.n_classes
+    binary = k == 2
+    width = _base_count(rows) + 1
+    lift = np.zeros((_feature_count(rows) + 1, width))
+    for i, j in enumerate(_count_classes(rows)):
+        at = i * (2 * c + 1)
+        base = np.arange(c) if binary else np.arange(c) * k + j
+        lift[at + np.arange(c), base] = 1.0
+        if t == j:
+            lift[at + c + np.arange(c), base] = 1.0
+            lift[at + 2 * c, width - 1] = 1.0
+    lift[-1, width - 1] = 1.0
+    return lift
 
 
 def gaussian_ok(rows: RowData, resamples: int) -> bool:
@@ -78,34 +100,53 @@ def gaussian_ok(rows: RowData, resamples: int) -> bool:
         counts = np.bincount(groups)
         if int(counts[counts > 0].min()) < _GAUSSIAN_MIN_STRATUM:
             return False
-    return _feature_count(rows) <= _GAUSSIAN_MAX_FEATURES
+    return _base_count(rows) <= _GAUSSIAN_MAX_FEATURES
+
+
+def _moments(rows: RowData, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Second moments and sums of ``[_features, 1]`` over rows ``sel``, in blocks of rows
+    (so the features never take more than a block's memory)."""
+    m = total = None
+    for first in range(0, sel.shape[0], _GAUSSIAN_BLOCK_ROWS):
+        x = _features(rows, sel[first : first + _GAUSSIAN_BLOCK_ROWS])
+        z = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
+        z[:, :-1] = x
+        z[:, -1] = 1.0
+        del x
+        block_m = (z.T @ z).astype(np.float64)
+        block_total = z.sum(axis=0, dtype=np.float64)
+        m = block_m if m is None else m + block_m
+        total = block_total if total is None else total + block_total
+    assert m is not None and total is not None
+    return m, total
 
 
 def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
     """Per stratum, (resamples, F+1) in-bag and out-of-bag feature sums (the last column is
-    the row count), drawn from their exact joint mean and covariance under stratified
-    resampling (out-of-bag membership to the Poisson approximation). Costs rows x F^2 once
-    instead of rows x resamples x checkpoints."""
+    the row count), drawn from their exact joint mean and covariance under resampling
+    within the stratum (out-of-bag membership to the Poisson approximation). A confusion
+    metric's features carry each row's target class (:func:`_lift`), so the class mix
+    varies as it does under the row bootstrap. Costs rows x F^2 once instead of rows x
+    resamples x checkpoints."""
     pi = _OUT_OF_BAG
     for stratum in np.unique(rows.strata):
         sel = np.flatnonzero(rows.strata == stratum)
         n = sel.shape[0]
-        m = total = None
-        # NOTE: in blocks of rows, so the features never take more than a block's memory
-        for first in range(0, n, _GAUSSIAN_BLOCK_ROWS):
-            x = _features(rows, sel[first : first + _GAUSSIAN_BLOCK_ROWS])
-            z = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
-            z[:, :-1] = x
-            z[:, -1] = 1.0
-            del x
-            block_m = (z.T @ z).astype(np.float64)
-            block_total = z.sum(axis=0, dtype=np.float64)
-            m = block_m if m is None else m + block_m
-            total = block_total if total is None else total + block_total
-        assert m is not None and total is not None
+        if rows.kind == "mean":
+            m, total = _moments(rows, sel)
+        else:
+            assert rows.classes is not None
+            m = total = None
+            for t in np.unique(rows.classes[sel]):
+                m_t, total_t = _moments(rows, sel[rows.classes[sel] == t])
+                lift = _lift(rows, int(t))
+                lifted_m, lifted_total = lift @ m_t @ lift.T, lift @ total_t
+                m = lifted_m if m is None else m + lifted_m
+                total = lifted_total if total is None else total + lifted_total
+            assert m is not None and total is not None
         outer = np.outer(total, total) / n
         centred = m - outer
-        f = z.shape[1]
+        f = total.shape[0]
         cov = np.empty((2 * f, 2 * f))
         cov[:f, :f] = centred
         cov[:f, f:] = cov[f:, :f] = -pi * centred
