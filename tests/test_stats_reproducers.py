@@ -207,3 +207,22 @@ def test_s9_recall_of_two_of_two_gets_a_wilson_interval():
     low, high = sel.checkpoints[0].interval
     assert high == 1.0
     assert low == pytest.approx(0.3424, abs=0.01)
+
+
+# ---------------------------------------------------------------- power
+
+
+def test_selection_reports_the_smallest_detectable_difference():
+    """'Cannot be told apart' is not 'equal': every member of the tie set is within the
+    reported detectable difference of the best, every other checkpoint beyond it."""
+    rng = np.random.default_rng(9)
+    y = rng.integers(0, 2, 400)
+    preds = [np.where(rng.random(400) < acc, y, 1 - y) for acc in (0.8, 0.78, 0.75, 0.7, 0.6)]
+    ev, sel = _select("binary", "label", "accuracy", y, preds)
+    q = sel.detectable_difference
+    assert q is not None and 0 < q < 0.2
+    assert sel.as_dict()["detectable_difference"] == q
+    best = max(v for v in ev.values)
+    for entry in sel.checkpoints:
+        gap = best - entry.value
+        assert (gap <= q) == entry.tied_best, (entry.checkpoint, gap, q)

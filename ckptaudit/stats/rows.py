@@ -35,10 +35,13 @@ class RowData:
     """Compact per-row predictions of every scorable checkpoint of a run, for one metric.
 
     ``kind`` is ``"confusion"`` (``data``: predicted class per row, uint8 or int16),
-    ``"ranking"`` (``data``: float32 scores, higher means positive; ``y`` 1 = positive)
-    or ``"mean"`` (``data``: float32 per-row losses or hits whose mean is the metric;
-    ``sqrt`` for rmse). ``data`` has shape (checkpoints, rows); ``strata`` gives each
-    row's resampling stratum (the target class, or all zeros).
+    ``"ranking"`` (``data``: (checkpoints, rows, columns) score columns of
+    :func:`~ckptaudit.metrics.ranks.column_matrix` in their own dtype; ``y`` the (rows,
+    columns) positives; ``mode`` how the columns combine) or ``"mean"`` (``data``: float32
+    per-row losses or hits whose mean is the metric; ``sqrt`` for rmse). ``data`` has
+    shape (checkpoints, rows) otherwise; ``strata`` gives each row's resampling stratum
+    (the target class for ROC AUC / average precision, else all zeros: rows are
+    resampled); ``classes`` each row's target class where the run has classes.
     """
 
     kind: str
