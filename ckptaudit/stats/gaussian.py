@@ -136,14 +136,13 @@ def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
             m, total = _moments(rows, sel)
         else:
             assert rows.classes is not None
-            m = total = None
+            f_all = _feature_count(rows) + 1
+            m, total = np.zeros((f_all, f_all)), np.zeros(f_all)
             for t in np.unique(rows.classes[sel]):
                 m_t, total_t = _moments(rows, sel[rows.classes[sel] == t])
                 lift = _lift(rows, int(t))
-                lifted_m, lifted_total = lift @ m_t @ lift.T, lift @ total_t
-                m = lifted_m if m is None else m + lifted_m
-                total = lifted_total if total is None else total + lifted_total
-            assert m is not None and total is not None
+                m += lift @ m_t @ lift.T
+                total += lift @ total_t
         outer = np.outer(total, total) / n
         centred = m - outer
         f = total.shape[0]
