@@ -278,7 +278,9 @@ def _fetched(item: tuple[str, Any]) -> Predictions:
     raise AssertionError("unreachable")
 
 
-def _pooled_scores(run: Run, scorer: RunScorer, outcomes: Iterator[Outcome], *, guard: bool) -> Iterator[CheckpointScore]:
+def _pooled_scores(
+    run: Run, scorer: RunScorer, outcomes: Iterator[Outcome], *, guard: bool
+) -> Iterator[CheckpointScore]:
     """:func:`iter_scores` from a pool's outcomes: the same scores, notes and errors in the
     same order, with the validation-set check settled here (see :mod:`ckptaudit.parallel`)."""
     first: tuple[Checkpoint, bytes | None] | None = None
