@@ -17,7 +17,15 @@ checkpoint, the case where selection flatters most).
 4. ROC AUC interval coverage at 5% prevalence (binormal scores, truth known exactly):
    unstratified percentile bootstrap before, stratified after.
 
-Usage: python bench/simulate_selection.py [--runs 100] [--seed 0] [--quick]
+5. Issue 17 pins (:func:`issue17_figures`, pinned by tests/test_selection_sim.py):
+   per-checkpoint 95% interval coverage for accuracy (checkpoints whose recall and
+   specificity differ), recall at n = 100 with 5% positives, and ROC AUC at 5% prevalence
+   (target 93-97%); the tie set's family-wise false alarms on equal checkpoints and on
+   checkpoints of equal accuracy but different recall/specificity balance (target <= 5%);
+   the winner estimate of recall at 5 positives (within 1 point of the truth, or marked
+   "too few positives") and at 50.
+
+Usage: python bench/simulate_selection.py [--runs 100] [--seed 0] [--quick] [--only-issue17]
 Targets (issue 9): false alarms <= 5% at every n; expected-on-new-data within 1 point of
 the truth on average at n >= 1000 and its interval coverage >= 90%; ROC AUC coverage >= 90%
 at n = 100; the gate passes a truly tied chosen checkpoint (fail rate <= ~5%).
@@ -179,6 +187,108 @@ def part_auc(args) -> dict:
     return out
 
 
+def _balanced_preds(rng, y, recall: float, specificity: float) -> np.ndarray:
+    """Label predictions catching each positive with prob ``recall`` and each negative with
+    prob ``specificity`` (independently per row)."""
+    u = rng.random(y.shape[0])
+    return np.where(y == 1, u < recall, u >= specificity).astype(np.int64)
+
+
+def _coverage(metric: str, n: int, prevalence: float, trials: int, resamples: int, seed: int) -> float:
+    """Share of trials whose per-checkpoint 95% interval covers the true value."""
+    spec = parse_metric(metric)
+    rng = np.random.default_rng([seed, 17, n, int(1000 * prevalence), len(metric)])
+    covered = counted = 0
+    for t in range(trials):
+        y = (rng.random(n) < prevalence).astype(np.int64)
+        if metric == "roc_auc":
+            if y.sum() == 0:
+                y[rng.integers(n)] = 1
+            truth = 0.5 * (1 + math.erf(0.5))  # binormal, shift 1
+            ev = selection.evaluate_arrays("binary", "logit", spec, y, [rng.normal(size=n) + y])
+        else:
+            recall, specificity = 0.8, 0.6
+            truth = recall if metric == "recall" else prevalence * recall + (1 - prevalence) * specificity
+            ev = selection.evaluate_arrays("binary", "label", spec, y, [_balanced_preds(rng, y, recall, specificity)])
+        entry = selection.select(ev, resamples=resamples, seed=t).checkpoints[0]
+        if entry.interval is None or entry.value is None:  # recall without a positive row: undefined
+            continue
+        counted += 1
+        covered += entry.interval[0] <= truth <= entry.interval[1]
+    return covered / max(counted, 1)
+
+
+def _false_alarms(kind: str, n: int, checkpoints: int, trials: int, resamples: int, seed: int) -> float:
+    """How often the tie set leaves out a checkpoint that is truly as good as the best."""
+    spec = parse_metric("accuracy")
+    rng = np.random.default_rng([seed, 17, n, checkpoints, len(kind)])
+    alarms = 0
+    for t in range(trials):
+        y = rng.integers(0, 2, n)
+        if kind == "equal":
+            preds = [_balanced_preds(rng, y, 0.8, 0.8) for _ in range(checkpoints)]
+        else:  # equal accuracy 0.8, different balance
+            preds = [_balanced_preds(rng, y, *((0.9, 0.7) if i % 2 else (0.7, 0.9))) for i in range(checkpoints)]
+        sel = selection.select(selection.evaluate_arrays("binary", "label", spec, y, preds), resamples=resamples, seed=t)
+        alarms += len(sel.tied_best) < checkpoints
+    return alarms / trials
+
+
+def _winner_recall(positives: int, n: int, trials: int, resamples: int, seed: int) -> dict:
+    """Equal checkpoints of true recall 0.8 with ``positives`` positive rows: the mean error
+    of 'expected on new data' and whether it is marked as having too few positives."""
+    spec = parse_metric("recall")
+    rng = np.random.default_rng([seed, 17, positives, n])
+    errors = []
+    marked = 0
+    for t in range(trials):
+        y = np.zeros(n, dtype=np.int64)
+        y[rng.choice(n, positives, replace=False)] = 1
+        preds = [_balanced_preds(rng, y, 0.8, 0.8) for _ in range(10)]
+        est = selection.select(selection.evaluate_arrays("binary", "label", spec, y, preds), resamples=resamples, seed=t).estimate
+        assert est is not None
+        errors.append(est.expected - 0.8)
+        marked += est.too_few_positives
+    return {"mean_error_points": 100 * float(np.mean(errors)), "marked_too_few": marked / trials}
+
+
+def issue17_figures(trials: int = 200, resamples: int = 400, seed: int = 0) -> dict:
+    """The figures issue 17 pins (see the module docstring, part 5)."""
+    coverage = {
+        "accuracy n=100": _coverage("accuracy", 100, 0.5, trials, resamples, seed),
+        "accuracy n=1000": _coverage("accuracy", 1000, 0.5, trials, resamples, seed),
+        "recall n=100 5%": _coverage("recall", 100, 0.05, trials, resamples, seed),
+        "recall n=1000 5%": _coverage("recall", 1000, 0.05, trials, resamples, seed),
+        "roc_auc n=100 5%": _coverage("roc_auc", 100, 0.05, trials, resamples, seed),
+        "roc_auc n=1000 5%": _coverage("roc_auc", 1000, 0.05, trials, resamples, seed),
+    }
+    alarms = {
+        "equal n=1000": _false_alarms("equal", 1000, 10, trials, resamples, seed),
+        "equal accuracy, different balance n=1000": _false_alarms("balance", 1000, 10, trials, resamples, seed),
+        "equal accuracy, different balance n=3000": _false_alarms("balance", 3000, 10, max(trials // 2, 1), resamples, seed),
+    }
+    winner = {
+        "recall, 5 positives": _winner_recall(5, 100, max(trials // 2, 1), resamples, seed),
+        "recall, 50 positives": _winner_recall(50, 1000, max(trials // 2, 1), resamples, seed),
+    }
+    return {"coverage": coverage, "false_alarms": alarms, "winner": winner}
+
+
+def part_issue17(args) -> dict:
+    figures = issue17_figures(args.issue17_trials, args.resamples, args.seed)
+    print(f"\n5. issue 17 pins ({args.issue17_trials} trials each; target coverage 93-97%, false alarms <= 5%):")
+    for name, value in figures["coverage"].items():
+        print(f"   coverage {name:<28} {value:6.1%}")
+    for name, value in figures["false_alarms"].items():
+        print(f"   false alarms {name:<42} {value:6.1%}")
+    for name, row in figures["winner"].items():
+        print(
+            f"   winner {name:<22} mean error {row['mean_error_points']:+.2f} points, "
+            f"marked too few positives {row['marked_too_few']:.0%}"
+        )
+    return figures
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--runs", type=int, default=100, help="simulated runs per n")
@@ -191,11 +301,17 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="a small smoke run (20 runs, n in 300 1000)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
+    parser.add_argument("--issue17-trials", type=int, default=400, help="trials of each issue 17 figure")
+    parser.add_argument("--only-issue17", action="store_true", help="print only part 5")
     args = parser.parse_args()
     if args.quick:
         args.runs, args.sizes, args.pairs, args.auc_trials, args.auc_old_trials = 20, [300, 1000], 40, 100, 50
+        args.issue17_trials = 60
     start = time.perf_counter()
-    figures = {"null": part_null(args), "gate": part_gate(args), "roc_auc": part_auc(args)}
+    if args.only_issue17:
+        figures = {"issue17": part_issue17(args)}
+    else:
+        figures = {"null": part_null(args), "gate": part_gate(args), "roc_auc": part_auc(args), "issue17": part_issue17(args)}
     print(f"\nseed {args.seed}, {time.perf_counter() - start:.0f} s")
     if args.json is not None:
         args.json.write_text(json.dumps(figures, indent=1, default=str))

@@ -12,7 +12,7 @@ from sklearn import metrics as skm
 
 from ckptaudit.metrics import kernels as metrics
 from ckptaudit.metrics.spec import parse_metric
-from ckptaudit.stats import bootstrap, selection
+from ckptaudit.stats import bootstrap, selection, weights
 
 LABEL_METRICS = [
     "accuracy",
@@ -315,33 +315,27 @@ def test_compare_on_a_thousand_classes_needs_no_cubic_cells():
             assert low < metrics.KERNELS[spec.name](a, spec) < high
 
 
-def test_gaussian_confusion_counts_equal_the_old_cell_construction():
-    """The Gaussian path's per-class counts give the values its old (resamples, C, K, K)
-    matrices gave, from the same draws."""
+def test_gaussian_confusion_values_match_the_exact_row_bootstrap():
+    """Issue 17: the Gaussian path sums each checkpoint's per-class predicted and true-positive
+    indicators with the actual-class indicators over all rows (one stratum), so it carries
+    the class-mix variance the exact row bootstrap has: same centre, sd within 10%."""
     rng = np.random.default_rng(3)
     for k in (2, 3):
         n = 6000
         y = rng.integers(0, k, n)
         data = np.stack([np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n)) for _ in range(3)]).astype(np.uint8)
-        for text in ("accuracy", "f1:average=macro", "mcc", "cohen_kappa", "balanced_accuracy"):
+        for text in ("accuracy", "f1:average=macro", "mcc", "cohen_kappa", "balanced_accuracy", "recall"):
             task = "binary" if k == 2 else "multiclass"
             spec = _spec(text, task)
             rows = selection.row_data("confusion", spec, task, y, data, k)
-            got = selection.gaussian_values(rows, spec, task, 50, np.random.default_rng(1))
-            cms = [np.zeros((50, 3, k, k)), np.zeros((50, 3, k, k))]
-            for t, s_in, s_out in selection._gaussian_sums(rows, 50, np.random.default_rng(1)):
-                for cm, s in zip(cms, (s_in, s_out), strict=True):
-                    count = np.clip(s[:, -1:], 0.0, None)
-                    if k == 2:
-                        positive = np.clip(s[:, :-1], 0.0, count)
-                        cm[:, :, t, 1] = positive
-                        cm[:, :, t, 0] = count - positive
-                    else:
-                        cm[:, :, t, :] = np.clip(s[:, :-1].reshape(50, 3, k), 0.0, None)
-            for g, cm in zip(got, cms, strict=True):
-                with np.errstate(invalid="ignore", divide="ignore"):
-                    want = _old_from_confusions(cm.reshape(-1, k, k), spec, task, k).reshape(50, 3)
-                np.testing.assert_allclose(g, want, rtol=1e-10, atol=1e-12)
+            assert not rows.strata.any()
+            g_in, g_out = selection.gaussian_values(rows, spec, task, 600, np.random.default_rng(1))
+            chunks = list(selection._weight_chunks(rows.strata, 600, np.random.default_rng(2), out_of_bag=True))
+            e_in = np.concatenate([selection.weighted_values(rows, c[: c.shape[0] // 2], spec, task) for c in chunks])
+            e_out = np.concatenate([selection.weighted_values(rows, c[c.shape[0] // 2 :], spec, task) for c in chunks])
+            for g, e in ((g_in, e_in), (g_out, e_out)):
+                np.testing.assert_allclose(g.mean(axis=0), e.mean(axis=0), atol=2e-3)
+                assert np.all(np.abs(g.std(axis=0) / e.std(axis=0) - 1) < 0.12), (text, g.std(axis=0), e.std(axis=0))
 
 
 def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_draws_would(monkeypatch):
@@ -349,11 +343,11 @@ def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_dr
     strata = (rng.random(3000) < 0.2).astype(np.int64)
     strata[:7] = 2  # a stratum too small to remember
     selection._DRAW_CACHE.clear()
-    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 10**12)
+    monkeypatch.setattr(weights, "_DRAW_CACHE_MIN_CELLS", 10**12)
     plain = np.random.default_rng(9)
     want = np.concatenate(list(selection._weight_chunks(strata, 700, plain)))
     after = plain.random()
-    monkeypatch.setattr(selection, "_DRAW_CACHE_MIN_CELLS", 1000)
+    monkeypatch.setattr(weights, "_DRAW_CACHE_MIN_CELLS", 1000)
     for _ in range(2):  # the first fills the cache, the second reads it
         cached = np.random.default_rng(9)
         got = np.concatenate(list(selection._weight_chunks(strata, 700, cached)))
@@ -363,19 +357,18 @@ def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_dr
     selection._DRAW_CACHE.clear()
 
 
-def test_rows_in_stratum_order_leave_every_selection_figure_unchanged(monkeypatch):
+def test_class_mix_metrics_resample_rows_and_ranking_metrics_stratify():
+    """Issue 17: accuracy, F1, recall, mean losses resample rows (the class mix varies, as
+    on new data); ROC AUC / average precision resample within classes."""
     rng = np.random.default_rng(12)
-    for task, k in (("binary", 2), ("multiclass", 3)):
-        y = rng.integers(0, k, 900)
-        outs = [np.where(rng.random(900) < 0.6 + 0.05 * i, y, rng.integers(0, k, 900)) for i in range(4)]
-        spec = parse_metric("f1:average=macro" if k > 2 else "recall").for_run(None, task, 1, k if k > 2 else None)
-        arrays = [np.eye(k)[o] * 0.5 + 0.1 for o in outs] if k > 2 else [np.where(o == 1, 0.9, 0.1) for o in outs]
-        ev = selection.evaluate_arrays(task, "probability", spec, y, arrays)
-        assert ev.rows is not None and selection._by_stratum(ev.rows, 300) is not ev.rows
-        sorted_rows = selection.select(ev, resamples=300, seed=2).as_dict()
-        monkeypatch.setattr(selection, "_by_stratum", lambda rows, resamples: rows)
-        assert selection.select(ev, resamples=300, seed=2).as_dict() == sorted_rows
-        monkeypatch.undo()
+    y = rng.integers(0, 2, 300)
+    outs = [np.clip(0.3 * y + rng.random(300) * 0.7, 0, 1) for _ in range(2)]
+    for text in ("accuracy", "f1", "recall", "balanced_accuracy", "log_loss", "brier"):
+        ev = selection.evaluate_arrays("binary", "probability", parse_metric(text), y, outs)
+        assert ev.rows is not None and not ev.rows.strata.any(), text
+    for text in ("roc_auc", "average_precision"):
+        ev = selection.evaluate_arrays("binary", "probability", parse_metric(text), y, outs)
+        assert ev.rows is not None and np.array_equal(ev.rows.strata, y), text
 
 
 @pytest.mark.parametrize("task", ["binary", "multiclass"])

@@ -226,6 +226,9 @@ def reference(case: Case, text: str) -> float:
         fn = skm.roc_auc_score if name == "roc_auc" else skm.average_precision_score
         if task == "binary" and cls is None and average is None:
             cls = 1
+        if task == "binary" and average == "micro" and case.logit_scores is None:
+            # micro pools both columns into one ranking: scikit-learn reads them as [1 - p, p]
+            S = np.c_[1 - case.proba, case.proba]
         return ranking(fn, Y, S, average, cls)
     if name == "log_loss":
         if case.logit_scores is not None:

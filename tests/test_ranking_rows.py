@@ -34,6 +34,8 @@ def old_kernel(prep, spec):
         if spec.average in (None, "binary") or spec.class_index == 1:
             return binary(prep.y, s)
         y2, s2 = np.stack([1 - prep.y, prep.y], axis=1), np.stack([-s, s], axis=1)
+        if spec.average == "micro" and prep.logit is None:  # issue 17 M1: pooled as [1 - p, p]
+            s2 = np.stack([1 - prep.proba64, prep.proba64], axis=1)
     elif prep.task == "multiclass":
         y2 = np.zeros((prep.y.shape[0], prep.n_classes), dtype=np.int64)
         y2[np.arange(prep.y.shape[0]), prep.y] = 1
@@ -151,7 +153,9 @@ def test_influence_is_the_derivative_of_the_weighted_metric(task, metric, averag
     rng = np.random.default_rng(11)
     n = 400
     y, out = _data(task, n, 4, rng)
-    text = metric if average is None else (f"{metric}:{average}" if average.startswith("class") else f"{metric}:average={average}")
+    text = (
+        metric if average is None else (f"{metric}:{average}" if average.startswith("class") else f"{metric}:average={average}")
+    )
     spec = parse_metric(text)
     if average and average.startswith("class"):
         spec = spec.for_run(None, task, 1, 4)
@@ -160,12 +164,18 @@ def test_influence_is_the_derivative_of_the_weighted_metric(task, metric, averag
     value, infl = ranks.influence(prep, spec, binary)
     assert value == pytest.approx(kernels.KERNELS[metric](prep, spec), abs=1e-12)
     assert abs(infl.sum()) < 1e-9  # the metric does not change when all weights scale
-    scores = np.asarray(prep.score, dtype=np.float64)[None]
     step = 1e-6
     directions = rng.normal(size=(3, n))
     w = np.vstack([np.ones(n), 1 + step * directions])
-    exact = ranking_rows.exact_values(y, scores, w, spec, task)[:, 0]
+    exact = _exact([prep], w, spec)[:, 0]
     np.testing.assert_allclose((exact[1:] - exact[0]) / step, directions @ infl, rtol=1e-4, atol=1e-6)
+
+
+def _exact(preps, w, spec):
+    """The exact form's values of checkpoints ``preps`` under weights ``w`` (float64 scores)."""
+    mode, pos, _ = ranks.column_matrix(preps[0], spec)
+    scores = np.stack([np.asarray(ranks.column_matrix(p, spec)[2], dtype=np.float64) for p in preps])
+    return ranking_rows.exact_values(pos, scores, w, mode, spec.name)
 
 
 # --------------------------------------------------------------------------- honesty
@@ -200,8 +210,7 @@ def test_linearised_bootstrap_sd_matches_the_exact_bootstrap(task, n, width, pre
     assert ev.rows is not None and ev.rows.kind == "mean"  # linearised from LINEAR_MIN_ROWS rows
     w = next(selection._weight_chunks(ev.rows.strata, 300, np.random.default_rng(1)))
     linear = selection.weighted_values(ev.rows, w, spec, task)
-    scores = np.stack([np.asarray(kernels.prepare(task, "logit", y, o).score, dtype=np.float64) for o in outs])
-    exact = ranking_rows.exact_values(y, scores, w, spec, task)
+    exact = _exact([kernels.prepare(task, "logit", y, o) for o in outs], w, spec)
     ratio = linear.std(axis=0) / exact.std(axis=0)
     assert np.all(np.abs(ratio - 1) < 0.10), ratio
     # and the point it is centred on is the kernel's value (float32 per-row data)

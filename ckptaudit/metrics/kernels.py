@@ -18,7 +18,7 @@ Conventions follow scikit-learn so numbers agree to 1e-9:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -26,231 +26,25 @@ import numpy as np
 from ..errors import MetricError
 from . import ranks
 
+# NOTE: the prepared view lives in its own module; these names stay importable from here
+from .prepared import (  # noqa: F401
+    DEFAULT_THRESHOLD,
+    Prepared,
+    _log_softmax,
+    _sigmoid,
+    _sigmoid64,
+    _softmax,
+    _softmax64,
+    _softplus,
+    logit_threshold,
+    prepare,
+)
+
 if TYPE_CHECKING:
     from .spec import MetricSpec
 
-DEFAULT_THRESHOLD = 0.5
 DEFAULT_ECE_BINS = 15
 DEFAULT_TOP_K = 2
-
-
-def _sigmoid(x: np.ndarray) -> np.ndarray:
-    # NOTE: split by sign so large |x| never overflows exp().
-    out = np.empty_like(x, dtype=np.float64)
-    pos = x >= 0
-    out[pos] = 1.0 / (1.0 + np.exp(-x[pos]))
-    ex = np.exp(x[~pos])
-    out[~pos] = ex / (1.0 + ex)
-    return out
-
-
-def _softmax(x: np.ndarray) -> np.ndarray:
-    z = x - x.max(axis=1, keepdims=True)
-    np.exp(z, out=z)
-    z /= z.sum(axis=1, keepdims=True)
-    return z
-
-
-def _sigmoid64(x: np.ndarray) -> np.ndarray:
-    """The sigmoid of logits, in float64."""
-    return _sigmoid(x.astype(np.float64))
-
-
-def _softmax64(x: np.ndarray) -> np.ndarray:
-    """The softmax of logits by rows, in float64."""
-    return _softmax(x.astype(np.float64))
-
-
-def _log_softmax(x: np.ndarray) -> np.ndarray:
-    """log(softmax(x)) by rows in float64, as (x - max) - log(sum(exp(x - max))): never
-    log of a rounded probability, and the same arithmetic as scipy.special.log_softmax."""
-    z = x.astype(np.float64) - x.max(axis=1, keepdims=True)
-    return z - np.log(np.exp(z).sum(axis=1, keepdims=True))
-
-
-def _softplus(x: np.ndarray) -> np.ndarray:
-    """log(1 + exp(x)), exact for any x (so -log(sigmoid(z)) = softplus(-z))."""
-    return np.logaddexp(0.0, x)
-
-
-def logit_threshold(threshold: float) -> float:
-    """The logit at which the sigmoid equals ``threshold`` (0.5 -> 0.0 exactly)."""
-    if threshold <= 0.0:
-        return -np.inf
-    if threshold >= 1.0:
-        return np.inf
-    return float(np.log(threshold) - np.log1p(-threshold))
-
-
-@dataclass(init=False)
-class Prepared:
-    """One checkpoint's predictions in the shape every kernel expects.
-
-    ``y`` holds class indices (binary: 1 means the positive class, as int8; multiclass
-    int64), a 0/1 matrix (multilabel) or values (regression). ``proba`` holds
-    probabilities (binary: of the positive class, shape (N,); multiclass (N, C);
-    multilabel (N, L)) in their stored float precision, or None when the run records
-    hard labels; ``hard`` holds those labels. ``logit`` keeps a logit run's scores
-    before any sigmoid/softmax (binary: the positive class's log-odds, (N,); multiclass
-    (N, C); multilabel (N, L)): ranking metrics and log_loss use them, because
-    probabilities round to exactly 0 or 1 long before logits stop being distinct.
-    ``eps`` is the clipping bound for probabilities as scikit-learn's log_loss uses it:
-    the machine epsilon of the stored float type.
-
-    For a logit run ``proba`` is computed from ``logit`` on first use (``to_proba``): label
-    metrics take the argmax or the sign of the logits and never pay for a float64 softmax
-    (a 50,000 x 1,000 checkpoint's would be 400 MB).
-    """
-
-    task: str
-    y: np.ndarray
-    _proba: np.ndarray | None
-    hard: np.ndarray | None
-    n_classes: int
-    logit: np.ndarray | None = None
-    eps: float = float(np.finfo(np.float64).eps)
-    _cache: dict[object, np.ndarray] = field(default_factory=dict)
-    #: the logits' probabilities (sigmoid or softmax), applied on first use of ``proba``
-    to_proba: Callable[[np.ndarray], np.ndarray] | None = None
-
-    def __init__(
-        self,
-        task: str,
-        y: np.ndarray,
-        proba: np.ndarray | None,
-        hard: np.ndarray | None,
-        n_classes: int,
-        logit: np.ndarray | None = None,
-        eps: float = float(np.finfo(np.float64).eps),
-        to_proba: Callable[[np.ndarray], np.ndarray] | None = None,
-    ) -> None:
-        self.task, self.y, self._proba, self.hard, self.n_classes = task, y, proba, hard, n_classes
-        self.logit, self.eps, self.to_proba = logit, eps, to_proba
-        self._cache = {}
-
-    @property
-    def proba(self) -> np.ndarray | None:
-        """Probabilities (see the class); for logits computed on first use."""
-        if self._proba is None and self.to_proba is not None and self.logit is not None:
-            self._proba = self.to_proba(self.logit)
-        return self._proba
-
-    @property
-    def proba64(self) -> np.ndarray:
-        """``proba`` as float64, for kernels whose arithmetic needs the precision."""
-        assert self.proba is not None
-        if "p64" not in self._cache:
-            self._cache["p64"] = self.proba.astype(np.float64, copy=False)
-        return self._cache["p64"]
-
-    @property
-    def score(self) -> np.ndarray:
-        """Ranking scores, monotone in the probabilities but never saturated: the logits
-        (binary, multilabel), the log-probabilities (multiclass logits, so that columns
-        compare across rows), or the stored probabilities."""
-        if self.logit is None:
-            assert self.proba is not None
-            return self.proba
-        if self.task != "multiclass":
-            return self.logit
-        if "logp" not in self._cache:
-            self._cache["logp"] = _log_softmax(self.logit)
-        return self._cache["logp"]
-
-    def take(self, idx: np.ndarray) -> Prepared:
-        """The same view restricted to rows ``idx`` (the bootstrap's resamples)."""
-        return Prepared(
-            self.task,
-            self.y[idx],
-            None if self._proba is None else self._proba[idx],
-            None if self.hard is None else self.hard[idx],
-            self.n_classes,
-            None if self.logit is None else self.logit[idx],
-            self.eps,
-            self.to_proba,
-        )
-
-    def labels(self, threshold: float | None) -> np.ndarray:
-        """Hard predictions: class indices (binary: bool), or a 0/1 matrix for multilabel.
-
-        Multiclass predictions are the argmax, ties going to the lower class index (as
-        numpy's and PyTorch's argmax; top_k_accuracy uses the same rule). A binary or
-        multilabel row is positive when its probability is above the threshold; for
-        logits the comparison is made on the logit scale, which is exact.
-        """
-        if self.hard is not None:
-            return self.hard
-        # NOTE: logits alone decide the labels: no probability is computed here.
-        scores = self.logit if self.logit is not None else self.proba
-        assert scores is not None
-        if self.task == "multiclass":
-            if "argmax" not in self._cache:
-                self._cache["argmax"] = scores.argmax(axis=1)
-            return self._cache["argmax"]
-        # NOTE: np.float64 makes the comparison exact even for float32 scores.
-        t = np.float64(DEFAULT_THRESHOLD if threshold is None else threshold)
-        key = ("t", float(t))
-        if key not in self._cache:
-            if self.logit is None:
-                self._cache[key] = scores > t
-            else:
-                self._cache[key] = self.logit > np.float64(logit_threshold(float(t)))
-        return self._cache[key]
-
-
-def prepare(
-    task: str,
-    output_kind: str,
-    target: np.ndarray,
-    output: np.ndarray,
-    positive_class: int = 1,
-    n_classes: int | None = None,
-) -> Prepared:
-    """Turn stored target/output arrays into a :class:`Prepared` view.
-
-    Logits go through sigmoid (binary, multilabel) or softmax (multiclass) for the
-    probability-based kernels and are kept for the ranking ones. For a binary run the
-    stored target is the class index; ``positive_class`` says which index the (N,) score
-    refers to, and the view re-codes targets so that 1 means positive. ``n_classes`` is
-    the run's number of classes from run.json; a multiclass ``label`` run needs it,
-    because hard labels cannot tell how many classes exist.
-    """
-    out = np.asarray(output)
-    if task == "regression":
-        return Prepared(task, np.asarray(target, dtype=np.float64), out.astype(np.float64, copy=False), None, 0)
-    eps = float(np.finfo(out.dtype).eps) if out.dtype.kind == "f" else float(np.finfo(np.float64).eps)
-    if out.dtype.kind == "f" and out.dtype.itemsize < 4:
-        out = out.astype(np.float32)
-    if task == "binary":
-        y = (np.asarray(target) == positive_class).view(np.int8)
-        if out.ndim == 2 and out.shape[1] == 1:
-            out = out[:, 0]  # nn.Linear(h, 1) with BCEWithLogitsLoss: one positive-class column
-        if output_kind == "label":
-            return Prepared(task, y, None, out == positive_class, 2)
-        if output_kind == "logit":
-            if out.ndim == 2:
-                # NOTE: softmax over (neg, pos) is the sigmoid of their difference.
-                out = out[:, positive_class].astype(np.float64) - out[:, 1 - positive_class]
-            return Prepared(task, y, None, None, 2, logit=out, eps=eps, to_proba=_sigmoid64)
-        if out.ndim == 2:
-            out = out[:, positive_class]
-        return Prepared(task, y, out, None, 2, eps=eps)
-    if task == "multiclass":
-        y = np.asarray(target).astype(np.int64, copy=False)
-        if output_kind == "label":
-            if n_classes is None:
-                raise MetricError("a multiclass label run needs its number of classes (run.json 'classes' or 'num_classes')")
-            return Prepared(task, y, None, out.astype(np.int64, copy=False), n_classes)
-        if output_kind == "logit":
-            return Prepared(task, y, None, None, out.shape[1], logit=out, eps=eps, to_proba=_softmax64)
-        return Prepared(task, y, out, None, out.shape[1], eps=eps)
-    # multilabel
-    y = np.asarray(target).astype(np.int64, copy=False)
-    if output_kind == "label":
-        return Prepared(task, y, None, out.astype(np.int64, copy=False), y.shape[1])
-    if output_kind == "logit":
-        return Prepared(task, y, None, None, y.shape[1], logit=out, eps=eps, to_proba=_sigmoid64)
-    return Prepared(task, y, out, None, y.shape[1], eps=eps)
 
 
 # --------------------------------------------------------------------------- counts
@@ -455,10 +249,9 @@ def _multilabel_values(c: Counts, spec: MetricSpec, n_classes: int) -> np.ndarra
 
 
 def _multilabel(prep: Prepared, spec: MetricSpec) -> float:
-    pred = prep.labels(spec.threshold)
     if spec.name == "accuracy":
         # NOTE: subset accuracy, as scikit-learn's accuracy_score defines it for multilabel.
-        return float(np.all(pred == prep.y, axis=1).mean())
+        return float(subset_hits(prep, spec).mean())
     return float(_multilabel_values(multilabel_counts(prep, spec.threshold), spec, prep.n_classes))
 
 
@@ -510,33 +303,45 @@ roc_auc = _score_average(ranks.auc)
 average_precision = _score_average(ranks.ap)
 
 
+def _log_loss_rows(prep: Prepared) -> np.ndarray:
+    """Each row's negative log-likelihood (multilabel: the mean over its labels)."""
+    y = prep.y
+    if prep.logit is not None:
+        if prep.task == "multiclass":
+            return -prep.score[np.arange(y.shape[0]), y]
+        z = prep.logit.astype(np.float64, copy=False)
+        # NOTE: -log(sigmoid(z)) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z).
+        per = np.where(y == 1, _softplus(-z), _softplus(z))
+    else:
+        assert prep.proba is not None
+        p = np.clip(prep.proba64, prep.eps, 1 - prep.eps)
+        if prep.task == "multiclass":
+            return -np.log(p[np.arange(y.shape[0]), y])
+        per = -(y * np.log(p) + (1 - y) * np.log(1 - p))
+    # NOTE: multilabel: the mean over labels of each label's binary log loss.
+    return per.mean(axis=1) if per.ndim == 2 else per
+
+
 def log_loss(prep: Prepared, spec: MetricSpec) -> float:
     """Mean negative log-likelihood. From logits it is exact (log-sigmoid, log-softmax);
     from probabilities they are clipped to [eps, 1 - eps], eps the machine epsilon of the
     stored float type, as scikit-learn does."""
-    y = prep.y
-    if prep.logit is not None:
-        if prep.task == "multiclass":
-            return float(-prep.score[np.arange(y.shape[0]), y].mean())
-        z = prep.logit.astype(np.float64, copy=False)
-        # NOTE: -log(sigmoid(z)) = softplus(-z) and -log(1 - sigmoid(z)) = softplus(z).
-        return float(np.where(y == 1, _softplus(-z), _softplus(z)).mean())
+    return float(_log_loss_rows(prep).mean())
+
+
+def _brier_rows(prep: Prepared) -> np.ndarray:
     assert prep.proba is not None
-    p = np.clip(prep.proba64, prep.eps, 1 - prep.eps)
     if prep.task == "multiclass":
-        return float(-np.log(p[np.arange(y.shape[0]), y]).mean())
-    per = -(y * np.log(p) + (1 - y) * np.log(1 - p))
-    # NOTE: multilabel: the mean over labels of each label's binary log loss.
-    return float(per.mean())
+        summed = ((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1)
+        # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
+        return summed / 2 if prep.n_classes < 3 else summed
+    per = (prep.y - prep.proba64) ** 2
+    return per.mean(axis=1) if per.ndim == 2 else per
 
 
 def brier(prep: Prepared, spec: MetricSpec) -> float:
-    assert prep.proba is not None
-    if prep.task == "multiclass":
-        summed = float(((_one_vs_rest(prep) - prep.proba64) ** 2).sum(axis=1).mean())
-        # NOTE: with 2 classes scikit-learn halves the sum, giving the binary value.
-        return summed / 2 if prep.n_classes < 3 else summed
-    return float(((prep.y - prep.proba64) ** 2).mean())
+    """Mean squared error of the probabilities (2-class multiclass: halved, as scikit-learn)."""
+    return float(_brier_rows(prep).mean())
 
 
 def _ece_rows(prep: Prepared, spec: MetricSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
@@ -573,12 +378,13 @@ def ece(prep: Prepared, spec: MetricSpec) -> float:
     return float(np.abs(acc_sum - conf_sum).sum() / conf.shape[0])
 
 
-def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
-    assert prep.proba is not None
+def _top_k_rows(prep: Prepared, spec: MetricSpec) -> np.ndarray:
+    assert prep.proba is not None or prep.logit is not None
     k = DEFAULT_TOP_K if spec.k is None else spec.k
     # NOTE: the order within a row is the same for logits and probabilities, and logits
     # never saturate into ties.
     p = prep.proba if prep.logit is None else prep.logit
+    assert p is not None
     rows = np.arange(p.shape[0])
     true_score = p[rows, prep.y][:, None]
     # NOTE: ties rank the lower class index first, the argmax rule of `accuracy`, so
@@ -586,7 +392,12 @@ def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
     above = (p > true_score).sum(axis=1)
     idx = np.arange(p.shape[1])[None, :]
     tied_before = ((p == true_score) & (idx < prep.y[:, None])).sum(axis=1)
-    return float(((above + tied_before) < k).mean())
+    return ((above + tied_before) < k).astype(np.float64)
+
+
+def top_k_accuracy(prep: Prepared, spec: MetricSpec) -> float:
+    """Share of rows whose true class is among the k highest scores (ties: lower index first)."""
+    return float(_top_k_rows(prep, spec).mean())
 
 
 # --------------------------------------------------------------------------- regression
@@ -599,19 +410,50 @@ def _per_output(prep: Prepared) -> tuple[np.ndarray, np.ndarray]:
     return y, p
 
 
-def mse(prep: Prepared, spec: MetricSpec) -> float:
+def _residual_rows(prep: Prepared, name: str) -> np.ndarray:
+    """Squared (mse, rmse) or absolute (mae) residuals, (N, outputs)."""
     y, p = _per_output(prep)
-    return float(((y - p) ** 2).mean(axis=0).mean())
+    return np.abs(y - p) if name == "mae" else (y - p) ** 2
+
+
+def mse(prep: Prepared, spec: MetricSpec) -> float:
+    return float(_residual_rows(prep, "mse").mean(axis=1).mean())
 
 
 def rmse(prep: Prepared, spec: MetricSpec) -> float:
-    y, p = _per_output(prep)
-    return float(np.sqrt(((y - p) ** 2).mean(axis=0)).mean())
+    return float(np.sqrt(_residual_rows(prep, "rmse").mean(axis=0)).mean())
 
 
 def mae(prep: Prepared, spec: MetricSpec) -> float:
-    y, p = _per_output(prep)
-    return float(np.abs(y - p).mean(axis=0).mean())
+    return float(_residual_rows(prep, "mae").mean(axis=1).mean())
+
+
+def subset_hits(prep: Prepared, spec: MetricSpec) -> np.ndarray:
+    """Per row of a multilabel view: 1.0 where every label is predicted right."""
+    return np.all(prep.labels(spec.threshold) == prep.y, axis=1).astype(np.float64)
+
+
+def mean_rows(prep: Prepared, spec: MetricSpec) -> np.ndarray:
+    """The per-row values whose mean is the metric, from the same arithmetic as its kernel
+    (the selection statistics resample these, so that unit weights give the displayed
+    value): log_loss, brier, top_k_accuracy, mse, mae and multilabel subset accuracy give
+    (N,) float64; rmse gives the squared residuals, (N,) for one output and (N, outputs)
+    for several (the metric is the mean over outputs of each output's root)."""
+    name = spec.name
+    if name == "log_loss":
+        return _log_loss_rows(prep)
+    if name == "brier":
+        return _brier_rows(prep)
+    if name == "top_k_accuracy":
+        return _top_k_rows(prep, spec)
+    if name == "accuracy" and prep.task == "multilabel":
+        return subset_hits(prep, spec)
+    if name in ("mse", "mae", "rmse"):
+        per = _residual_rows(prep, name)
+        if name == "rmse":
+            return per[:, 0] if per.shape[1] == 1 else per
+        return per.mean(axis=1)
+    raise MetricError(f"{name} is not a mean of per-row values")
 
 
 def r2(prep: Prepared, spec: MetricSpec) -> float:

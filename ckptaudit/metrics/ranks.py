@@ -31,15 +31,33 @@ metrics are unchanged by scaling all weights, so ``sum_r infl_r = 0``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
 from ..errors import MetricError
 
 if TYPE_CHECKING:
-    from .kernels import Prepared
     from .spec import MetricSpec
+
+
+class ScoreView(Protocol):
+    """What this module reads of a checkpoint's predictions: the kernels' ``Prepared``
+    satisfies it. A protocol rather than an import of ``kernels``, which imports this
+    module: the rank arithmetic sits below the kernels, never beside them in a circle."""
+
+    task: str
+    y: np.ndarray
+    n_classes: int
+    logit: np.ndarray | None
+    _cache: dict[object, np.ndarray]
+
+    @property
+    def score(self) -> np.ndarray: ...
+
+    @property
+    def proba64(self) -> np.ndarray: ...
+
 
 #: columns of a multiclass/multilabel score matrix transposed (made contiguous) at once
 _BLOCK_COLUMNS = 64
@@ -172,7 +190,9 @@ def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | No
     return order, run, flags, gp, gn
 
 
-def _scatter(order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray) -> np.ndarray:
+def _scatter(
+    order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray
+) -> np.ndarray:
     """Per-row values from per-run values of the positive and the negative rows."""
     if run is not None:
         pos_value, neg_value = pos_value[run], neg_value[run]
@@ -270,7 +290,7 @@ def _log_softmax_normaliser(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return m, log_sum
 
 
-def _column_blocks(prep: Prepared) -> Iterator[np.ndarray]:
+def _column_blocks(prep: ScoreView) -> Iterator[np.ndarray]:
     """The score matrix's columns, transposed a block at a time: (columns, rows) arrays."""
     width = prep.n_classes
     x = prep.logit if prep.task == "multiclass" and "logp" not in prep._cache else None
@@ -294,7 +314,7 @@ def _column_blocks(prep: Prepared) -> Iterator[np.ndarray]:
         yield block
 
 
-def _positives(prep: Prepared) -> list[np.ndarray]:
+def _positives(prep: ScoreView) -> list[np.ndarray]:
     """Each column's positive rows (multiclass: the rows of that class)."""
     if prep.task == "multiclass":
         y = prep.y
@@ -307,7 +327,7 @@ def _positives(prep: Prepared) -> list[np.ndarray]:
 Column = tuple[np.ndarray, np.ndarray]  # (positive row indices, scores of every row)
 
 
-def columns(prep: Prepared, spec: MetricSpec) -> tuple[str, int, Callable[[], Iterator[Column]]]:
+def columns(prep: ScoreView, spec: MetricSpec) -> tuple[str, int, Callable[[], Iterator[Column]]]:
     """How ``spec`` combines score columns: (``"single"``, ``"macro"``, ``"weighted"`` or
     ``"micro"``, number of rows the influence covers, a function that yields the columns).
 
@@ -327,7 +347,15 @@ def columns(prep: Prepared, spec: MetricSpec) -> tuple[str, int, Callable[[], It
         neg = np.flatnonzero(prep.y == 0)
         pair: list[Column] = [(neg, -s), (pos, s)]
         if spec.average == "micro":
-            return "micro", n, lambda: iter([(np.r_[2 * neg, 2 * pos + 1], np.stack([-s, s], axis=1).ravel())])
+            # NOTE: micro pools the two columns into one ranking, so their scores must
+            # compare across columns: scikit-learn reads probabilities as [1 - p, p]; for
+            # logits, -z is the log-odds of the negative class, which compares with z.
+            if prep.logit is None:
+                p = prep.proba64
+                pooled = np.stack([1.0 - p, p], axis=1).ravel()
+            else:
+                pooled = np.stack([-s, s], axis=1).ravel()
+            return "micro", n, lambda: iter([(np.r_[2 * neg, 2 * pos + 1], pooled)])
         return _average(spec), n, lambda: iter(pair)
     if spec.class_index is not None:
         i = spec.class_index
@@ -353,6 +381,26 @@ def columns(prep: Prepared, spec: MetricSpec) -> tuple[str, int, Callable[[], It
     return average, n, each
 
 
+def column_matrix(prep: ScoreView, spec: MetricSpec) -> tuple[str, np.ndarray, np.ndarray]:
+    """The columns :func:`columns` yields as matrices: (mode, positives (N, m) bool, scores
+    (N, m) in their own dtype). A micro pool of m columns is reshaped to (N, m), element
+    (r, j) being row r's score in column j, so row weights apply by rows. The selection
+    statistics' exact per-row form of ROC AUC / average precision is these matrices: the
+    same values the displayed metric ranks."""
+    mode, n, each = columns(prep, spec)
+    cols = list(each())
+    if mode == "micro":
+        pos, s = cols[0]
+        width = s.shape[0] // max(n, 1)
+        mask = np.zeros(s.shape[0], dtype=bool)
+        mask[pos] = True
+        return mode, mask.reshape(n, width), s.reshape(n, width)
+    mask = np.zeros((n, len(cols)), dtype=bool)
+    for j, (pos, _) in enumerate(cols):
+        mask[pos, j] = True
+    return mode, mask, np.stack([s for _, s in cols], axis=1)
+
+
 def _average(spec: MetricSpec) -> str:
     average = spec.average or "macro"
     if average not in ("macro", "weighted", "micro"):
@@ -360,7 +408,7 @@ def _average(spec: MetricSpec) -> str:
     return average
 
 
-def value(prep: Prepared, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], float]) -> float:
+def value(prep: ScoreView, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], float]) -> float:
     """The metric of a view: ``binary`` (:func:`auc` or :func:`ap`) on each column, averaged."""
     mode, _, each = columns(prep, spec)
     if mode in ("single", "micro"):
@@ -383,7 +431,7 @@ def value(prep: Prepared, spec: MetricSpec, binary: Callable[[np.ndarray, np.nda
 
 
 def influence(
-    prep: Prepared, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
+    prep: ScoreView, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
 ) -> tuple[float, np.ndarray]:
     """The metric of a view and each row's influence on it (float64, shape (rows,)):
     ``binary`` is :func:`auc_influence` or :func:`ap_influence`; averages combine the

@@ -70,14 +70,15 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
 def _resampled(spec: MetricSpec, preps: Sequence[metrics.Prepared], resamples: int, seed: int) -> np.ndarray:
     """(resamples, len(preps)) metric values of the checkpoints ``preps`` (same rows) on
     the same plain row resamples."""
-    from . import selection
+    from . import ranking_rows, selection
 
     rng = np.random.default_rng(seed)
     first = preps[0]
     kind = selection.row_kind(spec, first.task)
     if kind is not None:
         data = np.stack([selection._per_row(kind, spec, p) for p in preps])
-        rows = selection.row_data(kind, spec, first.task, np.asarray(first.y), data, first.n_classes)
+        pos, mode = (None, "") if kind != "ranking" else ranking_rows.targets(spec, first)[::-1]
+        rows = selection.row_data(kind, spec, first.task, np.asarray(first.y), data, first.n_classes, pos, mode)
         rows = replace(rows, strata=np.zeros(first.y.shape[0], dtype=np.int64))
         chunks = [
             selection.weighted_values(rows, w, spec, first.task) for w in selection._weight_chunks(rows.strata, resamples, rng)

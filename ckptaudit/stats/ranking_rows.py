@@ -35,9 +35,10 @@ prevalence, 200 trials). For average precision the two also differ in that dupli
 of a resample tie with themselves, which biases the exact bootstrap's mean upward (by
 0.1-0.4 sd in those simulations); the projection is centred on the validation value.
 
-The exact form of a binary run ranks float32 copies of the probabilities (as before issue
-10); of a multiclass or multilabel run, float32 copies of the kernels' scores. The
-linearised form uses the kernels' own scores (logits, log-probabilities).
+Both forms use the kernels' own scores (logits, log-probabilities, probabilities in their
+stored precision) through :func:`ckptaudit.metrics.ranks.columns`, the function the
+displayed metric ranks by (issue 17: float32 copies of sigmoids saturated into ties, the
+negative class of a multiclass run was flipped, micro pooled -p).
 """
 
 from __future__ import annotations
@@ -68,34 +69,41 @@ def form(prep: metrics.Prepared) -> str:
 
 
 def per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
-    """One checkpoint's per-row data in form ``kind`` (see the module docstring)."""
+    """One checkpoint's per-row data in form ``kind`` (see the module docstring). The exact
+    form is the score matrix of :func:`ckptaudit.metrics.ranks.column_matrix`, (rows,
+    columns), in the scores' own dtype: the very values the displayed metric ranks (a
+    float64 score is never rounded into a tie; a logit run ranks its logits)."""
     if kind == "mean":
         binary = ranks.auc_influence if spec.name == "roc_auc" else ranks.ap_influence
         value, infl = ranks.influence(prep, spec, binary)
         infl *= prep.y.shape[0]
         infl += value
         return infl.astype(np.float32)
-    if prep.task == "binary":
-        assert prep.proba is not None
-        scores = prep.proba.astype(np.float32, copy=False)
-        # NOTE: the negative class ranks by the reversed order, not by 1 - p (which loses
-        # precision near 1); the targets are flipped once in the builder.
-        return -scores if spec.class_index == 0 else scores
-    return np.asarray(prep.score).astype(np.float32)
+    return ranks.column_matrix(prep, spec)[2]
+
+
+def targets(spec: MetricSpec, prep: metrics.Prepared) -> tuple[str, np.ndarray]:
+    """(mode, positives (rows, columns) bool) of the exact form: how the columns combine
+    (``single``, ``macro``, ``weighted``, ``micro``) and which rows are positive in each,
+    from the same :func:`~ckptaudit.metrics.ranks.column_matrix` as the scores."""
+    mode, pos, _ = ranks.column_matrix(prep, spec)
+    return mode, pos
 
 
 # --------------------------------------------------------------------------- exact form
 
 
 def _weighted_column(pos: np.ndarray, scores: np.ndarray, w: np.ndarray, name: str) -> np.ndarray:
-    """ROC AUC or average precision of one column under each weight row: (k, N) -> (k,)."""
+    """ROC AUC or average precision of one column under each weight row: (k, N) -> (k,).
+    The weighted group sums are exact (integer weights in float32) and the rest runs in
+    float64, so unit weights give the kernel's value."""
     order = np.argsort(scores, kind="stable")
     s = scores[order]
     starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])
     ws = w[:, order]
     p_sorted = pos[order]
-    gp = np.add.reduceat(ws * p_sorted, starts, axis=1)
-    gn = np.add.reduceat(ws * ~p_sorted, starts, axis=1)
+    gp = np.add.reduceat(ws * p_sorted, starts, axis=1).astype(np.float64)
+    gn = np.add.reduceat(ws * ~p_sorted, starts, axis=1).astype(np.float64)
     total_p = gp.sum(axis=1)
     total_n = gn.sum(axis=1)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -110,45 +118,24 @@ def _weighted_column(pos: np.ndarray, scores: np.ndarray, w: np.ndarray, name: s
         return np.where(total_p > 0, values, 0.0)
 
 
-def _columns(y: np.ndarray, data: np.ndarray, spec: MetricSpec, task: str) -> tuple[str, list[tuple[np.ndarray, np.ndarray]]]:
-    """(average, [(positive mask, scores)]) of one checkpoint's exact per-row data."""
-    if task == "binary":
-        pos = y.astype(bool)
-        if spec.class_index is not None or spec.average in (None, "binary"):
-            return "single", [(pos, data)]  # class 0: targets and scores were flipped
-        pair = [(~pos, -data), (pos, data)]
-        if spec.average == "micro":
-            return "micro", [(np.stack([~pos, pos], axis=1).ravel(), np.stack([-data, data], axis=1).ravel())]
-        return spec.average or "macro", pair
-    onehot = np.zeros(data.shape, dtype=bool)
-    if task == "multiclass":
-        onehot[np.arange(y.shape[0]), y.astype(np.int64)] = True
-    else:
-        onehot[:] = y.astype(bool)
-    if spec.class_index is not None:
-        return "single", [(onehot[:, spec.class_index], data[:, spec.class_index])]
-    average = spec.average or "macro"
-    if average == "micro":
-        return "micro", [(onehot.ravel(), data.ravel())]
-    return average, [(onehot[:, i], data[:, i]) for i in range(data.shape[1])]
-
-
-def exact_values(y: np.ndarray, data: np.ndarray, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
-    """The metric of every checkpoint (``data``: (C, N) or (C, N, columns) float32 scores)
-    under each weight row of ``w`` (k, N): (k, C)."""
+def exact_values(pos: np.ndarray, data: np.ndarray, w: np.ndarray, mode: str, name: str) -> np.ndarray:
+    """The metric of every checkpoint (``data``: (C, N, columns) scores, ``pos`` (N,
+    columns) positives, ``mode`` how the columns combine) under each weight row of ``w``
+    (k, N): (k, C)."""
     out = np.empty((w.shape[0], data.shape[0]))
+    width = pos.shape[1]
     for c in range(data.shape[0]):
-        average, cols = _columns(y, data[c], spec, task)
-        if average in ("single", "micro"):
-            pos, s = cols[0]
-            wc = w if average == "single" else np.repeat(w, pos.shape[0] // w.shape[1], axis=1)
-            out[:, c] = _weighted_column(pos, s, wc, spec.name)
+        if mode == "single":
+            out[:, c] = _weighted_column(pos[:, 0], data[c, :, 0], w, name)
             continue
-        per = np.stack([_weighted_column(pos, s, w, spec.name) for pos, s in cols], axis=1)
-        if average == "macro":
+        if mode == "micro":  # one pooled ranking; element (r, j) carries row r's weight
+            out[:, c] = _weighted_column(pos.ravel(), data[c].ravel(), np.repeat(w, width, axis=1), name)
+            continue
+        per = np.stack([_weighted_column(pos[:, j], data[c, :, j], w, name) for j in range(width)], axis=1)
+        if mode == "macro":
             out[:, c] = per.mean(axis=1)
             continue
-        support = np.stack([w @ pos.astype(w.dtype) for pos, _ in cols], axis=1).astype(np.float64)
+        support = (w @ pos.astype(w.dtype)).astype(np.float64)
         total = support.sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             weighted = (np.where(support > 0, per, 0.0) * support).sum(axis=1) / total

@@ -1,0 +1,140 @@
+"""Resampling weights: stratified bootstrap row weights in chunks, with out-of-bag indicators.
+
+A stratum of ``n`` rows is resampled exactly (n draws with replacement) while ``n x
+resamples-per-chunk`` is small, and otherwise with Poisson(1) row weights rescaled to the
+stratum's size, which is indistinguishable at that size and ~8x cheaper. Exact stratum
+draws are remembered by (size, resamples, generator state) in a cache of at most 64 MiB, so
+runs seeded alike (an HPO sweep) draw each stratum size once, with bit-identical results.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from .rows import RowData
+
+#: float32 cells of one chunk's weight matrices (in-bag and out-of-bag together)
+_CHUNK_CELLS = 8_000_000
+#: a stratum is resampled exactly while rows x chunk resamples stays below this
+_EXACT_CELLS = 2_000_000
+
+
+def _stratum_weights(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, n) float32 bootstrap weights of one stratum of n rows, summing to n per row."""
+    if n * k <= _EXACT_CELLS:
+        idx = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
+        return np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
+    # Poisson(1) weights through a 16-bit lookup table, rescaled to the stratum's size
+    u = rng.integers(0, 1 << 16, size=(k, n), dtype=np.uint16)
+    w = _POISSON_LUT[u].astype(np.float32)
+    total = w.sum(axis=1, keepdims=True)
+    empty = np.flatnonzero(total[:, 0] == 0)
+    if empty.size:  # all rows out of bag (only possible for tiny strata): draw those exactly
+        idx = rng.integers(0, n, size=(empty.size, n)) + (np.arange(empty.size) * n)[:, None]
+        w[empty] = np.bincount(idx.ravel(), minlength=empty.size * n).reshape(empty.size, n)
+        total[empty] = n
+    w *= n / total
+    return w
+
+
+def _poisson_lut() -> np.ndarray:
+    k = np.arange(16)
+    pmf = np.exp(-1.0) / np.array([math.factorial(int(i)) for i in k])
+    edges = np.cumsum(pmf) * 65536
+    return np.searchsorted(edges, np.arange(65536), side="right").astype(np.uint8)
+
+
+_POISSON_LUT = _poisson_lut()
+
+
+#: exact draws of a stratum this size or larger (rows x resamples) are remembered ...
+_DRAW_CACHE_MIN_CELLS = 100_000
+#: ... in a cache of at most this many bytes
+_DRAW_CACHE_BYTES = 64 * 2**20
+_DRAW_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
+
+
+def _state_key(state: Any) -> Any:
+    if isinstance(state, dict):
+        return tuple((key, _state_key(value)) for key, value in sorted(state.items()))
+    return state
+
+
+def _remember(key: tuple, counts: np.ndarray, state: Any) -> None:
+    if counts.max(initial=0) > 255:
+        return
+    _DRAW_CACHE[key] = (counts.astype(np.uint8), state)
+    total = sum(c.nbytes for c, _ in _DRAW_CACHE.values())
+    if total > _DRAW_CACHE_BYTES:
+        # NOTE: the smallest go first: a large stratum (drawn first, its key depends on its
+        # size alone) repeats across runs far more often than the small ones after it
+        for old in sorted(_DRAW_CACHE, key=lambda key: _DRAW_CACHE[key][0].nbytes):
+            total -= _DRAW_CACHE.pop(old)[0].nbytes
+            if total <= _DRAW_CACHE_BYTES:
+                break
+
+
+def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator, out_of_bag: bool = False):
+    """Yield (k, N) in-bag weight matrices, stratified by ``strata``, in chunks; with
+    ``out_of_bag``, (2k, N) matrices whose last k rows are the out-of-bag indicators
+    (1 where a row was not drawn) of the first k.
+
+    A stratum's exact counts depend only on its size, the chunk's resamples and the
+    generator's state before its draws, so those are remembered (:data:`_DRAW_CACHE`): a
+    sweep of many runs seeded alike draws each stratum size once; the generator is then set
+    to the state the draws would have left, so every result is the same bit for bit as
+    without the cache. Strata stored contiguously (see :func:`_by_stratum`) are written as
+    blocks."""
+    n = strata.shape[0]
+    per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
+    values = np.unique(strata)
+    groups: list[Any] = [np.flatnonzero(strata == s) for s in values]
+    if all(g.shape[0] == 0 or g[-1] - g[0] + 1 == g.shape[0] for g in groups):
+        groups = [slice(int(g[0]), int(g[-1]) + 1) if g.shape[0] else g for g in groups]
+    done = 0
+    while done < resamples:
+        k = min(per_chunk, resamples - done)
+        both = np.empty((2 * k if out_of_bag else k, n), dtype=np.float32)
+        w = both[:k]
+        for rows in groups:  # in the strata's order: the random stream does not depend on the method
+            m = rows.stop - rows.start if isinstance(rows, slice) else rows.shape[0]
+            if m * k > _EXACT_CELLS:
+                w[:, rows] = _stratum_weights(m, k, rng)
+                continue
+            key = None
+            if m * k >= _DRAW_CACHE_MIN_CELLS:
+                key = (m, k, _state_key(rng.bit_generator.state))
+                hit = _DRAW_CACHE.get(key)
+                if hit is not None:
+                    rng.bit_generator.state = hit[1]
+                    w[:, rows] = hit[0]
+                    continue
+            counts = _stratum_weights(m, k, rng)
+            w[:, rows] = counts
+            if key is not None:
+                _remember(key, counts, rng.bit_generator.state)
+        if out_of_bag:
+            np.equal(w, 0, out=both[k:], casting="unsafe")
+        yield both
+        done += k
+
+
+def _by_stratum(rows: RowData, resamples: int) -> RowData:
+    """``rows`` with its rows in stratum order (stable), so that each stratum's weights are
+    written as one block, where that cannot change a value: confusion counts (sums of 0/1
+    features) under integer weights (every stratum drawn exactly) are exact in any order.
+    Kept as it is otherwise, or when the copy would be large."""
+    n = rows.strata.shape[0]
+    per_chunk = max(1, min(resamples, _CHUNK_CELLS // (2 * max(n, 1))))
+    if rows.kind != "confusion" or n < 2 or rows.data.nbytes > _CHUNK_CELLS:
+        return rows
+    sizes = np.bincount(rows.strata)
+    if sizes.max() * per_chunk > _EXACT_CELLS or bool(np.all(rows.strata[1:] >= rows.strata[:-1])):
+        return rows
+    order = np.argsort(rows.strata, kind="stable")
+    classes = None if rows.classes is None else rows.classes[order]
+    return replace(rows, y=rows.y[order], data=rows.data[:, order], strata=rows.strata[order], classes=classes)
