@@ -263,6 +263,14 @@ def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None, pin
     however the run folder is renamed; a failed placement removes the pin again."""
     if (link is None) == (copy is None):
         raise UsageError("give one of --link DEST or --copy DEST")
+    from .store.pruned import weights_removed
+
+    if weights_removed(pick.run.path, pick.checkpoint.name):
+        raise UsageError(
+            f"the weights of {pick.checkpoint.name} were deleted by `ckptaudit prune` (its predictions were kept "
+            "so that the statistics still count it): there is nothing to place; pick among checkpoints with weights",
+            pick.checkpoint.path,
+        )
     dest = Path(link or copy)  # type: ignore[arg-type]
     prov = provenance_path(dest)
     for target in (dest, prov):
