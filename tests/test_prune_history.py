@@ -116,7 +116,9 @@ def test_all_deletes_folders_records_scores_and_says_the_statistics_change(tmp_p
     assert len(doomed) == 37 and {r.removed for r in records.values()} == {"all"}
     assert all(r.scores["balanced_accuracy"] is not None for r in records.values())
     after = {k: v for k, v in digest(run).items() if k not in (LOG_FILE, PRUNED_FILE)}
-    assert after == {k: v for k, v in before.items() if not any(k == f"checkpoints/{n}" or k.startswith(f"checkpoints/{n}/") for n in doomed)}
+    assert after == {
+        k: v for k, v in before.items() if not any(k == f"checkpoints/{n}" or k.startswith(f"checkpoints/{n}/") for n in doomed)
+    }
     # the statistics did change, and the audit says so
     _, now = statistics(run, "balanced_accuracy")
     assert now[0]["tied_best"]["count"] < picked[0]["tied_best"]["count"]
