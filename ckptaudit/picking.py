@@ -301,8 +301,14 @@ def _place(pick: Pick, dest: Path, prov: Path, source: Path, hashes: dict[str, s
         rel = os.path.relpath(source.resolve(), dest.parent.resolve())
         os.symlink(rel, dest, target_is_directory=True)
     else:
+        from .store.safeio import copy_regular_tree
+
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-        shutil.copytree(source, tmp, symlinks=True)
+        try:
+            copy_regular_tree(source, tmp)  # regular files only: a device inside never ends
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         copied = weight_hashes(tmp)
         if copied != hashes:
             shutil.rmtree(tmp)
