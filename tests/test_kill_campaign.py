@@ -141,7 +141,7 @@ def test_kill_9_during_recorder_save(tmp_path):
             rec.next_epoch,
             val_target=y,
             val_output=np.linspace(0.05, 0.95, 8),
-            write=lambda f: (f / "model.bin").write_bytes(blob),
+            write=lambda f, blob=blob: (f / "model.bin").write_bytes(blob),
         )
         assert _whole_checkpoints(run) == names + [f"epoch-{len(names):04d}"]
         assert runner.invoke(app, ["rank", str(run), "-m", "accuracy"]).exit_code == 0
