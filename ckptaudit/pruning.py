@@ -487,12 +487,12 @@ def plan(
             foreign = foreign_device(c.path, dev)
             if foreign is not None:
                 raise CrossDeviceError(
-                    f"is a mount point (another device) inside {c.name}, which the plan would delete; "
-                    "prune never crosses a device boundary: unmount it first",
+                    f"is a mount point (another device, or a bind mount) inside {c.name}, which the plan would "
+                    "touch; prune never crosses a mount point: unmount it first",
                     foreign,
                 )
         st = os.lstat(c.path)
-        s = scored.get(c.name)
+        found = scored.get(c.name)
         entries.append(
             PlanEntry(
                 c.name,
@@ -506,7 +506,7 @@ def plan(
                 identity=(st.st_dev, st.st_ino),
                 size_weights=freed["weights"].get(c.name, alone_w.get(c.name, 0)),
                 size_all=freed["all"].get(c.name, alone_a.get(c.name, 0)),
-                scores={} if s is None else {sp.text: _finite(v) for sp, v in zip(specs, s.values, strict=True)},
+                scores={} if found is None else {sp.text: _finite(v) for sp, v in zip(specs, found.values, strict=True)},
             )
         )
     if wanted is None:

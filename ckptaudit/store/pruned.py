@@ -66,8 +66,8 @@ def parse_pruned(data: Any, path: Path | str) -> dict[str, PrunedCheckpoint]:
         if not isinstance(item, dict) or item.get("removed") not in ("weights", "all"):
             raise RunFormatError(f"record {name!r} needs 'removed': 'weights' or 'all'", path)
         epoch, step = item.get("epoch"), item.get("step")
-        scores = item.get("scores") if isinstance(item.get("scores"), dict) else {}
-        logged = item.get("logged") if isinstance(item.get("logged"), dict) else {}
+        scores: dict[Any, Any] = item["scores"] if isinstance(item.get("scores"), dict) else {}
+        logged: dict[Any, Any] = item["logged"] if isinstance(item.get("logged"), dict) else {}
         out[str(name)] = PrunedCheckpoint(
             str(name),
             item["removed"],
