@@ -130,7 +130,7 @@ def test_kill_9_during_recorder_save(tmp_path):
     for trial in range(TRIALS):
         run = tmp_path / f"rec-{trial}"
         Recorder(run, task="binary", output="probability")
-        killed = kill_after(spawn(str(run), script=SAVER), rng.uniform(0.8, 3.0))
+        killed = kill_after(spawn(str(run), script=SAVER), rng.uniform(0.4, 1.6))
         tally("recorder-save", killed)
         names = _whole_checkpoints(run)  # every checkpoint a reader sees is whole
         rec = Recorder(run, task="binary", output="probability", resume=True)  # the next writer recovers
@@ -157,7 +157,7 @@ def test_kill_9_during_rank_cache_build(copy_run):
         plain = runner.invoke(app, ["rank", str(run), "-m", "recall", "-m", "roc_auc", "--format", "json"]).stdout
         before = digest(run / "checkpoints")
         proc = spawn("rank", str(run), "-m", "recall", "-m", "roc_auc", "--cache")
-        killed = kill_after(proc, rng.uniform(0.3, 2.0))
+        killed = kill_after(proc, rng.uniform(0.2, 1.1))
         tally("rank-cache", killed)
         assert digest(run / "checkpoints") == before
         for _ in range(2):  # rebuilds (or reads) the cache, then reads it: the same ranking
