@@ -488,7 +488,7 @@ def plan(
             if foreign is not None:
                 raise CrossDeviceError(
                     f"is a mount point (another device, or a bind mount) inside {c.name}, which the plan would "
-                    "touch; prune never crosses a mount point: unmount it first",
+                    "touch; prune never crosses a device boundary or a mount point: unmount it first",
                     foreign,
                 )
         st = os.lstat(c.path)
