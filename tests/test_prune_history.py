@@ -158,3 +158,14 @@ def test_pick_and_check_refuse_a_checkpoint_whose_weights_prune_deleted(tmp_path
     assert not os.path.lexists(tmp_path / "export")
     checked = invoke("check", run, "-m", "balanced_accuracy", "--chosen", winner)
     assert checked.exit_code == 2 and "deleted by `ckptaudit prune`" in checked.stderr
+
+
+def test_a_record_whose_weights_are_still_there_does_not_block_pick(tmp_path):
+    # a prune killed after recording its intent but before moving anything
+    run = tied_run(tmp_path / "tied", n_ckpt=4, n_tied=2)
+    winner = as_json("pick", run, "-m", "balanced_accuracy")[0]["checkpoint"]
+    record = {"format": "ckptaudit-pruned/1", "checkpoints": {winner: {"removed": "weights", "epoch": 0}}}
+    (run / PRUNED_FILE).write_text(json.dumps(record))
+    placed = invoke("pick", run, "-m", "balanced_accuracy", "--link", tmp_path / "export")
+    assert placed.exit_code == 0, placed.output
+    assert (tmp_path / "export" / "model.pt").is_file()

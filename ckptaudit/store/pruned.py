@@ -103,12 +103,22 @@ def read_pruned(run_path: str | Path) -> dict[str, PrunedCheckpoint]:
 
 
 def weights_removed(run_path: str | Path, checkpoint: str) -> bool:
-    """Whether ``prune`` deleted the weights of ``checkpoint`` (its predictions were kept)."""
+    """Whether ``prune`` deleted the weights of ``checkpoint`` (its predictions were kept):
+    recorded so, and nothing but predictions and meta.json left in its folder (a prune
+    killed before it moved anything leaves the weights, and the record, in place)."""
     try:
         record = read_pruned(run_path).get(checkpoint)
     except RunFormatError:
         return False
-    return record is not None and record.removed == "weights"
+    if record is None or record.removed != "weights":
+        return False
+    from .weights import NON_WEIGHT_FILES
+
+    try:
+        left = [n for n in os.listdir(Path(run_path) / "checkpoints" / checkpoint) if n not in NON_WEIGHT_FILES]
+    except OSError:
+        return True
+    return not left
 
 
 def write_pruned(run_fd: int, run_path: Path, records: dict[str, PrunedCheckpoint]) -> None:
