@@ -223,6 +223,14 @@ def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None, pin
     however the run folder is renamed; a failed placement removes the pin again."""
     if (link is None) == (copy is None):
         raise UsageError("give one of --link DEST or --copy DEST")
+    from .store.pruned import weights_removed
+
+    if weights_removed(pick.run.path, pick.checkpoint.name):
+        raise UsageError(
+            f"the weights of {pick.checkpoint.name} were deleted by `ckptaudit prune` (its predictions were kept "
+            "so that the statistics still count it): there is nothing to place; pick among checkpoints with weights",
+            pick.checkpoint.path,
+        )
     dest = Path(link or copy)  # type: ignore[arg-type]
     prov = provenance_path(dest)
     for target in (dest, prov):
@@ -253,8 +261,14 @@ def _place(pick: Pick, dest: Path, prov: Path, source: Path, hashes: dict[str, s
         rel = os.path.relpath(source.resolve(), dest.parent.resolve())
         os.symlink(rel, dest, target_is_directory=True)
     else:
+        from .store.safeio import copy_regular_tree
+
         tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}.tmp")
-        shutil.copytree(source, tmp, symlinks=True)
+        try:
+            copy_regular_tree(source, tmp)  # regular files only: a device inside never ends
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         copied = weight_hashes(tmp)
         if copied != hashes:
             shutil.rmtree(tmp)

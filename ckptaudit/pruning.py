@@ -27,7 +27,7 @@ import hashlib
 import json
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -36,7 +36,8 @@ from .metrics.evaluation import iter_scores, parse_metrics
 from .metrics.spec import MetricSpec
 from .picking import PROVENANCE_SUFFIX
 from .ranking import order_scores
-from .store.pins import read_pins
+from .store.pins import PINS_FILE, read_pins
+from .store.pruned import PRUNED_FILE, PrunedCheckpoint, read_pruned, write_pruned
 from .store.prunefs import (
     LEGACY_TRASH_PREFIX,
     LOCK_FILE,
@@ -48,11 +49,13 @@ from .store.prunefs import (
     copy_tree,
     disk_message,
     foreign_device,
+    move_weights,
     read_journal,
     real_path_problem,
     remove_tree,
 )
 from .store.reader import CHECKPOINTS_DIR, META_FILE, RUN_FILE, Run, discover, is_in_progress, read_run
+from .store.weights import NON_WEIGHT_FILES
 
 #: kept for code that named the trash entries of earlier versions
 TRASH_PREFIX = LEGACY_TRASH_PREFIX
@@ -96,6 +99,12 @@ class PlanEntry:
     trash: str | None = None
     #: (st_dev, st_ino) of the folder when planned: execution refuses a swapped folder
     identity: tuple[int, int] | None = field(default=None, compare=False, repr=False)
+    #: bytes really freed by deleting only the weights / the whole folder (hard links whose
+    #: other link survives free nothing); for "keep" rows what each would free were it doomed
+    size_weights: int = 0
+    size_all: int = 0
+    #: what the checkpoint scored under each metric of the plan (recorded by --all)
+    scores: dict[str, float | None] = field(default_factory=dict, compare=False, repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape of a plan row."""
@@ -105,6 +114,8 @@ class PlanEntry:
             "action": self.action,
             "kept_by": list(self.kept_by),
             "size": self.size,
+            "size_weights": self.size_weights,
+            "size_all": self.size_all,
             "note": self.note,
             "trash": self.trash,
         }
@@ -121,11 +132,40 @@ class PrunePlan:
     deleted: tuple[str, ...] = field(default=())
     #: the checkpoint names a checkpoint path limited the prune to (None: the whole run)
     scope: tuple[str, ...] | None = None
+    #: "weights" (the default: weights go, predictions and meta.json stay) or "all" (--all)
+    mode: str = "weights"
+    #: bytes each mode would really free (the dry run shows both)
+    reclaimable: dict[str, int] = field(default_factory=dict)
 
     @property
     def reclaimed(self) -> int:
         """Bytes freed by the deletions (and by finishing old trash)."""
         return sum(e.size for e in self.entries if e.action in ("delete", "finish"))
+
+    @property
+    def notes(self) -> list[str]:
+        """Lines for the output: both sizes, and what the prune does to the run's statistics."""
+        doomed = [e for e in self.entries if e.action == "delete"]
+        candidates = sum(1 for e in self.entries if e.action in ("keep", "delete"))
+        out = []
+        if self.reclaimable:
+            out.append(
+                f"{self.run.name}: weights only (the default) frees {_human(self.reclaimable.get('weights', 0))}; "
+                f"--all (whole folders) frees {_human(self.reclaimable.get('all', 0))}"
+            )
+        if doomed and self.mode == "weights":
+            out.append(
+                f"{self.run.name}: predictions and meta.json of the {len(doomed)} pruned checkpoint(s) stay, "
+                "so every selection statistic still counts them (unchanged)"
+            )
+        elif doomed:
+            left = candidates - len(doomed)
+            out.append(
+                f"{self.run.name}: --all {'deletes' if not self.executed else 'deleted'} {len(doomed)} candidate(s) whole; "
+                f"their scores are recorded in {PRUNED_FILE}, but the selection statistics (tie set, expected on new "
+                f"data) will count {left} of {candidates} candidates and CHANGE (audit finding candidates-deleted)"
+            )
+        return out
 
     def as_dict(self) -> dict[str, Any]:
         """JSON shape of the plan."""
@@ -135,9 +175,58 @@ class PrunePlan:
             "metrics": list(self.metrics),
             "scope": None if self.scope is None else list(self.scope),
             "entries": [e.as_dict() for e in self.entries],
+            "mode": self.mode,
             "reclaimed_bytes": self.reclaimed,
+            "reclaimable_bytes": dict(self.reclaimable),
+            "notes": self.notes,
             "deleted": list(self.deleted),
         }
+
+
+def _human(n: int) -> str:
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB" if n >= 1e3 else f"{n} bytes"
+
+
+#: a regular file (or link) under a checkpoint: (st_dev, st_ino) -> (links, size), and
+#: whether it is part of the weights (anything but the top-level predictions and meta.json)
+_FileInfo = tuple[tuple[int, int], int, int, bool]
+
+
+def _files(path: Path) -> list[_FileInfo]:
+    """Every non-folder entry under ``path`` (links never followed), with its inode,
+    link count, size and whether prune's default (weights only) would delete it."""
+    out: list[_FileInfo] = []
+    for root, dirs, files in os.walk(path):
+        top = root == str(path)
+        for name in files + [d for d in dirs if os.path.islink(os.path.join(root, d))]:
+            try:
+                st = os.lstat(os.path.join(root, name))
+            except OSError:
+                continue
+            out.append(((st.st_dev, st.st_ino), st.st_nlink, st.st_size, not (top and name in NON_WEIGHT_FILES)))
+        dirs[:] = [d for d in dirs if not os.path.islink(os.path.join(root, d))]
+    return out
+
+
+def _freed(doomed: dict[str, list[_FileInfo]], weights_only: bool) -> dict[str, int]:
+    """Bytes really freed per doomed checkpoint: a file counts only when every one of its
+    hard links goes (a weights file also linked from a kept checkpoint frees nothing),
+    and once, however many doomed checkpoints link it."""
+    links: dict[tuple[int, int], int] = {}
+    for infos in doomed.values():
+        for key, _, _, weight in infos:
+            if weight or not weights_only:
+                links[key] = links.get(key, 0) + 1
+    counted: set[tuple[int, int]] = set()
+    out = {}
+    for name, infos in doomed.items():
+        total = 0
+        for key, nlink, size, weight in infos:
+            if (weight or not weights_only) and key not in counted and links[key] >= nlink:
+                counted.add(key)
+                total += size
+        out[name] = total
+    return out
 
 
 def _size(path: Path) -> int:
@@ -161,7 +250,16 @@ def _alias_target(link: Path, ckpt_dir: Path, names: set[str]) -> str | None:
     for _ in range(40):
         target = os.readlink(current)
         nxt = os.path.normpath(os.path.join(os.path.dirname(current), target))
-        if os.path.dirname(nxt) != str(ckpt_dir) and os.path.realpath(os.path.dirname(nxt)) != here:
+        parent = os.path.dirname(nxt)
+        if parent != str(ckpt_dir) and os.path.realpath(parent) == here:
+            nxt = os.path.join(str(ckpt_dir), os.path.basename(nxt))
+        elif parent != str(ckpt_dir) and not _within(Path(os.path.realpath(parent)), Path(here)):
+            return None
+        if os.path.dirname(nxt) != str(ckpt_dir):
+            # a link into a checkpoint (best.pt -> epoch-0001/model.pt) protects that checkpoint
+            rel = os.path.relpath(nxt, ckpt_dir).split(os.sep)
+            if len(rel) > 1 and rel[0] in names and rel[0] not in ("", ".", ".."):
+                return rel[0]
             return None
         nxt_path = ckpt_dir / os.path.basename(nxt)
         if nxt_path.is_symlink():
@@ -191,7 +289,9 @@ def _references(run: Run) -> _References:
     # aliases directly inside checkpoints/: best -> epoch-0009
     if ckpt_dir.is_dir():
         for entry in sorted(os.scandir(ckpt_dir), key=lambda e: e.name):
-            if not entry.is_symlink() or is_in_progress(entry.name):
+            # NOTE: a link's own name never hides it: `.best` or `best.tmp` -> epoch-0001 is an
+            # alias too (only folders with such names are in-progress checkpoints)
+            if not entry.is_symlink():
                 continue
             target = _alias_target(ckpt_dir / entry.name, ckpt_dir, names)
             if target is not None:
@@ -255,7 +355,7 @@ def _trash_destination(trash_dir: Path | None) -> str | None:
     return None if trash_dir is None else os.path.realpath(trash_dir)
 
 
-def _pending_trash(run: Run, trash_dir: Path | None = None) -> list[PlanEntry]:
+def _pending_trash(run: Run, trash_dir: Path | None = None, strict: bool = True) -> list[PlanEntry]:
     """Trash entries an interrupted prune left in ``checkpoints/``, to be finished the way
     the journal recorded (moved to its trash folder, or deleted)."""
     ckpt_dir = run.path / CHECKPOINTS_DIR
@@ -270,14 +370,16 @@ def _pending_trash(run: Run, trash_dir: Path | None = None) -> list[PlanEntry]:
     entries = []
     for name, path in sorted(found):
         dest = recorded.get(name)
-        if dest is not None and given is not None and dest != given:
+        # NOTE: the journal is data read from disk, never an instruction: a folder outside the
+        # run is used only when this command line names it (--trash), else nothing moves.
+        if dest is not None and dest != given and strict:
             raise UsageError(
-                f"the interrupted prune was moving {name} to {dest}, not {given}; resume without --trash or with --trash {dest}",
+                f"the journal says an interrupted prune was moving {name} to {dest}; prune acts outside the run "
+                f"only where its command line says so: check that folder, then finish with --resume --trash DIR "
+                "(`ckptaudit prune RUN --resume --trash DIR`)",
                 run.path,
             )
-        entries.append(
-            PlanEntry(name, None, "finish", (), _size(path), path, note="left by an interrupted prune", trash=dest or given)
-        )
+        entries.append(PlanEntry(name, None, "finish", (), _size(path), path, note="left by an interrupted prune", trash=given))
     return entries
 
 
@@ -290,8 +392,13 @@ def plan(
     keep_every: int | None = None,
     scope: Sequence[str] | None = None,
     trash_dir: str | Path | None = None,
+    whole: bool = False,
 ) -> PrunePlan:
     """Decide, for every checkpoint of ``run``, whether a rule keeps it.
+
+    A doomed checkpoint loses its weights only (everything but meta.json and the
+    predictions), so that it stays a candidate of every later statistic; with ``whole``
+    (``--all``) its folder goes, and what it scored is recorded in the run.
 
     With ``scope`` only those checkpoints are candidates (the rules still rank the whole
     run). With ``trash_dir`` doomed checkpoints are moved there instead of deleted.
@@ -337,9 +444,14 @@ def plan(
         chosen = refs.alias_of.get(run.chosen, run.chosen)
         if chosen in reasons:
             reasons[chosen].append("chosen")
-    pinned = [p.checkpoint for p in read_pins(run.path)]
-    for name in dict.fromkeys(pinned):
-        name = refs.alias_of.get(name, name)
+    for pin in read_pins(run.path):
+        name = refs.alias_of.get(pin.checkpoint, pin.checkpoint)
+        if name not in reasons and not _real_folder(run.path / CHECKPOINTS_DIR / name):
+            raise RunFormatError(
+                f"a pin names {pin.checkpoint!r}, which is no checkpoint folder of this run: prune cannot tell "
+                f"what it protects; fix or remove that pin (ckptaudit unpin RUN/checkpoints/NAME)",
+                run.path / PINS_FILE,
+            )
         if name in reasons and "pinned" not in reasons[name]:
             reasons[name].append("pinned")
     for name, why in refs.aliased.items():
@@ -353,30 +465,48 @@ def plan(
     ckpt_dir = run.path / CHECKPOINTS_DIR
     dev = os.lstat(ckpt_dir).st_dev
     entries = []
-    for c in run.checkpoints:
-        if wanted is not None and c.name not in wanted:
-            continue
-        doomed = not reasons[c.name]
+    scored = {s.checkpoint.name: s for s in scores}
+    considered = [c for c in run.checkpoints if wanted is None or c.name in wanted]
+    infos = {c.name: _files(c.path) for c in considered}
+    weights_left = {c.name for c in considered if any(w for *_, w in infos[c.name])}
+    doomed_names = [c.name for c in considered if not reasons[c.name] and (whole or c.name in weights_left)]
+    freed = {
+        "weights": _freed({n: infos[n] for n in doomed_names}, True),
+        "all": _freed({n: infos[n] for n in doomed_names}, False),
+    }
+    # what each rule-less checkpoint would free alone, for the dry run's two sizes
+    alone_w = _freed({c.name: infos[c.name] for c in considered if not reasons[c.name]}, True)
+    alone_a = _freed({c.name: infos[c.name] for c in considered if not reasons[c.name]}, False)
+    for c in considered:
+        if not reasons[c.name] and not whole and c.name not in weights_left:
+            notes[c.name] = "weights already deleted (predictions kept); --all deletes the folder"
+        doomed = c.name in doomed_names
+        if doomed and not whole:
+            notes[c.name] = "weights only: predictions and meta.json stay"
         if doomed:
             foreign = foreign_device(c.path, dev)
             if foreign is not None:
                 raise CrossDeviceError(
-                    f"is a mount point (another device) inside {c.name}, which the plan would delete; "
-                    "prune never crosses a device boundary: unmount it first",
+                    f"is a mount point (another device, or a bind mount) inside {c.name}, which the plan would "
+                    "touch; prune never crosses a device boundary or a mount point: unmount it first",
                     foreign,
                 )
         st = os.lstat(c.path)
+        found = scored.get(c.name)
         entries.append(
             PlanEntry(
                 c.name,
                 c.epoch,
                 "delete" if doomed else "keep",
                 tuple(reasons[c.name]),
-                _size(c.path),
+                freed["all" if whole else "weights"][c.name] if doomed else sum(i[2] for i in infos[c.name]),
                 c.path,
                 note=notes.get(c.name, ""),
                 trash=dest if doomed else None,
                 identity=(st.st_dev, st.st_ino),
+                size_weights=freed["weights"].get(c.name, alone_w.get(c.name, 0)),
+                size_all=freed["all"].get(c.name, alone_a.get(c.name, 0)),
+                scores={} if found is None else {sp.text: _finite(v) for sp, v in zip(specs, found.values, strict=True)},
             )
         )
     if wanted is None:
@@ -388,8 +518,26 @@ def plan(
                 raise CrossDeviceError("is a mount point (another device) inside a trash entry; unmount it first", foreign)
         entries += pending
     return PrunePlan(
-        run=run, entries=tuple(entries), metrics=tuple(s.text for s in specs), scope=None if scope is None else tuple(scope)
+        run=run,
+        entries=tuple(entries),
+        metrics=tuple(s.text for s in specs),
+        scope=None if scope is None else tuple(scope),
+        mode="all" if whole else "weights",
+        reclaimable={
+            "weights": sum(_freed({n: infos[n] for n in weights_left if not reasons[n]}, True).values()),
+            "all": sum(_freed({c.name: infos[c.name] for c in considered if not reasons[c.name]}, False).values()),
+        },
     )
+
+
+def _finite(v: float | None) -> float | None:
+    import math
+
+    return None if v is None or not math.isfinite(v) else float(v)
+
+
+def _real_folder(path: Path) -> bool:
+    return path.is_dir() and not path.is_symlink()
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -472,7 +620,7 @@ def _finish_one(cr: ConfinedRun, e: PlanEntry, parent_fd: int, name: str, run_na
 
 def _left(run: Run, p: PrunePlan, done: list[str]) -> str:
     """What an interrupted prune left: whole checkpoints not yet touched, trash entries."""
-    trash = [e.checkpoint for e in _pending_trash(run)] if (run.path / CHECKPOINTS_DIR).is_dir() else []
+    trash = [e.checkpoint for e in _pending_trash(run, strict=False)] if (run.path / CHECKPOINTS_DIR).is_dir() else []
     untouched = [
         e.checkpoint
         for e in p.entries
@@ -506,7 +654,7 @@ def execute(p: PrunePlan) -> PrunePlan:
                 trash.rmdir()  # an empty trash folder left by a kill after its last entry went
             except OSError:
                 pass
-        return PrunePlan(run=run, entries=p.entries, metrics=p.metrics, executed=True, scope=p.scope)
+        return replace(p, executed=True)
     crash_after, delay = _hooks()
 
     def step() -> None:
@@ -529,8 +677,11 @@ def execute(p: PrunePlan) -> PrunePlan:
                     "finish": [e.checkpoint for e in pending],
                     "keep": {e.checkpoint: list(e.kept_by) for e in p.entries if e.action == "keep"},
                     "trash": {e.checkpoint: e.trash for e in pending + doomed},
+                    "mode": p.mode,
                 }
             )
+            if doomed:
+                _record_pruned(cr, p, doomed)
             for e in pending:
                 if e.path.parent.name == TRASH_DIR:
                     tfd = cr.trash_fd(create=False)
@@ -552,7 +703,10 @@ def execute(p: PrunePlan) -> PrunePlan:
                 try:
                     if os.path.lexists(cr.path / CHECKPOINTS_DIR / TRASH_DIR / e.checkpoint):
                         raise UsageError(f"{e.checkpoint} is already in {TRASH_DIR}; run prune --resume first", run.path)
-                    os.rename(e.checkpoint, e.checkpoint, src_dir_fd=cr.ckpt_fd, dst_dir_fd=tfd)
+                    if p.mode == "all":
+                        os.rename(e.checkpoint, e.checkpoint, src_dir_fd=cr.ckpt_fd, dst_dir_fd=tfd)
+                    else:
+                        move_weights(cr.ckpt_fd, e.checkpoint, tfd, NON_WEIGHT_FILES, e.identity, cr.path / CHECKPOINTS_DIR)
                     step()
                     if crash_after and n >= crash_after:
                         os._exit(99)  # test hook: die between the rename and the removal, like a kill
@@ -581,7 +735,24 @@ def execute(p: PrunePlan) -> PrunePlan:
                 f"stopped: {disk_message(exc)}{where}; nothing kept was lost; fix the cause first; {_left(run, p, done)}",
                 run.path,
             ) from None
-    return PrunePlan(run=run, entries=p.entries, metrics=p.metrics, executed=True, deleted=tuple(done), scope=p.scope)
+    return replace(p, executed=True, deleted=tuple(done))
+
+
+def _record_pruned(cr: ConfinedRun, p: PrunePlan, doomed: list[PlanEntry]) -> None:
+    """Record, before anything moves, which checkpoints lose their weights (or, with --all,
+    their folder and what they scored) in the run's pruned file."""
+    import datetime as _dt
+
+    now = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    records = read_pruned(cr.path)
+    by_name = {c.name: c for c in p.run.checkpoints}
+    for e in doomed:
+        c = by_name.get(e.checkpoint)
+        logged = {} if c is None else {k: _finite(v) for k, v in c.logged.items()}
+        records[e.checkpoint] = PrunedCheckpoint(
+            e.checkpoint, p.mode, e.epoch, None if c is None else c.step, now, dict(e.scores), logged
+        )
+    write_pruned(cr.run_fd, cr.path, records)
 
 
 @dataclass
@@ -648,8 +819,13 @@ def prune(
     mode: str | None = None,
     yes: bool = False,
     trash_dir: str | Path | None = None,
+    whole: bool = False,
 ) -> list[PrunePlan]:
     """Plan (and with ``yes`` carry out) a prune of every run under ``paths``.
+
+    By default a doomed checkpoint loses only its weights (its predictions and meta.json
+    stay, so the run's selection statistics do not change); ``whole`` (``--all``) deletes
+    the folder and records what it scored.
 
     A path may be a run, a folder of runs, or checkpoint folders (``RUN/checkpoints/NAME``):
     then only those checkpoints may be deleted.
@@ -663,7 +839,13 @@ def prune(
         _refuse_symlinked(t.path)
     runs = [read_run(t.path, t.name) for t in targets]
     specs = parse_metrics(metrics, runs, mode)
-    options: dict[str, Any] = {"keep": keep, "keep_last": keep_last, "keep_every": keep_every, "trash_dir": trash_dir}
+    options: dict[str, Any] = {
+        "keep": keep,
+        "keep_last": keep_last,
+        "keep_every": keep_every,
+        "trash_dir": trash_dir,
+        "whole": whole,
+    }
     scopes = [None if t.scope is None else sorted(t.scope) for t in targets]
     if not yes:
         return [plan(run, specs, scope=scope, **options) for run, scope in zip(runs, scopes, strict=True)]

@@ -183,6 +183,7 @@ def prune_document(plans: Sequence[PrunePlan]) -> Document:
     executed = any(p.executed for p in plans)
     footer = [f"{'reclaimed' if executed else 'would reclaim'} {_mb(total)} from {n} checkpoint(s)"]
     footer += [f"{p.run.name}: only {', '.join(p.scope)} considered (rules judged on the whole run)" for p in plans if p.scope]
+    footer += [line for p in plans for line in p.notes]  # both sizes; whether the statistics change
     if not executed:
         footer.append("dry run: nothing was deleted; add --yes to delete")
     return Document(

@@ -65,9 +65,17 @@ def test_a_rewrite_with_the_same_size_and_mtime_invalidates_the_cache(copy_run):
 def test_pruned_checkpoints_invalidate_the_cache(copy_run):
     run = copy_run("fraud")
     rank(run, "--cache")
-    assert runner.invoke(app, ["prune", str(run), "-m", "recall", "--keep", "2", "--yes"]).exit_code == 0
+    assert runner.invoke(app, ["prune", str(run), "-m", "recall", "--keep", "2", "--all", "--yes"]).exit_code == 0
     assert open_cache(read_run(run)) is None
     assert len(rank(run, "--cache")) == len(rank(run))
+
+
+def test_a_default_prune_keeps_the_cache_valid_and_the_ranking_the_same(copy_run):
+    run = copy_run("fraud")
+    before = rank(run, "--cache")
+    assert runner.invoke(app, ["prune", str(run), "-m", "recall", "--keep", "2", "--yes"]).exit_code == 0
+    assert open_cache(read_run(run)) is not None  # predictions were kept: nothing to rebuild
+    assert rank(run, "--cache") == before == rank(run)
 
 
 def test_no_cache_is_written_for_a_run_with_an_unreadable_checkpoint(copy_run):

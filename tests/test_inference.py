@@ -479,7 +479,10 @@ def test_pruning_an_imported_run_never_touches_the_originals(plain, tmp_path):
     assert cli("import", "files", f"{src}/*.pt", run, "--task", "multiclass").exit_code == 0
     assert cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data")).exit_code == 0
     run_before = oracle(run)
-    result = cli("prune", run, "-m", "accuracy", "--keep", "1", "--keep-last", "0", "--yes", "-f", "json")
+    # the default deletes hard links whose originals survive: nothing would be freed
+    dry = json.loads(cli("prune", run, "-m", "accuracy", "--keep", "1", "--keep-last", "0", "-f", "json").stdout)[0]
+    assert dry["reclaimable_bytes"]["weights"] == 0
+    result = cli("prune", run, "-m", "accuracy", "--keep", "1", "--keep-last", "0", "--all", "--yes", "-f", "json")
     assert result.exit_code == 0, result.output
     kept = {p.name for p in (run / "checkpoints").iterdir()}
     assert len(kept) == 1

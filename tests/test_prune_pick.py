@@ -108,7 +108,7 @@ def test_yes_deletes_exactly_the_plan_and_journals_it(copy_run):
     doomed = {e["checkpoint"] for e in plan["entries"] if e["action"] == "delete"}
     keep = {e["checkpoint"] for e in plan["entries"] if e["action"] == "keep"}
     kept_before = {n: tree_digest(run / "checkpoints" / n) for n in keep}
-    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes", "--format", "json")
+    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--all", "--yes", "--format", "json")
     assert result.exit_code == 0, result.output
     assert set(checkpoint_names(run)) == keep
     assert {n: tree_digest(run / "checkpoints" / n) for n in keep} == kept_before
@@ -119,7 +119,7 @@ def test_yes_deletes_exactly_the_plan_and_journals_it(copy_run):
 
 
 def _prune_subprocess(run: Path, *extra: str, env: dict | None = None) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "ckptaudit", "prune", str(run), "-m", "recall", "--keep", "2", "--yes", *extra]
+    cmd = [sys.executable, "-m", "ckptaudit", "prune", str(run), "-m", "recall", "--keep", "2", "--all", "--yes", *extra]
     return subprocess.Popen(cmd, env={**os.environ, **(env or {})}, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -140,7 +140,7 @@ def test_a_prune_killed_midway_loses_nothing_and_the_next_one_finishes(copy_run)
     # the dry run shows the unfinished trash, and the next prune finishes it
     pending = [e for e in plan_json(run, "-m", "recall", "--keep", "2")["entries"] if e["action"] == "finish"]
     assert [e["checkpoint"] for e in pending] == trash
-    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes")
+    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--all", "--yes")
     assert result.exit_code == 0, result.output
     assert set(checkpoint_names(run)) == keep
     assert {n: tree_digest(run / "checkpoints" / n) for n in keep} == kept_before
@@ -215,7 +215,7 @@ def test_refusals(copy_run):
 def test_trash_dir_moves_instead_of_deleting(copy_run, tmp_path):
     run = copy_run("fraud")
     digest = tree_digest(run / "checkpoints" / "epoch-0001")
-    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes", "--trash", tmp_path / "bin")
+    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--all", "--yes", "--trash", tmp_path / "bin")
     assert result.exit_code == 0, result.output
     assert tree_digest(tmp_path / "bin" / "fraud" / "epoch-0001") == digest
 

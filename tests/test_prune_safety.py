@@ -29,6 +29,7 @@ import ckptaudit
 from ckptaudit.cli import app
 from ckptaudit.pruning import LOCK_FILE, LOG_FILE, TRASH_DIR
 from ckptaudit.store.pins import PINS_FILE, read_pins
+from ckptaudit.store.pruned import PRUNED_FILE
 from ckptaudit.store.prunefs import CrossDeviceError, remove_tree
 
 runner = CliRunner()
@@ -59,10 +60,21 @@ def sub(tree: dict[str, str], prefix: str) -> dict[str, str]:
     return {k[len(prefix) + 1 :]: v for k, v in tree.items() if k.startswith(prefix + "/")}
 
 
-def without(tree: dict[str, str], names: set[str]) -> dict[str, str]:
-    """The tree minus checkpoints/NAME (and below) for each name, and minus the journal."""
+#: what prune's default keeps of a doomed checkpoint (its weights go)
+KEPT_OF_DOOMED = ("meta.json", "val.npz", "train.npz")
+
+
+def without(tree: dict[str, str], names: set[str], mode: str = "all") -> dict[str, str]:
+    """The tree minus checkpoints/NAME (and below) for each name, and minus the journal and
+    the pruned record; in the default mode ("weights") each doomed folder keeps its
+    meta.json and predictions."""
     gone = {f"checkpoints/{n}" for n in names}
-    return {k: v for k, v in tree.items() if k != LOG_FILE and k not in gone and not any(k.startswith(g + "/") for g in gone)}
+    kept = {f"{g}/{f}" for g in gone for f in KEPT_OF_DOOMED} | gone if mode == "weights" else set()
+    return {
+        k: v
+        for k, v in tree.items()
+        if k not in (LOG_FILE, PRUNED_FILE) and (k in kept or (k not in gone and not any(k.startswith(g + "/") for g in gone)))
+    }
 
 
 def prune_json(*args) -> list[dict]:
@@ -78,11 +90,15 @@ def doomed(plan: dict) -> set[str]:
 def assert_oracle(run: Path, before: dict[str, str], plan: dict, trash_root: Path | None = None) -> None:
     """After a prune: exactly the plan's doomed checkpoints are gone, everything else is
     byte-identical; with a trash folder each doomed checkpoint is there, whole."""
-    after = {k: v for k, v in digest(run).items() if k != LOG_FILE}
-    assert after == without(before, doomed(plan))
+    after = {k: v for k, v in digest(run).items() if k not in (LOG_FILE, PRUNED_FILE)}
+    mode = plan.get("mode", "all")
+    assert after == without(before, doomed(plan), mode)
     for name in doomed(plan):
         if trash_root is not None:
-            assert digest(trash_root / name) == sub(before, f"checkpoints/{name}")
+            moved = sub(before, f"checkpoints/{name}")
+            if mode == "weights":
+                moved = {k: v for k, v in moved.items() if k not in KEPT_OF_DOOMED}
+            assert digest(trash_root / name) == moved
 
 
 def comparable(plan: dict) -> dict:
@@ -327,9 +343,11 @@ def test_an_interrupted_trash_prune_resumes_into_the_recorded_trash_folder(copy_
     run = copy_run("fraud")
     bin_dir = tmp_path / "bin"
     before = digest(run)
-    dry = prune_json(run, "-m", "recall", "--keep", "2", "--trash", bin_dir)[0]
+    dry = prune_json(run, "-m", "recall", "--keep", "2", "--all", "--trash", bin_dir)[0]
     assert all(e["trash"] == str(bin_dir) for e in dry["entries"] if e["action"] == "delete")
-    proc = spawn(run, "-m", "recall", "--keep", "2", "--yes", "--trash", str(bin_dir), env={"CKPTAUDIT_TEST_CRASH_AFTER": "3"})
+    proc = spawn(
+        run, "-m", "recall", "--keep", "2", "--all", "--yes", "--trash", str(bin_dir), env={"CKPTAUDIT_TEST_CRASH_AFTER": "3"}
+    )
     proc.communicate(timeout=60)
     assert proc.returncode == 99
     in_trash = sorted(p.name for p in (run / TRASH).iterdir())
@@ -337,10 +355,15 @@ def test_an_interrupted_trash_prune_resumes_into_the_recorded_trash_folder(copy_
     assert digest(run / TRASH / in_trash[0]) == sub(before, f"checkpoints/{in_trash[0]}")
     wrong = invoke("prune", run, "--resume", "--trash", tmp_path / "other")
     assert wrong.exit_code == 2 and str(bin_dir) in wrong.stderr
-    result = invoke("prune", run, "--resume")  # no --trash: the journal's folder is used
+    # the journal is data, never an instruction: without --trash on this command line nothing
+    # moves outside the run; the message names the recorded folder to check and pass
+    refused = invoke("prune", run, "--resume")
+    assert refused.exit_code == 2 and str(bin_dir) in refused.stderr and "--trash" in refused.stderr
+    assert (run / TRASH / in_trash[0]).is_dir()
+    result = invoke("prune", run, "--resume", "--trash", bin_dir)
     assert result.exit_code == 0, result.output
     assert digest(bin_dir / "fraud" / in_trash[0]) == sub(before, f"checkpoints/{in_trash[0]}")
-    prune_json(run, "-m", "recall", "--keep", "2", "--yes", "--trash", bin_dir)
+    prune_json(run, "-m", "recall", "--keep", "2", "--all", "--yes", "--trash", bin_dir)
     assert_oracle(run, before, dry, trash_root=bin_dir / "fraud")
 
 
@@ -350,11 +373,11 @@ def test_a_trash_folder_holding_the_same_name_is_never_overwritten(copy_run, tmp
     (bin_dir / "fraud" / "epoch-0001").mkdir(parents=True)
     (bin_dir / "fraud" / "epoch-0001" / "older.bin").write_bytes(b"an earlier prune's epoch-0001")
     before = digest(run)
-    dry = prune_json(run, "-m", "recall", "--keep", "2", "--trash", bin_dir)[0]
-    prune_json(run, "-m", "recall", "--keep", "2", "--trash", bin_dir, "--yes")
+    dry = prune_json(run, "-m", "recall", "--keep", "2", "--all", "--trash", bin_dir)[0]
+    prune_json(run, "-m", "recall", "--keep", "2", "--all", "--trash", bin_dir, "--yes")
     assert (bin_dir / "fraud" / "epoch-0001" / "older.bin").read_bytes() == b"an earlier prune's epoch-0001"
     assert digest(bin_dir / "fraud" / "epoch-0001.1") == sub(before, "checkpoints/epoch-0001")
-    after = {k: v for k, v in digest(run).items() if k != LOG_FILE}
+    after = {k: v for k, v in digest(run).items() if k not in (LOG_FILE, PRUNED_FILE)}
     assert after == without(before, doomed(dry))
 
 
@@ -363,14 +386,14 @@ def test_a_checkpoint_name_of_250_characters_is_pruned(copy_run):
     long_name = "epoch-0003-" + "x" * 239
     (run / "checkpoints" / "epoch-0003").rename(run / "checkpoints" / long_name)
     before = digest(run)
-    proc = spawn(run, "-m", "recall", "--keep", "2", "--yes", env={"CKPTAUDIT_TEST_CRASH_AFTER": "3"})
+    proc = spawn(run, "-m", "recall", "--keep", "2", "--all", "--yes", env={"CKPTAUDIT_TEST_CRASH_AFTER": "3"})
     proc.communicate(timeout=60)
     assert proc.returncode == 99 and (run / TRASH / long_name).is_dir()
-    dry = prune_json(run, "-m", "recall", "--keep", "2")[0]
+    dry = prune_json(run, "-m", "recall", "--keep", "2", "--all")[0]
     assert long_name in {e["checkpoint"] for e in dry["entries"] if e["action"] == "finish"}
-    done = prune_json(run, "-m", "recall", "--keep", "2", "--yes")[0]
+    done = prune_json(run, "-m", "recall", "--keep", "2", "--all", "--yes")[0]
     assert long_name in done["deleted"]
-    after = {k: v for k, v in digest(run).items() if k != LOG_FILE}
+    after = {k: v for k, v in digest(run).items() if k not in (LOG_FILE, PRUNED_FILE)}
     gone = {e["checkpoint"] for e in dry["entries"] if e["action"] in ("delete", "finish")}
     assert after == without(before, gone | {"epoch-0001", "epoch-0002"})
 
@@ -464,17 +487,17 @@ def test_a_full_trash_disk_stops_cleanly_and_resume_finishes_it(copy_run, tmp_pa
     run = copy_run("fraud")
     bin_dir = tmpfs(tmp_path / "small-bin", "400k")  # another device, too small for 17 checkpoints
     before = digest(run)
-    dry = prune_json(run, "-m", "recall", "--keep", "2", "--trash", bin_dir)[0]
-    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--yes", "--trash", bin_dir)
+    dry = prune_json(run, "-m", "recall", "--keep", "2", "--all", "--trash", bin_dir)[0]
+    result = invoke("prune", run, "-m", "recall", "--keep", "2", "--all", "--yes", "--trash", bin_dir)
     assert result.exit_code == 2 and "the disk is full" in result.stderr and "--resume" in result.stderr
     assert not (run / LOCK_FILE).exists()
     for name in doomed(dry):  # each doomed checkpoint is whole somewhere
         whole = [p for p in (run / "checkpoints" / name, run / TRASH / name, bin_dir / "fraud" / name) if p.is_dir()]
         assert any(digest(p) == sub(before, f"checkpoints/{name}") for p in whole), name
     remount(bin_dir, "size=8m")
-    result = invoke("prune", run, "--resume")
+    result = invoke("prune", run, "--resume", "--trash", bin_dir)
     assert result.exit_code == 0, result.output
-    prune_json(run, "-m", "recall", "--keep", "2", "--yes", "--trash", bin_dir)
+    prune_json(run, "-m", "recall", "--keep", "2", "--all", "--yes", "--trash", bin_dir)
     assert_oracle(run, before, dry, trash_root=bin_dir / "fraud")
     assert [p.name for p in (bin_dir / "fraud").iterdir() if p.name.startswith(".")] == []
 
@@ -595,9 +618,9 @@ def _kill_trials(copy_run, trash_dirs: list[Path | None], seed: int, max_delay: 
     trials = []
     for i, trash in enumerate(trash_dirs):
         run = copy_run("fraud", f"run-{seed}-{i}")
-        args = ["-m", "recall", "--keep", "2", "--yes"] + (["--trash", str(trash)] if trash else [])
+        args = ["-m", "recall", "--keep", "2", "--all", "--yes"] + (["--trash", str(trash)] if trash else [])
         if i == 0:  # every run is the same copy: one plan and one digest serve all
-            dry, before = prune_json(run, "-m", "recall", "--keep", "2")[0], digest(run)
+            dry, before = prune_json(run, "-m", "recall", "--keep", "2", "--all")[0], digest(run)
         trials.append((run, trash, args, dry, before, rng.uniform(0.0, max_delay)))
     procs = [spawn(run, *args, env={"CKPTAUDIT_TEST_STEP_DELAY": "0.01"}) for run, _, args, *_ in trials]
     started: dict[int, float] = {}

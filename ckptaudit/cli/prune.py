@@ -33,6 +33,14 @@ def prune(
     trash: Annotated[
         Path | None, typer.Option("--trash", help="Move doomed checkpoints into DIR instead of deleting them.")
     ] = None,
+    whole: Annotated[
+        bool,
+        typer.Option(
+            "--all",
+            help="Delete doomed checkpoints whole (predictions too) instead of their weights only; "
+            "what they scored is recorded in the run, but the selection statistics then change.",
+        ),
+    ] = False,
     resume_only: Annotated[bool, typer.Option("--resume", help="Only finish what an interrupted prune left in trash.")] = False,
     fmt: Annotated[PruneFormat, typer.Option("--format", "-f", help="Output format.")] = PruneFormat.table,
 ) -> None:
@@ -41,7 +49,9 @@ def prune(
     Always kept: the top K by each --metric, the newest --keep-last, every --keep-every,
     run.json 'chosen', pinned checkpoints (pick --link/--copy), checkpoints a symbolic link
     in the run points at, checkpoints named by a provenance file in the run, and anything
-    that cannot be scored. PATH may be RUN/checkpoints/NAME: only that checkpoint may go.
+    that cannot be scored. By default a doomed checkpoint loses its weights only: its
+    predictions and meta.json stay, so every statistic still counts it; --all deletes the
+    folder. PATH may be RUN/checkpoints/NAME: only that checkpoint may go.
     Exit 130 when interrupted (the message says what is left and how to resume).
     """
     from ..errors import UsageError
@@ -56,6 +66,6 @@ def prune(
         plans = resume(paths, trash_dir=trash)
     else:
         plans = prune_runs(
-            paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, trash_dir=trash
+            paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, trash_dir=trash, whole=whole
         )
     _emit(render(prune_document(plans), fmt.value))

@@ -4,9 +4,11 @@ Opening hundreds of small ``.npz`` archives costs more than reading the numbers 
 (zip directory parsing, CRC checks, one header parse per array). The cache stores a run's
 validation outputs as one contiguous ``.npy`` array (checkpoint x rows x ...) next to the
 shared targets and ids, in ``RUN/.ckptaudit-cache/``. It is derived data: it is rebuilt
-whenever the set of checkpoints or any ``val.npz`` changes (its size, modification time, or
-the CRC-32 of any member, read from the zip's central directory: a rewrite that keeps the
-size and modification time is still noticed),
+whenever run.json changes (its sha256 is part of the key) or the set of checkpoints or any
+``val.npz`` changes (its size, modification and change times, inode, or the CRC-32 of any
+member, read from the zip's central directory: a rewrite that restores the size and
+modification time still changes the change time), and every cached array passes the
+reader's checks against run.json before it is used;
 written atomically, and never trusted for anything but the arrays it copies. Reads are
 one checkpoint's slice at a time, into one buffer reused from checkpoint to checkpoint, so
 memory stays bounded as without the cache. Building it writes each checkpoint's outputs
@@ -27,12 +29,12 @@ from typing import Any, BinaryIO
 
 import numpy as np
 
-from ..errors import CkptauditError
-from .reader import Checkpoint, Predictions, Run
+from ..errors import CkptauditError, RunFormatError
+from .reader import Checkpoint, Predictions, Run, check_arrays
 from .safeio import npy_layout, read_json, read_npy, zip_fingerprint
 
 CACHE_DIR = ".ckptaudit-cache"
-VERSION = 2
+VERSION = 3
 
 
 def fingerprint(run: Run) -> list[list[Any]] | None:
@@ -49,8 +51,24 @@ def fingerprint(run: Run) -> list[list[Any]] | None:
         crcs = zip_fingerprint(path)
         if crcs is None:
             return None
-        out.append([ckpt.name, st.st_size, st.st_mtime_ns, crcs])
+        # NOTE: the inode and change time too: a rewrite that restores size and mtime (os.utime)
+        # still changes ctime, and a file replaced by rename has another inode.
+        out.append([ckpt.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, crcs])
     return out
+
+
+def run_key(run: Run) -> str | None:
+    """The sha256 of run.json's bytes: the cache is valid only for the run.json it was
+    built under (its output kind, task and classes decide which checks the arrays pass)."""
+    import hashlib
+
+    from .safeio import open_regular
+
+    try:
+        with open_regular(run.path / "run.json") as fh:
+            return hashlib.sha256(fh.read()).hexdigest()
+    except (OSError, RunFormatError):
+        return None
 
 
 def _npy_layout(fh: BinaryIO) -> tuple[np.dtype, tuple[int, ...], int]:
@@ -101,11 +119,18 @@ def open_cache(run: Run) -> CachedRun | None:
         return None
     if not isinstance(index, dict):
         return None
-    if index.get("version") != VERSION or index.get("checkpoints") != fingerprint(run):
+    if index.get("version") != VERSION or index.get("run") != run_key(run) or index.get("checkpoints") != fingerprint(run):
         return None
     try:
-        return CachedRun(run, folder, index)
-    except (OSError, ValueError):
+        cached = CachedRun(run, folder, index)
+        # NOTE: cached arrays pass the reader's own checks against run.json, as a plain read
+        # would; any failure falls back to reading the files, which reports it the same way.
+        first = True
+        for ckpt, preds in cached.predictions():
+            check_arrays(run, ckpt.split_file("val"), preds.target, preds.output, preds.ids, target_checked=not first)
+            first = False
+        return cached
+    except (OSError, ValueError, KeyError, RunFormatError):
         return None
 
 
@@ -120,6 +145,7 @@ class CacheWriter:
     def __init__(self, run: Run) -> None:
         self.run = run
         self.expected = fingerprint(run)
+        self.run_key = run_key(run)
         self.tmp = run.path / f"{CACHE_DIR}.{uuid.uuid4().hex[:8]}.tmp"
         self.out: BinaryIO | None = None
         self.layout: tuple[tuple[int, ...], np.dtype] | None = None
@@ -181,10 +207,11 @@ class CacheWriter:
             self.abandon()
             return
         self.out = None
-        if fingerprint(self.run) != self.expected:
+        if fingerprint(self.run) != self.expected or run_key(self.run) != self.run_key or self.run_key is None:
             self.abandon()
             return
-        (self.tmp / "index.json").write_text(json.dumps({"version": VERSION, "checkpoints": self.expected}), encoding="utf-8")
+        index = {"version": VERSION, "run": self.run_key, "checkpoints": self.expected}
+        (self.tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
         final = self.run.path / CACHE_DIR
         try:
             if final.exists() and not final.is_symlink():

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import CkptauditError, UsageError, did_you_mean
+from .pruned import weights_removed
 from .reader import META_FILE, Checkpoint, Run
 from .weights import (
     FolderIdentity,
@@ -189,6 +190,11 @@ def identify(run: Run, chosen: str | None) -> Identified | None:
             raise UsageError(f"run.json 'chosen' names {run.chosen!r}, which is not a checkpoint of the run", run.path)
         return Identified((ckpt,), "run.json chosen")
     by_name = run.checkpoint(chosen)
+    if by_name is not None and weights_removed(run.path, by_name.name):
+        raise UsageError(
+            f"--chosen {chosen!r}: the weights of {by_name.name} were deleted by `ckptaudit prune` (only its "
+            "predictions were kept): nothing shipped can be that checkpoint"
+        )
     path = Path(chosen)
     if by_name is not None and not (path.exists() and path.is_file()):
         return Identified((by_name,), "by name")

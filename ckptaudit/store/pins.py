@@ -39,6 +39,22 @@ class Pin:
         return {"checkpoint": self.checkpoint, "dest": self.dest, "kind": self.kind, "time": self.time}
 
 
+def normalize_pin(checkpoint: str, run_path: str | Path | None = None) -> str | None:
+    """The folder name a pin means: ``./epoch-0001``, ``epoch-0001/`` and
+    ``checkpoints/epoch-0001`` (or an absolute path into the run's ``checkpoints/``) all
+    mean ``epoch-0001``. None when it names no folder directly inside ``checkpoints/``."""
+    text = checkpoint.strip()
+    if run_path is not None and os.path.isabs(text):
+        base = os.path.abspath(os.path.join(run_path, "checkpoints"))
+        text = os.path.relpath(os.path.normpath(text), base) if os.path.normpath(text).startswith(base + os.sep) else text
+    parts = [p for p in text.split("/") if p not in ("", ".")]
+    if len(parts) == 2 and parts[0] == "checkpoints":
+        parts = parts[1:]
+    if len(parts) != 1 or parts[0] == ".." or os.path.isabs(text):
+        return None
+    return parts[0]
+
+
 def read_pins(run_path: str | Path) -> list[Pin]:
     """Every pin of a run (none when the run has no pins file)."""
     path = Path(run_path) / PINS_FILE
@@ -56,10 +72,17 @@ def read_pins(run_path: str | Path) -> list[Pin]:
     for item in data["pins"]:
         if not isinstance(item, dict) or not isinstance(item.get("checkpoint"), str):
             raise RunFormatError("every pin needs a 'checkpoint' name", path)
+        name = normalize_pin(item["checkpoint"])
+        if name is None:
+            raise RunFormatError(
+                f"pin {item['checkpoint']!r} names no checkpoint folder (a folder name in checkpoints/ is expected); "
+                "fix or remove it: prune will not guess what it protects",
+                path,
+            )
         dest = item.get("dest")
         pins.append(
             Pin(
-                item["checkpoint"],
+                name,
                 None if dest is None else str(dest),
                 str(item.get("kind", "manual")),
                 str(item.get("time", "")),
@@ -92,6 +115,10 @@ def add_pin(run_path: str | Path, checkpoint: str, *, dest: str | Path | None = 
     from .prunefs import RunLock
 
     run_path = Path(run_path)
+    name = normalize_pin(str(checkpoint), run_path)
+    if name is None:
+        raise UsageError("names no checkpoint folder directly inside the run's checkpoints/", checkpoint)
+    checkpoint = name
     pin = Pin(
         checkpoint,
         None if dest is None else os.path.abspath(dest),
@@ -113,6 +140,7 @@ def remove_pins(run_path: str | Path, checkpoint: str, *, dest: str | Path | Non
     with RunLock(run_path, command="unpin"):
         pins = read_pins(run_path)
         wanted = None if dest is None else os.path.abspath(dest)
+        checkpoint = normalize_pin(checkpoint, run_path) or checkpoint
         gone = [p for p in pins if p.checkpoint == checkpoint and (wanted is None or p.dest == wanted)]
         if gone:
             _write(run_path, [p for p in pins if p not in gone])

@@ -22,6 +22,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import socket
 import stat
 from collections.abc import Iterator
@@ -276,13 +277,58 @@ class ConfinedRun:
         return st.st_dev, st.st_ino
 
 
+def mount_points() -> set[str]:
+    """Every mount point of this process's mount table (``/proc/self/mountinfo``), as real
+    paths; empty where there is no such table. A bind mount of a folder of the same file
+    system keeps its ``st_dev``: only the table tells that it is a mount."""
+    try:
+        with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as fh:
+            lines = fh.read().splitlines()
+    except OSError:
+        return set()
+    out = set()
+    for line in lines:
+        fields = line.split(" ")
+        if len(fields) > 4:
+            # NOTE: the table escapes space, tab, newline and backslash as octal (\040)
+            out.add(re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), fields[4]))
+    return out
+
+
+def mount_id(fd: int) -> int | None:
+    """The mount a descriptor lies on (``/proc/self/fdinfo``'s ``mnt_id``), or None where
+    the kernel does not say. Two folders on one mount share it; a bind mount has its own."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("mnt_id:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def mount_below(path: Path) -> Path | None:
+    """A mount point at or below ``path`` (by the mount table), or None."""
+    real = os.path.realpath(path)
+    prefix = real.rstrip("/") + "/"
+    for point in sorted(mount_points()):
+        if point == real or point.startswith(prefix):
+            return Path(point)
+    return None
+
+
 def foreign_device(path: Path, dev: int) -> Path | None:
-    """The first entry under ``path`` (itself included) on another device than ``dev``."""
+    """The first entry under ``path`` (itself included) on another device than ``dev``, or
+    a mount point at or below it (a bind mount of the same file system shares ``dev``)."""
     try:
         if os.lstat(path).st_dev != dev:
             return path
     except FileNotFoundError:
         return None
+    mounted = mount_below(path)
+    if mounted is not None:
+        return mounted
     for root, dirs, files in os.walk(path):
         for name in dirs + files:
             entry = Path(root) / name
@@ -299,6 +345,19 @@ def _entries(fd: int) -> Iterator[str]:
     with os.scandir(fd) as it:
         names = [e.name for e in it]
     yield from names
+
+
+def _refuse_mount(parent_fd: int, fd: int, shown: Path) -> None:
+    """Raise :class:`CrossDeviceError` when the folder ``fd`` is a mount point: on another
+    mount than its parent (a bind mount of the same file system too), checked on the
+    descriptors themselves, so a path swapped after planning cannot slip past."""
+    here, parent = mount_id(fd), mount_id(parent_fd)
+    if here is not None and parent is not None and here != parent:
+        raise CrossDeviceError(
+            "is a mount point (a bind mount or another file system); prune never descends into one: "
+            "unmount it, then run prune again",
+            shown,
+        )
 
 
 def remove_tree(parent_fd: int, name: str, dev: int, shown: Path, step: Any = None) -> None:
@@ -322,6 +381,7 @@ def remove_tree(parent_fd: int, name: str, dev: int, shown: Path, step: Any = No
     try:
         if not os.path.samestat(os.fstat(fd), st):
             raise UsageError("changed while being deleted; stopped", shown)
+        _refuse_mount(parent_fd, fd, shown)
         for child in _entries(fd):
             remove_tree(fd, child, dev, shown / child, step)
     finally:
@@ -341,6 +401,7 @@ def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, show
         os.mkdir(dst_name, 0o755, dir_fd=dst_fd)
         sfd = os.open(name, _DIR_FLAGS, dir_fd=src_fd)
         try:
+            _refuse_mount(src_fd, sfd, shown)
             dfd = os.open(dst_name, _DIR_FLAGS, dir_fd=dst_fd)
             try:
                 for child in _entries(sfd):
@@ -371,3 +432,42 @@ def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, show
         os.close(rfd)
     if step is not None:
         step()
+
+
+def move_weights(ckpt_fd: int, name: str, trash_fd: int, keep: set[str], identity: tuple[int, int] | None, shown: Path) -> None:
+    """Move every entry of the checkpoint folder ``name`` except ``keep`` (its predictions
+    and meta.json) into a new folder ``name`` of the trash, through descriptors.
+
+    The checkpoint folder itself stays, a candidate of every later statistic. A folder
+    swapped since planning, a mount point, or anything but a plain entry is refused
+    before it moves; a kill leaves each entry whole, in the checkpoint or in the trash."""
+    cfd = os.open(name, _DIR_FLAGS, dir_fd=ckpt_fd)
+    try:
+        st = os.fstat(cfd)
+        if identity is not None and (st.st_dev, st.st_ino) != identity:
+            raise UsageError(f"{name} changed since it was planned (replaced or made a link); stopped", shown / name)
+        _refuse_mount(ckpt_fd, cfd, shown / name)
+        os.mkdir(name, 0o755, dir_fd=trash_fd)
+        dfd = os.open(name, _DIR_FLAGS, dir_fd=trash_fd)
+        try:
+            for child in _entries(cfd):
+                if child in keep:
+                    continue
+                cst = os.stat(child, dir_fd=cfd, follow_symlinks=False)
+                if cst.st_dev != st.st_dev:
+                    raise CrossDeviceError(
+                        "is a mount point (another device); prune never crosses a device boundary", shown / name / child
+                    )
+                if stat.S_ISDIR(cst.st_mode):
+                    sub = os.open(child, _DIR_FLAGS, dir_fd=cfd)
+                    try:
+                        _refuse_mount(cfd, sub, shown / name / child)
+                    finally:
+                        os.close(sub)
+                os.rename(child, child, src_dir_fd=cfd, dst_dir_fd=dfd)
+            os.fsync(dfd)
+            os.fsync(cfd)
+        finally:
+            os.close(dfd)
+    finally:
+        os.close(cfd)

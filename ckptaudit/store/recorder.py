@@ -89,15 +89,82 @@ def _fsync_dir(path: Path) -> None:
 
 
 def write_json_atomic(path: Path, data: Any) -> None:
-    """Write JSON to ``path`` through a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=2)
-        fh.write("\n")
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    """Write JSON to ``path`` through an exclusive temporary file and a rename."""
+    from .safeio import write_atomic
+
+    write_atomic(path, (json.dumps(data, indent=2) + "\n").encode("utf-8"))
     _fsync_dir(path.parent)
+
+
+#: the recorder's own temporary checkpoint folders: ``.NAME.<8 hex>.tmp``
+_TEMP_RE = r"\..+\.[0-9a-f]{8}\.tmp"
+
+
+def update_run_json(path: Path, set_keys: Mapping[str, Any], remove: Sequence[str] = ()) -> dict[str, Any]:
+    """Read-modify-write run.json under an OS lock: only the keys given change, every other
+    key is what is on disk now (another writer's ``chosen`` is never lost to a stale copy).
+    Returns the run.json written."""
+    import fcntl
+
+    run_file = Path(path) / RUN_FILE
+    # NOTE: the lock is on the run folder itself: no lock file is left in the run
+    fd = os.open(Path(path), os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # blocking: an update takes milliseconds
+        current: dict[str, Any] = {}
+        if run_file.is_file():
+            try:
+                loaded = json.loads(run_file.read_text(encoding="utf-8"))
+            except (OSError, ValueError) as exc:
+                raise UsageError(f"cannot update run.json: {exc}", run_file) from None
+            if isinstance(loaded, dict):
+                current = loaded
+        merged = {**current, **set_keys}
+        for key in remove:
+            merged.pop(key, None)
+        write_json_atomic(run_file, merged)
+        return merged
+    finally:
+        os.close(fd)  # releases the lock
+
+
+def _temp_lock(folder: Path) -> int:
+    """An OS lock on a temporary checkpoint folder, held while it is written: a folder
+    whose lock can be taken has no live writer (its process died)."""
+    import fcntl
+
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    return fd
+
+
+def clear_stale_temporaries(checkpoints: Path) -> list[str]:
+    """Remove the recorder's own temporary folders (``.NAME.<8 hex>.tmp``, real folders)
+    that no live process is writing (their lock is free); anything else, or one being
+    written, is left alone. Returns the names removed."""
+    import fcntl
+    import re
+
+    removed: list[str] = []
+    if not checkpoints.is_dir():
+        return removed
+    for entry in os.scandir(checkpoints):
+        if not re.fullmatch(_TEMP_RE, entry.name) or entry.is_symlink() or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            fd = os.open(entry.path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                continue  # a live writer holds it
+            shutil.rmtree(entry.path, ignore_errors=True)
+            removed.append(entry.name)
+        finally:
+            os.close(fd)
+    return removed
 
 
 def write_predictions(path: Path, target: Any, output: Any, ids: Any = None, inputs: Any = None, input_hash: Any = None) -> None:
@@ -139,6 +206,10 @@ def _arrays(split: str, target: Any, output: Any, ids: Any, inputs: Any, input_h
                 f"{split} {key!r} holds Python objects ({arr.dtype}); give numbers or strings (files are read without pickle)"
             )
     return arrays
+
+
+#: the run.json keys a recorder sets when it is built
+_RECORDER_KEYS = ("format", "task", "output", "classes", "num_classes", "positive_class", "selected_by")
 
 
 class Recorder:
@@ -229,7 +300,11 @@ class Recorder:
         self._resumed_after = self.last_epoch  # epochs up to here belong to the earlier session
         self._resumed_step = existing.checkpoints[-1].step if existing else None
         self.checkpoints.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(run_file, run)
+        # NOTE: a temporary left by a killed save() holds a checkpoint's weights that nothing
+        # else would ever remove; one another live recorder is writing is locked, and kept.
+        clear_stale_temporaries(self.checkpoints)
+        # only the keys this recorder sets change: another writer's keys (chosen) stay
+        self.run = update_run_json(self.path, {k: v for k, v in run.items() if k in _RECORDER_KEYS})
 
     @staticmethod
     def existing_run(path: str | os.PathLike[str], *, resume: bool = False, fresh: bool = False) -> Run | None:
@@ -261,10 +336,10 @@ class Recorder:
         if mode is not None and mode not in ("min", "max"):
             raise UsageError(f"mode must be 'min' or 'max', not {mode!r}")
         if metric is None:
-            self.run.pop("selected_by", None)
+            self.run = update_run_json(self.path, {}, remove=("selected_by",))
         else:
-            self.run["selected_by"] = {"metric": metric} if mode is None else {"metric": metric, "mode": mode}
-        write_json_atomic(self.path / RUN_FILE, self.run)
+            value = {"metric": metric} if mode is None else {"metric": metric, "mode": mode}
+            self.run = update_run_json(self.path, {"selected_by": value})
 
     def _move_aside(self) -> None:
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
@@ -374,6 +449,7 @@ class Recorder:
             raise RunFormatError(problem, self.path)
         tmp = self.checkpoints / f".{name}.{uuid.uuid4().hex[:8]}.tmp"
         tmp.mkdir()
+        lock = _temp_lock(tmp)  # held until renamed: a cleaner never removes a live temporary
         try:
             write_predictions(tmp / "val.npz", val["target"], val["output"], val.get("id"), input_hash=val.get("input_hash"))
             if train is not None:
@@ -416,6 +492,8 @@ class Recorder:
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        finally:
+            os.close(lock)
         self._recorded[name] = int(epoch)
         self.last_epoch = int(epoch) if self.last_epoch is None else max(self.last_epoch, int(epoch))
         return final
@@ -435,6 +513,5 @@ class Recorder:
             raise UsageError(f"choose() takes an epoch number or a checkpoint name, not {which!r}")
         if not (self.checkpoints / name).is_dir() or is_in_progress(name):
             raise UsageError(f"no checkpoint named {name!r}", self.checkpoints)
-        self.run["chosen"] = name
-        write_json_atomic(self.path / RUN_FILE, self.run)
+        self.run = update_run_json(self.path, {"chosen": name})
         return name

@@ -6,10 +6,10 @@ out the sections. ``style.css`` and ``report.js`` are inlined into every page.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from ...reporting import Report
+from ...store.safeio import write_atomic
 from .page import render_report
 
 
@@ -17,9 +17,7 @@ def write_html(report: Report, path: str | Path) -> int:
     """Write the page to ``path`` atomically (a reader never sees half a page); returns its size in bytes."""
     path = Path(path)
     data = render_report(report).encode("utf-8")
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+    write_atomic(path, data)  # an exclusive temporary; never onto a device or through a link
     return len(data)
 
 
