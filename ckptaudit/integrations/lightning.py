@@ -297,7 +297,7 @@ class CkptauditCallback(pl.Callback):
         loader = self._validation_loader(trainer)
         index = self._loader
         if isinstance(index, str):
-            index = list(trainer.val_dataloaders).index(index)
+            index = list(trainer.val_dataloaders or {}).index(index)
         parts = self._parts.get(int(index))
         if not parts or not parts["target"]:
             raise UsageError(f"validation dataloader {self._loader!r} produced no batches to record")
@@ -344,7 +344,7 @@ class CkptauditCallback(pl.Callback):
         the trainer's precision); batches are collated by hand, so no DataLoader draws a seed."""
         import torch
 
-        loader = trainer.train_dataloader
+        loader: Any = trainer.train_dataloader
         if isinstance(loader, (list, tuple, dict)):
             loader = sequence_index(loader, 0)
         dataset = getattr(loader, "dataset", None)
