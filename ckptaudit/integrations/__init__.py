@@ -327,7 +327,7 @@ class LoggedCheck:
                 warnings.warn(
                     f"ckptaudit: {name}: training logged {key}={value:.6g} but the recorded validation predictions "
                     f"score {metric}={scored:.6g}: the rows or outputs recorded are not the ones training scored "
-                    "(check validation_data / the dataloader / the precision)",
+                    f"(check validation_data / the dataloader / the precision; check_logged=False if {key} is not plain {metric})",
                     UserWarning,
                     stacklevel=3,
                 )
