@@ -54,9 +54,9 @@ def evaluate(
         from dataclasses import replace
 
         policy = replace(policy, metric=_list(metrics)[0])
-    judge = None
-    if policy is not None:
-        from .gate.engine import judge
+    if policy is None:
+        return run_evaluate(path, metrics, chosen=chosen, **options)
+    from .gate.engine import judge
 
     return run_evaluate(path, metrics, policy=policy, chosen=chosen, judge=judge, **options)
 

@@ -71,9 +71,17 @@ def selection_lines(selections) -> list[str]:
             f"{sel.run}: winner {e.checkpoint} {sel.metric} {e.raw:.4f}; expected on new data {e.expected:.4f} "
             f"[{e.interval[0]:.4f}, {e.interval[1]:.4f}] (optimism {e.optimism:+.4f}); "
             f"{len(sel.tied_best)} of {sum(c.value is not None for c in sel.checkpoints)} checkpoints cannot be told apart "
-            f"from the best (95% model confidence set, {sel.resamples} resamples)"
+            f"from the best (95% model confidence set, {sel.resamples} resamples)" + _power(sel)
         )
     return lines
+
+
+def _power(sel) -> str:
+    """The tie set's power, when the statistics give it (low power is not equivalence)."""
+    from .verdict.model import detectable_difference
+
+    mdd = detectable_difference(sel)
+    return "" if mdd is None else f"; the validation set could detect a difference of {mdd:.4f} or more"
 
 
 def findings_document(findings: Sequence[Finding], problems: Sequence[str] = (), fail_on: str = "error") -> Document:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 os.environ.setdefault("KERAS_BACKEND", "torch")
 
@@ -51,6 +52,14 @@ def test_an_hf_checkpoint_folder_is_identified_by_its_weights_files_only(tmp_pat
         assert "model.safetensors" in doc["chosen_how"] and "rng_state" not in doc["chosen_how"]
     doc = checked(run, "eval_accuracy", trainer.state.best_model_checkpoint)
     assert doc["chosen"] == r.chosen
+    # a broken copy of the folder: one line about its weights file, nothing about training state
+    broken = shutil.copytree(trainer.state.best_model_checkpoint, tmp_path / "broken")
+    with open(broken / "model.safetensors", "ab") as fh:
+        fh.write(b"\0" * 8)
+    result = runner.invoke(app, ["check", str(run), "-m", "eval_accuracy", "--chosen", str(broken)])
+    lines = result.stderr.strip().splitlines()
+    assert result.exit_code == 2 and len(lines) == 1, result.stderr
+    assert "model.safetensors" in lines[0] and "rng_state" not in lines[0]
 
 
 def test_keras_restore_best_weights_then_save_is_the_best_epoch(tmp_path):

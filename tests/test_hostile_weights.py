@@ -38,9 +38,9 @@ def _cap() -> None:
     resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE))
 
 
-def capped(*args: object, cwd: Path, address_space: bool = True) -> subprocess.CompletedProcess:
-    """``python -m ckptaudit ARGS`` in a child capped in CPU time and (unless told) address
-    space; a hang past 90 s fails the test."""
+def capped(*args: object, cwd: Path) -> subprocess.CompletedProcess:
+    """``python -m ckptaudit ARGS`` in a child capped in CPU time and address space; a hang
+    past 90 s fails the test."""
     try:
         return subprocess.run(
             [sys.executable, "-m", "ckptaudit", *map(str, args)],
@@ -49,7 +49,7 @@ def capped(*args: object, cwd: Path, address_space: bool = True) -> subprocess.C
             capture_output=True,
             text=True,
             timeout=90,
-            preexec_fn=_cap if address_space else None,
+            preexec_fn=_cap,
         )
     except subprocess.TimeoutExpired:
         pytest.fail(f"ckptaudit {' '.join(map(str, args))} hung for 90 s")
@@ -307,7 +307,7 @@ def test_import_of_a_corrupt_weights_file_never_suggests_trust_pickle(tmp_path, 
     files = _corrupt_files(tmp_path / "src")
     glob = str(files[kind])
     args = ["import", "files", glob, tmp_path / "run", "--task", "multiclass", *(["--trust-pickle"] if trust else [])]
-    done = capped(*args, cwd=tmp_path, address_space=False)  # NOTE: torch's import alone reserves gigabytes
+    done = capped(*args, cwd=tmp_path)
     line = assert_one_line_error(done, files[kind].name)
     assert "trust-pickle" not in line and "needs code" not in line, line
     assert "not a torch file" in line or "corrupt" in line, line
@@ -317,9 +317,7 @@ def test_import_of_a_torch_zip_bomb_is_refused_before_torch_inflates_it(tmp_path
     pytest.importorskip("torch")
     (tmp_path / "src").mkdir()
     zip_bomb_pt(tmp_path / "src" / "model_epoch_1.pt")
-    done = capped(
-        "import", "files", tmp_path / "src" / "*.pt", tmp_path / "run", "--task", "binary", cwd=tmp_path, address_space=False
-    )
+    done = capped("import", "files", tmp_path / "src" / "*.pt", tmp_path / "run", "--task", "binary", cwd=tmp_path)
     assert_one_line_error(done, "model_epoch_1.pt", "members would take 2,500,000,")
 
 
@@ -333,7 +331,5 @@ def test_a_file_needing_code_is_still_refused_with_the_advice(tmp_path):
             return (os.getcwd, ())
 
     torch.save({"w": torch.zeros(2), "x": Payload()}, tmp_path / "src" / "model_epoch_1.pt")
-    done = capped(
-        "import", "files", tmp_path / "src" / "*.pt", tmp_path / "run", "--task", "binary", cwd=tmp_path, address_space=False
-    )
+    done = capped("import", "files", tmp_path / "src" / "*.pt", tmp_path / "run", "--task", "binary", cwd=tmp_path)
     assert_one_line_error(done, "needs code", "posix.getcwd", "--trust-pickle")

@@ -422,3 +422,52 @@ def test_train_sample_and_predict_hook(tmp_path):
             np.testing.assert_allclose(reloaded(torch.from_numpy(xt[rows])).logits.numpy(), tr.output, rtol=1e-5, atol=1e-6)
     _, audited = cli_json("audit", tmp_path / "run", "--fail-on", "never", "--resamples", "200")
     assert "train-val-overlap" not in {f["code"] for f in audited}  # the hashes are there, and the splits are apart
+
+
+def test_two_processes_with_accelerate_launch_record_every_row_once(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:  # a free port: other test sessions may hold the default one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    script = Path(__file__).parent / "_hf_two_processes.py"
+    # NOTE: `--cpu` alone starts one process; two CPU processes are torchrun's (--multi_gpu)
+    # with ACCELERATE_USE_CPU, which accelerate reads as MULTI_CPU (gloo).
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        str(script),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=600, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert (tmp_path / "world_size").read_text() == "2"
+    (_, _), (xv, yv) = wine()
+    assert len(yv) % 4 != 0  # batches of 16 over two processes: the last batch is padded and de-duplicated
+    r = read_run(tmp_path / "run")
+    assert [c.epoch for c in r.checkpoints] == [1, 2]
+    assert r.checkpoint(r.chosen).step == int((tmp_path / "best_step").read_text())
+    for ckpt in r.checkpoints:
+        preds = val_arrays(tmp_path / "run", ckpt.name)
+        # gathered by the Trainer across both processes: every row once, in the dataset's order
+        assert preds.target.tolist() == yv.tolist() and preds.ids.tolist() == list(range(500, 500 + len(yv)))
+        reloaded = TinyModel.from_pretrained(ckpt.path).eval()
+        with torch.no_grad():
+            np.testing.assert_allclose(reloaded(torch.from_numpy(xv)).logits.numpy(), preds.output, rtol=1e-5, atol=1e-6)

@@ -227,7 +227,13 @@ def test_several_validation_loaders_record_the_one_the_monitor_names(tmp_path, f
     mc = ModelCheckpoint(dirpath=tmp_path / "l", monitor="val_acc/dataloader_idx_1", mode="max")
     cb = CkptauditCallback(tmp_path / "run", task="binary", output="logit")
     trainer = L.Trainer(
-        max_epochs=2, accelerator="cpu", callbacks=[mc, cb], logger=False, enable_progress_bar=False, enable_model_summary=False
+        max_epochs=2,
+        accelerator="cpu",
+        callbacks=[mc, cb],
+        logger=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     with pytest.warns(UserWarning, match=r"2 validation dataloaders; recording dataloader .*(1|holdout).* monitored"):
         trainer.fit(TwoLoaders(), train, vals)
@@ -253,6 +259,7 @@ def test_a_last_checkpoint_beside_the_best_one_does_not_hide_the_selection(tmp_p
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(TinyNet(), train, val)
     r = read_run(run)
@@ -298,6 +305,7 @@ def test_bf16_mixed_records_what_lightning_scored_without_a_second_pass(tmp_path
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
+            default_root_dir=tmp_path,
         )
         trainer.fit(Bf16Net(), train, val)
     finally:
@@ -330,7 +338,13 @@ def test_dict_outputs_are_read_with_output_key(tmp_path):
 
     def trainer(cb):
         return L.Trainer(
-            max_epochs=1, accelerator="cpu", callbacks=[cb], logger=False, enable_progress_bar=False, enable_model_summary=False
+            max_epochs=1,
+            accelerator="cpu",
+            callbacks=[cb],
+            logger=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            default_root_dir=tmp_path,  # its default ModelCheckpoint writes there
         )
 
     trainer(CkptauditCallback(tmp_path / "run", task="binary", output="logit", output_key="logits", weights=None)).fit(
@@ -360,6 +374,7 @@ def test_resume_from_the_last_checkpoint_continues_and_from_an_older_one_fails_b
             logger=False,
             enable_progress_bar=False,
             enable_model_summary=False,
+            default_root_dir=root,
         )
         try:
             trainer.fit(TinyNet(), train, val, ckpt_path=ckpt_path)
@@ -409,6 +424,7 @@ def test_train_sample_records_fixed_training_rows_and_the_leakage_audit_runs(tmp
         logger=False,
         enable_progress_bar=False,
         enable_model_summary=False,
+        default_root_dir=tmp_path,
     )
     trainer.fit(TinyNet(), train, val)
     r = read_run(tmp_path / "run")

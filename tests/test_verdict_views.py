@@ -163,3 +163,17 @@ def test_the_gate_is_its_rules_over_the_verdict():
     assert tuple(best.details["chosen_ci95"]) == result.verdict.primary.interval_of(i)
     api = ckptaudit.evaluate(RUNS / "fraud", "recall", policy={"metric": "recall", "resamples": 100}, chosen="epoch-0004")
     assert [r.as_dict() for r in api.rules] == [r.as_dict() for r in result.rules]
+
+
+def test_the_tie_sets_power_is_read_in_one_place_when_the_statistics_give_it():
+    """The statistics may add the smallest detectable difference to a selection; every view
+    reads it through verdict.model.detectable_difference (absent today: None, nothing shown)."""
+    from types import SimpleNamespace
+
+    from ckptaudit.verdict.model import detectable_difference
+    from ckptaudit.views import _power
+
+    assert detectable_difference(SimpleNamespace(detectable_difference=0.031)) == 0.031
+    assert "0.0310" in _power(SimpleNamespace(detectable_difference=0.031))
+    verdict = ckptaudit.evaluate(RUNS / "fraud", "recall", resamples=100, audit=False)
+    assert verdict.as_dict()["metrics"][0]["detectable_difference"] == detectable_difference(verdict.primary.selection)

@@ -55,7 +55,15 @@ def rank(
     from ..views import ranking_document
 
     ranking = rank_checkpoints(
-        paths, metric, mode=mode, top=top, per_run=per_run, progress=progress_bar("scoring"), cache=cache, ci=ci, resamples=resamples,
+        paths,
+        metric,
+        mode=mode,
+        top=top,
+        per_run=per_run,
+        progress=progress_bar("scoring"),
+        cache=cache,
+        ci=ci,
+        resamples=resamples,
         jobs=jobs,
         flags=flags,
     )

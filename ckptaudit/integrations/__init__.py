@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -230,7 +231,10 @@ class Resumed:
         from ..store.reader import read_predictions, read_run
 
         run = read_run(self.path)
-        old = read_predictions(run, run.checkpoint(name))
+        ckpt = run.checkpoint(name)
+        if ckpt is None:
+            return False
+        old = read_predictions(run, ckpt)
         same = (
             old.target.shape == target.shape
             and old.output.shape == output.shape
@@ -265,7 +269,7 @@ class LoggedCheck:
     ``mse``/``mae`` for regression; a difference of more than half a row (``0.5 / N``) or,
     for errors, more than 0.1% relative is reported."""
 
-    def __init__(self, path: str | Path, enabled: bool = True) -> None:
+    def __init__(self, path: str | os.PathLike[str], enabled: bool = True) -> None:
         self.path = Path(path)
         self.enabled = enabled
         self.warned: set[str] = set()
@@ -323,7 +327,7 @@ class LoggedCheck:
                 warnings.warn(
                     f"ckptaudit: {name}: training logged {key}={value:.6g} but the recorded validation predictions "
                     f"score {metric}={scored:.6g}: the rows or outputs recorded are not the ones training scored "
-                    "(check validation_data / the dataloader / the precision)",
+                    f"(check validation_data / the dataloader / the precision; check_logged=False if {key} is not plain {metric})",
                     UserWarning,
                     stacklevel=3,
                 )

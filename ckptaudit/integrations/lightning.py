@@ -128,6 +128,8 @@ class CkptauditCallback(pl.Callback):
         self.recorder: Recorder | None = None
         self._per_step = False
         self._loader: int | str = 0
+        self._loader_named = False  # the monitor names the recorded loader
+        self._said_loader = False
         self._pending: tuple[str, dict[str, np.ndarray]] | None = None
         self._parts: dict[Any, dict[str, list[np.ndarray]]] = {}
         self._calls: list[Any] = []
@@ -148,7 +150,9 @@ class CkptauditCallback(pl.Callback):
         # NOTE: a float interval of 1.0 validates at each epoch's end; anything else (0.25, an
         # integer number of batches, or validation not tied to epochs) validates by step.
         self._per_step = not (isinstance(interval, float) and interval == 1.0) or trainer.check_val_every_n_epoch is None
-        self._loader = self.val_loader if self.val_loader is not None else (loader_of(monitor) or 0)
+        named = loader_of(monitor)
+        self._loader_named = self.val_loader is None and named is not None
+        self._loader = self.val_loader if self.val_loader is not None else (named or 0)
         self._best = _best_state(trainer)
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -275,13 +279,13 @@ class CkptauditCallback(pl.Callback):
     def _validation_loader(self, trainer: pl.Trainer) -> Any:
         loaders = trainer.val_dataloaders
         if isinstance(loaders, (list, tuple, dict)):
-            if len(loaders) > 1 and not getattr(self, "_said_loader", False):
+            if len(loaders) > 1 and not self._said_loader:
                 self._said_loader = True
                 keys = list(loaders) if isinstance(loaders, dict) else list(range(len(loaders)))
                 which = self._loader if isinstance(self._loader, str) else keys[int(self._loader)]
                 warnings.warn(
                     f"ckptaudit: {len(loaders)} validation dataloaders; recording dataloader {which!r} only"
-                    + (" (the one the monitored metric is computed on)" if self.val_loader is None and self._loader else "")
+                    + (" (the one the monitored metric is computed on)" if self._loader_named else "")
                     + "; give val_loader= to record another",
                     UserWarning,
                     stacklevel=3,
@@ -293,7 +297,7 @@ class CkptauditCallback(pl.Callback):
         loader = self._validation_loader(trainer)
         index = self._loader
         if isinstance(index, str):
-            index = list(trainer.val_dataloaders).index(index)
+            index = list(trainer.val_dataloaders or {}).index(index)
         parts = self._parts.get(int(index))
         if not parts or not parts["target"]:
             raise UsageError(f"validation dataloader {self._loader!r} produced no batches to record")
@@ -340,7 +344,7 @@ class CkptauditCallback(pl.Callback):
         the trainer's precision); batches are collated by hand, so no DataLoader draws a seed."""
         import torch
 
-        loader = trainer.train_dataloader
+        loader: Any = trainer.train_dataloader
         if isinstance(loader, (list, tuple, dict)):
             loader = sequence_index(loader, 0)
         dataset = getattr(loader, "dataset", None)

@@ -353,7 +353,7 @@ def evaluate(
 
     runs = [path] if isinstance(path, Run) else discover([path])
     if len(runs) != 1:
-        raise UsageError(f"a verdict is of one run at a time; {len(runs)} runs found (name one run)", path)
+        raise UsageError(f"a verdict is of one run at a time; {len(runs)} runs found (name one run)", str(path))
     run = runs[0]
     texts = [metrics] if isinstance(metrics, str) else list(metrics)
     if not texts and policy is not None:

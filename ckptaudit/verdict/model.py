@@ -208,8 +208,7 @@ class Verdict:
                     "method": None if sel is None or not sel.available else sel.method,
                     "correction": None if sel is None or not sel.available else sel.correction,
                     "note": None if sel is None else sel.note,
-                    # NOTE: filled by the statistics when they measure it (power of the tie set)
-                    "detectable_difference": _num(getattr(sel, "detectable_difference", None)),
+                    "detectable_difference": _num(detectable_difference(sel)),
                     "checkpoints": entries,
                 }
             )
@@ -262,6 +261,22 @@ class Verdict:
                     }
                 )
         return pd.DataFrame(rows)
+
+
+#: names under which the statistics may give the tie set's power: the smallest difference
+#: from the best the validation set could have detected (read where present)
+_POWER_NAMES = ("detectable_difference", "minimum_detectable_difference", "min_detectable_difference", "mdd")
+
+
+def detectable_difference(selection: Any) -> float | None:
+    """The smallest difference from the best that the run's validation set could have told
+    apart (so "cannot be told apart" is not read as "equal"), when the statistics measure
+    it; None otherwise. The one place every view reads it from."""
+    for name in _POWER_NAMES:
+        value = getattr(selection, name, None)
+        if value is not None:
+            return value
+    return None
 
 
 def _num(v: Any) -> float | None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ...verdict.model import Rule
+from ...verdict.model import Rule, detectable_difference
 
 NAME = "chosen-is-best"
 
@@ -60,7 +60,7 @@ def _best(verdict: Any, context: Any) -> Rule:
         interval = m.interval_of(verdict.index(chosen.name))
         if interval is not None:
             details["chosen_ci95"] = list(interval)
-        power = getattr(sel, "detectable_difference", None)
+        power = detectable_difference(sel)
         if power is not None:
             details["detectable_difference"] = power
         if sel.estimate is not None and sel.winner == chosen.name:
