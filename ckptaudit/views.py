@@ -71,9 +71,22 @@ def selection_lines(selections) -> list[str]:
             f"{sel.run}: winner {e.checkpoint} {sel.metric} {e.raw:.4f}; expected on new data {e.expected:.4f} "
             f"[{e.interval[0]:.4f}, {e.interval[1]:.4f}] (optimism {e.optimism:+.4f}); "
             f"{len(sel.tied_best)} of {sum(c.value is not None for c in sel.checkpoints)} checkpoints cannot be told apart "
-            f"from the best (95% model confidence set, {sel.resamples} resamples)" + _power(sel)
+            f"from the best (95% model confidence set, {sel.resamples} resamples)" + _power(sel) + _few_positives(e)
         )
     return lines
+
+
+def _few_positives(estimate) -> str:
+    """Say when the winner estimate rests on too few positives to be calibrated, and when
+    resamples were skipped for having none (they are not scored 0)."""
+    text = ""
+    if getattr(estimate, "too_few_positives", False):
+        need = getattr(estimate, "positives_needed", None)
+        text += f"; too few positives ({estimate.positives}" + (f"; about {need} needed" if need else "") + ")"
+    skipped = getattr(estimate, "skipped_draws", 0)
+    if skipped:
+        text += f"; {skipped} resamples without a positive row were skipped"
+    return text
 
 
 def _power(sel) -> str:

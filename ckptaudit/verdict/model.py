@@ -265,18 +265,11 @@ class Verdict:
 
 #: names under which the statistics may give the tie set's power: the smallest difference
 #: from the best the validation set could have detected (read where present)
-_POWER_NAMES = ("detectable_difference", "minimum_detectable_difference", "min_detectable_difference", "mdd")
-
-
 def detectable_difference(selection: Any) -> float | None:
     """The smallest difference from the best that the run's validation set could have told
     apart (so "cannot be told apart" is not read as "equal"), when the statistics measure
     it; None otherwise. The one place every view reads it from."""
-    for name in _POWER_NAMES:
-        value = getattr(selection, name, None)
-        if value is not None:
-            return value
-    return None
+    return getattr(selection, "detectable_difference", None)
 
 
 def _num(v: Any) -> float | None:
