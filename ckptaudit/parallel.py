@@ -47,6 +47,7 @@ import multiprocessing
 import os
 import signal
 import sys
+import threading
 from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -149,6 +150,8 @@ def resolve_jobs(jobs: int | None, checkpoints: int, approx_bytes: int) -> int:
 
 #: how often (seconds) the parent checks that its workers are alive while it waits
 _WATCH_SECONDS = 0.5
+#: how long stopping the pool may take before its workers are killed instead (seconds)
+_STOP_SECONDS = 5.0
 
 
 def _children() -> set[int]:
@@ -161,13 +164,19 @@ _STATE: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool] | None = None
 _SCORERS: dict[int, Any] = {}
 
 
-def _init_worker(state: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool]) -> None:
+def _init_worker(state: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool], creator: int | None = None) -> None:
     global _STATE
     _STATE = state
     _SCORERS.clear()
     # NOTE: Ctrl-C goes to the whole process group; only the parent acts on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _die_with_parent()
+    # NOTE: the signal follows the *thread* that forked the worker. A worker forked to replace
+    # one that died is forked by the pool's worker-handler thread, which ends when the pool
+    # is stopped: the signal would then kill that worker while it waits for a task holding
+    # the task queue's lock, and stopping the pool would wait for that lock for ever. Such a
+    # worker still ends with the parent: the task queue then reads end-of-file.
+    if creator is None or threading.get_ident() == creator:
+        _die_with_parent()
 
 
 def _die_with_parent() -> None:
@@ -294,7 +303,8 @@ class ScorePool:
         self._state = (self._runs, list(specs), guard, read_all)
         ctx = _context()
         self._others = _children()
-        self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(self._state,))
+        creator = threading.get_ident() if ctx.get_start_method() == "fork" else None
+        self._pool = ctx.Pool(jobs, initializer=_init_worker, initargs=(self._state, creator))
         self._workers = _children() - self._others
         self._here = False
         sizes = [len(r.checkpoints) for r in self._runs]
@@ -319,6 +329,20 @@ class ScorePool:
         self._closed = True
         # NOTE: by now every outcome needed was taken (or none is wanted any more): what
         # the workers still compute belongs to runs given up, so they are stopped at once.
+        # A worker killed while it waited for a task (kill -9 of an idle worker) leaves the
+        # task queue's lock held for good, and Pool.terminate waits for that lock: it runs
+        # in a thread, and when it does not end in time the workers are killed instead.
+        stopper = threading.Thread(target=self._terminate, name="ckptaudit-pool-stop", daemon=True)
+        stopper.start()
+        stopper.join(_STOP_SECONDS)
+        if stopper.is_alive():
+            for pid in _children() - self._others:  # live children only: never a reused pid
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+
+    def _terminate(self) -> None:
         self._pool.terminate()
         self._pool.join()
 

@@ -214,6 +214,42 @@ def test_rank_finishes_with_the_same_output_when_a_worker_is_killed(
     assert json.loads(pooled.stdout) == json.loads(alone.stdout)
 
 
+#: rank in a child that, once the workers have scored every block and wait for more (one
+#: of them holding the task queue's lock), SIGKILLs them all: stopping the pool must not
+#: wait for that lock for ever
+_KILL_IDLE_WORKERS = r"""
+import multiprocessing, os, signal, sys, time
+from ckptaudit import parallel
+original = parallel.ScorePool.outcomes
+def outcomes(self, run):
+    if not getattr(self, "_killed", False):
+        self._killed = True
+        time.sleep(2.0)  # every block is scored by now
+        for child in multiprocessing.active_children():
+            os.kill(child.pid, signal.SIGKILL)
+        open(sys.argv[1], "w").close()
+    return original(self, run)
+parallel.ScorePool.outcomes = outcomes
+from ckptaudit.cli import app
+app(sys.argv[2:], prog_name="ckptaudit")
+"""
+
+
+def test_rank_finishes_when_idle_workers_are_killed(tmp_path: Path) -> None:
+    rng = np.random.default_rng(6)
+    y = (rng.random(200) < 0.3).astype(np.int64)
+    for r in range(3):
+        write_run(tmp_path / "sweep" / f"run-{r}", "binary", "probability", y, [rng.random(200) for _ in range(6)])
+    args = ["rank", str(tmp_path / "sweep"), "-m", "recall", "--format", "json"]
+    alone = run_capped([*args, "--jobs", "1"], seconds=60)
+    marker = tmp_path / "killed"
+    pooled = run_capped([str(marker), *args, "--jobs", "2"], code=_KILL_IDLE_WORKERS, seconds=60)
+    assert marker.exists()
+    assert not pooled.timed_out, "stopping the pool waited for a dead worker's lock forever"
+    assert pooled.exit_code == 0, pooled.stderr[-2000:]
+    assert json.loads(pooled.stdout) == json.loads(alone.stdout)
+
+
 # --------------------------------------------------------------------------- an unreachable Ray cluster
 
 
