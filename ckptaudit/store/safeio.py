@@ -580,7 +580,7 @@ def write_atomic(path: str | Path, data: bytes) -> None:
             path,
         )
     if not folder.is_dir():
-        raise UsageError("no such folder to write into", folder)
+        raise UsageError("no such directory", folder)
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name[:100]}.", suffix=".tmp", dir=folder)
     except OSError as exc:
