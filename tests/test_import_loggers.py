@@ -152,6 +152,12 @@ def test_epochs_lightning_did_not_keep_are_metrics_only_candidates(tmp_path):
     assert actions == ["metrics-only"] * (rm.EPOCHS - 1) + ["predicted"]
     rank = cli("rank", run, "-m", "val_loss:mode=min", "-f", "json")
     assert rank.exit_code == 0 and len(json.loads(rank.stdout)) == rm.EPOCHS  # every candidate, by its logged value
+    # the gate, by a metric that needs predictions, says it judged one candidate of all the epochs
+    gate = cli("check", run, "-m", "recall", "-f", "json")
+    best = next(r for r in json.loads(gate.stdout)["rules"] if r["name"] == "chosen-is-best")
+    assert best["details"]["candidates"] == 1
+    assert f"1 of {rm.EPOCHS} checkpoints had predictions" in best["message"]
+    assert "only its logged metrics were kept" in best["message"]
 
 
 # --------------------------------------------------------------------------- weights & biases

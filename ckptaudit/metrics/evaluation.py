@@ -133,11 +133,12 @@ class RunScorer:
         self.needs_predictions = any(s.source != "logged" for s in bound)
 
     def score_metrics_only(self, checkpoint: Checkpoint) -> tuple[tuple[float | None, ...], tuple[str, ...]]:
-        """:meth:`score` of a metrics-only checkpoint (weights and predictions deleted by a
-        rotation): its logged values, with a note when a spec needs predictions."""
+        """:meth:`score` of a metrics-only checkpoint (only logged metrics: a rotation deleted
+        it, or the framework never saved it): its logged values, with a note when a spec
+        needs predictions."""
         values, notes = self.score(checkpoint, None)
         if self.needs_predictions:
-            notes = ("metrics-only checkpoint: no predictions (its weights were deleted)",) + notes
+            notes = ("metrics-only checkpoint: no predictions (only its logged metrics were kept)",) + notes
         return values, notes
 
     def logged_values(self, checkpoint: Checkpoint) -> tuple[float | None, ...]:

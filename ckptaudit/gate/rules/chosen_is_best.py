@@ -126,4 +126,15 @@ def _missing_values(verdict: Any, context: Any, rule: Rule) -> Rule:
             f"{spec.text} value: {listed}",
             details,
         )
-    return Rule(rule.name, rule.passed, f"{rule.message}; not candidates, cannot be scored: {listed}", details, rule.skipped)
+    # NOTE: "the best" is the best of those with predictions: say how many that was, so a
+    # gate over one saved checkpoint of many logged epochs (save_top_k=1) is read for what it is
+    scored = len(scores) - len(unscored)
+    details["candidates"] = scored
+    return Rule(
+        rule.name,
+        rule.passed,
+        f"{rule.message}; {scored} of {len(scores)} checkpoints had predictions and were candidates; "
+        f"not candidates, cannot be scored: {listed}",
+        details,
+        rule.skipped,
+    )
