@@ -116,7 +116,7 @@ def write_run(
     """Write ``source`` as a new run at ``run`` (which must not exist yet).
 
     Without ``task`` the run.json holds none: weights alone cannot tell a binary model from
-    a multiclass one, so ``predict`` infers it from the data (:func:`.predict.infer_task`),
+    a multiclass one, so ``predict`` infers it from the data (:func:`.tasks.infer_task`),
     and every other command says so until then. ``output`` defaults to ``logit`` (``value``
     for regression) when the task is given."""
     if task is not None and task not in TASKS:
