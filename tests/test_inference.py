@@ -428,6 +428,32 @@ def test_across_file_systems_the_run_references_the_originals(plain, tmp_path, m
             assert np.array_equal(a["output"], b["output"])
 
 
+def test_different_models_under_state_dict_and_model_state_dict_are_refused(plain, tmp_path):
+    """As the gate refuses it: which model a loader gets depends on the loader, so predict
+    fails that checkpoint (one line, exit 2) and still predicts the others; the same model
+    under both keys is predicted as the model."""
+    import copy
+
+    import torch
+
+    first = torch.load(plain["weights"] / "model_epoch_1.pt", weights_only=True)
+    last = torch.load(plain["weights"] / "model_epoch_4.pt", weights_only=True)
+    src = tmp_path / "src"
+    src.mkdir()
+    torch.save({"epoch": 1, "model_state_dict": first, "state_dict": copy.deepcopy(first)}, src / "ckpt_1.pt")
+    torch.save({"epoch": 2, "model_state_dict": first, "state_dict": last}, src / "ckpt_2.pt")
+    run = tmp_path / "run"
+    assert cli("import", "files", f"{src}/*.pt", run, "--task", "multiclass").exit_code == 0
+    result = cli("predict", run, "--model", spec("mlp"), "--data", spec("val_data"))
+    assert result.exit_code == 2, result.output
+    assert "different models under 'model_state_dict' and 'state_dict'" in result.output
+    assert "Traceback" not in result.output
+    assert not (run / "checkpoints" / "epoch-0002" / "val.npz").exists()
+    with np.load(plain["recorded"] / "checkpoints" / "epoch-0001" / "val.npz") as a:
+        with np.load(run / "checkpoints" / "epoch-0001" / "val.npz") as b:
+            assert np.array_equal(a["output"], b["output"])
+
+
 def test_autocast_and_progress_callbacks(plain, tmp_path):
     from ckptaudit.inference.predict import predict
 

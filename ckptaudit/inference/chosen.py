@@ -18,7 +18,7 @@ from ..errors import UsageError
 from ..store.weights import tensor_fingerprint
 
 if TYPE_CHECKING:  # NOTE: types only: importers calls into this module, never the reverse
-    from .importers import Source
+    from .source import Source
 
 
 def _fingerprints(source: Source) -> dict[str, str]:

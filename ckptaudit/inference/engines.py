@@ -34,8 +34,8 @@ import numpy as np
 
 from ..errors import CkptauditError, UsageError
 
-if TYPE_CHECKING:  # NOTE: types only: predict calls into this module, never the reverse
-    from .predict import Job, Options, PredictData
+if TYPE_CHECKING:  # NOTE: types only: predict (and its predictor) call into this module, never the reverse
+    from .predictor import Job, Options, PredictData
 
 #: what an engine reports per job: (job, outputs per split or None, seconds, error or None)
 OnResult = Callable[["Job", "Mapping[str, np.ndarray] | None", float, "str | None"], None]

@@ -152,12 +152,38 @@ def _keras_weights_h5(path: Path) -> dict[str, Any]:
     return out
 
 
+def _same_tensors(a: dict[str, Any], b: dict[str, Any]) -> bool:
+    """Whether two state_dicts hold the same names with bit-identical tensors (dtype, shape
+    and bytes, so a NaN equals itself, as in the gate's content fingerprint)."""
+    import torch
+
+    if a is b:
+        return True
+    ta = {k: v for k, v in a.items() if isinstance(v, torch.Tensor)}
+    tb = {k: v for k, v in b.items() if isinstance(v, torch.Tensor)}  # other entries are not weights
+    if set(ta) != set(tb):
+        return False
+    for name, x in ta.items():
+        y = tb[name]
+        if x.dtype != y.dtype or x.shape != y.shape:
+            return False
+        xb, yb = x.detach().reshape(-1).contiguous(), y.detach().reshape(-1).contiguous()
+        try:
+            xb, yb = xb.view(torch.uint8), yb.view(torch.uint8)
+        except RuntimeError:
+            pass  # a dtype without a byte view: compared by value
+        if not torch.equal(xb, yb):
+            return False
+    return True
+
+
 def load_state(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any]:
     """The tensors of a weights file as a flat ``{name: tensor or array}`` mapping.
 
-    A Lightning ``.ckpt`` yields its ``state_dict``; a Keras ``.keras`` file yields the
-    arrays of its ``model.weights.h5`` keyed by HDF5 path. Never runs code from the file
-    unless ``trust_pickle``.
+    A Lightning ``.ckpt`` yields its ``state_dict`` (a dict holding different models under
+    ``state_dict`` and ``model_state_dict`` is refused, as the gate refuses it); a Keras
+    ``.keras`` file yields the arrays of its ``model.weights.h5`` keyed by HDF5 path. Never
+    runs code from the file unless ``trust_pickle``.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -173,6 +199,15 @@ def load_state(path: str | Path, *, trust_pickle: bool = False) -> dict[str, Any
         _require_regular(path)
         return _keras_weights_h5(path)
     obj = torch_load(path, trust_pickle=trust_pickle)
+    if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict) and isinstance(obj.get("model_state_dict"), dict):
+        # NOTE: as the gate (store.tensorfiles.one_model): which of two different models a
+        # user gets depends on the loader, so neither is predicted as "the" checkpoint.
+        if not _same_tensors(obj["state_dict"], obj["model_state_dict"]):
+            raise CkptauditError(
+                "holds different models under 'model_state_dict' and 'state_dict': which one is loaded "
+                "depends on the loader (Lightning reads 'state_dict'); refusing to predict it",
+                path,
+            )
     if isinstance(obj, dict) and isinstance(obj.get("state_dict"), dict):
         obj = obj["state_dict"]
     elif isinstance(obj, dict) and isinstance(obj.get("model_state_dict"), dict):

@@ -18,14 +18,23 @@ each row sums to 1), ``label`` when a classifier's outputs are the class integer
 or a label model?) or two outputs per row with 0/1 targets (binary, or 2-class multiclass:
 the metrics differ) is refused with a one-line error naming ``--task``; so is an explicit
 ``--task``/``--output`` that the data contradict.
+
+:func:`_settle_task` is predict's first step on such a run: it predicts one checkpoint
+(the last with weights), applies these rules, writes the task into run.json and keeps that
+checkpoint's ``val.npz`` so it is not predicted twice.
 """
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
-from ..errors import UsageError
-from ..store.reader import OUTPUTS, TASKS
+from ..errors import CkptauditError, RunFormatError, UsageError
+from ..store.reader import META_FILE, OUTPUTS, TASKS, read_run
+from ..store.safeio import read_json
+from .prediction_files import _check_fits, stored_fingerprint, weights_in, write_split
+from .predictor import Job, Options, PredictData, Predictor
 
 
 def _integers(a: np.ndarray) -> bool:
@@ -101,3 +110,73 @@ def infer_task(
     if (task == "regression") != (kind == "value"):
         raise UsageError(f"--output {kind!r} does not fit task {task!r} (regression runs use 'value')")
     return task, kind, why
+
+
+def _settle_task(path: Path, data: PredictData, options: Options, task: str | None, kind: str | None) -> str | None:
+    """Give an imported run without a task its task, read from the data and the outputs of
+    one checkpoint (written as that checkpoint's val.npz, so it is not predicted twice).
+    Returns the note to show, or None when run.json already had a task."""
+    from ..store.reader import RUN_FILE
+    from ..store.recorder import write_json_atomic
+
+    run_file = path / RUN_FILE
+    try:
+        raw = read_json(run_file)  # a regular file of bounded size only
+    except (OSError, CkptauditError):
+        return None  # read_run reports it
+    if not isinstance(raw, dict):
+        return None
+    if raw.get("task") is not None:
+        for option, given, have in (("--task", task, raw.get("task")), ("--output", kind, raw.get("output"))):
+            if given is not None and given != have:
+                raise UsageError(
+                    f"{option} {given} contradicts run.json ({have}): {option} only completes an imported run that has none"
+                )
+        return None
+    kind = kind if kind is not None else raw.get("output")
+    folder, weights = _a_checkpoint_with_weights(path)
+    predictor = Predictor(
+        options.model,
+        device=options.device,
+        batch_size=options.batch_size,
+        autocast=options.autocast,
+        trust_pickle=options.trust_pickle,
+    )
+    predictor.load(weights)
+    out = predictor.run(data)
+    task, kind, why = infer_task(data.target, out, task=task, kind=kind)
+    raw["task"], raw["output"] = task, kind
+    if task == "binary":
+        raw.setdefault("positive_class", 1)
+    if task in ("multiclass", "multilabel") and out.ndim == 2 and "classes" not in raw and "num_classes" not in raw:
+        raw["num_classes"] = int(out.shape[1])
+    raw["task_from"] = f"predict: {why}"
+    write_json_atomic(run_file, raw)
+    run = read_run(path)
+    ckpt = next(c for c in run.checkpoints if c.path == folder)
+    job = Job(ckpt.name, ckpt.epoch, folder, weights, ("val",))
+    if stored_fingerprint(ckpt.split_file("val")) is None:
+        _check_fits(run, job, "val", data, out)
+        write_split(folder, "val", data, out)
+    return f"task {why}"
+
+
+def _a_checkpoint_with_weights(path: Path) -> tuple[Path, Path]:
+    """The last checkpoint folder (by epoch in meta.json) that has weights: trained the longest,
+    its outputs show the output kind most plainly."""
+    from ..store.reader import CHECKPOINTS_DIR
+
+    found: list[tuple[int, str, Path, Path]] = []
+    root = path / CHECKPOINTS_DIR
+    for folder in sorted(root.iterdir()) if root.is_dir() else []:
+        try:
+            meta = read_json(folder / META_FILE)
+        except (OSError, CkptauditError):
+            continue
+        weights = weights_in(folder)
+        if isinstance(meta, dict) and weights is not None and isinstance(meta.get("epoch"), int):
+            found.append((meta["epoch"], folder.name, folder, weights))
+    if not found:
+        raise RunFormatError("no checkpoint with weights to read the task from", path)
+    _, _, folder, weights = max(found)
+    return folder, weights
