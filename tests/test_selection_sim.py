@@ -70,28 +70,40 @@ def test_the_gate_rule_passes_truly_tied_pairs():
     assert failed / pairs <= 0.10
 
 
+#: figures that miss issue 17's bound at seed 0, 400 trials (measured causes in the
+#: docstring below); they keep a two-standard-error allowance, every other figure is held
+#: to the issue's bound exactly
+_KNOWN_MISSES = {
+    "roc_auc n=100 5%": "Hanley-McNeil is conservative for binormal scores: 96.8% +- 0.14 (16,000 trials)",
+    "roc_auc n=1000 5%": "percentile at 50 positives: 94.0% +- 0.37 (4,000 trials), 92.5-93.0% at 400 here",
+    "equal n=1000": "finite resamples: 5.16% +- 0.40 at 400 resamples, 4.97% +- 0.38 at 3,000 (3,200 trials)",
+    "equal accuracy, different balance n=3000": "200 trials: 5.5% +- 1.6",
+}
+
+
 def test_issue17_pins():
     """Issue 17: per-checkpoint 95% intervals cover 93-97% (accuracy of checkpoints whose
     recall and specificity differ, recall at n = 100 with 5% positives, ROC AUC at 5%
     prevalence); the tie set's family-wise false alarms <= 5% on equal checkpoints and on
     equal accuracy with different balance; the winner estimate of recall within 1 point of
-    the truth at 50 positives and marked "too few positives" at 5. Every bound allows two
-    Monte Carlo standard errors of its trial count (bench/simulate_selection.py prints the
-    figures at 400 trials)."""
+    the truth at 50 positives and marked "too few positives" at 5. 400 trials (the figures
+    bench/simulate_selection.py prints); every figure is held to the issue's bound exactly
+    except :data:`_KNOWN_MISSES`, which allow two Monte Carlo standard errors."""
     import sys
     from pathlib import Path
 
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
     from simulate_selection import issue17_figures
 
-    trials = 200
+    trials = 400
     figures = issue17_figures(trials=trials, resamples=400, seed=0)
     se = math.sqrt(0.05 * 0.95 / trials)
     for name, value in figures["coverage"].items():
-        assert 0.93 - 2 * se <= value <= 0.97 + 2 * se, (name, value)
+        slack = 2 * se if name in _KNOWN_MISSES else 0.0
+        assert 0.93 - slack <= value <= 0.97 + slack, (name, value)
     for name, value in figures["false_alarms"].items():
-        bound = 0.05 + 2 * math.sqrt(0.05 * 0.95 / (trials if "3000" not in name else trials // 2))
-        assert value <= bound, (name, value)
+        slack = 2 * math.sqrt(0.05 * 0.95 / (trials if "3000" not in name else trials // 2)) if name in _KNOWN_MISSES else 0.0
+        assert value <= 0.05 + slack, (name, value)
     few, many = figures["winner"]["recall, 5 positives"], figures["winner"]["recall, 50 positives"]
     assert few["marked_too_few"] == 1.0 or abs(few["mean_error_points"]) <= 1.0
     assert many["marked_too_few"] == 0.0 and abs(many["mean_error_points"]) <= 1.0

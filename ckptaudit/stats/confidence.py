@@ -13,9 +13,10 @@ def confidence_set(oriented: np.ndarray, point: np.ndarray, winner: int, level: 
 
     ``oriented`` holds bootstrap values (resamples, C), larger = better; ``point`` the
     values on the full validation set. With ``M`` the checkpoints still in the set, ``q``
-    is the ``level`` quantile of the bootstrap range ``max_M(V* - v) - min_M(V* - v)``
-    (the largest centred pairwise difference); every checkpoint whose gap to the best of
-    ``M`` exceeds ``q`` leaves, and the step repeats on the smaller set until none leaves.
+    is the ``level`` critical value of the bootstrap range ``max_M(V* - v) - min_M(V* - v)``
+    (the largest centred pairwise difference; as a Monte Carlo test, the order statistic
+    whose p-value ``(1 + #{range >= gap}) / (B + 1)`` reaches ``1 - level``); every
+    checkpoint whose gap to the best of ``M`` exceeds ``q`` leaves, and the step repeats on the smaller set until none leaves.
     The differences are not studentised on purpose: a per-pair standard error estimated
     from the few rows two similar checkpoints disagree on has heavy tails, and the
     maximum over C^2 pairs then raises false alarms (7% instead of 5% for 50 equal
@@ -39,16 +40,26 @@ def confidence_set_threshold(
     pvalues = np.ones(c_count)
     running = 0.0
     q: float | None = None
+    resamples = dev.shape[0]
+    # NOTE: a Monte Carlo test (Davison & Hinkley 1997, 4.2.5): a checkpoint leaves when
+    # p = (1 + #{range >= gap}) / (B + 1) <= 1 - level, i.e. when its gap exceeds the
+    # (k+1)-th largest range, k = floor((1 - level)(B + 1)) - 1. The interpolated quantile
+    # used before is one order statistic lower and, with 400 resamples, raised the false
+    # alarms of 10 equal checkpoints on 1,000 rows to 5.4% (5.2% with this rule, 5.0% with
+    # 3,000 resamples either way; 3,200 trials each, issue 17).
+    k = int(np.floor((1 - level) * (resamples + 1) + 1e-9)) - 1
+    if k < 0:  # too few resamples for any p-value to reach 1 - level: nobody can leave
+        return list(range(c_count)), pvalues, None
     while alive.size > 1:
         sub = dev[:, alive]
         ranges = sub.max(axis=1) - sub.min(axis=1)
         gaps = point[alive].max() - point[alive]
-        q = float(np.quantile(ranges, level))
+        q = float(np.partition(ranges, resamples - 1 - k)[resamples - 1 - k])
         out = (gaps > q) & (alive != winner)
         if not out.any():
             break
         for j in np.flatnonzero(out):
-            pvalues[alive[j]] = max(running, float(np.mean(ranges >= gaps[j])))
+            pvalues[alive[j]] = max(running, float((1 + np.count_nonzero(ranges >= gaps[j])) / (resamples + 1)))
         running = max(running, float(pvalues[alive[out]].max()))
         alive = alive[~out]
     return [int(i) for i in alive], pvalues, q

@@ -1,7 +1,7 @@
 """Per-checkpoint 95% intervals, and what a metric needs of its rows' classes.
 
-Percentile intervals of the bootstrap draws; ROC AUC widened to the Hanley-McNeil interval
-when a class has few rows; one-proportion metrics (accuracy; recall, precision,
+Percentile intervals of the bootstrap draws; ROC AUC the Hanley-McNeil interval (logit
+scale) when a class has few rows; one-proportion metrics (accuracy; recall, precision,
 specificity, npv of one class) the Wilson interval of their own counts, which covers with
 few events where the percentile bootstrap does not (2 of 2 gives [0.34, 1], not [1, 1]).
 """
@@ -26,8 +26,8 @@ def _percentiles(values: np.ndarray) -> tuple[float, float] | None:
     return float(low), float(high)
 
 
-#: below this many rows in the smaller class, ROC AUC intervals are widened to cover the
-#: Hanley-McNeil interval (the percentile bootstrap is too narrow with a handful of positives)
+#: below this many rows in the smaller class, ROC AUC intervals are the Hanley-McNeil
+#: interval (the percentile bootstrap is too narrow with a handful of positives)
 SMALL_CLASS_ROWS = 30
 
 
@@ -66,8 +66,14 @@ def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, val
     n_neg = int(rows.strata.shape[0] - n_pos)
     if min(n_pos, n_neg) >= SMALL_CLASS_ROWS:
         return interval
+    # NOTE: the Hanley-McNeil interval alone, not its union with the percentile one: a
+    # union of two 95% intervals is conservative by construction. Binormal scores, 5%
+    # positives, 16,000 trials (issue 17): n = 100 percentile 78.3%, union 97.5%,
+    # Hanley-McNeil (logit) 96.8% (Wald 92.3%); n = 1,000 (50 positives, percentile) 94.0%.
+    # (an AUC of exactly 0 or 1 is clamped inside (0, 1) on the logit scale: the interval
+    # still holds the displayed value)
     low, high = hanley_mcneil_interval(value, n_pos, n_neg)
-    return min(interval[0], low), max(interval[1], high)
+    return min(low, value), max(high, value)
 
 
 #: below this many rows of the metric's class the winner estimate is marked "too few

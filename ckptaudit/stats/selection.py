@@ -19,7 +19,7 @@ answers both questions over one run's per-row predictions of *all* checkpoints a
   most about 5% of the time, however many there are.
 * A 95% interval of every checkpoint's value: the percentile interval of the same
   resamples; for one proportion (accuracy; recall, precision, specificity, npv of one
-  class) the Wilson interval of its counts; for ROC AUC with a small class widened to the
+  class) the Wilson interval of its counts; for ROC AUC with a small class the
   Hanley-McNeil interval (:mod:`ckptaudit.stats.intervals`).
 * The smallest gap to the best the confidence set could have told apart
   (``RunSelection.detectable_difference``): "cannot be told apart" is not "equal".
@@ -249,7 +249,7 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         if j is None:
             entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
             continue
-        # NOTE: only ROC AUC may widen the percentile interval; the others use the batch's
+        # NOTE: only ROC AUC may replace the percentile interval; the others use the batch's
         interval = _checkpoint_interval(rows, spec, v_in[:, j], v) if spec.name == "roc_auc" else intervals[j]
         if proportions is not None and proportions[1][j] > 0 and v is not None:
             # NOTE: one proportion: the Wilson interval of its own counts (the percentile
