@@ -9,7 +9,7 @@ explanations, and diagnostics (:mod:`ckptaudit.diagnostics`) of the chosen check
 winner. Every number is read from the verdict, so the page's numbers are the CLI's.
 Renderers turn it into a page (``ckptaudit.render.html``), JSON
 (``ckptaudit.render.report_json``) or a static figure (``ckptaudit.plotting``); nothing here
-formats anything.
+formats anything. The records themselves are in :mod:`.model` (re-exported here).
 """
 
 from __future__ import annotations
@@ -17,196 +17,42 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from . import __version__
-from .auditing import DEFAULT_METRIC, RunAudit
-from .auditing.finding import Finding
-from .auditing.rules import CODES
+from ..auditing import DEFAULT_METRIC, RunAudit
+from ..auditing.rules import CODES
 
 # NOTE: the diagnostics moved to their own module; their names stay importable from here.
-from .diagnostics import MAX_CONFUSION_CLASSES as MAX_CONFUSION_CLASSES
-from .diagnostics import MAX_CURVE_POINTS as MAX_CURVE_POINTS
-from .diagnostics import MAX_RESIDUAL_POINTS as MAX_RESIDUAL_POINTS
-from .diagnostics import RELIABILITY_BINS as RELIABILITY_BINS
-from .diagnostics import Curve as Curve
-from .diagnostics import Diagnostics as Diagnostics
-from .diagnostics import Reliability as Reliability
-from .diagnostics import Residuals as Residuals
-from .diagnostics import diagnose as diagnose
-from .diagnostics import reliability_curve as reliability_curve
-from .diagnostics import roc_pr_curves as roc_pr_curves
-from .errors import CkptauditError, MetricError, RunFormatError
-from .metrics.evaluation import prepare_predictions
-from .metrics.spec import MetricSpec, check_applies, parse_metric
-from .stats import bootstrap
-from .store.reader import Checkpoint, Run, discover, read_predictions
+from ..diagnostics import MAX_CONFUSION_CLASSES as MAX_CONFUSION_CLASSES
+from ..diagnostics import MAX_CURVE_POINTS as MAX_CURVE_POINTS
+from ..diagnostics import MAX_RESIDUAL_POINTS as MAX_RESIDUAL_POINTS
+from ..diagnostics import RELIABILITY_BINS as RELIABILITY_BINS
+from ..diagnostics import Curve as Curve
+from ..diagnostics import Diagnostics as Diagnostics
+from ..diagnostics import Reliability as Reliability
+from ..diagnostics import Residuals as Residuals
+from ..diagnostics import diagnose as diagnose
+from ..diagnostics import reliability_curve as reliability_curve
+from ..diagnostics import roc_pr_curves as roc_pr_curves
+from ..errors import CkptauditError, MetricError, RunFormatError
+from ..metrics.evaluation import prepare_predictions
+from ..metrics.spec import MetricSpec, check_applies, parse_metric
+from ..stats import bootstrap
+from ..store.reader import Run, discover, read_predictions
+from .model import Chart as Chart
+from .model import CorrectedEstimate as CorrectedEstimate
+from .model import DecisionRow as DecisionRow
+from .model import Explanation as Explanation
+from .model import GateView as GateView
+from .model import Report as Report
+from .model import RunReport as RunReport
+from .model import Selection as Selection
+from .model import Series as Series
 
 _SPLIT_PREFIX = re.compile(r"^(train|training|val|valid|validation|eval|test)[_/-]", re.IGNORECASE)
-
-
-@dataclass(frozen=True)
-class Series:
-    """One line of a chart: a value per checkpoint of the run (None where missing)."""
-
-    label: str
-    split: str  #: "val" or "train": how the line is drawn
-    values: tuple[float | None, ...]
-
-
-@dataclass(frozen=True)
-class Chart:
-    """Curves over epochs of one metric (or one logged quantity, train and validation)."""
-
-    key: str
-    title: str
-    metric: str | None  #: the metric spec for metric charts, None for logged charts
-    maximize: bool | None
-    series: tuple[Series, ...]
-    primary: bool = False  #: the first metric's chart: the tied-best set and corrected estimate are drawn here
-
-
-@dataclass(frozen=True)
-class CorrectedEstimate:
-    """The winner's value expected on new data, corrected for having been selected."""
-
-    value: float
-    low: float
-    high: float
-    raw: float  #: the winner's validation value, as measured
-    method: str
-    maximize: bool = True
-
-    @property
-    def optimism(self) -> float:
-        """How much better the measured value looks than what to expect (positive: optimistic)."""
-        return self.raw - self.value if self.maximize else self.value - self.raw
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Selection statistics of one run under the first metric (either part may be missing)."""
-
-    tied_best: tuple[str, ...] | None  #: checkpoints that cannot be told apart from the best (the winner included)
-    corrected: CorrectedEstimate | None
-    method: str  #: how tied_best was decided, said on the page
-
-
-@dataclass(frozen=True)
-class DecisionRow:
-    """The chosen checkpoint against the winner under one metric."""
-
-    metric: str
-    maximize: bool
-    winner: str | None
-    winner_epoch: int | None
-    winner_value: float | None
-    winner_interval: tuple[float, float] | None
-    chosen_value: float | None
-    chosen_interval: tuple[float, float] | None
-
-    @property
-    def gap(self) -> float | None:
-        """How much better the winner is than the chosen (>= 0), when both are scored."""
-        if self.winner_value is None or self.chosen_value is None:
-            return None
-        return self.winner_value - self.chosen_value if self.maximize else self.chosen_value - self.winner_value
-
-
-@dataclass(frozen=True)
-class Explanation:
-    """A finding code's documentation, shown beside the finding."""
-
-    summary: str
-    why: str
-    action: str
-
-
-@dataclass(frozen=True)
-class GateView:
-    """The gate's verdict on the run under a policy."""
-
-    passed: bool
-    metric: str
-    rules: tuple[tuple[str, bool, bool, str], ...]  #: (name, passed, skipped, message)
-
-
-@dataclass(frozen=True)
-class RunReport:
-    """Everything the report shows about one run."""
-
-    name: str
-    task: str
-    selected_by: str | None
-    chosen: str | None
-    checkpoints: tuple[Checkpoint, ...]
-    x: tuple[float, ...]  #: where each checkpoint sits on the charts' x axis
-    x_label: str
-    metrics: tuple[str, ...]  #: metric specs scored on this run, the first orders
-    charts: tuple[Chart, ...]
-    winner: str | None  #: best under the first metric (ties to the earlier epoch)
-    decision: tuple[DecisionRow, ...]
-    selection: Selection
-    findings: tuple[Finding, ...]
-    explanations: dict[str, Explanation]
-    diagnostics: tuple[Diagnostics, ...]
-    n_val: int = 0
-    gate: GateView | None = None
-    problems: tuple[str, ...] = ()  #: input that could not be read (the CLI exits 2)
-    notes: tuple[str, ...] = ()  #: e.g. a requested metric that does not apply to this run's task
-    #: the run's verdict every number above was read from (None: the run could not be judged)
-    verdict: Any = field(default=None, repr=False, compare=False)
-
-    def index_of(self, name: str | None) -> int | None:
-        """Position of a checkpoint on the x axis, or None."""
-        return next((i for i, c in enumerate(self.checkpoints) if c.name == name), None)
-
-    def first_values(self) -> tuple[float | None, ...]:
-        """The first metric's validation values (empty when the run has none)."""
-        primary = next((c for c in self.charts if c.primary), None)
-        return primary.series[0].values if primary else ()
-
-
-@dataclass(frozen=True)
-class Report:
-    """The whole report: one :class:`RunReport` per run, and what could not be read."""
-
-    runs: tuple[RunReport, ...]
-    metrics: tuple[str, ...]
-    problems: tuple[str, ...] = ()
-    version: str = __version__
-    title: str = "ckptaudit report"
-    options: dict[str, object] = field(default_factory=dict)
-
-    def as_dict(self) -> dict[str, Any]:
-        """The report as JSON (``report -o report.json``): each run's verdict
-        (:meth:`ckptaudit.verdict.Verdict.as_dict`), its notes and problems."""
-        runs = []
-        for r in self.runs:
-            entry: dict[str, Any] = {"run": r.name, "problems": list(r.problems), "notes": list(r.notes)}
-            if r.verdict is not None:
-                entry["verdict"] = r.verdict.as_dict()
-            if r.gate is not None:
-                entry["gate"] = {"passed": r.gate.passed, "metric": r.gate.metric, "rules": [list(x) for x in r.gate.rules]}
-            runs.append(entry)
-        return {
-            "ckptaudit": self.version,
-            "title": self.title,
-            "metrics": list(self.metrics),
-            "options": self.options,
-            "runs": runs,
-            "problems": list(self.problems),
-        }
-
-    def to_json(self, **kwargs: Any) -> str:
-        """:meth:`as_dict` as JSON text (NaN and infinity written as null)."""
-        import json
-
-        return json.dumps(self.as_dict(), allow_nan=False, **kwargs)
 
 
 # --------------------------------------------------------------------------- selection
@@ -243,7 +89,7 @@ def selection_evidence(
     library; the report reads the verdict it already has)."""
     if winner is None or not bootstrap.supports(spec):
         return Selection(tied_best=None, corrected=None, method="")
-    from .verdict.build import Options, evaluate_run
+    from ..verdict.build import Options, evaluate_run
 
     verdict = evaluate_run(run, [spec], Options(audit=False, resamples=resamples, seed=seed, guard=False))
     return selection_of(verdict.primary)
@@ -313,7 +159,7 @@ def _run_options(first: MetricSpec, resamples: int, seed: int, policy: object | 
     """What the run's verdict is asked for: statistics of every metric and the audit; the
     gate's rules in the same verdict when the policy judges the report's first metric with
     the report's resamples and seed (else the gate is a verdict of its own, :func:`_gate`)."""
-    from .verdict.build import Options
+    from ..verdict.build import Options
 
     same = (
         policy is not None
@@ -324,7 +170,7 @@ def _run_options(first: MetricSpec, resamples: int, seed: int, policy: object | 
     # instead of refusing it, so guard=False here.
     if not same:
         return Options(resamples=resamples, seed=seed, guard=False)
-    from .gate.engine import judge
+    from ..gate.engine import judge
 
     return Options(resamples=resamples, seed=seed, guard=False, policy=policy, judge=judge)  # type: ignore[arg-type]
 
@@ -340,7 +186,7 @@ def report_run(
 ) -> RunReport:
     """Gather one run's report (curves, decision, selection, findings, diagnostics), every
     number read from the run's verdict (:mod:`ckptaudit.verdict`)."""
-    from .verdict.build import evaluate_run
+    from ..verdict.build import evaluate_run
 
     problems: list[str] = []
     notes: list[str] = []
@@ -465,7 +311,7 @@ def _gate_view(metric: str, rules: Sequence[Any]) -> GateView:
 def _gate(run: Run, policy: object) -> GateView:
     """The gate's verdict under a policy that judges another metric (or other resamples)
     than the report's first: a verdict of its own."""
-    from .gate import check
+    from ..gate import check
 
     result = check(run.path, policy, None)  # type: ignore[arg-type]
     return _gate_view(result.metric, result.rules)
@@ -488,7 +334,7 @@ def build_report(
     A metric that does not apply to some run of a sweep is noted for that run, and the run
     is still shown. ``policy`` (a :class:`~ckptaudit.config.Policy`) adds the gate's verdict.
     """
-    from .limits import MAX_RESAMPLES, check_resamples
+    from ..limits import MAX_RESAMPLES, check_resamples
 
     if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples > MAX_RESAMPLES:
         check_resamples(resamples)  # (fewer than 100, even 0, is the page's own business: it clamps)
