@@ -66,5 +66,3 @@ from .zipstamp import (
 from .zipstamp import (
     zip_fingerprint as zip_fingerprint,
 )
-
-# --------------------------------------------------------------------------- writing

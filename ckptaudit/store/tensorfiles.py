@@ -89,9 +89,6 @@ from .torchzip import (
     _zip_torch_file as _zip_torch_file,
 )
 
-#: keys under which a torch checkpoint dict commonly wraps the model's state_dict
-# --------------------------------------------------------------------------- torch zip, without torch
-
 
 def _is_count(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 0

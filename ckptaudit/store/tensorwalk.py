@@ -22,6 +22,7 @@ from typing import IO, Any
 from ..errors import CkptauditError
 from . import safeio
 
+#: keys under which a torch checkpoint dict commonly wraps the model's state_dict
 WRAPPER_KEYS = ("model_state_dict", "state_dict", "model")
 FINGERPRINT_PREFIX = "tensors-sha256:"
 
