@@ -17,7 +17,7 @@ from ckptaudit.cli import app
 from ckptaudit.errors import RunFormatError
 from ckptaudit.metrics.evaluation import iter_scores
 from ckptaudit.metrics.spec import parse_metric
-from ckptaudit.store import safeio
+from ckptaudit.store import npzread
 from ckptaudit.store.reader import PassReader, read_predictions, read_run
 from ckptaudit.store.safeio import ReadBuffers, read_npz
 
@@ -131,9 +131,9 @@ def test_an_npy_header_that_lies_about_its_size_is_refused(tmp_path: Path) -> No
 
 def test_npy_headers_are_parsed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = safeio._header
-    monkeypatch.setattr(safeio, "_header", lambda f: calls.append(1) or real(f))
-    monkeypatch.setattr(safeio, "_NPY_HEADERS", {})
+    real = npzread._header
+    monkeypatch.setattr(npzread, "_header", lambda f: calls.append(1) or real(f))
+    monkeypatch.setattr(npzread, "_NPY_HEADERS", {})
     for i in range(5):
         np.savez(tmp_path / f"{i}.npz", target=np.arange(100), output=np.full(100, float(i)))
         assert read_npz(tmp_path / f"{i}.npz", ("target", "output"))["output"][0] == i

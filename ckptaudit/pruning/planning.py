@@ -5,7 +5,6 @@ really free (hard links counted once). Reads the run; changes nothing."""
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -25,6 +24,7 @@ from ..store.prunefs import (
     read_journal,
 )
 from ..store.reader import CHECKPOINTS_DIR, Run
+from ..store.safeio import read_json
 from ..store.weights import NON_WEIGHT_FILES
 from .entries import PlanEntry, PrunePlan
 from .records import _finite
@@ -162,11 +162,14 @@ def _references(run: Run) -> _References:
                     if target in names and target != owner:
                         refs.aliased.setdefault(target, []).append(f"aliased:{rel}")
                 continue
-            if name in files and name.endswith(PROVENANCE_SUFFIX) and path.is_file():  # never a FIFO
+            if name in files and name.endswith(PROVENANCE_SUFFIX):
+                # NOTE: bounded and regular files only (read_json): a FIFO or a sparse file of
+                # gigabytes is one error; prune refuses rather than guess what it protects.
                 try:
-                    data = json.loads(path.read_text(encoding="utf-8"))
-                except (OSError, ValueError):
-                    raise RunFormatError("unreadable provenance file (fix or remove it before pruning)", path) from None
+                    data = read_json(path)
+                except (OSError, RunFormatError) as exc:
+                    detail = f": {exc.problem}" if isinstance(exc, RunFormatError) else ""
+                    raise RunFormatError(f"unreadable provenance file{detail} (fix or remove it before pruning)", path) from None
                 if not isinstance(data, dict) or "checkpoint" not in data:
                     continue
                 recorded = Path(str(data.get("run", "")))

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import RunFormatError, UsageError
+from .safeio import read_json
 
 PINS_FILE = "ckptaudit-pins.json"
 PINS_FORMAT = "ckptaudit-pins/1"
@@ -62,10 +63,13 @@ def read_pins(run_path: str | Path) -> list[Pin]:
         return []
     if path.is_symlink() or not path.is_file():
         raise RunFormatError("must be a regular file, not a link or a special file", path)
+    # NOTE: bounded and regular files only (read_json): a sparse pins file of gigabytes, or
+    # one swapped for a FIFO after the check above, is one error, not a hang or a MemoryError.
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise RunFormatError(f"unreadable pins file ({exc}); fix or remove it", path) from None
+        data = read_json(path)
+    except (OSError, RunFormatError) as exc:
+        detail = exc.problem if isinstance(exc, RunFormatError) else str(exc)
+        raise RunFormatError(f"unreadable pins file ({detail}); fix or remove it", path) from None
     if not isinstance(data, dict) or not isinstance(data.get("pins"), list):
         raise RunFormatError('must hold {"format": "ckptaudit-pins/1", "pins": [...]}', path)
     pins = []

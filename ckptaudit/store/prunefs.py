@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LockedError, UsageError
+from .safeio import read_small
 
 LOCK_FILE = ".ckptaudit-prune.lock"
 LOG_FILE = "prune-log.jsonl"
@@ -171,17 +172,19 @@ class RunLock:
 def read_journal(run_path: Path) -> list[dict[str, Any]]:
     """Every well-formed record of ``prune-log.jsonl`` (a torn last line is skipped)."""
     path = run_path / LOG_FILE
-    if path.is_symlink() or not path.is_file():
+    if path.is_symlink() or not path.exists():
         return []
+    # NOTE: bounded and regular files only (read_small): a FIFO would block the read and a
+    # sparse journal of gigabytes (one endless line) exhaust memory; both are one error.
+    data = read_small(path).decode("utf-8", errors="replace")
     records = []
-    with open(path, encoding="utf-8", errors="replace") as fh:
-        for line in fh:
-            try:
-                record = json.loads(line)
-            except ValueError:
-                continue
-            if isinstance(record, dict):
-                records.append(record)
+    for line in data.splitlines(keepends=True):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(record, dict):
+            records.append(record)
     return records
 
 
