@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from ckptaudit.auditing import AuditOptions, audit_paths
+from ckptaudit.auditing import AuditOptions
 from ckptaudit.auditing.rules import CODES
+from ckptaudit.audits import audit_paths
 from ckptaudit.cli import app
 from ckptaudit.metrics import kernels as metrics
 from ckptaudit.metrics.spec import parse_metric

@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, recall_score
 
-from ckptaudit.auditing import AuditOptions, audit_paths
+from ckptaudit.auditing import AuditOptions
+from ckptaudit.audits import audit_paths
 from ckptaudit.errors import MetricError
 from ckptaudit.metrics.spec import infer_logged_mode
 from ckptaudit.ranking import rank_checkpoints

@@ -13,7 +13,8 @@ from sklearn import metrics as skm
 from typer.testing import CliRunner
 
 import ckptaudit
-from ckptaudit.auditing import AuditOptions, audit_paths
+from ckptaudit.auditing import AuditOptions
+from ckptaudit.audits import audit_paths
 from ckptaudit.cli import app
 from ckptaudit.picking import choose_report
 from ckptaudit.ranking import rank_checkpoints

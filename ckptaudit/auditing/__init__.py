@@ -15,7 +15,6 @@ from .engine import (
     RunAudit,
     audit_collected,
     audit_pass,
-    audit_paths,
     audit_run,
     audit_spec,
 )
@@ -27,7 +26,6 @@ __all__ = [
     "RunAudit",
     "audit_collected",
     "audit_pass",
-    "audit_paths",
     "audit_run",
     "audit_spec",
 ]

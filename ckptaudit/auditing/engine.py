@@ -12,13 +12,11 @@ small function from those statistics to findings, in its own module under
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
-from pathlib import Path
 
 import numpy as np
 
-from ..errors import CkptauditError, MetricError, RunFormatError, UsageError
+from ..errors import RunFormatError, UsageError
 from ..limits import check_resamples
 from ..metrics import kernels as metrics
 from ..metrics.evaluation import RunScorer, prepare_predictions, selected_modes
@@ -312,36 +310,3 @@ def audit_collected(
     keep = [f for f in ra.findings if (not options.select or f.code in options.select) and f.code not in options.ignore]
     ra.findings = sorted(keep, key=lambda f: (-severity_rank(f.severity), list(CODES).index(f.code)))
     return ra
-
-
-def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOptions()) -> AuditReport:
-    """Audit every run under ``paths``; findings grouped by run, most severe first.
-
-    A run that cannot be audited (unreadable, no checkpoint yet, a metric that does not
-    apply to it) is left out with the reason (``AuditReport.skipped``); the others are
-    audited. When every run is left out, :class:`~ckptaudit.sweep.NothingLeftError`.
-    """
-    from ..store.reader import discover_sweep
-    from ..sweep import NothingLeftError, problems_of
-
-    runs, skipped = discover_sweep(paths)
-    if runs and options.metric is not None:
-        # NOTE: a misspelt metric is one error for the whole command, not one per run.
-        parse_metric(options.metric, mode=options.mode, logged=sorted({n for r in runs for n in r.logged_names()}))
-    audits = []
-    for run in runs:
-        try:
-            audits.append(audit_run(run, options))
-        except MetricError as exc:
-            kind = "skipped" if exc.path in (None, run.name) else "error"  # a custom metric that raised is an error
-            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, kind))
-        except CkptauditError as exc:
-            skipped.append(Skipped(run.name, exc.path or run.name, exc.problem, "error"))
-    if not audits:
-        raise NothingLeftError(skipped)
-    return AuditReport(
-        findings=tuple(f for ra in audits for f in ra.findings),
-        problems=tuple(p for ra in audits for p in ra.problems) + problems_of(skipped),
-        runs=tuple(audits),
-        skipped=tuple(skipped),
-    )
