@@ -16,6 +16,16 @@ from ..errors import UsageError
 from .regularfiles import _kind
 
 
+def copy_fd(rfd: int, wfd: int) -> None:
+    """Copy what ``rfd`` reads into ``wfd`` in 1 MiB blocks (partial writes resumed), then
+    fsync ``wfd``: the copy is on disk before the caller renames or deletes anything."""
+    while block := os.read(rfd, 1 << 20):
+        view = memoryview(block)
+        while view:
+            view = view[os.write(wfd, view) :]
+    os.fsync(wfd)
+
+
 def write_atomic(path: str | Path, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically: an exclusive temporary (``mkstemp``: a fresh,
     unpredictable name created with ``O_EXCL``, never through a link) in the target folder,
@@ -86,11 +96,7 @@ def copy_regular_tree(src: str | Path, dst: str | Path) -> None:
                     raise UsageError("is not a regular file; only regular files are copied", source)
                 wfd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
                 try:
-                    while block := os.read(rfd, 1 << 20):
-                        view = memoryview(block)
-                        while view:
-                            view = view[os.write(wfd, view) :]
-                    os.fsync(wfd)
+                    copy_fd(rfd, wfd)
                 finally:
                     os.close(wfd)
                 os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import LockedError, UsageError
+from .atomicwrite import copy_fd
 from .safeio import read_small
 
 LOCK_FILE = ".ckptaudit-prune.lock"
@@ -421,14 +422,7 @@ def copy_tree(src_fd: int, name: str, dst_fd: int, dst_name: str, dev: int, show
     try:
         wfd = os.open(dst_name, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644, dir_fd=dst_fd)
         try:
-            while True:
-                block = os.read(rfd, 1 << 20)
-                if not block:
-                    break
-                view = memoryview(block)
-                while view:
-                    view = view[os.write(wfd, view) :]
-            os.fsync(wfd)
+            copy_fd(rfd, wfd)
         finally:
             os.close(wfd)
     finally:

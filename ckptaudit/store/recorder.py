@@ -62,6 +62,9 @@ from .runwriter import (
     hash_rows as hash_rows,
 )
 from .runwriter import (
+    prediction_arrays,
+)
+from .runwriter import (
     to_numpy as to_numpy,
 )
 from .runwriter import (
@@ -85,13 +88,7 @@ def _arrays(split: str, target: Any, output: Any, ids: Any, inputs: Any, input_h
     """One split's arrays as they will be stored (numpy; inputs hashed per row)."""
     if target is None or output is None:
         raise UsageError(f"{split}_target and {split}_output must be given together")
-    arrays = {"target": to_numpy(target), "output": to_numpy(output)}
-    if ids is not None:
-        arrays["id"] = to_numpy(ids)
-    if input_hash is not None:
-        arrays["input_hash"] = to_numpy(input_hash)
-    elif inputs is not None:
-        arrays["input_hash"] = hash_rows(inputs)
+    arrays = prediction_arrays(target, output, ids, inputs, input_hash)
     for key, arr in arrays.items():
         if arr.dtype == object:
             raise UsageError(

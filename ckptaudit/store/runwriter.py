@@ -140,8 +140,11 @@ def clear_stale_temporaries(checkpoints: Path) -> list[str]:
     return removed
 
 
-def write_predictions(path: Path, target: Any, output: Any, ids: Any = None, inputs: Any = None, input_hash: Any = None) -> None:
-    """Write one split's ``.npz`` (uncompressed: loading speed matters more than size)."""
+def prediction_arrays(
+    target: Any, output: Any, ids: Any = None, inputs: Any = None, input_hash: Any = None
+) -> dict[str, np.ndarray]:
+    """One split's arrays as they are stored: numpy, with ``id`` and ``input_hash`` when
+    given (``inputs`` are hashed per row when no hash is given)."""
     arrays: dict[str, np.ndarray] = {"target": to_numpy(target), "output": to_numpy(output)}
     if ids is not None:
         arrays["id"] = to_numpy(ids)
@@ -149,6 +152,12 @@ def write_predictions(path: Path, target: Any, output: Any, ids: Any = None, inp
         arrays["input_hash"] = to_numpy(input_hash)
     elif inputs is not None:
         arrays["input_hash"] = hash_rows(inputs)
+    return arrays
+
+
+def write_predictions(path: Path, target: Any, output: Any, ids: Any = None, inputs: Any = None, input_hash: Any = None) -> None:
+    """Write one split's ``.npz`` (uncompressed: loading speed matters more than size)."""
+    arrays = prediction_arrays(target, output, ids, inputs, input_hash)
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
         fh.flush()
