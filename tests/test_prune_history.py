@@ -169,3 +169,22 @@ def test_a_record_whose_weights_are_still_there_does_not_block_pick(tmp_path):
     placed = invoke("pick", run, "-m", "balanced_accuracy", "--link", tmp_path / "export")
     assert placed.exit_code == 0, placed.output
     assert (tmp_path / "export" / "model.pt").is_file()
+
+
+def test_a_killed_prunes_half_written_record_is_cleared_by_the_next_prune(tmp_path):
+    """A prune --all killed while writing ckptaudit-pruned.json leaves its temporary in the
+    run (seen in the kill -9 campaign); the next prune, under the same lock, removes exactly
+    such files: not another file, not a link of that name."""
+    run = tied_run(tmp_path / "run", n_ckpt=6, n_tied=3)
+    stale = run / f".{PRUNED_FILE}.0123456789ab.tmp"
+    stale.write_text('{"half": ')
+    other = run / f".{PRUNED_FILE}.tmp"  # not the writer's name: someone else's
+    other.write_text("keep")
+    outside = tmp_path / "outside.txt"
+    outside.write_text("keep")
+    link = run / f".{PRUNED_FILE}.ba9876543210.tmp"
+    link.symlink_to(outside)
+    result = invoke("prune", run, "--keep", "2", "-m", "balanced_accuracy", "--yes")
+    assert result.exit_code == 0, result.output
+    assert not stale.exists()
+    assert other.read_text() == "keep" and link.is_symlink() and outside.read_text() == "keep"

@@ -34,6 +34,7 @@ from typing import Any
 
 from ..errors import MetricError, RunFormatError, UsageError
 from ..metrics.evaluation import parse_metrics
+from ..store.pruned import clear_stale_temporaries
 from ..store.prunefs import LEGACY_TRASH_PREFIX, LOCK_FILE, LOG_FILE, TRASH_DIR, RunLock, real_path_problem
 from ..store.reader import CHECKPOINTS_DIR, META_FILE, RUN_FILE, discover, is_in_progress, read_run
 from .entries import PlanEntry, PrunePlan
@@ -164,6 +165,7 @@ def prune(
         # NOTE: plan under the lock, from the run as it is now, and execute that very plan.
         with RunLock(t.path):
             _wait_for_tests(PAUSE_ENV)
+            clear_stale_temporaries(t.path)  # a killed prune's half-written record
             fresh = read_run(t.path, t.name)
             done.append(execute(plan(fresh, specs, scope=scope, **options)))
     return done
@@ -176,6 +178,7 @@ def resume(paths: Sequence[str | Path], *, trash_dir: str | Path | None = None) 
     for t in _targets(paths):
         _refuse_symlinked(t.path)
         with RunLock(t.path):
+            clear_stale_temporaries(t.path)
             run = read_run(t.path, t.name)
             p = PrunePlan(run=run, entries=tuple(_pending_trash(run, None if trash_dir is None else Path(trash_dir))), metrics=())
             out.append(execute(p))

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import stat
 import uuid
 from dataclasses import dataclass, field
@@ -119,6 +120,31 @@ def weights_removed(run_path: str | Path, checkpoint: str) -> bool:
     except OSError:
         return True
     return not left
+
+
+_TEMP_RE = re.compile(r"\." + re.escape(PRUNED_FILE) + r"\.[0-9a-f]{12}\.tmp")
+
+
+def clear_stale_temporaries(run_path: str | Path) -> list[str]:
+    """Remove the temporaries :func:`write_pruned` leaves when a prune is killed mid-write
+    (``.ckptaudit-pruned.json.<12 hex>.tmp``, regular files in the run folder itself, never
+    through a link). Call it under the run's prune lock: no other prune can be writing one.
+    Returns the names removed."""
+    removed = []
+    fd = os.open(Path(run_path), os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        for name in os.listdir(fd):
+            if not _TEMP_RE.fullmatch(name):
+                continue
+            try:
+                if stat.S_ISREG(os.lstat(name, dir_fd=fd).st_mode):
+                    os.unlink(name, dir_fd=fd)
+                    removed.append(name)
+            except FileNotFoundError:
+                pass
+    finally:
+        os.close(fd)
+    return removed
 
 
 def write_pruned(run_fd: int, run_path: Path, records: dict[str, PrunedCheckpoint]) -> None:
