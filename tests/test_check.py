@@ -7,6 +7,7 @@ import shutil
 from xml.etree import ElementTree as ET
 
 import pytest
+from gate_cases import ONE_RULE_FAILURES  # noqa: E402  (tests/ is on sys.path under pytest)
 from typer.testing import CliRunner
 
 from ckptaudit.cli import app
@@ -67,12 +68,7 @@ def test_a_clean_run_passes(runs_dir):
 
 @pytest.mark.parametrize(
     "run,args,failing",
-    [
-        ("fraud", ["--metric", "accuracy", "--chosen", "epoch-0008", "--fail-on", "never", "--require-best"], "chosen-is-best"),
-        ("digits", ["--metric", "accuracy"], "selected-by-matches"),
-        ("digits", ["--metric", "val_loss", "--max-value", "0.1"], "min-value"),
-        ("leak-ids", ["--metric", "val_loss"], "no-audit-findings"),
-    ],
+    ONE_RULE_FAILURES,
 )
 def test_each_rule_fails_on_its_own(runs_dir, run, args, failing):
     code, doc = gate(runs_dir / run, *args)
@@ -146,19 +142,34 @@ def test_chosen_by_folder(runs_dir):
 
 
 def test_chosen_by_provenance_file(runs_dir, tmp_path):
-    assert invoke("pick", runs_dir / "fraud", "-m", "recall", "--copy", tmp_path / "best", "--resamples", "200", "--no-pin").exit_code == 0
+    assert (
+        invoke(
+            "pick", runs_dir / "fraud", "-m", "recall", "--copy", tmp_path / "best", "--resamples", "200", "--no-pin"
+        ).exit_code
+        == 0
+    )
     code, doc = gate(runs_dir / "fraud", "-m", "recall", "--chosen", tmp_path / "best.ckptaudit.json")
     assert code == 0 and doc["chosen"] == "epoch-0009" and doc["chosen_how"].startswith("provenance")
     rule = next(r for r in doc["rules"] if r["name"] == "selected-by-matches")
     assert rule["passed"] and rule["details"]["selected_by"] == "recall"
     # a provenance from a pick by accuracy fails a recall policy
-    assert invoke("pick", runs_dir / "fraud", "-m", "accuracy", "--copy", tmp_path / "acc", "--resamples", "200", "--no-pin").exit_code == 0
+    assert (
+        invoke(
+            "pick", runs_dir / "fraud", "-m", "accuracy", "--copy", tmp_path / "acc", "--resamples", "200", "--no-pin"
+        ).exit_code
+        == 0
+    )
     code, doc = gate(runs_dir / "fraud", "-m", "recall", "--chosen", tmp_path / "acc.ckptaudit.json")
     assert code == 1 and not verdicts(doc)["selected-by-matches"]
 
 
 def test_tampered_copy_does_not_verify(runs_dir, tmp_path):
-    assert invoke("pick", runs_dir / "fraud", "-m", "recall", "--copy", tmp_path / "best", "--resamples", "200", "--no-pin").exit_code == 0
+    assert (
+        invoke(
+            "pick", runs_dir / "fraud", "-m", "recall", "--copy", tmp_path / "best", "--resamples", "200", "--no-pin"
+        ).exit_code
+        == 0
+    )
     (tmp_path / "best" / "model.pt").write_bytes(b"tampered")
     result = invoke("check", runs_dir / "fraud", "-m", "recall", "--chosen", tmp_path / "best.ckptaudit.json")
     assert result.exit_code == 2 and "does not match its provenance hashes" in result.stderr

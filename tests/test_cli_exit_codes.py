@@ -18,6 +18,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from gate_cases import ONE_RULE_FAILURES  # noqa: E402  (tests/ is on sys.path under pytest)
 
 ROOT = Path(__file__).resolve().parents[1]
 RUNS = ROOT / "fixtures" / "runs"
@@ -83,12 +84,7 @@ def test_a_wrong_pick_exits_1_with_require_best():
 
 @pytest.mark.parametrize(
     "run,args,failing",
-    [
-        ("fraud", ["--metric", "accuracy", "--chosen", "epoch-0008", "--fail-on", "never", "--require-best"], "chosen-is-best"),
-        ("digits", ["--metric", "accuracy"], "selected-by-matches"),
-        ("digits", ["--metric", "val_loss", "--max-value", "0.1"], "min-value"),
-        ("leak-ids", ["--metric", "val_loss"], "no-audit-findings"),
-    ],
+    ONE_RULE_FAILURES,
 )
 def test_each_failing_rule_exits_1(run, args, failing):
     proc = ckptaudit("check", RUNS / run, *args, "--resamples", "200", "--format", "json")
