@@ -18,9 +18,19 @@ as a fresh process (best wall time of N; N = --repeat, else 3 for the small shap
 binary and multiclass; an attempt slower than --slow seconds is not repeated): `rank`,
 `rank --ci`, `audit`, `pick`, `check` (the run of rank's winner, --chosen the winner), and
 for the label metric `rank --cache` (build, then warm), the lower-bound script
-(bench/lower_bound.py: direct zip reads into one matrix) and the hand-written numpy script
+(bench/lower_bound.py: direct zip reads into one matrix), the tight lower bound
+(bench/lower_bound_tight.py: one preadv per file into a reused buffer, headers parsed by
+hand) and the hand-written numpy script
 (np.load + np.stack); the binary shapes add the np.load floor and the scikit-learn loop of
-bench_rank.py. The lower bound's values are compared with rank's JSON.
+bench_rank.py; `report` (the HTML page) is timed beside the other verbs. The lower bounds'
+values are compared with rank's JSON.
+
+Hygiene (issue 21): ckptaudit and the bench are compiled to bytecode first and the children
+run without PYTHONDONTWRITEBYTECODE; every ckptaudit command runs with CKPTAUDIT_JOBS=--jobs
+(default 1, the lower bounds' process count; the automatic choice follows the load average,
+so an idle moment would compare a 2-process rank with 1-process verbs) and reports the
+workers it started (CKPTAUDIT_REPORT_JOBS), shown as "procs"; every row shows CPU seconds
+(user + system, workers included) and the load average at its start beside the wall time.
 
 Every child's peak RSS comes from os.wait4. A child that runs past --timeout is killed and
 reported as "timeout"; one whose stderr shows a MemoryError (numpy's "Unable to allocate")
@@ -92,7 +102,7 @@ QUICK = {
     "hpo": Shape("hpo", "binary", "probability", 10, 20, 300, 0, "recall", ("recall", "roc_auc"), 1),
 }
 
-VERBS = ("rank", "rank --ci", "audit", "pick", "check")
+VERBS = ("rank", "rank --ci", "audit", "pick", "check", "report")
 
 # The interpreter with numpy and the verbs' modules imported, nothing read: the memory a
 # verb cannot avoid, subtracted before comparing its peak with one checkpoint's arrays.
@@ -199,9 +209,13 @@ class Result:
     seconds: float | None = None  # best wall time over the attempts that succeeded
     times: list[float] = field(default_factory=list)
     peak_mib: float | None = None  # largest peak RSS over the attempts
+    cpu_seconds: float | None = None  # user + system CPU of the best attempt (its waited-for workers included)
+    load: float | None = None  # the 1-minute load average when the best attempt started
+    processes: int | None = None  # 1 + the workers of the largest pool it started (CKPTAUDIT_REPORT_JOBS)
     detail: str = ""  # the last line of stderr of a failure, or a value check
     vs_rank: float | None = None
     vs_lower_bound: float | None = None
+    vs_tight_bound: float | None = None
     mem_ratio: float | None = None
 
 
@@ -214,11 +228,47 @@ def _limit_memory(limit_bytes: int):
     return apply
 
 
+def child_env(jobs: str) -> dict[str, str]:
+    """The children's environment: bytecode written and read (no PYTHONDONTWRITEBYTECODE:
+    an editable install recompiles ckptaudit at every start without it, +0.1 s a command),
+    every pool reporting its workers, and one process count for every command (``jobs``:
+    CKPTAUDIT_JOBS; ``auto`` keeps the automatic choice, which follows the load average)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
+    env["CKPTAUDIT_REPORT_JOBS"] = "1"
+    env.pop("CKPTAUDIT_JOBS", None)
+    if jobs != "auto":
+        env["CKPTAUDIT_JOBS"] = jobs
+    return env
+
+
+CHILD_ENV: dict[str, str] = child_env("1")
+
+
+def precompile() -> None:
+    """Bytecode for ckptaudit and the bench scripts, written before anything is timed."""
+    import compileall
+
+    for folder in (ROOT / "ckptaudit", BENCH):
+        compileall.compile_dir(str(folder), quiet=1)
+
+
+def _processes(stderr: str) -> int:
+    """1 + the workers of the largest pool a command's stderr reports (none: 1 process)."""
+    workers = [int(line.split()[1]) for line in stderr.splitlines() if line.startswith("ckptaudit-jobs: ")]
+    return 1 + max(workers, default=0)
+
+
+#: the CPU seconds, load average and process count of the latest :func:`run_once`
+LAST: dict[str, float] = {}
+
+
 def run_once(cmd: list[str], timeout: float, mem_limit: int, stdout_path: Path | None) -> tuple[str, float, float, str]:
-    """(status, wall seconds, peak RSS MiB, last stderr line) of one fresh process."""
+    """(status, wall seconds, peak RSS MiB, last stderr line) of one fresh process; its CPU
+    seconds, the load average at its start and its process count in :data:`LAST`."""
     with tempfile.TemporaryFile() as err, open(stdout_path, "wb") if stdout_path else open(os.devnull, "wb") as out:
+        LAST["load"] = os.getloadavg()[0]
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=out, stderr=err, preexec_fn=_limit_memory(mem_limit), cwd=ROOT)
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, preexec_fn=_limit_memory(mem_limit), cwd=ROOT, env=CHILD_ENV)
         timed_out = threading.Event()
 
         def kill() -> None:
@@ -238,7 +288,9 @@ def run_once(cmd: list[str], timeout: float, mem_limit: int, stdout_path: Path |
         proc.returncode = os.waitstatus_to_exitcode(status)
         err.seek(0)
         text = err.read().decode(errors="replace")
-    lines = [ln for ln in text.strip().splitlines() if ln.strip()]
+    LAST["cpu"] = usage.ru_utime + usage.ru_stime
+    LAST["processes"] = _processes(text)
+    lines = [ln for ln in text.strip().splitlines() if ln.strip() and not ln.startswith("ckptaudit-jobs: ")]
     last = lines[-1][:300] if lines else ""
     peak = usage.ru_maxrss / 1024
     if timed_out.is_set():
@@ -263,11 +315,18 @@ def measure(result: Result, repeat: int, args: argparse.Namespace, stdout_path: 
             result.times.append(round(wall, 4))
             break
         result.times.append(round(wall, 4))
+        if result.seconds is None or wall < result.seconds:
+            result.cpu_seconds, result.load = round(LAST["cpu"], 3), round(LAST["load"], 2)
+        result.processes = max(result.processes or 0, int(LAST["processes"]))
         result.seconds = min(result.times)
         if wall > args.slow:
             break
     shown = f"{result.seconds:.3f} s" if result.seconds is not None else result.status
-    print(f"  {result.shape:10} {result.metric:9} {result.case:22} {shown:>10}  {result.peak_mib or 0:8.0f} MiB", flush=True)
+    print(
+        f"  {result.shape:10} {result.metric:9} {result.case:22} {shown:>10}  cpu {result.cpu_seconds or 0:7.2f} s  "
+        f"load {result.load or 0:4.1f}  procs {result.processes or '-'}  {result.peak_mib or 0:8.0f} MiB",
+        flush=True,
+    )
     return result
 
 
@@ -336,9 +395,16 @@ def bench_shape(shape: Shape, data: Path, args: argparse.Namespace, work: Path, 
         "numpy stack script",
         [py, str(BENCH / "lower_bound.py"), root, "--metric", lm, "--method", "stack", "--values-out", str(stack_values)],
     )
+    tight_values = work / f"{shape.name}-tight-bound.json"
+    tight = Result(
+        shape.name,
+        lm,
+        "tight lower bound",
+        [py, str(BENCH / "lower_bound_tight.py"), root, "--metric", lm, "--values-out", str(tight_values)],
+    )
     with_label = args.metrics != "score"
     if with_label:
-        results += [measure(lower, repeat, args), measure(stack, repeat, args)]
+        results += [measure(lower, repeat, args), measure(tight, repeat, args), measure(stack, repeat, args)]
     if with_label and shape.task == "binary":
         results.append(measure(Result(shape.name, lm, "np.load floor", [py, "-c", LOAD_ONLY_SCRIPT, root]), repeat, args))
         if not args.no_sklearn:
@@ -351,12 +417,15 @@ def bench_shape(shape: Shape, data: Path, args: argparse.Namespace, work: Path, 
             Result(shape.name, metric, "rank", exe + ["rank", root, "-m", metric, "-f", "json"]), repeat, args, rank_json
         )
         results.append(rank)
-        if metric == lm and "jobs" not in args.skip:
+        if metric == lm and "jobs" not in args.skip and args.jobs != "1":
             # the same rank in one process: what the automatic process pool (both cores) saves
             one = exe + ["rank", root, "-m", metric, "-f", "json", "-j", "1"]
             results.append(measure(Result(shape.name, metric, "rank -j 1", one), repeat, args))
         if metric == lm:
             lower.detail = compare_values(rank_json, lb_values) if rank.status == "ok" and lower.status == "ok" else lower.detail
+            tight.detail = (
+                compare_values(rank_json, tight_values) if rank.status == "ok" and tight.status == "ok" else tight.detail
+            )
             stack.detail = (
                 compare_values(rank_json, stack_values) if rank.status == "ok" and stack.status == "ok" else stack.detail
             )
@@ -366,6 +435,7 @@ def bench_shape(shape: Shape, data: Path, args: argparse.Namespace, work: Path, 
             "audit": exe + ["audit", root, "-m", metric, "-f", "json"] + resamples,
             "pick": exe + ["pick", root, "-m", metric, "-f", "json"] + resamples,
             "check": exe + ["check", str(win_run), "-m", metric, "--chosen", win_ckpt, "-f", "json"] + resamples,
+            "report": exe + ["report", root, "-m", metric, "-o", str(work / f"{shape.name}-{metric}-report.html")] + resamples,
         }
         for case, cmd in verbs.items():
             if case.split()[0] in args.skip:
@@ -390,7 +460,9 @@ def bench_shape(shape: Shape, data: Path, args: argparse.Namespace, work: Path, 
             r.vs_rank = r.seconds / base.seconds
         if r.case == "rank" and r.metric == lm and r.seconds and lower.seconds:
             r.vs_lower_bound = r.seconds / lower.seconds
-        if r.case in ("numpy stack script", "np.load floor", "sklearn loop") and r.seconds and lower.seconds:
+        if r.case == "rank" and r.metric == lm and r.seconds and tight.seconds:
+            r.vs_tight_bound = r.seconds / tight.seconds
+        if r.case in ("tight lower bound", "numpy stack script", "np.load floor", "sklearn loop") and r.seconds and lower.seconds:
             r.vs_lower_bound = r.seconds / lower.seconds
         if r.peak_mib is not None and r.case in VERBS + ("rank --cache (build)", "rank --cache (warm)"):
             # plain rank and the cache keep no per-row data: their allowance is two checkpoints
@@ -422,11 +494,14 @@ def render_table(report: dict) -> str:
         f"{report['idle_mib']:.0f} MiB; mem x allow = (peak - idle) / allowance: "
         f"2 x one checkpoint's arrays, plus for ci/audit/pick/check the compact per-row data of every checkpoint "
         f"(1 B a label, 2 B above 255 classes, 1 bit a multilabel label, 4 B a score or loss)",
-        f"per-command timeout {report['timeout']} s; bootstrap resamples {report['resamples']}; address-space cap {report['mem_limit_gib']} GiB",
+        f"per-command timeout {report['timeout']} s; bootstrap resamples {report['resamples']}; address-space cap {report['mem_limit_gib']} GiB; "
+        f"CKPTAUDIT_JOBS={report.get('jobs', '-')}; bytecode precompiled (PYTHONDONTWRITEBYTECODE unset); "
+        f"cpu s = user+system of the best attempt; load = 1-minute load average at its start; procs = 1 + pool workers",
         f"ckptaudit --help: {_fmt(report['help_seconds'], '.3f')} s (target < 0.1)",
     ]
     header = (
-        f"{'case':22} {'metric':9} {'status':12} {'seconds':>9} {'peak MiB':>9} {'x rank':>7} {'x LB':>7} {'mem xallow':>10}  detail"
+        f"{'case':22} {'metric':9} {'status':12} {'seconds':>9} {'cpu s':>8} {'load':>5} {'procs':>5} {'peak MiB':>9} "
+        f"{'x rank':>7} {'x LB':>7} {'x tight':>7} {'mem xallow':>10}  detail"
     )
     for shape in report["shapes"]:
         lines += [
@@ -437,10 +512,12 @@ def render_table(report: dict) -> str:
         ]
         for r in shape["results"]:
             lines.append(
-                f"{r['case']:22} {r['metric']:9} {r['status']:12} {_fmt(r['seconds'], '9.3f'):>9} {_fmt(r['peak_mib'], '9.0f'):>9} "
-                f"{_fmt(r['vs_rank'], '7.2f'):>7} {_fmt(r['vs_lower_bound'], '7.2f'):>7} {_fmt(r['mem_ratio'], '10.2f'):>10}  {r['detail']}"
+                f"{r['case']:22} {r['metric']:9} {r['status']:12} {_fmt(r['seconds'], '9.3f'):>9} "
+                f"{_fmt(r.get('cpu_seconds'), '8.2f'):>8} {_fmt(r.get('load'), '5.1f'):>5} {_fmt(r.get('processes'), 'd'):>5} "
+                f"{_fmt(r['peak_mib'], '9.0f'):>9} {_fmt(r['vs_rank'], '7.2f'):>7} {_fmt(r['vs_lower_bound'], '7.2f'):>7} "
+                f"{_fmt(r.get('vs_tight_bound'), '7.2f'):>7} {_fmt(r['mem_ratio'], '10.2f'):>10}  {r['detail']}"
             )
-    lines += ["", "== targets (issue 10)", f"{'shape':11} {'target':44} {'measured':>10} {'limit':>7}  verdict"]
+    lines += ["", "== targets (issue 21)", f"{'shape':11} {'target':44} {'measured':>10} {'limit':>7}  verdict"]
     for row in report["summary"]:
         lines.append(f"{row['shape']:11} {row['target']:44} {row['measured']:>10} {row['limit']:>7}  {row['verdict']}")
     return "\n".join(lines)
@@ -471,6 +548,13 @@ def summarise(shapes: list[dict]) -> list[dict]:
                     1.5,
                     [] if r["status"] == "ok" else [f"rank {r['status']}"],
                 )
+                add(
+                    name,
+                    f"rank -m {r['metric']} / tight lower bound",
+                    r.get("vs_tight_bound"),
+                    1.3,
+                    [] if r["status"] == "ok" else [f"rank {r['status']}"],
+                )
                 by_case = {x["case"]: x for x in res if x["metric"] == r["metric"]}
                 single = by_case.get("rank -j 1")
                 if single and single["seconds"] and r["seconds"]:
@@ -492,7 +576,21 @@ def summarise(shapes: list[dict]) -> list[dict]:
             verbs = [r for r in res if r["metric"] == metric and r["case"] in VERBS[1:]]
             failed = [f"{r['case']} {r['status']}" for r in verbs if r["status"] != "ok"]
             worst = max((r["vs_rank"] for r in verbs if r["vs_rank"] is not None), default=None)
-            add(name, f"worst of ci/audit/pick/check / rank ({metric})", worst, 3.0, failed)
+            add(name, f"worst of ci/audit/pick/check/report / rank ({metric})", worst, 2.0, failed)
+            # the ratios compare like with like only at one process count
+            procs = sorted(
+                {r.get("processes") for r in res if r["metric"] == metric and r["case"] in VERBS and r.get("processes")}
+            )
+            if len(procs) > 1:
+                rows.append(
+                    {
+                        "shape": name,
+                        "target": f"process counts differ ({metric})",
+                        "measured": "/".join(map(str, procs)),
+                        "limit": "1",
+                        "verdict": "MISS",
+                    }
+                )
             mems = [
                 r["mem_ratio"] for r in res if r["metric"] == metric and r["case"] in VERBS[1:] and r["mem_ratio"] is not None
             ]
@@ -504,7 +602,7 @@ def summarise(shapes: list[dict]) -> list[dict]:
                 name,
                 "rank --cache warm / rank",
                 warm["vs_rank"],
-                0.5,
+                0.4,
                 [] if warm["status"] == "ok" else [f"warm {warm['status']}"],
             )
         if build is not None:
@@ -528,7 +626,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--slow", type=float, default=20.0, help="an attempt slower than this is not repeated (default 20 s)")
     parser.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples of the statistics verbs (default 1000)")
     parser.add_argument("--mem-limit", type=float, default=16.0, help="address-space cap per child in GiB (default 16; 0 = none)")
-    parser.add_argument("--skip", default="", help="comma-separated cases to leave out: rank (--ci), audit, pick, check, cache, jobs (rank -j 1)")
+    parser.add_argument(
+        "--skip", default="", help="comma-separated cases to leave out: rank (--ci), audit, pick, check, cache, jobs (rank -j 1)"
+    )
     parser.add_argument(
         "--metrics",
         choices=("all", "label", "score"),
@@ -541,6 +641,11 @@ def main(argv: list[str] | None = None) -> int:
         type=Path,
         nargs="+",
         help="print one table from these result files (of runs with --metrics label / score) and exit",
+    )
+    parser.add_argument(
+        "--jobs",
+        default="1",
+        help="CKPTAUDIT_JOBS of every ckptaudit command (default 1, the lower bounds' count; 'auto': the load decides)",
     )
     parser.add_argument("--no-sklearn", action="store_true", help="leave out the scikit-learn loop")
     parser.add_argument("--quick", action="store_true", help="scaled-down shapes, for a smoke run")
@@ -555,6 +660,9 @@ def main(argv: list[str] | None = None) -> int:
         (args.out / f"bench_scale{suffix}-latest.txt").write_text(text + "\n")
         return 0
     args.mem_limit_bytes = int(args.mem_limit * 2**30)
+    global CHILD_ENV
+    CHILD_ENV = child_env(args.jobs)
+    precompile()
     args.skip = {s.strip() for s in args.skip.split(",") if s.strip()}
     table = QUICK if args.quick else SHAPES
     names = [s.strip() for s in args.shapes.split(",") if s.strip()]
@@ -573,6 +681,7 @@ def main(argv: list[str] | None = None) -> int:
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "numpy": np.__version__,
+        "jobs": args.jobs,
         "quick": args.quick,
         "timeout": args.timeout,
         "resamples": args.resamples,

@@ -64,6 +64,10 @@ from .metrics.outcome import raise_error as raise_error
 
 #: the environment variable giving the default number of worker processes
 JOBS_ENV = "CKPTAUDIT_JOBS"
+#: set (to anything non-empty), every pool started says on stderr how many workers it has
+#: (``ckptaudit-jobs: N workers (scoring|read-ahead)``): the benches read it to compare
+#: commands at the same process count; no line means one process
+REPORT_JOBS_ENV = "CKPTAUDIT_REPORT_JOBS"
 #: the most workers the automatic choice starts
 MAX_AUTO_JOBS = 4
 #: automatic: a pass of at least this many checkpoints uses the pool ...
@@ -299,6 +303,9 @@ class ScorePool:
     ):
         self.jobs = jobs
         self.read_only = read_only
+        if os.environ.get(REPORT_JOBS_ENV):
+            kind = "read-ahead" if read_only else "scoring"
+            sys.stderr.write(f"ckptaudit-jobs: {jobs} workers ({kind})\n")
         self._runs = list(runs)
         self._state = (self._runs, list(specs), guard, read_all)
         ctx = _context()

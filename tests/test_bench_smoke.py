@@ -52,6 +52,7 @@ def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
     cases = {r["case"]: r for r in shape["results"]}
     expected = {
         "lower bound",
+        "tight lower bound",
         "numpy stack script",
         "np.load floor",
         "rank",
@@ -59,6 +60,7 @@ def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
         "audit",
         "pick",
         "check",
+        "report",
         "rank --cache (build)",
         "rank --cache (warm)",
     }
@@ -69,6 +71,13 @@ def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
     # the lower bound and the numpy script compute exactly what rank printed
     assert cases["lower bound"]["detail"].startswith("values match rank"), cases["lower bound"]["detail"]
     assert cases["numpy stack script"]["detail"].startswith("values match rank")
+    assert cases["tight lower bound"]["detail"].startswith("values match rank"), cases["tight lower bound"]["detail"]
+    assert cases["rank"]["vs_tight_bound"] == cases["rank"]["seconds"] / cases["tight lower bound"]["seconds"]
+    # issue 21's hygiene: every command at the bench's one process count (CKPTAUDIT_JOBS=1),
+    # with its CPU seconds and the load average beside the wall time
+    for case in expected:
+        assert cases[case]["processes"] == 1, cases[case]
+        assert cases[case]["cpu_seconds"] > 0 and cases[case]["load"] is not None
     assert cases["rank"]["vs_lower_bound"] == cases["rank"]["seconds"] / cases["lower bound"]["seconds"]
     assert cases["audit"]["vs_rank"] == cases["audit"]["seconds"] / cases["rank"]["seconds"]
     # the printed table: one line per case, and the target rows
@@ -76,14 +85,15 @@ def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
     rows = {}
     for line in text.splitlines():
         if line[:22].strip() in cases:
-            metric, status, seconds, peak, *_ = line[22:].split()
+            metric, status, seconds, _cpu, _load, _procs, peak, *_ = line[22:].split()
             rows[line[:22].strip()] = (metric, status, float(seconds), float(peak))
     assert rows.keys() == cases.keys()
     for case, (metric, status, seconds, peak) in rows.items():
         assert (metric, status) == ("recall", "ok")
         assert seconds == round(cases[case]["seconds"], 3) and peak == round(cases[case]["peak_mib"])
     targets = [r["target"] for r in report["summary"]]
-    assert "rank -m recall / lower bound" in targets and "worst of ci/audit/pick/check / rank (recall)" in targets
+    assert "rank -m recall / lower bound" in targets and "worst of ci/audit/pick/check/report / rank (recall)" in targets
+    assert "rank -m recall / tight lower bound" in targets
     assert "rank -m recall / lower bound" in text
 
 
@@ -130,3 +140,53 @@ def test_lower_bound_refuses_a_changed_validation_set(tmp_path: Path) -> None:
             assert "validation set changed" in str(exc)
         else:
             raise AssertionError(f"{method}: a changed target was not noticed")
+
+
+def test_tight_lower_bound_gives_the_lower_bounds_values_on_every_shape(tmp_path: Path) -> None:
+    import lower_bound_tight
+
+    for name, metric in (("binary", "recall"), ("multiclass", "accuracy"), ("multilabel", "accuracy"), ("regression", "mse")):
+        data = bench_scale.ensure_data(tmp_path / "cache", bench_scale.QUICK[name])
+        direct = _values(data, metric, "direct", tmp_path)
+        out = tmp_path / f"{name}-tight.json"
+        assert lower_bound_tight.main([str(data), "--metric", metric, "--values-out", str(out)]) == 0
+        tight = {(Path(run).name, ckpt): value for run, ckpt, value in json.loads(out.read_text())}
+        assert tight == direct, name
+
+
+def test_tight_lower_bound_refuses_a_changed_validation_set(tmp_path: Path) -> None:
+    import lower_bound_tight
+
+    data = bench_scale.ensure_data(tmp_path / "cache", bench_scale.QUICK["binary"])
+    run = bench_scale.runs_of(data)[0]
+    last = sorted((run / "checkpoints").iterdir())[-1] / "val.npz"
+    with np.load(last) as npz:
+        arrays = dict(npz)
+    arrays["target"] = arrays["target"].copy()
+    arrays["target"][0] = 1 - arrays["target"][0]
+    np.savez(last, **arrays)
+    try:
+        lower_bound_tight.main([str(data), "--metric", "recall"])
+    except SystemExit as exc:
+        assert "validation set changed" in str(exc)
+    else:
+        raise AssertionError("a changed target was not noticed")
+
+
+def test_pools_report_their_workers_when_asked(tmp_path: Path) -> None:
+    """The bench's process count: CKPTAUDIT_REPORT_JOBS makes a pool say its workers; none
+    is said without it, nor when one process scores."""
+    import os
+
+    data = bench_scale.ensure_data(tmp_path / "cache", bench_scale.QUICK["hpo"])
+    env = {k: v for k, v in os.environ.items() if k not in ("CKPTAUDIT_JOBS", "CKPTAUDIT_REPORT_JOBS")}
+    cmd = [sys.executable, "-m", "ckptaudit", "rank", str(data), "-m", "recall", "-f", "json"]
+
+    def stderr(**extra: str) -> str:
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=120, cwd=ROOT, env={**env, **extra})
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr
+
+    assert bench_scale._processes(stderr(CKPTAUDIT_JOBS="2", CKPTAUDIT_REPORT_JOBS="1")) == 3
+    assert "ckptaudit-jobs" not in stderr(CKPTAUDIT_JOBS="2")
+    assert bench_scale._processes(stderr(CKPTAUDIT_JOBS="1", CKPTAUDIT_REPORT_JOBS="1")) == 1
