@@ -13,13 +13,13 @@ import math
 import os
 import struct
 import zipfile
-import zlib
 from pathlib import Path
 from typing import IO
 
 import numpy as np
 
 from ..errors import CkptauditError, RunFormatError, UsageError
+from .crc import crc32
 from .regularfiles import _CHUNK, open_regular
 
 #: the environment variable that sets how many bytes one prediction file's arrays may inflate to
@@ -257,7 +257,7 @@ class ReadBuffers:
                 return known[3]
             if same:
                 raise _crc_error(key, path)
-        if zlib.crc32(raw.data, zlib.crc32(member.header)) != info.CRC:
+        if crc32(raw.data, crc32(member.header)) != info.CRC:
             raise _crc_error(key, path)
         flat, mine = member.new_flat()
         mine[...] = raw
@@ -277,7 +277,7 @@ def _read_raw(fd: int, member: _Stored, raw: np.ndarray, info: zipfile.ZipInfo, 
     """Read a stored member's data into ``raw`` (bytes) and check its CRC-32."""
     if _pread_exact(fd, raw.data, member.offset) != member.nbytes:
         raise RunFormatError(f"array {key!r} ends early (truncated or corrupt)", path)
-    if zlib.crc32(raw.data, zlib.crc32(member.header)) != info.CRC:
+    if crc32(raw.data, crc32(member.header)) != info.CRC:
         raise _crc_error(key, path)
 
 
