@@ -35,12 +35,11 @@ def confidence_set_threshold(
     member would have needed to leave the set (the smallest detectable difference at
     ``level``; None with a single checkpoint)."""
     c_count = point.shape[0]
-    dev = oriented - point[None, :]
     alive = np.arange(c_count)
     pvalues = np.ones(c_count)
     running = 0.0
     q: float | None = None
-    resamples = dev.shape[0]
+    resamples = oriented.shape[0]
     # NOTE: a Monte Carlo test (Davison & Hinkley 1997, 4.2.5): a checkpoint leaves when
     # p = (1 + #{range >= gap}) / (B + 1) <= 1 - level, i.e. when its gap exceeds the
     # (k+1)-th largest range, k = floor((1 - level)(B + 1)) - 1. The interpolated quantile
@@ -51,8 +50,7 @@ def confidence_set_threshold(
     if k < 0:  # too few resamples for any p-value to reach 1 - level: nobody can leave
         return list(range(c_count)), pvalues, None
     while alive.size > 1:
-        sub = dev[:, alive]
-        ranges = sub.max(axis=1) - sub.min(axis=1)
+        ranges = _ranges(oriented, point, alive)
         gaps = point[alive].max() - point[alive]
         q = float(np.partition(ranges, resamples - 1 - k)[resamples - 1 - k])
         out = (gaps > q) & (alive != winner)
@@ -63,3 +61,21 @@ def confidence_set_threshold(
         running = max(running, float(pvalues[alive[out]].max()))
         alive = alive[~out]
     return [int(i) for i in alive], pvalues, q
+
+
+#: resamples per block of :func:`_ranges` (its temporaries are this many rows of C values)
+_ROW_BLOCK = 64
+
+
+def _ranges(oriented: np.ndarray, point: np.ndarray, alive: np.ndarray) -> np.ndarray:
+    """Per resample, the range of the centred values ``oriented - point`` over the ``alive``
+    columns, in blocks of resamples: the same numbers as on the whole centred matrix,
+    without a (resamples, C) copy of it (issue 21: memory flat in checkpoints)."""
+    ranges = np.empty(oriented.shape[0])
+    centre = point[alive][None, :]
+    every = alive.shape[0] == oriented.shape[1] and bool(np.all(alive == np.arange(alive.shape[0])))
+    for start in range(0, oriented.shape[0], _ROW_BLOCK):
+        part = oriented[start : start + _ROW_BLOCK]
+        sub = (part if every else part[:, alive]) - centre
+        ranges[start : start + _ROW_BLOCK] = sub.max(axis=1) - sub.min(axis=1)
+    return ranges

@@ -47,10 +47,22 @@ def hanley_mcneil_interval(auc: float, n_pos: int, n_neg: int) -> tuple[float, f
 def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
     """:func:`_percentiles` of every column of ``values`` (resamples, C), in one call
     where every value is finite."""
-    if values.size and np.isfinite(values).all():
-        low, high = np.percentile(values, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2], axis=0)
-        return [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
-    return [_percentiles(values[:, j]) for j in range(values.shape[1])]
+    # NOTE: in blocks of columns (each column's percentiles are computed alone either way):
+    # np.percentile copies what it partitions, a (resamples, C) float64 copy at once
+    # otherwise (issue 21: memory flat in checkpoints)
+    out: list[tuple[float, float] | None] = []
+    for start in range(0, values.shape[1], _COLUMN_BLOCK):
+        part = values[:, start : start + _COLUMN_BLOCK]
+        if part.size and np.isfinite(part).all():
+            low, high = np.percentile(part, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2], axis=0)
+            out += [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
+        else:
+            out += [_percentiles(part[:, j]) for j in range(part.shape[1])]
+    return out
+
+
+#: checkpoints per block of :func:`_all_percentiles`
+_COLUMN_BLOCK = 256
 
 
 def _checkpoint_interval(rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None) -> tuple[float, float] | None:

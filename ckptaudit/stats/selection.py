@@ -156,8 +156,11 @@ def _resampled(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: 
     whose in-bag or out-of-bag rows hold none of it is NaN (undefined, not 0)."""
     if gaussian_ok(rows, resamples):
         return gaussian_values(rows, spec, task, resamples, rng)
-    in_bag: list[np.ndarray] = []
-    out_of_bag: list[np.ndarray] = []
+    # NOTE: (resamples, C) float64 twice is what a sweep of many checkpoints holds: a single
+    # chunk's values are used as they are (no copy), several are written into one array
+    # (no list of chunks and no concatenation beside it; issue 21: 1.5 GB at 20,000).
+    in_out: np.ndarray | None = None
+    done = 0
     by_stratum = _by_stratum(rows, resamples)
     indicator = None
     if event is not None and by_stratum.classes is not None:
@@ -167,9 +170,38 @@ def _resampled(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: 
         values_both = weighted_values(by_stratum, both, spec, task)
         if indicator is not None:
             values_both[(both @ indicator) == 0] = np.nan
-        in_bag.append(values_both[:k])
-        out_of_bag.append(values_both[k:])
-    return np.concatenate(in_bag), np.concatenate(out_of_bag)
+        del both
+        if k == resamples:
+            return values_both[:k], values_both[k:]
+        if in_out is None:
+            in_out = np.empty((2, resamples, values_both.shape[1]))
+        in_out[0, done : done + k] = values_both[:k]
+        in_out[1, done : done + k] = values_both[k:]
+        done += k
+        del values_both
+    assert in_out is not None
+    return in_out[0], in_out[1]
+
+
+#: resamples per block of the passes over (resamples, C) values (bounded temporaries)
+_ROW_BLOCK = 64
+
+
+def _picked(v_in: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per resample: the checkpoint selected in bag (the largest oriented value, NaN as
+    -inf, ties to the first), whether any value is finite, whether all are; in blocks of
+    resamples, so that no other (resamples, C) array is made beside ``v_in``."""
+    count = v_in.shape[0]
+    picked = np.empty(count, dtype=np.intp)
+    any_finite = np.empty(count, dtype=bool)
+    all_finite = np.empty(count, dtype=bool)
+    for start in range(0, count, _ROW_BLOCK):
+        part = v_in[start : start + _ROW_BLOCK]
+        ok = np.isfinite(part)
+        picked[start : start + _ROW_BLOCK] = np.where(ok, sign * part, -np.inf).argmax(axis=1)
+        any_finite[start : start + _ROW_BLOCK] = ok.any(axis=1)
+        all_finite[start : start + _ROW_BLOCK] = ok.all(axis=1)
+    return picked, any_finite, all_finite
 
 
 def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
@@ -205,10 +237,10 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
 
     # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of
     # bag; a resample where the metric is undefined in or out of bag is left out, and counted
-    oriented_in = np.where(np.isfinite(v_in), sign * v_in, -np.inf)
-    picked = oriented_in.argmax(axis=1)
+    picked, any_finite, finite = _picked(v_in, sign)
     oob_all = v_out[np.arange(v_out.shape[0]), picked]
-    usable = np.isfinite(oob_all) & np.isfinite(oriented_in).any(axis=1)
+    del v_out
+    usable = np.isfinite(oob_all) & any_finite
     oob_scores = oob_all[usable]
     positives = None if event is None or rows.classes is None else int(np.count_nonzero(rows.classes == event))
     estimate = None
@@ -231,12 +263,12 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         )
 
     # model confidence set over the resamples where every checkpoint is defined
-    finite = np.isfinite(v_in).all(axis=1)
+    # NOTE: v_in itself where nothing is left out and larger is better (1.0 * v is v)
+    oriented = v_in if sign == 1.0 and bool(finite.all()) else sign * v_in[finite]
     members, pvalues, q = (
-        confidence_set_threshold(sign * v_in[finite], sign * point, w_local)
-        if finite.any()
-        else ([w_local], np.ones(len(scored)), None)
+        confidence_set_threshold(oriented, sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)), None)
     )
+    del oriented
     member_names = {ckpts[scored[j]].name for j in members}
     tied = [winner] + [c.name for c in ckpts if c.name in member_names and c.name != winner]
 
