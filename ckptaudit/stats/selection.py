@@ -263,11 +263,20 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         )
 
     # model confidence set over the resamples where every checkpoint is defined
-    # NOTE: v_in itself where nothing is left out and larger is better (1.0 * v is v)
-    oriented = v_in if sign == 1.0 and bool(finite.all()) else sign * v_in[finite]
-    members, pvalues, q = (
-        confidence_set_threshold(oriented, sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)), None)
-    )
+    # NOTE: v_in itself where nothing is left out (no copy): larger-is-better as it is,
+    # smaller-is-better negated in place and back (exact: 1.0 * v is v, -(-v) is v)
+    whole = bool(finite.all())
+    flip = whole and sign != 1.0
+    oriented = v_in if whole else sign * v_in[finite]
+    if flip:
+        np.negative(v_in, out=v_in)
+    try:
+        members, pvalues, q = (
+            confidence_set_threshold(oriented, sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)), None)
+        )
+    finally:
+        if flip:
+            np.negative(v_in, out=v_in)
     del oriented
     member_names = {ckpts[scored[j]].name for j in members}
     tied = [winner] + [c.name for c in ckpts if c.name in member_names and c.name != winner]

@@ -207,6 +207,10 @@ def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -
             with np.errstate(invalid="ignore", divide="ignore"):
                 out[:, c] = np.sqrt((w @ per_output).astype(np.float64) / total).mean(axis=1)
         return out
+    # NOTE: divided and rooted in place: (k, C) float64 once, not three times (issue 21)
+    means = (w @ rows.data.T).astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
-        means = (w @ rows.data.T).astype(np.float64) / total
-    return np.sqrt(means) if rows.sqrt else means
+        means /= total
+        if rows.sqrt:
+            np.sqrt(means, out=means)
+    return means
