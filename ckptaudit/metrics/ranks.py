@@ -163,14 +163,27 @@ def _argsort(s: np.ndarray) -> np.ndarray:
     """Any sorting permutation of ``s`` (ties in any order). float32 scores sort as one
     uint64 key (order-preserving score bits, row index below), numpy's SIMD sort, which is
     faster than an argsort."""
-    if s.dtype != np.float32 or s.shape[0] >= 2**32:
+    if s.dtype != np.float32 or s.shape[0] >= 2**32 or np.dtype(np.intp).itemsize != 8:
         return np.argsort(s)
     bits = s.view(np.uint32)
-    key = np.where(bits & np.uint32(0x80000000), ~bits, bits | np.uint32(0x80000000)).astype(np.uint64)
-    key <<= np.uint64(32)
-    key |= np.arange(s.shape[0], dtype=np.uint64)
+    n = s.shape[0]
+    key = np.empty(n, dtype=np.uint64)
+    sign = np.uint32(0x80000000)
+    # NOTE: built a block of rows at a time and cut to the row index in place: the key is
+    # the only column-sized array (issue 21: 10^7 rows held five before)
+    for start in range(0, n, _KEY_BLOCK):
+        b = bits[start : start + _KEY_BLOCK]
+        part = key[start : start + _KEY_BLOCK]
+        part[...] = np.where(b & sign, ~b, b | sign)
+        part <<= np.uint64(32)
+        part |= np.arange(start, start + b.shape[0], dtype=np.uint64)
     key.sort()
-    return (key & np.uint64(0xFFFFFFFF)).astype(np.intp)
+    key &= np.uint64(0xFFFFFFFF)
+    return key.view(np.intp)
+
+
+#: rows per block of the sort key's construction
+_KEY_BLOCK = 1 << 20
 
 
 def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
@@ -182,7 +195,20 @@ def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | No
     mask = np.zeros(n, dtype=bool)
     mask[pos] = True
     flags = mask[order]
-    starts = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]])
+    del mask
+    distinct = np.empty(n, dtype=bool)
+    distinct[:1] = True
+    np.not_equal(ss[1:], ss[:-1], out=distinct[1:])
+    del ss
+    if distinct.all():
+        # NOTE: no tied scores (the usual float column): each row is its own run, so the
+        # runs' counts are the flags themselves (what the general path computes, without
+        # its column-sized temporaries)
+        gp = flags.astype(np.int64)
+        gn = 1 - gp
+        return order, None, flags, gp, gn
+    starts = np.flatnonzero(distinct)
+    del distinct
     through = np.cumsum(flags)[np.r_[starts[1:] - 1, n - 1]]  # positives up to each run's end
     gp = np.diff(np.r_[0, through])
     gn = np.diff(np.r_[starts, n]) - gp
@@ -193,11 +219,14 @@ def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | No
 def _scatter(
     order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray
 ) -> np.ndarray:
-    """Per-row values from per-run values of the positive and the negative rows."""
+    """Per-row values from per-run values of the positive and the negative rows (each
+    per-run array is the caller's own: ``pos_value`` may be overwritten)."""
     if run is not None:
         pos_value, neg_value = pos_value[run], neg_value[run]
+    np.copyto(pos_value, neg_value, where=~flags)
+    del neg_value
     out = np.empty(order.shape[0])
-    out[order] = np.where(flags, pos_value, neg_value)
+    out[order] = pos_value
     return out
 
 
@@ -210,12 +239,29 @@ def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
         return float("nan"), np.zeros(n)
     if n_pos > _FEW_POSITIVES:
         order, run, flags, gp, gn = _groups(pos, s)
-        neg_below = np.cumsum(gn) - gn
-        pos_above = n_pos - np.cumsum(gp)
-        value = float((int((gp * (2 * neg_below + gn)).sum()) / 2) / (n_pos * n_neg))
-        v10 = (2 * neg_below + gn) / (2.0 * n_neg)  # share of negatives below (ties half)
-        v01 = (2 * pos_above + gp) / (2.0 * n_pos)  # share of positives above (ties half)
-        return value, _scatter(order, run, flags, (v10 - value) / n_pos, (v01 - value) / n_neg)
+        # NOTE: the same integer and float operations as (2 neg_below + gn) / (2 n_neg) -
+        # value) / n_pos and ((2 pos_above + gp) / (2 n_pos) - value) / n_neg, done in place
+        # and freed as soon as used, so that few column-sized arrays live at once
+        twice = np.cumsum(gn)
+        twice -= gn  # negatives below each run
+        twice *= 2
+        twice += gn  # 2 x negatives below + negatives tied
+        del gn
+        value = float((int(np.dot(gp, twice)) / 2) / (n_pos * n_neg))
+        v10 = twice / (2.0 * n_neg)  # share of negatives below (ties half)
+        del twice
+        v10 -= value
+        v10 /= n_pos
+        above = np.cumsum(gp)
+        np.subtract(n_pos, above, out=above)  # positives above each run
+        above *= 2
+        above += gp
+        del gp
+        v01 = above / (2.0 * n_pos)  # share of positives above (ties half)
+        del above
+        v01 -= value
+        v01 /= n_neg
+        return value, _scatter(order, run, flags, v10, v01)
     # few positives: place every row among the sorted positives (no sort of the column)
     sp = s[pos]
     order = np.argsort(sp)
