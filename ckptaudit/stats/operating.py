@@ -1,0 +1,366 @@
+"""Honest numbers for an operating point: the checkpoint *and* its threshold were selected.
+
+A threshold tuned on the validation rows is a selection exactly like the choice of
+checkpoint, so the winner's estimate bootstraps the whole selection (Tsamardinos et al.
+2018, as :mod:`ckptaudit.stats.selection` does for one metric): resample rows; on the
+in-bag rows re-choose every checkpoint's threshold and then the best checkpoint; score that
+pair on the out-of-bag rows. The mean of those scores estimates the pair's value on new
+data, their 2.5/97.5 percentiles its 95% interval.
+
+**Constraint holds** (``holds``): the share of draws in which the pair chosen in-bag still
+meets the constraint. Following the bootstrap principle the bootstrap world's "new data" is
+the whole validation set (the empirical distribution the in-bag rows were drawn from), so a
+draw counts when the in-bag-chosen threshold meets the constraint on all rows; the
+out-of-bag share (``holds_oob``, the in-bag-chosen threshold on the out-of-bag rows only) is
+kept beside it. ``bench/simulate_operating_point.py`` measures the calibration of both.
+
+**The threshold that would hold it at 0.9** (``safe_threshold``): on the winner checkpoint,
+the threshold nearest to the chosen one (on the conservative side) whose constraint holds
+in at least 90% of the in-bag resamples.
+
+Each checkpoint's column is sorted once; a resample is a weight vector over the rows, so
+its curve is one cumulative sum in that order (no sort per resample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..metrics.operating import OperatingPoint
+from .results import CheckpointSelection, RunSelection, WinnerEstimate
+
+HOLD_LEVEL = 0.9
+_CHUNK_CELLS = 2_000_000  # resamples x rows per chunk
+
+
+@dataclass(frozen=True)
+class OperatingEstimate:
+    """The pair's selection-corrected estimate and how likely its constraint holds."""
+
+    checkpoint: int  #: index of the winner among the columns given
+    raw: float
+    expected: float
+    interval: tuple[float, float]
+    optimism: float  #: positive: the raw value flatters the pair
+    holds: float | None  #: share of draws whose in-bag-chosen pair meets the constraint on all rows
+    holds_oob: float | None  #: the same on the out-of-bag rows only
+    threshold: float  #: the winner's chosen threshold (score units)
+    safe_threshold: float | None  #: nearest threshold holding at HOLD_LEVEL (score units; None: none)
+    safe_holds: float | None  #: its share
+    draws: int
+    #: every checkpoint's in-bag value per resample (resamples, checkpoints): intervals, tie set
+    in_bag: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape."""
+        return {
+            "raw": self.raw,
+            "expected_on_new_data": self.expected,
+            "ci95": list(self.interval),
+            "optimism": self.optimism,
+            "constraint_holds": self.holds,
+            "constraint_holds_oob": self.holds_oob,
+            "draws": self.draws,
+        }
+
+
+@dataclass(frozen=True)
+class _Column:
+    order: np.ndarray  #: row indices by descending score
+    ends: np.ndarray  #: last sorted position of each distinct score (descending thresholds)
+    thresholds: np.ndarray  #: +inf, then the distinct scores, descending
+
+
+def _column(s: np.ndarray) -> _Column:
+    order = np.argsort(-s, kind="stable")
+    ss = s[order]
+    n = ss.shape[0]
+    ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True]) if n else np.zeros(0, dtype=np.int64)
+    return _Column(order, ends, np.r_[np.inf, ss[ends].astype(np.float64)])
+
+
+def _counts(w: np.ndarray, pos_sorted: np.ndarray, col: _Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, P, N) per resample and candidate threshold, from weights in sorted order."""
+    tpw = np.cumsum(w * pos_sorted, axis=1)
+    allw = np.cumsum(w, axis=1)
+    zero = np.zeros((w.shape[0], 1))
+    tp = np.concatenate([zero, tpw[:, col.ends]], axis=1)
+    fl = np.concatenate([zero, allw[:, col.ends]], axis=1)
+    p = tpw[:, -1:]
+    n = allw[:, -1:] - p
+    return tp, fl - tp, p, n
+
+
+def _rates(tp, fp, p, n) -> dict[str, np.ndarray]:
+    with np.errstate(divide="ignore", invalid="ignore"):
+        fl = tp + fp
+        return {
+            "recall": np.where(p > 0, tp / p, np.nan),
+            "precision": np.where(fl > 0, tp / np.where(fl > 0, fl, 1), np.nan),
+            "specificity": np.where(n > 0, 1.0 - fp / n, np.nan),
+        }
+
+
+def _choose(tp, fp, p, n, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray]:
+    """Per resample: (value, chosen index), with the conventions of the kernel (NaN, -1: none)."""
+    rows = np.arange(tp.shape[0])
+    if point.is_cost:
+        cost = (point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n)  # type: ignore[operator]
+        i = cost.argmin(axis=1)
+        return cost[rows, i], i
+    r = _rates(tp, fp, p, n)
+    target, con = r[point.target], r[point.constraint]  # type: ignore[index]
+    ok = np.isfinite(target) & np.isfinite(con) & (con >= point.bound - 1e-12)  # type: ignore[operator]
+    t = np.where(ok, target, -np.inf)
+    best = t.max(axis=1, keepdims=True)
+    cand = ok & (t == best)
+    c = np.where(cand, con, -np.inf)
+    cand &= c == c.max(axis=1, keepdims=True)
+    i = cand.argmax(axis=1)
+    value = np.where(ok.any(axis=1), target[rows, i], np.nan)
+    return value, np.where(ok.any(axis=1), i, -1)
+
+
+def _at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None]:
+    """(value, constraint) of each resample at index ``i`` (NaN where ``i`` is -1)."""
+    rows = np.arange(tp.shape[0])
+    j = np.maximum(i, 0)
+    sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
+    if point.is_cost:
+        value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
+        return np.where(i >= 0, value, np.nan), None
+    r = _rates(*sub)
+    value = np.where(i >= 0, r[point.target][:, 0], np.nan)
+    con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
+    return value, con
+
+
+def estimate(
+    scores: list[np.ndarray], pos: np.ndarray, point: OperatingPoint, *, resamples: int = 1000, seed: int = 0
+) -> OperatingEstimate | None:
+    """The selection-corrected estimate of the pair chosen among ``scores`` (one column per
+    checkpoint, the kernel's score units) on targets ``pos`` (bool); None when no
+    checkpoint meets the constraint on the validation rows."""
+    k_n = len(scores)
+    n = pos.shape[0]
+    sign = -1.0 if point.is_cost else 1.0
+    cols = [_column(np.asarray(s)) for s in scores]
+    pos_f = pos.astype(np.float64)
+    ones = np.ones((1, n))
+    raw_vals, raw_idx = [], []
+    fulls = [_counts(ones, pos_f[col.order][None, :], col) for col in cols]
+    for full in fulls:
+        v, i = _choose(*full, point)
+        raw_vals.append(v[0])
+        raw_idx.append(int(i[0]))
+    finite = [k for k in range(k_n) if np.isfinite(raw_vals[k])]
+    if not finite:
+        return None
+    winner = max(finite, key=lambda k: (sign * raw_vals[k], -k))
+    w_col = cols[winner]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
+    oob_values, holds, holds_oob, in_bag = [], [], [], []
+    safe_counts = np.zeros(w_col.thresholds.shape[0])
+    safe_draws = 0
+    done = 0
+    while done < resamples:
+        r = min(chunk, resamples - done)
+        done += r
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)]).astype(np.float64)
+        oob = (counts == 0).astype(np.float64)
+        best_val = np.full(r, -np.inf)
+        best_oob = np.full(r, np.nan)
+        best_full_con = np.full(r, np.nan)
+        best_oob_con = np.full(r, np.nan)
+        chunk_in = np.full((r, k_n), np.nan)
+        for k, col in enumerate(cols):
+            ps = pos_f[col.order][None, :]
+            inbag = _counts(counts[:, col.order], ps, col)
+            v, i = _choose(*inbag, point)
+            chunk_in[:, k] = v
+            if k == winner and not point.is_cost:
+                con_all = _rates(*inbag)[point.constraint]  # type: ignore[index]
+                safe_counts += np.nansum(con_all >= point.bound - 1e-12, axis=0)  # type: ignore[operator]
+                safe_draws += r
+            ov, oc = _at(*_counts(oob[:, col.order], ps, col), i, point)
+            full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
+            _, fc = _at(*full, i, point)
+            better = np.isfinite(v) & (sign * v > best_val)
+            best_val = np.where(better, sign * v, best_val)
+            best_oob = np.where(better, ov, best_oob)
+            if oc is not None and fc is not None:
+                best_oob_con = np.where(better, oc, best_oob_con)
+                best_full_con = np.where(better, fc, best_full_con)
+        in_bag.append(chunk_in)
+        usable = np.isfinite(best_oob)
+        oob_values.append(best_oob[usable])
+        if not point.is_cost:
+            meet = np.isfinite(best_val)
+            holds.append(np.where(meet, best_full_con >= point.bound - 1e-12, False))  # type: ignore[operator]
+            ok = meet & np.isfinite(best_oob_con)
+            holds_oob.append(best_oob_con[ok] >= point.bound - 1e-12)  # type: ignore[operator]
+    values = np.concatenate(oob_values)
+    if values.size == 0:
+        return None
+    raw = float(raw_vals[winner])
+    expected = float(values.mean())
+    low, high = np.percentile(values, [2.5, 97.5])
+    hold = hold_oob = None
+    safe_t = safe_share = None
+    if not point.is_cost:
+        hold = float(np.concatenate(holds).mean())
+        hv = np.concatenate(holds_oob)
+        hold_oob = float(hv.mean()) if hv.size else None
+        share = safe_counts / max(safe_draws, 1)
+        chosen = raw_idx[winner]
+        # NOTE: a precision/specificity constraint tightens with a higher threshold (earlier
+        # on the curve), a recall constraint with a lower one: search from the chosen one that way
+        step = 1 if point.constraint == "recall" else -1
+        j = chosen
+        while 0 <= j < share.shape[0]:
+            if share[j] >= HOLD_LEVEL:
+                safe_t, safe_share = float(w_col.thresholds[j]), float(share[j])
+                break
+            j += step
+    return OperatingEstimate(
+        winner,
+        raw,
+        expected,
+        (float(low), float(high)),
+        sign * (raw - expected),
+        hold,
+        hold_oob,
+        float(w_col.thresholds[raw_idx[winner]]),
+        safe_t,
+        safe_share,
+        int(values.size),
+        np.concatenate(in_bag),
+    )
+
+
+@dataclass(frozen=True)
+class OperatingSelection(RunSelection):
+    """A :class:`RunSelection` whose winner is a checkpoint *and* a threshold; ``operating``
+    adds the pair's estimate, the constraint-holds share and the threshold that would hold
+    it at 0.9 (as probabilities where the run stores logits: ``threshold``, ``safe_threshold``)."""
+
+    operating: OperatingEstimate | None = None
+    threshold: float | None = None
+    safe_threshold: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """:meth:`RunSelection.as_dict` plus ``operating_point``."""
+        out = super().as_dict()
+        e = self.operating
+        out["operating_point"] = (
+            None
+            if e is None
+            else {
+                "threshold": self.threshold,
+                "constraint_holds": e.holds,
+                "constraint_holds_oob": e.holds_oob,
+                "safe_threshold": self.safe_threshold,
+                "safe_holds": e.safe_holds,
+                "hold_level": HOLD_LEVEL,
+            }
+        )
+        return out
+
+
+class OperatingBuilder:
+    """Keeps each scorable checkpoint's score column (the kernel's units) during the one
+    pass, for :meth:`select`; an :data:`~ckptaudit.metrics.evaluation.Observer` feeds it."""
+
+    kind = "operating"
+
+    def __init__(self, run: Any, spec: Any) -> None:
+        from .rows import MAX_ROW_BYTES
+
+        self.run, self.spec, self.reads = run, spec, 0
+        self.columns: dict[str, np.ndarray] = {}
+        self.pos: np.ndarray | None = None
+        self.prep: Any = None  #: one prepared view, to turn thresholds into probabilities
+        self.budget = MAX_ROW_BYTES
+        self.note: str | None = None
+
+    def add(self, ckpt: Any, prep: Any, value: float | None) -> None:
+        """Keep ``ckpt``'s column (a copy: the pass reuses its buffers)."""
+        from ..metrics.operating import column
+
+        if prep is None or value is None or self.note is not None:
+            return
+        pos, s = column(prep, self.spec.class_index)
+        if self.pos is None:
+            self.pos = np.array(pos, dtype=bool)
+        self.budget -= s.nbytes
+        if self.budget < 0:
+            self.columns.clear()
+            self.note = "the validation set is too large to keep every checkpoint's scores"
+            return
+        self.columns[ckpt.name] = np.array(s, copy=True)
+        self.prep = prep
+
+    def select(self, checkpoints: Any, values: tuple[float | None, ...], resamples: int, seed: int) -> RunSelection:
+        """The selection statistics of the pair (see the module docstring)."""
+        from ..metrics.operating import to_probability
+        from .confidence import confidence_set_threshold
+        from .intervals import _percentiles
+
+        spec = self.spec
+        names = [c.name for c in checkpoints if c.name in self.columns]
+        est = None
+        if names and self.pos is not None:
+            est = estimate([self.columns[n] for n in names], self.pos, spec.operating, resamples=resamples, seed=seed)
+        n_rows = 0 if self.pos is None else int(self.pos.shape[0])
+        if est is None:
+            entries = tuple(
+                CheckpointSelection(c.name, c.epoch, v, None, None, None) for c, v in zip(checkpoints, values, strict=True)
+            )
+            note = self.note or "no checkpoint meets the constraint on enough resamples"
+            return OperatingSelection(
+                self.run.name, spec.text, spec.maximize, n_rows, resamples, seed, None, None, entries, (), note
+            )
+        sign = 1.0 if spec.maximize else -1.0
+        winner = names[est.checkpoint]
+        pos_count = int(self.pos.sum())  # type: ignore[union-attr]
+        winner_est = WinnerEstimate(winner, est.raw, est.expected, est.interval, est.optimism, positives=pos_count)
+        v_in = est.in_bag
+        finite = np.isfinite(v_in).all(axis=1)
+        point_vals = np.array([values[[c.name for c in checkpoints].index(n)] for n in names], dtype=np.float64)
+        if finite.any() and np.isfinite(point_vals).all():
+            members, pvalues, q = confidence_set_threshold(sign * v_in[finite], sign * point_vals, est.checkpoint)
+        else:
+            members, pvalues, q = [est.checkpoint], np.ones(len(names)), None
+        member_names = {names[j] for j in members}
+        tied = (winner,) + tuple(n for n in names if n in member_names and n != winner)
+        entries = []
+        for c, v in zip(checkpoints, values, strict=True):
+            if c.name not in self.columns:
+                entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
+                continue
+            j = names.index(c.name)
+            col = v_in[:, j]
+            interval = _percentiles(col[np.isfinite(col)]) if np.isfinite(col).any() else None
+            entries.append(CheckpointSelection(c.name, c.epoch, v, interval, c.name in member_names, float(pvalues[j])))
+        prob = lambda t: None if t is None else to_probability(self.prep, spec.class_index, t)  # noqa: E731
+        return OperatingSelection(
+            self.run.name,
+            spec.text,
+            spec.maximize,
+            n_rows,
+            resamples,
+            seed,
+            winner,
+            winner_est,
+            tuple(entries),
+            tied,
+            self.note,
+            detectable_difference=q,
+            operating=est,
+            threshold=prob(est.threshold),
+            safe_threshold=prob(est.safe_threshold),
+        )
