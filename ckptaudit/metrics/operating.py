@@ -104,20 +104,20 @@ def _number(text: str, what: str, value: str) -> float:
     return x
 
 
-def parse_operating(text: str) -> tuple[OperatingPoint, str | None, str] | None:
-    """``(point, class_ref, direction)`` when ``text`` is an operating-point spec, None when
+def parse_operating(text: str) -> tuple[OperatingPoint, str | None, str, float | None] | None:
+    """``(point, class_ref, direction, shipped threshold)`` when ``text`` is an operating-point spec, None when
     it is not one (the caller parses it as any other metric); :class:`MetricError` for a
     malformed one."""
     stripped = text.strip()
     head = stripped.split(":", 1)[0].strip().lower()
     if head == COST:
-        opts = _options(text, stripped.split(":", 1)[1] if ":" in stripped else "", {"fn", "fp", "class"})
+        opts = _options(text, stripped.split(":", 1)[1] if ":" in stripped else "", {"fn", "fp", "class", "threshold"})
         if "fn" not in opts or "fp" not in opts:
             raise MetricError(f"metric {text!r}: cost needs both costs, e.g. cost:fn=10,fp=1")
         fn, fp = _number(text, "fn", opts["fn"]), _number(text, "fp", opts["fp"])
         if fn < 0 or fp < 0 or fn + fp == 0:
             raise MetricError(f"metric {text!r}: costs must be >= 0 and not both 0")
-        return OperatingPoint(COST, fn_cost=fn, fp_cost=fp), opts.get("class"), "min"
+        return OperatingPoint(COST, fn_cost=fn, fp_cost=fp), opts.get("class"), "min", _shipped(text, opts)
     m = _PATTERN.match(stripped.lower()) if "@" in head else None
     if m is None:
         if "@" in head:
@@ -145,8 +145,18 @@ def parse_operating(text: str) -> tuple[OperatingPoint, str | None, str] | None:
         raise MetricError(f"metric {text!r}: the rate and its constraint must differ")
     # the original case of the class name (the pattern matched the lowered text)
     opts_raw = stripped.split(":", 1)[1] if ":" in stripped else None
-    opts = _options(text, opts_raw, {"class"})
-    return OperatingPoint(target, constraint, bound), opts.get("class"), "max"
+    opts = _options(text, opts_raw, {"class", "threshold"})
+    return OperatingPoint(target, constraint, bound), opts.get("class"), "max", _shipped(text, opts)
+
+
+def _shipped(text: str, opts: dict[str, str]) -> float | None:
+    """``:threshold=T``: the threshold being shipped (``check --threshold``), a probability."""
+    if "threshold" not in opts:
+        return None
+    t = _number(text, "threshold", opts["threshold"])
+    if not 0.0 <= t <= 1.0:
+        raise MetricError(f"metric {text!r}: threshold must lie in [0, 1], not {t:g}")
+    return t
 
 
 # --------------------------------------------------------------------------- the curve
@@ -314,6 +324,54 @@ def undefined_reason(prep: object, spec: object) -> str:
         return "undefined on this validation set: it needs rows of both classes"
     best = "" if choice.constraint_best is None else f" (the best is {choice.constraint_best:.4g})"
     return f"no threshold meets {point.describe()}{best}"
+
+
+def to_score(prep: object, class_index: int | None, probability: float) -> float:
+    """A probability threshold in the column's score units (the inverse of :func:`to_probability`)."""
+    binary0 = prep.task == "binary" and class_index == 0  # type: ignore[attr-defined]
+    p = 1.0 - probability if binary0 else probability
+    if prep.logit is None:  # type: ignore[attr-defined]
+        return -p if binary0 else p
+    if prep.task == "multiclass":  # type: ignore[attr-defined]
+        return math.log(p) if p > 0 else -math.inf
+    x = -math.inf if p <= 0 else (math.inf if p >= 1 else math.log(p / (1.0 - p)))
+    return -x if binary0 else x
+
+
+SHIPPED_NOTE = "at the shipped threshold "
+
+
+def shipped_note(prep: object, spec: object) -> str | None:
+    """The note of the shipped threshold (``:threshold=T``): its rates on this checkpoint,
+    ``SPEC: at the shipped threshold T: meets|misses CONSTRAINT; TARGET V`` (None: no
+    shipped threshold)."""
+    t = spec.threshold  # type: ignore[attr-defined]
+    point: OperatingPoint = spec.operating  # type: ignore[attr-defined]
+    if t is None:
+        return None
+    pos, s = column(prep, spec.class_index)  # type: ignore[attr-defined]
+    flagged = s >= to_score(prep, spec.class_index, t)  # type: ignore[attr-defined]
+    tp = int(np.count_nonzero(flagged & pos))
+    fp = int(np.count_nonzero(flagged)) - tp
+    n_pos = int(np.count_nonzero(pos))
+    c = Curve(np.array([t]), np.array([tp]), np.array([fp]), n_pos, int(pos.shape[0]) - n_pos)
+    if point.is_cost:
+        n = max(c.n_pos + c.n_neg, 1)
+        cost = (point.fn_cost * (n_pos - tp) + point.fp_cost * fp) / n  # type: ignore[operator]
+        return f"{spec.text}: {SHIPPED_NOTE}{t!r}: cost {cost!r}"  # type: ignore[attr-defined]
+    rates = {k: float(v[0]) for k, v in _rates(c).items()}
+    con = rates[point.constraint]  # type: ignore[index]
+    meets = math.isfinite(con) and con >= point.bound - 1e-12  # type: ignore[operator]
+    return (
+        f"{spec.text}: {SHIPPED_NOTE}{t!r}: {'meets' if meets else 'misses'} {point.describe()} "  # type: ignore[attr-defined]
+        f"({point.constraint} {con!r}); {point.target} {rates[point.target]!r}"
+    )
+
+
+def shipped_from_notes(notes: tuple[str, ...], text: str) -> str | None:
+    """The shipped-threshold note of spec ``text`` among a checkpoint's notes (after the prefix)."""
+    prefix = f"{text}: {SHIPPED_NOTE}"
+    return next((n[len(prefix) :] for n in notes if n.startswith(prefix)), None)
 
 
 def thresholds_from_notes(notes: tuple[str, ...], text: str) -> float | None:

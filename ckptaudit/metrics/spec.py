@@ -230,10 +230,17 @@ def parse_metric(
 
     operating = parse_operating(text)
     if operating is not None:
-        point, class_ref, direction = operating
+        point, class_ref, direction, shipped = operating
         name_ = "cost" if point.is_cost else "operating_point"
         return MetricSpec(
-            text=text, name=name_, source="builtin", mode=direction, family="score", class_ref=class_ref, operating=point
+            text=text,
+            name=name_,
+            source="builtin",
+            mode=direction,
+            family="score",
+            class_ref=class_ref,
+            threshold=shipped,
+            operating=point,
         )
     # --- end operating points
     name, opts = _split(text.strip())
@@ -352,5 +359,5 @@ def check_applies(spec: MetricSpec, task: str, output_kind: str, run_name: str) 
         raise MetricError(f"metric {spec.text!r} needs scores, but the run records hard labels (output: label)", run_name)
     if spec.operating is not None and task != "binary" and spec.class_ref is None:
         raise MetricError(f"metric {spec.text!r}: an operating point on a {task} run needs :class=NAME", run_name)
-    if spec.threshold is not None and task == "multiclass":
+    if spec.threshold is not None and task == "multiclass" and spec.operating is None:
         raise MetricError(f"metric {spec.text!r}: threshold applies to binary and multilabel runs only", run_name)
