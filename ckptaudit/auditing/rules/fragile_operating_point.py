@@ -20,7 +20,8 @@ INFO = CodeInfo(
     "The chosen threshold's constraint (precision >= P, recall >= R, ...) is unlikely to hold on new data.",
     "For an operating-point metric (recall@precision>=P, ...) the checkpoint and its threshold were both tuned "
     "on the validation rows. The selection is bootstrapped (rows resampled; checkpoint and threshold re-chosen "
-    "on the in-bag rows) and the share of draws in which the re-chosen pair still meets the constraint is "
+    "on the in-bag rows) and the share of draws in which the re-chosen pair still meets the constraint on the "
+    "out-of-bag rows is "
     "reported (ckptaudit/stats/operating.py). Warning when that share is below 0.9; the message gives the "
     "threshold of the winning checkpoint nearest to the chosen one whose constraint holds in at least 90% of "
     "resamples.",
@@ -48,7 +49,7 @@ def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
         ra.run.name,
         ra.winner.name,
         f"{ra.spec.text}: the chosen threshold {sel.threshold!r} meets {point.describe()} in only {op.holds:.0%} "  # type: ignore[union-attr]
-        f"of resamples (checkpoint and threshold re-chosen in-bag); {advice}",
+        f"of resamples (checkpoint and threshold re-chosen in-bag, checked out-of-bag); {advice}",
         {
             "metric": ra.spec.text,
             "threshold": sel.threshold,  # type: ignore[union-attr]
