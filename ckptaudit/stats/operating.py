@@ -46,6 +46,7 @@ class OperatingEstimate:
     optimism: float  #: positive: the raw value flatters the pair
     holds: float | None  #: share of draws whose in-bag-chosen pair meets the constraint out of bag
     holds_full: float | None  #: the same on all rows (the bootstrap principle; optimistic, see the docstring)
+    holds_oob: float | None  #: the plain out-of-bag share (before the noise of the out-of-bag set is taken out)
     threshold: float  #: the winner's chosen threshold (score units)
     safe_threshold: float | None  #: nearest threshold holding at HOLD_LEVEL (score units; None: none)
     safe_holds: float | None  #: its share
@@ -62,6 +63,7 @@ class OperatingEstimate:
             "optimism": self.optimism,
             "constraint_holds": self.holds,
             "constraint_holds_all_rows": self.holds_full,
+            "constraint_holds_oob_share": self.holds_oob,
             "draws": self.draws,
         }
 
@@ -123,18 +125,36 @@ def _choose(tp, fp, p, n, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray
     return value, np.where(ok.any(axis=1), i, -1)
 
 
-def _at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None]:
-    """(value, constraint) of each resample at index ``i`` (NaN where ``i`` is -1)."""
+def _at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(value, constraint, the constraint's denominator count) of each resample at index
+    ``i`` (NaN where ``i`` is -1)."""
     rows = np.arange(tp.shape[0])
     j = np.maximum(i, 0)
     sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
     if point.is_cost:
         value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
-        return np.where(i >= 0, value, np.nan), None
+        return np.where(i >= 0, value, np.nan), None, None
     r = _rates(*sub)
     value = np.where(i >= 0, r[point.target][:, 0], np.nan)
     con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
-    return value, con
+    den = {"precision": sub[0] + sub[1], "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
+    return value, con, den
+
+
+def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
+    """P(true constraint - bound >= 0) from out-of-bag margins ``con_oob - bound``: each
+    out-of-bag value is the pair's true constraint plus the sampling noise of a set a third
+    the size of the validation set, whose binomial variance (``noise``) is taken out of the
+    margins' spread before the normal tail is read (else the share drifts towards 0.5)."""
+    from math import erf, sqrt
+
+    if margin.size < 2:
+        return None
+    mean = float(margin.mean())
+    spread = float(margin.var()) - float(np.mean(noise))
+    if spread <= 1e-12:
+        return 1.0 if mean >= 0 else 0.0
+    return 0.5 * (1.0 + erf(mean / sqrt(2.0 * spread)))
 
 
 def estimate(
@@ -163,6 +183,8 @@ def estimate(
     rng = np.random.default_rng(seed)
     chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
     oob_values, holds, holds_oob, in_bag = [], [], [], []
+    margins: list[np.ndarray] = []
+    noises: list[np.ndarray] = []
     safe_counts = np.zeros(w_col.thresholds.shape[0])
     safe_draws = 0
     done = 0
@@ -175,6 +197,7 @@ def estimate(
         best_oob = np.full(r, np.nan)
         best_full_con = np.full(r, np.nan)
         best_oob_con = np.full(r, np.nan)
+        best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
         for k, col in enumerate(cols):
             ps = pos_f[col.order][None, :]
@@ -185,14 +208,15 @@ def estimate(
                 con_all = _rates(*inbag)[point.constraint]  # type: ignore[index]
                 safe_counts += np.nansum(con_all >= point.bound - 1e-12, axis=0)  # type: ignore[operator]
                 safe_draws += r
-            ov, oc = _at(*_counts(oob[:, col.order], ps, col), i, point)
+            ov, oc, od = _at(*_counts(oob[:, col.order], ps, col), i, point)
             full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
-            _, fc = _at(*full, i, point)
+            _, fc, _ = _at(*full, i, point)
             better = np.isfinite(v) & (sign * v > best_val)
             best_val = np.where(better, sign * v, best_val)
             best_oob = np.where(better, ov, best_oob)
-            if oc is not None and fc is not None:
+            if oc is not None and fc is not None and od is not None:
                 best_oob_con = np.where(better, oc, best_oob_con)
+                best_oob_den = np.where(better, od, best_oob_den)
                 best_full_con = np.where(better, fc, best_full_con)
         in_bag.append(chunk_in)
         usable = np.isfinite(best_oob)
@@ -202,18 +226,22 @@ def estimate(
             holds.append(np.where(meet, best_full_con >= point.bound - 1e-12, False))  # type: ignore[operator]
             ok = meet & np.isfinite(best_oob_con)
             holds_oob.append(best_oob_con[ok] >= point.bound - 1e-12)  # type: ignore[operator]
+            c_ok, d_ok = best_oob_con[ok], best_oob_den[ok]
+            margins.append(c_ok - point.bound)  # type: ignore[operator]
+            noises.append(c_ok * (1 - c_ok) / np.maximum(d_ok, 1))
     values = np.concatenate(oob_values)
     if values.size == 0:
         return None
     raw = float(raw_vals[winner])
     expected = float(values.mean())
     low, high = np.percentile(values, [2.5, 97.5])
-    hold_full = hold = None
+    hold_full = hold = hold_oob = None
     safe_t = safe_share = None
     if not point.is_cost:
         hold_full = float(np.concatenate(holds).mean())
         hv = np.concatenate(holds_oob)
-        hold = float(hv.mean()) if hv.size else None
+        hold_oob = float(hv.mean()) if hv.size else None
+        hold = _denoised_share(np.concatenate(margins), np.concatenate(noises))
         share = safe_counts / max(safe_draws, 1)
         chosen = raw_idx[winner]
         # NOTE: a precision/specificity constraint tightens with a higher threshold (earlier
@@ -233,6 +261,7 @@ def estimate(
         sign * (raw - expected),
         hold,
         hold_full,
+        hold_oob,
         float(w_col.thresholds[raw_idx[winner]]),
         safe_t,
         safe_share,
