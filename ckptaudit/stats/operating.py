@@ -70,28 +70,42 @@ class OperatingEstimate:
 
 @dataclass(frozen=True)
 class _Column:
-    order: np.ndarray  #: row indices by descending score
-    ends: np.ndarray  #: last sorted position of each distinct score (descending thresholds)
-    thresholds: np.ndarray  #: +inf, then the distinct scores, descending
+    """One checkpoint's candidate thresholds and each row's place among them.
+
+    Only the distinct scores that some positive row has are candidates (with +inf, "flag
+    nothing"): for a given number of true positives, the threshold at the lowest flagged
+    positive has the fewest false positives, so every optimum of every operating point (and
+    the kernel's tie rule) lies there; the kernel's value and threshold are unchanged
+    (tests/test_operating_point_stats.py) and a resample's curve has as many points as
+    positives, not rows."""
+
+    thresholds: np.ndarray  #: +inf, then the candidate scores, descending
+    segments: Any  #: sparse (rows, candidates + 1): 1 at the first candidate that flags the row
+    pos_idx: np.ndarray  #: the positive rows
 
 
-def _column(s: np.ndarray) -> _Column:
-    order = np.argsort(-s, kind="stable")
-    ss = s[order]
-    n = ss.shape[0]
-    ends = np.flatnonzero(np.r_[ss[1:] != ss[:-1], True]) if n else np.zeros(0, dtype=np.int64)
-    return _Column(order, ends, np.r_[np.inf, ss[ends].astype(np.float64)])
+def _column(s: np.ndarray, pos: np.ndarray) -> _Column:
+    from scipy import sparse
+
+    pos_idx = np.flatnonzero(pos)
+    cand = np.unique(s[pos_idx])  # ascending
+    # a row is flagged from the first (descending) candidate at or below its score
+    seg = cand.shape[0] - np.searchsorted(cand, s, "right")
+    m = cand.shape[0]
+    onehot = sparse.csr_matrix((np.ones(s.shape[0]), (np.arange(s.shape[0]), seg)), shape=(s.shape[0], m + 1))
+    return _Column(np.r_[np.inf, cand[::-1].astype(np.float64)], onehot, pos_idx)
 
 
-def _counts(w: np.ndarray, pos_sorted: np.ndarray, col: _Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tp, fp, P, N) per resample and candidate threshold, from weights in sorted order."""
-    tpw = np.cumsum(w * pos_sorted, axis=1)
-    allw = np.cumsum(w, axis=1)
+def _counts(w: np.ndarray, col: _Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, P, N) per resample (rows of the weights ``w``) and candidate threshold."""
     zero = np.zeros((w.shape[0], 1))
-    tp = np.concatenate([zero, tpw[:, col.ends]], axis=1)
-    fl = np.concatenate([zero, allw[:, col.ends]], axis=1)
-    p = tpw[:, -1:]
-    n = allw[:, -1:] - p
+    w_pos = w[:, col.pos_idx]
+    flagged = np.asarray(w @ col.segments)[:, :-1]
+    tp_seg = np.asarray(w_pos @ col.segments[col.pos_idx])[:, :-1]
+    tp = np.concatenate([zero, np.cumsum(tp_seg, axis=1)], axis=1)
+    fl = np.concatenate([zero, np.cumsum(flagged, axis=1)], axis=1)
+    p = w_pos.sum(axis=1, keepdims=True)
+    n = w.sum(axis=1, keepdims=True) - p
     return tp, fl - tp, p, n
 
 
@@ -166,11 +180,10 @@ def estimate(
     k_n = len(scores)
     n = pos.shape[0]
     sign = -1.0 if point.is_cost else 1.0
-    cols = [_column(np.asarray(s)) for s in scores]
-    pos_f = pos.astype(np.float64)
+    cols = [_column(np.asarray(s), pos) for s in scores]
     ones = np.ones((1, n))
     raw_vals, raw_idx = [], []
-    fulls = [_counts(ones, pos_f[col.order][None, :], col) for col in cols]
+    fulls = [_counts(ones, col) for col in cols]
     for full in fulls:
         v, i = _choose(*full, point)
         raw_vals.append(v[0])
@@ -200,15 +213,14 @@ def estimate(
         best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
         for k, col in enumerate(cols):
-            ps = pos_f[col.order][None, :]
-            inbag = _counts(counts[:, col.order], ps, col)
+            inbag = _counts(counts, col)
             v, i = _choose(*inbag, point)
             chunk_in[:, k] = v
             if k == winner and not point.is_cost:
                 con_all = _rates(*inbag)[point.constraint]  # type: ignore[index]
                 safe_counts += np.nansum(con_all >= point.bound - 1e-12, axis=0)  # type: ignore[operator]
                 safe_draws += r
-            ov, oc, od = _at(*_counts(oob[:, col.order], ps, col), i, point)
+            ov, oc, od = _at(*_counts(oob, col), i, point)
             full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
             _, fc, _ = _at(*full, i, point)
             better = np.isfinite(v) & (sign * v > best_val)
