@@ -13,9 +13,11 @@ rows (``holds_full``, the bootstrap principle's "new data") is kept beside it; i
 in-bag rows the threshold was tuned on and the simulation found it optimistic (reported 0.50
 where 0.34 held). ``bench/simulate_operating_point.py`` measures the calibration of both.
 
-**The threshold that would hold it at 0.9** (``safe_threshold``): on the winner checkpoint,
-the threshold nearest to the chosen one (on the conservative side) whose constraint holds
-in at least 90% of the in-bag resamples.
+**The threshold that would hold it at 0.9** (``safe_threshold``): the constraint tuned to a
+stricter bound (``bound + margin``, :data:`MARGINS`) is put through the same bootstrap (pair
+re-chosen in-bag at the stricter bound, checked against the real bound out-of-bag); the
+smallest margin whose share reaches 0.9 gives the winner checkpoint's threshold at that
+stricter bound on all rows.
 
 Each checkpoint's column is sorted once; a resample is a weight vector over the rows, so
 its curve is one cumulative sum in that order (no sort per resample).
@@ -23,7 +25,7 @@ its curve is one cumulative sum in that order (no sort per resample).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -32,6 +34,8 @@ from ..metrics.operating import OperatingPoint
 from .results import CheckpointSelection, RunSelection, WinnerEstimate
 
 HOLD_LEVEL = 0.9
+#: how much stricter than the constraint's bound a threshold may be tuned for the safer threshold
+MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
 _CHUNK_CELLS = 2_000_000  # resamples x rows per chunk
 
 
@@ -198,8 +202,11 @@ def estimate(
     oob_values, holds, holds_oob, in_bag = [], [], [], []
     margins: list[np.ndarray] = []
     noises: list[np.ndarray] = []
-    safe_counts = np.zeros(w_col.thresholds.shape[0])
-    safe_draws = 0
+    # the stricter bounds tried for the threshold that would hold at HOLD_LEVEL: each is
+    # tuned in-bag and checked against the real bound out-of-bag, like the pair itself
+    stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
+    s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
     done = 0
     while done < resamples:
         r = min(chunk, resamples - done)
@@ -212,15 +219,19 @@ def estimate(
         best_oob_con = np.full(r, np.nan)
         best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
+        s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
         for k, col in enumerate(cols):
             inbag = _counts(counts, col)
             v, i = _choose(*inbag, point)
             chunk_in[:, k] = v
-            if k == winner and not point.is_cost:
-                con_all = _rates(*inbag)[point.constraint]  # type: ignore[index]
-                safe_counts += np.nansum(con_all >= point.bound - 1e-12, axis=0)  # type: ignore[operator]
-                safe_draws += r
-            ov, oc, od = _at(*_counts(oob, col), i, point)
+            oobc = _counts(oob, col)
+            for m, strict in enumerate(stricter):
+                vs, js = _choose(*inbag, strict)
+                _, cs, ds = _at(*oobc, js, point)
+                bv, bc, bd = s_best[m]
+                up = np.isfinite(vs) & (vs > bv)
+                s_best[m] = (np.where(up, vs, bv), np.where(up, cs, bc), np.where(up, ds, bd))  # type: ignore[arg-type]
+            ov, oc, od = _at(*oobc, i, point)
             full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
             _, fc, _ = _at(*full, i, point)
             better = np.isfinite(v) & (sign * v > best_val)
@@ -241,6 +252,10 @@ def estimate(
             c_ok, d_ok = best_oob_con[ok], best_oob_den[ok]
             margins.append(c_ok - point.bound)  # type: ignore[operator]
             noises.append(c_ok * (1 - c_ok) / np.maximum(d_ok, 1))
+            for m, (bv, bc, bd) in enumerate(s_best):
+                okm = np.isfinite(bv) & np.isfinite(bc)
+                s_margins[m].append(np.where(okm, bc - point.bound, np.nan))  # type: ignore[operator]
+                s_noises[m].append(np.where(okm, bc * (1 - bc) / np.maximum(bd, 1), np.nan))
     values = np.concatenate(oob_values)
     if values.size == 0:
         return None
@@ -254,17 +269,16 @@ def estimate(
         hv = np.concatenate(holds_oob)
         hold_oob = float(hv.mean()) if hv.size else None
         hold = _denoised_share(np.concatenate(margins), np.concatenate(noises))
-        share = safe_counts / max(safe_draws, 1)
-        chosen = raw_idx[winner]
-        # NOTE: a precision/specificity constraint tightens with a higher threshold (earlier
-        # on the curve), a recall constraint with a lower one: search from the chosen one that way
-        step = 1 if point.constraint == "recall" else -1
-        j = chosen
-        while 0 <= j < share.shape[0]:
-            if share[j] >= HOLD_LEVEL:
-                safe_t, safe_share = float(w_col.thresholds[j]), float(share[j])
+        for m, strict in enumerate(stricter):
+            mg, nz = np.concatenate(s_margins[m]), np.concatenate(s_noises[m])
+            met = np.isfinite(mg)  # a draw where nothing meets the stricter bound in-bag fails
+            share_m = _denoised_share(mg[met], nz[met])
+            share_m = None if share_m is None else share_m * float(met.mean())
+            if share_m is not None and share_m >= HOLD_LEVEL:
+                _, j = _choose(*fulls[winner], strict)
+                if j[0] >= 0:
+                    safe_t, safe_share = float(w_col.thresholds[int(j[0])]), share_m
                 break
-            j += step
     return OperatingEstimate(
         winner,
         raw,
