@@ -109,3 +109,39 @@ def test_other_metrics_keep_no_threshold_in_provenance(tmp_path, metric):
     result = runner.invoke(app, ["pick", str(run), "--metric", metric, "--format", "json", "--resamples", "100"])
     assert result.exit_code == 0, result.output
     assert "threshold" not in json.loads(result.stdout)[0]
+
+
+def _paradox_run(tmp_path):
+    """epoch 0: never alerts at 0.5 (accuracy = the majority share) and ranks fraud poorly;
+    epoch 1: alerts on everything at 0.5 (accuracy 5%) but ranks fraud well."""
+    rng = np.random.default_rng(6)
+    n = 4000
+    y = (rng.random(n) < 0.05).astype(int)
+    quiet = expit(0.3 * y + rng.normal(size=n) - 4)
+    loud = expit(3.0 * y + rng.normal(size=n) + 4)
+    return write_run(tmp_path / "run", "binary", "probability", y, [quiet, loud], classes=["legit", "fraud"], positive_class=1)
+
+
+def test_operating_point_paradox_states_the_alert_budget(tmp_path):
+    run = _paradox_run(tmp_path)
+    result = runner.invoke(
+        app, ["audit", str(run), "--metric", "recall@precision>=0.8", "--format", "json", "--resamples", "200"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    doc = json.loads(result.stdout)
+    found = [f for f in (doc["findings"] if isinstance(doc, dict) else doc) if f["code"] == "operating-point-paradox"]
+    assert len(found) == 1, result.stdout
+    f = found[0]
+    assert f["checkpoint"] == "epoch-0000" and f["evidence"]["best"] == "epoch-0001"
+    assert "at most 1 false alert in 5" in f["message"]
+    ev = f["evidence"]
+    if ev["value"] is not None:
+        assert ev["missed_per_1000_rows"] > 0
+
+
+def test_no_operating_point_paradox_when_accuracy_picks_the_best_pair(tmp_path):
+    run = _fraud_like(tmp_path)
+    result = runner.invoke(
+        app, ["audit", str(run), "--metric", "recall@precision>=0.6", "--format", "json", "--resamples", "200"]
+    )
+    assert "operating-point-paradox" not in result.stdout

@@ -39,17 +39,17 @@ def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     safe = sel.safe_threshold  # type: ignore[union-attr]
     point = ra.spec.operating
     advice = (
-        f"threshold {safe!r} holds it in {op.safe_holds:.0%} of resamples"
+        f"threshold {safe!r} (tuned to a stricter bound) holds it with probability {op.safe_holds:.2f}"
         if safe is not None
-        else "no threshold of this checkpoint holds it in 90% of resamples"
+        else "no stricter bound up to +0.3 holds it with probability 0.9"
     )
     yield Finding(
         "fragile-operating-point",
         "warning",
         ra.run.name,
         ra.winner.name,
-        f"{ra.spec.text}: the chosen threshold {sel.threshold!r} meets {point.describe()} in only {op.holds:.0%} "  # type: ignore[union-attr]
-        f"of resamples (checkpoint and threshold re-chosen in-bag, checked out-of-bag); {advice}",
+        f"{ra.spec.text}: the chosen threshold {sel.threshold!r} meets {point.describe()} on new data "  # type: ignore[union-attr]
+        f"with probability {op.holds:.2f} (checkpoint and threshold re-chosen in-bag, checked out-of-bag); {advice}",
         {
             "metric": ra.spec.text,
             "threshold": sel.threshold,  # type: ignore[union-attr]
