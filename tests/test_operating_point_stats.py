@@ -145,3 +145,26 @@ def test_no_operating_point_paradox_when_accuracy_picks_the_best_pair(tmp_path):
         app, ["audit", str(run), "--metric", "recall@precision>=0.6", "--format", "json", "--resamples", "200"]
     )
     assert "operating-point-paradox" not in result.stdout
+
+
+def test_report_marks_both_operating_points_and_the_constraint_line(tmp_path):
+    run = _fraud_like(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "chosen": "epoch-0000"}))  # not the best pair
+    out = tmp_path / "report.html"
+    metric = "recall@precision>=0.6"
+    result = runner.invoke(app, ["report", str(run), "--metric", metric, "--resamples", "100", "-o", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    html = out.read_text()
+    ranked = {
+        r["checkpoint"]: r for r in json.loads(runner.invoke(app, ["rank", str(run), "--metric", metric, "-f", "json"]).stdout)
+    }
+    import re
+
+    marks = re.findall(r'<circle class="oppoint (\w+)"[^>]*><title>([^:]+): threshold ([0-9.e+-]+), recall ([0-9.]+)', html)
+    assert {m[0] for m in marks} == {"chosen", "winner"}  # on the PR and the ROC chart each
+    assert len(marks) == 4
+    for _, who, _t, recall in marks:
+        name = who.split(" ")[0]
+        assert float(recall) == pytest.approx(ranked[name][metric], abs=1e-4)
+    assert html.count('class="constraint"') == 1  # precision bound: a line on the PR chart
