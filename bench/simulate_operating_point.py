@@ -93,6 +93,7 @@ def main() -> None:
         print(f"  safer threshold (claims >= 90%):  {len(safe_held)} runs, held in truth {safe_held.mean():.1%}")
         variants = (
             ("denoised out-of-bag (reported)", [e.holds for e in est]),
+            ("optimism-corrected", [e.holds_denoised for e in est]),
             ("plain out-of-bag share", [e.holds_oob for e in est]),
             ("all rows", [e.holds_full for e in est]),
         )

@@ -84,4 +84,4 @@ def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     )
 
 
-RULE = Rule(INFO, detect, order=15)
+RULE = Rule(INFO, detect, order=110)
