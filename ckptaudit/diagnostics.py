@@ -69,6 +69,44 @@ class Diagnostics:
     pr: Curve | None = None
     reliability: Reliability | None = None
     residuals: Residuals | None = None
+    #: issue 20: this checkpoint's operating point under the report's first metric, when that
+    #: is an operating point of a binary run (:func:`operating_marker`)
+    operating: OperatingMarker | None = None
+
+
+@dataclass(frozen=True)
+class OperatingMarker:
+    """Where one checkpoint's chosen threshold sits on its curves, and the constraint line."""
+
+    threshold: float  #: as a probability
+    recall: float
+    precision: float | None
+    fpr: float
+    constraint: str  #: precision, recall or specificity
+    bound: float
+
+
+def operating_marker(prep: metrics.Prepared, spec: object) -> OperatingMarker | None:
+    """The operating point of ``spec`` (an operating-point spec bound to the run) on one
+    checkpoint, read from the same curve its value came from (None: unmet, or cost)."""
+    from .metrics import operating
+
+    point = getattr(spec, "operating", None)
+    if point is None or point.is_cost or prep.task != "binary":
+        return None
+    choice, c = operating.evaluate(prep, spec)
+    if choice.index is None or c.n_pos == 0 or c.n_neg == 0:
+        return None
+    tp, fp = int(c.tp[choice.index]), int(c.fp[choice.index])
+    t = operating.threshold(prep, spec)
+    return OperatingMarker(
+        float("inf") if t is None else t,
+        tp / c.n_pos,
+        tp / (tp + fp) if tp + fp else None,
+        fp / c.n_neg,
+        point.constraint,
+        point.bound,
+    )
 
 
 def _thin(n: int, most: int) -> np.ndarray:
@@ -142,8 +180,11 @@ def _reliability(prep: metrics.Prepared) -> Reliability | None:
     return Reliability(_round(mean_pred), _round(freq), tuple(int(c) for c in count), what)
 
 
-def diagnose(run: Run, checkpoint: Checkpoint, roles: tuple[str, ...], prep: metrics.Prepared) -> Diagnostics:
-    """Confusion matrix, ROC, precision-recall, reliability or residuals of one checkpoint."""
+def diagnose(
+    run: Run, checkpoint: Checkpoint, roles: tuple[str, ...], prep: metrics.Prepared, spec: object = None
+) -> Diagnostics:
+    """Confusion matrix, ROC, precision-recall, reliability or residuals of one checkpoint
+    (and, under an operating-point ``spec``, where its chosen threshold sits)."""
     task = run.task
     if task == "regression":
         y = prep.y.reshape(prep.y.shape[0], -1)[:, 0]
@@ -180,4 +221,5 @@ def diagnose(run: Run, checkpoint: Checkpoint, roles: tuple[str, ...], prep: met
         roc=roc,
         pr=pr,
         reliability=_reliability(prep),
+        operating=None if spec is None else operating_marker(prep, spec),
     )

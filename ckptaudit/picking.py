@@ -52,6 +52,8 @@ class Pick:
     selection: Any = None
     #: the winner's run's verdict (ckptaudit.verdict.Verdict) the pick was read from
     verdict: Any = field(default=None, repr=False, compare=False)
+    #: an operating-point metric's threshold (issue 20): flag rows whose probability is >= it
+    threshold: float | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """The provenance record (also the JSON output of `pick`)."""
@@ -70,7 +72,29 @@ class Pick:
             "findings": list(self.findings),
             "files": self.hashes or weight_hashes(self.checkpoint.path),
             "dest": None if self.dest is None else str(self.dest),
+            **self.operating_fields(),
         }
+
+    def operating_fields(self) -> dict[str, Any]:
+        """An operating point's pair for serving code (issue 20): the threshold and the rule
+        (empty for every other metric)."""
+        if self.threshold is None:
+            return {}
+        point: dict[str, Any] = {"threshold": self.threshold, "flag": "probability >= threshold"}
+        op = getattr(self.selection, "operating", None)
+        if op is not None:
+            point.update(
+                constraint_holds=op.holds,
+                safe_threshold=self.selection.safe_threshold,
+                safe_holds=op.safe_holds,
+            )
+        return {"threshold": self.threshold, "operating_point": point}
+
+    @property
+    def constraint_holds(self) -> float | None:
+        """The share of resamples in which the pair's constraint still holds (None: not an operating point)."""
+        op = getattr(self.selection, "operating", None)
+        return None if op is None else op.holds
 
     def selection_fields(self) -> dict[str, Any]:
         """The provenance's selection keys: ``expected_on_new_data`` (value, ci95, optimism;
@@ -188,6 +212,7 @@ def choose_report(
                 findings=findings,
                 selection=m.selection if m.available else None,
                 verdict=verdict,
+                threshold=_threshold(best, specs[0]),
             )
         )  # type: ignore[arg-type]
     if not picks:
@@ -195,6 +220,15 @@ def choose_report(
     from .sweep import problems_of
 
     return PickReport(tuple(picks), tuple(problems) + problems_of(skipped), tuple(skipped))
+
+
+def _threshold(best: CheckpointScore, spec: Any) -> float | None:
+    """The winner's operating threshold, as its scoring pass noted it (None: not an operating point)."""
+    if getattr(spec, "operating", None) is None:
+        return None
+    from .metrics.operating import thresholds_from_notes
+
+    return thresholds_from_notes(best.notes, spec.text)
 
 
 def _group_by_run(scores: Sequence[CheckpointScore], runs: Sequence[Run]) -> list[list[CheckpointScore]]:

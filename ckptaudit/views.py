@@ -138,6 +138,15 @@ def _mb(size: int) -> str:
     return f"{size} B"
 
 
+def _operating_metric(p: Pick) -> str:
+    """The metric cell of a pick: an operating point's threshold and how likely its
+    constraint holds on new data (issue 20), read from the pick."""
+    if p.threshold is None:
+        return p.metric
+    holds = p.constraint_holds
+    return p.metric + f" at threshold {p.threshold!r}" + ("" if holds is None else f" (constraint holds {holds:.0%})")
+
+
 def picks_document(picks: Sequence[Pick]) -> Document:
     """Columns: run, checkpoint, epoch, metric, value, ci95, expected on new data (with its
     interval), optimism, tied best (how many checkpoints cannot be told apart from the
@@ -152,7 +161,7 @@ def picks_document(picks: Sequence[Pick]) -> Document:
                 p.run.name,
                 p.checkpoint.name,
                 p.checkpoint.epoch,
-                p.metric,
+                _operating_metric(p),
                 p.value,
                 ci,
                 expected,

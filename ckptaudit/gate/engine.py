@@ -39,7 +39,12 @@ def judge(verdict: Verdict) -> tuple[Rule, ...]:
         raise verdict.audit_error
     spec = verdict.primary.spec
     context = Context(verdict.policy, spec, tuple(order_scores(verdict.scores, spec)))
-    return tuple(rule.judge(verdict, context) for rule in RULES)
+    rules = tuple(rule.judge(verdict, context) for rule in RULES)
+    from .rules import shipped_threshold  # issue 20: only under an operating point with a shipped threshold
+
+    if shipped_threshold.applies(spec):
+        rules += (shipped_threshold.judge(verdict, context),)
+    return rules
 
 
 def _unreadable(verdict: Verdict) -> None:

@@ -181,6 +181,10 @@ class RunScorer:
             if value is not None and not math.isfinite(value):
                 notes.append(f"{spec.text}: {metrics.undefined_reason(prep, spec)}")
                 value = None
+            elif spec.operating is not None and value is not None:  # issue 20: the threshold beside the value
+                notes.append(metrics.operating.threshold_note(prep, spec) or f"{spec.text}: no threshold")
+                if spec.threshold is not None:  # check --threshold: the shipped threshold's rates
+                    notes.append(metrics.operating.shipped_note(prep, spec) or "")
             values.append(value)
         return tuple(values), tuple(notes), prep
 

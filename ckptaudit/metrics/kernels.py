@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from ..errors import MetricError
-from . import ranks
+from . import operating, ranks
 
 # NOTE: the prepared view lives in its own module; these names stay importable from here
 from .prepared import (  # noqa: F401
@@ -472,6 +472,8 @@ def r2(prep: Prepared, spec: MetricSpec) -> float:
 
 def undefined_reason(prep: Prepared, spec: MetricSpec) -> str:
     """Why a kernel returned NaN on this view, in words for a note."""
+    if spec.operating is not None:  # issue 20: no threshold meets the constraint
+        return operating.undefined_reason(prep, spec)
     if spec.name == "r2" and prep.y.shape[0] < 2:
         return f"undefined with fewer than 2 rows (the validation set has {prep.y.shape[0]})"
     if spec.name == "roc_auc":
@@ -505,4 +507,7 @@ KERNELS: dict[str, Callable[[Prepared, MetricSpec], float]] = {
     "rmse": rmse,
     "mae": mae,
     "r2": r2,
+    # issue 20: operating points (the threshold chosen per checkpoint, see metrics/operating.py)
+    operating.NAME: operating.kernel,
+    operating.COST: operating.kernel,
 }

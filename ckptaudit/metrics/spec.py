@@ -20,6 +20,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from ..errors import MetricError
 from ..limits import MAX_ECE_BINS
@@ -113,6 +114,9 @@ class MetricSpec:
     k: int | None = None
     bins: int | None = None
     options: dict[str, str] = field(default_factory=dict, compare=False)
+    #: an operating point's question (:class:`~ckptaudit.metrics.operating.OperatingPoint`;
+    #: None for every other metric)
+    operating: Any = None
 
     @property
     def maximize(self) -> bool:
@@ -221,6 +225,24 @@ def parse_metric(
     """
     if not text or not text.strip():
         raise MetricError("empty metric name")
+    # --- operating points (issue 20): recall@precision>=0.8, cost:fn=10,fp=1 (metrics/operating.py)
+    from .operating import parse_operating
+
+    operating = parse_operating(text)
+    if operating is not None:
+        point, class_ref, direction, shipped = operating
+        name_ = "cost" if point.is_cost else "operating_point"
+        return MetricSpec(
+            text=text,
+            name=name_,
+            source="builtin",
+            mode=direction,
+            family="score",
+            class_ref=class_ref,
+            threshold=shipped,
+            operating=point,
+        )
+    # --- end operating points
     name, opts = _split(text.strip())
     if not name:
         raise MetricError(f"metric {text!r}: no metric name before the options")
@@ -335,5 +357,7 @@ def check_applies(spec: MetricSpec, task: str, output_kind: str, run_name: str) 
         raise MetricError(f"metric {spec.text!r} does not apply to {task} runs", run_name)
     if spec.family == "score" and output_kind == "label":
         raise MetricError(f"metric {spec.text!r} needs scores, but the run records hard labels (output: label)", run_name)
-    if spec.threshold is not None and task == "multiclass":
+    if spec.operating is not None and task != "binary" and spec.class_ref is None:
+        raise MetricError(f"metric {spec.text!r}: an operating point on a {task} run needs :class=NAME", run_name)
+    if spec.threshold is not None and task == "multiclass" and spec.operating is None:
         raise MetricError(f"metric {spec.text!r}: threshold applies to binary and multilabel runs only", run_name)

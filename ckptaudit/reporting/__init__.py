@@ -245,7 +245,9 @@ def report_run(
 
     diags: list[Diagnostics] = []
     if diagnostics:
-        diags = _diagnostics(run, [n for n in dict.fromkeys([chosen, winner]) if n is not None], chosen, winner, problems)
+        diags = _diagnostics(
+            run, [n for n in dict.fromkeys([chosen, winner]) if n is not None], chosen, winner, problems, bound[0] if bound else None
+        )
 
     findings = verdict.findings
     explanations = {
@@ -281,7 +283,9 @@ def report_run(
     )
 
 
-def _diagnostics(run: Run, focus: list[str], chosen: str | None, winner: str | None, problems: list[str]) -> list[Diagnostics]:
+def _diagnostics(
+    run: Run, focus: list[str], chosen: str | None, winner: str | None, problems: list[str], spec: Any = None
+) -> list[Diagnostics]:
     """Diagnostics of the two checkpoints that matter, their predictions read once each."""
     out = []
     for name in focus:
@@ -296,7 +300,7 @@ def _diagnostics(run: Run, focus: list[str], chosen: str | None, winner: str | N
         if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
             continue
         roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
-        out.append(diagnose(run, ckpt, roles, prepare_predictions(run, preds)))
+        out.append(diagnose(run, ckpt, roles, prepare_predictions(run, preds), spec))
     return out
 
 

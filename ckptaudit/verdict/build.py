@@ -84,6 +84,11 @@ class RunPass:
                 spec = self.bound[k]
                 if not bootstrap.supports(spec):
                     continue
+                if spec.operating is not None:  # issue 20: the checkpoint and its threshold
+                    from ..stats.operating import OperatingBuilder
+
+                    self.builders[k] = OperatingBuilder(run, spec)
+                    continue
                 if k == 0 and self.collector is not None and self.collector.bound == spec and self.collector.rows.max_bytes:
                     # NOTE: the audit keeps the same per-row data: one copy serves both
                     self.builders[k] = self.collector.rows
@@ -126,8 +131,13 @@ class RunPass:
                 computed = o.statistics and (o.all_metrics or k == 0)
                 metrics_out.append(MetricVerdict(spec, values, (None,) * len(scores), None, computed))
                 continue
-            evaluation = collected.evaluation if collected is not None and builder is self.collector.rows else builder.finish()
-            sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
+            if builder.kind == "operating":  # issue 20: checkpoint and threshold re-selected together
+                sel = builder.select([sc.checkpoint for sc in scores], values, o.resamples, o.seed)
+            else:
+                evaluation = (
+                    collected.evaluation if collected is not None and builder is self.collector.rows else builder.finish()
+                )
+                sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
             # NOTE: the selection's entries are read here, once; the views read the verdict
             by_name = {c.checkpoint: c for c in sel.checkpoints} if sel.available else {}
             intervals = self._intervals(k, spec, scores, by_name)

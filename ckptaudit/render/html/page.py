@@ -350,10 +350,12 @@ def _diagnostics(run: RunReport) -> str:
         keys = "".join(f'<span class="key {c}"><i></i>{escape(w)}{escape(extra)}</span>' for c, w, extra in entries)
         return f'<figcaption>{title}</figcaption><div class="legend-row">{keys}</div>'
 
+    # issue 20: each checkpoint's operating point and the constraint line
+    marks = [(c, w, d.operating) for c, w, d in named if d.operating is not None]
     rocs = [(c, w, d.roc) for c, w, d in named if d.roc is not None]
     if rocs:
         entries = [(c, w, f" · AUC {fmt(r.area, 3)}") for c, w, r in rocs]  # type: ignore[union-attr]
-        plots.append(f'<figure class="card">{caption("ROC", entries)}{svg.curve_chart("roc", rocs)}</figure>')  # type: ignore[arg-type]
+        plots.append(f'<figure class="card">{caption("ROC", entries)}{svg.curve_chart("roc", rocs, points=marks)}</figure>')  # type: ignore[arg-type]
     prs = [(c, w, d.pr) for c, w, d in named if d.pr is not None]
     if prs:
         base = None
@@ -362,7 +364,7 @@ def _diagnostics(run: RunReport) -> str:
             base = sum(cm[1]) / max(sum(map(sum, cm)), 1)
         entries = [(c, w, f" · AP {fmt(r.area, 3)}") for c, w, r in prs]  # type: ignore[union-attr]
         plots.append(
-            f'<figure class="card">{caption("Precision-recall", entries)}{svg.curve_chart("pr", prs, base)}</figure>'  # type: ignore[arg-type]
+            f'<figure class="card">{caption("Precision-recall", entries)}{svg.curve_chart("pr", prs, base, marks)}</figure>'  # type: ignore[arg-type]
         )
     rel = [(c, w, d.reliability) for c, w, d in named if d.reliability is not None]
     if rel:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from html import escape
+from typing import Any
 
 from ...reporting import Chart, Curve, Reliability, Residuals, RunReport
 
@@ -318,10 +319,18 @@ def unit_scales(size: int = 260) -> tuple[Scale, Scale]:
     return Scale(0, 1, 48, w - 12), Scale(0, 1, h - 34, 10)
 
 
-def curve_chart(kind: str, curves: Sequence[tuple[str, str, Curve]], baseline: float | None = None) -> str:
-    """ROC (kind "roc") or precision-recall ("pr") curves of the chosen and the winner."""
+def curve_chart(
+    kind: str,
+    curves: Sequence[tuple[str, str, Curve]],
+    baseline: float | None = None,
+    points: Sequence[tuple[str, str, Any]] = (),
+) -> str:
+    """ROC (kind "roc") or precision-recall ("pr") curves of the chosen and the winner; with
+    ``points`` (class, who, :class:`~ckptaudit.diagnostics.OperatingMarker`) each operating
+    point is marked and the constraint drawn as a dashed line (issue 20)."""
     sx, sy = unit_scales()
     body = []
+    body.extend(_operating_marks(kind, points, sx, sy))
     if kind == "roc":
         body.append(f'<line class="chance" x1="{sx(0)}" y1="{sy(0)}" x2="{sx(1)}" y2="{sy(1)}"/>')
     elif baseline is not None:
@@ -333,6 +342,37 @@ def curve_chart(kind: str, curves: Sequence[tuple[str, str, Curve]], baseline: f
     if kind == "roc":
         return _square("ROC curve", "false positive rate", "true positive rate", body)
     return _square("Precision-recall curve", "recall", "precision", body)
+
+
+def _operating_marks(kind: str, points: Sequence[tuple[str, str, Any]], sx: Scale, sy: Scale) -> list[str]:
+    """The constraint line and each checkpoint's operating point on a ROC or PR chart."""
+    out: list[str] = []
+    if not points:
+        return out
+    m0 = points[0][2]
+    line = None
+    if kind == "pr" and m0.constraint == "precision":
+        line = (sx(0), sy(m0.bound), sx(1), sy(m0.bound))
+    elif kind == "pr" and m0.constraint == "recall" or kind == "roc" and m0.constraint == "recall":
+        line = (sx(m0.bound), sy(0), sx(m0.bound), sy(1)) if kind == "pr" else (sx(0), sy(m0.bound), sx(1), sy(m0.bound))
+    elif kind == "roc" and m0.constraint == "specificity":
+        line = (sx(1 - m0.bound), sy(0), sx(1 - m0.bound), sy(1))
+    if line is not None:
+        out.append(
+            f'<line class="constraint" stroke-dasharray="4 3" x1="{line[0]:.1f}" y1="{line[1]:.1f}" x2="{line[2]:.1f}" '
+            f'y2="{line[3]:.1f}"><title>{escape(m0.constraint)} bound {m0.bound:g}</title></line>'
+        )
+    for cls, who, m in points:
+        x, y = (m.recall, m.precision) if kind == "pr" else (m.fpr, m.recall)
+        if y is None:
+            continue
+        out.append(
+            f'<circle class="oppoint {cls}" r="5" cx="{sx(x):.1f}" cy="{sy(y):.1f}"><title>{escape(who)}: threshold '
+            f"{m.threshold:.6g}, recall {m.recall:.4f}"
+            + ("" if m.precision is None else f", precision {m.precision:.4f}")
+            + f", fpr {m.fpr:.4f}</title></circle>"
+        )
+    return out
 
 
 def reliability_chart(curves: Sequence[tuple[str, str, Reliability]]) -> str:

@@ -1,0 +1,79 @@
+"""Speed of the operating-point metrics (issue 20) against `rank --metric roc_auc`.
+
+Writes one binary run (CHECKPOINTS x ROWS probabilities, 5% positives) under --out and times,
+each as a fresh process (best of --repeat): `rank --metric roc_auc`, `rank --metric
+recall@precision>=0.8`, and `pick` / `check` with the operating point. The issue's target
+shape is bench_scale.py's binary sweep (200 x 100,000, 4 runs); on a shared 2-core machine
+use a smaller one and say so.
+
+    python bench/bench_operating_point.py --checkpoints 50 --rows 100000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def write(root: Path, checkpoints: int, rows: int) -> Path:
+    run = root / f"op-{checkpoints}x{rows}"
+    if (run / "run.json").exists():
+        return run
+    rng = np.random.default_rng(0)
+    y = (rng.random(rows) < 0.05).astype(np.int8)
+    (run / "checkpoints").mkdir(parents=True)
+    (run / "run.json").write_text(json.dumps({"format": "ckptaudit/1", "task": "binary", "output": "probability"}))
+    z = rng.normal(size=rows)
+    for k in range(checkpoints):
+        d = run / "checkpoints" / f"epoch-{k:04d}"
+        d.mkdir()
+        (d / "meta.json").write_text(json.dumps({"epoch": k}))
+        s = (1.5 + k / checkpoints) * y + 0.9 * z + 0.44 * rng.normal(size=rows)
+        np.savez(d / "val.npz", target=y, output=(1 / (1 + np.exp(-(s - 3)))).astype(np.float32))
+    return run
+
+
+def timed(args: list[str], repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "ckptaudit", *args], capture_output=True, text=True)
+        if done.returncode not in (0, 1):
+            raise SystemExit(f"{' '.join(args)}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
+        best = min(best, time.perf_counter() - t)
+    return best
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--checkpoints", type=int, default=50)
+    ap.add_argument("--rows", type=int, default=100_000)
+    ap.add_argument("--repeat", type=int, default=2)
+    ap.add_argument("--resamples", type=int, default=1000)
+    ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    a = ap.parse_args()
+    run = write(a.out, a.checkpoints, a.rows)
+    op = "recall@precision>=0.8"
+    rs = ["--resamples", str(a.resamples)]
+    cases = {
+        "rank roc_auc": ["rank", str(run), "--metric", "roc_auc"],
+        f"rank {op}": ["rank", str(run), "--metric", op],
+        "pick roc_auc": ["pick", str(run), "--metric", "roc_auc", *rs],
+        f"pick {op}": ["pick", str(run), "--metric", op, *rs],
+        f"check {op}": ["check", str(run), "--metric", op, "--chosen", "epoch-0000", "--allow-unchosen", *rs],
+    }
+    times = {name: timed(args, a.repeat) for name, args in cases.items()}
+    base = times["rank roc_auc"]
+    print(f"{a.checkpoints} checkpoints x {a.rows:,} rows, best of {a.repeat}, {a.resamples} resamples")
+    for name, t in times.items():
+        print(f"  {name:40s} {t:7.2f} s  {t / base:5.2f}x rank roc_auc  {t / times[f'rank {op}']:5.2f}x rank {op}")
+
+
+if __name__ == "__main__":
+    main()

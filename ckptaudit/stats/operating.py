@@ -1,0 +1,462 @@
+"""Honest numbers for an operating point: the checkpoint *and* its threshold were selected.
+
+A threshold tuned on the validation rows is a selection exactly like the choice of
+checkpoint, so the winner's estimate bootstraps the whole selection (Tsamardinos et al.
+2018, as :mod:`ckptaudit.stats.selection` does for one metric): resample rows; on the
+in-bag rows re-choose every checkpoint's threshold and then the best checkpoint; score that
+pair on the out-of-bag rows. The mean of those scores estimates the pair's value on new
+data, their 2.5/97.5 percentiles its 95% interval.
+
+**Constraint holds** (``holds``): the share of draws in which the pair chosen in-bag still
+meets the constraint on the out-of-bag rows (rows its threshold never saw). The share on all
+rows (``holds_full``, the bootstrap principle's "new data") is kept beside it; it includes the
+in-bag rows the threshold was tuned on and the simulation found it optimistic (reported 0.50
+where 0.34 held). ``bench/simulate_operating_point.py`` measures the calibration of both.
+
+**The threshold that would hold it at 0.9** (``safe_threshold``): the constraint tuned to a
+stricter bound (``bound + margin``, :data:`MARGINS`) is put through the same bootstrap (pair
+re-chosen in-bag at the stricter bound, checked against the real bound out-of-bag); the
+smallest margin whose share reaches 0.9 gives the winner checkpoint's threshold at that
+stricter bound on all rows.
+
+Each checkpoint's column is sorted once; a resample is a weight vector over the rows, so
+its curve is one cumulative sum in that order (no sort per resample).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from ..metrics.operating import OperatingPoint
+from .results import CheckpointSelection, RunSelection, WinnerEstimate
+
+HOLD_LEVEL = 0.9
+#: how much stricter than the constraint's bound a threshold may be tuned for the safer threshold
+#: the safer threshold's shares come from the first draws only (each stricter bound costs a
+#: choice per checkpoint and draw; 200 draws put a share of 0.9 within about +-0.02)
+STRICTER_DRAWS = 200
+MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)
+_CHUNK_CELLS = 2_000_000  # resamples x rows per chunk
+
+
+@dataclass(frozen=True)
+class OperatingEstimate:
+    """The pair's selection-corrected estimate and how likely its constraint holds."""
+
+    checkpoint: int  #: index of the winner among the columns given
+    raw: float
+    expected: float
+    interval: tuple[float, float]
+    optimism: float  #: positive: the raw value flatters the pair
+    holds: float | None  #: share of draws whose in-bag-chosen pair meets the constraint out of bag
+    holds_full: float | None  #: the same on all rows (the bootstrap principle; optimistic, see the docstring)
+    holds_oob: float | None  #: the plain out-of-bag share (before the noise of the out-of-bag set is taken out)
+    threshold: float  #: the winner's chosen threshold (score units)
+    safe_threshold: float | None  #: nearest threshold holding at HOLD_LEVEL (score units; None: none)
+    safe_holds: float | None  #: its share
+    draws: int
+    holds_denoised: float | None = None  #: the optimism-corrected share (see the NOTE in :func:`estimate`)
+    #: every checkpoint's in-bag value per resample (resamples, checkpoints): intervals, tie set
+    in_bag: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False, compare=False)
+
+    def as_dict(self) -> dict[str, object]:
+        """JSON shape."""
+        return {
+            "raw": self.raw,
+            "expected_on_new_data": self.expected,
+            "ci95": list(self.interval),
+            "optimism": self.optimism,
+            "constraint_holds": self.holds,
+            "constraint_holds_all_rows": self.holds_full,
+            "constraint_holds_oob_share": self.holds_oob,
+            "draws": self.draws,
+        }
+
+
+@dataclass(frozen=True)
+class _Column:
+    """One checkpoint's candidate thresholds and each row's place among them.
+
+    Only the distinct scores that some positive row has are candidates (with +inf, "flag
+    nothing"): for a given number of true positives, the threshold at the lowest flagged
+    positive has the fewest false positives, so every optimum of every operating point (and
+    the kernel's tie rule) lies there; the kernel's value and threshold are unchanged
+    (tests/test_operating_point_stats.py) and a resample's curve has as many points as
+    positives, not rows."""
+
+    thresholds: np.ndarray  #: +inf, then the candidate scores, descending
+    segments: Any  #: sparse (rows, candidates + 1): 1 at the first candidate that flags the row
+    pos_idx: np.ndarray  #: the positive rows
+    pos_segments: Any  #: ``segments`` of the positive rows
+
+
+def _column(s: np.ndarray, pos: np.ndarray) -> _Column:
+    from scipy import sparse
+
+    pos_idx = np.flatnonzero(pos)
+    cand = np.unique(s[pos_idx])  # ascending
+    # a row is flagged from the first (descending) candidate at or below its score
+    seg = cand.shape[0] - np.searchsorted(cand, s, "right")
+    m = cand.shape[0]
+    onehot = sparse.csr_matrix((np.ones(s.shape[0]), (np.arange(s.shape[0]), seg)), shape=(s.shape[0], m + 1))
+    return _Column(np.r_[np.inf, cand[::-1].astype(np.float64)], onehot, pos_idx, onehot[pos_idx])
+
+
+def _counts(w: np.ndarray, col: _Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(tp, fp, P, N) per resample (rows of the weights ``w``) and candidate threshold."""
+    zero = np.zeros((w.shape[0], 1))
+    w_pos = w[:, col.pos_idx]
+    flagged = np.asarray(w @ col.segments)[:, :-1]
+    tp_seg = np.asarray(w_pos @ col.pos_segments)[:, :-1]
+    tp = np.concatenate([zero, np.cumsum(tp_seg, axis=1)], axis=1)
+    fl = np.concatenate([zero, np.cumsum(flagged, axis=1)], axis=1)
+    p = w_pos.sum(axis=1, keepdims=True)
+    n = w.sum(axis=1, keepdims=True) - p
+    return tp, fl - tp, p, n
+
+
+def _rate(name: str, tp, fp, p, n) -> np.ndarray:
+    """One rate per resample and candidate (NaN where undefined)."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        if name == "recall":
+            return np.where(p > 0, tp / p, np.nan)
+        if name == "precision":
+            fl = tp + fp
+            return np.where(fl > 0, tp / np.where(fl > 0, fl, 1), np.nan)
+        return np.where(n > 0, 1.0 - fp / n, np.nan)
+
+
+def _rates(tp, fp, p, n) -> dict[str, np.ndarray]:
+    return {name: _rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
+
+
+def _choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarray] | None = None):
+    """Per resample: (value, chosen index), with the conventions of the kernel (NaN, -1:
+    none); ``pair`` (target, constraint rates) when the caller already has them."""
+    rows = np.arange(tp.shape[0])
+    if point.is_cost:
+        cost = (point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n)  # type: ignore[operator]
+        i = cost.argmin(axis=1)
+        return cost[rows, i], i
+    if pair is None:
+        pair = (_rate(point.target, tp, fp, p, n), _rate(point.constraint, tp, fp, p, n))  # type: ignore[arg-type]
+    target, con = pair
+    ok = np.isfinite(target) & (con >= point.bound - 1e-12)  # type: ignore[operator]  # NaN compares False
+    t = np.where(ok, target, -np.inf)
+    best = t.max(axis=1, keepdims=True)
+    cand = ok & (t == best)
+    c = np.where(cand, con, -np.inf)
+    cand &= c == c.max(axis=1, keepdims=True)
+    i = cand.argmax(axis=1)
+    value = np.where(ok.any(axis=1), target[rows, i], np.nan)
+    return value, np.where(ok.any(axis=1), i, -1)
+
+
+def _at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(value, constraint, the constraint's denominator count) of each resample at index
+    ``i`` (NaN where ``i`` is -1)."""
+    rows = np.arange(tp.shape[0])
+    j = np.maximum(i, 0)
+    sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
+    if point.is_cost:
+        value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
+        return np.where(i >= 0, value, np.nan), None, None
+    r = _rates(*sub)
+    value = np.where(i >= 0, r[point.target][:, 0], np.nan)
+    con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
+    den = {"precision": sub[0] + sub[1], "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
+    return value, con, den
+
+
+def _corrected_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> float | None:
+    """P(the tuned pair's true constraint >= bound): its validation constraint value less the
+    tuning's optimism (the in-bag value of the in-bag-chosen pair minus its value on all rows,
+    the bootstrap principle's truth), against the binomial noise of that value and the spread
+    of the optimism (normal tail)."""
+    from math import erf, sqrt
+
+    if optimism.size < 2:
+        return None
+    tp, fp = float(full[0][0, index]), float(full[1][0, index])
+    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
+    con = float(np.asarray(_rate(point.constraint, tp, fp, p, n)).ravel()[0])  # type: ignore[arg-type]
+    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint]  # type: ignore[index]
+    var = con * (1 - con) / max(float(den), 1.0) + float(optimism.var())
+    margin = con - float(optimism.mean()) - point.bound  # type: ignore[operator]
+    if var <= 1e-18:
+        return 1.0 if margin >= 0 else 0.0
+    return 0.5 * (1.0 + erf(margin / sqrt(2.0 * var)))
+
+
+def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
+    """P(true constraint - bound >= 0) from out-of-bag margins ``con_oob - bound``: each
+    out-of-bag value is the pair's true constraint plus the sampling noise of a set a third
+    the size of the validation set, whose binomial variance (``noise``) is taken out of the
+    margins' spread before the normal tail is read (else the share drifts towards 0.5)."""
+    from math import erf, sqrt
+
+    if margin.size < 2:
+        return None
+    mean = float(margin.mean())
+    spread = float(margin.var()) - float(np.mean(noise))
+    if spread <= 1e-12:
+        return 1.0 if mean >= 0 else 0.0
+    return 0.5 * (1.0 + erf(mean / sqrt(2.0 * spread)))
+
+
+def estimate(
+    scores: list[np.ndarray], pos: np.ndarray, point: OperatingPoint, *, resamples: int = 1000, seed: int = 0
+) -> OperatingEstimate | None:
+    """The selection-corrected estimate of the pair chosen among ``scores`` (one column per
+    checkpoint, the kernel's score units) on targets ``pos`` (bool); None when no
+    checkpoint meets the constraint on the validation rows."""
+    k_n = len(scores)
+    n = pos.shape[0]
+    sign = -1.0 if point.is_cost else 1.0
+    cols = [_column(np.asarray(s), pos) for s in scores]
+    ones = np.ones((1, n))
+    raw_vals, raw_idx = [], []
+    fulls = [_counts(ones, col) for col in cols]
+    for full in fulls:
+        v, i = _choose(*full, point)
+        raw_vals.append(v[0])
+        raw_idx.append(int(i[0]))
+    finite = [k for k in range(k_n) if np.isfinite(raw_vals[k])]
+    if not finite:
+        return None
+    winner = max(finite, key=lambda k: (sign * raw_vals[k], -k))
+    w_col = cols[winner]
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
+    oob_values, holds, holds_oob, in_bag = [], [], [], []
+    margins: list[np.ndarray] = []
+    optimisms: list[np.ndarray] = []
+    noises: list[np.ndarray] = []
+    # the stricter bounds tried for the threshold that would hold at HOLD_LEVEL: each is
+    # tuned in-bag and checked against the real bound out-of-bag, like the pair itself
+    stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
+    s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
+    done = 0
+    while done < resamples:
+        r = min(chunk, resamples - done)
+        done += r
+        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)]).astype(np.float64)
+        oob = (counts == 0).astype(np.float64)
+        best_val = np.full(r, -np.inf)
+        best_oob = np.full(r, np.nan)
+        best_full_con = np.full(r, np.nan)
+        best_in_con = np.full(r, np.nan)
+        best_oob_con = np.full(r, np.nan)
+        best_oob_den = np.full(r, np.nan)
+        chunk_in = np.full((r, k_n), np.nan)
+        s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
+        for k, col in enumerate(cols):
+            inbag = _counts(counts, col)
+            pair = None if point.is_cost else (_rate(point.target, *inbag), _rate(point.constraint, *inbag))  # type: ignore[arg-type]
+            v, i = _choose(*inbag, point, pair)
+            chunk_in[:, k] = v
+            oobc = _counts(oob, col)
+            for m, strict in enumerate(stricter if done - r < STRICTER_DRAWS else ()):
+                vs, js = _choose(*inbag, strict, pair)
+                _, cs, ds = _at(*oobc, js, point)
+                bv, bc, bd = s_best[m]
+                up = np.isfinite(vs) & (vs > bv)
+                s_best[m] = (np.where(up, vs, bv), np.where(up, cs, bc), np.where(up, ds, bd))  # type: ignore[arg-type]
+            ov, oc, od = _at(*oobc, i, point)
+            full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
+            _, fc, _ = _at(*full, i, point)
+            better = np.isfinite(v) & (sign * v > best_val)
+            best_val = np.where(better, sign * v, best_val)
+            best_oob = np.where(better, ov, best_oob)
+            if oc is not None and fc is not None and od is not None:
+                best_oob_con = np.where(better, oc, best_oob_con)
+                best_oob_den = np.where(better, od, best_oob_den)
+                best_full_con = np.where(better, fc, best_full_con)
+                rows_r = np.arange(r)
+                best_in_con = np.where(better, pair[1][rows_r, np.maximum(i, 0)], best_in_con)  # type: ignore[index]
+        in_bag.append(chunk_in)
+        usable = np.isfinite(best_oob)
+        oob_values.append(best_oob[usable])
+        if not point.is_cost:
+            meet = np.isfinite(best_val)
+            holds.append(np.where(meet, best_full_con >= point.bound - 1e-12, False))  # type: ignore[operator]
+            optimisms.append((best_in_con - best_full_con)[meet & np.isfinite(best_full_con)])
+            ok = meet & np.isfinite(best_oob_con)
+            holds_oob.append(best_oob_con[ok] >= point.bound - 1e-12)  # type: ignore[operator]
+            c_ok, d_ok = best_oob_con[ok], best_oob_den[ok]
+            margins.append(c_ok - point.bound)  # type: ignore[operator]
+            noises.append(c_ok * (1 - c_ok) / np.maximum(d_ok, 1))
+            for m, (bv, bc, bd) in enumerate(s_best if done - r < STRICTER_DRAWS else ()):
+                okm = np.isfinite(bv) & np.isfinite(bc)
+                s_margins[m].append(np.where(okm, bc - point.bound, np.nan))  # type: ignore[operator]
+                s_noises[m].append(np.where(okm, bc * (1 - bc) / np.maximum(bd, 1), np.nan))
+    values = np.concatenate(oob_values)
+    if values.size == 0:
+        return None
+    raw = float(raw_vals[winner])
+    expected = float(values.mean())
+    low, high = np.percentile(values, [2.5, 97.5])
+    hold_full = hold = hold_oob = hold_denoised = None
+    safe_t = safe_share = None
+    if not point.is_cost:
+        hold_full = float(np.concatenate(holds).mean())
+        hv = np.concatenate(holds_oob)
+        hold_oob = float(hv.mean()) if hv.size else None
+        hold = _denoised_share(np.concatenate(margins), np.concatenate(noises))
+        # NOTE: an optimism-corrected normal tail was tried as the reported share and read
+        # 0.44 / 0.41 where 0.34 / 0.07 held (n = 1,000 / 10,000): kept beside it, not reported
+        hold_denoised = _corrected_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
+        for m, strict in enumerate(stricter):
+            mg, nz = np.concatenate(s_margins[m]), np.concatenate(s_noises[m])
+            met = np.isfinite(mg)  # a draw where nothing meets the stricter bound in-bag fails
+            share_m = _denoised_share(mg[met], nz[met])
+            share_m = None if share_m is None else share_m * float(met.mean())
+            if share_m is not None and share_m >= HOLD_LEVEL:
+                _, j = _choose(*fulls[winner], strict)
+                if j[0] >= 0:
+                    safe_t, safe_share = float(w_col.thresholds[int(j[0])]), share_m
+                break
+    return OperatingEstimate(
+        winner,
+        raw,
+        expected,
+        (float(low), float(high)),
+        sign * (raw - expected),
+        hold,
+        hold_full,
+        hold_oob,
+        float(w_col.thresholds[raw_idx[winner]]),
+        safe_t,
+        safe_share,
+        int(values.size),
+        hold_denoised,
+        np.concatenate(in_bag),
+    )
+
+
+@dataclass(frozen=True)
+class OperatingSelection(RunSelection):
+    """A :class:`RunSelection` whose winner is a checkpoint *and* a threshold; ``operating``
+    adds the pair's estimate, the constraint-holds share and the threshold that would hold
+    it at 0.9 (as probabilities where the run stores logits: ``threshold``, ``safe_threshold``)."""
+
+    operating: OperatingEstimate | None = None
+    threshold: float | None = None
+    safe_threshold: float | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """:meth:`RunSelection.as_dict` plus ``operating_point``."""
+        out = super().as_dict()
+        e = self.operating
+        out["operating_point"] = (
+            None
+            if e is None
+            else {
+                "threshold": self.threshold,
+                "constraint_holds": e.holds,
+                "constraint_holds_all_rows": e.holds_full,
+                "safe_threshold": self.safe_threshold,
+                "safe_holds": e.safe_holds,
+                "hold_level": HOLD_LEVEL,
+            }
+        )
+        return out
+
+
+class OperatingBuilder:
+    """Keeps each scorable checkpoint's score column (the kernel's units) during the one
+    pass, for :meth:`select`; an :data:`~ckptaudit.metrics.evaluation.Observer` feeds it."""
+
+    kind = "operating"
+
+    def __init__(self, run: Any, spec: Any) -> None:
+        from .rows import MAX_ROW_BYTES
+
+        self.run, self.spec, self.reads = run, spec, 0
+        self.columns: dict[str, np.ndarray] = {}
+        self.pos: np.ndarray | None = None
+        self.prep: Any = None  #: one prepared view, to turn thresholds into probabilities
+        self.budget = MAX_ROW_BYTES
+        self.note: str | None = None
+
+    def add(self, ckpt: Any, prep: Any, value: float | None) -> None:
+        """Keep ``ckpt``'s column (a copy: the pass reuses its buffers)."""
+        from ..metrics.operating import column
+
+        if prep is None or value is None or self.note is not None:
+            return
+        pos, s = column(prep, self.spec.class_index)
+        if self.pos is None:
+            self.pos = np.array(pos, dtype=bool)
+        self.budget -= s.nbytes
+        if self.budget < 0:
+            self.columns.clear()
+            self.note = "the validation set is too large to keep every checkpoint's scores"
+            return
+        self.columns[ckpt.name] = np.array(s, copy=True)
+        self.prep = prep
+
+    def select(self, checkpoints: Any, values: tuple[float | None, ...], resamples: int, seed: int) -> RunSelection:
+        """The selection statistics of the pair (see the module docstring)."""
+        from ..metrics.operating import to_probability
+        from .confidence import confidence_set_threshold
+        from .intervals import _percentiles
+
+        spec = self.spec
+        names = [c.name for c in checkpoints if c.name in self.columns]
+        est = None
+        if names and self.pos is not None:
+            est = estimate([self.columns[n] for n in names], self.pos, spec.operating, resamples=resamples, seed=seed)
+        n_rows = 0 if self.pos is None else int(self.pos.shape[0])
+        if est is None:
+            entries = tuple(
+                CheckpointSelection(c.name, c.epoch, v, None, None, None) for c, v in zip(checkpoints, values, strict=True)
+            )
+            note = self.note or "no checkpoint meets the constraint on enough resamples"
+            return OperatingSelection(
+                self.run.name, spec.text, spec.maximize, n_rows, resamples, seed, None, None, entries, (), note
+            )
+        sign = 1.0 if spec.maximize else -1.0
+        winner = names[est.checkpoint]
+        pos_count = int(self.pos.sum())  # type: ignore[union-attr]
+        winner_est = WinnerEstimate(winner, est.raw, est.expected, est.interval, est.optimism, positives=pos_count)
+        v_in = est.in_bag
+        finite = np.isfinite(v_in).all(axis=1)
+        point_vals = np.array([values[[c.name for c in checkpoints].index(n)] for n in names], dtype=np.float64)
+        if finite.any() and np.isfinite(point_vals).all():
+            members, pvalues, q = confidence_set_threshold(sign * v_in[finite], sign * point_vals, est.checkpoint)
+        else:
+            members, pvalues, q = [est.checkpoint], np.ones(len(names)), None
+        member_names = {names[j] for j in members}
+        tied = (winner,) + tuple(n for n in names if n in member_names and n != winner)
+        entries = []
+        for c, v in zip(checkpoints, values, strict=True):
+            if c.name not in self.columns:
+                entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
+                continue
+            j = names.index(c.name)
+            col = v_in[:, j]
+            interval = _percentiles(col[np.isfinite(col)]) if np.isfinite(col).any() else None
+            entries.append(CheckpointSelection(c.name, c.epoch, v, interval, c.name in member_names, float(pvalues[j])))
+        prob = lambda t: None if t is None else to_probability(self.prep, spec.class_index, t)  # noqa: E731
+        return OperatingSelection(
+            self.run.name,
+            spec.text,
+            spec.maximize,
+            n_rows,
+            resamples,
+            seed,
+            winner,
+            winner_est,
+            tuple(entries),
+            tied,
+            self.note,
+            detectable_difference=q,
+            operating=est,
+            threshold=prob(est.threshold),
+            safe_threshold=prob(est.safe_threshold),
+        )

@@ -1,0 +1,170 @@
+"""The operating point's honest numbers (issue 20): the pair's selection-corrected estimate,
+the constraint-holds share, the fragile-operating-point finding and pick's threshold."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from runfiles import write_run
+from scipy.special import expit
+from typer.testing import CliRunner
+
+from ckptaudit.cli import app
+from ckptaudit.metrics import operating as op
+from ckptaudit.stats.operating import estimate
+
+runner = CliRunner()
+POINT = op.OperatingPoint("recall", "precision", 0.6)
+
+
+def _columns(rng, n, mus, prior=0.05):
+    y = rng.random(n) < prior
+    z = rng.normal(size=n)
+    return y, [mu * y + 0.9 * z + 0.44 * rng.normal(size=n) for mu in mus]
+
+
+def test_estimate_raw_value_is_the_kernels_and_the_winner_is_the_best():
+    rng = np.random.default_rng(1)
+    y, cols = _columns(rng, 2000, [1.5, 2.5, 2.0])
+    est = estimate(cols, y, POINT, resamples=100, seed=0)
+    values = [op.choose(op.curve(y, c), POINT).value for c in cols]
+    assert est is not None and est.checkpoint == int(np.argmax(values))
+    assert est.raw == values[est.checkpoint]
+    assert est.threshold == op.choose(op.curve(y, cols[est.checkpoint]), POINT).threshold
+    assert est.interval[0] <= est.expected <= est.interval[1]
+    assert 0.0 <= est.holds <= 1.0 and est.draws == 100
+
+
+def test_tuning_among_many_equal_checkpoints_is_corrected_downward():
+    # 20 copies of the same quality: the best tuned value is optimistic, the estimate is not
+    rng = np.random.default_rng(2)
+    y, cols = _columns(rng, 1000, [2.2] * 20)
+    est = estimate(cols, y, POINT, resamples=200, seed=0)
+    assert est is not None and est.optimism > 0
+    assert est.expected < est.raw
+
+
+def test_a_threshold_tuned_to_just_meet_the_constraint_is_fragile_and_a_safer_one_is_given():
+    rng = np.random.default_rng(3)
+    y, cols = _columns(rng, 3000, [2.3])
+    est = estimate(cols, y, POINT, resamples=300, seed=0)
+    assert est is not None and est.holds < 0.9
+    assert est.safe_threshold is not None and est.safe_threshold > est.threshold  # stricter for precision
+    assert est.safe_holds >= 0.9
+
+
+def test_unmeetable_everywhere_has_no_estimate():
+    y = np.array([0, 1] * 50, dtype=bool)
+    cols = [np.where(y, 0.0, 1.0)]  # every negative above every positive
+    assert estimate(cols, y, POINT, resamples=20) is None
+
+
+def _fraud_like(tmp_path):
+    rng = np.random.default_rng(4)
+    n = 2000
+    y = (rng.random(n) < 0.05).astype(int)
+    z = rng.normal(size=n)
+    outs = [expit(mu * y + 0.9 * z + 0.44 * rng.normal(size=n) - 3) for mu in (2.0, 2.4, 2.2)]
+    return write_run(tmp_path / "run", "binary", "probability", y, outs, classes=["legit", "fraud"], positive_class=1)
+
+
+def test_pick_names_the_pair_and_records_the_threshold_in_provenance(tmp_path):
+    run = _fraud_like(tmp_path)
+    metric = "recall@precision>=0.6"
+    dest = tmp_path / "best"
+    result = runner.invoke(app, ["pick", str(run), "--metric", metric, "--link", str(dest), "--resamples", "200"])
+    assert result.exit_code == 0, result.output
+    prov = json.loads((tmp_path / "best.ckptaudit.json").read_text())
+    ranked = json.loads(runner.invoke(app, ["rank", str(run), "--metric", metric, "--format", "json"]).stdout)
+    top = ranked[0]
+    assert prov["checkpoint"] == top["checkpoint"]
+    noted = float(next(n for n in top["notes"] if "at threshold" in n).rsplit(" ", 1)[1])
+    assert prov["threshold"] == noted == prov["operating_point"]["threshold"]
+    assert 0.0 <= prov["operating_point"]["constraint_holds"] <= 1.0
+    assert "at threshold" in result.output and "constraint holds" in result.output
+
+
+@pytest.mark.parametrize("metric", ["recall@precision>=0.8", "precision@recall>=0.8", "recall@precision>=0.6"])
+def test_fragile_operating_point_finding_follows_the_share_and_gives_the_safer_threshold(tmp_path, metric):
+    run = _fraud_like(tmp_path)
+    picked = json.loads(runner.invoke(app, ["pick", str(run), "--metric", metric, "-f", "json", "--resamples", "200"]).stdout)[0]
+    holds = picked["operating_point"]["constraint_holds"]
+    fragile = [f for f in picked["findings"] if f["code"] == "fragile-operating-point"]
+    assert bool(fragile) == (holds < 0.9)
+    if not fragile:
+        return
+    ev = fragile[0]["evidence"]
+    assert ev["constraint_holds"] == pytest.approx(holds, abs=1e-6) and ev["threshold"] == picked["threshold"]
+    # a stricter threshold for a precision constraint, a looser one for a recall constraint
+    stricter = ev["safe_threshold"] > ev["threshold"]
+    assert stricter == metric.startswith("recall@precision")
+    assert ev["safe_holds"] >= 0.9
+
+
+@pytest.mark.parametrize("metric", ["accuracy", "roc_auc"])
+def test_other_metrics_keep_no_threshold_in_provenance(tmp_path, metric):
+    run = _fraud_like(tmp_path)
+    result = runner.invoke(app, ["pick", str(run), "--metric", metric, "--format", "json", "--resamples", "100"])
+    assert result.exit_code == 0, result.output
+    assert "threshold" not in json.loads(result.stdout)[0]
+
+
+def _paradox_run(tmp_path):
+    """epoch 0: never alerts at 0.5 (accuracy = the majority share) and ranks fraud poorly;
+    epoch 1: alerts on everything at 0.5 (accuracy 5%) but ranks fraud well."""
+    rng = np.random.default_rng(6)
+    n = 4000
+    y = (rng.random(n) < 0.05).astype(int)
+    quiet = expit(0.3 * y + rng.normal(size=n) - 4)
+    loud = expit(3.0 * y + rng.normal(size=n) + 4)
+    return write_run(tmp_path / "run", "binary", "probability", y, [quiet, loud], classes=["legit", "fraud"], positive_class=1)
+
+
+def test_operating_point_paradox_states_the_alert_budget(tmp_path):
+    run = _paradox_run(tmp_path)
+    result = runner.invoke(
+        app, ["audit", str(run), "--metric", "recall@precision>=0.8", "--format", "json", "--resamples", "200"]
+    )
+    assert result.exit_code in (0, 1), result.output
+    doc = json.loads(result.stdout)
+    found = [f for f in (doc["findings"] if isinstance(doc, dict) else doc) if f["code"] == "operating-point-paradox"]
+    assert len(found) == 1, result.stdout
+    f = found[0]
+    assert f["checkpoint"] == "epoch-0000" and f["evidence"]["best"] == "epoch-0001"
+    assert "at most 1 false alert in 5" in f["message"]
+    ev = f["evidence"]
+    if ev["value"] is not None:
+        assert ev["missed_per_1000_rows"] > 0
+
+
+def test_no_operating_point_paradox_when_accuracy_picks_the_best_pair(tmp_path):
+    run = _fraud_like(tmp_path)
+    result = runner.invoke(
+        app, ["audit", str(run), "--metric", "recall@precision>=0.6", "--format", "json", "--resamples", "200"]
+    )
+    assert "operating-point-paradox" not in result.stdout
+
+
+def test_report_marks_both_operating_points_and_the_constraint_line(tmp_path):
+    run = _fraud_like(tmp_path)
+    meta = json.loads((run / "run.json").read_text())
+    (run / "run.json").write_text(json.dumps({**meta, "chosen": "epoch-0000"}))  # not the best pair
+    out = tmp_path / "report.html"
+    metric = "recall@precision>=0.6"
+    result = runner.invoke(app, ["report", str(run), "--metric", metric, "--resamples", "100", "-o", str(out)])
+    assert result.exit_code in (0, 1), result.output
+    html = out.read_text()
+    ranked = {
+        r["checkpoint"]: r for r in json.loads(runner.invoke(app, ["rank", str(run), "--metric", metric, "-f", "json"]).stdout)
+    }
+    import re
+
+    marks = re.findall(r'<circle class="oppoint (\w+)"[^>]*><title>([^:]+): threshold ([0-9.e+-]+), recall ([0-9.]+)', html)
+    assert {m[0] for m in marks} == {"chosen", "winner"}  # on the PR and the ROC chart each
+    assert len(marks) == 4
+    for _, who, _t, recall in marks:
+        name = who.split(" ")[0]
+        assert float(recall) == pytest.approx(ranked[name][metric], abs=1e-4)
+    assert html.count('class="constraint"') == 1  # precision bound: a line on the PR chart
