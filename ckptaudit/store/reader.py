@@ -13,6 +13,8 @@ Prediction files are read with ``allow_pickle=False``: nothing in a run can exec
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import ValSetChangedError
@@ -76,6 +78,7 @@ from .runformat import (
 from .runformat import (
     is_in_progress as is_in_progress,
 )
+from .groups import check_groups, is_group_key
 from .safeio import ReadBuffers, read_npz
 
 
@@ -97,13 +100,14 @@ class PassReader:
     def read(self, checkpoint: Checkpoint, split: str = "val") -> Predictions:
         """One split's arrays, read and validated (:class:`RunFormatError` on any problem)."""
         path = checkpoint.split_file(split)
-        arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), reuse=self.buffers)
+        arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), reuse=self.buffers, matching=is_group_key)
         target, output = arrays["target"], arrays["output"]
         ids, hashes = arrays.get("id"), arrays.get("input_hash")
         known = target is self._checked_target
         check_arrays(self.run, path, target, output, ids, hashes, target_checked=known)
         self._checked_target = target
-        return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
+        groups = _groups(path, arrays, target)
+        return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes, groups=groups)
 
 
 def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val", reader: PassReader | None = None) -> Predictions:
@@ -114,11 +118,20 @@ def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val", reade
     if reader is not None:
         return reader.read(checkpoint, split)
     path = checkpoint.split_file(split)
-    arrays = read_npz(path, ("target", "output"), ("id", "input_hash"))
+    arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), matching=is_group_key)
     target, output = arrays["target"], arrays["output"]
     ids, hashes = arrays.get("id"), arrays.get("input_hash")
     check_arrays(run, path, target, output, ids, hashes)
-    return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
+    return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes, groups=_groups(path, arrays, target))
+
+
+def _groups(path: Path, arrays: dict[str, np.ndarray], target: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The file's group columns, checked (docs/format.md), or None when it has none."""
+    groups = {k: v for k, v in arrays.items() if is_group_key(k)}
+    if not groups:
+        return None
+    check_groups(path, groups, target.shape[0])
+    return groups
 
 
 class ValSetGuard:
