@@ -36,6 +36,7 @@ from .discovery import (
 from .discovery import (
     read_run as read_run,
 )
+from .groups import check_groups, is_group_key
 from .runformat import (
     CHECKPOINTS_DIR as CHECKPOINTS_DIR,
 )
@@ -78,7 +79,6 @@ from .runformat import (
 from .runformat import (
     is_in_progress as is_in_progress,
 )
-from .groups import check_groups, is_group_key
 from .safeio import ReadBuffers, read_npz
 
 

@@ -356,7 +356,12 @@ class Recorder:
         lock = _temp_lock(tmp)  # held until renamed: a cleaner never removes a live temporary
         try:
             write_predictions(
-                tmp / "val.npz", val["target"], val["output"], val.get("id"), input_hash=val.get("input_hash"), groups=val_group_cols
+                tmp / "val.npz",
+                val["target"],
+                val["output"],
+                val.get("id"),
+                input_hash=val.get("input_hash"),
+                groups=val_group_cols,
             )
             if train is not None:
                 write_predictions(
