@@ -506,3 +506,9 @@ KERNELS: dict[str, Callable[[Prepared, MetricSpec], float]] = {
     "mae": mae,
     "r2": r2,
 }
+
+# NOTE: slices (issue 24): a grouped spec (worst_group(M), M:group=NAME) is scored on its
+# groups' rows by the same kernels; a plain spec goes straight through.
+from .groups import grouped_kernels  # noqa: E402
+
+KERNELS = grouped_kernels(KERNELS)
