@@ -10,6 +10,7 @@ import math
 
 import numpy as np
 import pytest
+from runfiles import values
 from spurious_training import train_spurious
 from typer.testing import CliRunner
 
@@ -17,7 +18,6 @@ from ckptaudit.auditing.engine import AuditOptions, audit_run
 from ckptaudit.cli import app
 from ckptaudit.stats.selection import evaluate_arrays, select
 from ckptaudit.store.reader import read_run
-from runfiles import values
 
 MINORITY = {"landbird/water", "waterbird/land"}
 
