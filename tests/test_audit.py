@@ -255,6 +255,8 @@ def test_each_finding_is_one_rule_module_and_the_code_order_is_stable():
         "winner-within-noise",
         "candidates-deleted",
         "small-val-set",
+        "slice-regression",
+        "small-slice",
     ]
     assert [r.detect is None for r in rules.RULES].count(True) == 1  # val-set-changed: raised by the engine's read
     assert compat.CODES is CODES and compat.Finding is Finding and compat.explain is explain

@@ -96,4 +96,4 @@ def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     )
 
 
-RULE = Rule(INFO, detect, order=92)
+RULE = Rule(INFO, detect, order=200)

@@ -66,4 +66,4 @@ def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     )
 
 
-RULE = Rule(INFO, detect, order=104)
+RULE = Rule(INFO, detect, order=210)
