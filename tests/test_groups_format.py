@@ -79,3 +79,17 @@ def test_predict_data_dict_may_return_groups(tmp_path):
     write_split(tmp_path / "run" / "checkpoints" / "epoch-0000", "val", data, np.full(30, 0.5))
     run = read_run(tmp_path / "run")
     assert read_predictions(run, run.checkpoints[0]).groups["group:site"].tolist() == (np.arange(30) % 2).tolist()
+
+
+def test_group_columns_that_change_between_checkpoints_are_a_changed_validation_set(tmp_path):
+    rng = np.random.default_rng(0)
+    (tmp_path / "run" / "checkpoints").mkdir(parents=True)
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"format": "ckptaudit/1", "task": "binary", "output": "probability"}))
+    y = rng.integers(0, 2, 40)
+    for epoch, g in enumerate((np.arange(40) % 2, np.arange(40) % 3)):
+        ckpt = tmp_path / "run" / "checkpoints" / f"epoch-{epoch:04d}"
+        ckpt.mkdir()
+        (ckpt / "meta.json").write_text(json.dumps({"epoch": epoch}))
+        np.savez(ckpt / "val.npz", target=y, output=rng.random(40), group=g)
+    result = CliRunner().invoke(app, ["rank", str(tmp_path / "run"), "--metric", "worst_group(accuracy)"])
+    assert result.exit_code == 2 and "group columns differ from epoch 0" in result.output

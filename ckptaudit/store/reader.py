@@ -134,6 +134,15 @@ def _groups(path: Path, arrays: dict[str, np.ndarray], target: np.ndarray) -> di
     return groups
 
 
+def _same_groups(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray] | None) -> bool:
+    """Whether two checkpoints' group columns are the same (a PassReader shares equal arrays)."""
+    if a is b:
+        return True
+    if not a or not b:
+        return not a and not b
+    return a.keys() == b.keys() and all(a[k] is b[k] or np.array_equal(a[k], b[k]) for k in a)
+
+
 class ValSetGuard:
     """Checks that every checkpoint of a run was validated on the same rows.
 
@@ -143,13 +152,17 @@ class ValSetGuard:
     def __init__(self, run: Run) -> None:
         self.run = run
         self._first: tuple[Checkpoint, np.ndarray, np.ndarray | None] | None = None
+        self._groups: dict[str, np.ndarray] | None = None  #: the first checkpoint's group columns
 
     def problem(self, checkpoint: Checkpoint, preds: Predictions) -> str | None:
         """A description of how ``preds`` differs from the first checkpoint's, or None."""
         if self._first is None:
             self._first = (checkpoint, preds.target, preds.ids)
+            self._groups = preds.groups
             return None
         first, target, ids = self._first
+        if not _same_groups(self._groups, preds.groups):
+            return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): its group columns differ from epoch {first.epoch}"
         if preds.target is target and preds.ids is ids:
             return None  # NOTE: the very arrays (a PassReader shares equal ones): nothing to compare
         if target.shape != preds.target.shape:
