@@ -130,11 +130,12 @@ def slice_document(rows: Sequence[SliceRow], metric: str) -> Any:
 
     many = len({r.run for r in rows}) > 1
     columns = (["run"] if many else []) + ["checkpoint", "epoch", "group", "rows", metric, "ci95", "tied best"]
-    table = []
+    table: list[list[object]] = []
     for r in rows:
         ci = f"[{r.interval[0]:.4f}, {r.interval[1]:.4f}]" if r.interval else None
         tied = None if r.tied_best is None else ("yes" if r.tied_best else "no")
-        table.append(([r.run] if many else []) + [r.checkpoint, r.epoch, r.group, r.rows, r.value, ci, tied])
+        lead: list[object] = [r.run] if many else []
+        table.append(lead + [r.checkpoint, r.epoch, r.group, r.rows, r.value, ci, tied])
     footer = [
         f"{metric} on each group's rows; {WORST} is worst_group({metric}); 'tied best': cannot be told apart from "
         "the best checkpoint on that slice (95% model confidence set, resampling stratified by group)"

@@ -89,12 +89,12 @@ def group_view(spec: MetricSpec, prep: Prepared) -> tuple[np.ndarray, tuple[str,
     from ..store.groups import group_codes, pick_column
 
     key = ("groups", spec.group_column)
-    cached = prep._cache.get(key)
+    cached: Any = prep._cache.get(key)
     if cached is None:
         _, values = pick_column(getattr(prep, "groups", None), spec.group_column, f"metric {spec.text!r}")
         cached = group_codes(values)
-        prep._cache[key] = cached  # type: ignore[assignment]
-    return cached  # type: ignore[return-value]
+        prep._cache[key] = cached
+    return cached
 
 
 def per_group_values(kernel: Callable[[Prepared, MetricSpec], float], spec: MetricSpec, prep: Prepared) -> dict[str, float]:
