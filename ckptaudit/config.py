@@ -41,7 +41,14 @@ class Policy:
     resamples: int = 1000
     seed: int = 0
     allow_unchosen: bool = False  #: pass chosen-is-best (skipped) when no checkpoint is chosen
-    require_best: bool = False  #: chosen-is-best requires the best (within tolerance), not just a checkpoint that cannot be told apart from it
+    require_best: bool = (
+        False  #: chosen-is-best requires the best (within tolerance), not just a checkpoint that cannot be told apart from it
+    )
+    #: churn (docs/slices.md): the deployed model's predictions (a checkpoint folder, a run
+    #: with a chosen checkpoint, or a val.npz), and the limits the candidate must meet
+    baseline: str | None = None
+    max_negative_flip_rate: float | None = None
+    max_slice_regression: float | None = None
     source: str | None = None  #: the config file the policy came from, if any
 
     def metric_spec(self) -> str:
@@ -107,6 +114,14 @@ def _check_value(key: str, value: Any) -> tuple[Any, str | None]:
             return None, resamples_problem(value)
         if key == "seed" and value < 0:
             return None, "an integer >= 0"
+        return value, None
+    if key in ("max_negative_flip_rate", "max_slice_regression"):  # churn (docs/slices.md)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= float(value) <= 1.0:
+            return None, "a number in [0, 1]"
+        return float(value), None
+    if key == "baseline":
+        if not isinstance(value, str) or not value.strip():
+            return None, "a path"
         return value, None
     if key in ("allow_unchosen", "require_best"):
         if not isinstance(value, bool):

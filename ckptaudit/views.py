@@ -243,6 +243,9 @@ def gate_document(result: GateResult) -> Document:
         f"{verdict}: {result.run.name}, chosen {chosen}, metric {result.metric}"
         + (f", policy from {result.policy.source}" if result.policy.source else "")
     ]
+    from .gate.rules import churn  # slices (issue 24): the per-slice churn table and the flips
+
+    footer += [line for r in result.rules if r.name == churn.NAME for line in churn.lines(r.details)]
     return Document(
         title=f"ckptaudit check: {verdict.lower()}",
         columns=["result", "rule", "details"],

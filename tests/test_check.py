@@ -105,7 +105,13 @@ def test_json_has_the_documented_keys(runs_dir):
     _, doc = gate(runs_dir / "fraud", "--metric", "recall")
     keys = {"run", "metric", "chosen", "chosen_how", "matches", "passed", "policy_source", "rules", "skipped"}
     assert set(doc) == keys | {"verdict"}
-    assert [r["name"] for r in doc["rules"]] == ["chosen-is-best", "selected-by-matches", "min-value", "no-audit-findings"]
+    assert [r["name"] for r in doc["rules"]] == [
+        "chosen-is-best",
+        "selected-by-matches",
+        "min-value",
+        "no-audit-findings",
+        "churn",
+    ]
     for rule in doc["rules"]:
         assert set(rule) == {"name", "passed", "skipped", "message", "details"}
 
@@ -118,7 +124,13 @@ def test_every_format(runs_dir, fmt):
     if fmt == "junit":
         root = ET.fromstring(out.split("\n", 1)[1])
         cases = root.findall("./testsuite/testcase")
-        assert [c.get("name") for c in cases] == ["chosen-is-best", "selected-by-matches", "min-value", "no-audit-findings"]
+        assert [c.get("name") for c in cases] == [
+            "chosen-is-best",
+            "selected-by-matches",
+            "min-value",
+            "no-audit-findings",
+            "churn",
+        ]
         assert root.find("testsuite").get("failures") == "3"
         assert cases[0].find("failure") is not None and cases[2].find("failure") is None
     elif fmt == "github":

@@ -97,6 +97,8 @@ class RunAudit:
     #: (val, train) predictions, without outputs, of the first checkpoint with both splits,
     #: kept by the pass for train-val-overlap (None when either could not be read)
     overlap: tuple[Predictions, Predictions] | None = None
+    #: the validation rows' group columns (slices, docs/slices.md), from the first scorable checkpoint
+    groups: dict[str, np.ndarray] | None = None
 
     def tied_with_winner(self) -> list[str]:
         """Checkpoints other than the winner that cannot be told apart from the best."""
@@ -204,6 +206,8 @@ class _Collector:
             (st.value,), _ = self.scorer.score(ckpt, preds)
         rows.reads += preds is not None
         rows.add(ckpt, prep, st.value)
+        if result.groups is None and prep is not None and prep.groups:
+            result.groups = prep.groups  # slices: read by slice-regression and small-slice
         if ckpt is self.overlap_at and preds is not None:
             self._overlap_val = replace(preds, output=preds.output[:0])
         if prep is None:

@@ -62,6 +62,20 @@ def check(
         ),
     ] = None,
     strict: StrictOpt = False,
+    baseline: Annotated[
+        Path | None,
+        typer.Option(
+            "--baseline",
+            help="The deployed model's predictions (checkpoint folder, run with a chosen checkpoint, or val.npz on the same "
+            "rows): report negative flips per slice and gate on max_negative_flip_rate / max_slice_regression.",
+        ),
+    ] = None,
+    max_negative_flip_rate: Annotated[
+        float | None, typer.Option("--max-negative-flip-rate", help="Most rows (share) the baseline got right that may flip.")
+    ] = None,
+    max_slice_regression: Annotated[
+        float | None, typer.Option("--max-slice-regression", help="Most any slice's accuracy may drop from the baseline's.")
+    ] = None,
 ) -> None:
     """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
 
@@ -87,6 +101,9 @@ def check(
         seed=seed,
         allow_unchosen=allow_unchosen or None,
         require_best=require_best or None,
+        baseline=None if baseline is None else str(baseline),
+        max_negative_flip_rate=max_negative_flip_rate,
+        max_slice_regression=max_slice_regression,
     )
     result = run_gate(path, policy, chosen)
     _emit(render(gate_document(result), fmt.value))

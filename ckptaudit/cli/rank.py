@@ -43,6 +43,14 @@ def rank(
     ] = False,
     strict: StrictOpt = False,
     jobs: JobsOpt = None,
+    by: Annotated[
+        str | None,
+        typer.Option(
+            "--by",
+            help="'group': each checkpoint's (first) metric on every group of the val.npz group column, and the "
+            "worst group, with 95% intervals (docs/slices.md).",
+        ),
+    ] = None,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
@@ -54,6 +62,15 @@ def rank(
     from ..render import render
     from ..views import ranking_document
 
+    if by is not None:  # NOTE: slices (issue 24): ckptaudit.slices
+        from ..errors import UsageError
+        from ..slices import rank_by_group, slice_document
+
+        if by != "group" or not metric:
+            raise UsageError("--by takes 'group' and needs --metric")
+        rows = rank_by_group(paths, metric[0], mode=mode, resamples=resamples)
+        _emit(render(slice_document(rows, metric[0]), fmt.value))
+        return
     ranking = rank_checkpoints(
         paths,
         metric,

@@ -68,6 +68,7 @@ def write_split(folder: Path, split: str, data: PredictData, output: np.ndarray)
         arrays["id"] = data.ids
     if data.input_hash is not None:
         arrays["input_hash"] = data.input_hash
+    arrays.update(data.groups or {})
     arrays[FINGERPRINT_KEY] = np.array(data.fingerprint)
     try:
         with open(tmp, "wb") as fh:
@@ -88,5 +89,9 @@ def _check_fits(run: Run, job: Job, split: str, data: PredictData, output: np.nd
 
     try:
         check_arrays(run, job.folder / f"{split}.npz", data.target, output, data.ids, data.input_hash)
+        if data.groups:
+            from ..store.groups import check_groups
+
+            check_groups(job.folder / f"{split}.npz", data.groups, data.target.shape[0])
     except CkptauditError as exc:
         raise CkptauditError(f"outputs do not fit the run's task {run.task!r} ({run.output}): {exc.args[0]}") from None

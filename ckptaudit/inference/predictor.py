@@ -81,6 +81,8 @@ class PredictData:
     ids: np.ndarray | None
     input_hash: np.ndarray | None
     fingerprint: str
+    #: group columns to store beside the predictions (``group``/``group:<name>`` -> (N,)), or None
+    groups: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:
@@ -136,8 +138,11 @@ def as_predict_data(obj: Any, option: str = "--data") -> PredictData:
     (or ``x``), ``target`` (or ``y``) and optional ``ids``; a torch ``Dataset`` whose items
     are such tuples; a ``DataLoader`` (or any iterable) whose batches are such tuples.
     ``inputs`` may be an array, a tensor or a dict of them (passed as keyword arguments).
-    Datasets and loaders are read once, in order, and held in memory.
+    Datasets and loaders are read once, in order, and held in memory. The dict form may
+    also give ``groups``: the rows' group columns (one array, or a mapping of column name to
+    array), stored in the prediction file (docs/format.md).
     """
+    groups = obj.get("groups") if isinstance(obj, Mapping) else None
     if isinstance(obj, Mapping) and ("inputs" in obj or "x" in obj):
         inputs = obj.get("inputs", obj.get("x"))
         target = obj.get("target", obj.get("y"))
@@ -176,7 +181,19 @@ def as_predict_data(obj: Any, option: str = "--data") -> PredictData:
     # NOTE: hashed exactly as the recorder hashes val_inputs, so the leakage audit can
     # compare recorded and re-predicted checkpoints.
     input_hash = None if isinstance(inputs, Mapping) else hash_rows(inputs)
-    return PredictData(inputs=inputs, target=target_np, ids=ids_np, input_hash=input_hash, fingerprint=fp.hexdigest())
+    group_cols = None
+    if groups is not None:
+        from ..store.groups import group_arrays
+
+        group_cols = group_arrays(groups, to_numpy)
+        for key, arr in sorted(group_cols.items()):
+            if arr.ndim != 1 or arr.shape[0] != n:
+                raise UsageError(f"{option}: groups {key!r} must be (N,) with N = {n}, got shape {arr.shape}")
+            fp.update(f"{key}|{arr.dtype}|{arr.shape}".encode())
+            fp.update(np.ascontiguousarray(arr).tobytes())
+    return PredictData(
+        inputs=inputs, target=target_np, ids=ids_np, input_hash=input_hash, fingerprint=fp.hexdigest(), groups=group_cols
+    )
 
 
 # --------------------------------------------------------------------------- models

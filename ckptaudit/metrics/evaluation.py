@@ -84,7 +84,9 @@ def parse_metrics(texts: Sequence[str], runs: Sequence[Run], mode: str | None = 
 
 def prepare_predictions(run: Run, preds: Predictions) -> metrics.Prepared:
     """The metric kernels' view of one checkpoint's predictions, read per run.json."""
-    return metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class, run.num_classes)
+    prep = metrics.prepare(run.task, run.output, preds.target, preds.output, run.positive_class, run.num_classes)
+    prep.groups = preds.groups  # the slices' group columns (ckptaudit.metrics.groups)
+    return prep
 
 
 def _nonfinite(output: np.ndarray) -> int:
@@ -325,6 +327,8 @@ def iter_scores(
     checkpoints; the scores, notes and errors are the same, in the same order.
     """
     scorer = RunScorer(run, specs)
+    if cache and any(s.group_agg is not None or s.group_name is not None for s in scorer.specs):
+        cache = False  # NOTE: the cache keeps no group columns (slices, issue 24)
     if pool is not None and not pool.read_only and pool_eligible(specs, cache=cache, observe=observe):
         yield from _pooled_scores(run, scorer, pool.outcomes(run), guard=guard)
         return

@@ -511,3 +511,9 @@ KERNELS: dict[str, Callable[[Prepared, MetricSpec], float]] = {
     operating.NAME: operating.kernel,
     operating.COST: operating.kernel,
 }
+
+# NOTE: slices (issue 24): a grouped spec (worst_group(M), M:group=NAME) is scored on its
+# groups' rows by the same kernels; a plain spec goes straight through.
+from .groups import grouped_kernels  # noqa: E402
+
+KERNELS = grouped_kernels(KERNELS)

@@ -95,6 +95,8 @@ class Prepared:
     _cache: dict[object, np.ndarray] = field(default_factory=dict)
     #: the logits' probabilities (sigmoid or softmax), applied on first use of ``proba``
     to_proba: Callable[[np.ndarray], np.ndarray] | None = None
+    #: the rows' group columns (``group``/``group:<name>`` -> (N,)), None when the file has none
+    groups: dict[str, np.ndarray] | None = None
 
     def __init__(
         self,
@@ -110,6 +112,7 @@ class Prepared:
         self.task, self.y, self._proba, self.hard, self.n_classes = task, y, proba, hard, n_classes
         self.logit, self.eps, self.to_proba = logit, eps, to_proba
         self._cache = {}
+        self.groups = None
 
     @property
     def proba(self) -> np.ndarray | None:
@@ -142,7 +145,7 @@ class Prepared:
 
     def take(self, idx: np.ndarray) -> Prepared:
         """The same view restricted to rows ``idx`` (the bootstrap's resamples)."""
-        return Prepared(
+        out = Prepared(
             self.task,
             self.y[idx],
             None if self._proba is None else self._proba[idx],
@@ -152,6 +155,8 @@ class Prepared:
             self.eps,
             self.to_proba,
         )
+        out.groups = None if self.groups is None else {k: v[idx] for k, v in self.groups.items()}
+        return out
 
     def labels(self, threshold: float | None) -> np.ndarray:
         """Hard predictions: class indices (binary: bool), or a 0/1 matrix for multilabel.

@@ -117,6 +117,11 @@ class MetricSpec:
     #: an operating point's question (:class:`~ckptaudit.metrics.operating.OperatingPoint`;
     #: None for every other metric)
     operating: Any = None
+    #: slices (:mod:`ckptaudit.metrics.groups`): "worst" for ``worst_group(M)``; the group
+    #: of ``M:group=NAME``; the group column (``by=``, None: the default column)
+    group_agg: str | None = None
+    group_name: str | None = None
+    group_column: str | None = None
 
     @property
     def maximize(self) -> bool:
@@ -243,6 +248,12 @@ def parse_metric(
             operating=point,
         )
     # --- end operating points
+    # NOTE: slices (issue 24): worst_group(M) and M:group=NAME wrap a built-in metric
+    from .groups import parse_grouped
+
+    grouped = parse_grouped(text, mode=mode, logged=logged, logged_modes=logged_modes)
+    if grouped is not None:
+        return grouped
     name, opts = _split(text.strip())
     if not name:
         raise MetricError(f"metric {text!r}: no metric name before the options")

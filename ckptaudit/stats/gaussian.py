@@ -90,6 +90,8 @@ def gaussian_ok(rows: RowData, resamples: int) -> bool:
     mean losses), a large validation set and no small class (nor stratum), where the
     bootstrap sums are Gaussian to within resampling error and exact weights would cost
     rows x resamples x checkpoints."""
+    if rows.group_div:  # NOTE: grouped metrics (slices) take the exact weights
+        return False
     if rows.kind not in ("confusion", "mean") or rows.data.ndim != 2 or rows.data.shape[1] * resamples < _GAUSSIAN_MIN_CELLS:
         return False
     if rows.kind == "confusion" and rows.classes is None:

@@ -120,6 +120,12 @@ def proportion_counts(rows: RowData, spec: MetricSpec, task: str) -> tuple[np.nd
     """(successes, trials) of every checkpoint when its metric is one proportion (accuracy;
     recall, precision, specificity or npv of one class), from the same predicted labels
     the value comes from; None otherwise."""
+    if rows.group_div:  # slices: group=NAME is a proportion of its own rows; worst_group is none
+        from .groupstats import picked_rows
+
+        rows = picked_rows(rows)
+        if rows is None:
+            return None
     if rows.kind != "confusion" or rows.classes is None:
         return None
     y = rows.classes

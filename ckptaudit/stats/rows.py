@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -55,6 +55,12 @@ class RowData:
     mode: str = ""
     #: each row's target class (binary: 1 = positive) where the run has classes, else None
     classes: np.ndarray | None = None
+    #: grouped metrics (:mod:`ckptaudit.stats.groupstats`): each row's group is
+    #: ``strata // group_div`` (0: not grouped); ``group_pick`` the group of ``group=NAME``
+    #: (-1: the worst group); ``group_names`` the groups' names by code
+    group_div: int = 0
+    group_pick: int = -1
+    group_names: tuple[str, ...] = ()
 
     @property
     def nbytes(self) -> int:
@@ -70,6 +76,11 @@ def row_kind(spec: MetricSpec, task: str) -> str | None:
     (:func:`ckptaudit.stats.ranking_rows.form`)."""
     if spec.source != "builtin":
         return None
+    if spec.group_agg is not None or spec.group_name is not None:  # slices: sum-type forms only
+        from .groupstats import GROUPED_KINDS
+
+        inner = row_kind(replace(spec, group_agg=None, group_name=None), task)
+        return inner if inner in GROUPED_KINDS else None
     if spec.family == "label":
         if task == "multilabel":
             # NOTE: subset accuracy is the mean of a per-row hit; the per-label metrics
@@ -151,6 +162,7 @@ class EvaluationBuilder:
         self._mode = ""
         self._n_classes = 0
         self._bytes = 0
+        self._groups: tuple[np.ndarray, int, tuple[str, ...]] | None = None
         self.note: str | None = None if self.kind else f"{spec.text}: no per-row form for selection statistics"
         self.reads = 0
 
@@ -168,6 +180,12 @@ class EvaluationBuilder:
                 self.kind = ranking_rows.form(prep)
             if self.kind == "ranking":
                 self._mode, self._pos = ranking_rows.targets(self.spec, prep)
+            if self.spec.group_agg is not None or self.spec.group_name is not None:
+                from ..metrics.groups import group_view
+
+                codes, names = group_view(self.spec, prep)
+                pick = -1 if self.spec.group_name is None else names.index(self.spec.group_name)
+                self._groups = (codes, pick, names)
         elif prep.y.shape != self._y.shape or not np.array_equal(prep.y, self._y):
             self.drop("the validation targets differ between checkpoints")
             return
@@ -203,7 +221,15 @@ class EvaluationBuilder:
         rows = None
         if self.note is None and self._rows and self._y is not None and self.kind is not None:
             rows = row_data(
-                self.kind, self.spec, self.run.task, self._y, np.stack(self._rows), self._n_classes, self._pos, self._mode
+                self.kind,
+                self.spec,
+                self.run.task,
+                self._y,
+                np.stack(self._rows),
+                self._n_classes,
+                self._pos,
+                self._mode,
+                groups=self._groups,
             )
         note = self.note
         if rows is None and note is None:
@@ -229,6 +255,7 @@ def row_data(
     n_classes: int,
     pos: np.ndarray | None = None,
     mode: str = "",
+    groups: tuple[np.ndarray, int, tuple[str, ...]] | None = None,
 ) -> RowData:
     """The :class:`RowData` of stacked per-row values ``data`` (checkpoints first, each
     from :func:`_per_row`) on targets ``y``; the exact ranking form also takes its
@@ -239,7 +266,9 @@ def row_data(
     the variance of the mix, under-covering accuracy and raising the confidence set's false
     alarms between checkpoints of equal accuracy but different balance (issue 17). Only ROC
     AUC and average precision resample within classes: they are undefined on a resample
-    that lacks one, and a ranking metric conditions on the class counts anyway."""
+    that lacks one, and a ranking metric conditions on the class counts anyway. ``groups``
+    (codes, picked code, names) of a grouped metric stratify by group as well
+    (:mod:`ckptaudit.stats.groupstats`)."""
     classes = np.asarray(y, dtype=np.int64) if task in ("binary", "multiclass") and y.ndim == 1 else None
     if classes is not None and spec.name in _RANKING:
         strata = classes
@@ -257,7 +286,13 @@ def row_data(
     else:
         y_kept = y.astype(np.int8 if n_classes <= 127 or kind == "multilabel" else np.int32)
     width = n_classes if kind == "multilabel" else max(n_classes, 2)
-    return RowData(kind, y_kept, data, strata, width, sqrt=spec.name == "rmse", mode=mode, classes=classes)
+    extra: dict[str, Any] = {}
+    if groups is not None:
+        from .groupstats import group_strata
+
+        strata, div = group_strata(strata, groups[0])
+        extra = {"group_div": div, "group_pick": groups[1], "group_names": groups[2]}
+    return RowData(kind, y_kept, data, strata, width, sqrt=spec.name == "rmse", mode=mode, classes=classes, **extra)
 
 
 def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
@@ -299,9 +334,12 @@ def evaluate_arrays(
     positive_class: int = 1,
     name: str = "<arrays>",
     n_classes: int | None = None,
+    groups: Any = None,
 ) -> RunEvaluation:
     """An evaluation of in-memory predictions (one array per checkpoint, in order), for
-    notebooks, simulations and tests; checkpoints are named ``c0000``, ``c0001``, ..."""
+    notebooks, simulations and tests; checkpoints are named ``c0000``, ``c0001``, ...
+    ``groups``: the rows' group column (an array: the ``group`` column) or columns (a
+    mapping), for grouped metrics."""
     from pathlib import Path
 
     # NOTE: bound like a run's specs (class=INDEX resolved, binary indices re-coded)
@@ -312,5 +350,7 @@ def evaluate_arrays(
     kernel = metrics.KERNELS[spec.name]
     for ckpt, out in zip(ckpts, outputs, strict=True):
         prep = metrics.prepare(task, output, target, out, positive_class, n_classes)
+        if groups is not None:
+            prep.groups = dict(groups) if isinstance(groups, dict) else {"group": np.asarray(groups)}
         builder.add(ckpt, prep, kernel(prep, spec))
     return builder.finish()

@@ -167,7 +167,12 @@ def _resampled(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: 
         indicator = (by_stratum.classes == event).astype(np.float32)
     for both in _weight_chunks(by_stratum.strata, resamples, rng, out_of_bag=True):
         k = both.shape[0] // 2
-        values_both = weighted_values(by_stratum, both, spec, task)
+        if by_stratum.group_div:  # slices: the worst group is selected in bag, scored out of bag
+            from .groupstats import paired_values
+
+            values_both = paired_values(by_stratum, both, spec, task)
+        else:
+            values_both = weighted_values(by_stratum, both, spec, task)
         if indicator is not None:
             values_both[(both @ indicator) == 0] = np.nan
         del both

@@ -190,6 +190,10 @@ def _ece_values(rows: RowData, w: np.ndarray) -> np.ndarray:
 def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
     """The metric of every checkpoint under each row-weight vector: (k, N) -> (k, C).
     Unit weights give the checkpoints' own values."""
+    if rows.group_div:  # slices: worst_group(M), M:group=NAME
+        from .groupstats import grouped_values
+
+        return grouped_values(rows, w, spec, task)
     if rows.kind == "confusion":
         return _confusion_values(rows, w, spec, task)
     if rows.kind == "ranking":

@@ -13,6 +13,7 @@ import math
 import os
 import struct
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO
 
@@ -289,7 +290,11 @@ def _read_stored(fd: int, info: zipfile.ZipInfo, member: _Stored, key: str, path
 
 
 def read_npz(
-    path: Path, required: tuple[str, ...], optional: tuple[str, ...] = (), reuse: ReadBuffers | None = None
+    path: Path,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    reuse: ReadBuffers | None = None,
+    matching: Callable[[str], bool] | None = None,
 ) -> dict[str, np.ndarray]:
     """The named arrays of a ``numpy.savez`` archive, read without pickle.
 
@@ -301,7 +306,8 @@ def read_npz(
     local header and ``.npy`` header with one small read, then the data straight into its
     array, and the CRC-32 of the member (header and data) is checked against the central
     directory as zipfile would. Compressed members go through zipfile. With ``reuse`` (a
-    :class:`ReadBuffers`), buffers are reused as it describes.
+    :class:`ReadBuffers`), buffers are reused as it describes. ``matching`` adds every
+    member whose name it accepts to ``optional`` (the group columns, whose names vary).
     """
     limit = max_npz_bytes()
     try:
@@ -310,6 +316,8 @@ def read_npz(
             missing = [k for k in required if k not in members]
             if missing:
                 raise RunFormatError(f"missing array {', '.join(sorted(missing))}", path)
+            if matching is not None:
+                optional = (*optional, *sorted(k for k in members if matching(k) and k not in optional))
             wanted = [(k, members[k]) for k in (*required, *optional) if k in members]
             total = sum(info.file_size for _, info in wanted)
             if total > limit:

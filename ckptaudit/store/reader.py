@@ -13,6 +13,8 @@ Prediction files are read with ``allow_pickle=False``: nothing in a run can exec
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import ValSetChangedError
@@ -34,6 +36,7 @@ from .discovery import (
 from .discovery import (
     read_run as read_run,
 )
+from .groups import check_groups, is_group_key
 from .runformat import (
     CHECKPOINTS_DIR as CHECKPOINTS_DIR,
 )
@@ -97,13 +100,14 @@ class PassReader:
     def read(self, checkpoint: Checkpoint, split: str = "val") -> Predictions:
         """One split's arrays, read and validated (:class:`RunFormatError` on any problem)."""
         path = checkpoint.split_file(split)
-        arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), reuse=self.buffers)
+        arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), reuse=self.buffers, matching=is_group_key)
         target, output = arrays["target"], arrays["output"]
         ids, hashes = arrays.get("id"), arrays.get("input_hash")
         known = target is self._checked_target
         check_arrays(self.run, path, target, output, ids, hashes, target_checked=known)
         self._checked_target = target
-        return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
+        groups = _groups(path, arrays, target)
+        return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes, groups=groups)
 
 
 def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val", reader: PassReader | None = None) -> Predictions:
@@ -114,11 +118,29 @@ def read_predictions(run: Run, checkpoint: Checkpoint, split: str = "val", reade
     if reader is not None:
         return reader.read(checkpoint, split)
     path = checkpoint.split_file(split)
-    arrays = read_npz(path, ("target", "output"), ("id", "input_hash"))
+    arrays = read_npz(path, ("target", "output"), ("id", "input_hash"), matching=is_group_key)
     target, output = arrays["target"], arrays["output"]
     ids, hashes = arrays.get("id"), arrays.get("input_hash")
     check_arrays(run, path, target, output, ids, hashes)
-    return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes)
+    return Predictions(path=path, target=target, output=output, ids=ids, input_hash=hashes, groups=_groups(path, arrays, target))
+
+
+def _groups(path: Path, arrays: dict[str, np.ndarray], target: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The file's group columns, checked (docs/format.md), or None when it has none."""
+    groups = {k: v for k, v in arrays.items() if is_group_key(k)}
+    if not groups:
+        return None
+    check_groups(path, groups, target.shape[0])
+    return groups
+
+
+def _same_groups(a: dict[str, np.ndarray] | None, b: dict[str, np.ndarray] | None) -> bool:
+    """Whether two checkpoints' group columns are the same (a PassReader shares equal arrays)."""
+    if a is b:
+        return True
+    if not a or not b:
+        return not a and not b
+    return a.keys() == b.keys() and all(a[k] is b[k] or np.array_equal(a[k], b[k]) for k in a)
 
 
 class ValSetGuard:
@@ -130,13 +152,17 @@ class ValSetGuard:
     def __init__(self, run: Run) -> None:
         self.run = run
         self._first: tuple[Checkpoint, np.ndarray, np.ndarray | None] | None = None
+        self._groups: dict[str, np.ndarray] | None = None  #: the first checkpoint's group columns
 
     def problem(self, checkpoint: Checkpoint, preds: Predictions) -> str | None:
         """A description of how ``preds`` differs from the first checkpoint's, or None."""
         if self._first is None:
             self._first = (checkpoint, preds.target, preds.ids)
+            self._groups = preds.groups
             return None
         first, target, ids = self._first
+        if not _same_groups(self._groups, preds.groups):
+            return f"the validation set changed at epoch {checkpoint.epoch} ({checkpoint.name}): its group columns differ from epoch {first.epoch}"
         if preds.target is target and preds.ids is ids:
             return None  # NOTE: the very arrays (a PassReader shares equal ones): nothing to compare
         if target.shape != preds.target.shape:

@@ -97,6 +97,15 @@ def _arrays(split: str, target: Any, output: Any, ids: Any, inputs: Any, input_h
     return arrays
 
 
+def _group_columns(path: Path, groups: Any, n: int) -> dict[str, np.ndarray]:
+    """A split's group columns as stored, checked with the reader's own checks."""
+    from .groups import check_groups, group_arrays
+
+    columns = group_arrays(groups, to_numpy)
+    check_groups(path, columns, n)
+    return columns
+
+
 #: the run.json keys a recorder sets when it is built
 _RECORDER_KEYS = ("format", "task", "output", "classes", "num_classes", "positive_class", "selected_by")
 
@@ -266,11 +275,13 @@ class Recorder:
         val_ids: Any = None,
         val_inputs: Any = None,
         val_input_hash: Any = None,
+        val_groups: Any = None,
         train_target: Any = None,
         train_output: Any = None,
         train_ids: Any = None,
         train_inputs: Any = None,
         train_input_hash: Any = None,
+        train_groups: Any = None,
         logged: Mapping[str, float] | None = None,
         step: int | None = None,
         optimizer: Any = None,
@@ -283,7 +294,8 @@ class Recorder:
         ``model`` may be an ``nn.Module`` (its state_dict is saved to model.pt), a
         state_dict, or None (predictions only). ``*_inputs`` are hashed per row into
         ``input_hash`` (or give ``*_input_hash`` already computed); the inputs themselves are
-        not stored. ``write(folder)`` writes the framework's own files (a Lightning .ckpt,
+        not stored. ``*_groups`` are the rows' group columns (one array, stored as ``group``,
+        or a mapping of column name to array; docs/format.md). ``write(folder)`` writes the framework's own files (a Lightning .ckpt,
         model.safetensors, model.keras) into the temporary folder before it is renamed into
         place. The arrays are checked with the reader's own checks first: a problem raises
         :class:`RunFormatError` and writes nothing.
@@ -331,6 +343,9 @@ class Recorder:
             check_arrays(
                 self._run, final / "train.npz", train["target"], train["output"], train.get("id"), train.get("input_hash")
             )
+        # NOTE: group columns (slices, issue 24): checked like the other arrays before writing
+        val_group_cols = _group_columns(final / "val.npz", val_groups, val["target"].shape[0])
+        train_group_cols = None if train is None else _group_columns(final / "train.npz", train_groups, train["target"].shape[0])
         ckpt = Checkpoint(path=final, name=name, epoch=int(epoch), step=step, logged=metrics)
         preds = Predictions(path=final / "val.npz", target=val["target"], output=val["output"], ids=val.get("id"))
         problem = self._guard.problem(ckpt, preds)
@@ -340,10 +355,22 @@ class Recorder:
         tmp.mkdir()
         lock = _temp_lock(tmp)  # held until renamed: a cleaner never removes a live temporary
         try:
-            write_predictions(tmp / "val.npz", val["target"], val["output"], val.get("id"), input_hash=val.get("input_hash"))
+            write_predictions(
+                tmp / "val.npz",
+                val["target"],
+                val["output"],
+                val.get("id"),
+                input_hash=val.get("input_hash"),
+                groups=val_group_cols,
+            )
             if train is not None:
                 write_predictions(
-                    tmp / "train.npz", train["target"], train["output"], train.get("id"), input_hash=train.get("input_hash")
+                    tmp / "train.npz",
+                    train["target"],
+                    train["output"],
+                    train.get("id"),
+                    input_hash=train.get("input_hash"),
+                    groups=train_group_cols,
                 )
             weights: dict[str, Any] = {}
             if model is not None or optimizer is not None or scheduler is not None:

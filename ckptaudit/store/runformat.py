@@ -156,13 +156,15 @@ class Run:
 @dataclass(frozen=True)
 class Predictions:
     """One split of one checkpoint: ``target``, ``output`` and the optional
-    ``ids`` and ``input_hash`` arrays."""
+    ``ids``, ``input_hash`` and group columns (:mod:`ckptaudit.store.groups`)."""
 
     path: Path
     target: np.ndarray
     output: np.ndarray
     ids: np.ndarray | None = None
     input_hash: np.ndarray | None = None
+    #: the group columns (``group`` / ``group:<name>`` -> (N,) array), None when the file has none
+    groups: dict[str, np.ndarray] | None = None
 
     @property
     def n(self) -> int:

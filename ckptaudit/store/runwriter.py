@@ -155,9 +155,19 @@ def prediction_arrays(
     return arrays
 
 
-def write_predictions(path: Path, target: Any, output: Any, ids: Any = None, inputs: Any = None, input_hash: Any = None) -> None:
-    """Write one split's ``.npz`` (uncompressed: loading speed matters more than size)."""
+def write_predictions(
+    path: Path,
+    target: Any,
+    output: Any,
+    ids: Any = None,
+    inputs: Any = None,
+    input_hash: Any = None,
+    groups: dict[str, np.ndarray] | None = None,
+) -> None:
+    """Write one split's ``.npz`` (uncompressed: loading speed matters more than size);
+    ``groups`` are its group columns, already named (:func:`ckptaudit.store.groups.group_arrays`)."""
     arrays = prediction_arrays(target, output, ids, inputs, input_hash)
+    arrays.update(groups or {})
     with open(path, "wb") as fh:
         np.savez(fh, **arrays)  # type: ignore[arg-type]
         fh.flush()

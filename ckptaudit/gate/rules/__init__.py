@@ -6,9 +6,9 @@ and computes nothing statistical of its own. :mod:`ckptaudit.gate.engine` only i
 :data:`RULES`.
 """
 
-from . import chosen_is_best, min_value, no_audit_findings, selected_by_matches
+from . import chosen_is_best, churn, min_value, no_audit_findings, selected_by_matches
 
-RULES = (chosen_is_best, selected_by_matches, min_value, no_audit_findings)
+RULES = (chosen_is_best, selected_by_matches, min_value, no_audit_findings, churn)
 NAMES = tuple(r.NAME for r in RULES)
 
 __all__ = ["NAMES", "RULES"]
