@@ -152,3 +152,57 @@ def test_combine_refuses_metrics_that_are_not_row_means(tmp_path):
     path, _, _ = _binary(tmp_path)
     with pytest.raises(MetricError, match="mean over rows"):
         combine_run(read_run(path), "roc_auc", resamples=100)
+
+
+def test_prune_keeps_the_members_an_ensemble_needs_and_rank_pick_see_it(tmp_path):
+    import ckptaudit
+    from ckptaudit.pruning import prune
+
+    path, y, outs = _binary(tmp_path, k=6)
+    for folder in (path / "checkpoints").iterdir():
+        (folder / "model.pt").write_bytes(b"w" * 100)
+    result = combine_run(read_run(path), "log_loss", resamples=100)
+    assert result.adopt and result.written is not None
+    members = {r["checkpoint"] for r in json.loads((result.written / "meta.json").read_text())["members"]}
+    assert members - {"epoch-0005"}  # more than the newest one, which keep_last keeps anyway
+    plan = prune([path], ["log_loss"], keep=1, keep_last=1)[0]
+    action = {e.checkpoint: e for e in plan.entries}
+    for name in members:
+        assert action[name].action == "keep"
+        assert f"member of {result.written.name}" in action[name].kept_by
+    others = {f"epoch-{i:04d}" for i in range(5)} - members
+    assert all(action[n].action == "delete" for n in others if not action[n].kept_by)
+    # the combination is the run's best checkpoint under the metric it was adopted on
+    assert ckptaudit.rank(path, "log_loss").iloc[0]["checkpoint"] == result.written.name
+    assert ckptaudit.pick(path, "log_loss", resamples=200)[0].checkpoint.name == result.written.name
+
+
+def test_nothing_is_written_when_no_combination_helps_unless_asked(tmp_path):
+    # every checkpoint the same predictions: no combination can differ from the best single
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    p = np.clip(0.5 + 0.3 * (2 * y - 1) + rng.normal(0, 0.2, 300), 0.01, 0.99)
+    path = write_run(tmp_path / "same", "binary", "probability", y, [p] * 5)
+    result = combine_run(read_run(path), "log_loss", resamples=100)
+    assert not result.adopt and result.written is None
+    assert result.decision.startswith("no combination helps")
+    assert sorted(c.name for c in (path / "checkpoints").iterdir()) == [f"epoch-{i:04d}" for i in range(5)]
+    forced = combine_run(read_run(path), "log_loss", resamples=100, write=True)
+    assert forced.written is not None
+    assert json.loads((forced.written / "meta.json").read_text())["combine"]["adopted"] is False
+
+
+def test_cli_combine_exit_codes_and_json(tmp_path):
+    from typer.testing import CliRunner
+
+    from ckptaudit.cli import app
+
+    path, _, _ = _binary(tmp_path)
+    res = CliRunner().invoke(app, ["combine", str(path), "-m", "log_loss", "--dry-run", "--resamples", "50", "-f", "json"])
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)
+    assert doc["runs"][0]["adopt"] in (True, False) and doc["runs"][0]["written"] is None
+    bad = CliRunner().invoke(app, ["combine", str(path), "-m", "roc_auc"])
+    assert bad.exit_code == 2 and "mean over rows" in bad.output
+    missing = CliRunner().invoke(app, ["combine", str(tmp_path / "nope"), "-m", "accuracy"])
+    assert missing.exit_code == 2
