@@ -33,6 +33,8 @@ def _table(results) -> str:  # type: ignore[no-untyped-def]
             f"  search ({r.chosen}): naive {r.naive_gain:+.4g}, corrected {r.corrected_gain:+.4g} [{r.interval[0]:+.4g}, {r.interval[1]:+.4g}]"
         )
         lines.append(f"  decision: {r.decision}")
+        for note in r.notes:
+            lines.append(f"  note: {note}")
         if r.written is not None:
             lines.append(f"  written: {r.written}")
         lines.append("")
@@ -55,6 +57,26 @@ def combine(
         typer.Option("--resamples", min=20, help="Resamples of the selection-corrected gain (each re-runs the whole search)."),
     ] = 200,
     seed: SeedOpt = 0,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model", help="Weight averages instead of ensembles: MODULE:FUNCTION returning the architecture (as predict)."
+        ),
+    ] = None,
+    data: Annotated[
+        str | None, typer.Option("--data", help="With --model: MODULE:FUNCTION returning the validation rows (as predict).")
+    ] = None,
+    train_data: Annotated[
+        str | None,
+        typer.Option(
+            "--train-data", help="With --model: training rows on which BatchNorm statistics of each average are refreshed."
+        ),
+    ] = None,
+    device: Annotated[str, typer.Option("--device", help="With --model: auto, cpu, cuda or cuda:N.")] = "cpu",
+    batch_size: Annotated[int, typer.Option("--batch-size", min=1, help="With --model: rows per forward pass.")] = 1024,
+    trust_pickle: Annotated[
+        bool, typer.Option("--trust-pickle", help="With --model: allow weights files that need pickle (runs their code).")
+    ] = False,
     strict: StrictOpt = False,
 ) -> None:
     """Combine checkpoints (ensembles of saved predictions) and adopt one only when it helps beyond noise.
@@ -64,12 +86,29 @@ def combine(
     out-of-bag: the corrected gain over the best single checkpoint, with a 95% interval. An
     adopted combination is written into the run as checkpoint combined-LABEL (meta.json kind
     and members), which rank, pick, check, report and prune then read like any checkpoint.
+    With --model/--data (as predict) the search is over weight averages: uniform last-k and
+    top-k averages and a greedy soup, streamed, BatchNorm refreshed on --train-data.
     """
     import json
 
     from ..combining import combine as combine_runs
+    from ..errors import UsageError
 
-    report = combine_runs(paths, metric, mode=mode, resamples=resamples, seed=seed, write=write, dry_run=dry_run)
+    if (data is not None or train_data is not None) and model is None:
+        raise UsageError("--data and --train-data go with --model (weight averages)")
+    extra = {}
+    if model is not None:
+        from ..inference.predictor import resolve_device
+
+        extra = dict(
+            model=model,
+            data=data,
+            train_data=train_data,
+            device=resolve_device(device),
+            batch_size=batch_size,
+            trust_pickle=trust_pickle,
+        )
+    report = combine_runs(paths, metric, mode=mode, resamples=resamples, seed=seed, write=write, dry_run=dry_run, **extra)
     if fmt is CombineFormat.json:
         _emit(json.dumps({"runs": [r.to_dict() for r in report.results]}, indent=2) + "\n")
     else:

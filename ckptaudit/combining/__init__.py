@@ -152,30 +152,57 @@ def combine_run(
     families: tuple[str, ...] = FAMILIES,
     write: bool = False,
     dry_run: bool = False,
+    model: Any = None,
+    data: Any = None,
+    train_data: Any = None,
+    device: str = "cpu",
+    batch_size: int = 1024,
+    trust_pickle: bool = False,
+    refresh_bn: bool = True,
 ) -> Combination:
     """Search the prediction ensembles of ``run`` under ``metric`` and decide honestly.
 
-    The chosen combination is written as checkpoint ``combined-<label>`` when it is adopted
-    (or with ``write`` even when not), unless ``dry_run``."""
+    With ``model`` and ``data`` (as ``predict`` takes them) the search is over weight
+    averages instead (uniform last-k / top-k averages and a greedy soup, :mod:`.soups`),
+    BatchNorm statistics refreshed on ``train_data`` when given. The chosen combination is
+    written as checkpoint ``combined-<label>`` when it is adopted (or with ``write`` even
+    when not), unless ``dry_run``."""
+    from ..errors import UsageError
+
     spec = parse_metrics([metric], [run], mode=mode)[0]
     spec = spec.for_run(run.classes, run.task, run.positive_class, run.num_classes)
     check_supported(spec, run.task, run.output)
     members = load_members(run)
-    searcher = Searcher(members, spec, families)
+    searcher: Any
+    if model is not None:
+        from .soups import AVERAGE_FAMILIES, AverageSearcher
+
+        if data is None:
+            raise UsageError("weight averages need --data (the validation rows) with --model")
+        fams = families if set(families) <= set(AVERAGE_FAMILIES) else AVERAGE_FAMILIES
+        searcher = AverageSearcher(
+            members, spec, model, data, train_data=train_data, families=fams, device=device,
+            batch_size=batch_size, trust_pickle=trust_pickle, refresh_bn=refresh_bn,
+        )  # fmt: skip
+        members = searcher.members
+    else:
+        searcher = Searcher(members, spec, families)
     full = searcher.search(np.ones(members.y.shape[0], dtype=np.float64))
     result = decide(members, searcher, full, assess(searcher, resamples, seed), spec.text)
     if (result.adopt or write) and not dry_run and full.chosen is not None:
-        result = _write(members, full, result)
+        result = _write(members, full, result, searcher if model is not None else None)
     return result
 
 
-def _write(members: Members, full: SearchResult, result: Combination) -> Combination:
+def _write(members: Members, full: SearchResult, result: Combination, averages: Any = None) -> Combination:
     from dataclasses import replace
 
     from .writing import write_combined
 
     assert full.chosen is not None
     found = full.found[full.chosen]
+    if averages is not None:
+        return replace(result, written=_write_average(members, found, result, averages))
     p = ensemble_mean(members.probs, found.members)
     val = {
         "target": members.target,
@@ -184,17 +211,49 @@ def _write(members: Members, full: SearchResult, result: Combination) -> Combina
         "input_hash": members.input_hash,
     }
     records = [{"checkpoint": n, "count": k} for n, k in _members_of(members, found.members)]
-    decision = {
+    decision = _decision_record(result)
+    used = [members.checkpoints[i] for i in sorted(set(found.members))]
+    path = write_combined(members.run, f"combined-{found.label}", ENSEMBLE, used, records, decision, val=val)
+    return replace(result, written=path)
+
+
+def _decision_record(result: Combination) -> dict[str, Any]:
+    return {
         "metric": result.metric,
         "adopted": result.adopt,
         "corrected_gain": result.corrected_gain,
         "interval": list(result.interval),
         "naive_gain": result.naive_gain,
         "best_single": result.best_single,
+        "notes": list(result.notes),
     }
+
+
+def _write_average(members: Members, found: Any, result: Combination, searcher: Any) -> Path:
+    """Write the chosen weight average: its weights (model.pt, plain tensors) and its
+    validation predictions, made by the inference engine's predictor from those weights."""
+    import tempfile
+
+    from .ensembles import AVERAGE
+    from .soups import save_state
+    from .writing import write_combined
+
+    state = searcher.state_of(found.members)
+    out = searcher.predictor  # NOTE: the very weights written are the ones predicted
+    from ..inference.predictor import _align_keys
+
+    out.model.load_state_dict(_align_keys(state, set(out.model.state_dict())), strict=True)
+    output = out.run(searcher.data)
+    records = [{"checkpoint": n, "count": k} for n, k in _members_of(members, found.members)]
     used = [members.checkpoints[i] for i in sorted(set(found.members))]
-    path = write_combined(members.run, f"combined-{found.label}", ENSEMBLE, used, records, decision, val=val)
-    return replace(result, written=path)
+    val = {"target": members.target, "output": output, "ids": members.ids, "input_hash": members.input_hash}
+    with tempfile.TemporaryDirectory(dir=members.run.path / "checkpoints", prefix=".combine-") as tmp:
+        weights = Path(tmp) / "model.pt"
+        save_state(state, weights)
+        record = {**_decision_record(result), "batchnorm_refreshed": bool(searcher.refresh)}
+        return write_combined(
+            members.run, f"combined-{found.label}", AVERAGE, used, records, record, val=val, files={"model.pt": weights}
+        )
 
 
 @dataclass(frozen=True)
@@ -216,9 +275,12 @@ def combine(
     families: tuple[str, ...] = FAMILIES,
     write: bool = False,
     dry_run: bool = False,
+    **averaging: Any,
 ) -> CombineReport:
     """:func:`combine_run` for every run under ``paths`` (a run, or a sweep: each run on its
-    own); a run that cannot be combined is reported and the others go on."""
+    own); a run that cannot be combined is reported and the others go on. ``averaging``
+    (``model``, ``data``, ``train_data``, ``device``, ...) searches weight averages instead
+    (:func:`combine_run`)."""
     from ..errors import CkptauditError, MetricError
     from ..store.reader import discover_sweep
 
