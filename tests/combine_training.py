@@ -18,11 +18,14 @@ FEATURES, CLASSES, HIDDEN = 20, 3, 16
 
 
 def mlp(batchnorm: bool = False) -> torch.nn.Module:
-    """The architecture (no weights): 20 -> 16 -> 3, optionally with BatchNorm."""
+    """The architecture (no weights): 20 -> 16 -> 3, or with BatchNorm 20 -> 16 -> 16 -> BN -> 3."""
     torch.manual_seed(0)
     layers: list[torch.nn.Module] = [torch.nn.Linear(FEATURES, HIDDEN)]
     if batchnorm:
-        layers.append(torch.nn.BatchNorm1d(HIDDEN))
+        # NOTE: BatchNorm after a non-linear layer: its input's statistics under averaged
+        # weights are not the average of the members' statistics (after a linear layer
+        # straight from the inputs, the means would be)
+        layers += [torch.nn.ReLU(), torch.nn.Linear(HIDDEN, HIDDEN), torch.nn.BatchNorm1d(HIDDEN)]
     layers += [torch.nn.ReLU(), torch.nn.Linear(HIDDEN, CLASSES)]
     return torch.nn.Sequential(*layers)
 
@@ -46,8 +49,16 @@ class Trained:
 
 
 def train_run(
-    path: Path, *, lr: float, epochs: int, batchnorm: bool = False, seed: int = 0, noise: float = 2.0, n_train: int = 2000,
-    batch: int = 64, momentum: float = 0.0
+    path: Path,
+    *,
+    lr: float,
+    epochs: int,
+    batchnorm: bool = False,
+    seed: int = 0,
+    noise: float = 2.0,
+    n_train: int = 2000,
+    batch: int = 64,
+    momentum: float = 0.0,
 ) -> Trained:
     """Train with plain SGD at learning rate ``lr`` and save every epoch."""
     rng = np.random.default_rng(seed)
