@@ -206,3 +206,24 @@ def test_cli_combine_exit_codes_and_json(tmp_path):
     assert bad.exit_code == 2 and "mean over rows" in bad.output
     missing = CliRunner().invoke(app, ["combine", str(tmp_path / "nope"), "-m", "accuracy"])
     assert missing.exit_code == 2
+
+
+def test_rank_marks_combined_checkpoints_and_their_members(tmp_path):
+    from typer.testing import CliRunner
+
+    from ckptaudit.cli import app
+
+    path, _, _ = _binary(tmp_path, k=6)
+    plain = CliRunner().invoke(app, ["rank", str(path), "-m", "log_loss", "-f", "json"])
+    assert all("combined" not in r for r in json.loads(plain.stdout))  # nothing to mark: no column
+    result = combine_run(read_run(path), "log_loss", resamples=100)
+    members = {r["checkpoint"] for r in json.loads((result.written / "meta.json").read_text())["members"]}
+    res = CliRunner().invoke(app, ["rank", str(path), "-m", "log_loss", "-f", "json"])
+    assert res.exit_code == 0, res.output
+    rows = {r["checkpoint"]: r["combined"] for r in json.loads(res.stdout)}
+    assert rows[result.written.name] == f"ensemble of {len(members)}"
+    for name in rows:
+        if name in members:
+            assert rows[name] == f"member of {result.written.name}"
+        elif name != result.written.name:
+            assert rows[name] is None

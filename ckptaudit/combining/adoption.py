@@ -62,7 +62,7 @@ class Searcher:
         self.maximize = spec.maximize
         task, y, eps = members.run.task, members.y, members.eps
         self.rows_fn: Callable[[np.ndarray], np.ndarray] = lambda p: row_values(task, spec, y, p, eps)
-        self.single_rows = np.stack([self.rows_fn(p) for p in members.probs])
+        self.single_rows = np.stack([self.rows_fn(p.astype(np.float64)) for p in members.probs])
         k = members.probs.shape[0]
         self.ks = k_values(k)
         # NOTE: last-k members do not depend on the rows: their per-row values are computed once

@@ -85,7 +85,9 @@ def load_members(run: Run) -> Members:
             first = (prep.y.copy(), np.array(preds.target), preds.ids, preds.input_hash)
             eps = prep.eps
         kept.append(ckpt)
-        arrays.append(np.array(p, dtype=np.float64))
+        # NOTE: float32 outputs are held as float32 (a 50 x 50k x 100 run is 1 GB, not 2);
+        # every sum over members is made in float64
+        arrays.append(np.array(p, dtype=np.float32 if preds.output.dtype == np.float32 else np.float64))
     if len(kept) < 2 or first is None:
         raise RunFormatError(f"combine needs at least 2 scorable checkpoints, the run has {len(kept)}", run.path)
     y, target, ids, hashes = first

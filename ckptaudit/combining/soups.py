@@ -84,7 +84,7 @@ class AverageSearcher:
             )
         task, y, eps = members.run.task, members.y, members.eps
         self.rows_fn = lambda p: row_values(task, spec, y, p, eps)
-        self.single_rows = np.stack([self.rows_fn(p) for p in self.members.probs])
+        self.single_rows = np.stack([self.rows_fn(p.astype(np.float64)) for p in self.members.probs])
         self.ks = k_values(len(self.files))
         self._cache: dict[tuple[int, ...], np.ndarray] = {}
         self.predicted = 0  #: averages predicted so far (each a streamed average and one inference pass)
