@@ -67,12 +67,13 @@ def _speed(args: argparse.Namespace) -> None:
             t = time.perf_counter()
             run = read_run(path)
             members = load_members(run)
+            read_s = time.perf_counter() - t
             searcher = Searcher(members, parse_metrics(["log_loss"], [run])[0], families=("greedy",))
             res = searcher.search(np.ones(n))
             greedy_s = time.perf_counter() - t
             print(
                 f"{k} checkpoints x {n} rows x {c} {'class' if c == 1 else 'classes'}: rank {rank_s:.1f} s, "
-                f"greedy ensemble (read + search, {len(res.found['greedy'].members)} steps) {greedy_s:.1f} s "
+                f"greedy ensemble (read {read_s:.1f} s + search, {len(res.found['greedy'].members)} steps) {greedy_s:.1f} s "
                 f"= {greedy_s / rank_s:.2f}x rank"
             )
 

@@ -227,3 +227,17 @@ def test_rank_marks_combined_checkpoints_and_their_members(tmp_path):
             assert rows[name] == f"member of {result.written.name}"
         elif name != result.written.name:
             assert rows[name] is None
+
+
+@pytest.mark.parametrize("metric", ["log_loss", "brier", "accuracy"])
+def test_the_searchs_greedy_equals_the_plain_greedy_on_probabilities(tmp_path, metric):
+    # the search works on true-class probabilities (log_loss, binary brier) and on sums
+    # (log_loss): the same members as the plain search on probabilities
+    path, y, outs = _binary(tmp_path, k=10, n=500, seed=7)
+    run = read_run(path)
+    m = load_members(run)
+    spec = _spec(run, metric)
+    w = np.random.default_rng(0).poisson(1.0, len(y)).astype(np.float64)
+    plain, _ = greedy_select(m.probs, lambda p: row_values("binary", spec, m.y, p, m.eps), w, spec.maximize)
+    found = Searcher(m, spec).search(w).found["greedy"]
+    assert found.members == plain

@@ -12,7 +12,6 @@ when that interval lies above zero (better beyond noise); otherwise no combinati
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -20,7 +19,7 @@ import numpy as np
 from ..metrics.spec import MetricSpec
 from .ensembles import Members, ensemble_mean
 from .greedy import MAX_STEPS, better, greedy_select
-from .rows import row_values
+from .rows import search_space
 
 DEFAULT_RESAMPLES = 200
 DEFAULT_SEED = 0
@@ -61,15 +60,16 @@ class Searcher:
         self.members, self.spec, self.families, self.max_steps = members, spec, families, max_steps
         self.maximize = spec.maximize
         task, y, eps = members.run.task, members.y, members.eps
-        self.rows_fn: Callable[[np.ndarray], np.ndarray] = lambda p: row_values(task, spec, y, p, eps)
-        self.single_rows = np.stack([self.rows_fn(p.astype(np.float64)) for p in members.probs])
-        k = members.probs.shape[0]
+        #: what the search averages (see :func:`.rows.search_space`) and the metric's rows on it
+        self.space, self.rows_fn = search_space(task, spec, members.probs, y, eps)
+        self.single_rows = np.stack([self.rows_fn(p.astype(np.float64)) for p in self.space])
+        k = self.space.shape[0]
         self.ks = k_values(k)
         # NOTE: last-k members do not depend on the rows: their per-row values are computed once
         self.last_rows: dict[int, np.ndarray] = {}
-        running = np.zeros(members.probs.shape[1:], dtype=np.float64)
+        running = np.zeros(self.space.shape[1:], dtype=np.float64)
         for count, idx in enumerate(range(k - 1, -1, -1), start=1):
-            running += members.probs[idx]
+            running += self.space[idx]
             if count in self.ks:
                 self.last_rows[count] = self.rows_fn(running / count)
 
@@ -82,7 +82,7 @@ class Searcher:
         singles = self.single_rows @ weights / total
         s = self._best(singles)
         result = SearchResult(s, float(singles[s]))
-        k = self.members.probs.shape[0]
+        k = self.space.shape[0]
         if "last-k" in self.families and self.ks:
             vals = np.array([self.last_rows[n] @ weights / total for n in self.ks])
             i = self._best(vals)
@@ -90,10 +90,10 @@ class Searcher:
             result.found["last-k"] = Found("last-k", f"last-{n}", list(range(k - n, k)), self.last_rows[n], float(vals[i]))
         if "top-k" in self.families and self.ks:
             order = np.argsort(-singles if self.maximize else singles, kind="stable")
-            running = np.zeros(self.members.probs.shape[1:], dtype=np.float64)
+            running = np.zeros(self.space.shape[1:], dtype=np.float64)
             best: Found | None = None
             for count, idx in enumerate(order, start=1):
-                running += self.members.probs[idx]
+                running += self.space[idx]
                 if count in self.ks:
                     rows = self.rows_fn(running / count)
                     v = float(rows @ weights / total)
@@ -104,8 +104,8 @@ class Searcher:
             assert best is not None
             result.found["top-k"] = best
         if "greedy" in self.families:
-            chosen, v = greedy_select(self.members.probs, self.rows_fn, weights, self.maximize, self.max_steps)
-            rows = self.rows_fn(ensemble_mean(self.members.probs, chosen))
+            chosen, v = greedy_select(self.space, self.rows_fn, weights, self.maximize, self.max_steps)
+            rows = self.rows_fn(ensemble_mean(self.space, chosen))
             result.found["greedy"] = Found("greedy", "greedy", chosen, rows, float(rows @ weights / total))
         for family in self.families:
             f = result.found.get(family)

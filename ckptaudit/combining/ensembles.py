@@ -77,8 +77,11 @@ def load_members(run: Run) -> Members:
         preds = reader.read(ckpt)
         guard.check(ckpt, preds)
         prep = prepare_predictions(run, preds)
-        p = prep.proba64 if run.task != "regression" else np.asarray(prep.proba, dtype=np.float64)
-        if not np.all(np.isfinite(p)):
+        # NOTE: stored float32 probabilities stay float32 (no float64 copy of a 50k x 100 output)
+        p = prep.proba if prep.proba is not None and prep.proba.dtype == np.float32 else prep.proba64
+        if run.task == "regression":
+            p = np.asarray(prep.proba, dtype=np.float64)
+        if not np.isfinite(p.sum()) and not np.all(np.isfinite(p)):
             notes.append(f"{ckpt.name}: non-finite outputs, not a candidate")
             continue
         if first is None:
@@ -87,7 +90,7 @@ def load_members(run: Run) -> Members:
         kept.append(ckpt)
         # NOTE: float32 outputs are held as float32 (a 50 x 50k x 100 run is 1 GB, not 2);
         # every sum over members is made in float64
-        arrays.append(np.array(p, dtype=np.float32 if preds.output.dtype == np.float32 else np.float64))
+        arrays.append(np.array(p, dtype=np.float32 if p.dtype == np.float32 else np.float64))
     if len(kept) < 2 or first is None:
         raise RunFormatError(f"combine needs at least 2 scorable checkpoints, the run has {len(kept)}", run.path)
     y, target, ids, hashes = first

@@ -71,3 +71,38 @@ def weighted_means(rows: np.ndarray, weights: np.ndarray) -> np.ndarray:
     if weights.ndim == 1:
         return rows @ weights / weights.sum()
     return rows @ weights.T / weights.sum(axis=1)
+
+
+def search_space(task: str, spec: MetricSpec, probs: np.ndarray, y: np.ndarray, eps: float):  # type: ignore[no-untyped-def]
+    """The arrays the search averages, and the per-row metric on their mean.
+
+    log_loss (and binary brier) depend only on each row's probability of its true class,
+    which is affine in the probabilities, so the mean of the members' true-class
+    probabilities is the ensemble's: the search then works on ``(K, N)`` arrays whatever
+    the number of classes (a 100-class run costs what a binary one does). Other metrics work
+    on the probabilities themselves. The returned function may overwrite its argument (the
+    search passes it temporaries only)."""
+    if spec.name == "log_loss" or (task == "binary" and spec.name == "brier"):
+        if task == "binary":
+            t = np.where(y == 1, probs, 1 - probs).astype(probs.dtype, copy=False)
+        else:
+            t = np.take_along_axis(probs, np.broadcast_to(y[None, :, None], (probs.shape[0], y.shape[0], 1)), axis=2)[..., 0]
+        if spec.name == "log_loss":
+
+            def rows(a: np.ndarray) -> np.ndarray:
+                np.clip(a, eps, 1 - eps, out=a)
+                np.log(a, out=a)
+                return np.negative(a, out=a)
+
+            # NOTE: lets the greedy search score sums of c members without dividing by c:
+            # -log(clip(s / c)) = -log(clip(s, eps c, (1 - eps) c)) + log(c)
+            rows.log_loss_eps = eps  # type: ignore[attr-defined]
+
+        else:
+
+            def rows(a: np.ndarray) -> np.ndarray:
+                np.subtract(1, a, out=a)
+                return np.square(a, out=a)
+
+        return np.ascontiguousarray(t), rows
+    return probs, lambda p: row_values(task, spec, y, p, eps)
