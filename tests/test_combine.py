@@ -4,6 +4,7 @@ checked against hand-written numpy, scikit-learn and the run's own rank."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -241,3 +242,36 @@ def test_the_searchs_greedy_equals_the_plain_greedy_on_probabilities(tmp_path, m
     plain, _ = greedy_select(m.probs, lambda p: row_values("binary", spec, m.y, p, m.eps), w, spec.maximize)
     found = Searcher(m, spec).search(w).found["greedy"]
     assert found.members == plain
+
+
+def test_across_pools_a_sweeps_runs_and_writes_a_combined_run(tmp_path):
+    from typer.testing import CliRunner
+
+    import ckptaudit
+    from ckptaudit.cli import app
+
+    rng = np.random.default_rng(11)
+    y = rng.integers(0, 2, 600)
+    for r in range(3):  # three fine-tunes, two checkpoints each, on the same validation rows
+        outs = [1 / (1 + np.exp(-((2 * y - 1) * 1.0 + rng.normal(0, 2.0, 600)))) for _ in range(2)]
+        write_run(tmp_path / "sweep" / f"ft{r}", "binary", "probability", y, outs)
+    res = CliRunner().invoke(
+        app, ["combine", str(tmp_path / "sweep"), "--across", "-m", "log_loss", "--resamples", "50", "-f", "json"]
+    )
+    assert res.exit_code == 0, res.output
+    doc = json.loads(res.stdout)["runs"][0]
+    assert doc["adopt"] and "across 3 runs" in doc["run"]
+    names = {m["checkpoint"] for c in doc["candidates"] for m in c["members"]}
+    assert names <= {f"ft{r}/epoch-{e:04d}" for r in range(3) for e in range(2)}
+    assert len({n.split("/")[0] for n in names}) > 1  # members come from several runs
+    written = Path(doc["written"])
+    assert written.parent.parent == tmp_path / "sweep" / "combined-across"
+    ranked = ckptaudit.rank(tmp_path / "sweep", "log_loss")
+    assert ranked.iloc[0]["checkpoint"] == written.name
+    # per-run combine of the same sweep leaves the --across run alone
+    again = CliRunner().invoke(app, ["combine", str(tmp_path / "sweep"), "-m", "log_loss", "--resamples", "20", "--dry-run"])
+    assert again.exit_code == 0, again.output
+    # runs validated on other rows are refused
+    write_run(tmp_path / "sweep" / "other", "binary", "probability", 1 - y, [np.full(600, 0.5)] * 2)
+    bad = CliRunner().invoke(app, ["combine", str(tmp_path / "sweep"), "--across", "-m", "log_loss", "--dry-run"])
+    assert bad.exit_code == 2 and "other rows" in bad.output

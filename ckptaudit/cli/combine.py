@@ -51,6 +51,12 @@ def combine(
         bool, typer.Option("--write", help="Write the search's combination even when it is not adopted (it is marked so).")
     ] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Decide and show, write nothing.")] = False,
+    across: Annotated[
+        bool,
+        typer.Option(
+            "--across", help="One pool of every run's checkpoints (fine-tunes validated on the same rows): soups across a sweep."
+        ),
+    ] = False,
     fmt: Annotated[CombineFormat, typer.Option("--format", "-f", help="Output format.")] = CombineFormat.table,
     resamples: Annotated[
         int,
@@ -108,7 +114,9 @@ def combine(
             batch_size=batch_size,
             trust_pickle=trust_pickle,
         )
-    report = combine_runs(paths, metric, mode=mode, resamples=resamples, seed=seed, write=write, dry_run=dry_run, **extra)
+    report = combine_runs(
+        paths, metric, mode=mode, resamples=resamples, seed=seed, write=write, dry_run=dry_run, across=across, **extra
+    )
     if fmt is CombineFormat.json:
         _emit(json.dumps({"runs": [r.to_dict() for r in report.results]}, indent=2) + "\n")
     else:

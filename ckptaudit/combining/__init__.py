@@ -167,12 +167,43 @@ def combine_run(
     BatchNorm statistics refreshed on ``train_data`` when given. The chosen combination is
     written as checkpoint ``combined-<label>`` when it is adopted (or with ``write`` even
     when not), unless ``dry_run``."""
-    from ..errors import UsageError
+    spec = _spec(run, metric, mode)
+    members = load_members(run)
+    return _combine(
+        members, spec, lambda: run.path, resamples=resamples, seed=seed, families=families, write=write, dry_run=dry_run,
+        model=model, data=data, train_data=train_data, device=device, batch_size=batch_size, trust_pickle=trust_pickle,
+        refresh_bn=refresh_bn,
+    )  # fmt: skip
 
+
+def _spec(run: Run, metric: str, mode: str | None) -> Any:
     spec = parse_metrics([metric], [run], mode=mode)[0]
     spec = spec.for_run(run.classes, run.task, run.positive_class, run.num_classes)
     check_supported(spec, run.task, run.output)
-    members = load_members(run)
+    return spec
+
+
+def _combine(
+    members: Members,
+    spec: Any,
+    target: Any,
+    *,
+    resamples: int,
+    seed: int,
+    families: tuple[str, ...],
+    write: bool,
+    dry_run: bool,
+    model: Any,
+    data: Any,
+    train_data: Any,
+    device: str,
+    batch_size: int,
+    trust_pickle: bool,
+    refresh_bn: bool,
+) -> Combination:
+    """Search, assess, decide and (when adopted or asked) write into the run ``target()``."""
+    from ..errors import UsageError
+
     searcher: Any
     if model is not None:
         from .soups import AVERAGE_FAMILIES, AverageSearcher
@@ -190,11 +221,48 @@ def combine_run(
     full = searcher.search(np.ones(members.y.shape[0], dtype=np.float64))
     result = decide(members, searcher, full, assess(searcher, resamples, seed), spec.text)
     if (result.adopt or write) and not dry_run and full.chosen is not None:
-        result = _write(members, full, result, searcher if model is not None else None)
+        result = _write(members, full, result, target(), searcher if model is not None else None)
     return result
 
 
-def _write(members: Members, full: SearchResult, result: Combination, averages: Any = None) -> Combination:
+def combine_across(
+    runs: Any,
+    metric: str,
+    *,
+    mode: str | None = None,
+    resamples: int = DEFAULT_RESAMPLES,
+    seed: int = DEFAULT_SEED,
+    families: tuple[str, ...] = FAMILIES,
+    write: bool = False,
+    dry_run: bool = False,
+    model: Any = None,
+    data: Any = None,
+    train_data: Any = None,
+    device: str = "cpu",
+    batch_size: int = 1024,
+    trust_pickle: bool = False,
+    refresh_bn: bool = True,
+) -> Combination:
+    """:func:`combine_run` over one pool of every run's checkpoints (a sweep of fine-tunes
+    validated on the same rows, :mod:`.across`); an adopted combination is written as run
+    ``SWEEP/combined-across``."""
+    from dataclasses import replace
+
+    from .across import across_run as target_run
+    from .across import pooled_members, sweep_root
+
+    members = pooled_members(runs)
+    spec = _spec(members.run, metric, mode)
+    result = _combine(
+        members, spec, lambda: target_run(runs), resamples=resamples, seed=seed, families=families, write=write,
+        dry_run=dry_run, model=model, data=data, train_data=train_data, device=device, batch_size=batch_size,
+        trust_pickle=trust_pickle, refresh_bn=refresh_bn,
+    )  # fmt: skip
+    root = sweep_root(runs)
+    return replace(result, run=f"{root} (across {len({c.name.rsplit('/', 1)[0] for c in members.checkpoints})} runs)", path=root)
+
+
+def _write(members: Members, full: SearchResult, result: Combination, target: Path, averages: Any = None) -> Combination:
     from dataclasses import replace
 
     from .writing import write_combined
@@ -202,7 +270,7 @@ def _write(members: Members, full: SearchResult, result: Combination, averages: 
     assert full.chosen is not None
     found = full.found[full.chosen]
     if averages is not None:
-        return replace(result, written=_write_average(members, found, result, averages))
+        return replace(result, written=_write_average(members, found, result, averages, target))
     p = ensemble_mean(members.probs, found.members)
     val = {
         "target": members.target,
@@ -213,7 +281,7 @@ def _write(members: Members, full: SearchResult, result: Combination, averages: 
     records = [{"checkpoint": n, "count": k} for n, k in _members_of(members, found.members)]
     decision = _decision_record(result)
     used = [members.checkpoints[i] for i in sorted(set(found.members))]
-    path = write_combined(members.run, f"combined-{found.label}", ENSEMBLE, used, records, decision, val=val)
+    path = write_combined(target, f"combined-{found.label}", ENSEMBLE, used, records, decision, val=val)
     return replace(result, written=path)
 
 
@@ -229,7 +297,7 @@ def _decision_record(result: Combination) -> dict[str, Any]:
     }
 
 
-def _write_average(members: Members, found: Any, result: Combination, searcher: Any) -> Path:
+def _write_average(members: Members, found: Any, result: Combination, searcher: Any, target: Path) -> Path:
     """Write the chosen weight average: its weights (model.pt, plain tensors) and its
     validation predictions, made by the inference engine's predictor from those weights."""
     import tempfile
@@ -247,12 +315,12 @@ def _write_average(members: Members, found: Any, result: Combination, searcher: 
     records = [{"checkpoint": n, "count": k} for n, k in _members_of(members, found.members)]
     used = [members.checkpoints[i] for i in sorted(set(found.members))]
     val = {"target": members.target, "output": output, "ids": members.ids, "input_hash": members.input_hash}
-    with tempfile.TemporaryDirectory(dir=members.run.path / "checkpoints", prefix=".combine-") as tmp:
+    with tempfile.TemporaryDirectory(dir=target / "checkpoints", prefix=".combine-") as tmp:
         weights = Path(tmp) / "model.pt"
         save_state(state, weights)
         record = {**_decision_record(result), "batchnorm_refreshed": bool(searcher.refresh)}
         return write_combined(
-            members.run, f"combined-{found.label}", AVERAGE, used, records, record, val=val, files={"model.pt": weights}
+            target, f"combined-{found.label}", AVERAGE, used, records, record, val=val, files={"model.pt": weights}
         )
 
 
@@ -275,6 +343,7 @@ def combine(
     families: tuple[str, ...] = FAMILIES,
     write: bool = False,
     dry_run: bool = False,
+    across: bool = False,
     **averaging: Any,
 ) -> CombineReport:
     """:func:`combine_run` for every run under ``paths`` (a run, or a sweep: each run on its
@@ -287,7 +356,15 @@ def combine(
     runs, skipped = discover_sweep([paths] if isinstance(paths, (str, Path)) else paths)
     results: list[Combination] = []
     problems: list[str] = []
+    if across:
+        result = combine_across(
+            runs, metric, mode=mode, resamples=resamples, seed=seed, families=families, write=write, dry_run=dry_run,
+            **averaging,
+        )  # fmt: skip
+        return CombineReport((result,), (), tuple(skipped))
     for run in runs:
+        if run.path.name == "combined-across":
+            continue  # NOTE: written by --across; its checkpoints are combinations, not candidates
         try:
             results.append(
                 combine_run(

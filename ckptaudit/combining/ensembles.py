@@ -58,10 +58,10 @@ class Members:
         return tuple(c.name for c in self.checkpoints)
 
 
-def load_members(run: Run) -> Members:
+def load_members(run: Run, minimum: int = 2) -> Members:
     """Read the run's scorable, not-combined checkpoints; raise :class:`RunFormatError` when
-    fewer than two remain. Checkpoints without val.npz or with non-finite outputs are left
-    out with a note."""
+    fewer than ``minimum`` remain. Checkpoints without val.npz or with non-finite outputs are
+    left out with a note."""
     reader, guard = PassReader(run), ValSetGuard(run)
     kept: list[Checkpoint] = []
     arrays: list[np.ndarray] = []
@@ -91,8 +91,8 @@ def load_members(run: Run) -> Members:
         # NOTE: float32 outputs are held as float32 (a 50 x 50k x 100 run is 1 GB, not 2);
         # every sum over members is made in float64
         arrays.append(np.array(p, dtype=np.float32 if p.dtype == np.float32 else np.float64))
-    if len(kept) < 2 or first is None:
-        raise RunFormatError(f"combine needs at least 2 scorable checkpoints, the run has {len(kept)}", run.path)
+    if len(kept) < max(minimum, 1) or first is None:
+        raise RunFormatError(f"combine needs at least {minimum} scorable checkpoints, the run has {len(kept)}", run.path)
     y, target, ids, hashes = first
     ids = None if ids is None else np.array(ids)
     hashes = None if hashes is None else np.array(hashes)

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import UsageError
-from ..store.reader import CHECKPOINTS_DIR, META_FILE, Checkpoint, Run
+from ..store.reader import CHECKPOINTS_DIR, META_FILE, Checkpoint
 from ..store.runwriter import _fsync_dir, write_json_atomic, write_predictions
 
 
@@ -31,7 +31,7 @@ def member_records(checkpoints: Sequence[Checkpoint], members: Sequence[int]) ->
 
 
 def write_combined(
-    run: Run,
+    run_path: Path,
     name: str,
     kind: str,
     members: Sequence[Checkpoint],
@@ -43,7 +43,7 @@ def write_combined(
     """Write checkpoint ``name`` (error if it exists) holding ``val`` arrays (``target``,
     ``output``, ``ids``, ``input_hash``) and/or the ``files`` moved in (name -> temporary
     path); returns its folder."""
-    checkpoints = run.path / CHECKPOINTS_DIR
+    checkpoints = Path(run_path) / CHECKPOINTS_DIR
     final = checkpoints / name
     if os.path.lexists(final):
         raise UsageError(f"{final} already exists: remove it or combine under another metric", final)
