@@ -275,3 +275,21 @@ def test_across_pools_a_sweeps_runs_and_writes_a_combined_run(tmp_path):
     write_run(tmp_path / "sweep" / "other", "binary", "probability", 1 - y, [np.full(600, 0.5)] * 2)
     bad = CliRunner().invoke(app, ["combine", str(tmp_path / "sweep"), "--across", "-m", "log_loss", "--dry-run"])
     assert bad.exit_code == 2 and "other rows" in bad.output
+
+
+def test_report_shows_the_combination_panel_from_what_combine_recorded(tmp_path):
+    from typer.testing import CliRunner
+
+    from ckptaudit.cli import app
+
+    path, _, _ = _binary(tmp_path, k=6)
+    out = tmp_path / "r.html"
+    assert CliRunner().invoke(app, ["report", str(path), "-m", "log_loss", "-o", str(out)]).exit_code == 0
+    assert "<h3>Combinations</h3>" not in out.read_text()
+    result = combine_run(read_run(path), "log_loss", resamples=100)
+    assert CliRunner().invoke(app, ["report", str(path), "-m", "log_loss", "-o", str(out)]).exit_code == 0
+    html = out.read_text()
+    assert "<h3>Combinations</h3>" in html and f"<b>{result.written.name}</b> (ensemble, adopted)" in html
+    for c in result.candidates:
+        assert f"<td>{c.corrected_gain:+.4g}</td><td>[{c.interval[0]:+.4g}, {c.interval[1]:+.4g}]</td>" in html
+    assert result.decision in html

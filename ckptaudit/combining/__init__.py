@@ -293,6 +293,21 @@ def _decision_record(result: Combination) -> dict[str, Any]:
         "interval": list(result.interval),
         "naive_gain": result.naive_gain,
         "best_single": result.best_single,
+        "best_single_value": result.best_single_value,
+        "chosen": result.chosen,
+        "decision": result.decision,
+        "resamples": result.resamples,
+        # NOTE: every candidate, so that the report shows what the decision was made among
+        "candidates": [
+            {
+                "label": c.label,
+                "value": c.value,
+                "naive_gain": c.naive_gain,
+                "corrected_gain": c.corrected_gain,
+                "interval": list(c.interval),
+            }
+            for c in result.candidates
+        ],
         "notes": list(result.notes),
     }
 

@@ -8,6 +8,7 @@ meta.json is read (one small file each), so marking costs nothing on runs withou
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..store.reader import Run
 from .ensembles import combination_of
@@ -34,3 +35,23 @@ def combination_marks(runs: Iterable[Run]) -> dict[tuple[str, str], str]:
     for key, names in member_of.items():
         marks.setdefault(key, "member of " + ", ".join(names))
     return marks
+
+
+def combination_records(checkpoints: Iterable[Any]) -> list[dict[str, Any]]:
+    """What ``combine`` recorded in the meta.json of each combined checkpoint among
+    ``checkpoints``: name, kind, members and the decision record (``combine``), for the
+    report's panel (which shows these numbers; it computes none)."""
+    import json
+
+    out = []
+    for ckpt in checkpoints:
+        if not ckpt.name.startswith(PREFIX):
+            continue
+        try:
+            meta = json.loads((ckpt.path / "meta.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue
+        if not isinstance(meta, dict) or not isinstance(meta.get("combine"), dict):
+            continue
+        out.append({"checkpoint": ckpt.name, "kind": meta.get("kind"), "members": meta.get("members") or [], **meta["combine"]})
+    return out
