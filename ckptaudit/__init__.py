@@ -224,6 +224,15 @@ def _paths(paths: str | Path | Sequence[str | Path]) -> list[str | Path]:
     return [paths] if isinstance(paths, (str, Path)) else list(paths)
 
 
+def combine(paths: str | Path | Sequence[str | Path], metric: str, **options: Any) -> Any:
+    """Search ensembles of the runs' checkpoints under ``metric`` and adopt one only when its
+    selection-corrected gain over the best single checkpoint is above noise (see
+    :func:`ckptaudit.combining.combine`; returns its :class:`~ckptaudit.combining.CombineReport`)."""
+    from .combining import combine as combine_runs
+
+    return combine_runs(paths, metric, **options)
+
+
 def _list(metrics: str | Sequence[str]) -> list[str]:
     return [metrics] if isinstance(metrics, str) else list(metrics)
 
@@ -248,6 +257,7 @@ __all__ = [
     "__version__",
     "audit",
     "check",
+    "combine",
     "evaluate",
     "import_checkpoints",
     "pick",

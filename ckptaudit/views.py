@@ -29,6 +29,11 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
     if show_ci:
         columns += ["ci95", "tied best"]
     columns += (["flags"] if show_flags else []) + (["notes"] if show_notes else [])
+    # combine (issue 22): a column marking combined checkpoints and their members, when any
+    from .combining.marks import combination_marks
+
+    combined = combination_marks(ranking.runs)
+    columns += ["combined"] if combined else []
     rows = []
     for r in ranking.rows:
         row: list[object] = [r.rank if r.rank is not None else "-"]
@@ -43,6 +48,8 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
             row.append(",".join(r.flags))
         if show_notes:
             row.append("; ".join(r.notes))
+        if combined:
+            row.append(combined.get((r.run, r.checkpoint), ""))
         rows.append(row)
     spec = ranking.specs[0]
     footer = [f"ordered by {spec.text} ({spec.mode}); ties go to the earlier epoch"]
@@ -52,7 +59,10 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
         title=f"ckptaudit rank: {spec.text}",
         columns=columns,
         rows=rows,
-        records=[r.as_dict(ranking.specs) for r in ranking.rows],
+        records=[
+            {**r.as_dict(ranking.specs), **({"combined": combined.get((r.run, r.checkpoint))} if combined else {})}
+            for r in ranking.rows
+        ],
         footer=footer,
     )
 

@@ -58,4 +58,11 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         True,
         "Fill val.npz (and train.npz) for every checkpoint that lacks them; resumable.",
     ),
+    # combine (issue 22)
+    "combine": (
+        "combine",
+        "combine",
+        True,
+        "Combine checkpoints (ensembles of saved predictions) and adopt one only when it helps beyond noise.",
+    ),
 }

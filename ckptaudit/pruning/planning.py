@@ -299,6 +299,12 @@ def plan(
             )
         if name in reasons and "pinned" not in reasons[name]:
             reasons[name].append("pinned")
+    # combine (issue 22): members that a combined checkpoint (ensemble, unexported average) still needs
+    from ..combining.protection import member_reasons
+
+    for name, why in member_reasons(run, [n for n, r in reasons.items() if "pinned" in r]).items():
+        if name in reasons:
+            reasons[name] += why
     for name, why in refs.aliased.items():
         reasons[name] += why
     for name, sources in refs.provenance.items():

@@ -397,8 +397,15 @@ def _run_section(run: RunReport, i: int) -> str:
     return (
         f'<section class="run" id="{_anchor(i)}"><h2><a href="#{_anchor(i)}">#</a> {escape(run.name)}</h2>'
         f'<div class="badges">{"".join(f"<span>{b}</span>" for b in badges)}</div>{problems}'
-        f"{_verdict(run)}{_stats(run)}{_curves(run, i)}{_decision(run, i)}{_findings(run, i)}{_diagnostics(run)}{table}</section>"
+        f"{_verdict(run)}{_stats(run)}{_curves(run, i)}{_decision(run, i)}{_combined(run)}{_findings(run, i)}{_diagnostics(run)}{table}</section>"
     )
+
+
+def _combined(run: RunReport) -> str:
+    # combine (issue 22): the panel of combined checkpoints, when the run has any
+    from .combined import combined_panel
+
+    return combined_panel(run)
 
 
 def _short_names(names: list[str]) -> tuple[str, list[str]]:
