@@ -23,7 +23,7 @@ COMMANDS = [c.name or c.callback.__name__ for c in typer.main.get_command(app).c
 
 
 def test_commands_are_the_expected_set():
-    assert set(COMMANDS) == {"rank", "audit", "explain", "pick", "prune", "unpin", "check", "metrics", "report", "plot", "import", "predict"}
+    assert set(COMMANDS) == {"rank", "audit", "explain", "pick", "prune", "unpin", "check", "metrics", "report", "plot", "import", "predict", "replay"}
 
 
 @pytest.mark.parametrize("command", COMMANDS)
