@@ -99,11 +99,11 @@ def parse_rule(text: str) -> RuleSpec:
     family = family or "lightning"
     allowed = {**_COMMON, **_OPTIONS[family]}
     options: dict[str, Any] = {}
-    for key, value in pairs:
-        kind = allowed.get(key)
+    for option, given in pairs:
+        kind = allowed.get(option)
         if kind is None:
-            raise UsageError(f"--rule {raw!r}: {family} rules have no option {key!r}{did_you_mean(key, allowed)}")
-        options[key] = _value(raw, key, value, kind)
+            raise UsageError(f"--rule {raw!r}: {family} rules have no option {option!r}{did_you_mean(option, allowed)}")
+        options[option] = _value(raw, option, given, kind)
     _check(raw, family, options)
     return RuleSpec(raw, family, options)
 

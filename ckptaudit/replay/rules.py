@@ -149,10 +149,10 @@ def prechelt_stop(spec: RuleSpec, values: Sequence[float | None], train: Sequenc
         strip_end = (i + 1) % k == 0
         if "pq" in spec.options and strip_end:
             assert train is not None
-            strip = train[i - k + 1 : i + 1]
-            if any(t is None or not math.isfinite(t) or t <= 0 for t in strip):
+            strip = [t for t in train[i - k + 1 : i + 1] if t is not None and math.isfinite(t) and t > 0]
+            if len(strip) < k:
                 raise UsageError(f"rule {spec.text!r}: the training error is missing or not positive in the strip ending at {i}")
-            progress = 1000.0 * (sum(strip) / (k * min(strip)) - 1.0)  # type: ignore[arg-type, type-var]
+            progress = 1000.0 * (sum(strip) / (k * min(strip)) - 1.0)
             if gl > 0 and (progress == 0 or gl / progress > spec.options["pq"]):
                 return i
         if "up" in spec.options and strip_end and i >= k:
