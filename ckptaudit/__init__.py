@@ -188,6 +188,17 @@ def plot(
     return figure
 
 
+# --- replay (issue 23)
+def replay(paths: str | Path | Sequence[str | Path], rules: str | Sequence[str], metric: str, **options: Any) -> Any:
+    """Replay stopping and retention ``rules`` (docs/replay.md) on the runs under ``paths``
+    under target ``metric``: a :class:`~ckptaudit.replay.ReplayReport`, one result per rule
+    and run. ``options``: ``mode``, ``resamples``, ``seed``."""
+    from .replay import replay as replay_runs
+
+    return replay_runs(_paths(paths), _list(rules), metric, **options)
+
+
+# ---
 def selections(
     paths: str | Path | Sequence[str | Path], metric: str, *, mode: str | None = None, resamples: int = 1000, seed: int = 0
 ) -> list[Any]:
@@ -265,6 +276,7 @@ __all__ = [
     "predict",
     "prune",
     "rank",
+    "replay",
     "report",
     "selections",
     "unpin",

@@ -23,7 +23,10 @@ COMMANDS = [c.name or c.callback.__name__ for c in typer.main.get_command(app).c
 
 
 def test_commands_are_the_expected_set():
-    assert set(COMMANDS) == {"rank", "audit", "explain", "pick", "prune", "unpin", "check", "metrics", "report", "plot", "import", "predict", "combine"}
+    assert set(COMMANDS) == {
+        "rank", "audit", "explain", "pick", "prune", "unpin", "check", "metrics", "report", "plot", "import", "predict",
+        "combine", "replay",
+    }  # fmt: skip
 
 
 @pytest.mark.parametrize("command", COMMANDS)

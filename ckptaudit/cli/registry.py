@@ -33,6 +33,9 @@ COMMANDS: dict[str, tuple[str, str, bool, str]] = {
         True,
         "Explain a finding code: what it means, why it matters, benign causes, what to do.",
     ),
+    # --- replay (issue 23)
+    "replay": ("replay", "replay", True, "Replay early-stopping and retention rules on recorded runs: stop, kept, regret."),
+    # ---
     "metrics": ("metrics", "list_metrics", False, "List the built-in metrics, their direction, options and aliases."),
     "report": (
         "report",
