@@ -61,6 +61,7 @@ def test_clean_fixtures_report_nothing_at_warning_or_above(runs_dir, findings, n
 def test_every_code_is_raised_by_some_fixture_or_test(findings):
     # NOTE: candidates-deleted needs a run pruned with --all: raised in tests/test_prune_history.py
     raised = {f["code"] for fs in findings.values() for f in fs} | {"val-set-changed", "candidates-deleted"}
+    raised |= {"logged-metric-mismatch"}  # real Lightning runs: tests/test_logged_metric_mismatch.py
     assert raised == set(CODES)
 
 
@@ -253,6 +254,7 @@ def test_each_finding_is_one_rule_module_and_the_code_order_is_stable():
         "winner-within-noise",
         "candidates-deleted",
         "small-val-set",
+        "logged-metric-mismatch",
     ]
     assert [r.detect is None for r in rules.RULES].count(True) == 1  # val-set-changed: raised by the engine's read
     assert compat.CODES is CODES and compat.Finding is Finding and compat.explain is explain
