@@ -62,6 +62,7 @@ def test_every_code_is_raised_by_some_fixture_or_test(findings):
     # NOTE: candidates-deleted needs a run pruned with --all: raised in tests/test_prune_history.py
     raised = {f["code"] for fs in findings.values() for f in fs} | {"val-set-changed", "candidates-deleted"}
     raised |= {"logged-metric-mismatch"}  # real Lightning runs: tests/test_logged_metric_mismatch.py
+    raised |= {"non-finite-outputs"}  # a diverged checkpoint: tests/test_live_audit.py
     assert raised == set(CODES)
 
 
@@ -255,6 +256,7 @@ def test_each_finding_is_one_rule_module_and_the_code_order_is_stable():
         "candidates-deleted",
         "small-val-set",
         "logged-metric-mismatch",
+        "non-finite-outputs",
     ]
     assert [r.detect is None for r in rules.RULES].count(True) == 1  # val-set-changed: raised by the engine's read
     assert compat.CODES is CODES and compat.Finding is Finding and compat.explain is explain

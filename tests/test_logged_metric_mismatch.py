@@ -48,6 +48,28 @@ def test_fires_on_a_logged_accuracy_that_is_off(tmp_path):
     assert found.severity == "error" and found.evidence["checkpoints"] == 1
 
 
+def test_names_a_threshold_applied_to_logits_and_says_when_no_cause_reproduces_it(tmp_path):
+    from sklearn.metrics import f1_score as sk_f1
+
+    from ckptaudit.store.recorder import Recorder
+
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 300)
+    logits = (2 * y - 1) * 0.8 + rng.normal(size=300)
+    slip = sk_f1(y, logits > 0.5)  # 0.5 compared with logits, not probabilities
+    assert abs(slip - sk_f1(y, logits > 0)) > 1e-3
+    rec = Recorder(tmp_path / "r", task="binary", output="logit", live_audit=False)
+    rec.save(0, val_target=y, val_output=logits, logged={"val_f1": slip})
+    rec.save(1, val_target=y, val_output=logits, logged={"val_f1": 0.123})
+    (found,) = _mismatches(tmp_path / "r")
+    assert found.checkpoint == "epoch-0000" and found.evidence["checkpoints"] == 2
+    assert found.evidence["rescored"] == pytest.approx(sk_f1(y, logits > 0), abs=1e-6)
+    thr = [c for c in found.evidence["causes"] if c["cause"] == "different threshold"]
+    assert thr and thr[0]["threshold"] == pytest.approx(0.6225, abs=1e-4) and "applied to logits" in found.message
+    ra = audit_run(read_run(tmp_path / "r"))
+    assert ra.stats[1].logged_rescored["val_f1"]["causes"] == []  # 0.123: nothing reproduces it
+
+
 # -- real Lightning trainings ---------------------------------------------------------------
 
 L = pytest.importorskip("lightning.pytorch")

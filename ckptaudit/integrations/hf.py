@@ -45,8 +45,8 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
-from ..errors import UsageError
 from ..auditing.live import check_on_finding
+from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
 from . import LoggedCheck, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows
 

@@ -54,8 +54,8 @@ except ModuleNotFoundError as exc:
         name=exc.name,
     ) from exc
 
-from ..errors import UsageError
 from ..auditing.live import check_on_finding
+from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
 from . import LoggedCheck, OutputKey, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows, select_output
 

@@ -44,8 +44,8 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 
-from ..errors import UsageError
 from ..auditing.live import check_on_finding
+from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows
 from . import (
     BatchPredictions,

@@ -25,8 +25,8 @@ import json
 import os
 import shutil
 import uuid
-from dataclasses import replace
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any

@@ -206,32 +206,35 @@ def _batch_average(prep: Prepared, metric: str, logged: float, tol: float) -> di
     return None
 
 
+#: thresholds training code uses by habit, on the probability scale; sigmoid(0.5) is the
+#: threshold 0.5 applied to logits (a classic slip), 0.5 itself the run's own
+_THRESHOLDS = (0.3, 0.4, 0.45, 0.55, 0.6, 1 / (1 + math.exp(-0.5)), 0.7, 0.75, 0.8, 0.9, 0.95, 0.2, 0.25, 0.1, 0.05)
+
+
 def _threshold(prep: Prepared, metric: str, logged: float, tol: float) -> dict[str, Any] | None:
-    """A decision threshold (on the probability scale) at which ``metric`` is ``logged``."""
-    score = np.asarray(prep.score, dtype=np.float64)
+    """A habitual decision threshold (:data:`_THRESHOLDS`) at which ``metric`` is ``logged``.
+
+    Only habitual ones: with every threshold allowed, almost any value of a count metric is
+    reached by some cut, which would explain nothing."""
     pos = prep.y.view(bool)
-    order = np.argsort(-score, kind="stable")
-    s, p = score[order], pos[order]
-    # predicted positive: the top i rows, for every cut between distinct scores
-    cuts = np.flatnonzero(np.r_[s[1:] != s[:-1], True]) + 1
-    tp = np.cumsum(p)[cuts - 1]
-    fp = cuts - tp
-    total_pos = int(pos.sum())
-    fn = total_pos - tp
-    tn = len(s) - total_pos - fp
-    cms = np.stack([np.stack([tn, fp], -1), np.stack([fn, tp], -1)], -2)
-    values = _from_cms(prep, metric, cms)
-    hit = np.flatnonzero(np.abs(values - logged) <= tol)
-    if not len(hit):
-        return None
-    i = int(hit[0])
-    cut_score = float(s[cuts[i] - 1])
-    proba = 1.0 / (1.0 + math.exp(-cut_score)) if prep.logit is not None else cut_score
-    return {
-        "cause": "different threshold",
-        "threshold": _r(proba),
-        "detail": f"predicting positive from probability {proba:.4g} reproduces the logged value",
-    }
+    for t in _THRESHOLDS:
+        if prep.logit is not None:
+            pred = prep.logit > math.log(t / (1 - t))
+        else:
+            assert prep.proba is not None
+            pred = prep.proba > t
+        tp = int(np.count_nonzero(pos & pred))
+        fp = int(np.count_nonzero(pred)) - tp
+        fn = int(np.count_nonzero(pos)) - tp
+        cm = np.array([[[len(pos) - tp - fp - fn, fp], [fn, tp]]])
+        if abs(float(_from_cms(prep, metric, cm)[0]) - logged) <= tol:
+            logits = " (0.5 applied to logits)" if abs(t - 1 / (1 + math.exp(-0.5))) < 1e-12 else ""
+            return {
+                "cause": "different threshold",
+                "threshold": _r(t),
+                "detail": f"predicting positive from probability {t:.4g}{logits} reproduces the logged value",
+            }
+    return None
 
 
 def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
