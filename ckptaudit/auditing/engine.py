@@ -13,19 +13,21 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 import numpy as np
 
 from ..errors import RunFormatError, UsageError
 from ..limits import check_resamples
 from ..metrics import kernels as metrics
-from ..metrics.evaluation import RunScorer, prepare_predictions, selected_modes
+from ..metrics.evaluation import RunScorer, _nonfinite, prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, parse_metric
 from ..stats import bootstrap, selection
 from ..store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
 from .common import _best_index
 from .finding import Finding, severity_rank
 from .rules import CHECKS, CODES
+from .rules.logged_metric_mismatch import rescore_logged
 
 #: the metric the audit uses when none is given, by task (label-output runs have no scores)
 DEFAULT_METRIC = {"binary": "balanced_accuracy", "multiclass": "balanced_accuracy", "multilabel": "f1", "regression": "mse"}
@@ -77,6 +79,10 @@ class _Stats:
     recalls: np.ndarray | None = None
     auc: float | None = None
     r2: float | None = None
+    #: logged validation metric -> logged, re-scored (and causes where they disagree); see
+    #: :func:`~ckptaudit.auditing.rules.logged_metric_mismatch.rescore_logged`
+    logged_rescored: dict[str, dict[str, Any]] | None = None
+    nonfinite: int = 0  #: NaN/inf values in the checkpoint's validation outputs
 
 
 @dataclass
@@ -210,6 +216,10 @@ class _Collector:
             result.groups = prep.groups  # slices: read by slice-regression and small-slice
         if ckpt is self.overlap_at and preds is not None:
             self._overlap_val = replace(preds, output=preds.output[:0])
+        if preds is not None and prep is None:
+            st.nonfinite = _nonfinite(preds.output)
+        if prep is not None and ckpt.logged:
+            st.logged_rescored = rescore_logged(run, ckpt, prep)
         if prep is None:
             if ckpt is self.overlap_at and preds is not None:
                 self._train(ckpt, st, None)

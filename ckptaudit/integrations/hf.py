@@ -45,6 +45,7 @@ from typing import Any
 import numpy as np
 from transformers import TrainerCallback
 
+from ..auditing.live import check_on_finding
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
 from . import LoggedCheck, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows
@@ -76,6 +77,8 @@ class CkptauditTrainerCallback(TrainerCallback):
         train_ids: Any = None,
         seed: int = 0,
         check_logged: bool = True,
+        live_audit: bool = True,
+        on_finding: str = "warn",
         resume: bool = False,
         fresh: bool = False,
     ) -> None:
@@ -90,6 +93,8 @@ class CkptauditTrainerCallback(TrainerCallback):
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
         )
+        # the live audit (ckptaudit/auditing/live.py), reported as this framework reports
+        self.options.update(live_audit=live_audit, on_finding=check_on_finding(on_finding), report=_log_warning)
         self.val_ids = None if val_ids is None else to_numpy(val_ids)
         self.val_hashes = None if val_inputs is None else hash_rows(val_inputs)
         self.weights = weights
@@ -323,3 +328,10 @@ def selection(args: Any) -> tuple[str | None, str | None]:
 
 def _training(state: Any) -> bool:
     return bool(getattr(state, "max_steps", 0)) and state.global_step > 0
+
+
+def _log_warning(message: str) -> None:
+    """A live-audit finding, as the Trainer reports: a logged warning."""
+    import logging
+
+    logging.getLogger(__name__).warning(message)

@@ -54,6 +54,7 @@ except ModuleNotFoundError as exc:
         name=exc.name,
     ) from exc
 
+from ..auditing.live import check_on_finding
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
 from . import LoggedCheck, OutputKey, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows, select_output
@@ -81,6 +82,8 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         train_sample: int | None = None,
         seed: int = 0,
         check_logged: bool = True,
+        live_audit: bool = True,
+        on_finding: str = "warn",
         resume: bool = False,
         fresh: bool = False,
     ) -> None:
@@ -105,6 +108,8 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
         )
+        # the live audit (ckptaudit/auditing/live.py), reported as this framework reports
+        self.options.update(live_audit=live_audit, on_finding=check_on_finding(on_finding), report=_keras_warn)
         self.x = validation_data[0]
         self.y = to_numpy(validation_data[1])
         self.ids = to_numpy(validation_data[2]) if len(validation_data) == 3 else None
@@ -223,3 +228,10 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
                 out = select_output(out, self.output_key)
                 parts.append(as_array(keras.ops.convert_to_numpy(out)))
         return np.concatenate(parts)
+
+
+def _keras_warn(message: str) -> None:
+    """A live-audit finding, as Keras callbacks report (EarlyStopping, ModelCheckpoint): a warning."""
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=2)

@@ -44,6 +44,7 @@ from typing import Any
 import lightning.pytorch as pl
 import numpy as np
 
+from ..auditing.live import check_on_finding
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows
 from . import (
@@ -101,6 +102,8 @@ class CkptauditCallback(pl.Callback):
         seed: int = 0,
         hash_inputs: bool = True,
         check_logged: bool = True,
+        live_audit: bool = True,
+        on_finding: str = "warn",
         resume: bool = False,
         fresh: bool = False,
     ) -> None:
@@ -114,6 +117,8 @@ class CkptauditCallback(pl.Callback):
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
         )
+        # the live audit (ckptaudit/auditing/live.py), reported as this framework reports
+        self.options.update(live_audit=live_audit, on_finding=check_on_finding(on_finding), report=_rank_zero_warn)
         self.task = task
         self.weights = weights
         self.output_key = output_key
@@ -414,3 +419,10 @@ def _write_ckpt(trainer: pl.Trainer) -> Callable[[Path], None]:
         trainer.strategy.checkpoint_io.save_checkpoint(checkpoint, folder / "model.ckpt")
 
     return write
+
+
+def _rank_zero_warn(message: str) -> None:
+    """A live-audit finding, as Lightning warns (on global rank 0, where the run is written)."""
+    from lightning.pytorch.utilities import rank_zero_warn
+
+    rank_zero_warn(message, category=UserWarning)

@@ -26,6 +26,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -120,6 +121,12 @@ class Recorder:
     is an error); ``fresh=True`` moves the earlier run into ``PATH/.replaced-<UTC time>/``
     (ignored by every command; nothing is deleted) and starts again. Neither is an error
     here, before training starts.
+
+    ``live_audit`` (default on) runs the cheap findings at every save
+    (:mod:`ckptaudit.auditing.live`: leakage, accuracy paradox, non-finite outputs,
+    logged-metric mismatch), reported through ``report`` (Python warnings by default); with
+    ``on_finding="raise"`` an error-severity finding raises
+    :class:`~ckptaudit.auditing.live.LiveAuditError` once its checkpoint is written.
     """
 
     def __init__(
@@ -135,7 +142,12 @@ class Recorder:
         resume: bool = False,
         fresh: bool = False,
         num_classes: int | None = None,
+        live_audit: bool = True,
+        on_finding: str = "warn",
+        report: Callable[[str], None] | None = None,
     ) -> None:
+        if on_finding not in ("warn", "raise"):
+            raise UsageError(f"on_finding must be 'warn' or 'raise', not {on_finding!r}")
         if not isinstance(path, (str, os.PathLike)):
             raise UsageError(f"path must be a folder path (str or pathlib.Path), not {type(path).__name__}")
         if task not in TASKS:
@@ -203,6 +215,13 @@ class Recorder:
         clear_stale_temporaries(self.checkpoints)
         # only the keys this recorder sets change: another writer's keys (chosen) stay
         self.run = update_run_json(self.path, {k: v for k, v in run.items() if k in _RECORDER_KEYS})
+        # -- live audit (ckptaudit/auditing/live.py) --
+        self.live: Any = None
+        if live_audit:
+            # NOTE: imported here: the audit reads the run format, so the store cannot import it on load.
+            from ..auditing.live import LiveAudit
+
+            self.live = LiveAudit(self._run, on_finding=on_finding, report=report)
 
     @staticmethod
     def existing_run(path: str | os.PathLike[str], *, resume: bool = False, fresh: bool = False) -> Run | None:
@@ -412,6 +431,9 @@ class Recorder:
             os.close(lock)
         self._recorded[name] = int(epoch)
         self.last_epoch = int(epoch) if self.last_epoch is None else max(self.last_epoch, int(epoch))
+        if self.live is not None:
+            # the arrays in memory, not the files: the live audit costs no read of val.npz
+            self.live.observe(ckpt, replace(preds, input_hash=val.get("input_hash")))
         return final
 
     def choose(self, which: int | str) -> str:
