@@ -138,10 +138,14 @@ def main() -> None:
             print(f"  {key:9s} {results[key]:7.2f} s  ({results[key] / results['serial']:.2f}x serial)")
     med = float(np.median(per_ckpt))
     loop_med = float(np.median(loop_per))
-    print(f"  per checkpoint (median, inside the process): predict {med * 1000:.1f} ms, hand loop {loop_med * 1000:.1f} ms,"
-          f" ratio {med / loop_med:.2f}")
-    print(f"  per checkpoint (total wall / {n}): predict {results['serial'] / n * 1000:.1f} ms,"
-          f" hand loop {results['loop'] / n * 1000:.1f} ms, ratio {results['serial'] / results['loop']:.2f}")
+    print(
+        f"  per checkpoint (median, inside the process): predict {med * 1000:.1f} ms, hand loop {loop_med * 1000:.1f} ms,"
+        f" ratio {med / loop_med:.2f}"
+    )
+    print(
+        f"  per checkpoint (total wall / {n}): predict {results['serial'] / n * 1000:.1f} ms,"
+        f" hand loop {results['loop'] / n * 1000:.1f} ms, ratio {results['serial'] / results['loop']:.2f}"
+    )
 
 
 if __name__ == "__main__":

@@ -104,10 +104,20 @@ def multiclass_case(args: argparse.Namespace) -> list[dict]:
         spec = parse_metric(metric)
         new_s, new_v = best_time(lambda m=metric, sp=spec: KERNELS[m](prepare("multiclass", "logit", y, logit), sp), args.repeat)
         old_s, old_v = best_time(lambda m=metric: old_multiclass(m, prepare("multiclass", "logit", y, logit)), 1)
-        row = {"metric": metric + " (multiclass)", "rows": rows, "classes": classes, "seconds": new_s, "old_seconds": old_s,
-               "equal_to_old": new_v == old_v, "value": new_v}
-        print(f"{metric + ' 1000-class':28} {rows:>10} {new_s:9.4f} {old_s:9.4f} {old_s / new_s:7.1f}x "
-              f"{'equal' if new_v == old_v else 'DIFFERENT':>9}", flush=True)
+        row = {
+            "metric": metric + " (multiclass)",
+            "rows": rows,
+            "classes": classes,
+            "seconds": new_s,
+            "old_seconds": old_s,
+            "equal_to_old": new_v == old_v,
+            "value": new_v,
+        }
+        print(
+            f"{metric + ' 1000-class':28} {rows:>10} {new_s:9.4f} {old_s:9.4f} {old_s / new_s:7.1f}x "
+            f"{'equal' if new_v == old_v else 'DIFFERENT':>9}",
+            flush=True,
+        )
         out.append(row)
     return out
 
@@ -140,7 +150,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     sizes = [int(float(x)) for x in args.rows.split(",")]
     results = []
-    print(f"{'metric':18} {'rows':>10} {'seconds':>9} {'x prev':>7} {'sklearn s':>10} {'|diff|':>9} {'old s':>9} {'old/new':>8} {'old==new':>8}")
+    print(
+        f"{'metric':18} {'rows':>10} {'seconds':>9} {'x prev':>7} {'sklearn s':>10} {'|diff|':>9} {'old s':>9} {'old/new':>8} {'old==new':>8}"
+    )
     for metric in METRICS:
         previous = None
         for rows in sizes:
@@ -178,7 +190,10 @@ def main(argv: list[str] | None = None) -> int:
             old_s = "-" if row["old_seconds"] is None else f"{row['old_seconds']:.4f}"
             ratio = "-" if row["old_seconds"] is None else f"{row['old_seconds'] / seconds:.1f}x"
             same = "-" if row["equal_to_old"] is None else ("yes" if row["equal_to_old"] else "NO")
-            print(f"{metric:18} {rows:>10} {seconds:9.4f} {growth:>7} {sk:>10} {diff:>9} {old_s:>9} {ratio:>8} {same:>8}", flush=True)
+            print(
+                f"{metric:18} {rows:>10} {seconds:9.4f} {growth:>7} {sk:>10} {diff:>9} {old_s:>9} {ratio:>8} {same:>8}",
+                flush=True,
+            )
     if args.multiclass:
         print(f"{'case':28} {'rows':>10} {'seconds':>9} {'old s':>9} {'old/new':>8} {'old==new':>9}")
         results += multiclass_case(args)

@@ -304,6 +304,7 @@ def test_binary_n_by_1_probabilities_are_one_column_not_a_row(tmp_path):
     row = rank_checkpoints([tmp_path / "run"], ["accuracy"]).rows[0]
     assert row.values["accuracy"] == pytest.approx(accuracy_score(y, p[:, 0] > 0.5))
 
+
 def test_recorder_refuses_an_epoch_the_reader_would_refuse(tmp_path):
     rec = Recorder(tmp_path / "run", task="binary", output="probability")
     with pytest.raises(UsageError, match="(epoch|step) must be an integer from 0"):

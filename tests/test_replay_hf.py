@@ -96,7 +96,9 @@ def test_early_stopping_callback_matches_hf(tmp_path, seq, patience, threshold):
 
 
 @pytest.mark.parametrize("seq", range(len(SEQUENCES)))
-@pytest.mark.parametrize(("limit", "load_best", "patience"), [(1, True, None), (2, True, None), (3, True, 2), (2, False, None), (1, False, 1)])
+@pytest.mark.parametrize(
+    ("limit", "load_best", "patience"), [(1, True, None), (2, True, None), (3, True, 2), (2, False, None), (1, False, 1)]
+)
 def test_save_total_limit_rotation_matches_hf(tmp_path, seq, limit, load_best, patience):
     sequence = SEQUENCES[seq]
     trainer, kept, best = _train(tmp_path, sequence, patience=patience, limit=limit, load_best=load_best)

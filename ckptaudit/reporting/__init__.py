@@ -246,7 +246,12 @@ def report_run(
     diags: list[Diagnostics] = []
     if diagnostics:
         diags = _diagnostics(
-            run, [n for n in dict.fromkeys([chosen, winner]) if n is not None], chosen, winner, problems, bound[0] if bound else None
+            run,
+            [n for n in dict.fromkeys([chosen, winner]) if n is not None],
+            chosen,
+            winner,
+            problems,
+            bound[0] if bound else None,
         )
 
     findings = verdict.findings
