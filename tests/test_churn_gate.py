@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +47,25 @@ def _planted(y, g, base, slice_name="water", rate=0.03):
     return cand, k
 
 
+def _console_script() -> str:
+    """The `ckptaudit` script installed beside this interpreter (exit codes are tested through it)."""
+    found = shutil.which("ckptaudit", path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(f"no ckptaudit console script beside {sys.executable}: install the project (pip install -e .)")
+    return found
+
+
 def _check(*args):
+    # NOTE: PYTHONPATH makes the installed script import this checkout whatever the venv installed
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("CKPTAUDIT_DEBUG", None)
     return subprocess.run(
-        [sys.executable, "-m", "ckptaudit", "check", *map(str, args)], capture_output=True, text=True, env=env, timeout=300
+        [_console_script(), "check", *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
     )
 
 
@@ -111,6 +127,7 @@ def test_a_baseline_on_other_rows_or_a_limit_without_baseline(tmp_path):
     run = _one_checkpoint_run(tmp_path / "candidate", y, g, base)
     bad = _check(run, "--baseline", other, "--metric", "accuracy", "--fail-on", "never")
     assert bad.returncode == 2 and "validated on other rows" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.splitlines()) == 1 and bad.stderr.startswith("ckptaudit: error: ")
     alone = _check(run, "--metric", "accuracy", "--fail-on", "never", "--max-negative-flip-rate", "0.01")
     assert alone.returncode == 1 and "no --baseline was given" in alone.stdout
     nonsense = _check(run, "--baseline", other, "--metric", "accuracy", "--max-negative-flip-rate", "2")
