@@ -259,6 +259,10 @@ def report_run(
         f.code: Explanation(CODES[f.code].summary, CODES[f.code].why, CODES[f.code].action) for f in findings if f.code in CODES
     }
     x, x_label = _x_axis(run)
+    # slices (issue 24): the per-slice table, the rank --by group rows
+    from .slices import slice_table
+
+    slices = slice_table(run, verdict, resamples=resamples, seed=seed, notes=notes)
     gate = None
     if verdict.rules:
         gate = _gate_view(verdict.primary.text, verdict.rules)
@@ -285,6 +289,7 @@ def report_run(
         problems=tuple(dict.fromkeys(problems)),  # the scores and the audit meet the same unreadable file
         notes=tuple(notes),
         verdict=verdict,
+        slices=slices,
     )
 
 
@@ -314,7 +319,14 @@ def _gate_view(metric: str, rules: Sequence[Any]) -> GateView:
         passed=all(r.passed for r in rules),
         metric=metric,
         rules=tuple((r.name, r.passed, r.skipped, r.message) for r in rules),
+        churn=_churn_details(rules),  # slices (issue 24)
     )
+
+
+def _churn_details(rules: Sequence[Any]) -> dict[str, Any] | None:
+    from .slices import churn_details
+
+    return churn_details(rules)
 
 
 def _gate(run: Run, policy: object) -> GateView:

@@ -110,6 +110,8 @@ class GateView:
     passed: bool
     metric: str
     rules: tuple[tuple[str, bool, bool, str], ...]  #: (name, passed, skipped, message)
+    #: slices (issue 24): the churn rule's details (flips per slice) when a baseline was given
+    churn: dict[str, Any] | None = None
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,8 @@ class RunReport:
     notes: tuple[str, ...] = ()  #: e.g. a requested metric that does not apply to this run's task
     #: the run's verdict every number above was read from (None: the run could not be judged)
     verdict: Any = field(default=None, repr=False, compare=False)
+    #: slices (issue 24): the rank --by group rows (ckptaudit.slices.SliceRow) when the run has a group column
+    slices: tuple[Any, ...] = ()
 
     def index_of(self, name: str | None) -> int | None:
         """Position of a checkpoint on the x axis, or None."""

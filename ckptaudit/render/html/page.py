@@ -397,7 +397,7 @@ def _run_section(run: RunReport, i: int) -> str:
     return (
         f'<section class="run" id="{_anchor(i)}"><h2><a href="#{_anchor(i)}">#</a> {escape(run.name)}</h2>'
         f'<div class="badges">{"".join(f"<span>{b}</span>" for b in badges)}</div>{problems}'
-        f"{_verdict(run)}{_stats(run)}{_curves(run, i)}{_decision(run, i)}{_combined(run)}{_findings(run, i)}{_diagnostics(run)}{table}</section>"
+        f"{_verdict(run)}{_stats(run)}{_curves(run, i)}{_decision(run, i)}{_combined(run)}{_slices(run)}{_findings(run, i)}{_diagnostics(run)}{table}</section>"
     )
 
 
@@ -406,6 +406,13 @@ def _combined(run: RunReport) -> str:
     from .combined import combined_panel
 
     return combined_panel(run)
+
+
+def _slices(run: RunReport) -> str:
+    # slices (issue 24): the per-slice table and the churn flips, when the run has them
+    from .slices import slices_panel
+
+    return slices_panel(run)
 
 
 def _short_names(names: list[str]) -> tuple[str, list[str]]:
