@@ -58,6 +58,8 @@ class CkptauditTrainerCallback(TrainerCallback):
     (hashed per row into ``input_hash``) are stored with every checkpoint; with
     ``TrainingArguments(include_for_metrics=["inputs"])`` the inputs the Trainer passes to
     ``compute_metrics`` are hashed instead. ``weights=False`` records predictions only.
+    ``val_groups`` (one group label per evaluation row, in the eval dataset's order, or a
+    mapping of column name to such arrays) is stored as the ``group`` column(s) (docs/slices.md).
     """
 
     def __init__(
@@ -81,6 +83,7 @@ class CkptauditTrainerCallback(TrainerCallback):
         on_finding: str = "warn",
         resume: bool = False,
         fresh: bool = False,
+        val_groups: Any = None,
     ) -> None:
         if predict is not None and not callable(predict):
             raise UsageError(f"predict must be a function (eval_pred) -> (target, output[, ids]), not {predict!r}")
@@ -97,6 +100,7 @@ class CkptauditTrainerCallback(TrainerCallback):
         self.options.update(live_audit=live_audit, on_finding=check_on_finding(on_finding), report=_log_warning)
         self.val_ids = None if val_ids is None else to_numpy(val_ids)
         self.val_hashes = None if val_inputs is None else hash_rows(val_inputs)
+        self.val_groups = val_groups  # slices (issue 24): the eval rows' group column(s)
         self.weights = weights
         self.output_key = output_key
         self.predict = predict
@@ -245,6 +249,7 @@ class CkptauditTrainerCallback(TrainerCallback):
             val_output=output,
             val_ids=arrays.get("id", self.val_ids),
             val_input_hash=arrays.get("input_hash", self.val_hashes),
+            val_groups=self.val_groups,
             logged=logged,
             step=state.global_step,
             name=name,

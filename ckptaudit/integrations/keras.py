@@ -61,7 +61,11 @@ from . import LoggedCheck, OutputKey, Resumed, as_array, check_train_sample, fit
 
 
 class CkptauditKerasCallback(keras.callbacks.Callback):
-    """Record each epoch of ``model.fit`` into the run at ``path``."""
+    """Record each epoch of ``model.fit`` into the run at ``path``.
+
+    ``val_groups`` (one group label per row of ``validation_data``, or a mapping of column
+    name to such arrays) is stored as the ``group`` column(s) of every ``val.npz``.
+    """
 
     def __init__(
         self,
@@ -86,6 +90,7 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         on_finding: str = "warn",
         resume: bool = False,
         fresh: bool = False,
+        val_groups: Any = None,
     ) -> None:
         super().__init__()
         if predict is not None and not callable(predict):
@@ -102,6 +107,7 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         if not isinstance(batch_size, int) or batch_size < 1:
             raise UsageError(f"batch_size must be a positive integer, not {batch_size!r}")
         existing = Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training
+        self.val_groups = val_groups  # slices (issue 24): validation_data's rows' group column(s)
         self.resumed = Resumed(None if fresh else existing)
         self.path = Path(path)
         self.task = task
@@ -192,6 +198,7 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
                 val_output=output,
                 val_ids=self.ids,
                 val_input_hash=self.hashes,
+                val_groups=self.val_groups,
                 logged=logged,
                 write=write if self.weights else None,
                 **extra,

@@ -83,6 +83,9 @@ class CkptauditCallback(pl.Callback):
     validation. ``check_logged`` compares the logged validation accuracy with the recorded
     predictions. ``resume`` / ``fresh`` say what to do with an existing run (see
     :class:`ckptaudit.Recorder`); an existing run without either fails here, before training.
+    ``val_groups`` (an array of one group label per validation row, in the recorded rows'
+    order, or a mapping of column name to such arrays) is stored as the ``group`` column(s)
+    of every ``val.npz`` (docs/slices.md).
     """
 
     def __init__(
@@ -106,6 +109,7 @@ class CkptauditCallback(pl.Callback):
         on_finding: str = "warn",
         resume: bool = False,
         fresh: bool = False,
+        val_groups: Any = None,
     ) -> None:
         super().__init__()
         if weights not in WEIGHTS:
@@ -128,6 +132,8 @@ class CkptauditCallback(pl.Callback):
         self.train_sample = check_train_sample(train_sample)
         self.seed = seed
         self.hash_inputs = hash_inputs
+        # slices (issue 24): the validation rows' group column(s), in the recorded rows' order
+        self.val_groups = val_groups
         self.resumed = Resumed(None if fresh else existing)
         self.logged_check = LoggedCheck(path, enabled=check_logged)
         self.recorder: Recorder | None = None
@@ -267,6 +273,7 @@ class CkptauditCallback(pl.Callback):
             val_output=output,
             val_ids=arrays.get("id"),
             val_input_hash=arrays.get("input_hash"),
+            val_groups=self.val_groups,
             logged=logged,
             step=trainer.global_step,
             name=name,
