@@ -244,6 +244,14 @@ def combine(paths: str | Path | Sequence[str | Path], metric: str, **options: An
     return combine_runs(paths, metric, **options)
 
 
+def _live_audit(run: Any, *, on_finding: str, report: Any) -> Any:
+    """The Recorder's live audit (ckptaudit.auditing.live), built here so that the store
+    (which the audit reads) never imports the auditing package."""
+    from .auditing.live import LiveAudit
+
+    return LiveAudit(run, on_finding=on_finding, report=report)
+
+
 def _list(metrics: str | Sequence[str]) -> list[str]:
     return [metrics] if isinstance(metrics, str) else list(metrics)
 

@@ -218,10 +218,11 @@ class Recorder:
         # -- live audit (ckptaudit/auditing/live.py) --
         self.live: Any = None
         if live_audit:
-            # NOTE: imported here: the audit reads the run format, so the store cannot import it on load.
-            from ..auditing.live import LiveAudit
+            # NOTE: the audit reads the run format, so the store never imports it: the package root
+            # (the composition root every room may ask) builds the observer.
+            from .. import _live_audit
 
-            self.live = LiveAudit(self._run, on_finding=on_finding, report=report)
+            self.live = _live_audit(self._run, on_finding=on_finding, report=report)
 
     @staticmethod
     def existing_run(path: str | os.PathLike[str], *, resume: bool = False, fresh: bool = False) -> Run | None:
