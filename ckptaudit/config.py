@@ -58,7 +58,9 @@ class Policy:
         if self.threshold is None:
             return self.metric
         sep = "," if "=" in self.metric.split(":", 1)[-1] and ":" in self.metric else ":"
-        return f"{self.metric}{sep}threshold={self.threshold:g}"
+        # every digit when :g would round it (a tuned threshold read from a provenance file)
+        shown = f"{self.threshold:g}"
+        return f"{self.metric}{sep}threshold={shown if float(shown) == self.threshold else repr(self.threshold)}"
 
 
 _KEYS = {f.name for f in fields(Policy)} - {"source"}

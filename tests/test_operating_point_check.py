@@ -61,3 +61,34 @@ def test_a_threshold_outside_0_1_is_a_usage_error(tmp_path, bad):
     run = _fraud_like(tmp_path)
     result = runner.invoke(app, ["check", str(run), "--metric", METRIC, "--threshold", bad, "--chosen", "epoch-0001"])
     assert result.exit_code == 2 and "Traceback" not in result.output
+
+
+def test_check_reads_the_threshold_pick_shipped_in_the_provenance(tmp_path):
+    run = _fraud_like(tmp_path)
+    for i, ckpt in enumerate(sorted((run / "checkpoints").iterdir())):
+        (ckpt / "model.bin").write_bytes(bytes([i]) * 64)  # weights the provenance can vouch for
+    dest = tmp_path / "best"
+    picked = runner.invoke(app, ["pick", str(run), "--metric", METRIC, "--link", str(dest), "--resamples", "100"])
+    assert picked.exit_code == 0, picked.output
+    prov_path = tmp_path / "best.ckptaudit.json"
+    prov = json.loads(prov_path.read_text())
+
+    def gate() -> tuple[int, dict]:
+        result = runner.invoke(
+            app,
+            ["check", str(run), "--metric", METRIC, "--chosen", str(prov_path), "--resamples", "100"]
+            + ["--fail-code", "suspicious-perfect", "--format", "json"],
+        )
+        assert result.exit_code in (0, 1), result.output
+        return result.exit_code, {r["name"]: r for r in json.loads(result.stdout)["rules"]}
+
+    code, rules = gate()
+    assert rules["shipped-threshold"]["passed"], rules
+    assert rules["shipped-threshold"]["details"]["shipped_threshold"] == prov["threshold"]  # every digit
+    # the oracle: half the shipped threshold misses the constraint on the validation rows
+    loose = prov["threshold"] * 0.5
+    assert _precision_at(run, prov["checkpoint"], loose) < 0.6
+    prov_path.write_text(json.dumps({**prov, "threshold": loose}))
+    code, rules = gate()
+    assert code == 1 and not rules["shipped-threshold"]["passed"]
+    assert rules["shipped-threshold"]["details"]["shipped_threshold"] == loose

@@ -51,9 +51,31 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     runs = discover([path])
     if len(runs) != 1:
         raise UsageError(f"check gates one run at a time; {len(runs)} runs found (name one run)", path)
+    policy = _shipped_threshold(policy, chosen)
     from .engine import judge
 
     return GateResult.of(evaluate(runs[0], policy=policy, chosen=chosen, judge=judge))
+
+
+def _shipped_threshold(policy: Policy, chosen: str | None) -> Policy:
+    """The policy with the threshold a ``pick`` provenance file ships beside its checkpoint, when
+    the metric is an operating point and no threshold was given (``--threshold`` wins): the
+    gate then verifies the pair serving code reads, not a pair retyped by hand."""
+    from dataclasses import replace
+
+    from ..metrics.spec import MetricError, parse_metric
+    from ..store.identity import provenance_threshold
+
+    if policy.threshold is not None or policy.metric is None:
+        return policy
+    shipped = provenance_threshold(chosen)
+    if shipped is None:
+        return policy
+    try:
+        operating = parse_metric(policy.metric).operating
+    except MetricError:
+        return policy  # the verdict's own pass reports the bad spec
+    return policy if operating is None else replace(policy, threshold=shipped)
 
 
 def _checkpoint_folder(path: Path) -> bool:

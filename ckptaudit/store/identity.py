@@ -230,3 +230,18 @@ def provenance_metric(chosen: str | None) -> str | None:
     except (CkptauditError, ValueError):
         return None
     return data.get("metric") if isinstance(data, dict) else None
+
+
+def provenance_threshold(chosen: str | None) -> float | None:
+    """The operating threshold a provenance file records beside its checkpoint (``pick`` under an
+    operating-point metric, issue 20), if ``chosen`` is one and records a number in [0, 1]."""
+    if chosen is None or not chosen.endswith(PROVENANCE_SUFFIX) or not Path(chosen).is_file():
+        return None
+    try:
+        data = json.loads(read_text_safely(chosen))
+    except (CkptauditError, ValueError):
+        return None
+    value = data.get("threshold") if isinstance(data, dict) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        return None
+    return float(value)
