@@ -16,6 +16,12 @@ class CombineFormat(str, Enum):
     json = "json"
 
 
+def _gain(x: float) -> str:
+    """A signed gain for the table; float rounding (a mean of identical copies differs from the
+    copy by ~1e-17) is shown as 0, not as a gain or a loss (the JSON keeps every digit)."""
+    return "0" if abs(x) < 1e-12 else f"{x:+.4g}"
+
+
 def _table(results) -> str:  # type: ignore[no-untyped-def]
     lines: list[str] = []
     for r in results:
@@ -26,11 +32,12 @@ def _table(results) -> str:  # type: ignore[no-untyped-def]
             if len(members) > 60:
                 members = members[:57] + "..."
             lines.append(
-                f"  {c.label:<12} {c.value:>10.6g} {c.naive_gain:>+11.4g} {c.corrected_gain:>+15.4g}  "
-                f"[{c.interval[0]:+.4g}, {c.interval[1]:+.4g}]  {members}"
+                f"  {c.label:<12} {c.value:>10.6g} {_gain(c.naive_gain):>11} {_gain(c.corrected_gain):>15}  "
+                f"[{_gain(c.interval[0])}, {_gain(c.interval[1])}]  {members}"
             )
         lines.append(
-            f"  search ({r.chosen}): naive {r.naive_gain:+.4g}, corrected {r.corrected_gain:+.4g} [{r.interval[0]:+.4g}, {r.interval[1]:+.4g}]"
+            f"  search ({r.chosen}): naive {_gain(r.naive_gain)}, corrected {_gain(r.corrected_gain)} "
+            f"[{_gain(r.interval[0])}, {_gain(r.interval[1])}]"
         )
         lines.append(f"  decision: {r.decision}")
         for note in r.notes:
