@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from ..errors import CkptauditError, UsageError, did_you_mean
 from .pruned import weights_removed
@@ -221,27 +222,27 @@ def identify_chosen(run: Run, chosen: str | None) -> tuple[Checkpoint | None, st
     return found.candidates[0], found.how
 
 
-def provenance_metric(chosen: str | None) -> str | None:
-    """The metric a provenance file says its checkpoint was picked by, if ``chosen`` is one."""
+def _provenance_fields(chosen: str | None) -> dict[str, Any]:
+    """The JSON object of the provenance file ``chosen`` names, or {} when it names none (or
+    an unreadable one: identifying the checkpoint reports that)."""
     if chosen is None or not chosen.endswith(PROVENANCE_SUFFIX) or not Path(chosen).is_file():
-        return None
+        return {}
     try:
         data = json.loads(read_text_safely(chosen))
     except (CkptauditError, ValueError):
-        return None
-    return data.get("metric") if isinstance(data, dict) else None
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def provenance_metric(chosen: str | None) -> str | None:
+    """The metric a provenance file says its checkpoint was picked by, if ``chosen`` is one."""
+    return _provenance_fields(chosen).get("metric")
 
 
 def provenance_threshold(chosen: str | None) -> float | None:
     """The operating threshold a provenance file records beside its checkpoint (``pick`` under an
     operating-point metric, issue 20), if ``chosen`` is one and records a number in [0, 1]."""
-    if chosen is None or not chosen.endswith(PROVENANCE_SUFFIX) or not Path(chosen).is_file():
-        return None
-    try:
-        data = json.loads(read_text_safely(chosen))
-    except (CkptauditError, ValueError):
-        return None
-    value = data.get("threshold") if isinstance(data, dict) else None
+    value = _provenance_fields(chosen).get("threshold")
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
         return None
     return float(value)
