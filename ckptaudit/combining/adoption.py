@@ -53,7 +53,25 @@ class SearchResult:
     chosen: str | None = None  #: the family whose candidate is best (None: no family)
 
 
-class Searcher:
+class SingleScores:
+    """What both searches (prediction ensembles here, weight averages in :mod:`.soups`) start
+    from: every single checkpoint's per-row values (``single_rows``) and the direction."""
+
+    maximize: bool
+    single_rows: np.ndarray
+
+    def _best(self, vals: np.ndarray) -> int:
+        return int(np.argmax(vals) if self.maximize else np.argmin(vals))
+
+    def _start(self, weights: np.ndarray) -> tuple[float, np.ndarray, SearchResult]:
+        """(the weights' total, each single checkpoint's value, the result holding the best single)."""
+        total = weights.sum()
+        singles = self.single_rows @ weights / total
+        s = self._best(singles)
+        return total, singles, SearchResult(s, float(singles[s]))
+
+
+class Searcher(SingleScores):
     """The search over one run's members under one metric; reusable across row weights."""
 
     def __init__(self, members: Members, spec: MetricSpec, families: tuple[str, ...] = FAMILIES, max_steps: int = MAX_STEPS):
@@ -73,15 +91,9 @@ class Searcher:
             if count in self.ks:
                 self.last_rows[count] = self.rows_fn(running / count)
 
-    def _best(self, vals: np.ndarray) -> int:
-        return int(np.argmax(vals) if self.maximize else np.argmin(vals))
-
     def search(self, weights: np.ndarray) -> SearchResult:
         """Run the whole search with rows weighted by ``weights`` (N,)."""
-        total = weights.sum()
-        singles = self.single_rows @ weights / total
-        s = self._best(singles)
-        result = SearchResult(s, float(singles[s]))
+        total, singles, result = self._start(weights)
         k = self.space.shape[0]
         if "last-k" in self.families and self.ks:
             vals = np.array([self.last_rows[n] @ weights / total for n in self.ks])

@@ -26,7 +26,7 @@ import numpy as np
 from ..errors import UsageError
 from ..metrics.prepared import prepare
 from ..metrics.spec import MetricSpec
-from .adoption import Found, SearchResult, k_values
+from .adoption import Found, SearchResult, SingleScores, k_values
 from .averaging import average_files, has_batchnorm, refresh_batchnorm
 from .ensembles import Members
 from .greedy import better
@@ -35,7 +35,7 @@ from .rows import row_values
 AVERAGE_FAMILIES = ("avg-last-k", "avg-top-k", "soup")
 
 
-class AverageSearcher:
+class AverageSearcher(SingleScores):
     """The search over weight averages of one run's checkpoints (see the module)."""
 
     def __init__(
@@ -125,15 +125,9 @@ class AverageSearcher:
         return self._cache[key]
 
     # ------------------------------------------------------------------ the search
-    def _best(self, vals: np.ndarray) -> int:
-        return int(np.argmax(vals) if self.maximize else np.argmin(vals))
-
     def search(self, weights: np.ndarray) -> SearchResult:
         """Run the whole search with rows weighted by ``weights`` (N,)."""
-        total = weights.sum()
-        singles = self.single_rows @ weights / total
-        s = self._best(singles)
-        result = SearchResult(s, float(singles[s]))
+        total, singles, result = self._start(weights)
         k = len(self.files)
         order = [int(i) for i in np.argsort(-singles if self.maximize else singles, kind="stable")]
 
