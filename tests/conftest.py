@@ -51,3 +51,26 @@ def _shipped_fixtures_stay_untouched():
     if after != before:
         changed = sorted(set(after.items()) ^ set(before.items()))
         pytest.fail(f"the test changed the shipped fixtures/runs: {changed[:5]}")
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """A real S3 API server (moto's server mode) in a child process on localhost, shared by
+    the session; tests create their own bucket with ``tests.s3server.make_bucket``."""
+    pytest.importorskip("moto.server", reason="moto[server] is in the dev extra")
+    from s3server import start_moto
+
+    server = start_moto()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    """Point every S3 client of this test (s3fs, boto3, a ckptaudit child process) at the
+    test server through the usual AWS_* variables, and return the endpoint."""
+    for key, value in s3_server.env().items():
+        monkeypatch.setenv(key, value)
+    return s3_server.endpoint
