@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 
 import pytest
-
 from s3server import make_bucket, start_fault_proxy
 
 s3fs = pytest.importorskip("s3fs")
