@@ -38,10 +38,11 @@ from ..diagnostics import diagnose as diagnose
 from ..diagnostics import reliability_curve as reliability_curve
 from ..diagnostics import roc_pr_curves as roc_pr_curves
 from ..errors import CkptauditError, MetricError, RunFormatError
-from ..metrics.evaluation import prepare_predictions
+from ..metrics.evaluation import prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, check_applies, parse_metric
 from ..stats import bootstrap
 from ..store.reader import Run, discover, read_predictions
+from ..store.runformat import NO_TASK_YET
 from .model import Chart as Chart
 from .model import CorrectedEstimate as CorrectedEstimate
 from .model import DecisionRow as DecisionRow
@@ -193,6 +194,10 @@ def report_run(
     if specs:
         specs, skipped = _applicable(run, specs)
         notes += skipped
+    if not specs and run.task is None:  # an imported run not yet predicted: what training selected by
+        if run.selected_by is None:
+            raise MetricError(f"give --metric: {NO_TASK_YET}", run.name)
+        specs = [parse_metric(run.selected_by.metric, logged=run.logged_names(), logged_modes=selected_modes([run]))]
     if not specs:
         specs = [parse_metric(DEFAULT_METRIC[run.task], logged=run.logged_names())]
         if notes:

@@ -19,8 +19,10 @@ from .runformat import (
     FORMAT,
     MAX_COUNTER,
     META_FILE,
+    NO_TASK_YET,
     OUTPUTS,
     RUN_FILE,
+    SPLITS,
     TASKS,
     Checkpoint,
     Run,
@@ -122,16 +124,15 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     if fmt != FORMAT:
         raise RunFormatError(f"unknown format {fmt!r} (this ckptaudit reads {FORMAT!r})", run_file)
     task = raw.get("task")
-    if task is None and "imported_from" in raw:
-        raise RunFormatError(
-            "no 'task' yet: `ckptaudit predict` reads it from the data (or give --task to import/predict)", run_file
-        )
-    if task not in TASKS:
+    # NOTE: an imported run gets its task from `predict`; until then it is a logged-metrics-only
+    # run (task None): ranked by its logged metrics, refused by every metric that needs predictions.
+    logged_only = task is None and "imported_from" in raw
+    if not logged_only and task not in TASKS:
         raise RunFormatError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}", run_file)
     output = raw.get("output")
-    if output not in OUTPUTS:
+    if not (logged_only and output is None) and output not in OUTPUTS:
         raise RunFormatError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}", run_file)
-    if (task == "regression") != (output == "value"):
+    if not logged_only and (task == "regression") != (output == "value"):
         raise RunFormatError(f"output {output!r} does not fit task {task!r} (regression runs use 'value')", run_file)
     classes = raw.get("classes")
     if classes is not None:
@@ -180,6 +181,8 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
                 raise RunFormatError(f"no {META_FILE}", folder) from None  # a dangling link named meta.json
             checkpoints.append(_checkpoint_from(folder, meta_path, meta))
     checkpoints.sort(key=lambda c: c.order_key)
+    if logged_only and any(c.has_split(split) for c in checkpoints for split in SPLITS):
+        raise RunFormatError(NO_TASK_YET, run_file)
     return Run(
         path=path,
         name=name if name is not None else str(path),
