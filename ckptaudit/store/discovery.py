@@ -157,6 +157,9 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     chosen = raw.get("chosen")
     if chosen is not None and not isinstance(chosen, str):
         raise RunFormatError("'chosen' must be a checkpoint name", run_file)
+    for key in ("params", "trial"):  # a sweep's trial (import raytune/optuna): kept as written, objects only
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise RunFormatError(f"'{key}' must be a JSON object (name -> value)", run_file)
 
     ckpt_dir = path / CHECKPOINTS_DIR
     checkpoints: list[Checkpoint] = []
