@@ -125,6 +125,8 @@ def import_command(
     from ..inference.importers import SWEEP_FRAMEWORKS, import_checkpoints
 
     names = [c.strip() for c in classes.split(",")] if classes else None
+    if framework.value != "optuna" and (storage is not None or study is not None):
+        raise UsageError(f"--storage and --study apply to import optuna, not {framework.value}")
     if framework.value in SWEEP_FRAMEWORKS:
         given = {
             "--epoch-pattern": epoch_pattern,
@@ -137,8 +139,6 @@ def import_command(
                 raise UsageError(f"{name} does not apply to import {framework.value}")
         _import_sweep(framework.value, src, run, storage, study, task, output, names, selected_by, fmt)
         return
-    if storage is not None or study is not None:
-        raise UsageError(f"--storage and --study apply to import optuna, not {framework.value}")
     if src is None or run is None:
         raise UsageError(f"import {framework.value} needs SRC and RUN (see 'ckptaudit import --help')")
     result = import_checkpoints(
