@@ -273,6 +273,11 @@ def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None, pin
         raise UsageError("give one of --link DEST or --copy DEST")
     from .store.pruned import weights_removed
 
+    if pick.checkpoint.metrics_only:
+        raise UsageError(
+            f"{pick.checkpoint.name} is a metrics-only checkpoint (logged metrics, no weights): there is nothing to place",
+            pick.checkpoint.path,
+        )
     if weights_removed(pick.run.path, pick.checkpoint.name):
         raise UsageError(
             f"the weights of {pick.checkpoint.name} were deleted by `ckptaudit prune` (its predictions were kept "

@@ -169,6 +169,9 @@ def test_optuna_trials_become_runs_and_pick_names_the_best_trial_at_its_best_ste
     assert p["expected_on_new_data"] is None and "logged metric" in p["across"]["note"]
     table = cli("pick", out, "--across", "-m", "value")
     assert "no selection-corrected estimate" in table.output
+    # a study's checkpoints hold values, no weights: nothing to place, said in one line
+    one_line_error(cli("pick", out, "--across", "-m", "value", "--link", tmp_path / "best"), "metrics-only", "nothing to place")
+    assert not (tmp_path / "best").exists()
     # metrics that need predictions say why they cannot apply
     one_line_error(cli("rank", out / f"trial_{number:05d}", "-m", "accuracy"), "no 'task' yet")
 
@@ -194,6 +197,27 @@ def test_bad_raytune_input_is_one_line_and_writes_nothing(experiment, tmp_path):
     one_line_error(cli("import", "raytune", broken, tmp_path / "torn"), "already exists")
     one_line_error(cli("import", "raytune", broken, tmp_path / "x", "--storage", "sqlite:///a.db"), "--storage")
     assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_a_restored_trial_and_an_unnamed_folder_are_read_as_ray_left_them(experiment, tmp_path):
+    trial = next(p for p in sorted(experiment.iterdir()) if (p / "result.json").is_file())
+    copy = tmp_path / "exp" / trial.name
+    shutil.copytree(trial, copy)
+    lines = (copy / "result.json").read_text().splitlines(keepends=True)
+    first = json.loads(lines[0])
+    assert "checkpoint_dir_name" not in first or first["checkpoint_dir_name"] is None  # iteration 1 saved nothing
+    again = {**first, "val_loss": first["val_loss"] / 2}  # the restored attempt reports iteration 1 again
+    (copy / "result.json").write_text("".join(lines) + json.dumps(again) + "\n")
+    shutil.copytree(copy / json.loads(lines[1])["checkpoint_dir_name"], copy / "checkpoint_000099")  # named by no report
+    done = cli("import", "raytune", tmp_path / "exp", tmp_path / "out")
+    assert done.exit_code == 0, done.output
+    assert "restored" in done.output and "checkpoint_000099: no report" in done.output
+    run = tmp_path / "out" / trial.name
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == sorted(
+        [json.loads(line)["checkpoint_dir_name"] for line in lines[1:]] + ["iteration_000001"]
+    )
+    meta = json.loads((run / "checkpoints" / "iteration_000001" / "meta.json").read_text())
+    assert meta["logged"]["val_loss"] == again["val_loss"]
 
 
 def test_bad_optuna_input_is_one_line_and_writes_nothing(study, tmp_path):

@@ -77,14 +77,18 @@ def read_optuna(storage: str, study: str | None = None) -> Study:
         from ..errors import did_you_mean
 
         raise UsageError(f"no study {study!r} in this storage{did_you_mean(study, names)}", path)
-    loaded = optuna.load_study(study_name=study, storage=rdb)
+    try:
+        loaded = optuna.load_study(study_name=study, storage=rdb)
+        found = loaded.get_trials(deepcopy=False)
+    except Exception as exc:  # a damaged database
+        raise UsageError(f"cannot read study {study!r}: {type(exc).__name__}: {exc}", path) from None
     if len(loaded.directions) != 1:
         raise UsageError(
             f"study {study!r} has {len(loaded.directions)} objectives: intermediate values are single-objective only", path
         )
     mode = "max" if loaded.direction.name == "MAXIMIZE" else "min"
     trials, notes = [], []
-    for t in loaded.get_trials(deepcopy=False):
+    for t in found:
         name = f"trial_{t.number:05d}"
         if t.state.name not in _KEPT_STATES:
             notes.append(f"{name}: {t.state.name.lower()}, left out")

@@ -14,8 +14,9 @@ Each report carries ``training_iteration`` (1, 2, ... per report) and, since Ray
 checkpoint of the trial's run, at epoch = ``training_iteration``: the report's folder when it
 saved one (its files hard-linked, as ``import files`` does), otherwise a metrics-only
 checkpoint (a report without a checkpoint, or one whose folder ``CheckpointConfig(num_to_keep)``
-rotation deleted). A ``checkpoint_N`` folder that no report names (a class trainable, or
-Ray before 2.7) is matched to the report of ``training_iteration`` N when there is one.
+rotation deleted). Where no report names a folder (a class trainable, or Ray before 2.7),
+``checkpoint_N`` is matched to the report of ``training_iteration`` N. A restored trial
+reports some iterations again: the later report without a checkpoint is kept.
 
 The reported numbers (nested dictionaries flattened with ``/``, as Ray's progress.csv names
 them) are the checkpoint's logged metrics; Ray's own bookkeeping (times, ids, host names) is
@@ -181,7 +182,11 @@ def read_trial(folder: Path) -> Trial:
     named = {r.get("checkpoint_dir_name") for r in reports} - {None}
     checkpoints: list[SourceCheckpoint] = []
     used: set[str] = set()
-    for r in reports:
+    # NOTE: a restored trial (from its last checkpoint) reports some iterations again; its
+    # later report of an iteration is the one its saved state continues from.
+    last = {r["training_iteration"]: i for i, r in enumerate(reports)}
+    repeated = 0
+    for i, r in enumerate(reports):
         it = r["training_iteration"]
         dir_name = r.get("checkpoint_dir_name")
         target = by_name.get(dir_name) if isinstance(dir_name, str) else None
@@ -189,6 +194,9 @@ def read_trial(folder: Path) -> Trial:
             target = folders[it]  # Ray before 2.7 / class trainables: checkpoint_N is iteration N
         logged = _metrics(r)
         if target is None or target.name in used:
+            if last[it] != i:
+                repeated += 1
+                continue
             note = None
             if isinstance(dir_name, str) and dir_name:
                 note = f"{dir_name}/ was deleted (num_to_keep rotation): logged metrics only"
@@ -198,17 +206,20 @@ def read_trial(folder: Path) -> Trial:
         files, left = _files(target)
         notes += left
         checkpoints.append(SourceCheckpoint(target.name, it, None, logged, files, origin=target))
+    if repeated:
+        notes.append(
+            f"{folder.name}: {repeated} report(s) without a checkpoint repeated later (a restored trial): the later kept"
+        )
     for number, target in sorted(folders.items()):
         if target.name in used:
+            continue
+        if named:  # Ray >= 2.7 numbers folders in save order, not by iteration: no epoch to give it
+            notes.append(f"{folder.name}/{target.name}: no report in {RESULT_FILE} names it (a report cut short?); not imported")
             continue
         files, left = _files(target)
         notes += left
         note = "no report names this folder: epoch read from its number, no logged metrics"
         checkpoints.append(SourceCheckpoint(target.name, number, None, {}, files, note=note, origin=target))
-    names = [c.name for c in checkpoints]
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise UsageError(f"two reports at training_iteration {dup[len('iteration_') :]}: not one trial's result.json", folder)
     checkpoints.sort(key=lambda c: (c.epoch, c.name))
     trial_id = next((r.get("trial_id") for r in reports if isinstance(r.get("trial_id"), str)), None)
     info = {"tool": "raytune", "folder": str(folder.resolve()), **({"id": trial_id} if trial_id else {})}

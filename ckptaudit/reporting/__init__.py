@@ -366,7 +366,7 @@ def build_report(
         check_resamples(resamples)  # (fewer than 100, even 0, is the page's own business: it clamps)
     runs = discover(paths)
     logged = sorted({n for r in runs for n in r.logged_names()})
-    specs = [parse_metric(t, mode=mode, logged=logged) for t in metrics]
+    specs = [parse_metric(t, mode=mode, logged=logged, logged_modes=selected_modes(runs)) for t in metrics]
     if len({s.text for s in specs}) != len(specs):
         raise MetricError("a metric is given twice")
     reports = []
