@@ -135,7 +135,7 @@ def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
     """The metric the audit ranks a run by."""
     if options.metric:
         text = options.metric
-    elif run.task is None:  # an imported run not yet predicted: only what training logged
+    elif not run.task:  # an imported run not yet predicted: only what training logged
         if run.selected_by is None:
             raise MetricError(f"give --metric: {NO_TASK_YET}", run.name)
         text = run.selected_by.metric

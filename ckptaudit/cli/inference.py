@@ -204,7 +204,8 @@ def _import_sweep(
     from ..inference.sweeps import import_sweep
 
     if framework == "optuna" and src is not None and out is None:
-        src, out = None, Path(src)  # `import optuna --storage URL OUT`: the one positional is OUT
+        out = Path(src)  # `import optuna --storage URL OUT`: the one positional is OUT
+        src = None
     elif framework == "optuna" and src is not None:
         raise UsageError("import optuna takes one folder, OUT (the study is read from --storage)")
     result = import_sweep(

@@ -24,12 +24,12 @@ SUPPORTED: dict[str, tuple[str, ...]] = {
 }
 
 
-def check_supported(spec: MetricSpec, task: str | None, output: str | None) -> None:
+def check_supported(spec: MetricSpec, task: str, output: str) -> None:
     """Raise :class:`MetricError` unless combinations can be searched under ``spec``."""
     if output == "label":
         raise MetricError("combine needs probabilities, logits or values: hard labels (output 'label') cannot be averaged")
     names = SUPPORTED.get(task)
-    if task is None:  # an imported run not yet predicted
+    if not task:  # an imported run not yet predicted
         from ..store.runformat import NO_TASK_YET
 
         raise MetricError(f"combine needs predictions: {NO_TASK_YET}")

@@ -194,7 +194,7 @@ def report_run(
     if specs:
         specs, skipped = _applicable(run, specs)
         notes += skipped
-    if not specs and run.task is None:  # an imported run not yet predicted: what training selected by
+    if not specs and not run.task:  # an imported run not yet predicted: what training selected by
         if run.selected_by is None:
             raise MetricError(f"give --metric: {NO_TASK_YET}", run.name)
         specs = [parse_metric(run.selected_by.metric, logged=run.logged_names(), logged_modes=selected_modes([run]))]

@@ -64,10 +64,10 @@ def sweep_selection(runs: Sequence[Run], spec: MetricSpec, *, resamples: int, se
     count = sum(len(r.checkpoints) for r in runs)
     out = SweepSelection(len(runs), count)
     first = runs[0]
-    if first.task is None or spec.source == "logged":
+    if not first.task or spec.source == "logged":
         then = (
             "`ckptaudit predict` on each run, then a metric computed from the predictions, gives both"
-            if first.task is None
+            if not first.task
             else "a metric computed from the predictions (e.g. log_loss) gives both"
         )
         note = (

@@ -125,7 +125,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         raise RunFormatError(f"unknown format {fmt!r} (this ckptaudit reads {FORMAT!r})", run_file)
     task = raw.get("task")
     # NOTE: an imported run gets its task from `predict`; until then it is a logged-metrics-only
-    # run (task None): ranked by its logged metrics, refused by every metric that needs predictions.
+    # run (task ""): ranked by its logged metrics, refused by every metric that needs predictions.
     logged_only = task is None and "imported_from" in raw
     if not logged_only and task not in TASKS:
         raise RunFormatError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}", run_file)
@@ -134,6 +134,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         raise RunFormatError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}", run_file)
     if not logged_only and (task == "regression") != (output == "value"):
         raise RunFormatError(f"output {output!r} does not fit task {task!r} (regression runs use 'value')", run_file)
+    task, output = ("", str(output or "")) if logged_only else (str(task), str(output))
     classes = raw.get("classes")
     if classes is not None:
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):

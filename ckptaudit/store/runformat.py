@@ -104,10 +104,10 @@ class Run:
 
     path: Path
     name: str
-    #: None only for an imported run not yet predicted (run.json without a task): such a
-    #: run has no prediction files and is ranked by its logged metrics only
-    task: str | None
-    output: str | None
+    #: "" (no task yet) only for an imported run not yet predicted (run.json without a
+    #: task): such a run has no prediction files and is ranked by its logged metrics only
+    task: str
+    output: str  #: "" when run.json has none (an imported run not yet predicted)
     classes: tuple[str, ...] | None
     positive_class: int
     selected_by: SelectedBy | None
