@@ -9,7 +9,7 @@ loss is best before their last iteration (the case `pick --across` exists for).
   ``tune.Checkpoint`` (``model.safetensors``: ``weight`` (1, 6) and ``bias`` (1,), the
   state_dict of :func:`net`), except the first iteration, which reports without one.
 * :func:`run_optuna`: a study in a sqlite storage whose trials report the validation loss
-  as intermediate values per step, with a median pruner.
+  as intermediate values per step, with a median pruner; each step's weights saved beside.
 
 ``predict --model tests/hpo_training.py:net --data tests/hpo_training.py:val`` re-creates
 the validation predictions of a Ray Tune checkpoint.
@@ -104,9 +104,12 @@ def run_raytune(root: Path) -> Path:
     return root / "exp"
 
 
-def run_optuna(storage: str, name: str = "lr-sweep", trials: int = 8) -> None:
-    """A study of ``trials`` trials minimising the validation loss, intermediate values per step."""
+def run_optuna(storage: str, name: str = "lr-sweep", trials: int = 8, save_to: Path | None = None) -> None:
+    """A study of ``trials`` trials minimising the validation loss, intermediate values per step;
+    with ``save_to``, each step's weights as ``save_to/trial{number}/step{step}.safetensors``
+    (where the study does not record them: ``import optuna --checkpoints`` is told)."""
     import optuna
+    from safetensors.numpy import save_file
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -114,8 +117,11 @@ def run_optuna(storage: str, name: str = "lr-sweep", trials: int = 8) -> None:
         lr = trial.suggest_float("lr", 0.05, 16.0, log=True)
         trial.suggest_categorical("init", ["zeros"])
         loss = float("nan")
-        for it, _w, _b, loss, _acc in train(lr):
+        for it, w, b, loss, _acc in train(lr):
             trial.report(loss, step=it - 1)
+            if save_to is not None:
+                (save_to / f"trial{trial.number}").mkdir(parents=True, exist_ok=True)
+                save_file({"weight": w, "bias": b}, str(save_to / f"trial{trial.number}" / f"step{it - 1}.safetensors"))
             if trial.should_prune():
                 raise optuna.TrialPruned()
         return loss

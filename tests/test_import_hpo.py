@@ -57,11 +57,14 @@ def experiment(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def study(tmp_path_factory) -> dict:
     optuna = pytest.importorskip("optuna")
-    db = tmp_path_factory.mktemp("optuna") / "study.db"
+    pytest.importorskip("safetensors")
+    root = tmp_path_factory.mktemp("optuna")
+    db = root / "study.db"
     url = f"sqlite:///{db}"
-    hpo.run_optuna(url)
+    hpo.run_optuna(url, save_to=root / "ckpts")
     loaded = optuna.load_study(study_name="lr-sweep", storage=url)
-    return {"db": db, "url": url, "trials": loaded.get_trials(deepcopy=False)}
+    template = str(root / "ckpts" / "trial{number}" / "step{step}.safetensors")
+    return {"db": db, "url": url, "trials": loaded.get_trials(deepcopy=False), "template": template}
 
 
 # --------------------------------------------------------------------------- Ray Tune
@@ -176,6 +179,27 @@ def test_optuna_trials_become_runs_and_pick_names_the_best_trial_at_its_best_ste
     one_line_error(cli("rank", out / f"trial_{number:05d}", "-m", "accuracy"), "no 'task' yet")
 
 
+def test_optuna_with_the_weights_it_saved_predicts_and_corrects_across_the_sweep(study, tmp_path):
+    pytest.importorskip("torch")
+    kept = [t for t in study["trials"] if t.state.name in ("COMPLETE", "PRUNED")]
+    number, step, value = min(((t.number, s, v) for t in kept for s, v in t.intermediate_values.items()), key=lambda x: x[2])
+    out = tmp_path / "sweep"
+    done = cli("import", "optuna", "--storage", study["url"], out, "--checkpoints", study["template"], "-f", "json")
+    assert done.exit_code == 0, done.output
+    assert all(t["metrics only"] == 0 for t in json.loads(done.stdout)["trials"])
+    for t in kept:
+        args = ("--model", f"{HERE / 'hpo_training.py'}:net", "--data", f"{HERE / 'hpo_training.py'}:val")
+        assert cli("predict", out / f"trial_{t.number:05d}", *args).exit_code == 0
+    picked = cli("pick", out, "--across", "-m", "log_loss", "--resamples", "300", "-f", "json")
+    assert picked.exit_code == 0, picked.output
+    (p,) = json.loads(picked.stdout)
+    assert Path(p["run"]).name == f"trial_{number:05d}" and p["epoch"] == step
+    assert math.isclose(p["value"], value, rel_tol=1e-5)  # the intermediate value was this log loss
+    steps = sum(len(t.intermediate_values) for t in kept)
+    assert p["across"] == {"runs": len(kept), "checkpoints": steps, "scope": "sweep", "note": None}
+    assert p["tied_best"]["checkpoints"][0] == f"trial_{number:05d}/step_{step:06d}"
+
+
 # --------------------------------------------------------------------------- bad input
 
 
@@ -233,5 +257,6 @@ def test_bad_optuna_input_is_one_line_and_writes_nothing(study, tmp_path):
         cli("import", "optuna", "--storage", study["url"], "--study", "lr-swep", out), "no study 'lr-swep'", "lr-sweep"
     )
     one_line_error(cli("import", "optuna", out), "--storage")
-    one_line_error(cli("import", "optuna", "--storage", study["url"], out, "--task", "binary"), "--task")
+    one_line_error(cli("import", "optuna", "--storage", study["url"], out, "--task", "binary"), "--task", "--checkpoints")
+    one_line_error(cli("import", "optuna", "--storage", study["url"], out, "--checkpoints", "x{nope}"), "{number}")
     assert not out.exists()

@@ -81,6 +81,13 @@ def import_command(
     study: Annotated[
         str | None, typer.Option("--study", help="optuna: the study's name (default: the storage's only study).")
     ] = None,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints",
+            help="optuna: where the objective saved each step's weights, e.g. 'ckpts/trial{number}/step{step}.pt' (a file or a folder); steps without stay metrics-only.",
+        ),
+    ] = None,
     task: Annotated[
         str | None,
         typer.Option("--task", help="binary, multiclass, multilabel or regression (default: read from the data at predict)."),
@@ -125,8 +132,8 @@ def import_command(
     from ..inference.importers import SWEEP_FRAMEWORKS, import_checkpoints
 
     names = [c.strip() for c in classes.split(",")] if classes else None
-    if framework.value != "optuna" and (storage is not None or study is not None):
-        raise UsageError(f"--storage and --study apply to import optuna, not {framework.value}")
+    if framework.value != "optuna" and (storage is not None or study is not None or checkpoints is not None):
+        raise UsageError(f"--storage, --study and --checkpoints apply to import optuna, not {framework.value}")
     if framework.value in SWEEP_FRAMEWORKS:
         given = {
             "--epoch-pattern": epoch_pattern,
@@ -137,7 +144,7 @@ def import_command(
         for name, value in given.items():
             if value is not None:
                 raise UsageError(f"{name} does not apply to import {framework.value}")
-        _import_sweep(framework.value, src, run, storage, study, task, output, names, selected_by, fmt)
+        _import_sweep(framework.value, src, run, storage, study, checkpoints, task, output, names, selected_by, fmt)
         return
     if src is None or run is None:
         raise UsageError(f"import {framework.value} needs SRC and RUN (see 'ckptaudit import --help')")
@@ -194,6 +201,7 @@ def _import_sweep(
     out: Path | None,
     storage: str | None,
     study: str | None,
+    checkpoints: str | None,
     task: str | None,
     output: str | None,
     classes: list[str] | None,
@@ -209,7 +217,16 @@ def _import_sweep(
     elif framework == "optuna" and src is not None:
         raise UsageError("import optuna takes one folder, OUT (the study is read from --storage)")
     result = import_sweep(
-        framework, src, out, storage=storage, study=study, task=task, output=output, classes=classes, selected_by=selected_by
+        framework,
+        src,
+        out,
+        storage=storage,
+        study=study,
+        checkpoints=checkpoints,
+        task=task,
+        output=output,
+        classes=classes,
+        selected_by=selected_by,
     )
     rows = [
         {

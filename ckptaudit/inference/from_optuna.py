@@ -2,9 +2,9 @@
 
 An Optuna trial records the objective's intermediate values (``trial.report(value, step)``)
 and a final value; its weights, if any were saved, live wherever the objective put them, which
-the study does not record. Each trial with intermediate values becomes a run of metrics-only
-checkpoints, one per reported step (epoch = step), whose logged metric ``value`` is the
-intermediate value; the study's direction is the metric's mode (run.json ``selected_by``). A
+the study does not record (``--checkpoints TEMPLATE`` says where). Each trial with intermediate
+values becomes a run with one checkpoint per reported step (epoch = step), whose logged metric
+``value`` is the intermediate value: metrics-only unless the template finds that step's weights; the study's direction is the metric's mode (run.json ``selected_by``). A
 trial that reported no intermediate value but finished with a value gets one checkpoint
 (``final``) holding it, at epoch 0. Running, waiting and failed trials are left out, with a note;
 pruned trials are kept (their values up to the step the pruner stopped them at are real).
@@ -54,8 +54,12 @@ def sqlite_path(storage: str) -> Path:
     return path
 
 
-def read_optuna(storage: str, study: str | None = None) -> Study:
-    """The trials of ``study`` (the only study when None) in ``storage``, read-only."""
+def read_optuna(storage: str, study: str | None = None, checkpoints: str | None = None) -> Study:
+    """The trials of ``study`` (the only study when None) in ``storage``, read-only.
+
+    ``checkpoints`` is where the objective saved each step's weights, a template with
+    ``{number}`` (the trial's number) and ``{step}``: a file, or a folder whose top-level files
+    are linked. A step whose path does not exist stays metrics-only."""
     path = sqlite_path(storage)
     try:
         import optuna
@@ -93,8 +97,8 @@ def read_optuna(storage: str, study: str | None = None) -> Study:
         if t.state.name not in _KEPT_STATES:
             notes.append(f"{name}: {t.state.name.lower()}, left out")
             continue
-        checkpoints = _checkpoints(t, path)
-        if not checkpoints:
+        found_steps = _checkpoints(t, path, checkpoints)
+        if not found_steps:
             notes.append(f"{name}: no intermediate or final value, left out")
             continue
         params = {k: _plain(v) for k, v in t.params.items()}
@@ -102,19 +106,42 @@ def read_optuna(storage: str, study: str | None = None) -> Study:
         if t.value is not None and math.isfinite(t.value):
             info["value"] = float(t.value)
         selected = {"metric": VALUE, "mode": mode}
-        trials.append((name, Source("optuna", tuple(checkpoints), selected_by=selected), params, info))
+        trials.append((name, Source("optuna", tuple(found_steps), selected_by=selected), params, info))
     if not trials:
         raise UsageError(f"study {study!r} has no finished or pruned trial with values", path)
     return Study(study, mode, tuple(trials), tuple(notes))
 
 
-def _checkpoints(trial: Any, path: Path) -> list[SourceCheckpoint]:
-    """One metrics-only checkpoint per intermediate value (or one for the final value)."""
+def _saved(template: str | None, number: int, step: int) -> tuple[tuple[Path, ...], Path | None]:
+    """The files the objective saved for (trial ``number``, ``step``) under ``template``, and
+    where they are (``()``, None: nothing saved there)."""
+    if template is None:
+        return (), None
+    from .from_raytune import checkpoint_files
+
+    try:
+        where = Path(template.format(number=number, trial=number, step=step))
+    except (KeyError, IndexError, ValueError) as exc:
+        raise UsageError(f"--checkpoints {template!r}: use the fields {{number}} and {{step}} ({exc})") from None
+    if where.is_file() and not where.is_symlink():
+        return (where,), where
+    if where.is_dir() and not where.is_symlink():
+        return checkpoint_files(where)[0], where
+    return (), None
+
+
+def _checkpoints(trial: Any, path: Path, template: str | None = None) -> list[SourceCheckpoint]:
+    """One checkpoint per intermediate value, with the weights saved for that step where
+    ``template`` finds them, else metrics-only (or one for the final value)."""
     out = []
     for step, value in sorted(trial.intermediate_values.items()):
         step = _counter(step, f"trial {trial.number}: step", path, UsageError)
         logged = {VALUE: float(value)} if value is not None and math.isfinite(value) else {}
-        out.append(SourceCheckpoint(f"step_{step:06d}", step, step, logged, metrics_only=True))
+        files, where = _saved(template, trial.number, step)
+        if files:
+            out.append(SourceCheckpoint(f"step_{step:06d}", step, step, logged, files, origin=where))
+        else:
+            out.append(SourceCheckpoint(f"step_{step:06d}", step, step, logged, metrics_only=True))
     if not out and trial.value is not None and math.isfinite(trial.value):
         note = "no intermediate values: the trial's final value"
         out.append(SourceCheckpoint("final", 0, None, {VALUE: float(trial.value)}, metrics_only=True, note=note))

@@ -148,7 +148,7 @@ def _metrics(record: dict[str, Any], prefix: str = "") -> dict[str, float]:
     return out
 
 
-def _files(folder: Path) -> tuple[tuple[Path, ...], list[str]]:
+def checkpoint_files(folder: Path) -> tuple[tuple[Path, ...], list[str]]:
     """The regular files at the top of a checkpoint folder (linked into the run), and notes
     about what is left out."""
     files, left = [], []
@@ -203,7 +203,7 @@ def read_trial(folder: Path) -> Trial:
             checkpoints.append(SourceCheckpoint(f"iteration_{it:06d}", it, None, logged, metrics_only=True, note=note))
             continue
         used.add(target.name)
-        files, left = _files(target)
+        files, left = checkpoint_files(target)
         notes += left
         checkpoints.append(SourceCheckpoint(target.name, it, None, logged, files, origin=target))
     if repeated:
@@ -216,7 +216,7 @@ def read_trial(folder: Path) -> Trial:
         if named:  # Ray >= 2.7 numbers folders in save order, not by iteration: no epoch to give it
             notes.append(f"{folder.name}/{target.name}: no report in {RESULT_FILE} names it (a report cut short?); not imported")
             continue
-        files, left = _files(target)
+        files, left = checkpoint_files(target)
         notes += left
         note = "no report names this folder: epoch read from its number, no logged metrics"
         checkpoints.append(SourceCheckpoint(target.name, number, None, {}, files, note=note, origin=target))

@@ -47,13 +47,16 @@ def import_sweep(
     *,
     storage: str | None = None,
     study: str | None = None,
+    checkpoints: str | None = None,
     task: str | None = None,
     output: str | None = None,
     classes: Sequence[str] | None = None,
     selected_by: str | None = None,
 ) -> SweepImport:
-    """Read a Ray Tune experiment folder (``src``) or an Optuna study (``storage``, ``study``)
-    and write one run per trial under ``out`` (which must not exist yet)."""
+    """Read a Ray Tune experiment folder (``src``) or an Optuna study (``storage``, ``study``;
+    ``checkpoints``: where its objective saved each step's weights, see
+    :func:`.from_optuna.read_optuna`) and write one run per trial under ``out`` (which must
+    not exist yet)."""
     from .importers import parse_selected_by
 
     sel = parse_selected_by(selected_by)
@@ -61,6 +64,8 @@ def import_sweep(
     if framework == "raytune":
         from .from_raytune import read_raytune
 
+        if checkpoints is not None:
+            raise UsageError("--checkpoints applies to import optuna (Ray Tune records its checkpoint folders)")
         if src is None:
             raise UsageError("import raytune needs EXPERIMENT_DIR (the folder Ray Tune wrote)")
         root = Path(src)
@@ -75,10 +80,13 @@ def import_sweep(
             raise UsageError("import optuna needs --storage sqlite:///PATH (the study's database)")
         if out is None:
             raise UsageError("import optuna needs OUT, the new sweep folder to write")
-        for name, given in (("--task", task), ("--output", output), ("--classes", classes), ("--selected-by", selected_by)):
-            if given is not None:
-                raise UsageError(f"{name} does not apply to import optuna: a study holds values, no predictions or weights")
-        read = read_optuna(storage, study)
+        if selected_by is not None:
+            raise UsageError("--selected-by does not apply to import optuna: the study's direction is the mode of 'value'")
+        if checkpoints is None:
+            for name, given in (("--task", task), ("--output", output), ("--classes", classes)):
+                if given is not None:
+                    raise UsageError(f"{name} applies to import optuna only with --checkpoints (without, there are no weights)")
+        read = read_optuna(storage, study, checkpoints)
         trials = list(read.trials)
         notes = list(read.notes)
         target = Path(out)
