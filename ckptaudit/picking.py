@@ -78,6 +78,7 @@ class Pick:
             "dest": None if self.dest is None else str(self.dest),
             **self.operating_fields(),
             **({"across": self.across.as_dict()} if self.across is not None else {}),
+            **({"params": self.run.raw["params"]} if isinstance(self.run.raw.get("params"), dict) else {}),
         }
 
     def operating_fields(self) -> dict[str, Any]:

@@ -206,7 +206,10 @@ def picks_document(picks: Sequence[Pick]) -> Document:
 def _across_line(p: Pick) -> str:
     """What ``pick --across`` compared, and what its estimate corrects for."""
     a = p.across
+    params = p.run.raw.get("params")
     head = f"picked among {a.checkpoints} checkpoints of {a.runs} runs"
+    if isinstance(params, dict) and params:  # a sweep's trial (import raytune/optuna): what won
+        head += " (the winner's params: " + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
     if a.note is None:
         return f"{head}; expected on new data and tied best are across the whole sweep"
     return f"{head}; {a.note}"

@@ -104,9 +104,11 @@ def test_raytune_trials_become_runs_and_pick_names_the_best_trial_at_its_best_it
     (p,) = json.loads(picked.stdout)
     assert Path(p["run"]).name == trial and p["checkpoint"] == report["checkpoint_dir_name"]
     assert p["epoch"] == report["training_iteration"] and p["value"] == report["val_loss"] and p["mode"] == "min"
+    assert p["params"] == json.loads((experiment / trial / "params.json").read_text())  # what won, in the provenance
     # a logged metric has no per-row data: said, not faked
     assert p["expected_on_new_data"] is None and p["across"]["scope"] is None
     assert p["across"]["runs"] == len(raw) and "logged metric" in p["across"]["note"]
+    assert p["across"]["checkpoints"] == sum(map(len, raw.values()))  # every report logged val_loss
     # the experiment folder is ranked as the sweep it holds (the default OUT lies inside it)
     assert cli("import", "raytune", experiment).exit_code == 0
     ranked = cli("rank", experiment / "ckptaudit", "-m", "val_loss", "-f", "json")
@@ -133,7 +135,7 @@ def test_raytune_predict_then_pick_across_corrects_for_the_whole_sweep(experimen
     assert Path(p["run"]).name == trial and p["checkpoint"] == report["checkpoint_dir_name"]
     assert p["epoch"] == report["training_iteration"] and math.isclose(p["value"], report["val_loss"], rel_tol=1e-5)
     # the winner was selected among every trial's checkpoints: so is its correction
-    assert p["across"] == {"runs": len(raw), "checkpoints": sum(map(len, raw.values())), "scope": "sweep", "note": None}
+    assert p["across"] == {"runs": len(raw), "checkpoints": len(saved), "scope": "sweep", "note": None}
     tied = p["tied_best"]["checkpoints"]
     assert tied[0] == f"{trial}/{report['checkpoint_dir_name']}"
     assert all(name.split("/")[0] in raw for name in tied)

@@ -32,6 +32,8 @@ class SweepSelection:
     """The pooled candidates of a sweep, and their selection statistics where they exist."""
 
     runs: int
+    #: the candidates: checkpoints with a value under the metric (scored from predictions,
+    #: or logged), every checkpoint of the runs where that is not known
     checkpoints: int
     #: the selection over every checkpoint of every run (None: unavailable, see ``note``)
     selection: Any = None
@@ -65,6 +67,8 @@ def sweep_selection(runs: Sequence[Run], spec: MetricSpec, *, resamples: int, se
     out = SweepSelection(len(runs), count)
     first = runs[0]
     if not first.task or spec.source == "logged":
+        count = sum(1 for r in runs for c in r.checkpoints if c.logged.get(spec.name) is not None)
+        out = replace(out, checkpoints=count)
         then = (
             "`ckptaudit predict` on each run, then a metric computed from the predictions, gives both"
             if not first.task
@@ -96,4 +100,4 @@ def sweep_selection(runs: Sequence[Run], spec: MetricSpec, *, resamples: int, se
         if "validation set changed" in why or "targets differ" in why:
             why = "the runs were not validated on the same rows"
         return replace(out, note=f"{why}: corrected within the winner's run only")
-    return replace(out, selection=select(evaluation, resamples=resamples, seed=seed))
+    return replace(out, checkpoints=len(evaluation.scored), selection=select(evaluation, resamples=resamples, seed=seed))
