@@ -262,3 +262,14 @@ def test_bad_optuna_input_is_one_line_and_writes_nothing(study, tmp_path):
     one_line_error(cli("import", "optuna", "--storage", study["url"], out, "--task", "binary"), "--task", "--checkpoints")
     one_line_error(cli("import", "optuna", "--storage", study["url"], out, "--checkpoints", "x{nope}"), "{number}")
     assert not out.exists()
+
+
+def test_pick_across_runs_validated_on_other_rows_says_its_correction_is_the_winners_run_only():
+    runs = HERE.parent / "fixtures" / "runs"
+    picked = cli("pick", runs / "leak-ids", runs / "noisy-train", "-m", "recall", "--across", "--resamples", "100", "-f", "json")
+    assert picked.exit_code == 0, picked.output
+    (p,) = json.loads(picked.stdout)
+    assert p["across"]["scope"] is None and "not validated on the same rows" in p["across"]["note"]
+    alone = cli("pick", p["run"], "-m", "recall", "--resamples", "100", "-f", "json")
+    (q,) = json.loads(alone.stdout)
+    assert p["expected_on_new_data"] == q["expected_on_new_data"]  # the winner's run's own correction, said so
