@@ -49,7 +49,10 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
     runs, skipped = discover_sweep(paths)
     if runs and options.metric is not None:
         # NOTE: a misspelt metric is one error for the whole command, not one per run.
-        parse_metric(options.metric, mode=options.mode, logged=sorted({n for r in runs for n in r.logged_names()}))
+        from .metrics.evaluation import selected_modes
+
+        logged = sorted({n for r in runs for n in r.logged_names()})
+        parse_metric(options.metric, mode=options.mode, logged=logged, logged_modes=selected_modes(runs))
     audits = []
     for run in runs:
         try:

@@ -54,6 +54,10 @@ class Pick:
     verdict: Any = field(default=None, repr=False, compare=False)
     #: an operating-point metric's threshold (issue 20): flag rows whose probability is >= it
     threshold: float | None = None
+    #: ``pick --across`` a sweep of several runs: the pool the winner was picked from
+    #: (:class:`ckptaudit.stats.sweepwide.SweepSelection`); ``selection`` is then the
+    #: sweep-wide one where it exists
+    across: Any = None
 
     def as_dict(self) -> dict[str, Any]:
         """The provenance record (also the JSON output of `pick`)."""
@@ -73,6 +77,8 @@ class Pick:
             "files": self.hashes or weight_hashes(self.checkpoint.path),
             "dest": None if self.dest is None else str(self.dest),
             **self.operating_fields(),
+            **({"across": self.across.as_dict()} if self.across is not None else {}),
+            **({"params": self.run.raw["params"]} if isinstance(self.run.raw.get("params"), dict) else {}),
         }
 
     def operating_fields(self) -> dict[str, Any]:
@@ -182,6 +188,13 @@ def choose_report(
     skipped = list(judged.skipped)
     problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
     groups = [list(scores)] if across else [list(v.scores) for v in judged.verdicts]
+    pool = None
+    if across and len(runs) > 1:
+        from .stats.sweepwide import sweep_selection
+
+        # NOTE: the winner is the best of every run's checkpoints: its correction is the
+        # selection over that whole pool (one more read of each val.npz), not its run's.
+        pool = sweep_selection(runs, specs[0], resamples=resamples, seed=seed)
     picks = []
     for group in groups:
         scorable = [s for s in group if s.values[0] is not None]
@@ -191,10 +204,11 @@ def choose_report(
             skipped.append(Skipped(name, name, f"no checkpoint could be scored by {specs[0].text}", kind))
             continue
         best = _best(group, runs, 0, specs)
-        # NOTE: with --across the selection statistics cover the winner's own run (the
-        # checkpoints that shared its validation rows).
         verdict = verdicts[id(best.run)]
         m = verdict.primary
+        chosen_selection = m.selection if m.available else None
+        if pool is not None and pool.selection is not None and pool.selection.available:
+            chosen_selection = pool.selection
         index = verdict.index(best.checkpoint.name)
         findings: tuple[dict[str, Any], ...] = ()
         if audit:
@@ -210,9 +224,10 @@ def choose_report(
                 value=cast(float, best.values[0]),
                 interval=None if index is None else m.interval_of(index),
                 findings=findings,
-                selection=m.selection if m.available else None,
+                selection=chosen_selection,
                 verdict=verdict,
                 threshold=_threshold(best, specs[0]),
+                across=pool,
             )
         )  # type: ignore[arg-type]
     if not picks:
@@ -259,6 +274,11 @@ def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None, pin
         raise UsageError("give one of --link DEST or --copy DEST")
     from .store.pruned import weights_removed
 
+    if pick.checkpoint.metrics_only:
+        raise UsageError(
+            f"{pick.checkpoint.name} is a metrics-only checkpoint (logged metrics, no weights): there is nothing to place",
+            pick.checkpoint.path,
+        )
     if weights_removed(pick.run.path, pick.checkpoint.name):
         raise UsageError(
             f"the weights of {pick.checkpoint.name} were deleted by `ckptaudit prune` (its predictions were kept "

@@ -198,8 +198,21 @@ def picks_document(picks: Sequence[Pick]) -> Document:
         ],
         rows=rows,
         records=[{**p.as_dict(), "provenance": None if p.provenance is None else str(p.provenance)} for p in picks],
-        footer=[f"provenance written to {p.provenance}" for p in picks if p.provenance],
+        footer=[f"provenance written to {p.provenance}" for p in picks if p.provenance]
+        + [_across_line(p) for p in picks if p.across],
     )
+
+
+def _across_line(p: Pick) -> str:
+    """What ``pick --across`` compared, and what its estimate corrects for."""
+    a = p.across
+    params = p.run.raw.get("params")
+    head = f"picked among {a.checkpoints} checkpoints of {a.runs} runs"
+    if isinstance(params, dict) and params:  # a sweep's trial (import raytune/optuna): what won
+        head += " (the winner's params: " + ", ".join(f"{k}={v}" for k, v in params.items()) + ")"
+    if a.note is None:
+        return f"{head}; expected on new data and tied best are across the whole sweep"
+    return f"{head}; {a.note}"
 
 
 def prune_document(plans: Sequence[PrunePlan]) -> Document:

@@ -17,13 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import RunFormatError, UsageError
+from ..errors import MetricError, RunFormatError, UsageError
 from ..limits import check_resamples
 from ..metrics import kernels as metrics
 from ..metrics.evaluation import RunScorer, _nonfinite, prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, parse_metric
 from ..stats import bootstrap, selection
 from ..store.reader import Checkpoint, Predictions, Run, Skipped, ValSetGuard, read_predictions
+from ..store.runformat import NO_TASK_YET
 from .common import _best_index
 from .finding import Finding, severity_rank
 from .rules import CHECKS, CODES
@@ -132,7 +133,14 @@ class AuditReport:
 
 def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
     """The metric the audit ranks a run by."""
-    text = options.metric or DEFAULT_METRIC[run.task]
+    if options.metric:
+        text = options.metric
+    elif not run.task:  # an imported run not yet predicted: only what training logged
+        if run.selected_by is None:
+            raise MetricError(f"give --metric: {NO_TASK_YET}", run.name)
+        text = run.selected_by.metric
+    else:
+        text = DEFAULT_METRIC[run.task]
     return parse_metric(text, mode=options.mode, logged=run.logged_names(), logged_modes=selected_modes([run]))
 
 

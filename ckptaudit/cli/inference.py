@@ -14,6 +14,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ..errors import UsageError
 from ..exitcodes import ExitCode
 from .application import handle_errors, say
 
@@ -28,6 +29,8 @@ class Framework(str, Enum):
     hf = "hf"
     keras = "keras"
     files = "files"
+    raytune = "raytune"
+    optuna = "optuna"
 
 
 class Engine(str, Enum):
@@ -54,9 +57,37 @@ def _table(rows: list[dict[str, Any]], columns: list[str]) -> str:
 
 
 def import_command(
-    framework: Annotated[Framework, typer.Argument(help="What wrote SRC: lightning, hf, keras or files.", show_default=False)],
-    src: Annotated[str, typer.Argument(help="The framework's folder (for 'files': a glob of weight files).", show_default=False)],
-    run: Annotated[Path, typer.Argument(help="The new run folder to write (must not exist).", show_default=False)],
+    framework: Annotated[
+        Framework, typer.Argument(help="What wrote SRC: lightning, hf, keras, files, raytune or optuna.", show_default=False)
+    ],
+    src: Annotated[
+        str | None,
+        typer.Argument(
+            help="The framework's folder (for 'files': a glob of weight files; for 'raytune': the experiment folder). optuna: none (give --storage), only OUT.",
+            show_default=False,
+        ),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Argument(
+            help="The new run folder to write (must not exist); raytune/optuna: the new sweep folder, one run per trial (raytune default: EXPERIMENT_DIR/ckptaudit).",
+            show_default=False,
+        ),
+    ] = None,
+    storage: Annotated[
+        str | None,
+        typer.Option("--storage", help="optuna: the study's storage, sqlite:///PATH (read-only; the file must exist)."),
+    ] = None,
+    study: Annotated[
+        str | None, typer.Option("--study", help="optuna: the study's name (default: the storage's only study).")
+    ] = None,
+    checkpoints: Annotated[
+        str | None,
+        typer.Option(
+            "--checkpoints",
+            help="optuna: where the objective saved each step's weights, e.g. 'ckpts/trial{number}/step{step}.pt' (a file or a folder); steps without stay metrics-only.",
+        ),
+    ] = None,
     task: Annotated[
         str | None,
         typer.Option("--task", help="binary, multiclass, multilabel or regression (default: read from the data at predict)."),
@@ -98,9 +129,25 @@ def import_command(
     originals are never moved or deleted. Files are read as data: a file that needs code to
     load is refused unless --trust-pickle.
     """
-    from ..inference.importers import import_checkpoints
+    from ..inference.importers import SWEEP_FRAMEWORKS, import_checkpoints
 
     names = [c.strip() for c in classes.split(",")] if classes else None
+    if framework.value != "optuna" and (storage is not None or study is not None or checkpoints is not None):
+        raise UsageError(f"--storage, --study and --checkpoints apply to import optuna, not {framework.value}")
+    if framework.value in SWEEP_FRAMEWORKS:
+        given = {
+            "--epoch-pattern": epoch_pattern,
+            "--log": metrics_csv,
+            "--chosen": chosen,
+            "--trust-pickle": trust_pickle or None,
+        }
+        for name, value in given.items():
+            if value is not None:
+                raise UsageError(f"{name} does not apply to import {framework.value}")
+        _import_sweep(framework.value, src, run, storage, study, checkpoints, task, output, names, selected_by, fmt)
+        return
+    if src is None or run is None:
+        raise UsageError(f"import {framework.value} needs SRC and RUN (see 'ckptaudit import --help')")
     result = import_checkpoints(
         framework.value,
         src,
@@ -142,6 +189,73 @@ def import_command(
         f"imported {len(rows)} checkpoint(s) from {result.framework} into {result.run}"
         + (f"; selected_by {sel['metric']}" + (f" ({sel['mode']})" if sel.get("mode") else "") if sel else "")
         + (f"; chosen {result.chosen}" if result.chosen else ""),
+        "",
+    )
+    for note in result.notes:
+        say(note, "note: ")
+
+
+def _import_sweep(
+    framework: str,
+    src: str | None,
+    out: Path | None,
+    storage: str | None,
+    study: str | None,
+    checkpoints: str | None,
+    task: str | None,
+    output: str | None,
+    classes: list[str] | None,
+    selected_by: str | None,
+    fmt: ImportFormat,
+) -> None:
+    """``import raytune|optuna``: one run per trial, a table (or JSON) of the trials."""
+    from ..inference.sweeps import import_sweep
+
+    if framework == "optuna" and src is not None and out is None:
+        out = Path(src)  # `import optuna --storage URL OUT`: the one positional is OUT
+        src = None
+    elif framework == "optuna" and src is not None:
+        raise UsageError("import optuna takes one folder, OUT (the study is read from --storage)")
+    result = import_sweep(
+        framework,
+        src,
+        out,
+        storage=storage,
+        study=study,
+        checkpoints=checkpoints,
+        task=task,
+        output=output,
+        classes=classes,
+        selected_by=selected_by,
+    )
+    rows = [
+        {
+            "trial": r.run.name,
+            "checkpoints": len(r.checkpoints),
+            "with weights": sum(1 for c in r.checkpoints if c.weights != "none"),
+            "metrics only": sum(1 for c in r.checkpoints if c.weights == "none"),
+            "params": ", ".join(f"{k}={v}" for k, v in params.items()) or None,
+        }
+        for r, params in zip(result.runs, result.params, strict=True)
+    ]
+    if fmt is ImportFormat.json:
+        doc = {
+            "sweep": str(result.out),
+            "framework": result.framework,
+            "selected_by": result.runs[0].selected_by if result.runs else None,
+            "notes": list(result.notes),
+            "trials": [
+                {**row, "run": str(r.run), "params": p} for row, r, p in zip(rows, result.runs, result.params, strict=True)
+            ],
+        }
+        typer.echo(json.dumps(doc, indent=2))
+    else:
+        typer.echo(_table(rows, ["trial", "checkpoints", "with weights", "metrics only", "params"]), nl=False)
+    sel = result.runs[0].selected_by if result.runs else None
+    say(
+        f"imported {len(rows)} trial(s) from {framework} into {result.out}"
+        + (f"; selected_by {sel['metric']}" + (f" ({sel['mode']})" if sel.get("mode") else "") if sel else "")
+        + f"; next: ckptaudit pick {result.out} --across -m METRIC",
         "",
     )
     for note in result.notes:

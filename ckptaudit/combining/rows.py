@@ -29,6 +29,10 @@ def check_supported(spec: MetricSpec, task: str, output: str) -> None:
     if output == "label":
         raise MetricError("combine needs probabilities, logits or values: hard labels (output 'label') cannot be averaged")
     names = SUPPORTED.get(task)
+    if not task:  # an imported run not yet predicted
+        from ..store.runformat import NO_TASK_YET
+
+        raise MetricError(f"combine needs predictions: {NO_TASK_YET}")
     if names is None:
         raise MetricError(f"combine does not support {task} runs (binary, multiclass and regression only)")
     if spec.source != "builtin" or spec.name not in names or spec.class_ref is not None or spec.average is not None:

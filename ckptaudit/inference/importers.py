@@ -53,7 +53,9 @@ __all__ = [
     "write_run",
 ]
 
-FRAMEWORKS = ("lightning", "hf", "keras", "files")
+FRAMEWORKS = ("lightning", "hf", "keras", "files", "raytune", "optuna")
+#: the frameworks whose import writes a sweep (one run per trial), not one run
+SWEEP_FRAMEWORKS = ("raytune", "optuna")
 
 
 @dataclass(frozen=True)
@@ -112,8 +114,13 @@ def write_run(
     output: str | None = None,
     classes: Sequence[str] | None = None,
     selected_by: Mapping[str, str] | None = None,
+    params: Mapping[str, Any] | None = None,
+    trial: Mapping[str, Any] | None = None,
 ) -> ImportResult:
     """Write ``source`` as a new run at ``run`` (which must not exist yet).
+
+    ``params`` and ``trial`` (a sweep's trial: its hyper-parameters, and what identifies it
+    in the tool that ran it) go into run.json as they are (JSON values).
 
     Without ``task`` the run.json holds none: weights alone cannot tell a binary model from
     a multiclass one, so ``predict`` infers it from the data (:func:`.tasks.infer_task`),
@@ -178,6 +185,10 @@ def write_run(
         if source.chosen:
             run_json["chosen"] = source.chosen
         run_json["imported_from"] = source.framework
+        if params is not None:
+            run_json["params"] = dict(params)
+        if trial is not None:
+            run_json["trial"] = dict(trial)
         (tmp / RUN_FILE).write_text(json.dumps(run_json, indent=2) + "\n", encoding="utf-8")
         os.rename(tmp, final)
     except BaseException:

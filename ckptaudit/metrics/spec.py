@@ -360,7 +360,12 @@ _NOT_FOR: dict[str, tuple[str, ...]] = {
 
 
 def check_applies(spec: MetricSpec, task: str, output_kind: str, run_name: str) -> None:
-    """Raise :class:`MetricError` when a built-in cannot be computed on a run."""
+    """Raise :class:`MetricError` when a built-in cannot be computed on a run (or, on an
+    imported run not yet predicted (``task`` empty), any metric that needs predictions)."""
+    if not task and spec.source != "logged":
+        from ..store.runformat import NO_TASK_YET
+
+        raise MetricError(f"{spec.text}: {NO_TASK_YET}", run_name)
     if spec.source != "builtin":
         return
     assert spec.family is not None

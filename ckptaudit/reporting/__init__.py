@@ -38,10 +38,11 @@ from ..diagnostics import diagnose as diagnose
 from ..diagnostics import reliability_curve as reliability_curve
 from ..diagnostics import roc_pr_curves as roc_pr_curves
 from ..errors import CkptauditError, MetricError, RunFormatError
-from ..metrics.evaluation import prepare_predictions
+from ..metrics.evaluation import prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, check_applies, parse_metric
 from ..stats import bootstrap
 from ..store.reader import Run, discover, read_predictions
+from ..store.runformat import NO_TASK_YET
 from .model import Chart as Chart
 from .model import CorrectedEstimate as CorrectedEstimate
 from .model import DecisionRow as DecisionRow
@@ -193,6 +194,10 @@ def report_run(
     if specs:
         specs, skipped = _applicable(run, specs)
         notes += skipped
+    if not specs and not run.task:  # an imported run not yet predicted: what training selected by
+        if run.selected_by is None:
+            raise MetricError(f"give --metric: {NO_TASK_YET}", run.name)
+        specs = [parse_metric(run.selected_by.metric, logged=run.logged_names(), logged_modes=selected_modes([run]))]
     if not specs:
         specs = [parse_metric(DEFAULT_METRIC[run.task], logged=run.logged_names())]
         if notes:
@@ -361,7 +366,7 @@ def build_report(
         check_resamples(resamples)  # (fewer than 100, even 0, is the page's own business: it clamps)
     runs = discover(paths)
     logged = sorted({n for r in runs for n in r.logged_names()})
-    specs = [parse_metric(t, mode=mode, logged=logged) for t in metrics]
+    specs = [parse_metric(t, mode=mode, logged=logged, logged_modes=selected_modes(runs)) for t in metrics]
     if len({s.text for s in specs}) != len(specs):
         raise MetricError("a metric is given twice")
     reports = []

@@ -19,8 +19,10 @@ from .runformat import (
     FORMAT,
     MAX_COUNTER,
     META_FILE,
+    NO_TASK_YET,
     OUTPUTS,
     RUN_FILE,
+    SPLITS,
     TASKS,
     Checkpoint,
     Run,
@@ -122,17 +124,17 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     if fmt != FORMAT:
         raise RunFormatError(f"unknown format {fmt!r} (this ckptaudit reads {FORMAT!r})", run_file)
     task = raw.get("task")
-    if task is None and "imported_from" in raw:
-        raise RunFormatError(
-            "no 'task' yet: `ckptaudit predict` reads it from the data (or give --task to import/predict)", run_file
-        )
-    if task not in TASKS:
+    # NOTE: an imported run gets its task from `predict`; until then it is a logged-metrics-only
+    # run (task ""): ranked by its logged metrics, refused by every metric that needs predictions.
+    logged_only = task is None and "imported_from" in raw
+    if not logged_only and task not in TASKS:
         raise RunFormatError(f"'task' must be one of {', '.join(TASKS)}, got {task!r}", run_file)
     output = raw.get("output")
-    if output not in OUTPUTS:
+    if not (logged_only and output is None) and output not in OUTPUTS:
         raise RunFormatError(f"'output' must be one of {', '.join(OUTPUTS)}, got {output!r}", run_file)
-    if (task == "regression") != (output == "value"):
+    if not logged_only and (task == "regression") != (output == "value"):
         raise RunFormatError(f"output {output!r} does not fit task {task!r} (regression runs use 'value')", run_file)
+    task, output = ("", str(output or "")) if logged_only else (str(task), str(output))
     classes = raw.get("classes")
     if classes is not None:
         if not isinstance(classes, list) or not all(isinstance(c, str) for c in classes):
@@ -156,6 +158,9 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
     chosen = raw.get("chosen")
     if chosen is not None and not isinstance(chosen, str):
         raise RunFormatError("'chosen' must be a checkpoint name", run_file)
+    for key in ("params", "trial"):  # a sweep's trial (import raytune/optuna): kept as written, objects only
+        if raw.get(key) is not None and not isinstance(raw[key], dict):
+            raise RunFormatError(f"'{key}' must be a JSON object (name -> value)", run_file)
 
     ckpt_dir = path / CHECKPOINTS_DIR
     checkpoints: list[Checkpoint] = []
@@ -180,6 +185,8 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
                 raise RunFormatError(f"no {META_FILE}", folder) from None  # a dangling link named meta.json
             checkpoints.append(_checkpoint_from(folder, meta_path, meta))
     checkpoints.sort(key=lambda c: c.order_key)
+    if logged_only and any(c.has_split(split) for c in checkpoints for split in SPLITS):
+        raise RunFormatError(NO_TASK_YET, run_file)
     return Run(
         path=path,
         name=name if name is not None else str(path),

@@ -25,6 +25,10 @@ CHECKPOINTS_DIR = "checkpoints"
 SPLITS = ("val", "train")
 
 
+#: why an imported run without a task cannot be scored by a metric that needs predictions
+#: (run.json gets its task from ``ckptaudit predict``; logged metrics rank it before that)
+NO_TASK_YET = "no 'task' yet: `ckptaudit predict` reads it from the data (or give --task to import/predict)"
+
 #: epochs and steps are integers from 0 to this (they must fit a 64-bit signed integer)
 MAX_COUNTER = 2**63 - 1
 
@@ -100,8 +104,10 @@ class Run:
 
     path: Path
     name: str
+    #: "" (no task yet) only for an imported run not yet predicted (run.json without a
+    #: task): such a run has no prediction files and is ranked by its logged metrics only
     task: str
-    output: str
+    output: str  #: "" when run.json has none (an imported run not yet predicted)
     classes: tuple[str, ...] | None
     positive_class: int
     selected_by: SelectedBy | None

@@ -383,7 +383,7 @@ def _diagnostics(run: RunReport) -> str:
 
 
 def _run_section(run: RunReport, i: int) -> str:
-    badges = [escape(run.task), f"{len(run.checkpoints)} checkpoints"]
+    badges = [escape(run.task or "not predicted yet"), f"{len(run.checkpoints)} checkpoints"]
     if run.n_val:
         badges.append(f"{run.n_val} validation rows")
     if run.selected_by:
@@ -437,7 +437,7 @@ def _sweep(report: Report) -> str:
         tied = run.selection.tied_best is not None and run.chosen in (run.selection.tied_best or ())
         status = "" if d is None or run.chosen is None else ("tied" if behind and tied else "behind" if behind else "best")
         rows.append(
-            f'<tr class="{status}"><td><a href="#{_anchor(i)}" title="{escape(run.name)}">{escape(short[i])}</a></td><td>{escape(run.task)}</td>'
+            f'<tr class="{status}"><td><a href="#{_anchor(i)}" title="{escape(run.name)}">{escape(short[i])}</a></td><td>{escape(run.task or "-")}</td>'
             f"<td class='num'>{len(run.checkpoints)}</td><td>{escape(d.metric) if d else '–'}</td>"
             f"<td class='num'>{fmt(d.winner_value) if d else '–'} <span class='muted'>{escape(d.winner or '') if d else ''}</span></td>"
             f"<td class='num'>{fmt(d.chosen_value) if d else '–'} <span class='muted'>{escape(run.chosen or '')}</span></td>"
