@@ -18,6 +18,7 @@ import typer.core
 
 from ..errors import CkptauditError, PruneInterrupted, one_line
 from ..exitcodes import ExitCode
+from ..store.remote import shown_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def say(message: object, prefix: str = "ckptaudit: error: ") -> None:
     """Print one message on stderr as exactly one line (see :func:`~ckptaudit.errors.one_line`):
     the one place the CLI writes its errors, notes and summaries."""
-    typer.echo(prefix + one_line(message), err=True)
+    typer.echo(prefix + one_line(shown_text(str(message))), err=True)
 
 
 def _fail(message: str, code: ExitCode = ExitCode.ERROR) -> typer.Exit:
@@ -118,7 +119,7 @@ def _emit(text: str) -> None:
     if sys.stdout is None:
         raise _fail("cannot write the output: standard output is closed")
     try:
-        sys.stdout.write(text)
+        sys.stdout.write(shown_text(text))
         sys.stdout.flush()
     except BrokenPipeError:
         raise _stdout_closed() from None
