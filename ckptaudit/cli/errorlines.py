@@ -39,6 +39,12 @@ def handle_errors(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return _handled(*args, **kwargs)
+        finally:
+            _end_remote()
+
+    def _handled(*args: Any, **kwargs: Any) -> Any:
         if os.environ.get("CKPTAUDIT_DEBUG"):
             return func(*args, **kwargs)
         try:
@@ -65,6 +71,14 @@ def handle_errors(func: F) -> F:
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _end_remote() -> None:
+    """The command is over: remove its temporary copies of remote runs (kept ones stay in
+    the cache), so that the next command in this process lists the server again."""
+    mirror = sys.modules.get("ckptaudit.store.mirror")
+    if mirror is not None:
+        mirror.end_command()
 
 
 #: the top-level module of an optional dependency -> the extra of ckptaudit that brings it

@@ -39,7 +39,11 @@ def rank(
     ] = False,
     cache: Annotated[
         bool,
-        typer.Option("--cache", help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache."),
+        typer.Option(
+            "--cache",
+            help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache; "
+            "runs given as URLs are kept in a local cache too (docs/storage.md).",
+        ),
     ] = False,
     strict: StrictOpt = False,
     jobs: JobsOpt = None,
@@ -62,6 +66,10 @@ def rank(
     from ..render import render
     from ..views import ranking_document
 
+    if cache:  # NOTE: remote runs (docs/storage.md): kept locally, refreshed by ETag
+        from ..store.mirror import keep_cache
+
+        keep_cache()
     if by is not None:  # NOTE: slices (issue 24): ckptaudit.slices
         from ..errors import UsageError
         from ..slices import rank_by_group, slice_document

@@ -21,7 +21,8 @@ What is copied, and with how many requests:
 - objects of a checkpoint folder without ``meta.json`` are a write in progress: skipped
   (the folder appears empty in the copy, so discovery notes it as on disk).
 
-The copy lives in a temporary folder removed when the command ends, or, with ``--cache``
+The copy lives in a temporary folder removed when the command ends (:func:`end_command`,
+else at exit), or, with ``--cache``
 (or ``CKPTAUDIT_REMOTE_CACHE``), in a kept cache folder keyed by the URL
 (:func:`cache_root`): a later command lists the prefix again and fetches only the objects
 whose size or ETag changed (the listing is the run's fingerprint: no extra requests).
@@ -56,9 +57,22 @@ _TEMP: list[str] = []
 _KEEP = {"on": False}
 
 
+class _Copy:
+    """What :func:`complete` needs to fetch a copy's weights later."""
+
+    def __init__(self, fs: Any, root: str, url: str, listing: dict[str, tuple[int, str]], later: list[str]) -> None:
+        self.fs, self.root, self.url, self.listing, self.later = fs, root, url, listing, set(later)
+        self.kept: Path | None = None  #: the cache folder (its index records what was fetched)
+
+
+#: local copy -> how to complete it
+_COPIES: dict[str, _Copy] = {}
+
+
 def keep_cache(enabled: bool = True) -> None:
     """Keep the copies of remote runs in the cache folder (``--cache``) rather than in a
-    temporary folder removed at the end of the command."""
+    temporary folder removed at the end of the command (for the rest of the command, when
+    one runs; else for the process)."""
     _KEEP["on"] = enabled
 
 
@@ -114,11 +128,12 @@ def _mirror(url: str, weights: bool, single: str | None = None) -> str | None:
         if file_copy is not None:
             return file_copy
         raise RunFormatError("no such file or folder", url)
-    wanted, pending = _select(listing, weights)
+    wanted, pending, later = _select(listing, weights)
     if not wanted and not pending:
         raise RunFormatError("no run.json found here or below", url)
+    kept = None
     if _keeping():
-        local = _cached_copy(fs, root, url, listing, wanted, pending, weights)
+        local, kept = _cached_copy(fs, root, url, listing, wanted, pending, later)
     else:
         local = tempfile.mkdtemp(prefix="ckptaudit-remote-")
         _TEMP.append(local)
@@ -126,8 +141,40 @@ def _mirror(url: str, weights: bool, single: str | None = None) -> str | None:
         _make_dirs(local, pending)
     register_mirror(local, url)
     _DONE[(url, weights)] = local
-    _release_at_end(local)
+    _COPIES[local] = _Copy(fs, root, url, listing, later)
+    _COPIES[local].kept = kept
     return local
+
+
+def complete(folder: str | os.PathLike[str]) -> None:
+    """Fetch the files left out of a copy (weights) below ``folder``, when ``folder`` lies in
+    a copy of a remote run: ``pick`` hashes (and ``--copy`` copies) only the winner's weights,
+    so only the winner's are fetched. A local folder is left as it is."""
+    text = os.path.abspath(os.fspath(folder))
+    for local, copy in _COPIES.items():
+        if text != local and not text.startswith(local + os.sep):
+            continue
+        rel = os.path.relpath(text, local).replace(os.sep, "/")
+        keys = sorted(k for k in copy.later if rel == "." or k.startswith(rel + "/"))
+        if keys and copy.kept is not None:
+            _fetch_kept(copy, local, keys)
+        elif keys:
+            _fetch(copy.fs, copy.root, copy.url, local, keys, copy.listing)
+        copy.later.difference_update(keys)
+        return
+
+
+def _fetch_kept(copy: _Copy, local: str, keys: list[str]) -> None:
+    """:func:`_fetch` into a kept copy, recorded in its index (under its lock)."""
+    import fcntl
+
+    assert copy.kept is not None
+    with open(copy.kept / "lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        index = _read_index(copy.kept / "index.json", copy.url)["objects"]
+        _fetch(copy.fs, copy.root, copy.url, local, keys, copy.listing)
+        index.update({k: list(copy.listing[k]) for k in keys})
+        _write_index(copy.kept / "index.json", copy.url, index)
 
 
 def _list(fs: Any, root: str, url: str) -> dict[str, tuple[int, str]]:
@@ -155,12 +202,14 @@ def _remote_error(url: str, what: str, exc: BaseException) -> CkptauditError:
     return RunFormatError(f"{what}: {one_line(detail)}", url)
 
 
-def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[str], list[str]]:
-    """The keys to copy, and the checkpoint folders in progress (objects, no meta.json)."""
+def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[str], list[str], list[str]]:
+    """The keys to copy, the checkpoint folders in progress (objects, no meta.json), and the
+    weights left for later (:func:`complete`)."""
     from .weights import MODEL_SUFFIXES, NON_WEIGHT_FILES
 
     runs = sorted(k[: -len(RUN_OBJECT)].rstrip("/") for k in listing if k == RUN_OBJECT or k.endswith("/" + RUN_OBJECT))
     wanted: list[str] = []
+    later: list[str] = []
     pending: set[str] = set()
     for key in sorted(listing):
         run = _run_of(key, runs)
@@ -177,9 +226,10 @@ def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[st
                 continue
         name = parts[-1]
         if not weights and name not in NON_WEIGHT_FILES and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
+            later.append(key)
             continue
         wanted.append(key)
-    return wanted, sorted(pending)
+    return wanted, sorted(pending), later
 
 
 def _run_of(key: str, runs: list[str]) -> str | None:
@@ -248,7 +298,6 @@ def _one_file(fs: Any, root: str, url: str) -> str | None:
         raise _remote_error(url, "cannot read", exc) from None
     folder = tempfile.mkdtemp(prefix="ckptaudit-remote-")
     _TEMP.append(folder)
-    _release_at_end(folder)
     dest = os.path.join(folder, root.rsplit("/", 1)[-1])
     with open(dest, "wb") as fh:
         fh.write(body)
@@ -266,8 +315,8 @@ def _cached_copy(
     listing: dict[str, tuple[int, str]],
     wanted: list[str],
     pending: list[str],
-    weights: bool,
-) -> str:
+    later: list[str],
+) -> tuple[str, Path]:
     """The kept copy of ``url``, brought up to date with ``listing``: objects whose size and
     ETag are those recorded are not fetched again; objects gone from the listing are removed."""
     import fcntl
@@ -289,9 +338,11 @@ def _cached_copy(
         _fetch(fs, root, url, str(tree), stale, listing)
         have.update({k: list(listing[k]) for k in stale})
         _write_index(folder / "index.json", url, have)
-        _prune_empty(tree, keep={p for p in pending})
+        _prune_empty(tree, keep=set(pending))
         _make_dirs(str(tree), pending)
-    return str(tree)
+        # NOTE: weights fetched by an earlier command and unchanged since are there already
+        later[:] = [k for k in later if have.get(k) != list(listing[k]) or not _same_size(tree / k, listing[k][0])]
+    return str(tree), folder
 
 
 def _same_size(path: Path, size: int) -> bool:
@@ -339,19 +390,6 @@ def _prune_empty(tree: Path, keep: set[str]) -> None:
 # --------------------------------------------------------------------------- temporary copies
 
 
-def _release_at_end(folder: str) -> None:
-    """Release ``folder`` when the command ends (the click context closes), else at exit:
-    a temporary copy is removed, a kept one forgotten (the next command lists again)."""
-    try:
-        import click
-
-        ctx = click.get_current_context(silent=True)
-    except ImportError:
-        ctx = None
-    if ctx is not None:
-        ctx.call_on_close(lambda: release(folder))
-
-
 def release(folder: str | None = None) -> None:
     """Remove a temporary copy (or every one, with None) and forget it; a kept copy is only
     forgotten."""
@@ -364,16 +402,20 @@ def release(folder: str | None = None) -> None:
         forget_mirror(item)
         for key in [k for k, v in _DONE.items() if v == item]:
             del _DONE[key]
+        _COPIES.pop(item, None)
 
 
-def forget() -> None:
+def end_command() -> None:
     """Forget every copy made in this process (temporary ones removed; kept ones stay on
-    disk): the next :func:`localize` lists the server again."""
-    release()
+    disk) and stop keeping: the next :func:`localize` lists the server again. The CLI calls
+    this when a command ends; a library user may, once done with the runs it read."""
     from .remote import _SHOWN
 
+    release()
     _DONE.clear()
+    _COPIES.clear()
     _SHOWN.clear()
+    _KEEP["on"] = False
 
 
 atexit.register(release)

@@ -57,7 +57,7 @@ def local_path(path: str | os.PathLike[str]) -> str:
 #: one-line error within seconds, not hang): botocore's standard retry mode, 3 attempts a
 #: request, and s3fs's own wrapper, 3 tries more at most; the user's fsspec configuration
 #: (``FSSPEC_S3_*``, ~/.config/fsspec) wins over each of these
-S3_DEFAULTS: dict[str, Any] = {"retries": 3}
+S3_RETRIES = 3
 S3_CONFIG_DEFAULTS: dict[str, Any] = {
     "retries": {"max_attempts": 3, "mode": "standard"},
     "connect_timeout": 5,
@@ -75,9 +75,6 @@ def _storage_options(protocol: str) -> dict[str, Any]:
     import fsspec.config
 
     user = dict(fsspec.config.conf.get(protocol, {}))
-    for key, value in S3_DEFAULTS.items():
-        if key not in user:
-            options[key] = value
     config = dict(S3_CONFIG_DEFAULTS)
     config.update(user.get("config_kwargs") or {})
     options["config_kwargs"] = config
@@ -95,6 +92,8 @@ def filesystem(url: str) -> tuple[Any, str]:
         raise UsageError(f"{url}: reading URLs needs fsspec: pip install 'ckptaudit[s3]'") from None
     try:
         fs, root = fsspec.core.url_to_fs(url, **_storage_options(url_scheme(url) or ""))
+        if url_scheme(url) in ("s3", "s3a") and getattr(fs, "retries", 0) > S3_RETRIES:
+            fs.retries = S3_RETRIES  # NOTE: s3fs's own retry loop (a class setting, not an option)
     except ImportError as exc:
         raise UsageError(f"{url}: {exc}".splitlines()[0]) from None
     except ValueError as exc:
