@@ -252,3 +252,42 @@ def test_memory_urls(tmp_path, monkeypatch):
         assert as_file.exit_code == 0
     finally:
         fs.rm("/ckptaudit-tests", recursive=True)
+
+
+def test_pick_copy_from_s3_and_check_the_provenance(fraud_url, tmp_path):
+    # NOTE: only the winner's weights are fetched, to hash and copy them
+    out = tmp_path / "shipped"
+    placed = invoke("pick", "-m", "recall", "--resamples", "200", "--copy", out, "--no-pin", "-f", "json", fraud_url)
+    assert placed.exit_code == 0, placed.output
+    prov = json.loads((tmp_path / "shipped.ckptaudit.json").read_text(encoding="utf-8"))
+    assert prov["run"] == fraud_url and prov["files"] and (out / "model.pt").is_file()
+    linked = invoke("pick", "-m", "recall", "--resamples", "200", "--link", tmp_path / "l", fraud_url)
+    assert linked.exit_code == 2 and "--link needs a run on disk" in linked.stderr
+    pinned = invoke("pick", "-m", "recall", "--resamples", "200", "--copy", tmp_path / "p", fraud_url)
+    assert pinned.exit_code == 2 and "--no-pin" in pinned.stderr
+    # the gate identifies the shipped checkpoint by its provenance file (a local one, then a URL)
+    checked = invoke(
+        "check", "-m", "recall", "--resamples", "200", "-f", "json", "--chosen", tmp_path / "shipped.ckptaudit.json", fraud_url
+    )
+    assert json.loads(checked.stdout)["chosen"] == prov["checkpoint"], checked.output
+    bucket = fraud_url.split("/")[2]
+    upload_tree_file = tmp_path / "up"
+    upload_tree_file.mkdir()
+    shutil.copy(tmp_path / "shipped.ckptaudit.json", upload_tree_file / "shipped.ckptaudit.json")
+    upload_tree(os.environ["AWS_ENDPOINT_URL"], upload_tree_file, f"s3://{bucket}/exports")
+    by_url = invoke(
+        "check",
+        "-m",
+        "recall",
+        "--resamples",
+        "200",
+        "-f",
+        "json",
+        "--chosen",
+        f"s3://{bucket}/exports/shipped.ckptaudit.json",
+        fraud_url,
+    )
+    assert json.loads(by_url.stdout)["chosen"] == prov["checkpoint"], by_url.output
+    # and by the weights file shipped (the run's weights are fetched to compare)
+    by_weights = invoke("check", "-m", "recall", "--resamples", "200", "-f", "json", "--chosen", out / "model.pt", fraud_url)
+    assert json.loads(by_weights.stdout)["chosen"] == prov["checkpoint"], by_weights.output

@@ -135,6 +135,18 @@ def shown(path: str | os.PathLike[str]) -> str:
     return text
 
 
+def location(path: str | os.PathLike[str]) -> str:
+    """Where a run lives, for records that must find it again (provenance files): the URL of
+    a copy of a remote run, else the resolved local path."""
+    named = shown(path)
+    return named if named != os.fspath(path) else os.path.realpath(path)
+
+
+def is_copy(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` lies in a local copy of a remote run."""
+    return bool(_SHOWN) and shown(path) != os.fspath(path)
+
+
 def shown_text(text: str) -> str:
     """``text`` with every mirror folder it names replaced by the URL the folder copies
     (messages and documents built from paths the library saw)."""
