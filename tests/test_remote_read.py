@@ -74,13 +74,13 @@ def test_verbs_on_s3_equal_the_run_on_disk(fraud_url, tmp_path, monkeypatch):
     ranked = same(local, fraud_url, ["rank", "-m", "recall", "-m", "precision", "-f", "json"])
     assert json.loads(ranked)[0]["run"] == fraud_url
     same(local, fraud_url, ["rank", "-m", "recall"])
-    same(local, fraud_url, ["pick", "-m", "recall", "--resamples", "200"])
-    same(local, fraud_url, ["check", "-m", "recall", "--resamples", "200", "-f", "json"])
+    same(local, fraud_url, ["pick", "-m", "recall", "--resamples", "100"])
+    same(local, fraud_url, ["check", "-m", "recall", "--resamples", "100", "-f", "json"])
     same(local, fraud_url, ["audit", "-f", "json"])
     for suffix in ("json", "html"):
         a, b = tmp_path / f"a.{suffix}", tmp_path / f"b.{suffix}"
-        ra = invoke("report", "-m", "recall", "--resamples", "200", "-o", a, local)
-        rb = invoke("report", "-m", "recall", "--resamples", "200", "-o", b, fraud_url)
+        ra = invoke("report", "-m", "recall", "--resamples", "100", "-o", a, local)
+        rb = invoke("report", "-m", "recall", "--resamples", "100", "-o", b, fraud_url)
         assert ra.exit_code == rb.exit_code == 0, (ra.output, rb.output)
         text = b.read_text(encoding="utf-8")
         assert "ckptaudit-remote-" not in text and fraud_url in text
@@ -92,10 +92,10 @@ def test_multiclass_run_and_checkpoint_folder_urls(s3_env, tmp_path, monkeypatch
     upload_tree(s3_env, RUNS / "digits", url)
     local = twin(tmp_path, monkeypatch, "digits", url)
     same(local, url, ["rank", "-m", "accuracy", "-m", "f1:average=macro", "-f", "json"])
-    same(local, url, ["check", "-m", "accuracy", "--resamples", "200"])
+    same(local, url, ["check", "-m", "accuracy", "--resamples", "100"])
     # one checkpoint folder of the run, as a URL: judged within its whole run, as on disk
-    a = invoke("check", "-m", "accuracy", "--resamples", "200", f"{local}/checkpoints/epoch-0003")
-    b = invoke("check", "-m", "accuracy", "--resamples", "200", f"{url}/checkpoints/epoch-0003")
+    a = invoke("check", "-m", "accuracy", "--resamples", "100", f"{local}/checkpoints/epoch-0003")
+    b = invoke("check", "-m", "accuracy", "--resamples", "100", f"{url}/checkpoints/epoch-0003")
     assert a.exit_code == b.exit_code and b.stdout.replace(url, "LOC") == a.stdout.replace(local, "LOC")
 
 
@@ -242,7 +242,7 @@ def test_memory_urls(tmp_path, monkeypatch):
     local = twin(tmp_path, monkeypatch, "tiny-val", url)
     try:
         same(local, url, ["rank", "-m", "accuracy", "-f", "json"])
-        same(local, url, ["pick", "-m", "accuracy", "--resamples", "200", "-f", "json"])
+        same(local, url, ["pick", "-m", "accuracy", "--resamples", "100", "-f", "json"])
         missing = invoke("rank", "-m", "accuracy", "memory://ckptaudit-tests/none")
         assert (
             missing.exit_code == 2
@@ -257,17 +257,17 @@ def test_memory_urls(tmp_path, monkeypatch):
 def test_pick_copy_from_s3_and_check_the_provenance(fraud_url, tmp_path):
     # NOTE: only the winner's weights are fetched, to hash and copy them
     out = tmp_path / "shipped"
-    placed = invoke("pick", "-m", "recall", "--resamples", "200", "--copy", out, "--no-pin", "-f", "json", fraud_url)
+    placed = invoke("pick", "-m", "recall", "--resamples", "100", "--copy", out, "--no-pin", "-f", "json", fraud_url)
     assert placed.exit_code == 0, placed.output
     prov = json.loads((tmp_path / "shipped.ckptaudit.json").read_text(encoding="utf-8"))
     assert prov["run"] == fraud_url and prov["files"] and (out / "model.pt").is_file()
-    linked = invoke("pick", "-m", "recall", "--resamples", "200", "--link", tmp_path / "l", fraud_url)
+    linked = invoke("pick", "-m", "recall", "--resamples", "100", "--link", tmp_path / "l", fraud_url)
     assert linked.exit_code == 2 and "--link needs a run on disk" in linked.stderr
-    pinned = invoke("pick", "-m", "recall", "--resamples", "200", "--copy", tmp_path / "p", fraud_url)
+    pinned = invoke("pick", "-m", "recall", "--resamples", "100", "--copy", tmp_path / "p", fraud_url)
     assert pinned.exit_code == 2 and "--no-pin" in pinned.stderr
     # the gate identifies the shipped checkpoint by its provenance file (a local one, then a URL)
     checked = invoke(
-        "check", "-m", "recall", "--resamples", "200", "-f", "json", "--chosen", tmp_path / "shipped.ckptaudit.json", fraud_url
+        "check", "-m", "recall", "--resamples", "100", "-f", "json", "--chosen", tmp_path / "shipped.ckptaudit.json", fraud_url
     )
     assert json.loads(checked.stdout)["chosen"] == prov["checkpoint"], checked.output
     bucket = fraud_url.split("/")[2]
@@ -289,5 +289,5 @@ def test_pick_copy_from_s3_and_check_the_provenance(fraud_url, tmp_path):
     )
     assert json.loads(by_url.stdout)["chosen"] == prov["checkpoint"], by_url.output
     # and by the weights file shipped (the run's weights are fetched to compare)
-    by_weights = invoke("check", "-m", "recall", "--resamples", "200", "-f", "json", "--chosen", out / "model.pt", fraud_url)
+    by_weights = invoke("check", "-m", "recall", "--resamples", "100", "-f", "json", "--chosen", out / "model.pt", fraud_url)
     assert json.loads(by_weights.stdout)["chosen"] == prov["checkpoint"], by_weights.output

@@ -76,6 +76,9 @@ def handle_errors(func: F) -> F:
 def _end_remote() -> None:
     """The command is over: remove its temporary copies of remote runs (kept ones stay in
     the cache), so that the next command in this process lists the server again."""
+    from ..store.remote import READING
+
+    READING.reset()
     mirror = sys.modules.get("ckptaudit.store.mirror")
     if mirror is not None:
         mirror.end_command()

@@ -64,12 +64,12 @@ def rank(
     from ..progress import progress_bar
     from ..ranking import rank_checkpoints
     from ..render import render
+    from ..store.remote import READING  # NOTE: runs given as URLs (docs/storage.md): what to fetch, what to keep
     from ..views import ranking_document
 
-    if cache:  # NOTE: remote runs (docs/storage.md): kept locally, refreshed by ETag
-        from ..store.mirror import keep_cache
-
-        keep_cache()
+    READING.keep_cache(cache)
+    if not (flags or ci):
+        READING.leave_out("train.npz")
     if by is not None:  # NOTE: slices (issue 24): ckptaudit.slices
         from ..errors import UsageError
         from ..slices import rank_by_group, slice_document

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import CkptauditError, RunFormatError, one_line
-from .remote import COMMIT_OBJECT, filesystem, is_remote, local_path, register_mirror
+from .remote import COMMIT_OBJECT, READING, filesystem, is_remote, local_path, register_mirror
 
 RUN_OBJECT = "run.json"
 CHECKPOINTS = "checkpoints"
@@ -54,7 +54,8 @@ INDEX_VERSION = 1
 #: (url, weights) -> local folder, for the life of the process
 _DONE: dict[tuple[str, bool], str] = {}
 _TEMP: list[str] = []
-_KEEP = {"on": False}
+#: how many sub-prefixes of a sweep are listed at once
+LIST_WORKERS = 8
 
 
 class _Copy:
@@ -69,13 +70,6 @@ class _Copy:
 _COPIES: dict[str, _Copy] = {}
 
 
-def keep_cache(enabled: bool = True) -> None:
-    """Keep the copies of remote runs in the cache folder (``--cache``) rather than in a
-    temporary folder removed at the end of the command (for the rest of the command, when
-    one runs; else for the process)."""
-    _KEEP["on"] = enabled
-
-
 def cache_root() -> Path:
     """Where kept copies live: ``CKPTAUDIT_REMOTE_CACHE`` when it names a folder, else
     ``$XDG_CACHE_HOME/ckptaudit/remote`` (``~/.cache/ckptaudit/remote``)."""
@@ -87,7 +81,7 @@ def cache_root() -> Path:
 
 
 def _keeping() -> bool:
-    return _KEEP["on"] or bool(os.environ.get("CKPTAUDIT_REMOTE_CACHE"))
+    return READING.keep or bool(os.environ.get("CKPTAUDIT_REMOTE_CACHE"))
 
 
 def localize(target: str | os.PathLike[str], *, weights: bool = False) -> str:
@@ -178,22 +172,45 @@ def _fetch_kept(copy: _Copy, local: str, keys: list[str]) -> None:
 
 
 def _list(fs: Any, root: str, url: str) -> dict[str, tuple[int, str]]:
-    """Every object under ``root``: relative key -> (size, ETag or the nearest stand-in)."""
+    """Every object under ``root``: relative key -> (size, ETag or the nearest stand-in).
+
+    A sweep (several sub-prefixes, no run.json at the top) is listed one sub-prefix per
+    request stream, :data:`LIST_WORKERS` at once; a run is one flat listing (S3 gives 1,000
+    keys a request)."""
+    prefix = root.rstrip("/") + "/"
     try:
-        found = fs.find(root, detail=True, withdirs=False)
+        top = fs.ls(root, detail=True)
     except FileNotFoundError:
         return {}
     except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
         raise _remote_error(url, "cannot list", exc) from None
+    subdirs = [e["name"].rstrip("/") for e in top if e.get("type") == "directory"]
+    files = [e for e in top if e.get("type") != "directory"]
     out: dict[str, tuple[int, str]] = {}
-    prefix = root.rstrip("/") + "/"
-    for name, info in found.items():
-        name = name.rstrip("/")
-        if info.get("type") == "directory" or not name.startswith(prefix):
-            continue
-        tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or info.get("created")
-        out[name[len(prefix) :]] = (int(info.get("size") or 0), str(tag))
+    if any(e["name"].rstrip("/") == prefix + RUN_OBJECT for e in files) or len(subdirs) < 2:
+        found = [_find(fs, root, url)]
+    else:
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(min(LIST_WORKERS, len(subdirs))) as pool:
+            found = [{e["name"]: e for e in files}, *pool.map(lambda d: _find(fs, d, url), subdirs)]
+    for part in found:
+        for name, info in part.items():
+            name = name.rstrip("/")
+            if info.get("type") == "directory" or not name.startswith(prefix):
+                continue
+            tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or info.get("created")
+            out[name[len(prefix) :]] = (int(info.get("size") or 0), str(tag))
     return out
+
+
+def _find(fs: Any, path: str, url: str) -> dict[str, Any]:
+    try:
+        return dict(fs.find(path, detail=True, withdirs=False))
+    except FileNotFoundError:
+        return {}
+    except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
+        raise _remote_error(url, "cannot list", exc) from None
 
 
 def _remote_error(url: str, what: str, exc: BaseException) -> CkptauditError:
@@ -225,6 +242,8 @@ def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[st
                 pending.add(folder)  # NOTE: the commit rule: a write in progress, never read
                 continue
         name = parts[-1]
+        if name in READING.unread:
+            continue
         if not weights and name not in NON_WEIGHT_FILES and os.path.splitext(name)[1].lower() in MODEL_SUFFIXES:
             later.append(key)
             continue
@@ -415,7 +434,7 @@ def end_command() -> None:
     _DONE.clear()
     _COPIES.clear()
     _SHOWN.clear()
-    _KEEP["on"] = False
+    READING.reset()
 
 
 atexit.register(release)

@@ -101,6 +101,34 @@ def filesystem(url: str) -> tuple[Any, str]:
     return fs, root.rstrip("/")
 
 
+# --------------------------------------------------------------------------- what a command reads
+
+
+class _Reading:
+    """What the running command asks of remote reads (set by the CLI, reset when it ends)."""
+
+    def __init__(self) -> None:
+        self.keep = False  #: keep copies in the local cache (``--cache``)
+        self.unread: set[str] = set()  #: file names the command never reads: not fetched
+
+    def keep_cache(self, enabled: bool = True) -> None:
+        """Keep the copies of remote runs in the cache folder (``--cache``) rather than in a
+        temporary folder removed at the end of the command."""
+        self.keep = enabled
+
+    def leave_out(self, *names: str) -> None:
+        """Fetch no file of these names (``rank`` without ``--flags`` reads no train.npz)."""
+        self.unread.update(names)
+
+    def reset(self) -> None:
+        """Back to the defaults (a command ended)."""
+        self.keep = False
+        self.unread.clear()
+
+
+READING = _Reading()
+
+
 # --------------------------------------------------------------------------- what users see
 
 #: local mirror folder -> the URL it copies (see :mod:`ckptaudit.store.mirror`)
