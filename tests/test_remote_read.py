@@ -227,6 +227,16 @@ def test_cache_refetches_only_what_changed(s3_server, tmp_path, monkeypatch):
         rows = {r["checkpoint"]: r["accuracy"] for r in json.loads(third.stdout)}
         assert rows[ckpts[0]] == rows[ckpts[-1]]
         assert n3 < n1
+        # a checkpoint whose meta.json is gone (a prune at work) is no longer read from the copy
+        import boto3
+
+        bucket = url.split("/")[2]
+        boto3.client("s3", endpoint_url=s3_server.endpoint).delete_object(
+            Bucket=bucket, Key=f"tiny/checkpoints/{ckpts[1]}/meta.json"
+        )
+        fourth = invoke("rank", "--cache", "-m", "accuracy", "-f", "json", url)
+        assert fourth.exit_code == 0 and ckpts[1] not in {r["checkpoint"] for r in json.loads(fourth.stdout)}
+        assert f"skipped: {url}/checkpoints/{ckpts[1]}: no meta.json" in fourth.stderr
     finally:
         proxy.stop()
 

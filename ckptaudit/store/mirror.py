@@ -96,6 +96,8 @@ def localize(target: str | os.PathLike[str], *, weights: bool = False) -> str:
     if not is_remote(text):
         return local_path(text)
     url = text.rstrip("/")
+    if not url.split("://", 1)[1]:
+        raise RunFormatError("names no bucket or folder", text)
     parent, _, name = url.rpartition("/")
     if parent.endswith("/" + CHECKPOINTS) and name and "://" in parent:
         run_url = parent.rpartition("/")[0]
