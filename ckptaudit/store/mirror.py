@@ -226,7 +226,7 @@ def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[st
     weights left for later (:func:`complete`)."""
     from .weights import MODEL_SUFFIXES, NON_WEIGHT_FILES
 
-    runs = sorted(k[: -len(RUN_OBJECT)].rstrip("/") for k in listing if k == RUN_OBJECT or k.endswith("/" + RUN_OBJECT))
+    runs = {k[: -len(RUN_OBJECT)].rstrip("/") for k in listing if k == RUN_OBJECT or k.endswith("/" + RUN_OBJECT)}
     wanted: list[str] = []
     later: list[str] = []
     pending: set[str] = set()
@@ -253,14 +253,15 @@ def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[st
     return wanted, sorted(pending), later
 
 
-def _run_of(key: str, runs: list[str]) -> str | None:
-    """The deepest run folder holding ``key`` ("" is the listed root), or None."""
-    best = None
-    for run in runs:
-        if run == "" or key.startswith(run + "/"):
-            if best is None or len(run) > len(best):
-                best = run
-    return best
+def _run_of(key: str, runs: set[str]) -> str | None:
+    """The deepest run folder holding ``key`` ("" is the listed root), or None (one set
+    lookup per folder level: a sweep of many runs costs no scan of them per key)."""
+    parts = key.split("/")[:-1]
+    for depth in range(len(parts), -1, -1):
+        folder = "/".join(parts[:depth])
+        if folder in runs:
+            return folder
+    return None
 
 
 def _fetch(fs: Any, root: str, url: str, local: str, keys: list[str], listing: dict[str, tuple[int, str]]) -> None:
@@ -268,6 +269,9 @@ def _fetch(fs: Any, root: str, url: str, local: str, keys: list[str], listing: d
     batch: list[str] = []
     size = 0
     for key in keys:
+        if listing[key][0] >= BATCH_BYTES:  # NOTE: a big object streams to disk, not through memory
+            _fetch_big(fs, root, url, local, key, listing[key][0])
+            continue
         batch.append(key)
         size += listing[key][0]
         if len(batch) >= BATCH_OBJECTS or size >= BATCH_BYTES:
@@ -275,6 +279,20 @@ def _fetch(fs: Any, root: str, url: str, local: str, keys: list[str], listing: d
             batch, size = [], 0
     if batch:
         _fetch_batch(fs, root, url, local, batch, listing)
+
+
+def _fetch_big(fs: Any, root: str, url: str, local: str, key: str, size: int) -> None:
+    dest = os.path.join(local, *key.split("/"))
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    try:
+        fs.get_file(f"{root}/{key}", dest + ".part")
+    except FileNotFoundError as exc:
+        raise RunFormatError("an object vanished while it was read (deleted by a prune or a writer?): try again", url) from exc
+    except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
+        raise _remote_error(url, "cannot read", exc) from None
+    if os.path.getsize(dest + ".part") != size:
+        raise RunFormatError("an object changed while it was read: try again", f"{url}/{key}")
+    os.replace(dest + ".part", dest)
 
 
 def _fetch_batch(fs: Any, root: str, url: str, local: str, keys: list[str], listing: dict[str, tuple[int, str]]) -> None:
