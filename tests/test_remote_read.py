@@ -265,6 +265,13 @@ def test_memory_urls(tmp_path, monkeypatch):
         )
         as_file = invoke("rank", "-m", "accuracy", "-f", "json", f"file://{tmp_path / local}")
         assert as_file.exit_code == 0
+        # --baseline as a URL: a checkpoint folder, or one val.npz
+        for baseline in ("checkpoints/epoch-0003", "checkpoints/epoch-0003/val.npz"):
+            opts = ["check", "-m", "accuracy", "--resamples", "100", "-f", "json", "--baseline"]
+            a = invoke(*opts, f"{local}/{baseline}", local)
+            b = invoke(*opts, f"{url}/{baseline}", url)
+            assert a.exit_code == b.exit_code and f"{url}/{baseline}" in b.stdout, b.output
+            assert b.stdout.replace(url, "LOC") == a.stdout.replace(local, "LOC")
     finally:
         fs.rm("/ckptaudit-tests", recursive=True)
 
