@@ -12,7 +12,7 @@ A crashed writer leaves objects without a ``meta.json``, which readers skip as i
 and the next write or prune of the run removes.
 
 fsspec and the protocol packages (s3fs, gcsfs) are imported here only, and only when a URL
-is met (``pip install 'ckptaudit[s3]'``), so local runs never pay for them.
+is met (the ``s3`` extra: ``pip install -e ".[s3]"``), so local runs never pay for them.
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ def filesystem(url: str) -> tuple[Any, str]:
     try:
         import fsspec.core
     except ImportError:
-        raise UsageError(f"{url}: reading URLs needs fsspec: pip install 'ckptaudit[s3]'") from None
+        raise UsageError(f"{url}: reading URLs needs fsspec: install the s3 extra (pip install -e '.[s3]')") from None
     try:
         fs, root = fsspec.core.url_to_fs(url, **_storage_options(url_scheme(url) or ""))
         if url_scheme(url) in ("s3", "s3a") and getattr(fs, "retries", 0) > S3_RETRIES:
