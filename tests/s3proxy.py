@@ -3,8 +3,7 @@
 Forwards every request to the upstream server unchanged, except that every ``--fail-every``-th
 request is answered with ``--fail-status`` (503 SlowDown by default, which S3 clients retry;
 0 drops the connection instead) and every request is delayed by ``--latency`` seconds.
-``GET /__proxy_health__`` answers 200 without counting, so the start-up probe is not a fault;
-``GET /__proxy_count__`` answers how many requests were counted so far.
+``GET /__proxy_health__`` answers 200 without counting, so the start-up probe is not a fault.
 """
 
 from __future__ import annotations
@@ -31,7 +30,6 @@ def main() -> None:
     upstream = urllib.parse.urlsplit(args.upstream)
     counter = itertools.count(1)
     lock = threading.Lock()
-    seen = [0]
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -45,13 +43,8 @@ def main() -> None:
             if self.path == "/__proxy_health__":
                 self._reply(200, [], b"ok")
                 return
-            if self.path == "/__proxy_count__":  # requests forwarded or failed so far (not counting these probes)
-                with lock:
-                    self._reply(200, [], str(seen[0]).encode())
-                return
             with lock:
                 n = next(counter)
-                seen[0] = n
             if args.latency:
                 time.sleep(args.latency)
             if args.fail_every and n % args.fail_every == 0:

@@ -57,10 +57,6 @@ class S3Server:
         """The environment a client needs to reach this server (what a user would export)."""
         return s3_env(self.endpoint)
 
-    def requests(self) -> int:
-        """How many S3 requests the fault proxy has seen (a proxy only)."""
-        return int(urllib.request.urlopen(self.endpoint + "/__proxy_count__", timeout=5).read())
-
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.terminate()
