@@ -3,7 +3,9 @@
 Forwards every request to the upstream server unchanged, except that every ``--fail-every``-th
 request is answered with ``--fail-status`` (503 SlowDown by default, which S3 clients retry;
 0 drops the connection instead) and every request is delayed by ``--latency`` seconds.
-``GET /__proxy_health__`` answers 200 without counting, so the start-up probe is not a fault.
+``GET /__proxy_health__`` answers 200 without counting, so the start-up probe is not a fault;
+``GET /__proxy_stats__`` answers the requests forwarded so far as JSON (by method, and the
+response bytes), so a test or bench can count what a command asked of the store.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import http.client
 import itertools
+import json
 import threading
 import time
 import urllib.parse
@@ -30,6 +33,7 @@ def main() -> None:
     upstream = urllib.parse.urlsplit(args.upstream)
     counter = itertools.count(1)
     lock = threading.Lock()
+    stats: dict[str, int] = {"requests": 0, "bytes_out": 0}
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"
@@ -42,6 +46,11 @@ def main() -> None:
             body = self.rfile.read(length) if length else b""
             if self.path == "/__proxy_health__":
                 self._reply(200, [], b"ok")
+                return
+            if self.path == "/__proxy_stats__":
+                with lock:
+                    data = json.dumps(stats).encode()
+                self._reply(200, [("Content-Type", "application/json")], data)
                 return
             with lock:
                 n = next(counter)
@@ -60,6 +69,10 @@ def main() -> None:
             conn.request(self.command, self.path, body=body if body or self.command in ("PUT", "POST") else None, headers=headers)
             resp = conn.getresponse()
             data = resp.read()
+            with lock:
+                stats["requests"] += 1
+                stats[self.command] = stats.get(self.command, 0) + 1
+                stats["bytes_out"] += len(data)
             out = [(k, v) for k, v in resp.getheaders() if k.lower() not in _HOP and k.lower() != "content-length"]
             conn.close()
             self._reply(resp.status, out, data, head=self.command == "HEAD", length=resp.getheader("Content-Length"))

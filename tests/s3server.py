@@ -11,6 +11,7 @@ Credentials and the endpoint reach s3fs/botocore through the usual ``AWS_*`` var
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -56,6 +57,11 @@ class S3Server:
     def env(self) -> dict[str, str]:
         """The environment a client needs to reach this server (what a user would export)."""
         return s3_env(self.endpoint)
+
+    def stats(self) -> dict[str, int]:
+        """The fault proxy's counts of forwarded requests (``requests``, per method, ``bytes_out``)."""
+        with urllib.request.urlopen(self.endpoint + "/__proxy_stats__", timeout=5) as resp:
+            return dict(json.loads(resp.read()))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -31,6 +31,8 @@ def test_proxy_fails_every_nth_request_and_clients_retry(s3_server, monkeypatch)
         for i in range(10):
             fs.pipe(f"{bucket}/k{i}", bytes([i]) * 3)
         assert [fs.cat(f"{bucket}/k{i}") for i in range(10)] == [bytes([i]) * 3 for i in range(10)]
+        counts = proxy.stats()
+        assert counts["PUT"] >= 11 and counts["GET"] >= 10  # the bucket, 10 objects; retries on top
     finally:
         proxy.stop()
 
