@@ -143,22 +143,24 @@ def correct_rows(run: Run, preds: Predictions, threshold: float | None) -> np.nd
 def read_baseline(path: str | Path, run: Run) -> tuple[Run, Predictions, str]:
     """The baseline's run (for reading its outputs), predictions and a name for it."""
     from .store.discovery import read_checkpoint, read_run
+    from .store.mirror import localize
     from .store.reader import CHECKPOINTS_DIR, RUN_FILE, read_predictions
+    from .store.remote import shown
 
-    path = Path(path)
+    path = Path(localize(path))
     if path.is_file() and path.suffix == ".npz":
         ckpt = Checkpoint(path.parent, path.parent.name, 0, None, {})
         # NOTE: a bare val.npz is read under the candidate's run.json (same task and output)
-        return run, read_predictions(run, ckpt, path.stem), str(path)
+        return run, read_predictions(run, ckpt, path.stem), shown(path)
     if (path / RUN_FILE).is_file():
         base_run = read_run(path)
         chosen = base_run.checkpoint(base_run.chosen) if base_run.chosen else None
         if chosen is None:
             raise UsageError("the baseline run names no chosen checkpoint: give its checkpoint folder", path)
-        return base_run, read_predictions(base_run, chosen), f"{path}/{CHECKPOINTS_DIR}/{chosen.name}"
+        return base_run, read_predictions(base_run, chosen), shown(f"{path}/{CHECKPOINTS_DIR}/{chosen.name}")
     if path.is_dir() and path.parent.name == CHECKPOINTS_DIR and (path.parent.parent / RUN_FILE).is_file():
         base_run = read_run(path.parent.parent)
-        return base_run, read_predictions(base_run, read_checkpoint(path)), str(path)
+        return base_run, read_predictions(base_run, read_checkpoint(path)), shown(path)
     raise UsageError("--baseline must be a checkpoint folder, a run folder with a chosen checkpoint, or a val.npz", path)
 
 

@@ -25,6 +25,7 @@ from .metrics.evaluation import CheckpointScore
 from .ranking import order_scores
 from .store.identity import PROVENANCE_SUFFIX as PROVENANCE_SUFFIX
 from .store.reader import Checkpoint, Run, Skipped
+from .store.remote import is_copy, location
 
 # NOTE: hashing moved to ckptaudit.weights (the run store's weights identity); the old names
 # stay importable from here (explicit re-exports).
@@ -64,7 +65,7 @@ class Pick:
         return {
             "ckptaudit": __version__,
             "time": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "run": str(self.run.path.resolve()),
+            "run": location(self.run.path),  # NOTE: a remote run's URL
             "checkpoint": self.checkpoint.name,
             "epoch": self.checkpoint.epoch,
             "step": self.checkpoint.step,
@@ -285,6 +286,13 @@ def place(pick: Pick, *, link: Path | None = None, copy: Path | None = None, pin
             "so that the statistics still count it): there is nothing to place; pick among checkpoints with weights",
             pick.checkpoint.path,
         )
+    if is_copy(pick.checkpoint.path):
+        # NOTE: the run is read through a local copy that ends with the command: a link to it
+        # would dangle, and a pin written into it would protect nothing on object storage
+        if link is not None:
+            raise UsageError("--link needs a run on disk; a checkpoint on object storage can be placed with --copy")
+        if pin:
+            raise UsageError("pinning a checkpoint on object storage is not supported: pass --no-pin with --copy")
     dest = Path(link or copy)  # type: ignore[arg-type]
     prov = provenance_path(dest)
     for target in (dest, prov):

@@ -22,7 +22,7 @@ class CheckFormat(str, Enum):
 
 
 def check(
-    path: Annotated[Path, typer.Argument(help="The run to gate.", show_default=False)],
+    path: Annotated[str, typer.Argument(help="The run to gate (a folder or a URL).", show_default=False)],
     metric: Annotated[str | None, typer.Option("--metric", "-m", help="Policy metric spec (overrides the config file).")] = None,
     chosen: Annotated[
         str | None,
@@ -63,7 +63,7 @@ def check(
     ] = None,
     strict: StrictOpt = False,
     baseline: Annotated[
-        Path | None,
+        str | None,
         typer.Option(
             "--baseline",
             help="The deployed model's predictions (checkpoint folder, run with a chosen checkpoint, or val.npz on the same "

@@ -18,6 +18,7 @@ import typer.core
 
 from ..errors import CkptauditError, PruneInterrupted, one_line
 from ..exitcodes import ExitCode
+from ..store.remote import shown_text
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -25,7 +26,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 def say(message: object, prefix: str = "ckptaudit: error: ") -> None:
     """Print one message on stderr as exactly one line (see :func:`~ckptaudit.errors.one_line`):
     the one place the CLI writes its errors, notes and summaries."""
-    typer.echo(prefix + one_line(message), err=True)
+    typer.echo(prefix + one_line(shown_text(str(message))), err=True)
 
 
 def _fail(message: str, code: ExitCode = ExitCode.ERROR) -> typer.Exit:
@@ -38,6 +39,12 @@ def handle_errors(func: F) -> F:
 
     @wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return _handled(*args, **kwargs)
+        finally:
+            _end_remote()
+
+    def _handled(*args: Any, **kwargs: Any) -> Any:
         if os.environ.get("CKPTAUDIT_DEBUG"):
             return func(*args, **kwargs)
         try:
@@ -64,6 +71,17 @@ def handle_errors(func: F) -> F:
             raise _fail(f"internal error: {type(exc).__name__}: {exc} (set CKPTAUDIT_DEBUG=1 for the traceback)") from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _end_remote() -> None:
+    """The command is over: remove its temporary copies of remote runs (kept ones stay in
+    the cache), so that the next command in this process lists the server again."""
+    from ..store.remote import READING
+
+    READING.reset()
+    mirror = sys.modules.get("ckptaudit.store.mirror")
+    if mirror is not None:
+        mirror.end_command()
 
 
 #: the top-level module of an optional dependency -> the extra of ckptaudit that brings it
@@ -118,7 +136,7 @@ def _emit(text: str) -> None:
     if sys.stdout is None:
         raise _fail("cannot write the output: standard output is closed")
     try:
-        sys.stdout.write(text)
+        sys.stdout.write(shown_text(text))
         sys.stdout.flush()
     except BrokenPipeError:
         raise _stdout_closed() from None

@@ -8,8 +8,13 @@ from typing import Annotated
 
 import typer
 
+# NOTE: str, not Path: Path("s3://b/run") folds the "//" of a URL (docs/storage.md)
 PathsArg = Annotated[
-    list[Path], typer.Argument(help="Runs, checkpoint folders, or folders holding runs at any depth.", show_default=False)
+    list[str],
+    typer.Argument(
+        help="Runs, checkpoint folders, or folders holding runs at any depth (local paths or URLs: s3://, gs://, memory://).",
+        show_default=False,
+    ),
 ]
 
 

@@ -39,7 +39,11 @@ def rank(
     ] = False,
     cache: Annotated[
         bool,
-        typer.Option("--cache", help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache."),
+        typer.Option(
+            "--cache",
+            help="Read (and keep current) a derived cache of validation outputs in RUN/.ckptaudit-cache; "
+            "runs given as URLs are kept in a local cache too (docs/storage.md).",
+        ),
     ] = False,
     strict: StrictOpt = False,
     jobs: JobsOpt = None,
@@ -60,8 +64,12 @@ def rank(
     from ..progress import progress_bar
     from ..ranking import rank_checkpoints
     from ..render import render
+    from ..store.remote import READING  # NOTE: runs given as URLs (docs/storage.md): what to fetch, what to keep
     from ..views import ranking_document
 
+    READING.keep_cache(cache)
+    if not (flags or ci):
+        READING.leave_out("train.npz")
     if by is not None:  # NOTE: slices (issue 24): ckptaudit.slices
         from ..errors import UsageError
         from ..slices import rank_by_group, slice_document

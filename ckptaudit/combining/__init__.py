@@ -265,8 +265,12 @@ def combine_across(
 def _write(members: Members, full: SearchResult, result: Combination, target: Path, averages: Any = None) -> Combination:
     from dataclasses import replace
 
+    from ..errors import UsageError
+    from ..store.remote import is_copy
     from .writing import write_combined
 
+    if is_copy(target):  # NOTE: a remote run is read through a local copy that ends with the command
+        raise UsageError("combine cannot write into a run on object storage yet: pass --dry-run (or copy the run to disk)")
     assert full.chosen is not None
     found = full.found[full.chosen]
     if averages is not None:

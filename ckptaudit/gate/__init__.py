@@ -13,6 +13,7 @@ The chosen checkpoint may be named, given as a folder, a provenance file written
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from ..config import Policy
@@ -31,7 +32,7 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     from ..store.reader import discover, is_in_progress
     from ..verdict.build import evaluate
 
-    path = Path(path)
+    path, chosen = _local(path, chosen)
     if _checkpoint_folder(path):
         if is_in_progress(path.name):
             raise RunFormatError("checkpoint is still being written (in-progress name)", path)
@@ -55,6 +56,20 @@ def check(path: str | Path, policy: Policy, chosen: str | None = None) -> GateRe
     from .engine import judge
 
     return GateResult.of(evaluate(runs[0], policy=policy, chosen=chosen, judge=judge))
+
+
+def _local(path: str | Path, chosen: str | None) -> tuple[Path, str | None]:
+    """The run (and a ``--chosen`` file) as local paths: a URL is read through a local copy
+    (:mod:`ckptaudit.store.mirror`), with the weights when ``--chosen`` is a weights file."""
+    from ..store.mirror import localize
+    from ..store.remote import url_scheme
+
+    if chosen is not None and url_scheme(chosen):
+        chosen = localize(chosen)
+    if isinstance(path, str) and url_scheme(path):
+        weights = chosen is not None and os.path.isfile(chosen) and not chosen.endswith(".json")
+        path = localize(path, weights=weights)
+    return Path(path), chosen
 
 
 def _shipped_threshold(policy: Policy, chosen: str | None) -> Policy:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from ..errors import RunFormatError
+from .remote import shown, url_scheme
 from .runformat import (
     CHECKPOINTS_DIR,
     FORMAT,
@@ -178,7 +179,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             try:
                 meta = read_json(meta_path)
             except FileNotFoundError:
-                not_a_checkpoint = _not_a_checkpoint(folder, name if name is not None else str(path))
+                not_a_checkpoint = _not_a_checkpoint(folder, name if name is not None else shown(path))
                 if not_a_checkpoint is not None:
                     skipped.append(not_a_checkpoint)
                     continue
@@ -189,7 +190,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
         raise RunFormatError(NO_TASK_YET, run_file)
     return Run(
         path=path,
-        name=name if name is not None else str(path),
+        name=name if name is not None else shown(path),
         task=task,
         output=output,
         classes=classes,
@@ -210,7 +211,7 @@ def _not_a_checkpoint(folder: Path, run_name: str) -> Skipped | None:
     if os.path.lexists(folder / META_FILE):
         return None
     reason = "no meta.json: not a checkpoint (still being written, or another tool's folder)"
-    return Skipped(run_name, str(folder), reason, "skipped", checkpoint=folder.name)
+    return Skipped(run_name, shown(folder), reason, "skipped", checkpoint=folder.name)
 
 
 def _walk_runs(root: Path) -> Iterator[Path]:
@@ -228,7 +229,9 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
     """Read every run named by ``paths``, leaving out the ones that cannot be used.
 
     Each path may be a run, one checkpoint folder (the run is read with just that
-    checkpoint) or any folder holding runs at any depth (a sweep). A run whose run.json
+    checkpoint) or any folder holding runs at any depth (a sweep), on disk or as a URL of
+    object storage (read through a local copy, :mod:`ckptaudit.store.mirror`; runs and
+    messages name the URL). A run whose run.json
     or meta.json cannot be read, or that has no checkpoint yet, is returned as a
     :class:`Skipped` record with the reason, as is each folder under checkpoints/ that is
     not a checkpoint; the other runs are read as usual. A path that does not exist or
@@ -243,10 +246,11 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
         if key in seen:
             return
         seen.add(key)
+        name = shown(run_path)
         try:
-            run = read_run(run_path, str(run_path))
+            run = read_run(run_path, name)
         except RunFormatError as exc:
-            skipped.append(Skipped(str(run_path), exc.path or str(run_path), exc.problem, "error"))
+            skipped.append(Skipped(name, shown(exc.path or run_path), exc.problem, "error"))
             return
         skipped.extend(run.skipped)
         if only is not None:
@@ -257,11 +261,15 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
             run = Run(**{**run.__dict__, "checkpoints": chosen})
         if not run.checkpoints:
             reason = "the run has no checkpoints (training may have stopped before its first save)"
-            skipped.append(Skipped(run.name, str(run.path / CHECKPOINTS_DIR), reason, "skipped"))
+            skipped.append(Skipped(run.name, shown(run.path / CHECKPOINTS_DIR), reason, "skipped"))
             return
         runs.append(run)
 
     for given in paths:
+        if isinstance(given, str) and url_scheme(given):
+            from .mirror import localize
+
+            given = localize(given)
         path = Path(given)
         if not path.exists():
             raise RunFormatError("no such file or folder", path)

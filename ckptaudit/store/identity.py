@@ -8,6 +8,7 @@ then by tensor content (:mod:`ckptaudit.store.weights`). Nothing here unpickles 
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from ..errors import CkptauditError, UsageError, did_you_mean
 from .pruned import weights_removed
 from .reader import META_FILE, Checkpoint, Run
+from .remote import is_remote, location
 from .weights import (
     FolderIdentity,
     WeightsError,
@@ -158,8 +160,10 @@ def _provenance(run: Run, path: Path) -> Identified:
     ckpt = run.checkpoint(name) if isinstance(name, str) else None
     if ckpt is None:
         raise UsageError(f"provenance names checkpoint {name!r}, which is not in run {run.name}", path)
-    if Path(str(prov.get("run", ""))).resolve() != run.path.resolve():
-        raise UsageError(f"provenance is for run {prov.get('run')}, not {run.path.resolve()}", path)
+    recorded = str(prov.get("run", ""))
+    here = location(run.path)
+    if (recorded if is_remote(recorded) else os.path.realpath(recorded)) != here:
+        raise UsageError(f"provenance is for run {prov.get('run')}, not {here}", path)
     files = prov.get("files")
     if not (isinstance(files, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in files.items())):
         raise UsageError("provenance has no 'files' object of weights hashes to verify the checkpoint by", path)

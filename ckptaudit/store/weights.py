@@ -37,6 +37,7 @@ import json
 import os
 import re
 import stat
+import sys
 from pathlib import Path
 from typing import IO, Any
 
@@ -181,6 +182,9 @@ def model_files(files: list[Path]) -> list[Path]:
 
 def weight_hashes(checkpoint: Path, root: Path | None = None) -> dict[str, str]:
     """``{relative path: sha256}`` of every weights file of a checkpoint (see :func:`weight_files`)."""
+    mirror = sys.modules.get("ckptaudit.store.mirror")
+    if mirror is not None:  # NOTE: a copy of a remote run holds its weights only once asked for
+        mirror.complete(checkpoint)
     return {p.relative_to(checkpoint).as_posix(): sha256_file(p) for p in weight_files(checkpoint, root)}
 
 

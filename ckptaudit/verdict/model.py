@@ -18,6 +18,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from ..store.remote import shown
+
 if TYPE_CHECKING:
     import pandas as pd
 
@@ -215,7 +217,7 @@ class Verdict:
         chosen = self.chosen
         return {
             "run": run.name,
-            "path": str(run.path),
+            "path": shown(run.path),  # NOTE: a remote run's URL, not its local copy
             "task": run.task,
             "resamples": self.resamples,
             "seed": self.seed,
