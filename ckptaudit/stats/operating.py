@@ -31,6 +31,11 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
+from .operating_curves import at as _at
+from .operating_curves import choose as _choose
+from .operating_curves import make_column as _column
+from .operating_curves import rate as _rate
+from .operating_curves import weighted_counts as _counts
 from .results import CheckpointSelection, RunSelection, WinnerEstimate
 
 HOLD_LEVEL = 0.9
@@ -74,101 +79,6 @@ class OperatingEstimate:
             "constraint_holds_oob_share": self.holds_oob,
             "draws": self.draws,
         }
-
-
-@dataclass(frozen=True)
-class _Column:
-    """One checkpoint's candidate thresholds and each row's place among them.
-
-    Only the distinct scores that some positive row has are candidates (with +inf, "flag
-    nothing"): for a given number of true positives, the threshold at the lowest flagged
-    positive has the fewest false positives, so every optimum of every operating point (and
-    the kernel's tie rule) lies there; the kernel's value and threshold are unchanged
-    (tests/test_operating_point_stats.py) and a resample's curve has as many points as
-    positives, not rows."""
-
-    thresholds: np.ndarray  #: +inf, then the candidate scores, descending
-    segments: Any  #: sparse (rows, candidates + 1): 1 at the first candidate that flags the row
-    pos_idx: np.ndarray  #: the positive rows
-    pos_segments: Any  #: ``segments`` of the positive rows
-
-
-def _column(s: np.ndarray, pos: np.ndarray) -> _Column:
-    from scipy import sparse
-
-    pos_idx = np.flatnonzero(pos)
-    cand = np.unique(s[pos_idx])  # ascending
-    # a row is flagged from the first (descending) candidate at or below its score
-    seg = cand.shape[0] - np.searchsorted(cand, s, "right")
-    m = cand.shape[0]
-    onehot = sparse.csr_matrix((np.ones(s.shape[0]), (np.arange(s.shape[0]), seg)), shape=(s.shape[0], m + 1))
-    return _Column(np.r_[np.inf, cand[::-1].astype(np.float64)], onehot, pos_idx, onehot[pos_idx])
-
-
-def _counts(w: np.ndarray, col: _Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tp, fp, P, N) per resample (rows of the weights ``w``) and candidate threshold."""
-    zero = np.zeros((w.shape[0], 1))
-    w_pos = w[:, col.pos_idx]
-    flagged = np.asarray(w @ col.segments)[:, :-1]
-    tp_seg = np.asarray(w_pos @ col.pos_segments)[:, :-1]
-    tp = np.concatenate([zero, np.cumsum(tp_seg, axis=1)], axis=1)
-    fl = np.concatenate([zero, np.cumsum(flagged, axis=1)], axis=1)
-    p = w_pos.sum(axis=1, keepdims=True)
-    n = w.sum(axis=1, keepdims=True) - p
-    return tp, fl - tp, p, n
-
-
-def _rate(name: str, tp, fp, p, n) -> np.ndarray:
-    """One rate per resample and candidate (NaN where undefined)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "recall":
-            return np.where(p > 0, tp / p, np.nan)
-        if name == "precision":
-            fl = tp + fp
-            return np.where(fl > 0, tp / np.where(fl > 0, fl, 1), np.nan)
-        return np.where(n > 0, 1.0 - fp / n, np.nan)
-
-
-def _rates(tp, fp, p, n) -> dict[str, np.ndarray]:
-    return {name: _rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
-
-
-def _choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarray] | None = None):
-    """Per resample: (value, chosen index), with the conventions of the kernel (NaN, -1:
-    none); ``pair`` (target, constraint rates) when the caller already has them."""
-    rows = np.arange(tp.shape[0])
-    if point.is_cost:
-        cost = (point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n)  # type: ignore[operator]
-        i = cost.argmin(axis=1)
-        return cost[rows, i], i
-    if pair is None:
-        pair = (_rate(point.target, tp, fp, p, n), _rate(point.constraint, tp, fp, p, n))  # type: ignore[arg-type]
-    target, con = pair
-    ok = np.isfinite(target) & (con >= point.bound - 1e-12)  # type: ignore[operator]  # NaN compares False
-    t = np.where(ok, target, -np.inf)
-    best = t.max(axis=1, keepdims=True)
-    cand = ok & (t == best)
-    c = np.where(cand, con, -np.inf)
-    cand &= c == c.max(axis=1, keepdims=True)
-    i = cand.argmax(axis=1)
-    value = np.where(ok.any(axis=1), target[rows, i], np.nan)
-    return value, np.where(ok.any(axis=1), i, -1)
-
-
-def _at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(value, constraint, the constraint's denominator count) of each resample at index
-    ``i`` (NaN where ``i`` is -1)."""
-    rows = np.arange(tp.shape[0])
-    j = np.maximum(i, 0)
-    sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
-    if point.is_cost:
-        value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
-        return np.where(i >= 0, value, np.nan), None, None
-    r = _rates(*sub)
-    value = np.where(i >= 0, r[point.target][:, 0], np.nan)
-    con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
-    den = {"precision": sub[0] + sub[1], "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
-    return value, con, den
 
 
 def _corrected_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> float | None:
