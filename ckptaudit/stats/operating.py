@@ -31,10 +31,12 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
+from . import operating_draws as draws
 from .operating_curves import at as _at
 from .operating_curves import choose as _choose
 from .operating_curves import make_column as _column
 from .operating_curves import rate as _rate
+from .operating_curves import totals as _totals
 from .operating_curves import weighted_counts as _counts
 from .results import CheckpointSelection, RunSelection, WinnerEstimate
 
@@ -118,18 +120,26 @@ def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
 
 
 def estimate(
-    scores: list[np.ndarray], pos: np.ndarray, point: OperatingPoint, *, resamples: int = 1000, seed: int = 0
+    scores: list[np.ndarray],
+    pos: np.ndarray,
+    point: OperatingPoint,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    fast: bool | None = None,
 ) -> OperatingEstimate | None:
     """The selection-corrected estimate of the pair chosen among ``scores`` (one column per
     checkpoint, the kernel's score units) on targets ``pos`` (bool); None when no
-    checkpoint meets the constraint on the validation rows."""
+    checkpoint meets the constraint on the validation rows. ``fast``: None, the large-sample
+    path where it serves (:mod:`ckptaudit.stats.operating_draws`); False, never; True, on
+    any size (the tests' comparison)."""
     k_n = len(scores)
     n = pos.shape[0]
     sign = -1.0 if point.is_cost else 1.0
     cols = [_column(np.asarray(s), pos) for s in scores]
-    ones = np.ones((1, n))
+    ones = np.ones((n, 1))
     raw_vals, raw_idx = [], []
-    fulls = [_counts(ones, col) for col in cols]
+    fulls = [_counts(ones, col, _totals(ones, pos)) for col in cols]
     for full in fulls:
         v, i = _choose(*full, point)
         raw_vals.append(v[0])
@@ -140,22 +150,38 @@ def estimate(
     winner = max(finite, key=lambda k: (sign * raw_vals[k], -k))
     w_col = cols[winner]
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
+    stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    arrays = [np.asarray(s) for s in scores]
+    large = draws.plan(fulls, pos, arrays, [point], resamples, bool(fast)) if fast is not False else None
+    wide_cols = cols
+    slices = [[slice(None)] * len(stricter) for _ in cols]
+    if large is not None:  # the weighted rows only, each checkpoint's kept candidates only
+        # the stricter bounds' choices lie elsewhere on the curve: their wider windows serve
+        # the first STRICTER_DRAWS draws (which need them), the point's own the rest
+        wide = draws.plan(fulls, pos, arrays, [point, *stricter], resamples, True)
+        large = wide
+        cols = [_column(a, pos, w, wide.rows) for a, w in zip(arrays, draws.plan_windows(fulls, [point]), strict=True)]
+        wide_cols = [_column(a, pos, w, wide.rows) for a, w in zip(arrays, wide.windows, strict=True)]
+        # each stricter bound chooses within its own window, a slice of the wide column's
+        per_bound = [draws.plan_windows(fulls, [strict]) for strict in stricter]
+        slices = [[slice(b[k][0] - c.lo, b[k][1] - c.lo + 1) for b in per_bound] for k, c in enumerate(wide_cols)]
+    pos_w = pos if large is None else pos[large.rows]
+    width = n if large is None else max(large.rows.shape[0], 1)
+    chunk = max(1, min(resamples, _CHUNK_CELLS // width))
     oob_values, holds, holds_oob, in_bag = [], [], [], []
     margins: list[np.ndarray] = []
     optimisms: list[np.ndarray] = []
     noises: list[np.ndarray] = []
-    # the stricter bounds tried for the threshold that would hold at HOLD_LEVEL: each is
-    # tuned in-bag and checked against the real bound out-of-bag, like the pair itself
-    stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    # the stricter bounds (``stricter``) tried for the threshold that would hold at
+    # HOLD_LEVEL: each is tuned in-bag and checked against the real bound out-of-bag, like the pair itself
     s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
     s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
     done = 0
     while done < resamples:
         r = min(chunk, resamples - done)
         done += r
-        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)]).astype(np.float64)
-        oob = (counts == 0).astype(np.float64)
+        counts, oob, extra_in, extra_oob = draws.draw(large, n, r, rng)
+        tot_in, tot_oob = _totals(counts, pos_w, extra_in), _totals(oob, pos_w, extra_oob)
         best_val = np.full(r, -np.inf)
         best_oob = np.full(r, np.nan)
         best_full_con = np.full(r, np.nan)
@@ -164,20 +190,25 @@ def estimate(
         best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
         s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
-        for k, col in enumerate(cols):
-            inbag = _counts(counts, col)
+        for k, col in enumerate(wide_cols if done - r < STRICTER_DRAWS else cols):
+            inbag = _counts(counts, col, tot_in)
             pair = None if point.is_cost else (_rate(point.target, *inbag), _rate(point.constraint, *inbag))  # type: ignore[arg-type]
             v, i = _choose(*inbag, point, pair)
             chunk_in[:, k] = v
-            oobc = _counts(oob, col)
+            oobc = _counts(oob, col, tot_oob)
             for m, strict in enumerate(stricter if done - r < STRICTER_DRAWS else ()):
-                vs, js = _choose(*inbag, strict, pair)
+                cut = slices[k][m]
+                part = (inbag[0][:, cut], inbag[1][:, cut], *inbag[2:])
+                vs, js = _choose(*part, strict, (pair[0][:, cut], pair[1][:, cut]))  # type: ignore[index]
+                js = np.where(js >= 0, js + (cut.start or 0), js)
                 _, cs, ds = _at(*oobc, js, point)
                 bv, bc, bd = s_best[m]
                 up = np.isfinite(vs) & (vs > bv)
                 s_best[m] = (np.where(up, vs, bv), np.where(up, cs, bc), np.where(up, ds, bd))  # type: ignore[arg-type]
             ov, oc, od = _at(*oobc, i, point)
-            full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
+            span = slice(col.lo, col.lo + col.thresholds.shape[0])
+            tp_f, fp_f, p_f, n_f = fulls[k]
+            full = (*(np.broadcast_to(a[:, span], (r, span.stop - span.start)) for a in (tp_f, fp_f)), p_f, n_f)
             _, fc, _ = _at(*full, i, point)
             better = np.isfinite(v) & (sign * v > best_val)
             best_val = np.where(better, sign * v, best_val)

@@ -28,43 +28,53 @@ class Column:
     (tests/test_operating_point_stats.py) and a resample's curve has as many points as
     positives, not rows."""
 
-    thresholds: np.ndarray  #: +inf, then the candidate scores, descending
-    segments: Any  #: sparse (rows, candidates + 1): 1 at the first candidate that flags the row
-    pos_idx: np.ndarray  #: the positive rows
-    pos_segments: Any  #: ``segments`` of the positive rows
+    thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
+    segments: Any  #: sparse (candidates, rows): 1 at the first candidate that flags the row
+    pos_segments: Any  #: ``segments`` of the positive rows only
+    lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
 
 
-def make_column(s: np.ndarray, pos: np.ndarray, keep: int | None = None, rows: np.ndarray | None = None) -> Column:
-    """The column of scores ``s`` on targets ``pos``; ``keep``: only the first (highest)
-    ``keep`` candidates (the rows below them are left out of the products: the large-sample
-    path, :mod:`ckptaudit.stats.operating_draws`); ``rows``: the rows the resample weights
-    cover (the candidates still come from every positive)."""
+def make_column(s: np.ndarray, pos: np.ndarray, window: tuple[int, int] | None = None, rows: np.ndarray | None = None) -> Column:
+    """The column of scores ``s`` on targets ``pos``. ``window`` (lo, hi): only thresholds
+    lo..hi (indices among all, +inf being 0) are kept: the rows above ``lo`` are summed as
+    one, those below ``hi`` left out of the products (the large-sample path,
+    :mod:`ckptaudit.stats.operating_draws`); ``rows``: the rows the resample weights cover
+    (the candidates still come from every positive)."""
     from scipy import sparse
 
     cand = np.unique(s[pos])  # ascending
-    m = cand.shape[0] if keep is None else min(keep, cand.shape[0])
+    m = cand.shape[0]
+    lo, hi = (0, m) if window is None else (max(0, window[0]), min(window[1], m))
     sub = s if rows is None else s[rows]
     sub_pos = pos if rows is None else pos[rows]
-    # a row is flagged from the first (descending) candidate at or below its score
-    seg = cand.shape[0] - np.searchsorted(cand, sub, "right")
-    inside = np.flatnonzero(seg < m)
-    onehot = sparse.csr_matrix((np.ones(inside.shape[0]), (inside, seg[inside])), shape=(sub.shape[0], m + 1))
-    pos_idx = np.flatnonzero(sub_pos)
-    return Column(np.r_[np.inf, cand[::-1][:m].astype(np.float64)], onehot, pos_idx, onehot[pos_idx])
+    # a row is flagged from the first (descending) candidate at or below its score: threshold
+    # index seg + 1; its place in the window is 0 when a threshold above the window flags it
+    seg = m - np.searchsorted(cand, sub, "right")
+    place = np.maximum(seg + 1 - lo, 0)
+    inside = np.flatnonzero(place <= hi - lo)
+    shape = (hi - lo + 1, sub.shape[0])
+    onehot = sparse.csr_matrix((np.ones(inside.shape[0]), (place[inside], inside)), shape=shape)
+    on_pos = inside[sub_pos[inside]]
+    pos_onehot = sparse.csr_matrix((np.ones(on_pos.shape[0]), (place[on_pos], on_pos)), shape=shape)
+    thresholds = np.r_[np.inf, cand[::-1].astype(np.float64)][lo : hi + 1]
+    return Column(thresholds, onehot, pos_onehot, lo)
 
 
-def weighted_counts(w: np.ndarray, col: Column, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, ...]:
-    """(tp, fp, P, N) per resample (rows of the weights ``w``) and candidate threshold;
-    ``extra``: the resampled positives and negatives outside the weighted rows."""
-    zero = np.zeros((w.shape[0], 1))
-    w_pos = w[:, col.pos_idx]
-    flagged = np.asarray(w @ col.segments)[:, :-1]
-    tp_seg = np.asarray(w_pos @ col.pos_segments)[:, :-1]
-    tp = np.concatenate([zero, np.cumsum(tp_seg, axis=1)], axis=1)
-    fl = np.concatenate([zero, np.cumsum(flagged, axis=1)], axis=1)
-    p = w_pos.sum(axis=1, keepdims=True)
-    n = w.sum(axis=1, keepdims=True) - p + extra[1]
-    return tp, fl - tp, p + extra[0], n
+def weighted_counts(wt: np.ndarray, col: Column, totals: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
+    """(tp, fp, P, N) per resample and candidate threshold; ``wt``: the rows' weights, one
+    column per resample (C order: each product reads it in one pass); ``totals``: the
+    resampled positive and negative counts (:func:`totals`)."""
+    fl = np.cumsum(col.segments @ wt, axis=0).T
+    tp = np.cumsum(col.pos_segments @ wt, axis=0).T
+    return tp, fl - tp, totals[0], totals[1]
+
+
+def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
+    """(P, N) per resample, shape (resamples, 1): the weighted rows' positives and negatives
+    (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
+    p = (pos.astype(np.float64) @ wt)[:, None]
+    n = wt.sum(axis=0)[:, None] - p
+    return p + extra[0], n + extra[1]
 
 
 def rate(name: str, tp, fp, p, n) -> np.ndarray:
