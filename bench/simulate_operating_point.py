@@ -99,16 +99,12 @@ def main() -> None:
             f"  safer threshold (claims >= 90%):  {len(safe_held)} runs, claimed mean {claimed.mean():.3f}, "
             f"held in truth {safe_held.mean():.1%}"
         )
-        variants = (
-            ("denoised out-of-bag (reported)", [e.holds for e in est]),
-            ("optimism-corrected", [e.holds_denoised for e in est]),
-            ("plain out-of-bag share", [e.holds_oob for e in est]),
-            ("all rows", [e.holds_full for e in est]),
-        )
+        variants = [("reported", [e.holds for e in est])]
+        variants += [(name, [e.holds_variants.get(name) for e in est]) for name in est[0].holds_variants]
         for name, share in variants:
             s = np.array([np.nan if v is None else v for v in share])
             print(f"  'constraint holds' ({name}): mean reported {np.nanmean(s):.3f} vs {held.mean():.3f} realised")
-            for lo_b, hi_b in ((0.0, 0.5), (0.5, 0.8), (0.8, 0.95), (0.95, 1.01)):
+            for lo_b, hi_b in ((0.0, 0.2), (0.2, 0.4), (0.4, 0.6), (0.6, 0.8), (0.8, 0.95), (0.95, 1.01)):
                 m = (s >= lo_b) & (s < hi_b)
                 if m.any():
                     print(

@@ -34,7 +34,9 @@ from ..metrics.operating import OperatingPoint
 from . import operating_draws as draws
 from .operating_curves import at as _at
 from .operating_curves import choose as _choose
+from .operating_curves import full_counts as _full_counts
 from .operating_curves import make_column as _column
+from .operating_curves import place as _place
 from .operating_curves import rate as _rate
 from .operating_curves import totals as _totals
 from .operating_curves import weighted_counts as _counts
@@ -65,7 +67,8 @@ class OperatingEstimate:
     safe_threshold: float | None  #: nearest threshold holding at HOLD_LEVEL (score units; None: none)
     safe_holds: float | None  #: its share
     draws: int
-    holds_denoised: float | None = None  #: the optimism-corrected share (see the NOTE in :func:`estimate`)
+    #: the other estimators of the constraint-holds share, by name (bench/simulate_operating_point.py)
+    holds_variants: dict[str, float | None] = field(default_factory=dict, repr=False, compare=False)
     #: every checkpoint's in-bag value per resample (resamples, checkpoints): intervals, tie set
     in_bag: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False, compare=False)
 
@@ -83,11 +86,14 @@ class OperatingEstimate:
         }
 
 
-def _corrected_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> float | None:
-    """P(the tuned pair's true constraint >= bound): its validation constraint value less the
-    tuning's optimism (the in-bag value of the in-bag-chosen pair minus its value on all rows,
-    the bootstrap principle's truth), against the binomial noise of that value and the spread
-    of the optimism (normal tail)."""
+def _optimism_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> tuple[float, float] | None:
+    """P(the tuned pair's true constraint >= bound), by the bootstrap of the tuning's optimism
+    (Efron 1983): the validation value ``con`` of the pair's constraint less the optimism of
+    the same selection made in a resample (its in-bag value minus its value on all rows,
+    the bootstrap principle's truth). Returns (the share of draws with ``con - optimism >=
+    bound``, the normal tail with the optimism's mean and spread). The optimism already holds
+    the constraint's sampling noise at the chosen pair: no binomial term is added (the first
+    version added one and drifted towards 0.5)."""
     from math import erf, sqrt
 
     if optimism.size < 2:
@@ -95,12 +101,15 @@ def _corrected_share(full: tuple, index: int, point: OperatingPoint, optimism: n
     tp, fp = float(full[0][0, index]), float(full[1][0, index])
     p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
     con = float(np.asarray(_rate(point.constraint, tp, fp, p, n)).ravel()[0])  # type: ignore[arg-type]
-    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint]  # type: ignore[index]
-    var = con * (1 - con) / max(float(den), 1.0) + float(optimism.var())
-    margin = con - float(optimism.mean()) - point.bound  # type: ignore[operator]
-    if var <= 1e-18:
-        return 1.0 if margin >= 0 else 0.0
-    return 0.5 * (1.0 + erf(margin / sqrt(2.0 * var)))
+    slack = con - point.bound + 1e-12  # type: ignore[operator]
+    empirical = float(np.mean(optimism <= slack))
+    sd = float(optimism.std())
+    normal = (
+        (1.0 if slack >= optimism.mean() else 0.0)
+        if sd <= 1e-9
+        else 0.5 * (1.0 + erf((slack - optimism.mean()) / (sd * sqrt(2.0))))
+    )
+    return empirical, normal
 
 
 def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
@@ -136,10 +145,9 @@ def estimate(
     k_n = len(scores)
     n = pos.shape[0]
     sign = -1.0 if point.is_cost else 1.0
-    cols = [_column(np.asarray(s), pos) for s in scores]
-    ones = np.ones((n, 1))
+    placed = [_place(np.asarray(s), pos) for s in scores]
     raw_vals, raw_idx = [], []
-    fulls = [_counts(ones, col, _totals(ones, pos)) for col in cols]
+    fulls = [_full_counts(cand, seg, pos) for cand, seg in placed]
     for full in fulls:
         v, i = _choose(*full, point)
         raw_vals.append(v[0])
@@ -148,22 +156,21 @@ def estimate(
     if not finite:
         return None
     winner = max(finite, key=lambda k: (sign * raw_vals[k], -k))
-    w_col = cols[winner]
+    w_thresholds = np.r_[np.inf, placed[winner][0][::-1].astype(np.float64)]
     rng = np.random.default_rng(seed)
     stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
-    arrays = [np.asarray(s) for s in scores]
-    large = draws.plan(fulls, pos, arrays, [point], resamples, bool(fast)) if fast is not False else None
-    wide_cols = cols
-    slices = [[slice(None)] * len(stricter) for _ in cols]
-    if large is not None:  # the weighted rows only, each checkpoint's kept candidates only
-        # the stricter bounds' choices lie elsewhere on the curve: their wider windows serve
-        # the first STRICTER_DRAWS draws (which need them), the point's own the rest
-        wide = draws.plan(fulls, pos, arrays, [point, *stricter], resamples, True)
-        large = wide
-        cols = [_column(a, pos, w, wide.rows) for a, w in zip(arrays, draws.plan_windows(fulls, [point]), strict=True)]
-        wide_cols = [_column(a, pos, w, wide.rows) for a, w in zip(arrays, wide.windows, strict=True)]
-        # each stricter bound chooses within its own window, a slice of the wide column's
-        per_bound = [draws.plan_windows(fulls, [strict]) for strict in stricter]
+    large = draws.plan(fulls, pos, placed, [point, *stricter], resamples, bool(fast)) if fast is not False else None
+    if large is None:
+        cols = wide_cols = [_column(cand, seg, pos) for cand, seg in placed]
+        slices = [[slice(None)] * len(stricter) for _ in cols]
+    else:  # the weighted rows only, each checkpoint's kept thresholds only
+        # the stricter bounds' choices lie elsewhere on the curve: the union of the windows
+        # serves the first STRICTER_DRAWS draws (which need them), the point's own the rest;
+        # each stricter bound chooses within its own window, a slice of the union's
+        f32 = np.float32 if n < 2**24 else np.float64
+        own, per_bound = large.windows[0], large.windows[1:]
+        cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, own, strict=True)]
+        wide_cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, large.union, strict=True)]
         slices = [[slice(b[k][0] - c.lo, b[k][1] - c.lo + 1) for b in per_bound] for k, c in enumerate(wide_cols)]
     pos_w = pos if large is None else pos[large.rows]
     width = n if large is None else max(large.rows.shape[0], 1)
@@ -241,16 +248,23 @@ def estimate(
     raw = float(raw_vals[winner])
     expected = float(values.mean())
     low, high = np.percentile(values, [2.5, 97.5])
-    hold_full = hold = hold_oob = hold_denoised = None
+    hold_full = hold = hold_oob = None
+    variants: dict[str, float | None] = {}
     safe_t = safe_share = None
     if not point.is_cost:
         hold_full = float(np.concatenate(holds).mean())
         hv = np.concatenate(holds_oob)
         hold_oob = float(hv.mean()) if hv.size else None
-        hold = _denoised_share(np.concatenate(margins), np.concatenate(noises))
-        # NOTE: an optimism-corrected normal tail was tried as the reported share and read
-        # 0.44 / 0.41 where 0.34 / 0.07 held (n = 1,000 / 10,000): kept beside it, not reported
-        hold_denoised = _corrected_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
+        denoised = _denoised_share(np.concatenate(margins), np.concatenate(noises))
+        by_optimism = _optimism_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
+        hold = denoised
+        variants = {
+            "denoised out-of-bag": denoised,
+            "optimism bootstrap": None if by_optimism is None else by_optimism[0],
+            "optimism bootstrap, normal": None if by_optimism is None else by_optimism[1],
+            "plain out-of-bag": hold_oob,
+            "all rows": hold_full,
+        }
         for m, strict in enumerate(stricter):
             mg, nz = np.concatenate(s_margins[m]), np.concatenate(s_noises[m])
             met = np.isfinite(mg)  # a draw where nothing meets the stricter bound in-bag fails
@@ -259,7 +273,7 @@ def estimate(
             if share_m is not None and share_m >= HOLD_LEVEL:
                 _, j = _choose(*fulls[winner], strict)
                 if j[0] >= 0:
-                    safe_t, safe_share = float(w_col.thresholds[int(j[0])]), share_m
+                    safe_t, safe_share = float(w_thresholds[int(j[0])]), share_m
                 break
     return OperatingEstimate(
         winner,
@@ -270,11 +284,11 @@ def estimate(
         hold,
         hold_full,
         hold_oob,
-        float(w_col.thresholds[raw_idx[winner]]),
+        float(w_thresholds[raw_idx[winner]]),
         safe_t,
         safe_share,
         int(values.size),
-        hold_denoised,
+        variants,
         np.concatenate(in_bag),
     )
 

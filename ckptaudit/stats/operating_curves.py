@@ -34,28 +34,49 @@ class Column:
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
 
 
-def make_column(s: np.ndarray, pos: np.ndarray, window: tuple[int, int] | None = None, rows: np.ndarray | None = None) -> Column:
-    """The column of scores ``s`` on targets ``pos``. ``window`` (lo, hi): only thresholds
-    lo..hi (indices among all, +inf being 0) are kept: the rows above ``lo`` are summed as
-    one, those below ``hi`` left out of the products (the large-sample path,
-    :mod:`ckptaudit.stats.operating_draws`); ``rows``: the rows the resample weights cover
-    (the candidates still come from every positive)."""
+def place(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(candidates ascending, each row's place): a row is flagged from the first (descending)
+    candidate at or below its score, threshold index ``place + 1`` (+inf being 0); rows below
+    every candidate have the last place."""
+    cand = np.unique(s[pos])
+    return cand, cand.shape[0] - np.searchsorted(cand, s, "right")
+
+
+def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, ...]:
+    """(tp, fp, P, N) on all rows, one row of counts per threshold (as :func:`weighted_counts`)."""
+    m = cand.shape[0]
+    tp = np.r_[0.0, np.cumsum(np.bincount(seg[pos], minlength=m + 1)[:m])][None].astype(np.float64)
+    fl = np.r_[0.0, np.cumsum(np.bincount(seg, minlength=m + 1)[:m])][None].astype(np.float64)
+    p = float(np.count_nonzero(pos))
+    return tp, fl - tp, np.array([[p]]), np.array([[pos.shape[0] - p]])
+
+
+def make_column(
+    cand: np.ndarray,
+    seg: np.ndarray,
+    pos: np.ndarray,
+    window: tuple[int, int] | None = None,
+    rows: np.ndarray | None = None,
+    dtype: Any = np.float64,
+) -> Column:
+    """The column of one checkpoint (:func:`place`'s candidates and places) on targets
+    ``pos``. ``window`` (lo, hi): only thresholds lo..hi (indices among all, +inf being 0)
+    are kept: the rows above ``lo`` are summed as one, those below ``hi`` left out of the
+    products (the large-sample path, :mod:`ckptaudit.stats.operating_draws`); ``rows``: the
+    rows the resample weights cover (the candidates still come from every positive)."""
     from scipy import sparse
 
-    cand = np.unique(s[pos])  # ascending
     m = cand.shape[0]
     lo, hi = (0, m) if window is None else (max(0, window[0]), min(window[1], m))
-    sub = s if rows is None else s[rows]
+    sub = seg if rows is None else seg[rows]
     sub_pos = pos if rows is None else pos[rows]
-    # a row is flagged from the first (descending) candidate at or below its score: threshold
-    # index seg + 1; its place in the window is 0 when a threshold above the window flags it
-    seg = m - np.searchsorted(cand, sub, "right")
-    place = np.maximum(seg + 1 - lo, 0)
-    inside = np.flatnonzero(place <= hi - lo)
+    # the row's place in the window: 0 when a threshold above the window flags it
+    at = np.maximum(sub + 1 - lo, 0)
+    inside = np.flatnonzero(at <= hi - lo)
     shape = (hi - lo + 1, sub.shape[0])
-    onehot = sparse.csr_matrix((np.ones(inside.shape[0]), (place[inside], inside)), shape=shape)
+    onehot = sparse.csr_matrix((np.ones(inside.shape[0], dtype), (at[inside], inside)), shape=shape)
     on_pos = inside[sub_pos[inside]]
-    pos_onehot = sparse.csr_matrix((np.ones(on_pos.shape[0]), (place[on_pos], on_pos)), shape=shape)
+    pos_onehot = sparse.csr_matrix((np.ones(on_pos.shape[0], dtype), (at[on_pos], on_pos)), shape=shape)
     thresholds = np.r_[np.inf, cand[::-1].astype(np.float64)][lo : hi + 1]
     return Column(thresholds, onehot, pos_onehot, lo)
 
@@ -64,16 +85,18 @@ def weighted_counts(wt: np.ndarray, col: Column, totals: tuple[np.ndarray, np.nd
     """(tp, fp, P, N) per resample and candidate threshold; ``wt``: the rows' weights, one
     column per resample (C order: each product reads it in one pass); ``totals``: the
     resampled positive and negative counts (:func:`totals`)."""
-    fl = np.cumsum(col.segments @ wt, axis=0).T
-    tp = np.cumsum(col.pos_segments @ wt, axis=0).T
+    # NOTE: float32 weights (the large-sample path) sum whole counts exactly below 2^24; the
+    # cumulative sums and everything after them are float64
+    fl = np.cumsum(col.segments @ wt, axis=0, dtype=np.float64).T
+    tp = np.cumsum(col.pos_segments @ wt, axis=0, dtype=np.float64).T
     return tp, fl - tp, totals[0], totals[1]
 
 
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(P, N) per resample, shape (resamples, 1): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
-    p = (pos.astype(np.float64) @ wt)[:, None]
-    n = wt.sum(axis=0)[:, None] - p
+    p = (pos.astype(wt.dtype) @ wt).astype(np.float64)[:, None]
+    n = wt.sum(axis=0, dtype=np.float64)[:, None] - p
     return p + extra[0], n + extra[1]
 
 

@@ -39,11 +39,12 @@ _ZTP_VAR = _ZTP_MEAN * (2.0 - _ZTP_MEAN)  # ... and variance
 
 @dataclass(frozen=True)
 class Plan:
-    """The large-sample path's rows: which rows carry weights, each checkpoint's kept
-    candidates, and how many positives and negatives lie outside."""
+    """The large-sample path's rows: which rows carry weights, the thresholds each
+    checkpoint keeps, and how many positives and negatives lie outside."""
 
     rows: np.ndarray  #: indices of the weighted rows
-    windows: list[tuple[int, int]]  #: per checkpoint, the thresholds kept (first, last index; +inf is 0)
+    windows: list[list[tuple[int, int]]]  #: per point, per checkpoint: the thresholds kept (first, last index; +inf is 0)
+    union: list[tuple[int, int]]  #: per checkpoint, the window covering every point's
     pos_out: int
     neg_out: int
 
@@ -81,47 +82,37 @@ def _possible(full: tuple, point: OperatingPoint) -> np.ndarray:
     return ok & ~(target + Z * _se(target, t_den) < best)
 
 
-def plan_windows(fulls: list[tuple], points: list[OperatingPoint]) -> list[tuple[int, int]]:
+def plan_windows(fulls: list[tuple], point: OperatingPoint) -> list[tuple[int, int]]:
     """Per checkpoint (``fulls``: its counts on all rows), the thresholds a resample could
-    choose under any of ``points`` (first and last index, +inf being 0), with SLACK more
-    on either side."""
+    choose under ``point`` (first and last index, +inf being 0), with SLACK more on either side."""
     windows = []
     for full in fulls:
-        possible = np.zeros(full[0].shape[1], dtype=bool)
-        for point in points:
-            possible |= _possible(full, point)
-        at = np.flatnonzero(possible)
+        at = np.flatnonzero(_possible(full, point))
         m = full[0].shape[1] - 1
         windows.append((max(int(at.min()) - SLACK, 0), min(int(at.max()) + SLACK, m)) if at.size else (0, m))
     return windows
 
 
 def plan(
-    fulls: list[tuple],
-    pos: np.ndarray,
-    scores: list[np.ndarray],
-    points: list[OperatingPoint],
-    resamples: int,
-    force: bool = False,
+    fulls: list[tuple], pos: np.ndarray, placed: list[tuple], points: list[OperatingPoint], resamples: int, force: bool = False
 ) -> Plan | None:
-    """The large-sample path's :class:`Plan`, or None where the validation set is small
-    (or where the kept rows are most of them: the exact path is as fast); ``force``: on any size."""
+    """The large-sample path's :class:`Plan` for ``points`` (the pair's own first), or None
+    where the validation set is small (or where the kept rows are most of them: the exact
+    path is as fast); ``force``: on any size. ``placed``: each checkpoint's
+    (candidates, row places) (:func:`~ckptaudit.stats.operating_curves.place`)."""
     n = pos.shape[0]
     if not force and n * resamples < LARGE_CELLS:
         return None
-    windows, floors = plan_windows(fulls, points), []
-    for full, s, (_, hi) in zip(fulls, scores, windows, strict=True):
-        m = full[0].shape[1] - 1
-        cand = np.unique(s[pos])[::-1]
-        floors.append(-np.inf if hi >= m else cand[hi - 1] if hi > 0 else np.inf)
+    windows = [plan_windows(fulls, point) for point in points]
+    union = [(min(w[k][0] for w in windows), max(w[k][1] for w in windows)) for k in range(len(fulls))]
     inside = np.zeros(n, dtype=bool)
-    for s, f in zip(scores, floors, strict=True):
-        inside |= s >= f
+    for (_, seg), (_, hi) in zip(placed, union, strict=True):
+        inside |= seg < hi  # flagged at a kept threshold (index seg + 1 <= hi)
     if not force and inside.mean() > 0.5:
         return None
     rows = np.flatnonzero(inside)
     pos_out = int(pos.sum() - pos[rows].sum())
-    return Plan(rows, windows, pos_out, int(n - rows.shape[0] - pos_out))
+    return Plan(rows, windows, union, pos_out, int(n - rows.shape[0] - pos_out))
 
 
 def _outside(m: int, r: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -142,8 +133,8 @@ def draw(p: Plan | None, n: int, r: int, rng: np.random.Generator):
     if p is None:
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)], axis=1).astype(np.float64)
         return counts, (counts == 0).astype(np.float64), (0.0, 0.0), (0.0, 0.0)
-    w = rng.poisson(1.0, (p.rows.shape[0], r))
-    oob = (w == 0).astype(np.float64)
+    w = rng.poisson(1.0, (p.rows.shape[0], r)).astype(np.float32)
+    oob = (w == 0).astype(np.float32)
     p_in, p_oob = _outside(p.pos_out, r, rng)
     n_in, n_oob = _outside(p.neg_out, r, rng)
-    return w.astype(np.float64), oob, (p_in[:, None], n_in[:, None]), (p_oob[:, None], n_oob[:, None])
+    return w, oob, (p_in[:, None], n_in[:, None]), (p_oob[:, None], n_oob[:, None])
