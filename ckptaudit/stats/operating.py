@@ -128,6 +128,17 @@ def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
     return 0.5 * (1.0 + erf(mean / sqrt(2.0 * spread)))
 
 
+def _reach(point: OperatingPoint, full: tuple, index: int) -> int:
+    """How many of :data:`MARGINS` the large-sample path tries: up to the first that is 6
+    standard errors of the winner's constraint (on all rows, at its chosen threshold) above the bound."""
+    tp, fp = float(full[0][0, index]), float(full[1][0, index])
+    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
+    con = float(np.nan_to_num(np.asarray(_rate(point.constraint, tp, fp, p, n)).ravel()[0], nan=0.5))  # type: ignore[arg-type]
+    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint]  # type: ignore[index]
+    se = (max(con * (1.0 - con), 0.0) / max(den, 1.0)) ** 0.5 + 1.0 / max(den, 1.0)
+    return next((i + 1 for i, d in enumerate(MARGINS) if d >= 6.0 * se), len(MARGINS))
+
+
 def estimate(
     scores: list[np.ndarray],
     pos: np.ndarray,
@@ -159,7 +170,16 @@ def estimate(
     w_thresholds = np.r_[np.inf, placed[winner][0][::-1].astype(np.float64)]
     rng = np.random.default_rng(seed)
     stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
-    large = draws.plan(fulls, pos, placed, [point, *stricter], resamples, bool(fast)) if fast is not False else None
+    large = None
+    if fast is not False and not point.is_cost:
+        # on the large-sample path a margin 6 standard errors of the constraint above the bound
+        # holds with certainty: the stricter bounds beyond the first such one are not tried
+        # (their windows reach far up the curve, and the first 0.9 share comes before them)
+        reach = _reach(point, fulls[winner], raw_idx[winner])
+        large = draws.plan(fulls, pos, placed, [point, *stricter[:reach]], resamples, bool(fast))
+        stricter = stricter if large is None else stricter[:reach]
+    elif fast is not False:
+        large = draws.plan(fulls, pos, placed, [point], resamples, bool(fast))
     if large is None:
         cols = wide_cols = [_column(cand, seg, pos) for cand, seg in placed]
         slices = [[slice(None)] * len(stricter) for _ in cols]
@@ -167,7 +187,7 @@ def estimate(
         # the stricter bounds' choices lie elsewhere on the curve: the union of the windows
         # serves the first STRICTER_DRAWS draws (which need them), the point's own the rest;
         # each stricter bound chooses within its own window, a slice of the union's
-        f32 = np.float32 if n < 2**24 else np.float64
+        f32 = np.float32 if n < 2**23 else np.float64  # whole counts below 2^24, Poisson totals included
         own, per_bound = large.windows[0], large.windows[1:]
         cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, own, strict=True)]
         wide_cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, large.union, strict=True)]

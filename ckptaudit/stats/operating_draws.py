@@ -133,8 +133,9 @@ def draw(p: Plan | None, n: int, r: int, rng: np.random.Generator):
     if p is None:
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)], axis=1).astype(np.float64)
         return counts, (counts == 0).astype(np.float64), (0.0, 0.0), (0.0, 0.0)
-    w = rng.poisson(1.0, (p.rows.shape[0], r)).astype(np.float32)
-    oob = (w == 0).astype(np.float32)
+    dtype = np.float32 if n < 2**23 else np.float64  # whole counts, exact in float32 below 2^24
+    w = rng.poisson(1.0, (p.rows.shape[0], r)).astype(dtype)
+    oob = (w == 0).astype(dtype)
     p_in, p_oob = _outside(p.pos_out, r, rng)
     n_in, n_oob = _outside(p.neg_out, r, rng)
     return w, oob, (p_in[:, None], n_in[:, None]), (p_oob[:, None], n_oob[:, None])
