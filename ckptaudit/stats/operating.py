@@ -60,7 +60,7 @@ class OperatingEstimate:
     expected: float
     interval: tuple[float, float]
     optimism: float  #: positive: the raw value flatters the pair
-    holds: float | None  #: share of draws whose in-bag-chosen pair meets the constraint out of bag
+    holds: float | None  #: P(the constraint holds on new data): the out-of-bag margins' normal tail, noise taken out
     holds_full: float | None  #: the same on all rows (the bootstrap principle; optimistic, see the docstring)
     holds_oob: float | None  #: the plain out-of-bag share (before the noise of the out-of-bag set is taken out)
     threshold: float  #: the winner's chosen threshold (score units)

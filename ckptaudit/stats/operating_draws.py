@@ -13,9 +13,10 @@ only their totals: the number drawn zero times is Binomial(m, e^-1) and the sum 
 others' weights a normal draw of (m - zeros) zero-truncated Poisson(1) counts. A resample
 then costs its kept rows, not all rows (bench/bench_operating_point.py).
 
-A candidate ``Z`` = 6 standard errors from being chosen is chosen in a resample with
-probability below 1e-8; the values are those of the full bootstrap up to that and the
-Monte Carlo noise of the draws (tests/test_operating_point_stats.py compares both paths).
+A candidate ``Z`` = 4 standard errors from being chosen is chosen in a resample with
+probability about 3e-5 (then the resample takes the window's nearest threshold instead);
+the values are those of the full bootstrap up to that and the Monte Carlo noise of the
+draws (tests/test_operating_point_stats.py compares both paths).
 """
 
 from __future__ import annotations
