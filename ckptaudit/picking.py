@@ -242,9 +242,9 @@ def _threshold(best: CheckpointScore, spec: Any) -> float | None:
     """The winner's operating threshold, as its scoring pass noted it (None: not an operating point)."""
     if getattr(spec, "operating", None) is None:
         return None
-    from .metrics.operating import thresholds_from_notes
+    from .metrics.operating import tuned_threshold
 
-    return thresholds_from_notes(best.notes, spec.text)
+    return tuned_threshold(best.notes, spec.text)
 
 
 def _group_by_run(scores: Sequence[CheckpointScore], runs: Sequence[Run]) -> list[list[CheckpointScore]]:

@@ -175,3 +175,20 @@ def test_spec_directions_and_alias():
     assert not parse_metric("cost:fn=5,fp=1").maximize
     alias = parse_metric("tpr@fpr<=0.01").operating
     assert (alias.target, alias.constraint) == ("recall", "specificity") and math.isclose(alias.bound, 0.99)
+
+
+def test_the_threshold_note_carries_its_numbers_typed_and_survives_the_pool():
+    # the pick and the gate read the threshold from the note's fields, never its text; the
+    # pool's workers send notes to the parent by pickle
+    import pickle
+
+    from ckptaudit.metrics import operating as op
+
+    note = op.OperatingNote("recall@precision>=0.8: at threshold 0.37", "recall@precision>=0.8", op.TUNED, 0.37)
+    shipped = op.OperatingNote("x: at the shipped threshold 0.5: misses", "x", op.SHIPPED, 0.5, False)
+    notes = tuple(pickle.loads(pickle.dumps((note, shipped, "a plain note"))))
+    assert notes[0] == note and isinstance(notes[0], op.OperatingNote)
+    assert op.tuned_threshold(notes, "recall@precision>=0.8") == 0.37
+    assert op.tuned_threshold(notes, "recall@precision>=0.9") is None
+    found = op.operating_note(notes, "x", op.SHIPPED)
+    assert found is not None and found.threshold == 0.5 and found.meets is False

@@ -168,3 +168,30 @@ def test_report_marks_both_operating_points_and_the_constraint_line(tmp_path):
         name = who.split(" ")[0]
         assert float(recall) == pytest.approx(ranked[name][metric], abs=1e-4)
     assert html.count('class="constraint"') == 1  # precision bound: a line on the PR chart
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        POINT,
+        op.OperatingPoint("precision", "recall", 0.8),
+        op.OperatingPoint("recall", "specificity", 0.99),
+        op.OperatingPoint("cost", None, None, 10.0, 1.0),
+    ],
+    ids=["recall@precision", "precision@recall", "recall@specificity", "cost"],
+)
+def test_the_large_sample_path_agrees_with_the_full_bootstrap(point):
+    # the large-sample path (Poisson weights on the rows that can matter, each curve cut to the
+    # thresholds a resample could choose) against every row's multinomial weights: the same pair,
+    # the same values up to the Monte Carlo noise of 400 draws
+    rng = np.random.default_rng(7)
+    y, cols = _columns(rng, 20_000, [1.8, 2.2, 2.4, 2.3])
+    full = estimate(cols, y, point, resamples=400, seed=0, fast=False)
+    fast = estimate(cols, y, point, resamples=400, seed=0, fast=True)
+    assert full is not None and fast is not None
+    assert (fast.checkpoint, fast.raw, fast.threshold) == (full.checkpoint, full.raw, full.threshold)
+    assert abs(fast.expected - full.expected) < 0.01
+    assert max(abs(a - b) for a, b in zip(fast.interval, full.interval, strict=True)) < 0.02
+    if not point.is_cost:
+        assert abs(fast.holds - full.holds) < 0.1
+        assert fast.safe_threshold == full.safe_threshold

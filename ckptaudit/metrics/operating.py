@@ -304,15 +304,38 @@ def threshold(prep: object, spec: object) -> float | None:
 
 
 THRESHOLD_NOTE = "at threshold "
+TUNED, SHIPPED = "tuned", "shipped"
 
 
-def threshold_note(prep: object, spec: object) -> str | None:
+class OperatingNote(str):
+    """A checkpoint's note that carries its numbers as typed fields, so the pick, the gate and
+    the views read them without parsing text: the spec it belongs to (``spec``), which
+    threshold (``kind``: :data:`TUNED`, the one the kernel chose; :data:`SHIPPED`, the one
+    ``check --threshold`` gave), the threshold as a probability (``threshold``) and, for a
+    shipped threshold under a constraint, whether it meets it on the validation rows
+    (``meets``; None for cost). The text is what every view prints."""
+
+    spec: str
+    kind: str
+    threshold: float
+    meets: bool | None
+
+    def __new__(cls, text: str, spec: str, kind: str, threshold: float, meets: bool | None = None) -> OperatingNote:
+        note = super().__new__(cls, text)
+        note.spec, note.kind, note.threshold, note.meets = spec, kind, threshold, meets
+        return note
+
+    def __reduce__(self) -> tuple:  # the pool's workers send notes to the parent by pickle
+        return (OperatingNote, (str(self), self.spec, self.kind, self.threshold, self.meets))
+
+
+def threshold_note(prep: object, spec: object) -> OperatingNote | None:
     """The note every view shows beside a defined value: ``SPEC: at threshold T`` (T the
-    probability at or above which a row is flagged; ``inf``: flag nothing)."""
+    probability at or above which a row is flagged; ``inf``: flag nothing), T also typed."""
     t = threshold(prep, spec)
     if t is None:
         return None
-    return f"{spec.text}: {THRESHOLD_NOTE}{t!r}"  # type: ignore[attr-defined]
+    return OperatingNote(f"{spec.text}: {THRESHOLD_NOTE}{t!r}", spec.text, TUNED, t)  # type: ignore[attr-defined]
 
 
 def undefined_reason(prep: object, spec: object) -> str:
@@ -341,7 +364,7 @@ def to_score(prep: object, class_index: int | None, probability: float) -> float
 SHIPPED_NOTE = "at the shipped threshold "
 
 
-def shipped_note(prep: object, spec: object) -> str | None:
+def shipped_note(prep: object, spec: object) -> OperatingNote | None:
     """The note of the shipped threshold (``:threshold=T``): its rates on this checkpoint,
     ``SPEC: at the shipped threshold T: meets|misses CONSTRAINT; TARGET V`` (None: no
     shipped threshold)."""
@@ -358,27 +381,27 @@ def shipped_note(prep: object, spec: object) -> str | None:
     if point.is_cost:
         n = max(c.n_pos + c.n_neg, 1)
         cost = (point.fn_cost * (n_pos - tp) + point.fp_cost * fp) / n  # type: ignore[operator]
-        return f"{spec.text}: {SHIPPED_NOTE}{t!r}: cost {cost!r}"  # type: ignore[attr-defined]
+        return OperatingNote(f"{spec.text}: {SHIPPED_NOTE}{t!r}: cost {cost!r}", spec.text, SHIPPED, t)  # type: ignore[attr-defined]
     rates = {k: float(v[0]) for k, v in _rates(c).items()}
     con = rates[point.constraint]  # type: ignore[index]
     meets = math.isfinite(con) and con >= point.bound - 1e-12  # type: ignore[operator]
-    return (
+    return OperatingNote(
         f"{spec.text}: {SHIPPED_NOTE}{t!r}: {'meets' if meets else 'misses'} {point.describe()} "  # type: ignore[attr-defined]
-        f"({point.constraint} {con!r}); {point.target} {rates[point.target]!r}"
+        f"({point.constraint} {con!r}); {point.target} {rates[point.target]!r}",
+        spec.text,  # type: ignore[attr-defined]
+        SHIPPED,
+        t,
+        meets,
     )
 
 
-def shipped_from_notes(notes: tuple[str, ...], text: str) -> str | None:
-    """The shipped-threshold note of spec ``text`` among a checkpoint's notes (after the prefix)."""
-    prefix = f"{text}: {SHIPPED_NOTE}"
-    return next((n[len(prefix) :] for n in notes if n.startswith(prefix)), None)
+def operating_note(notes: tuple[str, ...], text: str, kind: str = TUNED) -> OperatingNote | None:
+    """The :class:`OperatingNote` of spec ``text`` and ``kind`` among a checkpoint's notes
+    (None: none): how the pick, the gate and the views read the pair without recomputing it."""
+    return next((n for n in notes if isinstance(n, OperatingNote) and n.spec == text and n.kind == kind), None)
 
 
-def thresholds_from_notes(notes: tuple[str, ...], text: str) -> float | None:
-    """The threshold a checkpoint's notes record for spec ``text`` (see :func:`threshold_note`):
-    how the verdict's views read the pair without recomputing it."""
-    prefix = f"{text}: {THRESHOLD_NOTE}"
-    for note in notes:
-        if note.startswith(prefix):
-            return float(note[len(prefix) :])
-    return None
+def tuned_threshold(notes: tuple[str, ...], text: str) -> float | None:
+    """The tuned threshold (a probability) a checkpoint's notes carry for spec ``text``."""
+    note = operating_note(notes, text)
+    return None if note is None else note.threshold

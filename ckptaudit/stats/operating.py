@@ -31,6 +31,15 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
+from . import operating_draws as draws
+from .operating_curves import at as _at
+from .operating_curves import choose as _choose
+from .operating_curves import full_counts as _full_counts
+from .operating_curves import make_column as _column
+from .operating_curves import place as _place
+from .operating_curves import rate as _rate
+from .operating_curves import totals as _totals
+from .operating_curves import weighted_counts as _counts
 from .results import CheckpointSelection, RunSelection, WinnerEstimate
 
 HOLD_LEVEL = 0.9
@@ -51,14 +60,15 @@ class OperatingEstimate:
     expected: float
     interval: tuple[float, float]
     optimism: float  #: positive: the raw value flatters the pair
-    holds: float | None  #: share of draws whose in-bag-chosen pair meets the constraint out of bag
+    holds: float | None  #: P(the constraint holds on new data): the out-of-bag margins' normal tail, noise taken out
     holds_full: float | None  #: the same on all rows (the bootstrap principle; optimistic, see the docstring)
     holds_oob: float | None  #: the plain out-of-bag share (before the noise of the out-of-bag set is taken out)
     threshold: float  #: the winner's chosen threshold (score units)
     safe_threshold: float | None  #: nearest threshold holding at HOLD_LEVEL (score units; None: none)
     safe_holds: float | None  #: its share
     draws: int
-    holds_denoised: float | None = None  #: the optimism-corrected share (see the NOTE in :func:`estimate`)
+    #: the other estimators of the constraint-holds share, by name (bench/simulate_operating_point.py)
+    holds_variants: dict[str, float | None] = field(default_factory=dict, repr=False, compare=False)
     #: every checkpoint's in-bag value per resample (resamples, checkpoints): intervals, tie set
     in_bag: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False, compare=False)
 
@@ -76,106 +86,14 @@ class OperatingEstimate:
         }
 
 
-@dataclass(frozen=True)
-class _Column:
-    """One checkpoint's candidate thresholds and each row's place among them.
-
-    Only the distinct scores that some positive row has are candidates (with +inf, "flag
-    nothing"): for a given number of true positives, the threshold at the lowest flagged
-    positive has the fewest false positives, so every optimum of every operating point (and
-    the kernel's tie rule) lies there; the kernel's value and threshold are unchanged
-    (tests/test_operating_point_stats.py) and a resample's curve has as many points as
-    positives, not rows."""
-
-    thresholds: np.ndarray  #: +inf, then the candidate scores, descending
-    segments: Any  #: sparse (rows, candidates + 1): 1 at the first candidate that flags the row
-    pos_idx: np.ndarray  #: the positive rows
-    pos_segments: Any  #: ``segments`` of the positive rows
-
-
-def _column(s: np.ndarray, pos: np.ndarray) -> _Column:
-    from scipy import sparse
-
-    pos_idx = np.flatnonzero(pos)
-    cand = np.unique(s[pos_idx])  # ascending
-    # a row is flagged from the first (descending) candidate at or below its score
-    seg = cand.shape[0] - np.searchsorted(cand, s, "right")
-    m = cand.shape[0]
-    onehot = sparse.csr_matrix((np.ones(s.shape[0]), (np.arange(s.shape[0]), seg)), shape=(s.shape[0], m + 1))
-    return _Column(np.r_[np.inf, cand[::-1].astype(np.float64)], onehot, pos_idx, onehot[pos_idx])
-
-
-def _counts(w: np.ndarray, col: _Column) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """(tp, fp, P, N) per resample (rows of the weights ``w``) and candidate threshold."""
-    zero = np.zeros((w.shape[0], 1))
-    w_pos = w[:, col.pos_idx]
-    flagged = np.asarray(w @ col.segments)[:, :-1]
-    tp_seg = np.asarray(w_pos @ col.pos_segments)[:, :-1]
-    tp = np.concatenate([zero, np.cumsum(tp_seg, axis=1)], axis=1)
-    fl = np.concatenate([zero, np.cumsum(flagged, axis=1)], axis=1)
-    p = w_pos.sum(axis=1, keepdims=True)
-    n = w.sum(axis=1, keepdims=True) - p
-    return tp, fl - tp, p, n
-
-
-def _rate(name: str, tp, fp, p, n) -> np.ndarray:
-    """One rate per resample and candidate (NaN where undefined)."""
-    with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "recall":
-            return np.where(p > 0, tp / p, np.nan)
-        if name == "precision":
-            fl = tp + fp
-            return np.where(fl > 0, tp / np.where(fl > 0, fl, 1), np.nan)
-        return np.where(n > 0, 1.0 - fp / n, np.nan)
-
-
-def _rates(tp, fp, p, n) -> dict[str, np.ndarray]:
-    return {name: _rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
-
-
-def _choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarray] | None = None):
-    """Per resample: (value, chosen index), with the conventions of the kernel (NaN, -1:
-    none); ``pair`` (target, constraint rates) when the caller already has them."""
-    rows = np.arange(tp.shape[0])
-    if point.is_cost:
-        cost = (point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n)  # type: ignore[operator]
-        i = cost.argmin(axis=1)
-        return cost[rows, i], i
-    if pair is None:
-        pair = (_rate(point.target, tp, fp, p, n), _rate(point.constraint, tp, fp, p, n))  # type: ignore[arg-type]
-    target, con = pair
-    ok = np.isfinite(target) & (con >= point.bound - 1e-12)  # type: ignore[operator]  # NaN compares False
-    t = np.where(ok, target, -np.inf)
-    best = t.max(axis=1, keepdims=True)
-    cand = ok & (t == best)
-    c = np.where(cand, con, -np.inf)
-    cand &= c == c.max(axis=1, keepdims=True)
-    i = cand.argmax(axis=1)
-    value = np.where(ok.any(axis=1), target[rows, i], np.nan)
-    return value, np.where(ok.any(axis=1), i, -1)
-
-
-def _at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(value, constraint, the constraint's denominator count) of each resample at index
-    ``i`` (NaN where ``i`` is -1)."""
-    rows = np.arange(tp.shape[0])
-    j = np.maximum(i, 0)
-    sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
-    if point.is_cost:
-        value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
-        return np.where(i >= 0, value, np.nan), None, None
-    r = _rates(*sub)
-    value = np.where(i >= 0, r[point.target][:, 0], np.nan)
-    con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
-    den = {"precision": sub[0] + sub[1], "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
-    return value, con, den
-
-
-def _corrected_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> float | None:
-    """P(the tuned pair's true constraint >= bound): its validation constraint value less the
-    tuning's optimism (the in-bag value of the in-bag-chosen pair minus its value on all rows,
-    the bootstrap principle's truth), against the binomial noise of that value and the spread
-    of the optimism (normal tail)."""
+def _optimism_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> tuple[float, float] | None:
+    """P(the tuned pair's true constraint >= bound), by the bootstrap of the tuning's optimism
+    (Efron 1983): the validation value ``con`` of the pair's constraint less the optimism of
+    the same selection made in a resample (its in-bag value minus its value on all rows,
+    the bootstrap principle's truth). Returns (the share of draws with ``con - optimism >=
+    bound``, the normal tail with the optimism's mean and spread). The optimism already holds
+    the constraint's sampling noise at the chosen pair: no binomial term is added (the first
+    version added one and drifted towards 0.5)."""
     from math import erf, sqrt
 
     if optimism.size < 2:
@@ -183,12 +101,15 @@ def _corrected_share(full: tuple, index: int, point: OperatingPoint, optimism: n
     tp, fp = float(full[0][0, index]), float(full[1][0, index])
     p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
     con = float(np.asarray(_rate(point.constraint, tp, fp, p, n)).ravel()[0])  # type: ignore[arg-type]
-    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint]  # type: ignore[index]
-    var = con * (1 - con) / max(float(den), 1.0) + float(optimism.var())
-    margin = con - float(optimism.mean()) - point.bound  # type: ignore[operator]
-    if var <= 1e-18:
-        return 1.0 if margin >= 0 else 0.0
-    return 0.5 * (1.0 + erf(margin / sqrt(2.0 * var)))
+    slack = con - point.bound + 1e-12  # type: ignore[operator]
+    empirical = float(np.mean(optimism <= slack))
+    sd = float(optimism.std())
+    normal = (
+        (1.0 if slack >= optimism.mean() else 0.0)
+        if sd <= 1e-9
+        else 0.5 * (1.0 + erf((slack - optimism.mean()) / (sd * sqrt(2.0))))
+    )
+    return empirical, normal
 
 
 def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
@@ -202,24 +123,43 @@ def _denoised_share(margin: np.ndarray, noise: np.ndarray) -> float | None:
         return None
     mean = float(margin.mean())
     spread = float(margin.var()) - float(np.mean(noise))
-    if spread <= 1e-12:
-        return 1.0 if mean >= 0 else 0.0
+    if spread <= 1e-12:  # the noise estimate exceeds the spread: no tail to read, the plain share
+        # NOTE: a 0/1 step here read 1.0 on a simulated run whose constraint failed
+        return float(np.mean(margin >= -1e-12))
     return 0.5 * (1.0 + erf(mean / sqrt(2.0 * spread)))
 
 
+def _reach(point: OperatingPoint, full: tuple, index: int) -> int:
+    """How many of :data:`MARGINS` the large-sample path tries: up to the first that is 6
+    standard errors of the winner's constraint (on all rows, at its chosen threshold) above the bound."""
+    tp, fp = float(full[0][0, index]), float(full[1][0, index])
+    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
+    con = float(np.nan_to_num(np.asarray(_rate(point.constraint, tp, fp, p, n)).ravel()[0], nan=0.5))  # type: ignore[arg-type]
+    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint]  # type: ignore[index]
+    se = (max(con * (1.0 - con), 0.0) / max(den, 1.0)) ** 0.5 + 1.0 / max(den, 1.0)
+    return next((i + 1 for i, d in enumerate(MARGINS) if d >= 6.0 * se), len(MARGINS))
+
+
 def estimate(
-    scores: list[np.ndarray], pos: np.ndarray, point: OperatingPoint, *, resamples: int = 1000, seed: int = 0
+    scores: list[np.ndarray],
+    pos: np.ndarray,
+    point: OperatingPoint,
+    *,
+    resamples: int = 1000,
+    seed: int = 0,
+    fast: bool | None = None,
 ) -> OperatingEstimate | None:
     """The selection-corrected estimate of the pair chosen among ``scores`` (one column per
     checkpoint, the kernel's score units) on targets ``pos`` (bool); None when no
-    checkpoint meets the constraint on the validation rows."""
+    checkpoint meets the constraint on the validation rows. ``fast``: None, the large-sample
+    path where it serves (:mod:`ckptaudit.stats.operating_draws`); False, never; True, on
+    any size (the tests' comparison)."""
     k_n = len(scores)
     n = pos.shape[0]
     sign = -1.0 if point.is_cost else 1.0
-    cols = [_column(np.asarray(s), pos) for s in scores]
-    ones = np.ones((1, n))
+    placed = [_place(np.asarray(s), pos) for s in scores]
     raw_vals, raw_idx = [], []
-    fulls = [_counts(ones, col) for col in cols]
+    fulls = [_full_counts(cand, seg, pos) for cand, seg in placed]
     for full in fulls:
         v, i = _choose(*full, point)
         raw_vals.append(v[0])
@@ -228,24 +168,48 @@ def estimate(
     if not finite:
         return None
     winner = max(finite, key=lambda k: (sign * raw_vals[k], -k))
-    w_col = cols[winner]
+    w_thresholds = np.r_[np.inf, placed[winner][0][::-1].astype(np.float64)]
     rng = np.random.default_rng(seed)
-    chunk = max(1, min(resamples, _CHUNK_CELLS // max(n, 1)))
+    stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    large = None
+    if fast is not False and not point.is_cost:
+        # on the large-sample path a margin 6 standard errors of the constraint above the bound
+        # holds with certainty: the stricter bounds beyond the first such one are not tried
+        # (their windows reach far up the curve, and the first 0.9 share comes before them)
+        reach = _reach(point, fulls[winner], raw_idx[winner])
+        large = draws.plan(fulls, pos, placed, [point, *stricter[:reach]], resamples, bool(fast))
+        stricter = stricter if large is None else stricter[:reach]
+    elif fast is not False:
+        large = draws.plan(fulls, pos, placed, [point], resamples, bool(fast))
+    if large is None:
+        cols = wide_cols = [_column(cand, seg, pos) for cand, seg in placed]
+        slices = [[slice(None)] * len(stricter) for _ in cols]
+    else:  # the weighted rows only, each checkpoint's kept thresholds only
+        # the stricter bounds' choices lie elsewhere on the curve: the union of the windows
+        # serves the first STRICTER_DRAWS draws (which need them), the point's own the rest;
+        # each stricter bound chooses within its own window, a slice of the union's
+        f32 = np.float32 if n < 2**23 else np.float64  # whole counts below 2^24, Poisson totals included
+        own, per_bound = large.windows[0], large.windows[1:]
+        cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, own, strict=True)]
+        wide_cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, large.union, strict=True)]
+        slices = [[slice(b[k][0] - c.lo, b[k][1] - c.lo + 1) for b in per_bound] for k, c in enumerate(wide_cols)]
+    pos_w = pos if large is None else pos[large.rows]
+    width = n if large is None else max(large.rows.shape[0], 1)
+    chunk = max(1, min(resamples, _CHUNK_CELLS // width))
     oob_values, holds, holds_oob, in_bag = [], [], [], []
     margins: list[np.ndarray] = []
     optimisms: list[np.ndarray] = []
     noises: list[np.ndarray] = []
-    # the stricter bounds tried for the threshold that would hold at HOLD_LEVEL: each is
-    # tuned in-bag and checked against the real bound out-of-bag, like the pair itself
-    stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    # the stricter bounds (``stricter``) tried for the threshold that would hold at
+    # HOLD_LEVEL: each is tuned in-bag and checked against the real bound out-of-bag, like the pair itself
     s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
     s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
     done = 0
     while done < resamples:
         r = min(chunk, resamples - done)
         done += r
-        counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)]).astype(np.float64)
-        oob = (counts == 0).astype(np.float64)
+        counts, oob, extra_in, extra_oob = draws.draw(large, n, r, rng)
+        tot_in, tot_oob = _totals(counts, pos_w, extra_in), _totals(oob, pos_w, extra_oob)
         best_val = np.full(r, -np.inf)
         best_oob = np.full(r, np.nan)
         best_full_con = np.full(r, np.nan)
@@ -254,20 +218,25 @@ def estimate(
         best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
         s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
-        for k, col in enumerate(cols):
-            inbag = _counts(counts, col)
+        for k, col in enumerate(wide_cols if done - r < STRICTER_DRAWS else cols):
+            inbag = _counts(counts, col, tot_in)
             pair = None if point.is_cost else (_rate(point.target, *inbag), _rate(point.constraint, *inbag))  # type: ignore[arg-type]
             v, i = _choose(*inbag, point, pair)
             chunk_in[:, k] = v
-            oobc = _counts(oob, col)
+            oobc = _counts(oob, col, tot_oob)
             for m, strict in enumerate(stricter if done - r < STRICTER_DRAWS else ()):
-                vs, js = _choose(*inbag, strict, pair)
+                cut = slices[k][m]
+                part = (inbag[0][:, cut], inbag[1][:, cut], *inbag[2:])
+                vs, js = _choose(*part, strict, (pair[0][:, cut], pair[1][:, cut]))  # type: ignore[index]
+                js = np.where(js >= 0, js + (cut.start or 0), js)
                 _, cs, ds = _at(*oobc, js, point)
                 bv, bc, bd = s_best[m]
                 up = np.isfinite(vs) & (vs > bv)
                 s_best[m] = (np.where(up, vs, bv), np.where(up, cs, bc), np.where(up, ds, bd))  # type: ignore[arg-type]
             ov, oc, od = _at(*oobc, i, point)
-            full = tuple(np.broadcast_to(a, (r, a.shape[1])) for a in fulls[k])
+            span = slice(col.lo, col.lo + col.thresholds.shape[0])
+            tp_f, fp_f, p_f, n_f = fulls[k]
+            full = (*(np.broadcast_to(a[:, span], (r, span.stop - span.start)) for a in (tp_f, fp_f)), p_f, n_f)
             _, fc, _ = _at(*full, i, point)
             better = np.isfinite(v) & (sign * v > best_val)
             best_val = np.where(better, sign * v, best_val)
@@ -300,16 +269,23 @@ def estimate(
     raw = float(raw_vals[winner])
     expected = float(values.mean())
     low, high = np.percentile(values, [2.5, 97.5])
-    hold_full = hold = hold_oob = hold_denoised = None
+    hold_full = hold = hold_oob = None
+    variants: dict[str, float | None] = {}
     safe_t = safe_share = None
     if not point.is_cost:
         hold_full = float(np.concatenate(holds).mean())
         hv = np.concatenate(holds_oob)
         hold_oob = float(hv.mean()) if hv.size else None
-        hold = _denoised_share(np.concatenate(margins), np.concatenate(noises))
-        # NOTE: an optimism-corrected normal tail was tried as the reported share and read
-        # 0.44 / 0.41 where 0.34 / 0.07 held (n = 1,000 / 10,000): kept beside it, not reported
-        hold_denoised = _corrected_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
+        denoised = _denoised_share(np.concatenate(margins), np.concatenate(noises))
+        by_optimism = _optimism_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
+        hold = denoised
+        variants = {
+            "denoised out-of-bag": denoised,
+            "optimism bootstrap": None if by_optimism is None else by_optimism[0],
+            "optimism bootstrap, normal": None if by_optimism is None else by_optimism[1],
+            "plain out-of-bag": hold_oob,
+            "all rows": hold_full,
+        }
         for m, strict in enumerate(stricter):
             mg, nz = np.concatenate(s_margins[m]), np.concatenate(s_noises[m])
             met = np.isfinite(mg)  # a draw where nothing meets the stricter bound in-bag fails
@@ -318,7 +294,7 @@ def estimate(
             if share_m is not None and share_m >= HOLD_LEVEL:
                 _, j = _choose(*fulls[winner], strict)
                 if j[0] >= 0:
-                    safe_t, safe_share = float(w_col.thresholds[int(j[0])]), share_m
+                    safe_t, safe_share = float(w_thresholds[int(j[0])]), share_m
                 break
     return OperatingEstimate(
         winner,
@@ -329,11 +305,11 @@ def estimate(
         hold,
         hold_full,
         hold_oob,
-        float(w_col.thresholds[raw_idx[winner]]),
+        float(w_thresholds[raw_idx[winner]]),
         safe_t,
         safe_share,
         int(values.size),
-        hold_denoised,
+        variants,
         np.concatenate(in_bag),
     )
 
