@@ -1,0 +1,175 @@
+"""prune on object storage (a real moto server): dry run by default, the same plan as on disk,
+journaled deletes that never leave the run prefix, kill -9 at any moment and recovery, faults."""
+
+from __future__ import annotations
+
+import json
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from s3server import make_bucket, start_fault_proxy, upload_tree
+from s3write_checks import assert_committed_whole, child_env, ckptaudit_cmd, client, etags, run_and_kill
+
+pytest.importorskip("s3fs")
+
+RUN = "fraud"
+PRUNE = ("--metric", "auroc", "--keep", "3")
+
+
+def _prune(endpoint: str, url: str, *args: str, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        ckptaudit_cmd("prune", url, *PRUNE, *args, "--format", "json"),
+        env=child_env(endpoint, **env),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def _seed(endpoint: str, runs_dir: Path) -> str:
+    """A bucket with the run at runs/run-a, a sibling prefix runs/run-ab (a copy) and keys
+    beside them: what prune must never touch."""
+    bucket = make_bucket(endpoint)
+    upload_tree(endpoint, runs_dir / RUN, f"s3://{bucket}/runs/run-a")
+    upload_tree(endpoint, runs_dir / RUN, f"s3://{bucket}/runs/run-ab")
+    c = client(endpoint)
+    c.put_object(Bucket=bucket, Key="runs/run-a.txt", Body=b"beside the run")
+    c.put_object(Bucket=bucket, Key="outside/model.pt", Body=b"not ours")
+    return bucket
+
+
+def _expected_after(before: dict[str, str], plan: dict, mode: str) -> set[str]:
+    """The keys a prune of runs/run-a deletes, from the plan it printed."""
+    doomed = {e["checkpoint"] for e in plan["entries"] if e["action"] in ("delete", "deleted")}
+    gone = set()
+    for key in before:
+        parts = key.split("/")
+        if key.startswith("runs/run-a/checkpoints/") and parts[3] in doomed:
+            if mode == "all" or len(parts) > 5 or parts[4] not in ("meta.json", "val.npz", "train.npz"):
+                gone.add(key)
+    return gone
+
+
+@pytest.mark.parametrize("mode", ["weights", "all"])
+def test_prune_deletes_exactly_the_plan_and_nothing_outside_the_run(s3_env, runs_dir, copy_run, mode):
+    bucket = _seed(s3_env, runs_dir)
+    url = f"s3://{bucket}/runs/run-a"
+    extra = ("--all",) if mode == "all" else ()
+    before = etags(s3_env, bucket)
+    dry = _prune(s3_env, url, *extra)
+    assert dry.returncode == 0, dry.stderr
+    assert etags(s3_env, bucket) == before  # the dry run changes nothing
+    # the same plan as the same run on disk (what is kept, and why)
+    local = subprocess.run(
+        ckptaudit_cmd("prune", str(copy_run(RUN)), *PRUNE, *extra, "--format", "json"),
+        env=child_env(s3_env),
+        capture_output=True,
+        text=True,
+    )
+    rows = lambda out: [(e["checkpoint"], e["action"], e["kept_by"]) for e in json.loads(out)[0]["entries"]]  # noqa: E731
+    assert rows(dry.stdout) == rows(local.stdout)
+    done = _prune(s3_env, url, *extra, "--yes")
+    assert done.returncode == 0, done.stderr
+    plan = json.loads(done.stdout)[0]
+    gone = _expected_after(before, plan, mode)
+    assert gone and len({k.split("/")[3] for k in gone}) == len(plan["deleted"]) == 16
+    after = etags(s3_env, bucket)
+    # the oracle: every key and ETag as before, less exactly the doomed keys, plus the pruned record
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed == gone | {"runs/run-a/ckptaudit-pruned.json"}
+    record = json.loads(client(s3_env).get_object(Bucket=bucket, Key="runs/run-a/ckptaudit-pruned.json")["Body"].read())
+    assert set(record["checkpoints"]) == set(plan["deleted"])
+    assert {r["removed"] for r in record["checkpoints"].values()} == {mode}
+    assert_committed_whole(s3_env, bucket, "runs/run-a")
+
+
+def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finishes(s3_env, runs_dir):
+    rng = random.Random(25)
+    for mode, extra in (("all", ("--all",)), ("weights", ())):
+        bucket = _seed(s3_env, runs_dir)
+        url = f"s3://{bucket}/runs/run-a"
+        plan = json.loads(_prune(s3_env, f"s3://{bucket}/runs/run-ab", *extra).stdout)[0]  # the same run, planned
+        before = etags(s3_env, bucket)
+        outside = {k: v for k, v in before.items() if not k.startswith("runs/run-a/")}
+        code = run_and_kill(
+            ckptaudit_cmd("prune", url, *PRUNE, *extra, "--yes"),
+            child_env(s3_env, CKPTAUDIT_TEST_STEP_DELAY="0.1"),
+            after=rng.uniform(0.05, 1.4),
+            wait_for=(s3_env, bucket, "runs/run-a/.ckptaudit-prune-journal.json"),
+        )
+        assert code == -9
+        assert_committed_whole(s3_env, bucket, "runs/run-a")
+        assert {k: v for k, v in etags(s3_env, bucket).items() if not k.startswith("runs/run-a/")} == outside
+        # the dry run names what is left; --resume finishes the journal, deleting nothing else
+        dry = _prune(s3_env, url, *extra)
+        assert dry.returncode == 0 and "interrupted prune" in dry.stdout, dry.stdout + dry.stderr
+        resumed = subprocess.run(
+            ckptaudit_cmd("prune", url, "--resume"), env=child_env(s3_env), capture_output=True, text=True, timeout=300
+        )
+        assert resumed.returncode == 0, resumed.stderr
+        after = etags(s3_env, bucket)
+        gone = _expected_after(before, plan, mode)
+        assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == gone | {
+            "runs/run-a/ckptaudit-pruned.json"
+        }
+
+
+def test_a_journal_naming_keys_outside_the_run_is_refused(s3_env, runs_dir):
+    bucket = _seed(s3_env, runs_dir)
+    url = f"s3://{bucket}/runs/run-a"
+    before = etags(s3_env, bucket)
+    for keys in (["../run-ab/checkpoints/epoch-0001/model.pt"], ["checkpoints/epoch-0001/../../../run-ab/run.json"]):
+        journal = {"format": "ckptaudit-remote-prune/1", "mode": "all", "checkpoints": {"epoch-0001": keys}}
+        client(s3_env).put_object(Bucket=bucket, Key="runs/run-a/.ckptaudit-prune-journal.json", Body=json.dumps(journal))
+        out = subprocess.run(ckptaudit_cmd("prune", url, "--resume"), env=child_env(s3_env), capture_output=True, text=True)
+        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+        assert "refusing" in out.stderr
+    # weights-only never deletes what keeps a checkpoint a candidate
+    journal = {
+        "format": "ckptaudit-remote-prune/1",
+        "mode": "weights",
+        "checkpoints": {"epoch-0001": ["checkpoints/epoch-0001/meta.json"]},
+    }
+    client(s3_env).put_object(Bucket=bucket, Key="runs/run-a/.ckptaudit-prune-journal.json", Body=json.dumps(journal))
+    out = subprocess.run(ckptaudit_cmd("prune", url, "--resume"), env=child_env(s3_env), capture_output=True, text=True)
+    assert out.returncode == 2, out.stderr
+    after = etags(s3_env, bucket)
+    del after["runs/run-a/.ckptaudit-prune-journal.json"]
+    assert after == before
+
+
+def test_prune_through_a_faulty_server(s3_server, runs_dir):
+    bucket = _seed(s3_server.endpoint, runs_dir)
+    before = etags(s3_server.endpoint, bucket)
+    flaky = start_fault_proxy(s3_server.endpoint, fail_every=5)
+    try:
+        done = _prune(flaky.endpoint, f"s3://{bucket}/runs/run-a", "--all", "--yes")
+        assert done.returncode == 0, done.stderr
+    finally:
+        flaky.stop()
+    after = etags(s3_server.endpoint, bucket)
+    gone = _expected_after(before, json.loads(done.stdout)[0], "all")
+    assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == gone | {"runs/run-a/ckptaudit-pruned.json"}
+    dead = start_fault_proxy(s3_server.endpoint, fail_every=1)
+    try:
+        out = _prune(dead.endpoint, f"s3://{bucket}/runs/run-ab", "--all", "--yes")
+    finally:
+        dead.stop()
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
+    assert "Traceback" not in out.stderr
+    assert etags(s3_server.endpoint, bucket) == after
+
+
+def test_trash_is_refused_for_urls(s3_env, runs_dir, tmp_path):
+    bucket = _seed(s3_env, runs_dir)
+    out = subprocess.run(
+        ckptaudit_cmd("prune", f"s3://{bucket}/runs/run-a", *PRUNE, "--trash", str(tmp_path)),
+        env=child_env(s3_env),
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "--trash" in out.stderr
+    assert sys.executable  # the child ran with this interpreter
