@@ -155,7 +155,7 @@ def test_prune_through_a_faulty_server(s3_server, runs_dir):
     assert {k for k in set(before) | set(after) if before.get(k) != after.get(k)} == gone | {"runs/run-a/ckptaudit-pruned.json"}
     dead = start_fault_proxy(s3_server.endpoint, fail_every=1)
     try:
-        out = _prune(dead.endpoint, f"s3://{bucket}/runs/run-ab", "--all", "--yes")
+        out = _prune(dead.endpoint, f"s3://{bucket}/runs/run-ab", "--all", "--yes", AWS_MAX_ATTEMPTS="2")
     finally:
         dead.stop()
     assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr

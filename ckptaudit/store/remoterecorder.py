@@ -53,9 +53,24 @@ class RemoteRecorder(Recorder):
         try:
             super().__init__(staging, **options)
         except CkptauditError as exc:
-            raise type(exc)(exc.problem, self.url if exc.path and exc.path.startswith(str(staging)) else exc.path) from None
+            raise self._shown(exc, staging) from None
         with remote_errors(self.url):
             put_run_json(self._fs, self._root, self.path)
+
+    def _shown(self, exc: CkptauditError, staging: Path) -> CkptauditError:
+        """The error as the user should read it: the URL, never the staging folder."""
+        path = exc.path
+        if path and path.startswith(str(staging)):
+            path = self.url + path[len(str(staging)) :]
+        return type(exc)(exc.problem, path)
+
+    def save(self, epoch: int, model: Any = None, **arrays: Any) -> Path:
+        """As :meth:`Recorder.save`; the checkpoint is published before it returns (the
+        returned folder is the staging copy: meta.json and predictions)."""
+        try:
+            return super().save(epoch, model, **arrays)
+        except CkptauditError as exc:
+            raise self._shown(exc, self.path) from None
 
     def _committed(self, folder: Path) -> None:
         """Publish a checkpoint just written into staging; on failure it is removed from
