@@ -118,24 +118,28 @@ def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finish
 
 
 def test_a_journal_naming_keys_outside_the_run_is_refused(s3_env, runs_dir):
+    import s3fs
+
+    from ckptaudit.errors import UsageError
+    from ckptaudit.pruning import resume
+
+    s3fs.S3FileSystem.clear_instance_cache()  # a client for this test's server
     bucket = _seed(s3_env, runs_dir)
     url = f"s3://{bucket}/runs/run-a"
     before = etags(s3_env, bucket)
-    for keys in (["../run-ab/checkpoints/epoch-0001/model.pt"], ["checkpoints/epoch-0001/../../../run-ab/run.json"]):
-        journal = {"format": "ckptaudit-remote-prune/1", "mode": "all", "checkpoints": {"epoch-0001": keys}}
+    bad = [
+        ("all", "epoch-0001", ["../run-ab/checkpoints/epoch-0001/model.pt"]),
+        ("all", "epoch-0001", ["checkpoints/epoch-0001/../../../run-ab/run.json"]),
+        ("all", "epoch-0001", ["checkpoints/epoch-0002/model.pt"]),  # another checkpoint than the entry's
+        ("weights", "epoch-0001", ["checkpoints/epoch-0001/meta.json"]),  # weights-only never un-commits
+    ]
+    for mode, name, keys in bad:
+        journal = {"format": "ckptaudit-remote-prune/1", "mode": mode, "checkpoints": {name: keys}}
         client(s3_env).put_object(Bucket=bucket, Key="runs/run-a/.ckptaudit-prune-journal.json", Body=json.dumps(journal))
-        out = subprocess.run(ckptaudit_cmd("prune", url, "--resume"), env=child_env(s3_env), capture_output=True, text=True)
-        assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1, out.stderr
-        assert "refusing" in out.stderr
-    # weights-only never deletes what keeps a checkpoint a candidate
-    journal = {
-        "format": "ckptaudit-remote-prune/1",
-        "mode": "weights",
-        "checkpoints": {"epoch-0001": ["checkpoints/epoch-0001/meta.json"]},
-    }
-    client(s3_env).put_object(Bucket=bucket, Key="runs/run-a/.ckptaudit-prune-journal.json", Body=json.dumps(journal))
+        with pytest.raises(UsageError, match="refusing"):
+            resume([url])
     out = subprocess.run(ckptaudit_cmd("prune", url, "--resume"), env=child_env(s3_env), capture_output=True, text=True)
-    assert out.returncode == 2, out.stderr
+    assert out.returncode == 2 and len(out.stderr.strip().splitlines()) == 1 and "refusing" in out.stderr, out.stderr
     after = etags(s3_env, bucket)
     del after["runs/run-a/.ckptaudit-prune-journal.json"]
     assert after == before
@@ -163,8 +167,11 @@ def test_prune_through_a_faulty_server(s3_server, runs_dir):
     assert etags(s3_server.endpoint, bucket) == after
 
 
-def test_trash_is_refused_for_urls(s3_env, runs_dir, tmp_path):
+def test_trash_is_refused_for_urls_and_a_prefix_of_runs_is_planned_per_run(s3_env, runs_dir, tmp_path):
     bucket = _seed(s3_env, runs_dir)
+    out = _prune(s3_env, f"s3://{bucket}/runs")
+    assert out.returncode == 0, out.stderr
+    assert [p["run"] for p in json.loads(out.stdout)] == [f"s3://{bucket}/runs/run-a", f"s3://{bucket}/runs/run-ab"]
     out = subprocess.run(
         ckptaudit_cmd("prune", f"s3://{bucket}/runs/run-a", *PRUNE, "--trash", str(tmp_path)),
         env=child_env(s3_env),

@@ -4,6 +4,7 @@ the same files as on disk, meta.json last, kill -9 mid-upload invisible and clea
 from __future__ import annotations
 
 import random
+import subprocess
 import sys
 import textwrap
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from s3server import make_bucket, patched_environ, start_fault_proxy
-from s3write_checks import assert_committed_whole, child_env, client, etags, run_and_kill
+from s3write_checks import assert_committed_whole, child_env, ckptaudit_cmd, client, etags, run_and_kill
 
 s3fs = pytest.importorskip("s3fs")
 torch = pytest.importorskip("torch")
@@ -111,7 +112,7 @@ def test_kill_during_recorder_upload_is_invisible_and_the_next_recorder_cleans_i
     rng = random.Random(25)
     uncommitted_seen = 0
     try:
-        for _ in range(2):
+        for kill in range(2):
             code = run_and_kill([sys.executable, str(script), url], child_env(slow.endpoint), after=rng.uniform(0.3, 2.5))
             assert code == -9
             committed, uncommitted = assert_committed_whole(s3_server.endpoint, bucket, "runs/killed")
@@ -120,6 +121,15 @@ def test_kill_during_recorder_upload_is_invisible_and_the_next_recorder_cleans_i
                 s3fs.S3FileSystem.clear_instance_cache()
                 r = Recorder.existing_run(url, resume=True)
                 assert [c.name for c in r.checkpoints] == committed  # readers see the committed only
+            if kill == 0:  # the next prune removes a crashed write's objects too (once older than the grace period)
+                out = subprocess.run(
+                    ckptaudit_cmd("prune", url, "--metric", "auroc", "--yes"),
+                    env=child_env(s3_server.endpoint, CKPTAUDIT_REMOTE_GRACE_S="0"),
+                    capture_output=True,
+                    text=True,
+                )
+                assert out.returncode == 0, out.stderr
+                assert assert_committed_whole(s3_server.endpoint, bucket, "runs/killed") == (committed, [])
     finally:
         slow.stop()
     assert uncommitted_seen  # at least one kill landed mid-upload

@@ -62,19 +62,10 @@ def prune(
 
     if dry_run and (yes or resume_only):
         raise UsageError("--dry-run contradicts --yes and --resume")
-    from ..pruning.remote import prune_url, resume_url, split_paths
-
-    local, urls = split_paths(paths)  # a URL: the journaled object-store prune (docs/storage.md)
-    if urls and trash is not None:
-        raise UsageError("--trash moves folders on this machine; a run on object storage is pruned in place (journaled)")
-    plans = []
     if resume_only:
-        plans = (resume(local, trash_dir=trash) if local else []) + [resume_url(u) for u in urls]
+        plans = resume(paths, trash_dir=trash)
     else:
-        rules = dict(keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, whole=whole)
-        if local:
-            plans = prune_runs(local, metric, trash_dir=trash, **rules)
-        elif keep < 1 and keep_last < 1 and not keep_every:
-            raise UsageError("every keep rule is off: refusing to delete every checkpoint")
-        plans += [prune_url(u, metric, **rules) for u in urls]
+        plans = prune_runs(
+            paths, metric, keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, trash_dir=trash, whole=whole
+        )
     _emit(render(prune_document(plans), fmt.value))

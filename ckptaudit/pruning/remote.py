@@ -34,7 +34,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from ..errors import MetricError, UsageError
+from ..errors import CkptauditError, MetricError, UsageError
 from ..store.pruned import PRUNED_FILE, PRUNED_FORMAT, PrunedCheckpoint, parse_pruned
 from ..store.reader import CHECKPOINTS_DIR, read_run
 from ..store.remote import COMMIT_OBJECT, filesystem, is_remote
@@ -201,9 +201,13 @@ def prune_url(
             journal = None
         dest = scratch_folder("ckptaudit-prune-")
         listing = download_run(url, dest)
-    run = read_run(dest, name=url)
-    specs = parse_metrics(metrics, [run], mode)
-    p = plan(run, specs, keep=keep, keep_last=keep_last, keep_every=keep_every, whole=whole)
+    try:
+        run = read_run(dest, name=url)
+        specs = parse_metrics(metrics, [run], mode)
+        p = plan(run, specs, keep=keep, keep_last=keep_last, keep_every=keep_every, whole=whole)
+    except CkptauditError as exc:  # named by the URL, never by the mirror
+        path = exc.path if not (exc.path or "").startswith(str(dest)) else url + exc.path[len(str(dest)) :]  # type: ignore[index]
+        raise type(exc)(exc.problem, path) from None
     pending = {**(journal or {}).get("checkpoints", {}), **(journal or {}).get("uncommitted", {})}
     leftovers = {n: ks for n, ks in in_progress(listing, grace_seconds()).items() if n not in pending}
     p = replace(p, entries=p.entries + tuple(_finish_entries(journal, leftovers, listing)))

@@ -37,6 +37,8 @@ JOURNAL_OBJECT = ".ckptaudit-prune-journal.json"
 #: seconds after which prune treats a checkpoint folder without meta.json as a crashed write
 GRACE_ENV = "CKPTAUDIT_REMOTE_GRACE_S"
 _DEFAULT_GRACE_S = 3600.0
+#: objects fetched concurrently per request batch
+_BATCH = 64
 
 
 @contextmanager
@@ -80,6 +82,26 @@ def list_run(fs: Any, root: str) -> dict[str, dict[str, Any]]:
         return {}
     prefix = root.rstrip("/") + "/"
     return {p[len(prefix) :]: info for p, info in found.items() if p.startswith(prefix) and info.get("type") != "directory"}
+
+
+def runs_under(url: str) -> list[str]:
+    """The runs at or under ``url`` (a run, or a prefix holding runs at any depth, as a local
+    folder of runs): each prefix holding a ``run.json``, hidden prefixes and runs nested in
+    another run left out."""
+    fs, root = filesystem(url)
+    with remote_errors(url):
+        listing = list_run(fs, root)
+    if RUN_FILE in listing:
+        return [url]
+    found = sorted(
+        k[: -len(RUN_FILE) - 1]
+        for k in listing
+        if k.endswith("/" + RUN_FILE) and not any(p.startswith(".") for p in k.split("/"))
+    )
+    runs = [r for r in found if not any(r.startswith(other + "/") for other in found)]
+    if not runs:
+        raise UsageError("no run.json under this prefix: not a run, and no runs below it", url)
+    return [f"{url}/{r}" for r in runs]
 
 
 def checkpoint_objects(listing: dict[str, dict[str, Any]]) -> dict[str, dict[str, dict[str, Any]]]:
@@ -172,14 +194,13 @@ def get_run_json(fs: Any, root: str, local_run: Path) -> bool:
 def _fetch(fs: Any, root: str, keys: list[str], dest: Path) -> None:
     """Download ``keys`` (relative to the run) into ``dest``, concurrently where the
     filesystem can."""
-    if not keys:
-        return
-    got = fs.cat([check_key(root, k) for k in keys], on_error="raise")
     prefix = root.rstrip("/") + "/"
-    for full, data in got.items():
-        target = dest / full[len(prefix) :]
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_bytes(data)
+    for start in range(0, len(keys), _BATCH):  # NOTE: in batches: memory holds a batch, not a sweep's predictions
+        got = fs.cat([check_key(root, k) for k in keys[start : start + _BATCH]], on_error="raise")
+        for full, data in got.items():
+            target = dest / full[len(prefix) :]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(data)
 
 
 def mirror_for_writer(url: str, dest: Path) -> bool:
