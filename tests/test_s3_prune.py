@@ -180,3 +180,37 @@ def test_trash_is_refused_for_urls_and_a_prefix_of_runs_is_planned_per_run(s3_en
     )
     assert out.returncode == 2 and "--trash" in out.stderr
     assert sys.executable  # the child ran with this interpreter
+
+
+def test_the_plan_through_a_slow_flaky_server_is_the_plan(s3_server):
+    """Every 5th request failing and 2 s of latency on each: the same plan, only slower."""
+    import numpy as np
+    import s3fs
+    from s3server import patched_environ
+
+    from ckptaudit.pruning import prune
+    from ckptaudit.store.recorder import Recorder
+
+    bucket = make_bucket(s3_server.endpoint)
+    url = f"s3://{bucket}/runs/small"
+    rng = np.random.default_rng(3)
+    y = rng.integers(0, 2, 40)
+
+    def rows():
+        s3fs.S3FileSystem.clear_instance_cache()  # a client for the server the environment names now
+        return [(e.checkpoint, e.action, e.kept_by) for e in prune([url], ["auroc"], keep=1)[0].entries]
+
+    with patched_environ(s3_server.env()):
+        s3fs.S3FileSystem.clear_instance_cache()
+        rec = Recorder(url, task="binary", output="logit", live_audit=False)
+        for e in range(4):
+            rec.save(e, {"w": np.ones(3) * e}, val_target=y, val_output=rng.normal(size=40) + y * e)
+        direct = rows()
+    proxy = start_fault_proxy(s3_server.endpoint, fail_every=5, latency=2.0)
+    try:
+        with patched_environ(proxy.env()):
+            slow = rows()
+    finally:
+        proxy.stop()
+        s3fs.S3FileSystem.clear_instance_cache()
+    assert slow == direct and "delete" in [a for _, a, _ in direct]
