@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import random
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -29,12 +30,31 @@ def _prune(endpoint: str, url: str, *args: str, **env: str) -> subprocess.Comple
     )
 
 
-def _seed(endpoint: str, runs_dir: Path) -> str:
+def _prepared(runs_dir: Path, tmp_path: Path) -> Path:
+    """The fixture run with something referring to three checkpoints: a pin, a provenance file
+    beside the checkpoints and one inside a checkpoint (prune must keep each)."""
+    from ckptaudit.store.pins import add_pin
+
+    run = tmp_path / "prepared" / RUN
+    shutil.copytree(runs_dir / RUN, run)
+    add_pin(run, "epoch-0003")
+    (run / "exports").mkdir()
+    (run / "exports" / "served.ckptaudit.json").write_text(json.dumps({"run": "s3://elsewhere/run", "checkpoint": "epoch-0005"}))
+    (run / "checkpoints" / "epoch-0008" / "kept.ckptaudit.json").write_text(
+        json.dumps({"run": "s3://elsewhere/run", "checkpoint": "epoch-0008"})
+    )
+    return run
+
+
+def _seed(endpoint: str, runs_dir: Path, tmp_path: Path) -> str:
     """A bucket with the run at runs/run-a, a sibling prefix runs/run-ab (a copy) and keys
     beside them: what prune must never touch."""
     bucket = make_bucket(endpoint)
-    upload_tree(endpoint, runs_dir / RUN, f"s3://{bucket}/runs/run-a")
-    upload_tree(endpoint, runs_dir / RUN, f"s3://{bucket}/runs/run-ab")
+    prepared = tmp_path / "prepared" / RUN
+    if not prepared.is_dir():
+        _prepared(runs_dir, tmp_path)
+    upload_tree(endpoint, prepared, f"s3://{bucket}/runs/run-a")
+    upload_tree(endpoint, prepared, f"s3://{bucket}/runs/run-ab")
     c = client(endpoint)
     c.put_object(Bucket=bucket, Key="runs/run-a.txt", Body=b"beside the run")
     c.put_object(Bucket=bucket, Key="outside/model.pt", Body=b"not ours")
@@ -54,8 +74,8 @@ def _expected_after(before: dict[str, str], plan: dict, mode: str) -> set[str]:
 
 
 @pytest.mark.parametrize("mode", ["weights", "all"])
-def test_prune_deletes_exactly_the_plan_and_nothing_outside_the_run(s3_env, runs_dir, copy_run, mode):
-    bucket = _seed(s3_env, runs_dir)
+def test_prune_deletes_exactly_the_plan_and_nothing_outside_the_run(s3_env, runs_dir, mode, tmp_path):
+    bucket = _seed(s3_env, runs_dir, tmp_path)
     url = f"s3://{bucket}/runs/run-a"
     extra = ("--all",) if mode == "all" else ()
     before = etags(s3_env, bucket)
@@ -64,18 +84,23 @@ def test_prune_deletes_exactly_the_plan_and_nothing_outside_the_run(s3_env, runs
     assert etags(s3_env, bucket) == before  # the dry run changes nothing
     # the same plan as the same run on disk (what is kept, and why)
     local = subprocess.run(
-        ckptaudit_cmd("prune", str(copy_run(RUN)), *PRUNE, *extra, "--format", "json"),
+        ckptaudit_cmd(
+            "prune", str(shutil.copytree(tmp_path / "prepared" / RUN, tmp_path / "local")), *PRUNE, *extra, "--format", "json"
+        ),
         env=child_env(s3_env),
         capture_output=True,
         text=True,
     )
     rows = lambda out: [(e["checkpoint"], e["action"], e["kept_by"]) for e in json.loads(out)[0]["entries"]]  # noqa: E731
     assert rows(dry.stdout) == rows(local.stdout)
+    kept = {e[0]: e[2] for e in rows(dry.stdout)}
+    assert "pinned" in kept["epoch-0003"] and "provenance:exports/served.ckptaudit.json" in kept["epoch-0005"]
+    assert "provenance:checkpoints/epoch-0008/kept.ckptaudit.json" in kept["epoch-0008"] and "chosen" in kept["epoch-0011"]
     done = _prune(s3_env, url, *extra, "--yes")
     assert done.returncode == 0, done.stderr
     plan = json.loads(done.stdout)[0]
     gone = _expected_after(before, plan, mode)
-    assert gone and len({k.split("/")[3] for k in gone}) == len(plan["deleted"]) == 16
+    assert gone and len({k.split("/")[3] for k in gone}) == len(plan["deleted"]) == 13
     after = etags(s3_env, bucket)
     # the oracle: every key and ETag as before, less exactly the doomed keys, plus the pruned record
     changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
@@ -86,10 +111,10 @@ def test_prune_deletes_exactly_the_plan_and_nothing_outside_the_run(s3_env, runs
     assert_committed_whole(s3_env, bucket, "runs/run-a")
 
 
-def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finishes(s3_env, runs_dir):
+def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finishes(s3_env, runs_dir, tmp_path):
     rng = random.Random(25)
     for mode, extra in (("all", ("--all",)), ("weights", ())):
-        bucket = _seed(s3_env, runs_dir)
+        bucket = _seed(s3_env, runs_dir, tmp_path)
         url = f"s3://{bucket}/runs/run-a"
         plan = json.loads(_prune(s3_env, f"s3://{bucket}/runs/run-ab", *extra).stdout)[0]  # the same run, planned
         before = etags(s3_env, bucket)
@@ -117,14 +142,14 @@ def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finish
         }
 
 
-def test_a_journal_naming_keys_outside_the_run_is_refused(s3_env, runs_dir):
+def test_a_journal_naming_keys_outside_the_run_is_refused(s3_env, runs_dir, tmp_path):
     import s3fs
 
     from ckptaudit.errors import UsageError
     from ckptaudit.pruning import resume
 
     s3fs.S3FileSystem.clear_instance_cache()  # a client for this test's server
-    bucket = _seed(s3_env, runs_dir)
+    bucket = _seed(s3_env, runs_dir, tmp_path)
     url = f"s3://{bucket}/runs/run-a"
     before = etags(s3_env, bucket)
     bad = [
@@ -145,8 +170,8 @@ def test_a_journal_naming_keys_outside_the_run_is_refused(s3_env, runs_dir):
     assert after == before
 
 
-def test_prune_through_a_faulty_server(s3_server, runs_dir):
-    bucket = _seed(s3_server.endpoint, runs_dir)
+def test_prune_through_a_faulty_server(s3_server, runs_dir, tmp_path):
+    bucket = _seed(s3_server.endpoint, runs_dir, tmp_path)
     before = etags(s3_server.endpoint, bucket)
     flaky = start_fault_proxy(s3_server.endpoint, fail_every=5)
     try:
@@ -168,7 +193,7 @@ def test_prune_through_a_faulty_server(s3_server, runs_dir):
 
 
 def test_trash_is_refused_for_urls_and_a_prefix_of_runs_is_planned_per_run(s3_env, runs_dir, tmp_path):
-    bucket = _seed(s3_env, runs_dir)
+    bucket = _seed(s3_env, runs_dir, tmp_path)
     out = _prune(s3_env, f"s3://{bucket}/runs")
     assert out.returncode == 0, out.stderr
     assert [p["run"] for p in json.loads(out.stdout)] == [f"s3://{bucket}/runs/run-a", f"s3://{bucket}/runs/run-ab"]
@@ -182,7 +207,7 @@ def test_trash_is_refused_for_urls_and_a_prefix_of_runs_is_planned_per_run(s3_en
     assert sys.executable  # the child ran with this interpreter
 
 
-def test_the_plan_through_a_slow_flaky_server_is_the_plan(s3_server):
+def test_the_plan_through_a_slow_flaky_server_is_the_plan(s3_server, tmp_path):
     """Every 5th request failing and 2 s of latency on each: the same plan, only slower."""
     import numpy as np
     import s3fs

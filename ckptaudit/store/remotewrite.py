@@ -227,7 +227,7 @@ def download_run(url: str, dest: Path) -> dict[str, dict[str, Any]]:
     """A local mirror of a remote run for planning a prune (the lead may swap in the general
     mirror of :mod:`ckptaudit.store.remote` readers): every object outside the checkpoint
     folders (run.json, pins, provenance, the pruned record), each committed checkpoint's
-    ``meta.json`` and predictions, and its weights as sparse files of the objects' sizes
+    ``meta.json``, predictions and JSON files, and its other objects (weights) as sparse files of their sizes
     (what a deletion frees is counted, nothing is downloaded). Uncommitted folders and
     hidden prefixes (``.replaced-*``, the journal) are left out. Returns the run's listing."""
     fs, root = filesystem(url)
@@ -243,7 +243,8 @@ def download_run(url: str, dest: Path) -> dict[str, dict[str, Any]]:
         if parts[0] == CHECKPOINTS_DIR and len(parts) >= 3:
             if parts[1] not in committed:
                 continue
-            if len(parts) == 3 and parts[2] in NON_WEIGHT_FILES:
+            # NOTE: JSON files are read too (a provenance file inside a checkpoint protects it)
+            if (len(parts) == 3 and parts[2] in NON_WEIGHT_FILES) or key.endswith(".json"):
                 fetch.append(key)
             else:
                 target = dest.joinpath(*parts)
