@@ -210,3 +210,24 @@ def test_lightning_callback_trains_into_a_bucket(s3_env, tmp_path):
     assert all((c.path / "model.ckpt").is_file() for c in r.checkpoints)
     with pytest.raises(UsageError, match="already holds 3"):
         CkptauditCallback(url, task="binary", output="logit")
+
+
+def test_a_memory_url_run_is_recorded_and_pruned_in_process():
+    import fsspec
+
+    from ckptaudit.pruning import prune
+
+    url = "memory://ckptaudit-test/runs/mem"
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/ckptaudit-test"):
+        fs.rm("/ckptaudit-test", recursive=True)
+    fs.pipe("/ckptaudit-test/runs/mem-b/run.json", b"{}")  # a sibling prefix
+    _record(url, epochs=range(5)).choose(1)
+    before = {p: fs.cat(p) for p in fs.find("/ckptaudit-test")}
+    p = prune([url], ["val_loss"], keep=1, keep_last=1, yes=True)[0]
+    assert sorted(p.deleted) == ["epoch-0002", "epoch-0003"]  # kept: top-1 val_loss (0), chosen (1), last (4)
+    after = {p: fs.cat(p) for p in fs.find("/ckptaudit-test")}
+    gone = {k for k in before if k not in after}
+    assert gone == {f"/ckptaudit-test/runs/mem/checkpoints/epoch-000{e}/model.pt" for e in (2, 3)}
+    assert {k for k in after if before.get(k) != after[k]} == {"/ckptaudit-test/runs/mem/ckptaudit-pruned.json"}
+    fs.rm("/ckptaudit-test", recursive=True)
