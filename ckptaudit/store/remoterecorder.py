@@ -47,14 +47,13 @@ class RemoteRecorder(Recorder):
         self._fs, self._root = filesystem(self.url)
         staging = scratch_folder("ckptaudit-staging-")
         mirror_for_writer(self.url, staging)
-        with remote_errors(self.url):
-            # a killed writer's uncommitted objects: invisible, never completed, removed now
-            clear_in_progress(self._fs, self._root)
         try:
-            super().__init__(staging, **options)
+            super().__init__(staging, **options)  # every check of a local run, on the mirror
         except CkptauditError as exc:
             raise self._shown(exc, staging) from None
         with remote_errors(self.url):
+            # a killed writer's uncommitted objects: invisible, never completed, removed now
+            clear_in_progress(self._fs, self._root)
             put_run_json(self._fs, self._root, self.path)
 
     def _shown(self, exc: CkptauditError, staging: Path) -> CkptauditError:
