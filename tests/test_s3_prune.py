@@ -7,7 +7,6 @@ import json
 import random
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -28,6 +27,23 @@ def _prune(endpoint: str, url: str, *args: str, **env: str) -> subprocess.Comple
         text=True,
         timeout=300,
     )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_s3_clients():
+    """fsspec caches one S3FileSystem per set of options, not per environment."""
+    import s3fs
+
+    s3fs.S3FileSystem.clear_instance_cache()
+    yield
+    s3fs.S3FileSystem.clear_instance_cache()
+
+
+def _dry(target: str, mode: str) -> dict:
+    """The dry run's plan, in process (the CLI is exercised by the acting prunes)."""
+    from ckptaudit.pruning import prune
+
+    return prune([target], ["auroc"], keep=3, whole=mode == "all")[0].as_dict()
 
 
 def _prepared(runs_dir: Path, tmp_path: Path) -> Path:
@@ -79,21 +95,13 @@ def test_prune_deletes_exactly_the_plan_and_nothing_outside_the_run(s3_env, runs
     url = f"s3://{bucket}/runs/run-a"
     extra = ("--all",) if mode == "all" else ()
     before = etags(s3_env, bucket)
-    dry = _prune(s3_env, url, *extra)
-    assert dry.returncode == 0, dry.stderr
+    dry = _dry(url, mode)
     assert etags(s3_env, bucket) == before  # the dry run changes nothing
     # the same plan as the same run on disk (what is kept, and why)
-    local = subprocess.run(
-        ckptaudit_cmd(
-            "prune", str(shutil.copytree(tmp_path / "prepared" / RUN, tmp_path / "local")), *PRUNE, *extra, "--format", "json"
-        ),
-        env=child_env(s3_env),
-        capture_output=True,
-        text=True,
-    )
-    rows = lambda out: [(e["checkpoint"], e["action"], e["kept_by"]) for e in json.loads(out)[0]["entries"]]  # noqa: E731
-    assert rows(dry.stdout) == rows(local.stdout)
-    kept = {e[0]: e[2] for e in rows(dry.stdout)}
+    local = _dry(str(shutil.copytree(tmp_path / "prepared" / RUN, tmp_path / "local")), mode)
+    rows = lambda plan: [(e["checkpoint"], e["action"], e["kept_by"]) for e in plan["entries"]]  # noqa: E731
+    assert rows(dry) == rows(local)
+    kept = {e[0]: e[2] for e in rows(dry)}
     assert "pinned" in kept["epoch-0003"] and "provenance:exports/served.ckptaudit.json" in kept["epoch-0005"]
     assert "provenance:checkpoints/epoch-0008/kept.ckptaudit.json" in kept["epoch-0008"] and "chosen" in kept["epoch-0011"]
     done = _prune(s3_env, url, *extra, "--yes")
@@ -116,7 +124,7 @@ def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finish
     for mode, extra in (("all", ("--all",)), ("weights", ())):
         bucket = _seed(s3_env, runs_dir, tmp_path)
         url = f"s3://{bucket}/runs/run-a"
-        plan = json.loads(_prune(s3_env, f"s3://{bucket}/runs/run-ab", *extra).stdout)[0]  # the same run, planned
+        plan = _dry(f"s3://{bucket}/runs/run-ab", mode)  # the same run, planned
         before = etags(s3_env, bucket)
         outside = {k: v for k, v in before.items() if not k.startswith("runs/run-a/")}
         code = run_and_kill(
@@ -129,8 +137,8 @@ def test_kill_during_prune_leaves_nothing_half_visible_and_the_next_prune_finish
         assert_committed_whole(s3_env, bucket, "runs/run-a")
         assert {k: v for k, v in etags(s3_env, bucket).items() if not k.startswith("runs/run-a/")} == outside
         # the dry run names what is left; --resume finishes the journal, deleting nothing else
-        dry = _prune(s3_env, url, *extra)
-        assert dry.returncode == 0 and "interrupted prune" in dry.stdout, dry.stdout + dry.stderr
+        dry = _dry(url, mode)
+        assert any("interrupted prune" in e["note"] for e in dry["entries"]), dry
         resumed = subprocess.run(
             ckptaudit_cmd("prune", url, "--resume"), env=child_env(s3_env), capture_output=True, text=True, timeout=300
         )
@@ -193,18 +201,16 @@ def test_prune_through_a_faulty_server(s3_server, runs_dir, tmp_path):
 
 
 def test_trash_is_refused_for_urls_and_a_prefix_of_runs_is_planned_per_run(s3_env, runs_dir, tmp_path):
+    from ckptaudit.errors import UsageError
+    from ckptaudit.pruning import prune
+
     bucket = _seed(s3_env, runs_dir, tmp_path)
-    out = _prune(s3_env, f"s3://{bucket}/runs")
-    assert out.returncode == 0, out.stderr
-    assert [p["run"] for p in json.loads(out.stdout)] == [f"s3://{bucket}/runs/run-a", f"s3://{bucket}/runs/run-ab"]
-    out = subprocess.run(
-        ckptaudit_cmd("prune", f"s3://{bucket}/runs/run-a", *PRUNE, "--trash", str(tmp_path)),
-        env=child_env(s3_env),
-        capture_output=True,
-        text=True,
-    )
-    assert out.returncode == 2 and "--trash" in out.stderr
-    assert sys.executable  # the child ran with this interpreter
+    plans = prune([f"s3://{bucket}/runs"], ["auroc"], keep=3)
+    assert [p.run.name for p in plans] == [f"s3://{bucket}/runs/run-a", f"s3://{bucket}/runs/run-ab"]
+    before = etags(s3_env, bucket)
+    with pytest.raises(UsageError, match="--trash"):
+        prune([f"s3://{bucket}/runs/run-a"], ["auroc"], keep=3, yes=True, trash_dir=tmp_path)
+    assert etags(s3_env, bucket) == before
 
 
 def test_the_plan_through_a_slow_flaky_server_is_the_plan(s3_server, tmp_path):
