@@ -47,6 +47,11 @@ def assert_committed_whole(endpoint: str, bucket: str, run: str) -> tuple[list[s
         name, _, rest = key[len(run) + len("/checkpoints/") :].partition("/")
         folders.setdefault(name, set()).add(rest)
     committed = sorted(n for n, files in folders.items() if "meta.json" in files)
+    try:  # a prune that removed a checkpoint's weights records it: its meta.json still lists them
+        record = json.loads(c.get_object(Bucket=bucket, Key=f"{run}/ckptaudit-pruned.json")["Body"].read())
+        pruned = set(record["checkpoints"])
+    except c.exceptions.NoSuchKey:
+        pruned = set()
     for name in committed:
         meta = json.loads(c.get_object(Bucket=bucket, Key=f"{run}/checkpoints/{name}/meta.json")["Body"].read())
         assert "val.npz" in folders[name], f"{name} visible without val.npz"
@@ -54,6 +59,8 @@ def assert_committed_whole(endpoint: str, bucket: str, run: str) -> tuple[list[s
         with np.load(io.BytesIO(body), allow_pickle=False) as z:
             assert {"target", "output"} <= set(z.files)
         for file_name, info in (meta.get("weights") or {}).items():
+            if name in pruned and file_name not in folders[name]:
+                continue
             head = c.head_object(Bucket=bucket, Key=f"{run}/checkpoints/{name}/{file_name}")
             assert head["ContentLength"] == info["size"], f"{name}/{file_name} visible but not whole"
     return committed, sorted(n for n in folders if n not in committed)
