@@ -270,7 +270,9 @@ class LoggedCheck:
     for errors, more than 0.1% relative is reported."""
 
     def __init__(self, path: str | os.PathLike[str], enabled: bool = True) -> None:
-        self.path = Path(path)
+        from ..store.remotewrite import run_location
+
+        self.path = run_location(path)
         self.enabled = enabled
         self.warned: set[str] = set()
         self.last: dict[str, tuple[float, float]] = {}
@@ -296,7 +298,12 @@ class LoggedCheck:
         from ..store.reader import Predictions, read_run
 
         if self._run is None:
-            self._run = read_run(self.path)
+            if isinstance(self.path, str):  # a URL: its run.json through a local mirror
+                from ..store.remoterecorder import existing_remote_run
+
+                self._run = read_run(existing_remote_run(self.path) or self.path, name=self.path)
+            else:
+                self._run = read_run(self.path)
         run = self._run
         n = len(target)
         prepared = None

@@ -48,6 +48,7 @@ from transformers import TrainerCallback
 from ..auditing.live import check_on_finding
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
+from ..store.remotewrite import run_location
 from . import LoggedCheck, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows
 
 
@@ -91,7 +92,7 @@ class CkptauditTrainerCallback(TrainerCallback):
             raise UsageError(f"output_key must be an output name or a position, not {output_key!r}")
         existing = Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training, read-only on every rank
         self.resumed = Resumed(None if fresh else existing)
-        self.path = Path(path)
+        self.path = run_location(path)  # a URL stays a URL (docs/storage.md)
         self.task = task
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
@@ -314,7 +315,7 @@ class CkptauditTrainerCallback(TrainerCallback):
             return
         from ..store.reader import read_run
 
-        match = [c.name for c in read_run(self.path).checkpoints if c.step == step]
+        match = [c.name for c in read_run(self.recorder.path).checkpoints if c.step == step]
         if match:
             self.recorder.choose(match[-1])
 

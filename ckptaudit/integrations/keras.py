@@ -57,6 +57,7 @@ except ModuleNotFoundError as exc:
 from ..auditing.live import check_on_finding
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows, to_numpy
+from ..store.remotewrite import run_location
 from . import LoggedCheck, OutputKey, Resumed, as_array, check_train_sample, fit_shapes, forked_rng, sample_rows, select_output
 
 
@@ -109,7 +110,7 @@ class CkptauditKerasCallback(keras.callbacks.Callback):
         existing = Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training
         self.val_groups = val_groups  # slices (issue 24): validation_data's rows' group column(s)
         self.resumed = Resumed(None if fresh else existing)
-        self.path = Path(path)
+        self.path = run_location(path)  # a URL stays a URL (docs/storage.md)
         self.task = task
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh

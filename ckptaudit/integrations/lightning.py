@@ -47,6 +47,7 @@ import numpy as np
 from ..auditing.live import check_on_finding
 from ..errors import UsageError
 from ..store.recorder import Recorder, hash_rows
+from ..store.remotewrite import run_location
 from . import (
     BatchPredictions,
     LoggedCheck,
@@ -117,7 +118,7 @@ class CkptauditCallback(pl.Callback):
         if predict is not None and not callable(predict):
             raise UsageError(f"predict must be a function (pl_module, batch) -> (target, output[, ids]), not {predict!r}")
         existing = Recorder.existing_run(path, resume=resume, fresh=fresh)  # fail before training, read-only on every rank
-        self.path = Path(path)
+        self.path = run_location(path)  # a URL stays a URL (docs/storage.md)
         self.options: dict[str, Any] = dict(
             task=task, output=output, classes=classes, positive_class=positive_class, resume=resume, fresh=fresh
         )

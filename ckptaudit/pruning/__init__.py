@@ -144,6 +144,18 @@ def prune(
         raise MetricError("prune needs at least one --metric: it never guesses what to keep")
     if keep < 1 and keep_last < 1 and not keep_every:
         raise UsageError("every keep rule is off: refusing to delete every checkpoint")
+    from ..store.remotewrite import runs_under
+    from .remote import prune_url, split_paths
+
+    local, given = split_paths(paths)
+    urls = list(dict.fromkeys(run for url in given for run in runs_under(url)))
+    if urls:  # a run on object storage: the journaled object-store prune (docs/storage.md)
+        if trash_dir is not None:
+            raise UsageError("--trash moves folders on this machine; a run on object storage is pruned in place (journaled)")
+        rules: dict[str, Any] = dict(keep=keep, keep_last=keep_last, keep_every=keep_every, mode=mode, yes=yes, whole=whole)
+        return (prune(local, metrics, trash_dir=trash_dir, **rules) if local else []) + [
+            prune_url(u, metrics, **rules) for u in urls
+        ]
     targets = _targets(paths)
     for t in targets:
         _refuse_symlinked(t.path)
@@ -173,7 +185,14 @@ def prune(
 
 def resume(paths: Sequence[str | Path], *, trash_dir: str | Path | None = None) -> list[PrunePlan]:
     """Finish the trash left by interrupted prunes (moving what the journal says to move),
-    deleting nothing else."""
+    deleting nothing else. A URL's run finishes its journal object (docs/storage.md)."""
+    from .remote import resume_url, split_paths
+
+    local, urls = split_paths(paths)
+    if urls:
+        if trash_dir is not None:
+            raise UsageError("--trash moves folders on this machine; a run on object storage is pruned in place (journaled)")
+        return (resume(local) if local else []) + [resume_url(u) for u in urls]
     out = []
     for t in _targets(paths):
         _refuse_symlinked(t.path)

@@ -50,6 +50,7 @@ from .reader import (
     read_predictions,
     read_run,
 )
+from .remote import is_remote
 from .runwriter import (
     _fsync_dir as _fsync_dir,
 )
@@ -127,7 +128,18 @@ class Recorder:
     logged-metric mismatch), reported through ``report`` (Python warnings by default); with
     ``on_finding="raise"`` an error-severity finding raises
     :class:`~ckptaudit.auditing.live.LiveAuditError` once its checkpoint is written.
+
+    ``path`` may be a URL (``s3://bucket/runs/exp1``, ``memory://...``): the run is then
+    written to object storage (:mod:`ckptaudit.store.remoterecorder`, docs/storage.md).
     """
+
+    def __new__(cls, path: Any = None, *args: Any, **kwargs: Any) -> Recorder:
+        path = kwargs.get("path", path)
+        if cls is Recorder and isinstance(path, str) and is_remote(path):
+            from .remoterecorder import RemoteRecorder
+
+            cls = RemoteRecorder
+        return super().__new__(cls)
 
     def __init__(
         self,
@@ -229,20 +241,28 @@ class Recorder:
         """The run already at ``path`` when it holds checkpoints, else None; a
         :class:`UsageError` when it does and neither ``resume`` nor ``fresh`` is asked for.
         Reads only: the framework callbacks call it when they are built, before training."""
-        path = Path(path)
         if resume and fresh:
             raise UsageError("resume=True and fresh=True contradict each other: choose one")
+        shown, remote = path, isinstance(path, str) and is_remote(path)
+        if remote:
+            from .remoterecorder import existing_remote_run
+
+            mirror = existing_remote_run(path)  # a local mirror: the checks below, as for a folder
+            if mirror is None:
+                return None
+            path = mirror
+        path = Path(path)
         if not (path / RUN_FILE).is_file():
             return None
         try:
             run = read_run(path)
         except RunFormatError as exc:
-            raise UsageError(f"cannot resume or replace the existing run: {exc}", path) from None
+            raise UsageError(f"cannot resume or replace the existing run: {exc.problem if remote else exc}", shown) from None
         if run.checkpoints and not (resume or fresh):
             raise UsageError(
                 f"the run already holds {len(run.checkpoints)} checkpoint(s), up to epoch {run.checkpoints[-1].epoch}: pass "
                 "resume=True to continue after it, or fresh=True to move it aside and start again",
-                path,
+                shown,
             )
         return run if run.checkpoints else None
 
@@ -430,12 +450,16 @@ class Recorder:
             raise
         finally:
             os.close(lock)
+        self._committed(final)
         self._recorded[name] = int(epoch)
         self.last_epoch = int(epoch) if self.last_epoch is None else max(self.last_epoch, int(epoch))
         if self.live is not None:
             # the arrays in memory, not the files: the live audit costs no read of val.npz
             self.live.observe(ckpt, replace(preds, input_hash=val.get("input_hash")))
         return final
+
+    def _committed(self, folder: Path) -> None:
+        """A checkpoint was just renamed into place (a remote recorder publishes it here)."""
 
     def choose(self, which: int | str) -> str:
         """Record the checkpoint training picked as its best (run.json ``chosen``): an epoch
