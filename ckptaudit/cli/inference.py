@@ -16,6 +16,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import handle_errors, say
+from .options import Engine
 
 
 class ImportFormat(str, Enum):
@@ -28,11 +29,6 @@ class Framework(str, Enum):
     hf = "hf"
     keras = "keras"
     files = "files"
-
-
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
 
 
 TrustOpt = Annotated[
