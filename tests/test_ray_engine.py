@@ -36,7 +36,10 @@ _TIME = re.compile(r'"time": "[^"]*"')
 def cluster():
     """One local Ray cluster of 2 CPUs for the module (Ray takes seconds to start)."""
     if not ray.is_initialized():
-        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        # NOTE: the workers import the test's tracing predictor (tests/ray_predict_probe.py)
+        # when they unpickle an actor's arguments, before any code of ckptaudit runs there.
+        path = os.pathsep.join([str(ROOT / "tests"), str(ROOT), os.environ.get("PYTHONPATH", "")])
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": {"PYTHONPATH": path}})
     yield
     ray.shutdown()
 
@@ -165,7 +168,19 @@ def test_audit_on_a_thousand_checkpoints(thousand: Path) -> None:
 def test_an_unreachable_address_is_one_line_at_once(tmp_path: Path) -> None:
     start = time.perf_counter()
     proc = subprocess.run(
-        [sys.executable, "-m", "ckptaudit", "rank", str(RUNS / "fraud"), "-m", "accuracy", "--engine", "ray", "--address", "127.0.0.1:1"],
+        [
+            sys.executable,
+            "-m",
+            "ckptaudit",
+            "rank",
+            str(RUNS / "fraud"),
+            "-m",
+            "accuracy",
+            "--engine",
+            "ray",
+            "--address",
+            "127.0.0.1:1",
+        ],
         capture_output=True,
         text=True,
         timeout=60,
@@ -190,3 +205,54 @@ def test_ray_missing_is_one_line_naming_the_extra() -> None:
     )
     assert proc.returncode == 2 and proc.stdout == ""
     assert proc.stderr.strip().splitlines() == ["ckptaudit: error: --engine ray needs Ray: pip install 'ckptaudit[ray]'"]
+
+
+# --------------------------------------------------------------------------- predict --engine ray
+
+
+def test_predict_actors_build_once_read_ahead_and_write_where_they_predict(tmp_path: Path) -> None:
+    pytest.importorskip("torch")
+    import functools
+    import shutil
+
+    import inference_models as im
+    import ray_predict_probe as probe
+
+    from ckptaudit.inference.engines import run_jobs
+    from ckptaudit.inference.predict import plan
+    from ckptaudit.inference.predictor import Options, _data
+    from ckptaudit.store.reader import read_run
+
+    models = Path(im.__file__)
+    recorded = tmp_path / "recorded"
+    im.train_plain(tmp_path / "weights", epochs=6, recorder_run=recorded)
+    run_path = tmp_path / "run"
+    shutil.copytree(recorded, run_path)
+    for npz in run_path.rglob("*.npz"):
+        npz.unlink()
+    trace = tmp_path / "trace"
+    trace.mkdir()
+    datasets = {"val": _data(f"{models}:val_data", "--data")}
+    options = Options(model=f"{models}:mlp", device="cpu", batch_size=1024, autocast=False, trust_pickle=False)
+    run = read_run(run_path)
+    jobs, _ = plan(run, datasets)
+    got: dict[str, object] = {}
+
+    def on_result(job, written, seconds, error):  # type: ignore[no-untyped-def]
+        got[job.checkpoint] = (written, error)
+
+    make = functools.partial(probe.TracingPredictor, trace_to=str(trace))
+    run_jobs(jobs, datasets, options, make, on_result, write=probe.TracingWriter(run, str(trace)), engine="ray")
+    assert len(got) == 6 and all(w == {"val": None} and e is None for w, e in got.values()), got
+    seen = probe.traces(trace)
+    builds = [pid for kind, pid, _, _ in seen if kind == "build"]
+    assert 1 <= len(builds) == len(set(builds)) <= 2  # one model per actor (2 CPUs), never one per checkpoint
+    writers = {pid for kind, pid, _, _ in seen if kind == "write"}
+    assert writers <= set(builds) and os.getpid() not in writers  # written by the actors, not here
+    reads = [(thread, name) for kind, _, thread, name in seen if kind == "read"]
+    assert sorted(name for _, name in reads) == sorted(j.checkpoint for j in jobs)  # each file read once
+    ahead = [name for thread, name in reads if thread.startswith("ckptaudit-weights")]
+    assert len(ahead) == len(jobs) - len(builds)  # all but each actor's first were read ahead
+    for ckpt in sorted((recorded / "checkpoints").iterdir()):
+        with np.load(ckpt / "val.npz") as a, np.load(run_path / "checkpoints" / ckpt.name / "val.npz") as b:
+            assert np.array_equal(a["output"], b["output"]) and np.array_equal(a["input_hash"], b["input_hash"])
