@@ -12,7 +12,8 @@ fresh process (best wall time of --repeat; stdout compared byte for byte with th
 
 CPU seconds: the command's own (os.wait4: the process and the pool workers it started), and
 for Ray also the cluster's processes (the head's raylet, GCS and workers, from psutil: their
-CPU time over the command); the load average is shown at each row's start.
+CPU time over the command, with the reaped workers' added to their parent's); the load
+average is shown at each row's start.
 
 The model (measured here, on this machine, then extrapolated):
 
@@ -73,8 +74,10 @@ def _ray_cpu(head: subprocess.Popen | None) -> float:
         return 0.0
     for p in procs:
         try:
+            # NOTE: with the children reaped (a job's workers exit with its driver), whose
+            # time the kernel adds to their parent's
             t = p.cpu_times()
-            total += t.user + t.system
+            total += t.user + t.system + t.children_user + t.children_system
         except psutil.Error:
             continue
     return total
@@ -96,6 +99,8 @@ def timed_rusage(cmd: list[str], head: subprocess.Popen | None) -> tuple[float, 
         out = out_file.read()
     if code not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed ({code}): {err[-2000:]}")
+    if head is not None:
+        time.sleep(3)  # the command's workers exit after it and are reaped: their time lands in their parent's
     after = _ray_cpu(head)
     return wall, usage.ru_utime + usage.ru_stime, after - before, out, load
 
@@ -217,7 +222,9 @@ def main() -> None:
             print(f"{name:<26} {wall:8.2f} {cpu:8.2f} {cluster:14.2f}  {load}")
         print(f"stdout identical in all {len(reference)} commands: yes (asserted)")
         t_c, n, _ = per_checkpoint_seconds(sweep, args.metric)
-        o, c0, w, leave = task_overhead(address)
+        # NOTE: the least of --repeat measurements of each term, as the walls are the best of --repeat
+        terms = [task_overhead(address) for _ in range(args.repeat)]
+        o, c0, w, leave = (min(t[k] for t in terms) for k in range(4))
         c = c0 + w + leave
         d = max(0.0, results["local -j1"][0] - n * t_c)
         print(
@@ -234,6 +241,16 @@ def main() -> None:
                 f"{results['local -j1'][0] / total:5.2f}x, vs local -j2 {results['local -j2'][0] / total:5.2f}x"
             )
         print(f"  bound as nodes grow: C + D = {c + d:.2f} s (reaching the cluster and the driver's fixed part)")
+        local = results["local -j1"][0]
+        for nodes, cpus in ((10, 2), (10, 16)):
+            share = 1 - 1 / (nodes * cpus)
+            # NOTE: Ray beats local -j1 once the work it spreads saves more than it adds:
+            # N t_c (1 - 1/(n c)) > C + 8 o (D is paid by both)
+            need = (c + 8 * o) / (t_c * share)
+            print(
+                f"  break-even at {nodes} x {cpus} CPUs: N t_c > {(c + 8 * o) / share:.2f} s of reading and scoring, "
+                f"i.e. N > {need:,.0f} checkpoints of this size ({t_c * 1e3:.2f} ms each); local -j1 took {local:.2f} s here"
+            )
     finally:
         head.terminate()
         try:

@@ -85,7 +85,7 @@ AddressOpt = Annotated[
     typer.Option(
         "--address",
         help="With --engine ray: the cluster, HOST:PORT (the head's GCS port) or ray://HOST:PORT "
-        "(default: RAY_ADDRESS, else a local Ray started for the command).",
+        "(default: RAY_ADDRESS, else a Ray running on this machine, else a local Ray started for the command).",
         show_default=False,
     ),
 ]

@@ -178,8 +178,8 @@ def predict(
     model object (copied); ``data`` a ``MODULE:FUNCTION`` spec, a function returning the
     data, or the data itself ((inputs, target[, ids]), a Dataset or a DataLoader). With
     ``workers`` > 1 or Ray, an object must be picklable (a module-level function or a model). ``workers`` > 1 predicts several checkpoints at once in a local process pool;
-    ``engine="ray"`` sends one task per checkpoint to a Ray cluster (``address``, or a
-    local one). An imported run without a task gets it here, from the data
+    ``engine="ray"`` predicts on model-holding Ray actors (``address``, or a local cluster),
+    which write the files themselves (:mod:`.ray_predict`). An imported run without a task gets it here, from the data
     (:func:`.tasks.infer_task`; ``task``/``output`` say it instead). Every output is checked
     against the run's task before it is written, as the readers will check it. Returns what
     was done per checkpoint; failures do not stop the others.
