@@ -21,8 +21,9 @@ The model (measured here, on this machine, then extrapolated):
   o    one Ray task's cost beyond its work: scheduling, arguments, the result's transfer
        (no-op tasks on the 2-CPU head: wall x CPUs / tasks)
   D0   the driver's fixed part: start-up, imports (wall of `rank -j1` on one checkpoint)
-  d    the driver's part per checkpoint: discovery (listing, meta.json), the ordered reduce
-       and rendering ((wall of `rank -j1` - D0 - N x t_c) / N)
+  d    the driver's part per checkpoint: discovery (listing, meta.json), putting outcomes
+       back in order, the reduce and rendering (rank in this process with the outcomes
+       computed beforehand, untimed: on the sweep less on one checkpoint, / (N - 1))
   C    reaching a running cluster (ray.init(address) in a fresh process), the first
        tasks' start (Ray starts each job's worker processes; they import ckptaudit) and
        leaving the cluster (ray.shutdown)
@@ -136,6 +137,58 @@ def per_checkpoint_seconds(sweep: Path, metric: str, repeat: int) -> tuple[float
     return best / total, total, len(cut)
 
 
+class _Replay:
+    """A pool whose outcomes were computed beforehand: the driver's own work, timed alone."""
+
+    read_only = False
+
+    def __init__(self, outcomes: dict) -> None:
+        self._outcomes = outcomes
+
+    def outcomes(self, run: object) -> object:
+        yield from self._outcomes[id(run)]
+
+    def close(self) -> None:
+        pass
+
+
+def driver_seconds(sweep: Path, metric: str, repeat: int) -> float:
+    """The Ray driver's work on ``sweep`` without the tasks': discovery, parsing, putting the
+    outcomes back in order, the reduce and rendering the JSON (the outcomes computed
+    beforehand, untimed); best of ``repeat``, in this process (imports not counted)."""
+    import ckptaudit.sweep as sweep_module
+    from ckptaudit.parallel import blocks, run_block
+    from ckptaudit.ranking import rank_checkpoints
+    from ckptaudit.render import render
+    from ckptaudit.views import ranking_document
+
+    real = sweep_module.start_pool
+    spent = [0.0]
+
+    def replay(runs, specs, jobs, **kw):  # type: ignore[no-untyped-def]
+        start = time.perf_counter()
+        state = (list(runs), list(specs), True, False)
+        out: dict = {id(r): [] for r in runs}
+        for task in blocks([len(r.checkpoints) for r in runs], 2, False):
+            for r, _, items in run_block(state, task, False):
+                out[id(runs[r])].extend(items)
+        spent[0] += time.perf_counter() - start
+        return _Replay(out)
+
+    sweep_module.start_pool = replay
+    try:
+        best = float("inf")
+        for _ in range(repeat):
+            spent[0] = 0.0
+            start = time.perf_counter()
+            ranking = rank_checkpoints([sweep], [metric], jobs=1)
+            render(ranking_document(ranking, show_ci=False, show_flags=False), "json")
+            best = min(best, time.perf_counter() - start - spent[0])
+        return best
+    finally:
+        sweep_module.start_pool = real
+
+
 def task_overhead(address: str, tasks: int = 400) -> tuple[float, float, float, float]:
     """(o: seconds of cluster time per no-op task, C: seconds to reach the cluster, W:
     seconds until the command's first tasks ran: its workers started, S: seconds to leave
@@ -244,13 +297,15 @@ def main() -> None:
             for _ in range(args.repeat)
         )
         local = results["local -j1"][0]
-        d = max(0.0, (local - d0 - n * t_c) / n)
+        # NOTE: the driver's own part per checkpoint: its work on the sweep less its work on one checkpoint
+        driver_n, driver_1 = driver_seconds(sweep, args.metric, args.repeat), driver_seconds(one, args.metric, args.repeat)
+        d = max(0.0, (driver_n - driver_1) / max(1, n - 1))
         print(
             f"\nmodel terms: N = {n}, t_c = {t_c * 1e3:.2f} ms/checkpoint, o = {o * 1e3:.2f} ms/task, "
             f"D0 = {d0:.2f} s, d = {d * 1e3:.2f} ms/checkpoint, "
             f"C = {c:.2f} s (connect {c0:.2f} + this command's workers start {w:.2f} + leave {leave:.2f})"
         )
-        print("local:  T = D0 + N (d + t_c)")
+        print("local:  T = D0 + N (d + t_c)   (model; local -j1 measured above)")
         print("Ray:    T(n nodes, c CPUs each) = C + D0 + N d + (N t_c + 8 n c o) / (n c)")
 
         def ray_time(count: int, nodes: int, cpus: int) -> float:
@@ -259,9 +314,10 @@ def main() -> None:
         print(
             f"  check, 1 node x 2 CPUs: model {ray_time(n, 1, 2):.2f} s, measured (ray @head) {results['ray @head (2 CPUs)'][0]:.2f} s"
         )
+        print(f"  check, local -j1: model {d0 + n * (d + t_c):.2f} s, measured {local:.2f} s")
         for count in (n, 100_000):
-            here = d0 + count * (d + t_c)
-            label = "measured" if count == n else "extrapolated"
+            here = local if count == n else d0 + count * (d + t_c)
+            label = "measured" if count == n else "modelled"
             print(f"  N = {count:,} checkpoints of this size: local -j1 {here:.1f} s ({label})")
             for nodes, cpus in ((10, 2), (10, 16)):
                 t = ray_time(count, nodes, cpus)
