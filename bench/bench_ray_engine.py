@@ -11,9 +11,8 @@ fresh process (best wall time of --repeat; stdout compared byte for byte with th
                  stopped by the command: what a one-off command pays)
 
 CPU seconds: the command's own (os.wait4: the process and the pool workers it started), and
-for Ray also the cluster's processes (the head's raylet, GCS and workers, from psutil: their
-CPU time over the command, with the reaped workers' added to their parent's); the load
-average is shown at each row's start.
+for Ray also the cluster's processes (the head's raylet, GCS and workers, from psutil, sampled
+every 0.1 s over the command); the load average is shown at each row's start.
 
 The model (measured here, on this machine, then extrapolated):
 
@@ -64,34 +63,58 @@ def _load() -> str:
     return " ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
-def _ray_cpu(head: subprocess.Popen | None) -> float:
-    """CPU seconds (user + system) of the live processes of the Ray head this bench started
-    (the `ray start --block` process's descendants: GCS, raylet, workers)."""
+def _ray_cpu(head: subprocess.Popen | None) -> dict[int, float]:
+    """CPU seconds (user + system) of each live process of the Ray head this bench started
+    (the `ray start --block` process's descendants: GCS, raylet, workers), by pid."""
     if head is None:
-        return 0.0
+        return {}
     import psutil
 
-    total = 0.0
+    seen: dict[int, float] = {}
     try:
         procs = psutil.Process(head.pid).children(recursive=True)
     except psutil.Error:
-        return 0.0
+        return seen
     for p in procs:
         try:
-            # NOTE: with the children reaped (a job's workers exit with its driver), whose
-            # time the kernel adds to their parent's
             t = p.cpu_times()
-            total += t.user + t.system + t.children_user + t.children_system
+            seen[p.pid] = t.user + t.system
         except psutil.Error:
             continue
-    return total
+    return seen
+
+
+class _ClusterClock:
+    """The Ray head's CPU seconds over a command: its processes sampled every 0.1 s, each
+    counted at its last sample (the raylet reaps its workers without the kernel adding their
+    time to its own, so a worker that exits with the command is known only by sampling)."""
+
+    def __init__(self, head: subprocess.Popen | None) -> None:
+        import threading
+
+        self.head = head
+        self.before = _ray_cpu(head)
+        self.last = dict(self.before)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not self.stop.wait(0.1):
+            self.last.update(_ray_cpu(self.head))
+
+    def seconds(self) -> float:
+        self.stop.set()
+        self.thread.join()
+        self.last.update(_ray_cpu(self.head))
+        return sum(v - self.before.get(pid, 0.0) for pid, v in self.last.items())
 
 
 def timed_rusage(cmd: list[str], head: subprocess.Popen | None) -> tuple[float, float, float, str, str]:
     """(wall, CPU seconds of the process and its children from wait4, CPU seconds of the Ray
     head's processes over the command, stdout, load average at the start) of one fresh process."""
     load = _load()
-    before = _ray_cpu(head)
+    clock = _ClusterClock(head)
     start = time.perf_counter()
     with tempfile.TemporaryFile("w+") as out_file:
         proc = subprocess.Popen(cmd, stdout=out_file, stderr=subprocess.PIPE, text=True)
@@ -104,9 +127,8 @@ def timed_rusage(cmd: list[str], head: subprocess.Popen | None) -> tuple[float, 
     if code not in (0, 1):
         raise SystemExit(f"{' '.join(cmd)} failed ({code}): {err[-2000:]}")
     if head is not None:
-        time.sleep(3)  # the command's workers exit after it and are reaped: their time lands in their parent's
-    after = _ray_cpu(head)
-    return wall, usage.ru_utime + usage.ru_stime, after - before, out, load
+        time.sleep(1)  # the command's workers finish after it
+    return wall, usage.ru_utime + usage.ru_stime, clock.seconds(), out, load
 
 
 def free_port() -> int:
