@@ -22,6 +22,7 @@ a read-ahead keeps at most two blocks per CPU in flight, so memory stays bounded
 from __future__ import annotations
 
 import os
+import re
 import sys
 import uuid
 from collections import deque
@@ -91,6 +92,7 @@ class RayPool:
         self._pending: deque[tuple[int, int, list[Any]]] = deque()
         self._index = {id(r): i for i, r in enumerate(self._runs)}
         self._closed = False
+        self._failed = False
         self._fill()
 
     def __enter__(self) -> RayPool:
@@ -136,6 +138,15 @@ class RayPool:
 
             if os.environ.get(REPORT_JOBS_ENV):
                 sys.stderr.write(f"ckptaudit-jobs: a ray task failed ({type(exc).__name__}), its block computed here\n")
+            if not self._failed:
+                # NOTE: said once: a cluster whose workers cannot run ckptaudit (not installed,
+                # the runs not mounted) would otherwise be silently slow
+                cause = getattr(exc, "cause", None) or exc  # NOTE: a RayTaskError carries the task's own exception
+                first = re.sub(r"\x1b\[[0-9;]*m", "", (str(cause).strip().splitlines() or [""])[0])[:200]
+                sys.stderr.write(
+                    f"ckptaudit: note: a Ray task failed ({type(cause).__name__}: {first}); its blocks are computed here instead\n"
+                )
+            self._failed = True
             return run_block(self._state, task, self.read_only)
 
     def outcomes(self, run: Any) -> Iterator[Any]:
