@@ -19,6 +19,7 @@ import numpy as np
 
 from ..errors import RunFormatError, UsageError
 from ..limits import check_resamples
+from ..metrics import influence
 from ..metrics import kernels as metrics
 from ..metrics.evaluation import RunScorer, _nonfinite, prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, parse_metric
@@ -170,6 +171,11 @@ class _Collector:
         self.overlap_at = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
         self._overlap_val: Predictions | None = None
 
+    def wants_influence(self, spec: MetricSpec, prep: metrics.Prepared) -> bool:
+        """Whether the per-row data kept here need ``spec``'s influence on ``prep`` (see
+        :data:`ckptaudit.metrics.evaluation.WANTS_INFLUENCE`)."""
+        return self.rows.wants_influence(spec, prep)
+
     def wants_val(self, ckpt: Checkpoint) -> bool:
         """Whether the audit reads this checkpoint's val.npz."""
         return (self.bound.source != "logged" and not ckpt.metrics_only) or ckpt.has_split("val")
@@ -205,7 +211,10 @@ class _Collector:
                 )
             result.n_val = preds.n
         if bound.source == "builtin":
-            # NOTE: the view is prepared once and serves the metric and every statistic below.
+            # NOTE: the view is prepared once and serves the metric and every statistic below
+            # (a ranking metric's value with its per-row influence: one sort per column).
+            if prep is not None and self.wants_influence(bound, prep):
+                influence.remember(prep, bound)
             value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
             st.value = value if value is not None and math.isfinite(value) else None
         else:

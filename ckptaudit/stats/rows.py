@@ -166,6 +166,19 @@ class EvaluationBuilder:
         self.note: str | None = None if self.kind else f"{spec.text}: no per-row form for selection statistics"
         self.reads = 0
 
+    def wants_influence(self, spec: MetricSpec, prep: metrics.Prepared) -> bool:
+        """Whether this builder will keep ``spec``'s linearised per-row data of ``prep``: the
+        pass then computes the value with the influence, from one sort per column
+        (:func:`ckptaudit.metrics.influence.remember`)."""
+        return (
+            spec.text == self.spec.text
+            and spec.name in _RANKING
+            and self.kind in ("ranking", "mean")
+            and self.note is None
+            and self.max_bytes > 0
+            and ranking_rows.form(prep) == "mean"
+        )
+
     def add(self, ckpt: Checkpoint, prep: metrics.Prepared | None, value: float | None) -> None:
         """Record one checkpoint: its metric value and (when scorable) its per-row data."""
         index = len(self._ckpts)
