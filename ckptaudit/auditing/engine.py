@@ -138,7 +138,8 @@ def audit_spec(run: Run, options: AuditOptions) -> MetricSpec:
 
 
 def _finite(preds: Predictions) -> bool:
-    return preds.output.dtype.kind != "f" or bool(np.isfinite(preds.output).all())
+    # NOTE: one sum over the values, no bool copy of them (issue 21: isfinite().all() over 50M)
+    return _nonfinite(preds.output) == 0
 
 
 def _perfect_auc(prep: metrics.Prepared) -> float | None:

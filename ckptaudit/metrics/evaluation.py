@@ -355,19 +355,33 @@ def iter_scores(
         yield from _pooled_scores(run, scorer, pool.outcomes(run), guard=guard)
         return
     writer = None
+    key = None
+    computed: list[tuple[tuple[float | None, ...], tuple[str, ...]]] = []
     if cache and scorer.needs_predictions:
-        from ..store.cache import CacheWriter, open_cache
+        from ..store import cache as derived
 
-        cached = open_cache(run)
+        # NOTE: a user's function may change between runs: its values are never kept
+        key = None if any(s.source == "custom" for s in scorer.specs) else derived.values_key(scorer.specs)
+        stored = derived.cached_values(run, key) if key is not None and observe is None else None
+        if stored is not None:
+            # NOTE: values computed from this very cache by this version (issue 21: a warm
+            # pass reads no output at all)
+            for stored_ckpt, (stored_values, stored_notes) in zip(run.checkpoints, stored, strict=True):
+                yield CheckpointScore(run, stored_ckpt, stored_values, stored_notes)
+            return
+        cached = derived.open_cache(run)
         if cached is not None:
             # NOTE: a cache is only ever built from a run whose validation set never changed.
             for cached_ckpt, cached_preds in cached.predictions():
                 cached_values, cached_notes, cached_prep = scorer.score_prepared(cached_ckpt, cached_preds)
                 if observe is not None:
                     observe(cached_ckpt, cached_preds, cached_prep, cached_values, None)
+                computed.append((cached_values, cached_notes))
                 yield CheckpointScore(run, cached_ckpt, cached_values, cached_notes)
+            if key is not None:
+                derived.store_values(run, key, computed)
             return
-        writer = CacheWriter(run)
+        writer = derived.CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
     # NOTE: one checkpoint at a time, so its output may lie in a buffer the next read reuses
     # (observers copy what they keep); the run's checkpoints share one copy of the targets.
@@ -410,10 +424,12 @@ def iter_scores(
             values, notes, prep = scorer.score_prepared(ckpt, preds)
             if observe is not None:
                 observe(ckpt, preds, prep, values, read_note[0] if read_note else None)
+            if writer is not None:
+                computed.append((values, read_note + notes))
             yield CheckpointScore(run, ckpt, values, read_note + notes, unreadable=unreadable)
     except BaseException:
         if writer is not None:
             writer.abandon()
         raise
     if writer is not None:
-        writer.finish()
+        writer.finish(key, computed)

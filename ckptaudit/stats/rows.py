@@ -311,7 +311,7 @@ def row_data(
 def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
     """Read each of the run's val.npz files once and evaluate ``spec`` (bound to the run)
     on every checkpoint, keeping compact per-row data for the selection statistics."""
-    from ..metrics.evaluation import prepare_predictions
+    from ..metrics.evaluation import _nonfinite, prepare_predictions
 
     builder = EvaluationBuilder(run, spec, max_bytes)
     guard = ValSetGuard(run)
@@ -329,7 +329,7 @@ def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) 
         problem = guard.problem(ckpt, preds)
         if problem:
             builder.drop(f"the validation set changed: {problem}")
-        if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
+        if _nonfinite(preds.output):
             builder.add(ckpt, None, None)
             continue
         prep = prepare_predictions(run, preds)
