@@ -9,8 +9,9 @@ the very same weights (the generator is set back to its state before the draws f
 block, and a stratum's draws are the same whatever the block), and only per-resample
 summaries are kept: the running pick (ties to the earlier checkpoint, as one argmax over
 all of them), its out-of-bag value, the running maximum and minimum of the centred values.
-A step of the confidence set after the first computes its ranges again, in blocks of the
-checkpoints still in the set.
+A step of the confidence set after the first computes its ranges again from the
+checkpoints still in the set: held at once when they fit in :data:`STREAM_BYTES` (the next
+steps read them), else in blocks.
 
 Only where a checkpoint's values do not depend on which others are computed with it
 (:data:`STREAM_KINDS`: confusion counts are exact sums of 0/1 features under integer
@@ -26,7 +27,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from ..metrics.spec import MetricSpec
-from .confidence import step_down
+from .confidence import _ranges, step_down
 from .gaussian import gaussian_ok
 from .intervals import _all_percentiles
 from .rows import RowData
@@ -60,6 +61,35 @@ def streams(rows: RowData, resamples: int) -> bool:
     if rows.kind not in STREAM_KINDS or rows.group_div or gaussian_ok(rows, resamples):
         return False
     return 2 * 8 * resamples * rows.data.shape[0] > STREAM_BYTES
+
+
+#: per resample, this many of the largest (and of the smallest) centred values are kept
+EXTREMES = 64
+
+
+class _Extremes:
+    """Per resample, the :data:`EXTREMES` largest values seen and their checkpoints."""
+
+    def __init__(self, resamples: int) -> None:
+        self.values = np.full((resamples, EXTREMES), -np.inf)
+        self.cols = np.full((resamples, EXTREMES), -1, dtype=np.intp)
+
+    def add(self, r0: int, values: np.ndarray, start: int) -> None:
+        """Rows ``r0:`` of a block of checkpoints ``start:`` (values (rows, block))."""
+        r1 = r0 + values.shape[0]
+        cols = np.broadcast_to(np.arange(start, start + values.shape[1]), values.shape)
+        both = np.concatenate([self.values[r0:r1], values], axis=1)
+        both_cols = np.concatenate([self.cols[r0:r1], cols], axis=1)
+        # NOTE: NaN (a resample left out of the confidence set) sorts last: never kept
+        top = np.argpartition(-both, EXTREMES - 1, axis=1)[:, :EXTREMES]
+        self.values[r0:r1] = np.take_along_axis(both, top, axis=1)
+        self.cols[r0:r1] = np.take_along_axis(both_cols, top, axis=1)
+
+    def best(self, member: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per resample, the largest kept value of a ``member`` checkpoint, and whether one
+        was kept (else the largest over the members is not known here)."""
+        alive = (self.cols >= 0) & member[np.maximum(self.cols, 0)]
+        return np.where(alive, self.values, -np.inf).max(axis=1), alive.any(axis=1)
 
 
 def _block(resamples: int) -> int:
@@ -99,6 +129,7 @@ def draws(
     high = np.full(resamples, -np.inf)
     low = np.full(resamples, np.inf)
     intervals: list[tuple[float, float] | None] = []
+    tops, bottoms = _Extremes(resamples), _Extremes(resamples)
     for start in range(0, count, block):
         stop = min(count, start + block)
         v_in, v_out = _values(rows, slice(start, stop), spec, task, resamples, rng, state, event)
@@ -122,13 +153,38 @@ def draws(
             oriented -= centre[None, start:stop]
             np.maximum(high[r0:r1], oriented.max(axis=1), out=high[r0:r1])
             np.minimum(low[r0:r1], oriented.min(axis=1), out=low[r0:r1])
+            tops.add(r0, oriented, start)
+            np.negative(oriented, out=oriented)  # exact: the smallest are the largest negated
+            bottoms.add(r0, oriented, start)
         del v_out
         intervals += _all_percentiles(v_in)
     first = (high - low)[finite]
 
+    kept: list[tuple[np.ndarray, np.ndarray]] = []  # (columns, their oriented in-bag values)
+
     def ranges_of(alive: np.ndarray) -> np.ndarray:
         if alive.shape[0] == count:
             return first
+        member = np.zeros(count, dtype=bool)
+        member[alive] = True
+        high_alive, high_ok = tops.best(member)
+        low_alive, low_ok = bottoms.best(member)
+        if (high_ok & low_ok)[finite].all():
+            # NOTE: each resample's largest and smallest centred values over the checkpoints
+            # still in the set are among the kept extremes: exact, nothing computed again
+            return (high_alive + low_alive)[finite]
+        if kept and np.isin(alive, kept[0][0]).all():
+            cols, oriented = kept[0]
+            return _ranges(oriented, centre[cols], np.searchsorted(cols, alive))
+        if alive.shape[0] * resamples * 8 <= STREAM_BYTES:
+            # NOTE: few enough left to hold: computed once, every later step reads them
+            kept.clear()
+            v_in, v_out = _values(rows, alive, spec, task, resamples, rng, state, event)
+            del v_out
+            oriented = v_in[finite]
+            oriented *= sign
+            kept.append((alive.copy(), oriented))
+            return _ranges(oriented, centre[alive], np.arange(alive.shape[0]))
         top = np.full(resamples, -np.inf)
         bottom = np.full(resamples, np.inf)
         for part in range(0, alive.shape[0], block):
