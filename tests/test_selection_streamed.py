@@ -66,3 +66,14 @@ def test_a_confidence_set_of_several_steps_is_the_same(monkeypatch):
     monkeypatch.setattr(streamed, "step_down", counted)
     _same(selection.select(evaluation, resamples=300, seed=1), whole)
     assert len(steps) >= 2  # the later steps' ranges were computed again, in blocks
+
+
+def test_the_trend_of_the_last_checkpoints_resamples_only_them(monkeypatch):
+    """stopped-too-early's trend computes the last checkpoints' values alone (issue 21:
+    every checkpoint's before): the same slope interval and p-value."""
+    from ckptaudit.stats.trend import trend_at_end
+
+    evaluation = _evaluation("accuracy", "binary", 300, 30, 9)
+    alone = trend_at_end(evaluation, resamples=300, seed=2)
+    monkeypatch.setattr(streamed, "STREAM_KINDS", ())
+    assert alone is not None and alone == trend_at_end(evaluation, resamples=300, seed=2)
