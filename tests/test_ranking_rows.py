@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import sklearn.metrics as skm
 
-from ckptaudit.metrics import kernels, ranks
+from ckptaudit.metrics import influence, kernels, ranks
 from ckptaudit.metrics.spec import parse_metric
 from ckptaudit.stats import ranking_rows, selection
 
@@ -149,7 +149,7 @@ def _data(task, n, width, rng, prevalence=0.2):
 @pytest.mark.parametrize("average", [None, "weighted", "micro", "class=1"])
 @pytest.mark.parametrize("few", [0, 10**9], ids=["argsort", "search"])
 def test_influence_is_the_derivative_of_the_weighted_metric(task, metric, average, few, monkeypatch):
-    monkeypatch.setattr(ranks, "_FEW_POSITIVES", few)  # both ways of placing the rows
+    monkeypatch.setattr(influence, "_FEW_POSITIVES", few)  # both ways of placing the rows
     rng = np.random.default_rng(11)
     n = 400
     y, out = _data(task, n, 4, rng)
@@ -160,8 +160,8 @@ def test_influence_is_the_derivative_of_the_weighted_metric(task, metric, averag
     if average and average.startswith("class"):
         spec = spec.for_run(None, task, 1, 4)
     prep = kernels.prepare(task, "probability" if task == "binary" else "logit", y, out)
-    binary = ranks.auc_influence if metric == "roc_auc" else ranks.ap_influence
-    value, infl = ranks.influence(prep, spec, binary)
+    binary = influence.auc_influence if metric == "roc_auc" else influence.ap_influence
+    value, infl = influence.influence(prep, spec, binary)
     assert value == pytest.approx(kernels.KERNELS[metric](prep, spec), abs=1e-12)
     assert abs(infl.sum()) < 1e-9  # the metric does not change when all weights scale
     step = 1e-6
@@ -169,6 +169,29 @@ def test_influence_is_the_derivative_of_the_weighted_metric(task, metric, averag
     w = np.vstack([np.ones(n), 1 + step * directions])
     exact = _exact([prep], w, spec)[:, 0]
     np.testing.assert_allclose((exact[1:] - exact[0]) / step, directions @ infl, rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "multilabel"])
+@pytest.mark.parametrize("metric", ["roc_auc", "average_precision"])
+@pytest.mark.parametrize("average", [None, "weighted", "micro"])
+@pytest.mark.parametrize("few", [0, 10**9], ids=["argsort", "search"])
+def test_value_from_the_influence_sort_is_the_kernels_bit_for_bit(task, metric, average, few, monkeypatch):
+    """Issue 21: a pass that keeps the influence takes the shown value from the same sort;
+    it must be the plain kernel's value exactly (ties, both ways of placing the rows), and
+    the influence the one computed on its own."""
+    monkeypatch.setattr(influence, "_FEW_POSITIVES", few)
+    y, out = _data(task, 3000, 5, np.random.default_rng(5))
+    spec = parse_metric(metric if average is None else f"{metric}:average={average}")
+    output = "probability" if task == "binary" else "logit"
+    plain = kernels.KERNELS[metric](kernels.prepare(task, output, y, out), spec)
+    prep = kernels.prepare(task, output, y, out)
+    influence.remember(prep, spec)
+    assert kernels.KERNELS[metric](prep, spec) == plain  # the kept value, not a second sort
+    binary = influence.auc_influence if metric == "roc_auc" else influence.ap_influence
+    alone = influence.influence(kernels.prepare(task, output, y, out), spec, binary)
+    kept = influence.recall(prep, spec)
+    assert kept[0] == alone[0]
+    np.testing.assert_array_equal(kept[1], alone[1])
 
 
 def _exact(preps, w, spec):

@@ -41,3 +41,16 @@ def test_select_memory_grows_by_one_values_pair_per_checkpoint(metric: str) -> N
     # metric's float32 product (half a pair) is freed before the rest; before
     # this change the growth was 3.5-4 pairs
     assert grown < 1.6 * pair, (grown / pair, metric)
+
+
+def test_select_memory_of_a_label_metric_is_flat_in_checkpoints(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: beyond a bound the bootstrap runs in blocks of checkpoints
+    (:mod:`ckptaudit.stats.streamed`); what still grows is per checkpoint (its entry, its
+    interval), a small fraction of the values pair."""
+    from ckptaudit.stats import streamed
+
+    monkeypatch.setattr(streamed, "STREAM_BYTES", 4 * 2**20)
+    rows, resamples, small, large = 300, 400, 3000, 9000
+    grown = _peak("recall", large, rows, resamples) - _peak("recall", small, rows, resamples)
+    pair = 2 * resamples * (large - small) * 8
+    assert grown < 0.25 * pair, grown / pair

@@ -24,6 +24,7 @@ import numpy as np
 
 from ..errors import MetricError, RunFormatError
 from ..store.reader import Checkpoint, PassReader, Predictions, Run, ValSetGuard, read_predictions
+from . import influence
 from . import kernels as metrics
 from .outcome import Outcome, OutcomeSource, fingerprint, pack_error, raise_error
 from .spec import MetricSpec, check_applies, parse_metric
@@ -33,6 +34,17 @@ from .spec import MetricSpec, check_applies, parse_metric
 #: when not scorable: unread, unreadable or non-finite outputs), the values in spec order,
 #: and the read error (None when the file was read or not needed)
 Observer = Callable[[Checkpoint, Predictions | None, "metrics.Prepared | None", tuple[float | None, ...], str | None], None]
+
+
+#: an observer may carry this attribute, ``(spec, prepared view) -> bool``: whether it keeps
+#: that metric's per-row influence (ROC AUC / average precision), which the pass then
+#: computes with the value, from one sort per column (:mod:`ckptaudit.metrics.influence`)
+WANTS_INFLUENCE = "wants_influence"
+
+
+def wants_influence(observe: object) -> Callable[[MetricSpec, metrics.Prepared], bool] | None:
+    """The :data:`WANTS_INFLUENCE` test of an observer (None: it keeps no influence)."""
+    return getattr(observe, WANTS_INFLUENCE, None)
 
 
 def observers(*each: Observer | None) -> Observer | None:
@@ -45,6 +57,9 @@ def observers(*each: Observer | None) -> Observer | None:
         for o in found:
             o(*args)
 
+    tests = [t for t in map(wants_influence, found) if t is not None]
+    if tests:
+        setattr(both, WANTS_INFLUENCE, lambda spec, prep: any(t(spec, prep) for t in tests))
     return both
 
 
@@ -133,6 +148,8 @@ class RunScorer:
         self.specs = bound
         self._custom = {s.text: _load_custom(s) for s in bound if s.source == "custom"}
         self.needs_predictions = any(s.source != "logged" for s in bound)
+        #: set by a pass whose observer keeps per-row influence (:func:`wants_influence`)
+        self.wants_influence: Callable[[MetricSpec, metrics.Prepared], bool] | None = None
 
     def score_metrics_only(self, checkpoint: Checkpoint) -> tuple[tuple[float | None, ...], tuple[str, ...]]:
         """:meth:`score` of a metrics-only checkpoint (only logged metrics: a rotation deleted
@@ -166,6 +183,10 @@ class RunScorer:
                 notes.append(f"{nonfinite} non-finite outputs (NaN/inf) in {preds.path.name}")
             else:
                 prep = prepare_predictions(self.run, preds)
+                if self.wants_influence is not None:
+                    for spec in self.specs:
+                        if self.wants_influence(spec, prep):
+                            influence.remember(prep, spec)
         for spec in self.specs:
             if spec.source == "logged":
                 value = checkpoint.logged.get(spec.name)
@@ -327,25 +348,40 @@ def iter_scores(
     checkpoints; the scores, notes and errors are the same, in the same order.
     """
     scorer = RunScorer(run, specs)
+    scorer.wants_influence = wants_influence(observe)
     if cache and any(s.group_agg is not None or s.group_name is not None for s in scorer.specs):
         cache = False  # NOTE: the cache keeps no group columns (slices, issue 24)
     if pool is not None and not pool.read_only and pool_eligible(specs, cache=cache, observe=observe):
         yield from _pooled_scores(run, scorer, pool.outcomes(run), guard=guard)
         return
     writer = None
+    key = None
+    computed: list[tuple[tuple[float | None, ...], tuple[str, ...]]] = []
     if cache and scorer.needs_predictions:
-        from ..store.cache import CacheWriter, open_cache
+        from ..store import cache as derived
 
-        cached = open_cache(run)
+        # NOTE: a user's function may change between runs: its values are never kept
+        key = None if any(s.source == "custom" for s in scorer.specs) else derived.values_key(scorer.specs)
+        stored = derived.cached_values(run, key) if key is not None and observe is None else None
+        if stored is not None:
+            # NOTE: values computed from this very cache by this version (issue 21: a warm
+            # pass reads no output at all)
+            for stored_ckpt, (stored_values, stored_notes) in zip(run.checkpoints, stored, strict=True):
+                yield CheckpointScore(run, stored_ckpt, stored_values, stored_notes)
+            return
+        cached = derived.open_cache(run)
         if cached is not None:
             # NOTE: a cache is only ever built from a run whose validation set never changed.
             for cached_ckpt, cached_preds in cached.predictions():
                 cached_values, cached_notes, cached_prep = scorer.score_prepared(cached_ckpt, cached_preds)
                 if observe is not None:
                     observe(cached_ckpt, cached_preds, cached_prep, cached_values, None)
+                computed.append((cached_values, cached_notes))
                 yield CheckpointScore(run, cached_ckpt, cached_values, cached_notes)
+            if key is not None:
+                derived.store_values(run, key, computed)
             return
-        writer = CacheWriter(run)
+        writer = derived.CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
     # NOTE: one checkpoint at a time, so its output may lie in a buffer the next read reuses
     # (observers copy what they keep); the run's checkpoints share one copy of the targets.
@@ -388,10 +424,12 @@ def iter_scores(
             values, notes, prep = scorer.score_prepared(ckpt, preds)
             if observe is not None:
                 observe(ckpt, preds, prep, values, read_note[0] if read_note else None)
+            if writer is not None:
+                computed.append((values, read_note + notes))
             yield CheckpointScore(run, ckpt, values, read_note + notes, unreadable=unreadable)
     except BaseException:
         if writer is not None:
             writer.abandon()
         raise
     if writer is not None:
-        writer.finish()
+        writer.finish(key, computed)

@@ -20,12 +20,9 @@ Multiclass logits rank by their log-softmax, computed here a block of columns at
 with the same arithmetic as :func:`ckptaudit.metrics.kernels._log_softmax` (identical
 values), so a 1000-class checkpoint never holds a second float64 copy of its outputs.
 
-**Influence values** (:func:`influence`) serve the selection statistics
-(:mod:`ckptaudit.stats.ranking_rows`): for row weights ``w`` the metric is a smooth function
-``V(w)``, and ``infl_r = dV/dw_r`` at ``w = 1`` (ROC AUC: the DeLong placement values,
-``(V10_r - AUC) / n_pos`` for a positive row, ``(V01_r - AUC) / n_neg`` for a negative one;
-average precision: the derivative of ``sum_p w_p TP_w(s_p) / All_w(s_p) / W_pos``). Both
-metrics are unchanged by scaling all weights, so ``sum_r infl_r = 0``.
+Per-row influence values of both metrics, for the selection statistics, live in
+:mod:`ckptaudit.metrics.influence`; a view on which it already computed a metric with its
+influence (one sort per column) keeps that value, and :func:`value` returns it.
 """
 
 from __future__ import annotations
@@ -147,177 +144,6 @@ def ap(pos: np.ndarray, s: np.ndarray) -> float:
     terms = np.zeros(count)
     terms[count - 1 - index[::-1]] = np.diff(np.r_[0.0, rec]) * prec
     return float(np.sum(terms))
-
-
-def _placements(ps: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """For every row: (#positives < s_r, #positives <= s_r)."""
-    return _left_right(ps, s)
-
-
-#: a column with at most this many positives places its rows by searching the sorted
-#: positives (cheap while they fit in cache); with more, by one argsort of the column
-_FEW_POSITIVES = 1024
-
-
-def _argsort(s: np.ndarray) -> np.ndarray:
-    """Any sorting permutation of ``s`` (ties in any order). float32 scores sort as one
-    uint64 key (order-preserving score bits, row index below), numpy's SIMD sort, which is
-    faster than an argsort."""
-    if s.dtype != np.float32 or s.shape[0] >= 2**32 or np.dtype(np.intp).itemsize != 8:
-        return np.argsort(s)
-    bits = s.view(np.uint32)
-    n = s.shape[0]
-    key = np.empty(n, dtype=np.uint64)
-    sign = np.uint32(0x80000000)
-    # NOTE: built a block of rows at a time and cut to the row index in place: the key is
-    # the only column-sized array (issue 21: 10^7 rows held five before)
-    for start in range(0, n, _KEY_BLOCK):
-        b = bits[start : start + _KEY_BLOCK]
-        part = key[start : start + _KEY_BLOCK]
-        part[...] = np.where(b & sign, ~b, b | sign)
-        part <<= np.uint64(32)
-        part |= np.arange(start, start + b.shape[0], dtype=np.uint64)
-    key.sort()
-    key &= np.uint64(0xFFFFFFFF)
-    return key.view(np.intp)
-
-
-#: rows per block of the sort key's construction
-_KEY_BLOCK = 1 << 20
-
-
-def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """One sort of the column, cut into runs of tied scores: (row order, each sorted row's
-    run, positive flag of each sorted row, positives per run, negatives per run)."""
-    n = s.shape[0]
-    order = _argsort(s)
-    ss = s[order]
-    mask = np.zeros(n, dtype=bool)
-    mask[pos] = True
-    flags = mask[order]
-    del mask
-    distinct = np.empty(n, dtype=bool)
-    distinct[:1] = True
-    np.not_equal(ss[1:], ss[:-1], out=distinct[1:])
-    del ss
-    if distinct.all():
-        # NOTE: no tied scores (the usual float column): each row is its own run, so the
-        # runs' counts are the flags themselves (what the general path computes, without
-        # its column-sized temporaries)
-        gp = flags.astype(np.int64)
-        gn = 1 - gp
-        return order, None, flags, gp, gn
-    starts = np.flatnonzero(distinct)
-    del distinct
-    through = np.cumsum(flags)[np.r_[starts[1:] - 1, n - 1]]  # positives up to each run's end
-    gp = np.diff(np.r_[0, through])
-    gn = np.diff(np.r_[starts, n]) - gp
-    run = None if starts.shape[0] == n else np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, n]))
-    return order, run, flags, gp, gn
-
-
-def _scatter(
-    order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray
-) -> np.ndarray:
-    """Per-row values from per-run values of the positive and the negative rows (each
-    per-run array is the caller's own: ``pos_value`` may be overwritten)."""
-    if run is not None:
-        pos_value, neg_value = pos_value[run], neg_value[run]
-    np.copyto(pos_value, neg_value, where=~flags)
-    del neg_value
-    out = np.empty(order.shape[0])
-    out[order] = pos_value
-    return out
-
-
-def auc_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
-    """ROC AUC of a column and each row's influence (DeLong placement values)."""
-    n = s.shape[0]
-    n_pos = pos.shape[0]
-    n_neg = n - n_pos
-    if n_pos == 0 or n_neg == 0:
-        return float("nan"), np.zeros(n)
-    if n_pos > _FEW_POSITIVES:
-        order, run, flags, gp, gn = _groups(pos, s)
-        # NOTE: the same integer and float operations as (2 neg_below + gn) / (2 n_neg) -
-        # value) / n_pos and ((2 pos_above + gp) / (2 n_pos) - value) / n_neg, done in place
-        # and freed as soon as used, so that few column-sized arrays live at once
-        twice = np.cumsum(gn)
-        twice -= gn  # negatives below each run
-        twice *= 2
-        twice += gn  # 2 x negatives below + negatives tied
-        del gn
-        value = float((int(np.dot(gp, twice)) / 2) / (n_pos * n_neg))
-        v10 = twice / (2.0 * n_neg)  # share of negatives below (ties half)
-        del twice
-        v10 -= value
-        v10 /= n_pos
-        above = np.cumsum(gp)
-        np.subtract(n_pos, above, out=above)  # positives above each run
-        above *= 2
-        above += gp
-        del gp
-        v01 = above / (2.0 * n_pos)  # share of positives above (ties half)
-        del above
-        v01 -= value
-        v01 /= n_neg
-        return value, _scatter(order, run, flags, v10, v01)
-    # few positives: place every row among the sorted positives (no sort of the column)
-    sp = s[pos]
-    order = np.argsort(sp)
-    ps, rows = sp[order], pos[order]
-    left, right = _placements(ps, s)
-    # a negative is below positive j when right <= j, tied with it when left <= j < right
-    # (counted over all rows, then the positives' own placements taken out)
-    below = np.cumsum(np.bincount(right, minlength=n_pos + 1) - np.bincount(right[rows], minlength=n_pos + 1))[:n_pos]
-    tied_rows = np.setdiff1d(np.flatnonzero(left < right), rows, assume_unique=True)
-    tied = np.cumsum(np.bincount(left[tied_rows], minlength=n_pos + 1) - np.bincount(right[tied_rows], minlength=n_pos + 1))
-    twice_below = 2 * below + tied[:n_pos]
-    value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
-    # negatives: the share of positives above them (ties half),
-    # ((2 n_pos - left - right) / (2 n_pos) - value) / n_neg in two passes
-    left += right
-    infl = left * (-1.0 / (2.0 * n_pos * n_neg))
-    infl += (1.0 - value) / n_neg
-    # positives: the share of negatives below them (ties half)
-    infl[rows] = (twice_below / (2.0 * n_neg) - value) / n_pos
-    return value, infl
-
-
-def ap_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:
-    """Average precision of a column and each row's influence ``dAP/dw_r``: with
-    ``prec(t) = TP(t) / All(t)`` (rows scoring >= t), a row r adds to ``All(t)`` of every
-    threshold ``t <= s_r``, and a positive also to ``TP(t)`` and to the sum's own terms."""
-    n = s.shape[0]
-    n_pos = pos.shape[0]
-    if n_pos == 0:
-        return 0.0, np.zeros(n)
-    if n_pos > _FEW_POSITIVES:
-        order, run, flags, gp, gn = _groups(pos, s)
-        lengths = gp + gn
-        at_or_above = n - (np.cumsum(lengths) - lengths)
-        tp = n_pos - (np.cumsum(gp) - gp)
-        prec = tp / at_or_above
-        value = float((gp * prec).sum() / n_pos)
-        cum_a = np.cumsum(gp / at_or_above)  # over thresholds t <= this run's score
-        cum_b = np.cumsum(gp * prec / at_or_above)
-        return value, _scatter(order, run, flags, (prec - value + cum_a - cum_b) / n_pos, -cum_b / n_pos)
-    # few positives: place every row among the sorted positives (no sort of the column)
-    sp = s[pos]
-    order = np.argsort(sp)
-    ps, rows = sp[order], pos[order]
-    _, right = _placements(ps, s)
-    # a row is below positive j when right <= j: #rows >= ps[j] = n - #rows below it
-    above = n - np.cumsum(np.bincount(right, minlength=n_pos + 1))[:n_pos]
-    # each sorted positive's precision at its own score: #pos >= t / #rows >= t
-    pos_left, _ = _runs(ps)
-    prec = (n_pos - pos_left) / above
-    value = float(prec.mean())
-    cum_a = np.r_[0.0, np.cumsum(1.0 / above)]
-    cum_b = np.r_[0.0, np.cumsum(prec / above)]
-    infl = -cum_b[right] / n_pos
-    infl[rows] += (prec - value + cum_a[right[rows]]) / n_pos
-    return value, infl
 
 
 # --------------------------------------------------------------------------- columns
@@ -454,8 +280,18 @@ def _average(spec: MetricSpec) -> str:
     return average
 
 
+#: key of a view's cache under which :mod:`ckptaudit.metrics.influence` keeps (shown value,
+#: centred value, influence) of a metric: ``(INFLUENCE_KEY, spec.text)``
+INFLUENCE_KEY = "influence"
+
+
 def value(prep: ScoreView, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], float]) -> float:
-    """The metric of a view: ``binary`` (:func:`auc` or :func:`ap`) on each column, averaged."""
+    """The metric of a view: ``binary`` (:func:`auc` or :func:`ap`) on each column, averaged
+    (or the value kept on the view with its influence: the same number, see
+    :mod:`ckptaudit.metrics.influence`)."""
+    kept = prep._cache.get((INFLUENCE_KEY, spec.text))
+    if kept is not None:
+        return kept[0]  # type: ignore[return-value]
     mode, _, each = columns(prep, spec)
     if mode in ("single", "micro"):
         pos, s = next(each())
@@ -474,41 +310,3 @@ def value(prep: ScoreView, spec: MetricSpec, binary: Callable[[np.ndarray, np.nd
     # NOTE: a class with no positive rows has weight 0 and is skipped (its own value is
     # undefined), as scikit-learn does.
     return float((np.where(weights > 0, values, 0.0) * weights).sum() / weights.sum())
-
-
-def influence(
-    prep: ScoreView, spec: MetricSpec, binary: Callable[[np.ndarray, np.ndarray], tuple[float, np.ndarray]]
-) -> tuple[float, np.ndarray]:
-    """The metric of a view and each row's influence on it (float64, shape (rows,)):
-    ``binary`` is :func:`auc_influence` or :func:`ap_influence`; averages combine the
-    columns' influences by the chain rule (weighted: supports move with the weights)."""
-    mode, n, each = columns(prep, spec)
-    if mode == "single":
-        pos, s = next(each())
-        return binary(pos, s)
-    if mode == "micro":
-        pos, s = next(each())
-        v, infl = binary(pos, s)
-        return v, infl.reshape(n, -1).sum(axis=1)
-    total = np.zeros(n)
-    per = []
-    positives = []
-    for pos, s in each():
-        v, infl = binary(pos, s)
-        per.append(v)
-        positives.append(pos)
-        if mode == "macro":
-            total += infl
-        elif pos.shape[0]:
-            total += pos.shape[0] * infl
-    values = np.array(per)
-    if mode == "macro":
-        return float(values.mean()), total / len(per)
-    support = np.array([p.shape[0] for p in positives], dtype=np.float64)
-    if not support.sum():
-        return 0.0, np.zeros(n)
-    v = float((np.where(support > 0, values, 0.0) * support).sum() / support.sum())
-    for pos, vi in zip(positives, values, strict=True):
-        if pos.shape[0]:
-            total[pos] += vi - v
-    return v, total / support.sum()

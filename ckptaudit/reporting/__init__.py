@@ -20,8 +20,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from ..auditing import DEFAULT_METRIC, RunAudit
 from ..auditing.rules import CODES
 
@@ -38,7 +36,7 @@ from ..diagnostics import diagnose as diagnose
 from ..diagnostics import reliability_curve as reliability_curve
 from ..diagnostics import roc_pr_curves as roc_pr_curves
 from ..errors import CkptauditError, MetricError, RunFormatError
-from ..metrics.evaluation import prepare_predictions, selected_modes
+from ..metrics.evaluation import _nonfinite, prepare_predictions, selected_modes
 from ..metrics.spec import MetricSpec, check_applies, parse_metric
 from ..stats import bootstrap
 from ..store.reader import Run, discover, read_predictions
@@ -312,7 +310,7 @@ def _diagnostics(
         except RunFormatError as exc:
             problems.append(str(exc))
             continue
-        if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
+        if _nonfinite(preds.output):
             continue
         roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
         out.append(diagnose(run, ckpt, roles, prepare_predictions(run, preds), spec))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from .results import LEVEL
@@ -34,12 +36,21 @@ def confidence_set_threshold(
     """:func:`confidence_set`, and the threshold of its last step: the gap to the best a
     member would have needed to leave the set (the smallest detectable difference at
     ``level``; None with a single checkpoint)."""
+    return step_down(lambda alive: _ranges(oriented, point, alive), point, winner, oriented.shape[0], level)
+
+
+def step_down(
+    ranges_of: Callable[[np.ndarray], np.ndarray], point: np.ndarray, winner: int, resamples: int, level: float = LEVEL
+) -> tuple[list[int], np.ndarray, float | None]:
+    """The elimination of :func:`confidence_set_threshold`, given ``ranges_of(alive)``: per
+    resample, the range of the centred oriented values over the ``alive`` columns (a
+    caller that does not hold every column at once computes them its own way,
+    :mod:`ckptaudit.stats.streamed`)."""
     c_count = point.shape[0]
     alive = np.arange(c_count)
     pvalues = np.ones(c_count)
     running = 0.0
     q: float | None = None
-    resamples = oriented.shape[0]
     # NOTE: a Monte Carlo test (Davison & Hinkley 1997, 4.2.5): a checkpoint leaves when
     # p = (1 + #{range >= gap}) / (B + 1) <= 1 - level, i.e. when its gap exceeds the
     # (k+1)-th largest range, k = floor((1 - level)(B + 1)) - 1. The interpolated quantile
@@ -50,7 +61,7 @@ def confidence_set_threshold(
     if k < 0:  # too few resamples for any p-value to reach 1 - level: nobody can leave
         return list(range(c_count)), pvalues, None
     while alive.size > 1:
-        ranges = _ranges(oriented, point, alive)
+        ranges = ranges_of(alive)
         gaps = point[alive].max() - point[alive]
         q = float(np.partition(ranges, resamples - 1 - k)[resamples - 1 - k])
         out = (gaps > q) & (alive != winner)

@@ -10,7 +10,7 @@ The bootstrap needs each checkpoint's metric under thousands of row-weight vecto
   (weighted tie groups, cumulative sums): the metric of the resample itself.
 * **Linearised** (everything larger): the metric is replaced by its first-order (Hajek)
   projection in the row weights, ``V(w) = V + sum_r (w_r - 1) infl_r + O(1/n)``, with
-  ``infl_r = dV/dw_r`` from :func:`ckptaudit.metrics.ranks.influence` (ROC AUC: the DeLong
+  ``infl_r = dV/dw_r`` from :func:`ckptaudit.metrics.influence.influence` (ROC AUC: the DeLong
   placement values; one-vs-rest macro/weighted/micro averages and multilabel averages by
   the chain rule; average precision: the derivative of its ratio form). The per-row data
   are ``V + n x infl_r`` as float32, a mean-type statistic (kind ``"mean"``): a weighted
@@ -45,8 +45,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..metrics import influence, ranks
 from ..metrics import kernels as metrics
-from ..metrics import ranks
 from ..metrics.spec import MetricSpec
 
 #: validation sets with at least this many rows use the linearised form
@@ -74,8 +74,9 @@ def per_row(kind: str, spec: MetricSpec, prep: metrics.Prepared) -> np.ndarray:
     columns), in the scores' own dtype: the very values the displayed metric ranks (a
     float64 score is never rounded into a tie; a logit run ranks its logits)."""
     if kind == "mean":
-        binary = ranks.auc_influence if spec.name == "roc_auc" else ranks.ap_influence
-        value, infl = ranks.influence(prep, spec, binary)
+        # NOTE: where the pass computed the value with the influence (one sort per column,
+        # :func:`ckptaudit.metrics.influence.remember`), that influence is taken here
+        value, infl = influence.recall(prep, spec)
         infl *= prep.y.shape[0]
         infl += value
         return infl.astype(np.float32)

@@ -166,6 +166,19 @@ class EvaluationBuilder:
         self.note: str | None = None if self.kind else f"{spec.text}: no per-row form for selection statistics"
         self.reads = 0
 
+    def wants_influence(self, spec: MetricSpec, prep: metrics.Prepared) -> bool:
+        """Whether this builder will keep ``spec``'s linearised per-row data of ``prep``: the
+        pass then computes the value with the influence, from one sort per column
+        (:func:`ckptaudit.metrics.influence.remember`)."""
+        return (
+            spec.text == self.spec.text
+            and spec.name in _RANKING
+            and self.kind in ("ranking", "mean")
+            and self.note is None
+            and self.max_bytes > 0
+            and ranking_rows.form(prep) == "mean"
+        )
+
     def add(self, ckpt: Checkpoint, prep: metrics.Prepared | None, value: float | None) -> None:
         """Record one checkpoint: its metric value and (when scorable) its per-row data."""
         index = len(self._ckpts)
@@ -298,7 +311,7 @@ def row_data(
 def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) -> RunEvaluation:
     """Read each of the run's val.npz files once and evaluate ``spec`` (bound to the run)
     on every checkpoint, keeping compact per-row data for the selection statistics."""
-    from ..metrics.evaluation import prepare_predictions
+    from ..metrics.evaluation import _nonfinite, prepare_predictions
 
     builder = EvaluationBuilder(run, spec, max_bytes)
     guard = ValSetGuard(run)
@@ -316,7 +329,7 @@ def evaluate_run(run: Run, spec: MetricSpec, *, max_bytes: int = MAX_ROW_BYTES) 
         problem = guard.problem(ckpt, preds)
         if problem:
             builder.drop(f"the validation set changed: {problem}")
-        if preds.output.dtype.kind == "f" and not np.isfinite(preds.output).all():
+        if _nonfinite(preds.output):
             builder.add(ckpt, None, None)
             continue
         prep = prepare_predictions(run, preds)

@@ -76,7 +76,10 @@ from ..store.reader import Run
 
 # NOTE: the statistics live in one module per concept; every name other modules and tests
 # import from here stays importable from here.
-from . import ranking_rows  # noqa: F401
+from . import (
+    ranking_rows,  # noqa: F401
+    streamed,
+)
 from .confidence import confidence_set, confidence_set_threshold  # noqa: F401
 from .gaussian import (  # noqa: F401
     _GAUSSIAN_BLOCK_ROWS,
@@ -113,6 +116,7 @@ from .rows import (  # noqa: F401
     row_data,
     row_kind,
 )
+from .streamed import Draws
 from .weighted import weighted_values  # noqa: F401
 from .weights import (  # noqa: F401
     _CHUNK_CELLS,
@@ -151,10 +155,13 @@ def _one_blas_thread() -> Any:
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
-def _resampled(rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator, event: int | None):
+def _resampled(
+    rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator, event: int | None, exact: bool = False
+):
     """In-bag and out-of-bag values (resamples, C); with an ``event`` class, a resample
-    whose in-bag or out-of-bag rows hold none of it is NaN (undefined, not 0)."""
-    if gaussian_ok(rows, resamples):
+    whose in-bag or out-of-bag rows hold none of it is NaN (undefined, not 0). ``exact``:
+    never the Gaussian sums (a block of a run's checkpoints, :mod:`ckptaudit.stats.streamed`)."""
+    if not exact and gaussian_ok(rows, resamples):
         return gaussian_values(rows, spec, task, resamples, rng)
     # NOTE: (resamples, C) float64 twice is what a sweep of many checkpoints holds: a single
     # chunk's values are used as they are (no copy), several are written into one array
@@ -209,6 +216,49 @@ def _picked(v_in: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.n
     return picked, any_finite, all_finite
 
 
+def _draws(
+    rows: RowData,
+    spec: MetricSpec,
+    task: str,
+    resamples: int,
+    rng: np.random.Generator,
+    event: int | None,
+    sign: float,
+    point: np.ndarray,
+    w_local: int,
+    values: list[float | None],
+) -> Draws:
+    """The bootstrap's :class:`~ckptaudit.stats.streamed.Draws`, every checkpoint's values
+    held at once (resamples x checkpoints, in bag and out of bag)."""
+    v_in, v_out = _resampled(rows, spec, task, resamples, rng, event)
+    # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of
+    # bag; a resample where the metric is undefined in or out of bag is left out, and counted
+    picked, any_finite, finite = _picked(v_in, sign)
+    oob_all = v_out[np.arange(v_out.shape[0]), picked]
+    del v_out
+    # model confidence set over the resamples where every checkpoint is defined
+    # NOTE: v_in itself where nothing is left out (no copy): larger-is-better as it is,
+    # smaller-is-better negated in place and back (exact: 1.0 * v is v, -(-v) is v)
+    whole = bool(finite.all())
+    flip = whole and sign != 1.0
+    oriented = v_in if whole else sign * v_in[finite]
+    if flip:
+        np.negative(v_in, out=v_in)
+    try:
+        members, pvalues, q = (
+            confidence_set_threshold(oriented, sign * point, w_local) if finite.any() else ([w_local], np.ones(len(values)), None)
+        )
+    finally:
+        if flip:
+            np.negative(v_in, out=v_in)
+    del oriented
+    if spec.name == "roc_auc":  # NOTE: only ROC AUC may replace the percentile interval
+        intervals = [_checkpoint_interval(rows, spec, v_in[:, j], v) for j, v in enumerate(values)]
+    else:
+        intervals = _all_percentiles(v_in)
+    return Draws(oob_all, any_finite, finite, members, pvalues, q, intervals)
+
+
 def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelection:
     spec = evaluation.spec
     sign = 1.0 if spec.maximize else -1.0
@@ -232,7 +282,6 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
     n = int(rows.data.shape[1])
     rng = np.random.default_rng(seed)
     event = event_class(spec, task, rows.kind)
-    v_in, v_out = _resampled(rows, spec, task, resamples, rng, event)
     scored = list(evaluation.scored)
     if rows.kind == "confusion":  # the kernels' values are exactly the per-row counts' values
         point = np.array([values[i] for i in scored], dtype=np.float64)
@@ -240,13 +289,13 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
         point = weighted_values(rows, np.ones((1, n), dtype=np.float32), spec, task)[0]
     w_local = scored.index(winner_i)
 
-    # BBC: the checkpoint each resample selects (ties to the earlier epoch), scored out of
-    # bag; a resample where the metric is undefined in or out of bag is left out, and counted
-    picked, any_finite, finite = _picked(v_in, sign)
-    oob_all = v_out[np.arange(v_out.shape[0]), picked]
-    del v_out
-    usable = np.isfinite(oob_all) & any_finite
-    oob_scores = oob_all[usable]
+    if streamed.streams(rows, resamples):
+        # NOTE: many checkpoints: their bootstrap values in blocks, never all at once
+        draws = streamed.draws(rows, spec, task, resamples, rng, event, sign, point, w_local, [values[i] for i in scored])
+    else:
+        draws = _draws(rows, spec, task, resamples, rng, event, sign, point, w_local, [values[i] for i in scored])
+    usable = np.isfinite(draws.oob_all) & draws.any_finite
+    oob_scores = draws.oob_all[usable]
     positives = None if event is None or rows.classes is None else int(np.count_nonzero(rows.classes == event))
     estimate = None
     if oob_scores.size:
@@ -266,37 +315,19 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
             too_few_positives=few,
             positives_needed=MIN_POSITIVES if few else None,
         )
-
-    # model confidence set over the resamples where every checkpoint is defined
-    # NOTE: v_in itself where nothing is left out (no copy): larger-is-better as it is,
-    # smaller-is-better negated in place and back (exact: 1.0 * v is v, -(-v) is v)
-    whole = bool(finite.all())
-    flip = whole and sign != 1.0
-    oriented = v_in if whole else sign * v_in[finite]
-    if flip:
-        np.negative(v_in, out=v_in)
-    try:
-        members, pvalues, q = (
-            confidence_set_threshold(oriented, sign * point, w_local) if finite.any() else ([w_local], np.ones(len(scored)), None)
-        )
-    finally:
-        if flip:
-            np.negative(v_in, out=v_in)
-    del oriented
+    members, pvalues, q = draws.members, draws.pvalues, draws.q
     member_names = {ckpts[scored[j]].name for j in members}
     tied = [winner] + [c.name for c in ckpts if c.name in member_names and c.name != winner]
 
     entries = []
     local = {ci: j for j, ci in enumerate(scored)}
-    intervals = _all_percentiles(v_in)
     proportions = proportion_counts(rows, spec, task)
     for i, (c, v) in enumerate(zip(ckpts, values, strict=True)):
         j = local.get(i)
         if j is None:
             entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
             continue
-        # NOTE: only ROC AUC may replace the percentile interval; the others use the batch's
-        interval = _checkpoint_interval(rows, spec, v_in[:, j], v) if spec.name == "roc_auc" else intervals[j]
+        interval = draws.intervals[j]
         if proportions is not None and proportions[1][j] > 0 and v is not None:
             # NOTE: one proportion: the Wilson interval of its own counts (the percentile
             # bootstrap of a proportion under-covers with few events: 71-81% for recall at

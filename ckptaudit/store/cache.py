@@ -14,6 +14,12 @@ one checkpoint's slice at a time, into one buffer reused from checkpoint to chec
 memory stays bounded as without the cache. Building it writes each checkpoint's outputs
 to the file as they are read (plain file writes, not a memory map whose dirty pages would
 stay in the process until the end), so a build holds one checkpoint in memory too.
+
+The metric values a pass computed from the cached arrays are kept beside them
+(``values.json``, issue 21), keyed by the bound metric specs and the ckptaudit version: a
+warm pass with the same metrics, whose cache is still valid by the same test, takes every
+checkpoint's values and notes from there without reading the outputs again (the values are
+derived from the very arrays the cache holds, by the same code).
 """
 
 from __future__ import annotations
@@ -35,6 +41,9 @@ from .safeio import npy_layout, read_json, read_npy, zip_fingerprint
 
 CACHE_DIR = ".ckptaudit-cache"
 VERSION = 3
+#: the stored metric values, and how many metric combinations one run's cache keeps
+VALUES_FILE = "values.json"
+MAX_VALUE_KEYS = 16
 
 
 def fingerprint(run: Run) -> list[list[Any]] | None:
@@ -144,8 +153,8 @@ class CachedRun:
                 yield ckpt, Predictions(path=ckpt.split_file("val"), target=self.target, output=output, ids=self.ids)
 
 
-def open_cache(run: Run) -> CachedRun | None:
-    """The run's cache if it exists and matches the run's files, else None."""
+def _valid_index(run: Run) -> dict[str, Any] | None:
+    """The cache's index when the cache exists and matches the run's files, else None."""
     folder = run.path / CACHE_DIR
     try:
         index = read_json(folder / "index.json")  # a FIFO there blocked `rank --cache` for ever
@@ -154,6 +163,81 @@ def open_cache(run: Run) -> CachedRun | None:
     if not isinstance(index, dict):
         return None
     if index.get("version") != VERSION or index.get("run") != run_key(run) or not _unchanged(run, index, folder):
+        return None
+    return index
+
+
+def values_key(specs: Any) -> str:
+    """The key of a pass's stored values: its bound metric specs and the ckptaudit version
+    (a kernel that changes between versions never serves an old value)."""
+    import hashlib
+
+    from .. import __version__
+
+    return hashlib.sha256(f"{__version__}\n{[repr(s) for s in specs]!r}".encode()).hexdigest()
+
+
+def _read_values(folder: Path) -> dict[str, Any]:
+    try:
+        stored = read_json(folder / VALUES_FILE)
+    except (OSError, CkptauditError):
+        return {}
+    return stored if isinstance(stored, dict) else {}
+
+
+def cached_values(run: Run, key: str) -> list[tuple[tuple[float | None, ...], tuple[str, ...]]] | None:
+    """Each checkpoint's (values, notes) stored under ``key`` (:func:`values_key`) when the
+    cache is valid for the run's files as they are now, else None. No output is read."""
+    if _valid_index(run) is None:
+        return None
+    entry = _read_values(run.path / CACHE_DIR).get(key)
+    if not isinstance(entry, dict) or entry.get("checkpoints") != [c.name for c in run.checkpoints]:
+        return None
+    rows = entry.get("scores")
+    if not isinstance(rows, list) or len(rows) != len(run.checkpoints):
+        return None
+    out = []
+    for row in rows:
+        if not (isinstance(row, list) and len(row) == 2 and isinstance(row[0], list) and isinstance(row[1], list)):
+            return None
+        values, notes = row
+        if not all(v is None or isinstance(v, (int, float)) for v in values) or not all(isinstance(n, str) for n in notes):
+            return None
+        out.append((tuple(None if v is None else float(v) for v in values), tuple(notes)))
+    return out
+
+
+def _entry(run: Run, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]]) -> dict[str, Any]:
+    return {"checkpoints": [c.name for c in run.checkpoints], "scores": [[list(v), list(n)] for v, n in scores]}
+
+
+def store_values(run: Run, key: str, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]]) -> None:
+    """Keep a pass's (values, notes) per checkpoint under ``key`` in the run's valid cache
+    (written atomically; nothing when the cache is gone or no longer valid)."""
+    folder = run.path / CACHE_DIR
+    if len(scores) != len(run.checkpoints) or _valid_index(run) is None:
+        return
+    stored = _read_values(folder)
+    stored.pop(key, None)
+    while len(stored) >= MAX_VALUE_KEYS:
+        stored.pop(next(iter(stored)))
+    stored[key] = _entry(run, scores)
+    tmp = folder / f"{VALUES_FILE}.{uuid.uuid4().hex[:8]}.tmp"
+    try:
+        tmp.write_text(json.dumps(stored), encoding="utf-8")
+        os.replace(tmp, folder / VALUES_FILE)
+    except OSError:
+        try:
+            tmp.unlink()
+        except OSError:
+            pass
+
+
+def open_cache(run: Run) -> CachedRun | None:
+    """The run's cache if it exists and matches the run's files, else None."""
+    folder = run.path / CACHE_DIR
+    index = _valid_index(run)
+    if index is None:
         return None
     try:
         cached = CachedRun(run, folder, index)
@@ -229,22 +313,28 @@ class CacheWriter:
         self.out = None
         shutil.rmtree(self.tmp, ignore_errors=True)  # NOTE: our own temporary folder only
 
-    def finish(self) -> None:
-        """Publish the cache if every checkpoint was added and nothing changed meanwhile."""
+    def finish(
+        self, key: str | None = None, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]] | None = None
+    ) -> bool:
+        """Publish the cache if every checkpoint was added and nothing changed meanwhile
+        (True when published), with the pass's (values, notes) per checkpoint under ``key``
+        (:func:`values_key`) when given."""
         if not self.ok or self.out is None or self.count != len(self.run.checkpoints):
             self.abandon()
-            return
+            return False
         try:
             self.out.close()
         except OSError:
             self.out = None
             self.abandon()
-            return
+            return False
         self.out = None
         if fingerprint(self.run) != self.expected or run_key(self.run) != self.run_key or self.run_key is None:
             self.abandon()
-            return
+            return False
         index = {"version": VERSION, "run": self.run_key, "checkpoints": self.expected}
+        if key is not None and scores is not None and len(scores) == len(self.run.checkpoints):
+            (self.tmp / VALUES_FILE).write_text(json.dumps({key: _entry(self.run, scores)}), encoding="utf-8")
         (self.tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
         final = self.run.path / CACHE_DIR
         try:
@@ -253,3 +343,5 @@ class CacheWriter:
             os.rename(self.tmp, final)
         except OSError:
             self.abandon()
+            return False
+        return True

@@ -234,6 +234,8 @@ def _metric_observer(
         if not per_row and prep is not None and values[k] is not None:
             intervals[ckpt.name] = bootstrap.interval(spec, prep, resamples=resamples, seed=seed)
 
+    if per_row and hasattr(builder, "wants_influence"):
+        observe.wants_influence = builder.wants_influence  # type: ignore[attr-defined]  # one sort per column
     return observe
 
 

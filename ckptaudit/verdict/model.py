@@ -149,7 +149,15 @@ class Verdict:
 
     def index(self, name: str | None) -> int | None:
         """Position of checkpoint ``name`` in :attr:`checkpoints`, or None."""
-        return next((i for i, s in enumerate(self.scores) if s.checkpoint.name == name), None)
+        # NOTE: a dict made once, not a scan per call: rank --ci asks for every row
+        # (issue 21: 20,000 checkpoints made it 4 x 10^8 comparisons, most of the verb's time)
+        positions = self.__dict__.get("_positions")
+        if positions is None:
+            positions = {}
+            for i, s in enumerate(self.scores):
+                positions.setdefault(s.checkpoint.name, i)  # the first, as the scan found
+            self.__dict__["_positions"] = positions
+        return positions.get(name) if name is not None else None
 
     def metric(self, text: str) -> MetricVerdict:
         """The :class:`MetricVerdict` of metric spec ``text``."""
