@@ -132,9 +132,9 @@ def test_every_fifth_request_failing_gives_the_same_result(s3_server, tmp_path, 
         local = twin(tmp_path, monkeypatch, "fraud", url)
         same(local, url, ["rank", "-m", "recall", "-f", "json"])
         # objects above the batch size stream to disk one by one: the same result
-        from ckptaudit.store import mirror
+        from ckptaudit.store import remotelist
 
-        monkeypatch.setattr(mirror, "BATCH_BYTES", 4096)
+        monkeypatch.setattr(remotelist, "BATCH_BYTES", 4096)
         same(local, url, ["rank", "-m", "recall", "-f", "json"])
         assert proxy.stats()["requests"] >= 5  # the faults were met (and retried)
     finally:
