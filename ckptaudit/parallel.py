@@ -241,6 +241,24 @@ def _read_block(task: tuple[tuple[int, int, int], ...]) -> list[tuple[int, int, 
     return out
 
 
+def run_block(state: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool], task: Any, read_only: bool) -> list[Any]:
+    """What one worker does with one block (:func:`_score_block`, or :func:`_read_block`
+    with ``read_only``) under ``state`` (runs, specs, guard, read_all), in this process:
+    for other engines' workers (:mod:`ckptaudit.engines.ray_pool`), which pass the same
+    ``state`` object for every block of a pass."""
+    global _STATE
+    if _STATE is not state:
+        _STATE = state
+        _SCORERS.clear()
+    return (_read_block if read_only else _score_block)(task)
+
+
+def blocks(sizes: Sequence[int], jobs: int, read_only: bool) -> list[tuple[tuple[int, int, int], ...]]:
+    """The (run, first, stop) blocks of a pass over runs of ``sizes`` checkpoints for
+    ``jobs`` workers, as the pool cuts them (a read-ahead's of at most :data:`READ_AHEAD_BLOCK`)."""
+    return _blocks(sizes, jobs, READ_AHEAD_BLOCK if read_only else None)
+
+
 def _blocks(sizes: Sequence[int], jobs: int, most: int | None = None) -> list[tuple[tuple[int, int, int], ...]]:
     """Consecutive (run, first, stop) segments grouped into about jobs x 8 blocks (of at
     most ``most`` checkpoints); a block never splits a small run, and a big run is split

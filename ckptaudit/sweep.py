@@ -137,9 +137,17 @@ def start_pool(
 ) -> ScorePool | None:
     """A :class:`~ckptaudit.parallel.ScorePool` over ``runs`` when more than one worker is
     asked for or pays (:func:`~ckptaudit.parallel.resolve_jobs`), else None. A read-ahead
-    pool (``read_only``) only for small prediction files (they travel back pickled)."""
+    pool (``read_only``) only for small prediction files (they travel back pickled). Under
+    ``--engine ray`` (:mod:`ckptaudit.engines`) a :class:`~ckptaudit.engines.ray_pool.RayPool`
+    instead, always."""
+    from .engines import current
     from .parallel import READ_AHEAD_MAX_FILE, ScorePool, requested_jobs, resolve_jobs
 
+    if current().ray:  # NOTE: Ray tasks do the workers' work on the cluster, whatever the size (--jobs is ignored)
+        from .engines.ray_pool import RayPool
+
+        has_work = any(len(r.checkpoints) for r in runs)
+        return RayPool(runs, specs, guard=guard, read_all=read_all, read_only=read_only) if has_work else None  # type: ignore[return-value]
     # NOTE: a read-ahead only on request (--jobs, CKPTAUDIT_JOBS): where observers feed the
     # selection statistics, they, not the reads, take the time (HPO sweep, rank --ci: 40 s
     # of CPU in this process either way), so starting workers did not pay.

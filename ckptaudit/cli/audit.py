@@ -9,7 +9,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import _emit, _finish
-from .options import FailOn, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, FailOn, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
 
 
 class AuditFormat(str, Enum):
@@ -54,6 +54,8 @@ def audit(
         float, typer.Option(help="Share of checkpoints tied with the winner that makes winner-within-noise a warning.")
     ] = 0.3,
     strict: StrictOpt = False,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
 ) -> None:
     """Flag the accuracy paradox, leakage, overfitting and selection noise, with the numbers.
 
@@ -62,6 +64,7 @@ def audit(
     from ..auditing import AuditOptions
     from ..auditing.finding import check_codes
     from ..audits import audit_paths
+    from ..engines import use as use_engine
     from ..render import render
     from ..views import findings_document
 
@@ -81,7 +84,8 @@ def audit(
         select=tuple(check_codes(select, "--select")),
         ignore=tuple(check_codes(ignore, "--ignore")),
     )
-    report = audit_paths(paths, options)
+    with use_engine(engine.value, address):
+        report = audit_paths(paths, options)
     _emit(render(findings_document(report.findings, report.problems, fail_on.value), fmt.value))
     _finish(report.problems, report.skipped, strict)
     if report.failed(fail_on.value):

@@ -10,7 +10,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import _emit, _finish
-from .options import FailOn, ModeOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, FailOn, ModeOpt, StrictOpt
 
 
 class CheckFormat(str, Enum):
@@ -76,6 +76,8 @@ def check(
     max_slice_regression: Annotated[
         float | None, typer.Option("--max-slice-regression", help="Most any slice's accuracy may drop from the baseline's.")
     ] = None,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
 ) -> None:
     """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
 
@@ -83,6 +85,7 @@ def check(
     """
     from ..auditing.finding import check_codes
     from ..config import resolve_policy
+    from ..engines import use as use_engine
     from ..gate import check as run_gate
     from ..render import render
     from ..views import gate_document
@@ -105,7 +108,8 @@ def check(
         max_negative_flip_rate=max_negative_flip_rate,
         max_slice_regression=max_slice_regression,
     )
-    result = run_gate(path, policy, chosen)
+    with use_engine(engine.value, address):
+        result = run_gate(path, policy, chosen)
     _emit(render(gate_document(result), fmt.value))
     _finish((), result.skipped, strict)
     if not result.passed:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .application import _emit, _finish
-from .options import ModeOpt, PathsArg, SeedOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, ModeOpt, PathsArg, SeedOpt, StrictOpt
 
 
 class CombineFormat(str, Enum):
@@ -91,6 +91,8 @@ def combine(
         bool, typer.Option("--trust-pickle", help="With --model: allow weights files that need pickle (runs their code).")
     ] = False,
     strict: StrictOpt = False,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
 ) -> None:
     """Combine checkpoints (ensembles of saved predictions) and adopt one only when it helps beyond noise.
 
@@ -105,6 +107,7 @@ def combine(
     import json
 
     from ..combining import combine as combine_runs
+    from ..engines import use as use_engine
     from ..errors import UsageError
 
     if (data is not None or train_data is not None) and model is None:
@@ -121,9 +124,10 @@ def combine(
             batch_size=batch_size,
             trust_pickle=trust_pickle,
         )
-    report = combine_runs(
-        paths, metric, mode=mode, resamples=resamples, seed=seed, write=write, dry_run=dry_run, across=across, **extra
-    )
+    with use_engine(engine.value, address):
+        report = combine_runs(
+            paths, metric, mode=mode, resamples=resamples, seed=seed, write=write, dry_run=dry_run, across=across, **extra
+        )
     if fmt is CombineFormat.json:
         _emit(json.dumps({"runs": [r.to_dict() for r in report.results]}, indent=2) + "\n")
     else:

@@ -17,6 +17,7 @@ import typer
 from ..errors import UsageError
 from ..exitcodes import ExitCode
 from .application import handle_errors, say
+from .options import Engine
 
 
 class ImportFormat(str, Enum):
@@ -31,11 +32,6 @@ class Framework(str, Enum):
     files = "files"
     raytune = "raytune"
     optuna = "optuna"
-
-
-class Engine(str, Enum):
-    local = "local"
-    ray = "ray"
 
 
 TrustOpt = Annotated[

@@ -68,3 +68,29 @@ JobsOpt = Annotated[
         "up to 4 when the sweep is big enough; 1 = one process, 0 = automatic). The output is the same.",
     ),
 ]
+
+
+class Engine(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+EngineOpt = Annotated[
+    Engine,
+    typer.Option(
+        "--engine",
+        help="Where checkpoints are read and scored: local (this machine's processes) or ray (tasks on a Ray cluster "
+        "that sees the runs at the same paths; pip install 'ckptaudit[ray]'). The output is the same.",
+    ),
+]
+
+
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        help="With --engine ray: the cluster, HOST:PORT (the head's GCS port) or ray://HOST:PORT "
+        "(default: RAY_ADDRESS, else a Ray running on this machine, else a local Ray started for the command).",
+        show_default=False,
+    ),
+]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .application import _emit, _finish, _report_left_out
-from .options import JobsOpt, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, JobsOpt, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
 
 
 class PickFormat(str, Enum):
@@ -33,6 +33,8 @@ def pick(
     ] = False,
     strict: StrictOpt = False,
     jobs: JobsOpt = None,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
 ) -> None:
     """Choose the best checkpoint (per run, or --across a sweep) and record why.
 
@@ -40,6 +42,7 @@ def pick(
     run, checkpoint, metric, value, 95% interval, findings and sha256 of every weights file,
     and the checkpoint is pinned in its run (prune keeps it until `ckptaudit unpin`).
     """
+    from ..engines import use as use_engine
     from ..errors import UsageError
     from ..picking import choose_report, place
     from ..render import render
@@ -48,7 +51,8 @@ def pick(
 
     if link is not None and copy is not None:
         raise UsageError("give --link or --copy, not both")
-    report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, jobs=jobs)
+    with use_engine(engine.value, address):
+        report = choose_report(paths, metric, mode=mode, across=across, resamples=resamples, seed=seed, jobs=jobs)
     picks = list(report.picks)
     if link is not None or copy is not None:
         if len(picks) != 1:

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from .application import _emit, _finish
-from .options import JobsOpt, MetricOpt, ModeOpt, PathsArg, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, JobsOpt, MetricOpt, ModeOpt, PathsArg, StrictOpt
 
 
 class RankFormat(str, Enum):
@@ -55,12 +55,15 @@ def rank(
             "worst group, with 95% intervals (docs/slices.md).",
         ),
     ] = None,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
 ) -> None:
     """Re-score every checkpoint under any metric and order them best first.
 
     Ties go to the earlier epoch. Checkpoints that cannot be scored are listed last with
     the reason; unreadable input still exits 2 after the table is printed.
     """
+    from ..engines import use as use_engine
     from ..progress import progress_bar
     from ..ranking import rank_checkpoints
     from ..render import render
@@ -79,18 +82,19 @@ def rank(
         rows = rank_by_group(paths, metric[0], mode=mode, resamples=resamples)
         _emit(render(slice_document(rows, metric[0]), fmt.value))
         return
-    ranking = rank_checkpoints(
-        paths,
-        metric,
-        mode=mode,
-        top=top,
-        per_run=per_run,
-        progress=progress_bar("scoring"),
-        cache=cache,
-        ci=ci,
-        resamples=resamples,
-        jobs=jobs,
-        flags=flags,
-    )
+    with use_engine(engine.value, address):
+        ranking = rank_checkpoints(
+            paths,
+            metric,
+            mode=mode,
+            top=top,
+            per_run=per_run,
+            progress=progress_bar("scoring"),
+            cache=cache,
+            ci=ci,
+            resamples=resamples,
+            jobs=jobs,
+            flags=flags,
+        )
     _emit(render(ranking_document(ranking, show_ci=ci, show_flags=flags), fmt.value))
     _finish(ranking.problems, ranking.skipped, strict)

@@ -14,7 +14,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import handle_errors, say
-from .options import MetricOpt, ModeOpt, OutputOpt, PathsArg
+from .options import AddressOpt, Engine, EngineOpt, MetricOpt, ModeOpt, OutputOpt, PathsArg
 
 
 def report(
@@ -30,6 +30,8 @@ def report(
     ] = False,
     config: Annotated[Path | None, typer.Option("--config", help="Policy file for --gate (implies --gate).")] = None,
     title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
+    engine: EngineOpt = Engine.local,
+    address: AddressOpt = None,
 ) -> None:
     """Write an HTML report: curves, the decision, findings and diagnostics, in one offline file.
 
@@ -38,6 +40,7 @@ def report(
     show). Exit 2 when some input could not be read (the file is still written, with the
     problem in it).
     """
+    from ..engines import use as use_engine
     from ..reporting import build_report
 
     policy = None
@@ -45,7 +48,8 @@ def report(
         from ..config import resolve_policy
 
         policy = resolve_policy(config, metric=metric[0] if metric else None, mode=mode)
-    result = build_report(paths, metric, mode=mode, resamples=resamples, seed=seed, policy=policy, title=title)
+    with use_engine(engine.value, address):
+        result = build_report(paths, metric, mode=mode, resamples=resamples, seed=seed, policy=policy, title=title)
     if output.suffix.lower() == ".json":
         from ..render.report_json import write_json
 

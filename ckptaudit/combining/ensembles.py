@@ -11,13 +11,16 @@ turns the mean back into what the run's ``output`` says a ``val.npz`` holds.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from ..engines import read_ahead
 from ..errors import RunFormatError
 from ..metrics.evaluation import prepare_predictions
+from ..metrics.outcome import raise_error
 from ..store.reader import META_FILE, Checkpoint, PassReader, Run, ValSetGuard
 
 #: meta.json ``kind`` of a checkpoint ckptaudit combined from others
@@ -63,18 +66,32 @@ def load_members(run: Run, minimum: int = 2) -> Members:
     fewer than ``minimum`` remain. Checkpoints without val.npz or with non-finite outputs are
     left out with a note."""
     reader, guard = PassReader(run), ValSetGuard(run)
+    # NOTE: under --engine ray the files are read (and checked) in Ray tasks, ahead of this loop
+    pool = read_ahead([run], [()], guard=True, read_all=True)
+    try:
+        return _members(run, minimum, reader, guard, None if pool is None else pool.outcomes(run))
+    finally:
+        if pool is not None:
+            pool.close()
+
+
+def _members(run: Run, minimum: int, reader: PassReader, guard: ValSetGuard, ahead: Iterator[Any] | None) -> Members:
+    """:func:`load_members`' loop (``ahead``: a read-ahead's items, one per checkpoint)."""
     kept: list[Checkpoint] = []
     arrays: list[np.ndarray] = []
     notes: list[str] = []
     first = None
     eps = float(np.finfo(np.float64).eps)
     for ckpt in run.checkpoints:
+        fetched = next(ahead) if ahead is not None else None
         if combination_of(ckpt) is not None:
             continue
         if ckpt.metrics_only or not ckpt.has_split("val"):
             notes.append(f"{ckpt.name}: no val.npz, not a candidate")
             continue
-        preds = reader.read(ckpt)
+        if fetched is not None and fetched[0] == "error":
+            raise_error(fetched[1])
+        preds = fetched[1] if fetched is not None else reader.read(ckpt)
         guard.check(ckpt, preds)
         prep = prepare_predictions(run, preds)
         # NOTE: stored float32 probabilities stay float32 (no float64 copy of a 50k x 100 output)

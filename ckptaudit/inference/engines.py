@@ -1,44 +1,50 @@
 """Where checkpoints are predicted: this process, a local process pool, or Ray.
 
-Every engine returns each checkpoint's outputs to this process, which hands them to the
-caller's ``on_result`` (``predict`` checks them and writes them through its one atomic
-writer); workers never write into the run, so a Ray cluster needs no shared writable file
-system (it must be able to read the weights files, and import the ``--model`` function).
+Each checkpoint's outputs are checked and written by the caller's ``write(job, datasets,
+outputs)`` (``predict``'s atomic writer, :class:`ckptaudit.inference.predict.SplitWriter`),
+and ``on_result`` gets what was written per split (or the checkpoint's one-line error). The
+local engines write in this process; the Ray engine writes from its workers, where the
+outputs were made (the run folder must be on a file system the workers share, as it is on
+a local cluster), and only the per-split result travels back.
 
-This module knows a predictor only by its two methods, ``load(weights)`` and
-``run(data, progress)``, and builds it with the ``make_predictor`` the caller passes (a
-module-level class, so it pickles by reference into pool workers and Ray tasks): it never
-imports :mod:`.predict`, which calls into it.
+This module knows a predictor only by its methods, ``load(weights, state=None)``,
+``run(data, progress)`` and, optionally, ``read_weights(weights)`` (the file read ahead,
+off the model), and builds it with the ``make_predictor`` the caller passes (a module-level
+class, so it pickles by reference into pool workers and Ray actors): it never imports
+:mod:`.predict`, which calls into it.
 
 - ``local``, one worker: checkpoints one after another, with a progress bar per checkpoint.
 - ``local``, ``--workers N``: a spawn-started process pool; each worker builds the model and
   receives the data once, then takes checkpoints one by one. With several GPUs, worker i uses
   GPU i mod count. Torch threads are divided between workers.
-- ``ray``: one task per checkpoint (``num_gpus=1`` when the cluster has GPUs), the data put
-  in Ray's object store once. ``ray.init(address=...)`` or a local instance; an instance this
-  process already started is reused.
+- ``ray``: one model-holding actor per worker (:mod:`.ray_predict`): the model is built once
+  per actor and each checkpoint's weights are swapped into it, the next checkpoint's weights
+  read while this one predicts; the data put in Ray's object store once.
+  ``ray.init(address=...)`` or a local instance; an instance this process already started is reused.
 """
 
 from __future__ import annotations
 
-import math
 import os
-import re
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+# NOTE: reaching a cluster is shared with the read-heavy verbs' Ray engine; the names stay importable from here.
+from ..engines.raycluster import RAY_CONNECT_ENV as RAY_CONNECT_ENV
+from ..engines.raycluster import reachable as reachable
 from ..errors import CkptauditError, UsageError
 
 if TYPE_CHECKING:  # NOTE: types only: predict (and its predictor) call into this module, never the reverse
     from .predictor import Job, Options, PredictData
 
-#: what an engine reports per job: (job, outputs per split or None, seconds, error or None)
-OnResult = Callable[["Job", "Mapping[str, np.ndarray] | None", float, "str | None"], None]
+#: what an engine reports per job: (job, per split None (written) or why it was not, or None
+#: when the checkpoint failed; seconds; the checkpoint's error or None)
+OnResult = Callable[["Job", "Mapping[str, str | None] | None", float, "str | None"], None]
+#: checks and writes a job's outputs: per split None (written) or why it was not
+Write = Callable[["Job", "Mapping[str, PredictData]", "Mapping[str, np.ndarray]"], "Mapping[str, str | None]"]
 
 
 def _build(make_predictor: Callable[..., Any], options: Options, device: str | None = None) -> Any:
@@ -59,10 +65,18 @@ def _build(make_predictor: Callable[..., Any], options: Options, device: str | N
 
 
 def predict_job(
-    predictor: Any, job: Job, datasets: Mapping[str, PredictData], progress: Callable[[int, int], None] | None = None
+    predictor: Any,
+    job: Job,
+    datasets: Mapping[str, PredictData],
+    progress: Callable[[int, int], None] | None = None,
+    state: Any = None,
 ) -> dict[str, np.ndarray]:
-    """Load one checkpoint and predict each split it lacks; returns ``{split: output}``."""
-    predictor.load(job.weights)
+    """Load one checkpoint (``state``: its weights already read, by ``read_weights``) and
+    predict each split it lacks; returns ``{split: output}``."""
+    if state is None:
+        predictor.load(job.weights)
+    else:
+        predictor.load(job.weights, state)
     return {split: predictor.run(datasets[split], progress) for split in job.splits}
 
 
@@ -79,12 +93,14 @@ def _describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def _predicted(predictor: Any, job: Job, datasets: Mapping[str, PredictData], bar: Any = None) -> tuple[Any, str | None]:
+def _predicted(
+    predictor: Any, job: Job, datasets: Mapping[str, PredictData], bar: Any = None, state: Any = None
+) -> tuple[Any, str | None]:
     """``(outputs, None)``, or ``(None, why)`` when this checkpoint failed: a problem with its
     files, or the model raised while loading its weights or predicting (user code: reported
     for this checkpoint, the others go on)."""
     try:
-        return predict_job(predictor, job, datasets, bar), None
+        return predict_job(predictor, job, datasets, bar, state), None
     except CkptauditError as exc:
         return None, _describe(exc)
     except Exception as exc:
@@ -98,26 +114,30 @@ def run_jobs(
     make_predictor: Callable[..., Any],
     on_result: OnResult,
     *,
+    write: Write,
     workers: int = 1,
     engine: str = "local",
     address: str | None = None,
     progress: Callable[[int, int], None] | None = None,
     checkpoint_progress: Callable[[str], Callable[[int, int], None] | None] | None = None,
 ) -> None:
-    """Predict every job with the chosen engine; ``on_result`` receives each job's outputs
-    (or its one-line error) as soon as it is done, in this process."""
+    """Predict every job with the chosen engine, ``write`` its outputs; ``on_result``
+    receives what was written (or the job's one-line error) as soon as it is done, in this process."""
     if engine == "ray":
-        _run_ray(jobs, datasets, options, make_predictor, on_result, address=address, workers=workers, progress=progress)
+        from .ray_predict import run_ray
+
+        run_ray(jobs, datasets, options, make_predictor, on_result, write, address=address, workers=workers, progress=progress)
         return
     if workers > 1 and len(jobs) > 1:
-        _run_pool(jobs, datasets, options, make_predictor, on_result, workers=workers, progress=progress)
+        _run_pool(jobs, datasets, options, make_predictor, on_result, write, workers=workers, progress=progress)
         return
     predictor = _build(make_predictor, options)
     for done, job in enumerate(jobs, 1):
         start = time.perf_counter()
         bar = checkpoint_progress(job.checkpoint) if checkpoint_progress is not None else None
         outputs, error = _predicted(predictor, job, datasets, bar)
-        on_result(job, outputs, 0.0 if error else time.perf_counter() - start, error)
+        seconds = 0.0 if error else time.perf_counter() - start
+        on_result(job, None if outputs is None else write(job, datasets, outputs), seconds, error)
         if progress is not None:
             progress(done, len(jobs))
 
@@ -164,6 +184,7 @@ def _run_pool(
     options: Options,
     make_predictor: Callable[..., Any],
     on_result: OnResult,
+    write: Write,
     *,
     workers: int,
     progress: Callable[[int, int], None] | None,
@@ -183,7 +204,8 @@ def _run_pool(
                 outputs, seconds, error, broken = fut.result()
                 if broken:
                     raise UsageError(error or "a predict worker could not start")
-                on_result(futures[fut], outputs, seconds, error)
+                job = futures[fut]
+                on_result(job, None if outputs is None else write(job, datasets, outputs), seconds, error)
                 if progress is not None:
                     progress(done, len(jobs))
     except Exception as exc:
@@ -193,135 +215,3 @@ def _run_pool(
         # re-raised here carries the worker's message (its traceback is not shown).
         cause = exc.__cause__ or exc
         raise CkptauditError(f"a predict worker failed: {_describe(cause)}") from None
-
-
-# --------------------------------------------------------------------------- ray
-
-#: the environment variable that bounds how long reaching a Ray cluster may take (seconds)
-RAY_CONNECT_ENV = "CKPTAUDIT_RAY_CONNECT_TIMEOUT"
-_RAY_ADDRESS = re.compile(r"(?:ray://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9.-]{0,252}))?:([0-9]{1,5})")
-#: the client preface of HTTP/2 and an empty SETTINGS frame: a gRPC server (Ray's GCS and
-#: its client server both are) answers it with a SETTINGS frame of its own
-_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
-
-
-def _connect_timeout() -> float:
-    raw = os.environ.get(RAY_CONNECT_ENV, "").strip()
-    if not raw:
-        return 10.0
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value <= 0:
-        raise UsageError(f"{RAY_CONNECT_ENV} must be a number of seconds > 0, got {raw!r}")
-    return value
-
-
-def reachable(address: str, option: str = "--address") -> None:
-    """Check, within ``CKPTAUDIT_RAY_CONNECT_TIMEOUT`` seconds (10 by default), that a Ray
-    cluster could answer at ``address`` (``HOST:PORT`` or ``ray://HOST:PORT``): the address
-    is well formed, the port accepts a connection and speaks gRPC's HTTP/2. ``ray.init``
-    itself retries an unreachable address for minutes, printing a warning every few
-    seconds; this makes it one line instead, at once."""
-    import socket
-
-    m = _RAY_ADDRESS.fullmatch(address)
-    port = int(m.group(2)) if m else 0
-    if m is None or not m.group(1) or not 1 <= port <= 65535:
-        raise UsageError(
-            f"{option} {address!r}: write HOST:PORT (the Ray head's GCS port, often 6379), ray://HOST:PORT, auto or local"
-        )
-    host = m.group(1).strip("[]")
-    timeout = _connect_timeout()
-    try:
-        with socket.create_connection((host, port), timeout=timeout) as conn:
-            conn.settimeout(timeout)
-            conn.sendall(_H2_PREFACE)
-            frame = b""
-            while len(frame) < 9:
-                got = conn.recv(9 - len(frame))
-                if not got:
-                    break
-                frame += got
-    except (OSError, UnicodeError) as exc:
-        why = "no answer" if isinstance(exc, TimeoutError) else (getattr(exc, "strerror", None) or str(exc) or type(exc).__name__)
-        raise UsageError(f"{option} {address}: no Ray cluster reachable there within {timeout:g} s ({why})") from None
-    # NOTE: a cluster using TLS (RAY_USE_TLS) answers the preface with a TLS alert instead.
-    tls = os.environ.get("RAY_USE_TLS", "").strip().lower() in ("1", "true", "yes")
-    if not tls and (len(frame) < 9 or frame[3] != 0x04):
-        raise UsageError(f"{option} {address}: something answers there, but not a Ray cluster (no gRPC answer)")
-
-
-def _ray_task(
-    options: Options, datasets: Mapping[str, PredictData], job: Job, paths: list[str], make_predictor: Callable[..., Any]
-) -> tuple[Any, float, str | None]:
-    for p in reversed(paths):
-        if p not in sys.path:
-            sys.path.insert(0, p)
-    import torch
-
-    device = options.device
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    start = time.perf_counter()
-    try:
-        predictor = _build(make_predictor, options, device)
-    except CkptauditError as exc:
-        return None, 0.0, _describe(exc)
-    outputs, error = _predicted(predictor, job, datasets)
-    return outputs, 0.0 if error else time.perf_counter() - start, error
-
-
-def _run_ray(
-    jobs: Sequence[Job],
-    datasets: Mapping[str, PredictData],
-    options: Options,
-    make_predictor: Callable[..., Any],
-    on_result: OnResult,
-    *,
-    address: str | None,
-    workers: int,
-    progress: Callable[[int, int], None] | None,
-) -> None:
-    try:
-        import ray
-    except ImportError:
-        raise UsageError("--engine ray needs Ray: pip install 'ckptaudit[ray]'") from None
-    if not ray.is_initialized():
-        target = address or os.environ.get("RAY_ADDRESS") or None
-        where = "--address" if address else "RAY_ADDRESS"
-        if target not in (None, "auto", "local"):
-            assert target is not None
-            reachable(target, where)
-        try:
-            if address:
-                ray.init(address=address, include_dashboard=False, log_to_driver=False)
-            else:
-                ray.init(num_cpus=max(workers, 1) if workers > 1 else None, include_dashboard=False, log_to_driver=False)
-        except Exception as exc:
-            name = f"{where} {target}" if target else "a local Ray"
-            raise UsageError(f"cannot start or reach {name}: {_describe(exc)}") from None
-    gpus = ray.cluster_resources().get("GPU", 0)
-    opts = options
-    if options.device == "auto":
-        opts = replace(options, device="cuda" if gpus else "cpu")
-    elif options.device.startswith("cuda") and not gpus:
-        raise UsageError(f"--device {options.device}: the Ray cluster has no GPU")
-    task = ray.remote(num_gpus=1 if opts.device.startswith("cuda") else 0, num_cpus=1)(_ray_task)
-    data_ref: Any = ray.put(dict(datasets))
-    paths = [os.getcwd()] + [p for p in sys.path if p and os.path.isdir(p) and "site-packages" not in p]
-    pending = {task.remote(opts, data_ref, job, paths, make_predictor): job for job in jobs}
-    done = 0
-    while pending:
-        ready, _ = ray.wait(list(pending), num_returns=1)
-        for ref in ready:
-            job = pending.pop(ref)
-            try:
-                outputs, seconds, error = ray.get(ref)
-            except Exception as exc:  # a task that crashed (RayTaskError): reported, the others go on
-                outputs, seconds, error = None, 0.0, f"ray task failed: {type(exc).__name__}: {str(exc).splitlines()[0]}"
-            on_result(job, outputs, seconds, error)
-            done += 1
-            if progress is not None:
-                progress(done, len(jobs))

@@ -132,6 +132,27 @@ def plan(run: Run, datasets: Mapping[str, PredictData], *, force: bool = False) 
     return jobs, done
 
 
+@dataclass(frozen=True)
+class SplitWriter:
+    """Checks each predicted split with the reader's own checks and writes it atomically
+    (:func:`write_split`); picklable, so that a Ray worker writes where it predicted."""
+
+    run: Run
+
+    def __call__(self, job: Job, datasets: Mapping[str, PredictData], outputs: Mapping[str, np.ndarray]) -> dict[str, str | None]:
+        """Per split of ``job``: None (written) or why its outputs do not fit the run."""
+        written: dict[str, str | None] = {}
+        for split in job.splits:
+            try:
+                _check_fits(self.run, job, split, datasets[split], outputs[split])
+            except CkptauditError as exc:
+                written[split] = str(exc)
+                continue
+            write_split(job.folder, split, datasets[split], outputs[split])
+            written[split] = None
+        return written
+
+
 def predict(
     run_path: str | os.PathLike[str],
     model: str | Any,
@@ -157,8 +178,8 @@ def predict(
     model object (copied); ``data`` a ``MODULE:FUNCTION`` spec, a function returning the
     data, or the data itself ((inputs, target[, ids]), a Dataset or a DataLoader). With
     ``workers`` > 1 or Ray, an object must be picklable (a module-level function or a model). ``workers`` > 1 predicts several checkpoints at once in a local process pool;
-    ``engine="ray"`` sends one task per checkpoint to a Ray cluster (``address``, or a
-    local one). An imported run without a task gets it here, from the data
+    ``engine="ray"`` predicts on model-holding Ray actors (``address``, or a local cluster),
+    which write the files themselves (:mod:`.ray_predict`). An imported run without a task gets it here, from the data
     (:func:`.tasks.infer_task`; ``task``/``output`` say it instead). Every output is checked
     against the run's task before it is written, as the readers will check it. Returns what
     was done per checkpoint; failures do not stop the others.
@@ -194,15 +215,13 @@ def predict(
     jobs, entries = plan(run, datasets, force=force)
     entries = list(entries)
 
-    def on_result(job: Job, outputs: Mapping[str, np.ndarray] | None, seconds: float, error: str | None) -> None:
+    def on_result(job: Job, written: Mapping[str, str | None] | None, seconds: float, error: str | None) -> None:
         for split in job.splits:
-            if error is None and outputs is not None:
-                try:
-                    _check_fits(run, job, split, datasets[split], outputs[split])
-                except CkptauditError as exc:
-                    entries.append(PredictEntry(job.checkpoint, job.epoch, split, "failed", note=str(exc)))
+            if error is None and written is not None:
+                problem = written.get(split)
+                if problem is not None:
+                    entries.append(PredictEntry(job.checkpoint, job.epoch, split, "failed", note=problem))
                     continue
-                write_split(job.folder, split, datasets[split], outputs[split])
                 entries.append(PredictEntry(job.checkpoint, job.epoch, split, "predicted", datasets[split].n, round(seconds, 4)))
             else:
                 entries.append(PredictEntry(job.checkpoint, job.epoch, split, "failed", note=error))
@@ -214,6 +233,7 @@ def predict(
             options,
             Predictor,
             on_result,
+            write=SplitWriter(run),
             workers=workers,
             engine=engine,
             address=address,

@@ -278,8 +278,23 @@ class Predictor:
                 )
             self.model.to(device)
 
-    def load(self, weights: Path) -> None:
-        """Load one checkpoint's weights into the model (as data only)."""
+    def read_weights(self, weights: Path) -> dict[str, Any] | None:
+        """One checkpoint's weights read from disk (as data only), not yet in the model: a
+        Ray actor reads the next checkpoint's while this one predicts. None for Keras (its
+        weights are read by the load)."""
+        if self.keras:
+            return None
+        # NOTE: a sharded save (model-00001-of-00002.safetensors, ...) is loaded whole.
+        shard = re.fullmatch(r"(.+)-\d{5}-of-(\d{5})(\.\w+)", weights.name)
+        files = sorted(weights.parent.glob(f"{shard[1]}-*-of-{shard[2]}{shard[3]}")) if shard else [weights]
+        state: dict[str, Any] = {}
+        for f in files:
+            state.update(load_state(f, trust_pickle=self.trust_pickle))
+        return state
+
+    def load(self, weights: Path, state: dict[str, Any] | None = None) -> None:
+        """Load one checkpoint's weights into the model (as data only); ``state``: those
+        weights already read (:meth:`read_weights`)."""
         if self.keras:
             if weights.suffix not in (".keras", ".h5"):
                 raise CkptauditError("a keras model loads .keras or .weights.h5 files", weights)
@@ -287,12 +302,8 @@ class Predictor:
             # may hold serialized code) is not deserialized.
             self.model.load_weights(str(weights))
             return
-        # NOTE: a sharded save (model-00001-of-00002.safetensors, ...) is loaded whole.
-        shard = re.fullmatch(r"(.+)-\d{5}-of-(\d{5})(\.\w+)", weights.name)
-        files = sorted(weights.parent.glob(f"{shard[1]}-*-of-{shard[2]}{shard[3]}")) if shard else [weights]
-        state: dict[str, Any] = {}
-        for f in files:
-            state.update(load_state(f, trust_pickle=self.trust_pickle))
+        if state is None:
+            state = self.read_weights(weights) or {}
         wanted = set(self.model.state_dict())
         state = _align_keys(state, wanted)
         try:

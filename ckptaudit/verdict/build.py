@@ -16,6 +16,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from ..engines import read_ahead
 from ..errors import CkptauditError, UsageError
 from ..metrics.evaluation import CheckpointScore, RunScorer, iter_scores, observers
 from ..metrics.spec import MetricSpec
@@ -269,7 +270,14 @@ def evaluate_run(run: Run, specs: Sequence[MetricSpec], options: Options = Optio
     watch = gather.observer()
     # NOTE: the audit reads every val.npz (its statistics need them): with the guard the pass
     # does; without it, read_all says so.
-    scores = list(iter_scores(run, specs, guard=options.guard, cache=cache, observe=watch, read_all=gather.collector is not None))
+    read_all = gather.collector is not None
+    # NOTE: under --engine ray the files are read (and checked) in Ray tasks, ahead of this pass
+    pool = None if cache else read_ahead([run], [specs], guard=options.guard, read_all=read_all)
+    try:
+        scores = list(iter_scores(run, specs, guard=options.guard, cache=cache, observe=watch, read_all=read_all, pool=pool))
+    finally:
+        if pool is not None:
+            pool.close()
     return gather.finish(scores, run.skipped)
 
 
