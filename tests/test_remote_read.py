@@ -315,7 +315,15 @@ def test_pick_copy_from_s3_and_check_the_provenance(fraud_url, tmp_path):
     assert json.loads(by_weights.stdout)["chosen"] == prov["checkpoint"], by_weights.output
 
 
-@pytest.mark.parametrize("verb", [["pick", "-m", "accuracy"], ["audit"], ["report", "-m", "accuracy", "-o", "r.json"]])
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["pick", "-m", "accuracy"],
+        ["audit"],
+        ["check", "-m", "accuracy", "--resamples", "100"],
+        ["report", "-m", "accuracy", "-o", "r.json"],
+    ],
+)
 def test_cache_option_of_the_other_verbs_keeps_the_copy(s3_server, tmp_path, monkeypatch, verb):
     proxy = start_fault_proxy(s3_server.endpoint)
     try:
