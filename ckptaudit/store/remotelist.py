@@ -53,13 +53,19 @@ def remote_errors(
         raise remote_error(url, f"{what} ({type(exc).__name__})", exc, kind) from None
 
 
-def list_objects(fs: Any, root: str, url: str, kind: type[CkptauditError] = RunFormatError) -> dict[str, dict[str, Any]]:
+def list_objects(
+    fs: Any, root: str, url: str, kind: type[CkptauditError] = RunFormatError, sweep: bool = True
+) -> dict[str, dict[str, Any]]:
     """Every object under the prefix ``root``: key relative to it -> the listing's details
     (``size``, ``ETag``, ``LastModified``...). A sibling prefix (``run-ab`` beside ``run-a``)
     is never part of it; a prefix that does not exist gives ``{}``. A failed request raises
-    :func:`remote_error` of ``kind``."""
+    :func:`remote_error` of ``kind``. With ``sweep`` the top level is looked at first, and a
+    sweep's sub-prefixes listed in parallel; without it (a writer's listing of its own run,
+    repeated per checkpoint) one flat listing, one request less."""
     prefix = root.rstrip("/") + "/"
     fs.invalidate_cache()  # NOTE: a writer lists again after its own puts: never from fsspec's cache
+    if not sweep:
+        return _relative(prefix, [_find(fs, root, url, kind)])
     try:
         top = fs.ls(root, detail=True)
     except FileNotFoundError:
@@ -75,6 +81,11 @@ def list_objects(fs: Any, root: str, url: str, kind: type[CkptauditError] = RunF
 
         with ThreadPoolExecutor(min(LIST_WORKERS, len(subdirs))) as pool:
             found = [{e["name"]: e for e in files}, *pool.map(lambda d: _find(fs, d, url, kind), subdirs)]
+    return _relative(prefix, found)
+
+
+def _relative(prefix: str, found: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The objects (not folders) of the listings ``found`` under ``prefix``, by relative key."""
     out: dict[str, dict[str, Any]] = {}
     for part in found:
         for name, info in part.items():

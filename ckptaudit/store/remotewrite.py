@@ -59,7 +59,7 @@ def list_run(fs: Any, root: str) -> dict[str, dict[str, Any]]:
     """Every object under the run prefix, by key relative to the run, with its details (the
     shared listing, :func:`~ckptaudit.store.remotelist.list_objects`; a failed request is a
     one-line :class:`UsageError`)."""
-    return list_objects(fs, root, fs.unstrip_protocol(root), kind=UsageError)
+    return list_objects(fs, root, fs.unstrip_protocol(root), kind=UsageError, sweep=False)
 
 
 def runs_under(url: str) -> list[str]:
@@ -204,7 +204,7 @@ def download_run(url: str, dest: Path) -> dict[str, dict[str, Any]]:
     (what a deletion frees is counted, nothing is downloaded). Uncommitted folders and hidden
     prefixes (``.replaced-*``, the journal) are left out. Returns the run's listing."""
     fs, root = filesystem(url)
-    listing = list_objects(fs, root, url, kind=UsageError)
+    listing = list_objects(fs, root, url, kind=UsageError, sweep=False)
     if RUN_FILE not in listing:
         raise UsageError("no run.json under this prefix: not a run", url)
     committed = {n for n, f in checkpoint_objects(listing).items() if COMMIT_OBJECT in f and not is_in_progress(n)}
