@@ -132,9 +132,9 @@ def test_every_fifth_request_failing_gives_the_same_result(s3_server, tmp_path, 
         local = twin(tmp_path, monkeypatch, "fraud", url)
         same(local, url, ["rank", "-m", "recall", "-f", "json"])
         # objects above the batch size stream to disk one by one: the same result
-        from ckptaudit.store import mirror
+        from ckptaudit.store import remotelist
 
-        monkeypatch.setattr(mirror, "BATCH_BYTES", 4096)
+        monkeypatch.setattr(remotelist, "BATCH_BYTES", 4096)
         same(local, url, ["rank", "-m", "recall", "-f", "json"])
         assert proxy.stats()["requests"] >= 5  # the faults were met (and retried)
     finally:
@@ -313,3 +313,37 @@ def test_pick_copy_from_s3_and_check_the_provenance(fraud_url, tmp_path):
     # and by the weights file shipped (the run's weights are fetched to compare)
     by_weights = invoke("check", "-m", "recall", "--resamples", "100", "-f", "json", "--chosen", out / "model.pt", fraud_url)
     assert json.loads(by_weights.stdout)["chosen"] == prov["checkpoint"], by_weights.output
+
+
+@pytest.mark.parametrize(
+    "verb",
+    [
+        ["pick", "-m", "accuracy"],
+        ["audit"],
+        ["check", "-m", "accuracy", "--resamples", "100"],
+        ["report", "-m", "accuracy", "-o", "r.json"],
+    ],
+)
+def test_cache_option_of_the_other_verbs_keeps_the_copy(s3_server, tmp_path, monkeypatch, verb):
+    proxy = start_fault_proxy(s3_server.endpoint)
+    try:
+        for key, value in proxy.env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.delenv("CKPTAUDIT_REMOTE_CACHE", raising=False)
+        monkeypatch.chdir(tmp_path)
+        monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+        url = f"s3://{make_bucket(s3_server.endpoint)}/tiny"
+        upload_tree(s3_server.endpoint, RUNS / "tiny-val", url)
+        plain = invoke(*verb, url)
+        assert not (tmp_path / "xdg").exists()  # without --cache: a temporary copy, nothing kept
+        n0 = proxy.stats()["requests"]
+        first = invoke(*verb, "--cache", url)
+        n1 = proxy.stats()["requests"] - n0
+        second = invoke(*verb, "--cache", url)
+        n2 = proxy.stats()["requests"] - n0 - n1
+        assert plain.exit_code == first.exit_code == second.exit_code != 2, plain.output
+        assert untimed(first.stdout) == untimed(second.stdout)
+        assert any((tmp_path / "xdg" / "ckptaudit" / "remote").iterdir())
+        assert n2 < n1 and n2 <= 2, (n1, n2)  # the listing only: every ETag unchanged
+    finally:
+        proxy.stop()

@@ -9,7 +9,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import _emit, _finish
-from .options import AddressOpt, Engine, EngineOpt, FailOn, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, FailOn, ModeOpt, PathsArg, RemoteCacheOpt, ResamplesOpt, SeedOpt, StrictOpt
 
 
 class AuditFormat(str, Enum):
@@ -56,11 +56,15 @@ def audit(
     strict: StrictOpt = False,
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
+    cache: RemoteCacheOpt = False,
 ) -> None:
     """Flag the accuracy paradox, leakage, overfitting and selection noise, with the numbers.
 
     Exit 0 when no finding is at or above --fail-on, 1 otherwise, 2 on unreadable input.
     """
+    from ..store.remote import READING  # NOTE: --cache keeps the copies of runs given as URLs
+
+    READING.keep_cache(cache)
     from ..auditing import AuditOptions
     from ..auditing.finding import check_codes
     from ..audits import audit_paths

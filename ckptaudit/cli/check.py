@@ -10,7 +10,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import _emit, _finish
-from .options import AddressOpt, Engine, EngineOpt, FailOn, ModeOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, FailOn, ModeOpt, RemoteCacheOpt, StrictOpt
 
 
 class CheckFormat(str, Enum):
@@ -78,11 +78,15 @@ def check(
     ] = None,
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
+    cache: RemoteCacheOpt = False,
 ) -> None:
     """CI gate: fail when the shipped checkpoint is not the best under the metric that matters.
 
     Exit 0 pass, 1 gate failed, 2 usage error or unreadable input.
     """
+    from ..store.remote import READING  # NOTE: --cache keeps the copies of runs given as URLs
+
+    READING.keep_cache(cache)
     from ..auditing.finding import check_codes
     from ..config import resolve_policy
     from ..engines import use as use_engine

@@ -94,3 +94,13 @@ AddressOpt = Annotated[
         show_default=False,
     ),
 ]
+
+
+RemoteCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--cache",
+        help="Runs given as URLs: keep their local copies in the cache folder and refresh only changed objects "
+        "(by ETag) on the next command, as CKPTAUDIT_REMOTE_CACHE does (docs/storage.md).",
+    ),
+]

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from .application import _emit, _finish, _report_left_out
-from .options import AddressOpt, Engine, EngineOpt, JobsOpt, ModeOpt, PathsArg, ResamplesOpt, SeedOpt, StrictOpt
+from .options import AddressOpt, Engine, EngineOpt, JobsOpt, ModeOpt, PathsArg, RemoteCacheOpt, ResamplesOpt, SeedOpt, StrictOpt
 
 
 class PickFormat(str, Enum):
@@ -35,6 +35,7 @@ def pick(
     jobs: JobsOpt = None,
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
+    cache: RemoteCacheOpt = False,
 ) -> None:
     """Choose the best checkpoint (per run, or --across a sweep) and record why.
 
@@ -42,6 +43,9 @@ def pick(
     run, checkpoint, metric, value, 95% interval, findings and sha256 of every weights file,
     and the checkpoint is pinned in its run (prune keeps it until `ckptaudit unpin`).
     """
+    from ..store.remote import READING  # NOTE: --cache keeps the copies of runs given as URLs
+
+    READING.keep_cache(cache)
     from ..engines import use as use_engine
     from ..errors import UsageError
     from ..picking import choose_report, place

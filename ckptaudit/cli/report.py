@@ -14,7 +14,7 @@ import typer
 
 from ..exitcodes import ExitCode
 from .application import handle_errors, say
-from .options import AddressOpt, Engine, EngineOpt, MetricOpt, ModeOpt, OutputOpt, PathsArg
+from .options import AddressOpt, Engine, EngineOpt, MetricOpt, ModeOpt, OutputOpt, PathsArg, RemoteCacheOpt
 
 
 def report(
@@ -32,6 +32,7 @@ def report(
     title: Annotated[str | None, typer.Option("--title", help="Page title.")] = None,
     engine: EngineOpt = Engine.local,
     address: AddressOpt = None,
+    cache: RemoteCacheOpt = False,
 ) -> None:
     """Write an HTML report: curves, the decision, findings and diagnostics, in one offline file.
 
@@ -40,6 +41,9 @@ def report(
     show). Exit 2 when some input could not be read (the file is still written, with the
     problem in it).
     """
+    from ..store.remote import READING  # NOTE: --cache keeps the copies of runs given as URLs
+
+    READING.keep_cache(cache)
     from ..engines import use as use_engine
     from ..reporting import build_report
 

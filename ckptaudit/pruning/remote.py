@@ -38,6 +38,7 @@ from ..errors import CkptauditError, MetricError, UsageError
 from ..store.pruned import PRUNED_FILE, PRUNED_FORMAT, PrunedCheckpoint, parse_pruned
 from ..store.reader import CHECKPOINTS_DIR, read_run
 from ..store.remote import COMMIT_OBJECT, filesystem, is_remote
+from ..store.remotelist import remote_errors
 from ..store.remotewrite import (
     JOURNAL_OBJECT,
     check_key,
@@ -46,7 +47,6 @@ from ..store.remotewrite import (
     grace_seconds,
     in_progress,
     list_run,
-    remote_errors,
     scratch_folder,
 )
 from ..store.weights import NON_WEIGHT_FILES

@@ -39,23 +39,18 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from ..errors import CkptauditError, RunFormatError, one_line
+from ..errors import RunFormatError
 from .remote import COMMIT_OBJECT, READING, filesystem, is_remote, local_path, register_mirror
+from .remotelist import RUN_OBJECT, fetch_objects, list_objects, object_size, object_tag, remote_error
 
-RUN_OBJECT = "run.json"
 CHECKPOINTS = "checkpoints"
 #: derived data of a local command, never copied (it is keyed by local file stats)
 DERIVED = ".ckptaudit-cache"
-#: how many objects one concurrent fetch asks for at most (memory: their bytes at once)
-BATCH_OBJECTS = 64
-BATCH_BYTES = 64 * 2**20
 INDEX_VERSION = 1
 
 #: (url, weights) -> local folder, for the life of the process
 _DONE: dict[tuple[str, bool], str] = {}
 _TEMP: list[str] = []
-#: how many sub-prefixes of a sweep are listed at once
-LIST_WORKERS = 8
 
 
 class _Copy:
@@ -174,51 +169,9 @@ def _fetch_kept(copy: _Copy, local: str, keys: list[str]) -> None:
 
 
 def _list(fs: Any, root: str, url: str) -> dict[str, tuple[int, str]]:
-    """Every object under ``root``: relative key -> (size, ETag or the nearest stand-in).
-
-    A sweep (several sub-prefixes, no run.json at the top) is listed one sub-prefix per
-    request stream, :data:`LIST_WORKERS` at once; a run is one flat listing (S3 gives 1,000
-    keys a request)."""
-    prefix = root.rstrip("/") + "/"
-    try:
-        top = fs.ls(root, detail=True)
-    except FileNotFoundError:
-        return {}
-    except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
-        raise _remote_error(url, "cannot list", exc) from None
-    subdirs = [e["name"].rstrip("/") for e in top if e.get("type") == "directory"]
-    files = [e for e in top if e.get("type") != "directory"]
-    out: dict[str, tuple[int, str]] = {}
-    if any(e["name"].rstrip("/") == prefix + RUN_OBJECT for e in files) or len(subdirs) < 2:
-        found = [_find(fs, root, url)]
-    else:
-        from concurrent.futures import ThreadPoolExecutor
-
-        with ThreadPoolExecutor(min(LIST_WORKERS, len(subdirs))) as pool:
-            found = [{e["name"]: e for e in files}, *pool.map(lambda d: _find(fs, d, url), subdirs)]
-    for part in found:
-        for name, info in part.items():
-            name = name.rstrip("/")
-            if info.get("type") == "directory" or not name.startswith(prefix):
-                continue
-            tag = info.get("ETag") or info.get("etag") or info.get("md5Hash") or info.get("LastModified") or info.get("created")
-            out[name[len(prefix) :]] = (int(info.get("size") or 0), str(tag))
-    return out
-
-
-def _find(fs: Any, path: str, url: str) -> dict[str, Any]:
-    try:
-        return dict(fs.find(path, detail=True, withdirs=False))
-    except FileNotFoundError:
-        return {}
-    except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
-        raise _remote_error(url, "cannot list", exc) from None
-
-
-def _remote_error(url: str, what: str, exc: BaseException) -> CkptauditError:
-    """A one-line error for a failed request (after the retries)."""
-    detail = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-    return RunFormatError(f"{what}: {one_line(detail)}", url)
+    """Every object under ``root``: relative key -> (size, ETag or the nearest stand-in)
+    (one listing, :func:`~ckptaudit.store.remotelist.list_objects`)."""
+    return {k: (object_size(i), object_tag(i)) for k, i in list_objects(fs, root, url).items()}
 
 
 def _select(listing: dict[str, tuple[int, str]], weights: bool) -> tuple[list[str], list[str], list[str]]:
@@ -265,58 +218,8 @@ def _run_of(key: str, runs: set[str]) -> str | None:
 
 
 def _fetch(fs: Any, root: str, url: str, local: str, keys: list[str], listing: dict[str, tuple[int, str]]) -> None:
-    """Copy ``keys`` into ``local``, concurrently, in batches of bounded size."""
-    batch: list[str] = []
-    size = 0
-    for key in keys:
-        if listing[key][0] >= BATCH_BYTES:  # NOTE: a big object streams to disk, not through memory
-            _fetch_big(fs, root, url, local, key, listing[key][0])
-            continue
-        batch.append(key)
-        size += listing[key][0]
-        if len(batch) >= BATCH_OBJECTS or size >= BATCH_BYTES:
-            _fetch_batch(fs, root, url, local, batch, listing)
-            batch, size = [], 0
-    if batch:
-        _fetch_batch(fs, root, url, local, batch, listing)
-
-
-def _fetch_big(fs: Any, root: str, url: str, local: str, key: str, size: int) -> None:
-    dest = os.path.join(local, *key.split("/"))
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    try:
-        fs.get_file(f"{root}/{key}", dest + ".part")
-    except FileNotFoundError as exc:
-        raise RunFormatError("an object vanished while it was read (deleted by a prune or a writer?): try again", url) from exc
-    except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
-        raise _remote_error(url, "cannot read", exc) from None
-    if os.path.getsize(dest + ".part") != size:
-        raise RunFormatError("an object changed while it was read: try again", f"{url}/{key}")
-    os.replace(dest + ".part", dest)
-
-
-def _fetch_batch(fs: Any, root: str, url: str, local: str, keys: list[str], listing: dict[str, tuple[int, str]]) -> None:
-    paths = [f"{root}/{k}" for k in keys]
-    try:
-        data = fs.cat(paths, on_error="raise")
-    except FileNotFoundError as exc:
-        raise RunFormatError("an object vanished while it was read (deleted by a prune or a writer?): try again", url) from exc
-    except Exception as exc:  # noqa: BLE001 - the server's error, said in one line
-        raise _remote_error(url, "cannot read", exc) from None
-    if not isinstance(data, dict):
-        data = {paths[0]: data}
-    for key, path in zip(keys, paths, strict=True):
-        body = data.get(path)
-        if body is None:
-            body = data.get(fs._strip_protocol(path))  # NOTE: some filesystems key the answer without the root marker
-        if not isinstance(body, bytes) or len(body) != listing[key][0]:
-            raise RunFormatError("an object changed while it was read: try again", f"{url}/{key}")
-        dest = os.path.join(local, *key.split("/"))
-        os.makedirs(os.path.dirname(dest), exist_ok=True)
-        tmp = dest + ".part"
-        with open(tmp, "wb") as fh:
-            fh.write(body)
-        os.replace(tmp, dest)
+    """Copy ``keys`` into ``local`` (:func:`~ckptaudit.store.remotelist.fetch_objects`)."""
+    fetch_objects(fs, root, url, local, keys, {k: listing[k][0] for k in keys})
 
 
 def _make_dirs(local: str, folders: list[str]) -> None:
@@ -334,7 +237,7 @@ def _one_file(fs: Any, root: str, url: str) -> str | None:
     except FileNotFoundError:
         return None
     except Exception as exc:  # noqa: BLE001
-        raise _remote_error(url, "cannot read", exc) from None
+        raise remote_error(url, "cannot read", exc) from None
     folder = tempfile.mkdtemp(prefix="ckptaudit-remote-")
     _TEMP.append(folder)
     dest = os.path.join(folder, root.rsplit("/", 1)[-1])

@@ -56,7 +56,9 @@ def local_path(path: str | os.PathLike[str]) -> str:
 #: bounded retries and timeouts for S3 (a server that fails every request must end in a
 #: one-line error within seconds, not hang): botocore's standard retry mode, 3 attempts a
 #: request, and s3fs's own wrapper, 3 tries more at most; the user's fsspec configuration
-#: (``FSSPEC_S3_*``, ~/.config/fsspec) wins over each of these
+#: (``FSSPEC_S3_*``, ~/.config/fsspec) wins over each of these; ``AWS_MAX_ATTEMPTS`` does not
+#: (botocore prefers the explicit setting). Writers (the Recorder, prune) get the same, as every
+#: remote filesystem is made by :func:`filesystem`
 S3_RETRIES = 3
 S3_CONFIG_DEFAULTS: dict[str, Any] = {
     "retries": {"max_attempts": 3, "mode": "standard"},

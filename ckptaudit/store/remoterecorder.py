@@ -20,6 +20,7 @@ from ..errors import CkptauditError, UsageError
 from .reader import CHECKPOINTS_DIR, RUN_FILE
 from .recorder import Recorder
 from .remote import COMMIT_OBJECT, filesystem
+from .remotelist import remote_errors
 from .remotewrite import (
     check_key,
     clear_in_progress,
@@ -27,7 +28,6 @@ from .remotewrite import (
     list_run,
     mirror_for_writer,
     put_run_json,
-    remote_errors,
     scratch_folder,
     upload_checkpoint,
 )

@@ -22,13 +22,12 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from ..errors import CkptauditError, UsageError
+from ..errors import UsageError
 from .remote import COMMIT_OBJECT, filesystem, is_remote
+from .remotelist import fetch_objects, list_objects, object_size, placeholders, remote_errors
 from .runformat import CHECKPOINTS_DIR, RUN_FILE, is_in_progress
 from .weights import NON_WEIGHT_FILES
 
@@ -37,22 +36,6 @@ JOURNAL_OBJECT = ".ckptaudit-prune-journal.json"
 #: seconds after which prune treats a checkpoint folder without meta.json as a crashed write
 GRACE_ENV = "CKPTAUDIT_REMOTE_GRACE_S"
 _DEFAULT_GRACE_S = 3600.0
-#: objects fetched concurrently per request batch
-_BATCH = 64
-
-
-@contextmanager
-def remote_errors(url: str) -> Iterator[None]:
-    """Any failure of the object store as one line (:class:`UsageError`, exit 2): the
-    filesystem package has already retried what it retries (a bounded number of times)."""
-    try:
-        yield
-    except CkptauditError:
-        raise
-    except Exception as exc:  # botocore, aiohttp and fsspec raise many kinds; all end here as one line
-        text = str(exc).strip().splitlines()
-        detail = text[0] if text else type(exc).__name__
-        raise UsageError(f"object storage request failed ({type(exc).__name__}: {detail[:300]})", url) from None
 
 
 def run_location(path: str | os.PathLike[str]) -> str | Path:
@@ -73,15 +56,10 @@ def check_key(root: str, key: str) -> str:
 
 
 def list_run(fs: Any, root: str) -> dict[str, dict[str, Any]]:
-    """Every object under the run prefix, by key relative to the run (a sibling prefix such as
-    ``run-ab`` beside ``run-a`` is never listed as part of it)."""
-    fs.invalidate_cache()
-    try:
-        found = fs.find(root, detail=True)
-    except FileNotFoundError:
-        return {}
-    prefix = root.rstrip("/") + "/"
-    return {p[len(prefix) :]: info for p, info in found.items() if p.startswith(prefix) and info.get("type") != "directory"}
+    """Every object under the run prefix, by key relative to the run, with its details (the
+    shared listing, :func:`~ckptaudit.store.remotelist.list_objects`; a failed request is a
+    one-line :class:`UsageError`)."""
+    return list_objects(fs, root, fs.unstrip_protocol(root), kind=UsageError, sweep=False)
 
 
 def runs_under(url: str) -> list[str]:
@@ -191,16 +169,10 @@ def get_run_json(fs: Any, root: str, local_run: Path) -> bool:
     return True
 
 
-def _fetch(fs: Any, root: str, keys: list[str], dest: Path) -> None:
-    """Download ``keys`` (relative to the run) into ``dest``, concurrently where the
-    filesystem can."""
-    prefix = root.rstrip("/") + "/"
-    for start in range(0, len(keys), _BATCH):  # NOTE: in batches: memory holds a batch, not a sweep's predictions
-        got = fs.cat([check_key(root, k) for k in keys[start : start + _BATCH]], on_error="raise")
-        for full, data in got.items():
-            target = dest / full[len(prefix) :]
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_bytes(data)
+def _fetch(fs: Any, root: str, url: str, keys: list[str], listing: dict[str, dict[str, Any]], dest: Path) -> None:
+    """Download ``keys`` (relative to the run) into ``dest`` by the shared fetch
+    (:func:`~ckptaudit.store.remotelist.fetch_objects`: batched, sizes checked)."""
+    fetch_objects(fs, root, url, dest, keys, {k: object_size(listing[k]) for k in keys}, kind=UsageError)
 
 
 def mirror_for_writer(url: str, dest: Path) -> bool:
@@ -216,27 +188,29 @@ def mirror_for_writer(url: str, dest: Path) -> bool:
         if RUN_FILE not in listing:
             return False
         ckpts = {n: f for n, f in checkpoint_objects(listing).items() if COMMIT_OBJECT in f and not is_in_progress(n)}
-        _fetch(fs, root, [RUN_FILE] + [f"{CHECKPOINTS_DIR}/{n}/{COMMIT_OBJECT}" for n in sorted(ckpts)], dest)
+        _fetch(fs, root, url, [RUN_FILE] + [f"{CHECKPOINTS_DIR}/{n}/{COMMIT_OBJECT}" for n in sorted(ckpts)], listing, dest)
         run = read_run(dest, name=url)
         ends = {c.name for c in (run.checkpoints[:1] + run.checkpoints[-1:])}
-        _fetch(fs, root, [f"{CHECKPOINTS_DIR}/{n}/{k}" for n in sorted(ends) for k in ckpts[n] if k in NON_WEIGHT_FILES], dest)
+        ends_keys = [f"{CHECKPOINTS_DIR}/{n}/{k}" for n in sorted(ends) for k in ckpts[n] if k in NON_WEIGHT_FILES]
+        _fetch(fs, root, url, ends_keys, listing, dest)
     return True
 
 
 def download_run(url: str, dest: Path) -> dict[str, dict[str, Any]]:
-    """A local mirror of a remote run for planning a prune (the lead may swap in the general
-    mirror of :mod:`ckptaudit.store.remote` readers): every object outside the checkpoint
-    folders (run.json, pins, provenance, the pruned record), each committed checkpoint's
-    ``meta.json``, predictions and JSON files, and its other objects (weights) as sparse files of their sizes
-    (what a deletion frees is counted, nothing is downloaded). Uncommitted folders and
-    hidden prefixes (``.replaced-*``, the journal) are left out. Returns the run's listing."""
+    """A local mirror of a remote run for planning a prune, by the shared listing and fetch of
+    :mod:`~ckptaudit.store.remotelist`: every object outside the checkpoint folders (run.json,
+    pins, provenance, the pruned record), each committed checkpoint's ``meta.json``,
+    predictions and JSON files, and its other objects (weights) as sparse files of their sizes
+    (what a deletion frees is counted, nothing is downloaded). Uncommitted folders and hidden
+    prefixes (``.replaced-*``, the journal) are left out. Returns the run's listing."""
     fs, root = filesystem(url)
-    listing = list_run(fs, root)
+    listing = list_objects(fs, root, url, kind=UsageError, sweep=False)
     if RUN_FILE not in listing:
         raise UsageError("no run.json under this prefix: not a run", url)
     committed = {n for n, f in checkpoint_objects(listing).items() if COMMIT_OBJECT in f and not is_in_progress(n)}
-    fetch = []
-    for key, info in sorted(listing.items()):
+    fetch: list[str] = []
+    sparse: list[str] = []
+    for key in sorted(listing):
         parts = key.split("/")
         if any(p.startswith(".") for p in parts[:-1]) or key == JOURNAL_OBJECT:
             continue
@@ -244,16 +218,13 @@ def download_run(url: str, dest: Path) -> dict[str, dict[str, Any]]:
             if parts[1] not in committed:
                 continue
             # NOTE: JSON files are read too (a provenance file inside a checkpoint protects it)
-            if (len(parts) == 3 and parts[2] in NON_WEIGHT_FILES) or key.endswith(".json"):
-                fetch.append(key)
-            else:
-                target = dest.joinpath(*parts)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                with open(target, "wb") as fh:
-                    fh.truncate(int(info.get("size") or 0))  # sparse: the size, no bytes
+            small = (len(parts) == 3 and parts[2] in NON_WEIGHT_FILES) or key.endswith(".json")
+            (fetch if small else sparse).append(key)
             continue
         fetch.append(key)
-    _fetch(fs, root, fetch, dest)
+    sizes = {k: object_size(listing[k]) for k in fetch + sparse}
+    placeholders(dest, sparse, sizes)
+    fetch_objects(fs, root, url, dest, fetch, sizes, kind=UsageError)
     return listing
 
 
