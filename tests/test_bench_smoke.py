@@ -190,3 +190,40 @@ def test_pools_report_their_workers_when_asked(tmp_path: Path) -> None:
     assert bench_scale._processes(stderr(CKPTAUDIT_JOBS="2", CKPTAUDIT_REPORT_JOBS="1")) == 3
     assert "ckptaudit-jobs" not in stderr(CKPTAUDIT_JOBS="2")
     assert bench_scale._processes(stderr(CKPTAUDIT_JOBS="1", CKPTAUDIT_REPORT_JOBS="1")) == 1
+
+
+def test_scale_sim_runs_on_disk_and_in_the_s3_server(tmp_path: Path) -> None:
+    """bench/scale_sim.py end to end on a tiny sweep: disk and the moto server behind the
+    counting proxy; both stores rank the same checkpoints, and the S3 rows count requests."""
+    import pytest
+
+    pytest.importorskip("moto.server")
+    pytest.importorskip("s3fs")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(BENCH / "scale_sim.py"),
+            "--sizes",
+            "20",
+            "--s3-sizes",
+            "20",
+            "--per-run",
+            "10",
+            "--rows",
+            "30",
+            "--verbs",
+            "rank",
+            "--out",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=ROOT,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    rows = json.loads((tmp_path / "scale_sim-latest.json").read_text())["results"]
+    assert [(r["store"], r["checkpoints"], r["exit"]) for r in rows] == [("disk", 20, 0), ("s3", 20, 0)]
+    s3 = rows[1]
+    # one GET of meta.json and one of val.npz per checkpoint, plus the listing and run.json
+    assert 2 * 20 <= s3["requests"] <= 2 * 20 + 10
