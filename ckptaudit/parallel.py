@@ -298,7 +298,34 @@ def _context() -> Any:
     return multiprocessing.get_context("spawn")
 
 
-class ScorePool:
+class OrderedOutcomes:
+    """Hands a run's outcomes back in checkpoint order from a pool's ``_next_segment`` (the
+    local pool and the Ray pool share it: the same order is what keeps their output equal)."""
+
+    _index: dict[int, int]
+    _pool_name = "scoring pool"
+
+    def _next_segment(self) -> tuple[int, int, list[Any]]:
+        raise NotImplementedError
+
+    def outcomes(self, run: Any) -> Iterator[Any]:
+        """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run
+        given up part-way) are skipped."""
+        index = self._index[id(run)]
+        given = 0
+        size = len(run.checkpoints)
+        while given < size:
+            r, start, outcomes = self._next_segment()
+            if r < index:
+                continue
+            if r != index or start != given:
+                raise RuntimeError(f"{self._pool_name} out of order: run {r} from {start}, expected run {index} from {given}")
+            for outcome in outcomes:
+                yield outcome
+                given += 1
+
+
+class ScorePool(OrderedOutcomes):
     """Workers scoring every checkpoint of ``runs`` (each under its ``specs``), started at
     once; :meth:`outcomes` hands one run's outcomes back in epoch order. Use as a
     context manager: leaving it (normally, on an error or on Ctrl-C) stops the workers.
@@ -418,19 +445,3 @@ class ScorePool:
             _STATE = self._state
             _SCORERS.clear()
         return self._work(task)
-
-    def outcomes(self, run: Any) -> Iterator[Any]:
-        """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run
-        given up part-way) are skipped."""
-        index = self._index[id(run)]
-        given = 0
-        size = len(run.checkpoints)
-        while given < size:
-            r, start, outcomes = self._next_segment()
-            if r < index:
-                continue
-            if r != index or start != given:
-                raise RuntimeError(f"scoring pool out of order: run {r} from {start}, expected run {index} from {given}")
-            for outcome in outcomes:
-                yield outcome
-                given += 1

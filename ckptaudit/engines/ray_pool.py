@@ -26,9 +26,11 @@ import re
 import sys
 import uuid
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from types import SimpleNamespace
 from typing import Any
+
+from ..parallel import OrderedOutcomes
 
 #: in a Ray worker: the pass whose state it holds (token, state); one pass at a time
 _HELD: dict[str, Any] = {}
@@ -54,11 +56,13 @@ def _portable_specs(specs: Sequence[Any]) -> list[Any]:
     return [SimpleNamespace(source="predictions")] if any(s.source != "logged" for s in specs) else []
 
 
-class RayPool:
+class RayPool(OrderedOutcomes):
     """Ray tasks scoring (or, with ``read_only``, reading) every checkpoint of ``runs``,
     started at once; :meth:`outcomes` hands one run's outcomes back in epoch order (see
     :class:`ckptaudit.parallel.ScorePool`, which it stands in for). Use as a context manager
     or call :meth:`close`."""
+
+    _pool_name = "ray pool"
 
     def __init__(
         self,
@@ -148,19 +152,3 @@ class RayPool:
                 )
             self._failed = True
             return run_block(self._state, task, self.read_only)
-
-    def outcomes(self, run: Any) -> Iterator[Any]:
-        """The outcomes of ``run``'s checkpoints in order; earlier runs' leftovers (a run
-        given up part-way) are skipped."""
-        index = self._index[id(run)]
-        given = 0
-        size = len(run.checkpoints)
-        while given < size:
-            r, start, outcomes = self._next_segment()
-            if r < index:
-                continue
-            if r != index or start != given:
-                raise RuntimeError(f"ray pool out of order: run {r} from {start}, expected run {index} from {given}")
-            for outcome in outcomes:
-                yield outcome
-                given += 1
