@@ -242,3 +242,33 @@ def test_train_sample_records_training_rows_for_the_leakage_audit(tmp_path):
     assert overlap["evidence"]["count"] == 20 and overlap["evidence"]["matched_by"] == ["input_hash"]
     with pytest.raises(UsageError, match="train_sample=N and train_data"):
         CkptauditKerasCallback(tmp_path / "x", validation_data=(xv, yv), task="binary", output="probability", train_sample=5)
+
+
+def test_the_callback_records_into_an_object_store_url(tmp_path):
+    """A URL where the callback takes a folder (here fsspec's memory://, served by the same
+    remote writer as s3://): every epoch is committed there (meta.json last) and the run read
+    back through the remote reader equals what Keras trained: epochs, chosen, predictions."""
+    fsspec = pytest.importorskip("fsspec")
+    from ckptaudit.store import mirror
+
+    url = "memory://ckptaudit-keras-test/runs/keras"
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/ckptaudit-keras-test"):
+        fs.rm("/ckptaudit-keras-test", recursive=True)
+    (xt, yt), (xv, yv) = breast_cancer()
+    model = build()
+    mc = keras.callbacks.ModelCheckpoint(str(tmp_path / "best.keras"), monitor="val_accuracy", save_best_only=True)
+    cb = CkptauditKerasCallback(url, validation_data=(xv, yv), checkpoint=mc, task="binary", output="probability")
+    model.fit(xt, yt, validation_data=(xv, yv), epochs=2, batch_size=32, verbose=0, callbacks=[mc, cb])
+    try:
+        local = mirror.localize(url)
+        r = read_run(local)
+        assert [c.epoch for c in r.checkpoints] == [1, 2] and r.chosen in {c.name for c in r.checkpoints}  # Keras counts from 1
+        last = read_predictions(r, r.checkpoints[-1])
+        np.testing.assert_allclose(last.output.ravel(), model.predict(xv, verbose=0).ravel(), rtol=1e-5, atol=1e-6)
+        assert accuracy_score(yv, last.output.ravel() > 0.5) == pytest.approx(
+            accuracy_score(yv, model.predict(xv, verbose=0).ravel() > 0.5)
+        )
+    finally:
+        mirror.end_command()
+        fs.rm("/ckptaudit-keras-test", recursive=True)
