@@ -471,3 +471,30 @@ def test_two_processes_with_accelerate_launch_record_every_row_once(tmp_path):
         reloaded = TinyModel.from_pretrained(ckpt.path).eval()
         with torch.no_grad():
             np.testing.assert_allclose(reloaded(torch.from_numpy(xv)).logits.numpy(), preds.output, rtol=1e-5, atol=1e-6)
+
+
+def test_the_callback_records_into_an_object_store_url(tmp_path):
+    """A URL where the callback takes a folder (fsspec's memory://, the remote writer s3://
+    uses): every evaluation is committed there and the run read back through the remote
+    reader has the trainer's epochs, its best checkpoint as chosen, and logged accuracies
+    equal to scikit-learn's on the recorded predictions."""
+    fsspec = pytest.importorskip("fsspec")
+    from ckptaudit.store import mirror
+
+    url = "memory://ckptaudit-hf-test/runs/hf"
+    fs = fsspec.filesystem("memory")
+    if fs.exists("/ckptaudit-hf-test"):
+        fs.rm("/ckptaudit-hf-test", recursive=True)
+    cb = CkptauditTrainerCallback(url, task="multiclass", output="logit", classes=["c0", "c1", "c2"])
+    trainer = train(tmp_path, cb, epochs=2)
+    (_, _), (_, yv) = wine()
+    try:
+        r = read_run(mirror.localize(url))
+        assert [c.epoch for c in r.checkpoints] == [1, 2]  # the epoch HF logs after each epoch
+        assert r.checkpoint(r.chosen).step == trainer.state.best_global_step
+        for ckpt in r.checkpoints:
+            preds = read_predictions(r, ckpt)
+            assert ckpt.logged["eval_accuracy"] == pytest.approx(accuracy_score(yv, preds.output.argmax(1)))
+    finally:
+        mirror.end_command()
+        fs.rm("/ckptaudit-hf-test", recursive=True)
