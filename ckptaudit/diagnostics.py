@@ -9,11 +9,12 @@ the verdict (:mod:`ckptaudit.verdict`) holds those.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
 
 from .metrics import kernels as metrics
-from .metrics.spec import parse_metric
+from .metrics.spec import MetricSpec, parse_metric
 from .store.reader import Checkpoint, Run
 
 #: most points of a ROC or precision-recall curve kept for drawing (exact at the kept points)
@@ -117,7 +118,13 @@ def _thin(n: int, most: int) -> np.ndarray:
 
 
 def _round(values: np.ndarray, digits: int = 5) -> tuple[float, ...]:
-    return tuple(float(v) for v in np.round(values.astype(np.float64), digits))
+    return tuple(np.round(values.astype(np.float64), digits).tolist())
+
+
+@cache
+def _area_spec(name: str) -> MetricSpec:
+    """The parsed spec of a curve's area (roc_auc, average_precision), parsed once."""
+    return parse_metric(name)
 
 
 def roc_pr_curves(y: np.ndarray, score: np.ndarray) -> tuple[Curve, Curve] | None:
@@ -145,8 +152,8 @@ def roc_pr_curves(y: np.ndarray, score: np.ndarray) -> tuple[Curve, Curve] | Non
     keep_roc = _thin(fpr.size, MAX_CURVE_POINTS)
     keep_pr = _thin(rec.size, MAX_CURVE_POINTS)
     prep = metrics.Prepared("binary", y.astype(np.int8), score, None, 2)
-    auc = metrics.KERNELS["roc_auc"](prep, parse_metric("roc_auc"))
-    ap = metrics.KERNELS["average_precision"](prep, parse_metric("average_precision"))
+    auc = metrics.KERNELS["roc_auc"](prep, _area_spec("roc_auc"))
+    ap = metrics.KERNELS["average_precision"](prep, _area_spec("average_precision"))
     return (
         Curve(_round(fpr[keep_roc]), _round(tpr[keep_roc]), float(auc)),
         Curve(_round(rec[keep_pr]), _round(prec[keep_pr]), float(ap)),
@@ -165,17 +172,49 @@ def reliability_curve(observed: np.ndarray, predicted: np.ndarray, bins: int = R
     return sum_pred[nz] / count[nz], sum_obs[nz] / count[nz], count[nz]
 
 
-def _reliability(prep: metrics.Prepared) -> Reliability | None:
-    if prep.proba is None:
-        return None
-    p = prep.proba64
-    if prep.task == "binary":
-        pred, obs, what = p, prep.y.astype(np.float64), "positive class"
-    elif prep.task == "multiclass":
-        top = p.argmax(axis=1)
-        pred, obs, what = p.max(axis=1), (top == prep.y).astype(np.float64), "top label"
+#: rows x classes of a multiclass checkpoint's probabilities computed at a time (16 MB of float32)
+_CHUNK_VALUES = 1 << 22
+
+
+def _top_label(prep: metrics.Prepared) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's top probability (float64) and whether its top label is the target, in
+    chunks of rows: a 50,000 x 1,000 checkpoint's whole softmax in float64 would be 400 MB.
+    Softmax and argmax work row by row, so the values are those of the whole matrix."""
+    if prep.logit is not None and prep.to_proba is not None:
+        logit, to_proba = prep.logit, prep.to_proba
+        n, width = logit.shape[0], logit.shape[1]
+
+        def rows(a: int, b: int) -> np.ndarray:
+            return to_proba(logit[a:b])
     else:
-        pred, obs, what = p.ravel(), prep.y.ravel().astype(np.float64), "all labels"
+        proba = prep.proba
+        assert proba is not None
+        n, width = proba.shape[0], proba.shape[1]
+
+        def rows(a: int, b: int) -> np.ndarray:
+            return proba[a:b]
+
+    pred = np.empty(n, dtype=np.float64)
+    hit = np.empty(n, dtype=np.float64)
+    step = max(1, _CHUNK_VALUES // max(width, 1))
+    for a in range(0, n, step):
+        p = rows(a, min(a + step, n))
+        pred[a : a + p.shape[0]] = p.max(axis=1)
+        hit[a : a + p.shape[0]] = p.argmax(axis=1) == prep.y[a : a + p.shape[0]]
+    return pred, hit
+
+
+def _reliability(prep: metrics.Prepared) -> Reliability | None:
+    # NOTE: logits have probabilities; asking prep.proba of them would compute them all at once
+    if not (prep.logit is not None and prep.to_proba is not None) and prep.proba is None:
+        return None
+    if prep.task == "multiclass":
+        pred, obs = _top_label(prep)
+        what = "top label"
+    elif prep.task == "binary":
+        pred, obs, what = prep.proba64, prep.y.astype(np.float64), "positive class"
+    else:
+        pred, obs, what = prep.proba64.ravel(), prep.y.ravel().astype(np.float64), "all labels"
     mean_pred, freq, count = reliability_curve(obs, np.clip(pred, 0.0, 1.0))
     return Reliability(_round(mean_pred), _round(freq), tuple(int(c) for c in count), what)
 

@@ -41,6 +41,7 @@ from ..metrics.spec import MetricSpec, check_applies, parse_metric
 from ..stats import bootstrap
 from ..store.reader import Run, discover, read_predictions
 from ..store.runformat import NO_TASK_YET
+from .focus import FocusWatch
 from .model import Chart as Chart
 from .model import CorrectedEstimate as CorrectedEstimate
 from .model import DecisionRow as DecisionRow
@@ -201,7 +202,8 @@ def report_run(
         if notes:
             notes.append(f"shown by {specs[0].text}, the audit's default for a {run.task} run, instead")
     options = _run_options(specs[0], resamples, seed, policy)
-    verdict = evaluate_run(run, specs, options)
+    watch = _watch(run, specs[0])
+    verdict = evaluate_run(run, specs, options, observe=watch)
     bound = [m.spec for m in verdict.metrics]
     problems += verdict.problems
     audit = verdict.audit
@@ -255,6 +257,7 @@ def report_run(
             winner,
             problems,
             bound[0] if bound else None,
+            watch,
         )
 
     findings = verdict.findings
@@ -265,7 +268,9 @@ def report_run(
     # slices (issue 24): the per-slice table, the rank --by group rows
     from .slices import slice_table
 
-    slices = slice_table(run, verdict, resamples=resamples, seed=seed, notes=notes)
+    slices = slice_table(run, verdict, resamples=resamples, seed=seed, notes=notes, seen=watch)
+    if watch is not None:
+        watch.release()
     gate = None
     if verdict.rules:
         gate = _gate_view(verdict.primary.text, verdict.rules)
@@ -296,12 +301,35 @@ def report_run(
     )
 
 
+def _watch(run: Run, first: MetricSpec) -> FocusWatch | None:
+    """The report's observer of the run's pass (:mod:`.focus`), None when the first metric
+    does not bind to the run (the pass then says why)."""
+    try:
+        bound = first.for_run(run.classes, run.task, run.positive_class, run.num_classes)
+    except CkptauditError:
+        return None
+    return FocusWatch(run, bound, run.chosen)
+
+
 def _diagnostics(
-    run: Run, focus: list[str], chosen: str | None, winner: str | None, problems: list[str], spec: Any = None
+    run: Run,
+    focus: list[str],
+    chosen: str | None,
+    winner: str | None,
+    problems: list[str],
+    spec: Any = None,
+    watch: FocusWatch | None = None,
 ) -> list[Diagnostics]:
-    """Diagnostics of the two checkpoints that matter, their predictions read once each."""
+    """Diagnostics of the two checkpoints that matter, drawn from the pass's predictions
+    (``watch``); a checkpoint the pass did not read is read here."""
     out = []
     for name in focus:
+        roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
+        found, drawn = (False, None) if watch is None else watch.diagnostics(name, roles)
+        if found:
+            if drawn is not None:
+                out.append(drawn)
+            continue
         ckpt = run.checkpoint(name)
         if ckpt is None or not ckpt.has_split("val"):
             continue
@@ -312,7 +340,6 @@ def _diagnostics(
             continue
         if _nonfinite(preds.output):
             continue
-        roles = tuple(r for r, n in (("chosen", chosen), ("winner", winner)) if n == name)
         out.append(diagnose(run, ckpt, roles, prepare_predictions(run, preds), spec))
     return out
 

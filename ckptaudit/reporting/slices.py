@@ -15,11 +15,15 @@ from ..errors import CkptauditError, MetricError
 from ..store.reader import Run
 
 
-def slice_table(run: Run, verdict: Any, *, resamples: int, seed: int, notes: list[str]) -> tuple[Any, ...]:
+def slice_table(run: Run, verdict: Any, *, resamples: int, seed: int, notes: list[str], seen: Any = None) -> tuple[Any, ...]:
     """The ``rank --by group`` rows of ``run`` under the verdict's first metric, or () when
     the run has no group column or the metric is not a plain built-in one (a grouped spec,
-    a logged value); a slice that cannot be scored is a note, not a failure of the page."""
+    a logged value); a slice that cannot be scored is a note, not a failure of the page.
+    ``seen`` (a :class:`~ckptaudit.reporting.focus.FocusWatch` of the run's pass) holds the
+    group columns of the first file the pass read, so a run without any is not read again."""
     from ..slices import run_groups, slice_rows
+    from ..store.groups import pick_column
+    from .focus import UNSEEN
 
     if verdict is None or not verdict.metrics:
         return ()
@@ -27,7 +31,12 @@ def slice_table(run: Run, verdict: Any, *, resamples: int, seed: int, notes: lis
     if spec.source != "builtin" or spec.group_agg is not None or spec.group_name is not None:
         return ()
     try:
-        run_groups(run, spec.group_column)
+        # NOTE: the first file the pass read is the first readable one run_groups would read
+        first = UNSEEN if seen is None else seen.first_groups
+        if first is UNSEEN:
+            run_groups(run, spec.group_column)
+        else:
+            pick_column(first, spec.group_column, run.name)
     except MetricError:
         return ()  # no group column: nothing to show
     try:

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..engines import read_ahead
 from ..errors import CkptauditError, UsageError
-from ..metrics.evaluation import CheckpointScore, RunScorer, iter_scores, observers
+from ..metrics.evaluation import CheckpointScore, Observer, RunScorer, iter_scores, observers
 from ..metrics.spec import MetricSpec
 from ..stats import bootstrap, selection
 from ..store.reader import Run, Skipped
@@ -266,10 +266,14 @@ def _judged(candidates: tuple[Any, ...], run: Run, scores: Sequence[CheckpointSc
     return min(candidates, key=key)
 
 
-def evaluate_run(run: Run, specs: Sequence[MetricSpec], options: Options = Options(), *, cache: bool = False) -> Verdict:
-    """The verdict of one run under ``specs`` (unbound; the first orders), in one pass."""
+def evaluate_run(
+    run: Run, specs: Sequence[MetricSpec], options: Options = Options(), *, cache: bool = False, observe: Observer | None = None
+) -> Verdict:
+    """The verdict of one run under ``specs`` (unbound; the first orders), in one pass;
+    ``observe`` also sees that pass (what a view draws besides the verdict, e.g. the
+    report's diagnostics), so no file is read twice."""
     gather = RunPass(run, specs, options)
-    watch = gather.observer()
+    watch = observers(gather.observer(), observe)
     # NOTE: the audit reads every val.npz (its statistics need them): with the guard the pass
     # does; without it, read_all says so.
     read_all = gather.collector is not None
