@@ -1,0 +1,81 @@
+"""`report` is a view of the verdict's one pass: every val.npz is read once (the diagnostics of
+the chosen checkpoint and the winner, and the slices' look for a group column, come from that
+pass), and what the pass draws is what a fresh read of the checkpoint draws."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from ckptaudit import diagnostics
+from ckptaudit.metrics.evaluation import prepare_predictions
+from ckptaudit.metrics.prepared import prepare
+from ckptaudit.reporting import build_report
+from ckptaudit.store import reader
+from ckptaudit.store.reader import discover, read_predictions
+
+
+@pytest.mark.parametrize(("name", "metrics"), [("fraud", ["recall", "roc_auc"]), ("digits", []), ("friedman", [])])
+def test_each_val_file_is_read_once_and_the_diagnostics_are_a_fresh_reads(runs_dir, monkeypatch, name, metrics):
+    reads: Counter[str] = Counter()
+    real = reader.read_npz
+
+    def counted(path, *args, **kwargs):
+        reads[str(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "read_npz", counted)
+    report = build_report([runs_dir / name], metrics, resamples=200)
+    monkeypatch.setattr(reader, "read_npz", real)
+    run = discover([runs_dir / name])[0]
+    val = {str(c.split_file("val")): n for c in run.checkpoints if c.has_split("val") for n in [reads[str(c.split_file("val"))]]}
+    assert val and set(val.values()) == {1}, val
+    shown = report.runs[0]
+    assert [d.checkpoint for d in shown.diagnostics] == [n for n in dict.fromkeys([shown.chosen, shown.winner]) if n]
+    spec = shown.verdict.metrics[0].spec
+    for drawn in shown.diagnostics:
+        ckpt = run.checkpoint(drawn.checkpoint)
+        fresh = diagnostics.diagnose(run, ckpt, drawn.roles, prepare_predictions(run, read_predictions(run, ckpt)), spec)
+        assert drawn == fresh
+
+
+def test_fraud_winner_kept_across_later_reads(runs_dir):
+    """The winner (epoch 9) is read before the chosen one (epoch 11) and the later files reuse
+    the pass's buffer: the winner's curves are still its own."""
+    report = build_report([runs_dir / "fraud"], ["recall"], resamples=200)
+    shown = report.runs[0]
+    assert (shown.chosen, shown.winner) == ("epoch-0011", "epoch-0009")
+    assert [d.roles for d in shown.diagnostics] == [("chosen",), ("winner",)]
+    from sklearn.metrics import roc_auc_score
+
+    run = discover([runs_dir / "fraud"])[0]
+    for drawn in shown.diagnostics:
+        preds = read_predictions(run, run.checkpoint(drawn.checkpoint))
+        assert drawn.roc.area == pytest.approx(roc_auc_score(preds.target == run.positive_class, preds.output), abs=1e-12)
+
+
+def test_multiclass_top_label_in_row_chunks_is_the_whole_matrix(monkeypatch):
+    """The top-label reliability of logits, computed a few rows at a time, equals the one of
+    the whole softmax, and scikit-learn's calibration curve of it."""
+    from scipy.special import softmax
+    from sklearn.calibration import calibration_curve
+
+    rng = np.random.default_rng(3)
+    n, c = 1003, 37
+    logits = (rng.normal(size=(n, c)) * 3).astype(np.float32)
+    y = rng.integers(0, c, size=n)
+    whole = diagnostics._reliability(prepare("multiclass", "logit", y, logits, n_classes=c))
+    monkeypatch.setattr(diagnostics, "_CHUNK_VALUES", 7 * c)  # 144 chunks, the last one short
+    chunked = diagnostics._reliability(prepare("multiclass", "logit", y, logits, n_classes=c))
+    assert chunked == whole and chunked.what == "top label"
+    p = softmax(logits.astype(np.float64), axis=1)
+    observed, predicted = calibration_curve(p.argmax(1) == y, p.max(1), n_bins=10, strategy="uniform")
+    assert np.allclose(chunked.predicted, predicted, atol=1e-5) and np.allclose(chunked.observed, observed, atol=1e-5)
+    # stored probabilities go the same way
+    proba = softmax(logits, axis=1).astype(np.float32)
+    stored = diagnostics._reliability(prepare("multiclass", "probability", y, proba, n_classes=c))
+    monkeypatch.setattr(diagnostics, "_CHUNK_VALUES", 1 << 22)
+    assert stored == diagnostics._reliability(prepare("multiclass", "probability", y, proba, n_classes=c))
+    assert sum(stored.counts) == n
