@@ -6,6 +6,8 @@ compare / interval are the plain row bootstrap of those values."""
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from sklearn import metrics as skm
@@ -349,12 +351,41 @@ def test_remembered_draws_give_the_same_weights_and_leave_the_generator_where_dr
     after = plain.random()
     monkeypatch.setattr(weights, "_DRAW_CACHE_MIN_CELLS", 1000)
     for _ in range(2):  # the first fills the cache, the second reads it
+        weights._WHOLE_CACHE.clear()  # (the per-stratum cache under test, not the whole matrix's)
         cached = np.random.default_rng(9)
         got = np.concatenate(list(selection._weight_chunks(strata, 700, cached)))
         np.testing.assert_array_equal(got, want)
         assert cached.random() == after
     assert selection._DRAW_CACHE
     selection._DRAW_CACHE.clear()
+
+
+def test_a_remembered_whole_matrix_is_the_drawn_one_read_only_and_leaves_the_generator_where_draws_would():
+    """The runs of a sweep that share validation rows and seed draw the whole weight matrix
+    once: a second draw hands back the same matrix (read-only), with the generator where
+    the draws would have left it; other strata, another seed or resample count draw anew."""
+    rng = np.random.default_rng(5)
+    strata = (rng.random(1200) < 0.1).astype(np.int64)
+    weights._WHOLE_CACHE.clear()
+    fresh = np.random.default_rng(3)
+    (first,) = list(selection._weight_chunks(strata, 500, fresh, out_of_bag=True))
+    after = fresh.random()
+    weights._WHOLE_CACHE.clear()
+    plain = np.random.default_rng(3)
+    (want,) = list(selection._weight_chunks(strata, 500, plain, out_of_bag=True))
+    np.testing.assert_array_equal(first, want)
+    again = np.random.default_rng(3)
+    (got,) = list(selection._weight_chunks(strata, 500, again, out_of_bag=True))
+    assert got is want and not got.flags.writeable
+    assert again.random() == after
+    with pytest.raises(ValueError):
+        got[0, 0] = 7.0
+    other = strata.copy()
+    other[:2] = 1 - other[:2]
+    for args in ((other, 500, 3), (strata, 400, 3), (strata, 500, 4)):
+        (drawn,) = list(selection._weight_chunks(args[0], args[1], np.random.default_rng(args[2]), out_of_bag=True))
+        assert drawn is not want
+    weights._WHOLE_CACHE.clear()
 
 
 def test_class_mix_metrics_resample_rows_and_ranking_metrics_stratify():
@@ -413,3 +444,30 @@ def test_rmse_of_several_outputs_is_the_mean_of_each_outputs_root():
     idx = np.repeat(np.arange(n), counts)
     got = selection.weighted_values(ev.rows, counts[None].astype(np.float32), spec, "regression")[0]
     np.testing.assert_allclose(got, [skm.root_mean_squared_error(y[idx], p[idx]) for p in outs], rtol=1e-5)
+
+
+def test_the_selection_trend_and_regret_of_a_run_share_one_resampling():
+    """``_resampled`` remembers the latest run's values: a second call with the same row
+    data, metric and seed returns them (and leaves the generator where computing them
+    would); other row data or another seed computes anew, with equal values where the
+    inputs are equal."""
+    rng = np.random.default_rng(6)
+    y = rng.integers(0, 2, 1500)
+    data = np.stack([np.where(rng.random(1500) < 0.8, y, 1 - y) for _ in range(4)]).astype(np.uint8)
+    spec = _spec("recall", "binary")
+    rows = selection.row_data("confusion", spec, "binary", y, data, 2)
+    selection._LAST_RESAMPLED.clear()
+    fresh = np.random.default_rng(11)
+    v_in, v_out = selection._resampled(rows, spec, "binary", 300, fresh, 1)
+    after = fresh.random()
+    again = np.random.default_rng(11)
+    hit = selection._resampled(rows, spec, "binary", 300, again, 1, exact=True)
+    assert hit[0] is v_in and hit[1] is v_out
+    assert again.random() == after
+    copy = replace(rows, data=rows.data.copy())
+    other = selection._resampled(copy, spec, "binary", 300, np.random.default_rng(11), 1)
+    assert other[0] is not v_in
+    np.testing.assert_array_equal(other[0], v_in)
+    reseeded = selection._resampled(copy, spec, "binary", 300, np.random.default_rng(12), 1)
+    assert not np.array_equal(reseeded[0], v_in)
+    selection._LAST_RESAMPLED.clear()

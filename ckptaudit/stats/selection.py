@@ -126,6 +126,7 @@ from .weights import (  # noqa: F401
     _EXACT_CELLS,
     _POISSON_LUT,
     _by_stratum,
+    _state_key,
     _stratum_weights,
     _weight_chunks,
 )
@@ -155,13 +156,43 @@ def _one_blas_thread() -> Any:
     return _CONTROLLER[0].limit(limits=1, user_api="blas")
 
 
+#: the latest run's resampled values: (key, row data, (v_in, v_out), generator state after)
+_LAST_RESAMPLED: list[tuple[tuple, Any, tuple[np.ndarray, np.ndarray], Any]] = []
+#: resampled values up to this many bytes are remembered
+_LAST_RESAMPLED_BYTES = 32 * 2**20
+
+
 def _resampled(
     rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator, event: int | None, exact: bool = False
 ):
     """In-bag and out-of-bag values (resamples, C); with an ``event`` class, a resample
     whose in-bag or out-of-bag rows hold none of it is NaN (undefined, not 0). ``exact``:
-    never the Gaussian sums (a block of a run's checkpoints, :mod:`ckptaudit.stats.streamed`)."""
-    if not exact and gaussian_ok(rows, resamples):
+    never the Gaussian sums (a block of a run's checkpoints, :mod:`ckptaudit.stats.streamed`).
+
+    The selection, the trend and the regret of one run resample the same rows with the
+    same seed: the latest values are remembered (by the row data object's identity, the metric,
+    the generator's state and the path) and handed back as they are. Callers leave them
+    as they found them (``_draws`` negates in place and back)."""
+    gaussian = not exact and gaussian_ok(rows, resamples)
+    key = (spec, task, resamples, event, gaussian, _state_key(rng.bit_generator.state))
+    if _LAST_RESAMPLED:
+        old_key, old_rows, values, state = _LAST_RESAMPLED[0]
+        if old_rows is rows and old_key == key:
+            rng.bit_generator.state = state
+            return values
+    values = _resampled_now(rows, spec, task, resamples, rng, event, gaussian)
+    _LAST_RESAMPLED.clear()
+    if values[0].nbytes + values[1].nbytes <= _LAST_RESAMPLED_BYTES:
+        # NOTE: holds a reference to the row data, so that its identity cannot be reused
+        _LAST_RESAMPLED.append((key, rows, values, rng.bit_generator.state))
+    return values
+
+
+def _resampled_now(
+    rows: RowData, spec: MetricSpec, task: str, resamples: int, rng: np.random.Generator, event: int | None, gaussian: bool
+):
+    """:func:`_resampled`, computed."""
+    if gaussian:
         return gaussian_values(rows, spec, task, resamples, rng)
     # NOTE: (resamples, C) float64 twice is what a sweep of many checkpoints holds: a single
     # chunk's values are used as they are (no copy), several are written into one array

@@ -73,7 +73,10 @@ def trend_at_end(evaluation: RunEvaluation, *, resamples: int, seed: int, window
         if rows.kind in STREAM_KINDS and not gaussian_ok(rows, resamples):
             # NOTE: only the last checkpoints' values, under the same weights: exact counts
             # do not depend on the other columns (issue 21: 20,000 checkpoints held 320 MB)
-            v_in, _ = _resampled(replace(rows, data=rows.data[tail]), evaluation.spec, task, resamples, rng, event, exact=True)
+            # (every column: the run's own row data, whose values the selection remembered)
+            whole = len(tail) == rows.data.shape[0]
+            part = rows if whole else replace(rows, data=rows.data[tail])
+            v_in, _ = _resampled(part, evaluation.spec, task, resamples, rng, event, exact=True)
             cols = list(range(len(tail)))
         else:
             v_in, _ = _resampled(rows, evaluation.spec, task, resamples, rng, event)
