@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+from collections.abc import Iterator
 from datetime import datetime, timezone
 from html import escape
 from importlib import resources
@@ -449,28 +450,41 @@ def _sweep(report: Report) -> str:
     return f'<section class="sweep"><h2>Sweep: {len(report.runs)} runs{under}</h2><table class="sweep-table"><thead>{head}</thead><tbody>{"".join(rows)}</tbody></table></section>'
 
 
-def render_report(report: Report) -> str:
-    """The report as one self-contained HTML page (no external resources)."""
+def render_parts(report: Report) -> Iterator[str]:
+    """The page of :func:`render_report` in pieces (the head, each section, the tail), so
+    that a writer holds one run's section at a time, not a sweep's page several times over."""
     created = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     metrics = ", ".join(report.metrics) or "the audit's default per task"
     problems = "".join(f"<li>{escape(p)}</li>" for p in report.problems)
-    body = [
-        f'<header><h1>{escape(report.title)}</h1><p class="muted">{len(report.runs)} run(s) · metrics: {escape(metrics)} · '
-        f"ckptaudit {escape(report.version)} · {created}</p></header>"
-    ]
-    if problems:
-        body.append(f'<section class="problems"><h2>Could not read</h2><ul>{problems}</ul></section>')
-    if len(report.runs) > 1:
-        body.append(_sweep(report))
-    body += [_run_section(run, i) for i, run in enumerate(report.runs)]
-    page = (
+    yield (
         '<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
         f"<title>{escape(report.title)}</title><style>{_asset('style.css')}</style></head>"
-        f'<body><main>{"".join(body)}</main><div id="tip" role="tooltip" hidden></div>'
+        "<body><main>"
+        f'<header><h1>{escape(report.title)}</h1><p class="muted">{len(report.runs)} run(s) · metrics: {escape(metrics)} · '
+        f"ckptaudit {escape(report.version)} · {created}</p></header>"
+    )
+    if problems:
+        yield f'<section class="problems"><h2>Could not read</h2><ul>{problems}</ul></section>'
+    if len(report.runs) > 1:
+        yield _sweep(report)
+    for i, run in enumerate(report.runs):
+        yield _run_section(run, i)
+    yield (
+        '</main><div id="tip" role="tooltip" hidden></div>'
         f"{_data_block(report)}<script>{_asset('report.js')}</script></body></html>\n"
     )
+
+
+def render_report(report: Report) -> str:
+    """The report as one self-contained HTML page (no external resources)."""
+    return printable("".join(render_parts(report)))
+
+
+def printable(text: str) -> str:
+    """``text`` writable as UTF-8: a lone surrogate becomes U+FFFD (one character at a time,
+    so pieces of a page give the page's result)."""
     # NOTE: a name holding a lone surrogate (a "\udcff" escape in run.json, a folder name
     # that is not UTF-8) cannot be written as UTF-8; it shows as U+FFFD, the same in the
     # page's text and in its data (embedded_json keeps it as a character, not an escape).
-    return _SURROGATE.sub("\ufffd", page)
+    return _SURROGATE.sub("\ufffd", text)
