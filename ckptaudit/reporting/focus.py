@@ -56,7 +56,7 @@ class FocusWatch:
         self._best, self._best_value, self._kept = ckpt.name, v, None
         if preds is not None and ckpt.name not in self._drawn:
             if ckpt is self.run.checkpoints[-1]:
-                self._kept = (ckpt, preds)  # the pass's last read: nothing overwrites it
+                self._kept, self._buffer = (ckpt, preds), None  # the pass's last read: nothing overwrites it
                 return
             # NOTE: the output lies in a buffer the pass's next read overwrites: copy it, into
             # the copy of the previous best (dropped now) when it fits, as the pass reuses its own

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from functools import cache
 from html import escape
 from typing import Any
 
@@ -325,16 +326,25 @@ def sparkline(run: RunReport, width: int = 140, height: int = 30) -> str:
 def _square(title: str, x_label: str, y_label: str, body: list[str], size: int = 260) -> str:
     """A unit-square chart ([0, 1] on both axes) around ``body`` drawn by the caller."""
     w, h = size + 20, size
-    sx, sy = unit_scales(size)
-    ticks = [0, 0.25, 0.5, 0.75, 1.0]
-    out = [f'<svg class="diag" viewBox="0 0 {w} {h}" role="img"><title>{escape(title)}</title>']
-    out += _axes(sx, sy, ticks, ticks, x_label, w, h)
-    out.append(
-        f'<text class="ylabel" transform="translate(11,{sy(0.5):.1f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>'
-    )
+    out = [
+        f'<svg class="diag" viewBox="0 0 {w} {h}" role="img"><title>{escape(title)}</title>',
+        _unit_frame(size, x_label, y_label),
+    ]
     out += body
     out.append("</svg>")
     return "".join(out)
+
+
+@cache
+def _unit_frame(size: int, x_label: str, y_label: str) -> str:
+    """The axes and labels of :func:`_square`, the same for every ROC, precision-recall or
+    reliability chart of a page (drawn once, not a thousand times for a sweep)."""
+    w, h = size + 20, size
+    sx, sy = unit_scales(size)
+    ticks = [0, 0.25, 0.5, 0.75, 1.0]
+    return "".join(_axes(sx, sy, ticks, ticks, x_label, w, h)) + (
+        f'<text class="ylabel" transform="translate(11,{sy(0.5):.1f}) rotate(-90)" text-anchor="middle">{escape(y_label)}</text>'
+    )
 
 
 def unit_scales(size: int = 260) -> tuple[Scale, Scale]:
