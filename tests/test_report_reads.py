@@ -5,6 +5,7 @@ pass), and what the pass draws is what a fresh read of the checkpoint draws."""
 from __future__ import annotations
 
 from collections import Counter
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -79,3 +80,20 @@ def test_multiclass_top_label_in_row_chunks_is_the_whole_matrix(monkeypatch):
     monkeypatch.setattr(diagnostics, "_CHUNK_VALUES", 1 << 22)
     assert stored == diagnostics._reliability(prepare("multiclass", "probability", y, proba, n_classes=c))
     assert sum(stored.counts) == n
+
+
+def test_the_page_written_in_sections_is_the_page(runs_dir, tmp_path):
+    """write_html encodes the page a section at a time: the bytes are render_report's (a run
+    name with a lone surrogate included: U+FFFD in both)."""
+    import re
+
+    from ckptaudit.render.html import render_report, write_html
+
+    report = build_report([runs_dir / "fraud", runs_dir / "digits"], [], resamples=200)
+    report = replace(report, title="sweep \udcff report")
+    size = write_html(report, tmp_path / "r.html")
+    written = (tmp_path / "r.html").read_bytes()
+    whole = render_report(report).encode("utf-8")
+    stamp = re.compile(rb"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
+    assert size == len(written) and stamp.sub(b"T", written) == stamp.sub(b"T", whole)
+    assert "sweep \ufffd report".encode() in written
