@@ -34,22 +34,22 @@ def _count_classes(rows: RowData) -> list[int]:
     return [1] if rows.n_classes == 2 else list(range(rows.n_classes))
 
 
-def _features(rows: RowData, sel: np.ndarray) -> np.ndarray:
-    """Compact per-row features of rows ``sel``: the loss values (mean metrics), or each
-    checkpoint's predicted-class indicators (binary: class 1 only; else one-hot, column
-    ``c x K + class``). Their second moments within each target class are all the
-    confusion counts' covariance needs (:func:`_lift`)."""
+def _features(rows: RowData, sel: np.ndarray | slice, out: np.ndarray) -> None:
+    """Write the compact per-row features of rows ``sel`` into ``out`` (rows, features):
+    the loss values (mean metrics), or each checkpoint's predicted-class indicators
+    (binary: class 1 only; else one-hot, column ``c x K + class``). Their second moments
+    within each target class are all the confusion counts' covariance needs (:func:`_lift`)."""
     data = rows.data[:, sel]
     if rows.kind == "mean":
-        return data.T.astype(np.float64)
-    # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
+        out[...] = data.T
+        return
     if rows.n_classes == 2:
-        return (data == 1).T.astype(np.float32)
+        out[...] = data.T == 1
+        return
     k = rows.n_classes
-    onehot = np.zeros((sel.shape[0], data.shape[0] * k), dtype=np.float32)
+    out[...] = 0.0
     cols = np.arange(data.shape[0]) * k
-    onehot[np.arange(sel.shape[0])[:, None], cols[None, :] + data.T.astype(np.int64)] = 1.0
-    return onehot
+    out[np.arange(out.shape[0])[:, None], cols[None, :] + data.T.astype(np.int64)] = 1.0
 
 
 def _base_count(rows: RowData) -> int:
@@ -109,12 +109,16 @@ def _moments(rows: RowData, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Second moments and sums of ``[_features, 1]`` over rows ``sel``, in blocks of rows
     (so the features never take more than a block's memory)."""
     m = total = None
+    # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
+    dtype = np.float64 if rows.kind == "mean" else np.float32
+    contiguous = sel.shape[0] > 0 and int(sel[-1] - sel[0]) + 1 == sel.shape[0]
     for first in range(0, sel.shape[0], _GAUSSIAN_BLOCK_ROWS):
-        x = _features(rows, sel[first : first + _GAUSSIAN_BLOCK_ROWS])
-        z = np.empty((x.shape[0], x.shape[1] + 1), dtype=x.dtype)
-        z[:, :-1] = x
+        part = sel[first : first + _GAUSSIAN_BLOCK_ROWS]
+        # (written straight into the product's operand: no second block-sized copy, and a
+        # slice rather than a gathered copy of the rows where the stratum is contiguous)
+        z = np.empty((part.shape[0], _base_count(rows) + 1), dtype=dtype)
+        _features(rows, slice(int(part[0]), int(part[-1]) + 1) if contiguous else part, z[:, :-1])
         z[:, -1] = 1.0
-        del x
         block_m = (z.T @ z).astype(np.float64)
         block_total = z.sum(axis=0, dtype=np.float64)
         m = block_m if m is None else m + block_m

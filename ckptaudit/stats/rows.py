@@ -229,6 +229,17 @@ class EvaluationBuilder:
         self._rows.clear()
         self._scored.clear()
 
+    def _stacked(self) -> np.ndarray:
+        """The kept per-row arrays as one (checkpoints, ...) array. Each is copied in and
+        then replaced by its view of the result, so that the run's data is held about once
+        while it is stacked, not twice (issue 21), and a later ``add`` still appends."""
+        first = self._rows[0]
+        stacked = np.empty((len(self._rows), *first.shape), dtype=np.result_type(*self._rows))
+        for i, per in enumerate(self._rows):
+            stacked[i] = per
+            self._rows[i] = stacked[i]
+        return stacked
+
     def finish(self) -> RunEvaluation:
         """The evaluation collected so far."""
         rows = None
@@ -238,7 +249,7 @@ class EvaluationBuilder:
                 self.spec,
                 self.run.task,
                 self._y,
-                np.stack(self._rows),
+                self._stacked(),
                 self._n_classes,
                 self._pos,
                 self._mode,

@@ -159,7 +159,7 @@ def _one_blas_thread() -> Any:
 #: the latest run's resampled values: (key, row data, (v_in, v_out), generator state after)
 _LAST_RESAMPLED: list[tuple[tuple, Any, tuple[np.ndarray, np.ndarray], Any]] = []
 #: resampled values up to this many bytes are remembered
-_LAST_RESAMPLED_BYTES = 32 * 2**20
+_LAST_RESAMPLED_BYTES = 4 * 2**20
 
 
 def _resampled(

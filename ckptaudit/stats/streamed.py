@@ -33,8 +33,10 @@ from .intervals import _all_percentiles
 from .rows import RowData
 
 #: bytes of the in-bag and out-of-bag values (2 x resamples x checkpoints float64) above
-#: which they are computed in blocks of checkpoints ...
-STREAM_BYTES = 32 * 2**20
+#: which they are computed in blocks of checkpoints (a block's weights are the run's one
+#: remembered matrix where it fits one chunk, :func:`ckptaudit.stats.weights._weight_chunks`,
+#: so that smaller blocks cost little) ...
+STREAM_BYTES = 8 * 2**20
 #: ... for these per-row forms
 STREAM_KINDS = ("confusion",)
 #: resamples per block of the passes over one block's values
@@ -158,6 +160,7 @@ def draws(
             bottoms.add(r0, oriented, start)
         del v_out
         intervals += _all_percentiles(v_in)
+        del v_in  # NOTE: before the next block's values are made, not after (two blocks held)
     first = (high - low)[finite]
 
     kept: list[tuple[np.ndarray, np.ndarray]] = []  # (columns, their oriented in-bag values)
