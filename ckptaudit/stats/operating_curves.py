@@ -2,13 +2,18 @@
 
 Each checkpoint's column is sorted once into candidate thresholds (:class:`Column`); a
 resample is a weight vector over the rows, so its curve is one product with the column's
-segment matrix and a cumulative sum in that order (no sort per resample). :func:`choose`
-applies the kernel's conventions (ties, "nothing meets the constraint") to every resample
-at once; :func:`at` reads a resample's rates at a given candidate.
+segment matrix and a cumulative sum in that order (no sort per resample). A batch of
+resamples' curves is laid out one column per resample, ``(thresholds, resamples)``: the
+product writes it so, the cumulative sum adds whole rows of it (:func:`cumulative`) and each
+choice reduces along the thresholds for every resample at once (:func:`choose_columns`, the
+kernel's conventions: ties, "nothing meets the constraint"). :func:`choose` is the same
+choice one row per resample (the counts on all rows, and the reference the tests hold
+:func:`choose_columns` to); :func:`at` reads a resample's rates at a given candidate.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +24,7 @@ from ..metrics.operating import OperatingPoint
 
 @dataclass(frozen=True)
 class Column:
-    """One checkpoint's candidate thresholds and each row's place among them.
+    """One checkpoint's candidate thresholds and each weighted row's place among them.
 
     Only the distinct scores that some positive row has are candidates (with +inf, "flag
     nothing"): for a given number of true positives, the threshold at the lowest flagged
@@ -29,8 +34,11 @@ class Column:
     positives, not rows."""
 
     thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
-    segments: Any  #: sparse (candidates, rows): 1 at the first candidate that flags the row
-    pos_segments: Any  #: ``segments`` of the positive rows only
+    #: sparse (2 x padded, rows): 1 at the first candidate that flags the row; the positive
+    #: rows' half first, then the negative rows' (``padded`` = whole blocks of ``block``
+    #: rows, those past the thresholds empty)
+    segments: Any
+    block: int  #: rows per block of :func:`cumulative`'s sum
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
 
 
@@ -39,11 +47,16 @@ def place(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     candidate at or below its score, threshold index ``place + 1`` (+inf being 0); rows below
     every candidate have the last place."""
     cand = np.unique(s[pos])
-    return cand, cand.shape[0] - np.searchsorted(cand, s, "right")
+    return cand, places(cand, s)
+
+
+def places(cand: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """:func:`place`'s places of the rows scored ``s`` among the candidates ``cand``."""
+    return cand.shape[0] - np.searchsorted(cand, s, "right")
 
 
 def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(tp, fp, P, N) on all rows, one row of counts per threshold (as :func:`weighted_counts`)."""
+    """(tp, fp, P, N) on all rows, one row of counts per threshold (+inf first)."""
     m = cand.shape[0]
     tp = np.r_[0.0, np.cumsum(np.bincount(seg[pos], minlength=m + 1)[:m])][None].astype(np.float64)
     fl = np.r_[0.0, np.cumsum(np.bincount(seg, minlength=m + 1)[:m])][None].astype(np.float64)
@@ -51,65 +64,97 @@ def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.
     return tp, fl - tp, np.array([[p]]), np.array([[pos.shape[0] - p]])
 
 
+def sorted_counts(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(candidates ascending, :func:`full_counts`) from a sort of the scores instead of every
+    row's place among the candidates (the same whole counts; a sort of 10^5 scores is about
+    3x faster than placing them)."""
+    ps = np.sort(s[pos])
+    cand = np.unique(ps)
+    ns = np.sort(s[~pos])
+    desc = cand[::-1]
+    tp = np.r_[0.0, ps.shape[0] - np.searchsorted(ps, desc, "left")][None].astype(np.float64)
+    fp = np.r_[0.0, ns.shape[0] - np.searchsorted(ns, desc, "left")][None].astype(np.float64)
+    return cand, (tp, fp, np.array([[float(ps.shape[0])]]), np.array([[float(ns.shape[0])]]))
+
+
+def curve_counts(c: Any, dtype: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(candidates ascending in the scores' ``dtype``, :func:`full_counts`) from the kernel's
+    :class:`~ckptaudit.metrics.operating.Curve` of the same column (every distinct score's
+    counts, sorted once by the pass): the candidates are the scores where ``tp`` grows."""
+    at = np.flatnonzero(np.diff(c.tp) > 0) + 1
+    cand = c.thresholds[at][::-1].astype(dtype)  # exact: the thresholds are the scores, widened
+    tp = np.r_[0.0, c.tp[at]][None].astype(np.float64)
+    fp = np.r_[0.0, c.fp[at]][None].astype(np.float64)
+    return cand, (tp, fp, np.array([[float(c.n_pos)]]), np.array([[float(c.n_neg)]]))
+
+
 def make_column(
     cand: np.ndarray,
     seg: np.ndarray,
     pos: np.ndarray,
     window: tuple[int, int] | None = None,
-    rows: np.ndarray | None = None,
     dtype: Any = np.float64,
 ) -> Column:
-    """The column of one checkpoint (:func:`place`'s candidates and places) on targets
-    ``pos``. ``window`` (lo, hi): only thresholds lo..hi (indices among all, +inf being 0)
-    are kept: the rows above ``lo`` are summed as one, those below ``hi`` left out of the
-    products (the large-sample path, :mod:`ckptaudit.stats.operating_draws`); ``rows``: the
-    rows the resample weights cover (the candidates still come from every positive)."""
+    """The column of one checkpoint: its candidates ``cand`` and the weighted rows' places
+    ``seg`` (:func:`places`) and targets ``pos``. ``window`` (lo, hi): only thresholds lo..hi
+    (indices among all, +inf being 0) are kept: the rows above ``lo`` are summed as one, those
+    below ``hi`` left out of the products (the large-sample path,
+    :mod:`ckptaudit.stats.operating_draws`); ``dtype``: the weights' (the product's) type."""
     from scipy import sparse
 
     m = cand.shape[0]
     lo, hi = (0, m) if window is None else (max(0, window[0]), min(window[1], m))
-    sub = seg if rows is None else seg[rows]
-    sub_pos = pos if rows is None else pos[rows]
+    size = hi - lo + 1
+    # NOTE: blocks of about sqrt(size) rows: :func:`cumulative` adds block rows one by one
+    # and then each block's offset, so both loops stay short
+    block = max(2, min(math.isqrt(size), 12))
+    padded = -(-size // block) * block
     # the row's place in the window: 0 when a threshold above the window flags it
-    at = np.maximum(sub + 1 - lo, 0)
+    at = np.maximum(seg + 1 - lo, 0)
     inside = np.flatnonzero(at <= hi - lo)
-    shape = (hi - lo + 1, sub.shape[0])
-    onehot = sparse.csr_matrix((np.ones(inside.shape[0], dtype), (at[inside], inside)), shape=shape)
-    on_pos = inside[sub_pos[inside]]
-    pos_onehot = sparse.csr_matrix((np.ones(on_pos.shape[0], dtype), (at[on_pos], on_pos)), shape=shape)
+    where = at[inside] + np.where(pos[inside], 0, padded)
+    onehot = sparse.csr_matrix((np.ones(inside.shape[0], dtype), (where, inside)), shape=(2 * padded, seg.shape[0]))
     thresholds = np.r_[np.inf, cand[::-1].astype(np.float64)][lo : hi + 1]
-    return Column(thresholds, onehot, pos_onehot, lo)
+    return Column(thresholds, onehot, block, lo)
 
 
-def weighted_counts(wt: np.ndarray, col: Column, totals: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """(tp, fp, P, N) per resample and candidate threshold; ``wt``: the rows' weights, one
-    column per resample (C order: each product reads it in one pass); ``totals``: the
-    resampled positive and negative counts (:func:`totals`)."""
-    # NOTE: float32 weights (the large-sample path) sum whole counts exactly below 2^24 (the
-    # caller's bound), so the cumulative sums run in float32 too (a float64 accumulator over
-    # float32 input was 3x slower) and only then become float64, for the rates
-    fl = np.cumsum(col.segments @ wt, axis=0).astype(np.float64, copy=False).T
-    tp = np.cumsum(col.pos_segments @ wt, axis=0).astype(np.float64, copy=False).T
-    return tp, fl - tp, totals[0], totals[1]
+def cumulative(wt: np.ndarray, col: Column) -> tuple[np.ndarray, np.ndarray]:
+    """(tp, fp): each threshold's weighted true and false positives (thresholds, resamples),
+    ``wt``: the rows' weights, one column per resample (C order: the product reads each row
+    once). Whole counts: every order of the additions gives the same sums (float32 weights
+    below 2^24, the caller's bound), so the cumulative sum adds whole rows, block by block."""
+    size = col.thresholds.shape[0]
+    sums = col.segments @ wt  # (2 x padded, resamples), C order, the weights' type
+    b, r = col.block, sums.shape[1]
+    v = sums.reshape(2, -1, b, r)  # (half, block, row in block, resample)
+    # NOTE: numpy's cumulative sum along the first axis is a sequential loop per element (about
+    # 8x slower here than the adds of whole rows below)
+    for k in range(1, b):
+        np.add(v[:, :, k], v[:, :, k - 1], out=v[:, :, k])
+    if v.shape[1] > 1:
+        v[:, 1:] += np.cumsum(v[:, :-1, b - 1], axis=1)[:, :, None, :]
+    tp, fp = v.reshape(2, -1, r)[:, :size]
+    return tp, fp
 
 
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(P, N) per resample, shape (resamples, 1): the weighted rows' positives and negatives
+    """(P, N) per resample, shape (resamples,): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
-    p = (pos.astype(wt.dtype) @ wt).astype(np.float64)[:, None]
-    n = wt.sum(axis=0, dtype=np.float64)[:, None] - p
+    p = (pos.astype(wt.dtype) @ wt).astype(np.float64)
+    n = wt.sum(axis=0, dtype=np.float64) - p
     return p + extra[0], n + extra[1]
 
 
 def rate(name: str, tp, fp, p, n) -> np.ndarray:
-    """One rate per resample and candidate (NaN where undefined)."""
+    """One rate per resample and candidate (NaN where undefined), in float64 whatever the
+    counts' type (``tp``, ``fp`` whole counts: the float32 ones widen exactly)."""
     with np.errstate(divide="ignore", invalid="ignore"):
+        # NOTE: 0/0 is NaN, as undefined rates are: tp = 0 wherever P or tp + fp is 0, fp = 0 where N is
         if name == "recall":
-            return np.where(p > 0, tp / p, np.nan)
+            return np.divide(tp, p, dtype=np.float64)
         if name == "precision":
-            fl = tp + fp
-            return np.where(fl > 0, tp / np.where(fl > 0, fl, 1), np.nan)
-        return np.where(n > 0, 1.0 - fp / n, np.nan)
+            return np.divide(tp, tp + fp, dtype=np.float64)
+        return 1.0 - np.divide(fp, n, dtype=np.float64)
 
 
 def rates(tp, fp, p, n) -> dict[str, np.ndarray]:
@@ -117,8 +162,8 @@ def rates(tp, fp, p, n) -> dict[str, np.ndarray]:
 
 
 def choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarray] | None = None):
-    """Per resample: (value, chosen index), with the conventions of the kernel (NaN, -1:
-    none); ``pair`` (target, constraint rates) when the caller already has them."""
+    """Per resample (one row each): (value, chosen index), with the conventions of the kernel
+    (NaN, -1: none); ``pair`` (target, constraint rates) when the caller already has them."""
     rows = np.arange(tp.shape[0])
     if point.is_cost:
         cost = (point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n)  # type: ignore[operator]
@@ -138,17 +183,93 @@ def choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarr
     return value, np.where(ok.any(axis=1), i, -1)
 
 
+def _first(mask: np.ndarray) -> np.ndarray:
+    """Per column, the first row where ``mask`` holds (its row count where none does)."""
+    rows = np.arange(mask.shape[0])[:, None]
+    return np.where(mask, rows, mask.shape[0]).min(axis=0)
+
+
+def choose_columns(
+    tp: np.ndarray, fp: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint, con: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`choose` of the curves laid out one column per resample ((thresholds,
+    resamples); ``p``, ``n``: (resamples,)): the same values and indices (float64 rates of
+    the same whole counts, the same tie rule). ``con``: the constraint's rates, when the
+    caller has them (shared by the stricter bounds).
+
+    Every curve's ``tp`` and ``fp`` grow along the thresholds, so recall grows and
+    specificity falls: a recall target's best lies at the last threshold that meets the
+    constraint, and its ties (the same ``tp``) come first where the constraint is best;
+    specificity under a recall constraint (met from its first threshold on) likewise. Those
+    read the counts a few times instead of masking every rate (tests hold them to
+    :func:`choose`)."""
+    cols = np.arange(tp.shape[1])
+    if point.is_cost:
+        tp64, fp64 = tp.astype(np.float64, copy=False), fp.astype(np.float64, copy=False)
+        cost = (point.fn_cost * (p - tp64) + point.fp_cost * fp64) / (p + n)  # type: ignore[operator]
+        i = cost.argmin(axis=0)  # the first minimum (a NaN's index where the totals are 0, as choose)
+        return cost[i, cols], i
+    bound = point.bound - 1e-12  # type: ignore[operator]
+    if con is None:
+        con = rate(point.constraint, tp, fp, p, n)  # type: ignore[arg-type]
+    ok = con >= bound  # NaN compares False
+    if point.target == "recall":  # constraint: precision or specificity
+        ok &= p > 0  # recall defined
+        last = np.where(ok, np.arange(tp.shape[0])[:, None], -1).max(axis=0)
+        some = last >= 0
+        top = tp[np.maximum(last, 0), cols]
+        i = (tp < top).sum(axis=0)  # the first threshold with that many true positives
+        none_yet = some & (top == 0)
+        if point.constraint == "precision" and none_yet.any():  # precision is undefined until something is flagged
+            i[none_yet] = (tp[:, none_yet] + fp[:, none_yet] == 0).sum(axis=0)
+        value = np.divide(tp[np.where(some, i, 0), cols], p, dtype=np.float64)
+        return np.where(some, value, np.nan), np.where(some, i, -1)
+    if point.target == "specificity":  # constraint: recall, met from its first threshold on
+        ok &= n > 0  # specificity defined
+        first = tp.shape[0] - ok.sum(axis=0)
+        some = first < tp.shape[0]
+        j = np.where(some, first, 0)
+        low = fp[j, cols]
+        last = (fp <= low).sum(axis=0) - 1  # the last threshold with as few false positives
+        i = np.maximum(first, (tp < tp[np.maximum(last, 0), cols]).sum(axis=0))
+        value = 1.0 - np.divide(fp[np.where(some, i, 0), cols], n, dtype=np.float64)
+        return np.where(some, value, np.nan), np.where(some, i, -1)
+    target = rate(point.target, tp, fp, p, n)
+    ok &= np.isfinite(target)
+    t = np.where(ok, target, -np.inf)
+    best = t.max(axis=0)
+    c = np.where(t == best, con, -np.inf)  # where nothing meets it, best is -inf and the index is -1 anyway
+    i = _first(c == c.max(axis=0))
+    some = best > -np.inf
+    return np.where(some, target[np.where(some, i, 0), cols], np.nan), np.where(some, i, -1)
+
+
 def at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(value, constraint, the constraint's denominator count) of each resample at index
-    ``i`` (NaN where ``i`` is -1)."""
+    """(value, constraint, the constraint's denominator count) of each resample (one row
+    each) at index ``i`` (NaN where ``i`` is -1)."""
     rows = np.arange(tp.shape[0])
     j = np.maximum(i, 0)
     sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
+    return at_counts(sub, i, point)
+
+
+def at_columns(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`at` of the curves laid out one column per resample (``p``, ``n``: (resamples,))."""
+    cols = np.arange(tp.shape[1])
+    j = np.maximum(i, 0)
+    sub = (tp[j, cols][:, None].astype(np.float64), fp[j, cols][:, None].astype(np.float64), p[:, None], n[:, None])
+    return at_counts(sub, i, point)
+
+
+def at_counts(sub: tuple, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """:func:`at` of counts already read at the index: ``sub`` (tp, fp, P, N), each (resamples, 1)
+    or broadcast to it; ``i`` only says where there is none (-1)."""
+    tp, fp, p, n = sub
     if point.is_cost:
-        value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
+        value = ((point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n))[:, 0]  # type: ignore[operator]
         return np.where(i >= 0, value, np.nan), None, None
     r = rates(*sub)
     value = np.where(i >= 0, r[point.target][:, 0], np.nan)
     con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
-    den = {"precision": sub[0] + sub[1], "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
+    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
     return value, con, den

@@ -95,20 +95,27 @@ def plan_windows(fulls: list[tuple], point: OperatingPoint) -> list[tuple[int, i
 
 
 def plan(
-    fulls: list[tuple], pos: np.ndarray, placed: list[tuple], points: list[OperatingPoint], resamples: int, force: bool = False
+    fulls: list[tuple],
+    pos: np.ndarray,
+    scores: list[np.ndarray],
+    cands: list[np.ndarray],
+    points: list[OperatingPoint],
+    resamples: int,
+    force: bool = False,
 ) -> Plan | None:
     """The large-sample path's :class:`Plan` for ``points`` (the pair's own first), or None
     where the validation set is small (or where the kept rows are most of them: the exact
-    path is as fast); ``force``: on any size. ``placed``: each checkpoint's
-    (candidates, row places) (:func:`~ckptaudit.stats.operating_curves.place`)."""
+    path is as fast); ``force``: on any size. ``scores``, ``cands``: each checkpoint's scores
+    and candidates (ascending, :func:`~ckptaudit.stats.operating_curves.place`)."""
     n = pos.shape[0]
     if not force and n * resamples < LARGE_CELLS:
         return None
     windows = [plan_windows(fulls, point) for point in points]
     union = [(min(w[k][0] for w in windows), max(w[k][1] for w in windows)) for k in range(len(fulls))]
     inside = np.zeros(n, dtype=bool)
-    for (_, seg), (_, hi) in zip(placed, union, strict=True):
-        inside |= seg < hi  # flagged at a kept threshold (index seg + 1 <= hi)
+    for s, cand, (_, hi) in zip(scores, cands, union, strict=True):
+        if hi > 0:  # flagged at a kept threshold: at or above the hi-th highest candidate
+            inside |= s >= cand[cand.shape[0] - hi]
     if not force and inside.mean() > 0.5:
         return None
     rows = np.flatnonzero(inside)
@@ -129,8 +136,8 @@ def _outside(m: int, r: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 
 def draw(p: Plan | None, n: int, r: int, rng: np.random.Generator):
     """``r`` resamples: (in-bag weights, out-of-bag weights, in-bag extra (P, N), out-of-bag
-    extra (P, N)); the weights one column per resample (rows, r), over all rows (``p`` None:
-    the multinomial bootstrap) or the plan's rows."""
+    extra (P, N), each (r,)); the weights one column per resample (rows, r), over all rows
+    (``p`` None: the multinomial bootstrap) or the plan's rows."""
     if p is None:
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)], axis=1).astype(np.float64)
         return counts, (counts == 0).astype(np.float64), (0.0, 0.0), (0.0, 0.0)
@@ -139,4 +146,4 @@ def draw(p: Plan | None, n: int, r: int, rng: np.random.Generator):
     oob = (w == 0).astype(dtype)
     p_in, p_oob = _outside(p.pos_out, r, rng)
     n_in, n_oob = _outside(p.neg_out, r, rng)
-    return w, oob, (p_in[:, None], n_in[:, None]), (p_oob[:, None], n_oob[:, None])
+    return w, oob, (p_in, n_in), (p_oob, n_oob)
