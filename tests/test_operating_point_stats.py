@@ -206,7 +206,7 @@ def _resampled_curves(rng, rows, resamples, block_window=None):
     s = np.round(rng.normal(size=rows) + 1.2 * y, 1)
     cand, seg = oc.place(s, y)
     w = rng.poisson(1.0, (rows, resamples)).astype(np.float32)
-    col = oc.make_column(cand, seg, y, block_window, np.float32)
+    col = oc.make_column(cand, seg, y, block_window)
     p, n = oc.totals(w, y)
     return col, w, p, n
 

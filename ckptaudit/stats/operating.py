@@ -196,19 +196,17 @@ def estimate(
     elif fast is not False:
         large = draws.plan(fulls, pos, scores, cands, [point], resamples, bool(fast))
     if large is None:
-        f64 = np.float64
-        cols = wide_cols = [_column(c, _places(c, s), pos, None, f64) for c, s in zip(cands, scores, strict=True)]
+        cols = wide_cols = [_column(c, _places(c, s), pos) for c, s in zip(cands, scores, strict=True)]
         slices = [[slice(None)] * len(stricter) for _ in cols]
     else:  # the weighted rows only, each checkpoint's kept thresholds only
         # the stricter bounds' choices lie elsewhere on the curve: the union of the windows
         # serves the first STRICTER_DRAWS draws (which need them), the point's own the rest;
         # each stricter bound chooses within its own window, a slice of the union's
-        f32 = np.float32 if n < 2**23 else np.float64  # whole counts below 2^24, Poisson totals included
         pos_w = pos[large.rows]
         segs = [_places(c, np.asarray(s)[large.rows]) for c, s in zip(cands, scores, strict=True)]
         own, per_bound = large.windows[0], large.windows[1:]
-        cols = [_column(c, g, pos_w, w, f32) for c, g, w in zip(cands, segs, own, strict=True)]
-        wide_cols = [_column(c, g, pos_w, w, f32) for c, g, w in zip(cands, segs, large.union, strict=True)]
+        cols = [_column(c, g, pos_w, w) for c, g, w in zip(cands, segs, own, strict=True)]
+        wide_cols = [_column(c, g, pos_w, w) for c, g, w in zip(cands, segs, large.union, strict=True)]
         slices = [[slice(b[k][0] - c.lo, b[k][1] - c.lo + 1) for b in per_bound] for k, c in enumerate(wide_cols)]
     pos_w = pos if large is None else pos[large.rows]
     width = n if large is None else max(large.rows.shape[0], 1)

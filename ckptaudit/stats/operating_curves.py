@@ -1,10 +1,10 @@
 """One checkpoint's operating-point curve under resampled row weights (issue 20).
 
 Each checkpoint's column is sorted once into candidate thresholds (:class:`Column`); a
-resample is a weight vector over the rows, so its curve is one product with the column's
-segment matrix and a cumulative sum in that order (no sort per resample). A batch of
-resamples' curves is laid out one column per resample, ``(thresholds, resamples)``: the
-product writes it so, the cumulative sum adds whole rows of it (:func:`cumulative`) and each
+resample is a weight vector over the rows, so its curve is one cumulative sum of the rows'
+weights in that order (no sort per resample). A batch of resamples' curves is laid out one
+column per resample, ``(thresholds, resamples)``: the rows' weights are gathered so and
+summed up whole rows at a time (:func:`cumulative`), and each
 choice reduces along the thresholds for every resample at once (:func:`choose_columns`, the
 kernel's conventions: ties, "nothing meets the constraint"). :func:`choose` is the same
 choice one row per resample (the counts on all rows, and the reference the tests hold
@@ -34,11 +34,14 @@ class Column:
     positives, not rows."""
 
     thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
-    #: sparse (2 x padded, rows): 1 at the first candidate that flags the row; the positive
-    #: rows' half first, then the negative rows' (``padded`` = whole blocks of ``block``
-    #: rows, those past the thresholds empty)
-    segments: Any
-    block: int  #: rows per block of :func:`cumulative`'s sum
+    #: the rows a threshold kept flags first (not one above them): positives, then negatives,
+    #: each by the first threshold that flags them
+    rows: np.ndarray
+    #: (2, padded): per threshold kept, how many of ``rows`` it flags (the negatives' from
+    #: ``rows``' first negative on); padded to whole blocks by repeating the last
+    ends: np.ndarray
+    above: tuple[np.ndarray, np.ndarray]  #: the rows every threshold kept flags: positives, negatives
+    block: int  #: thresholds per block (:class:`~ckptaudit.stats.operating_blocks.BlockCurves`)
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
 
 
@@ -88,77 +91,92 @@ def curve_counts(c: Any, dtype: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]
     return cand, (tp, fp, np.array([[float(c.n_pos)]]), np.array([[float(c.n_neg)]]))
 
 
-def make_column(
-    cand: np.ndarray,
-    seg: np.ndarray,
-    pos: np.ndarray,
-    window: tuple[int, int] | None = None,
-    dtype: Any = np.float64,
-) -> Column:
+def make_column(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray, window: tuple[int, int] | None = None) -> Column:
     """The column of one checkpoint: its candidates ``cand`` and the weighted rows' places
     ``seg`` (:func:`places`) and targets ``pos``. ``window`` (lo, hi): only thresholds lo..hi
     (indices among all, +inf being 0) are kept: the rows above ``lo`` are summed as one, those
-    below ``hi`` left out of the products (the large-sample path,
-    :mod:`ckptaudit.stats.operating_draws`); ``dtype``: the weights' (the product's) type."""
-    from scipy import sparse
-
+    below ``hi`` left out (the large-sample path, :mod:`ckptaudit.stats.operating_draws`)."""
     m = cand.shape[0]
     lo, hi = (0, m) if window is None else (max(0, window[0]), min(window[1], m))
     size = hi - lo + 1
-    # NOTE: blocks of about sqrt(size) rows: :func:`cumulative` adds block rows one by one
-    # and then each block's offset, so both loops stay short
     block = max(2, min(math.isqrt(size), 12))
     padded = -(-size // block) * block
     # the row's place in the window: 0 when a threshold above the window flags it
     at = np.maximum(seg + 1 - lo, 0)
-    inside = np.flatnonzero(at <= hi - lo)
-    where = at[inside] + np.where(pos[inside], 0, padded)
-    onehot = sparse.csr_matrix((np.ones(inside.shape[0], dtype), (where, inside)), shape=(2 * padded, seg.shape[0]))
-    thresholds = np.r_[np.inf, cand[::-1].astype(np.float64)][lo : hi + 1]
-    return Column(thresholds, onehot, block, lo)
+    kept = (at >= 1) & (at < size)
+    rows, ends = [], np.empty((2, padded), np.intp)
+    first = 0
+    for h, side in enumerate((pos, ~pos)):
+        sel = np.flatnonzero(kept & side)
+        sel = sel[np.argsort(at[sel], kind="stable")]
+        ends[h, :size] = first + np.searchsorted(at[sel], np.arange(size), "right")
+        ends[h, size:] = ends[h, size - 1]
+        rows.append(sel)
+        first += sel.shape[0]
+    above = (np.flatnonzero((at == 0) & pos), np.flatnonzero((at == 0) & ~pos))
+    thresholds = np.concatenate([[np.inf], cand[::-1].astype(np.float64)])[lo : hi + 1]
+    return Column(thresholds, np.concatenate(rows), ends, above, block, lo)
 
 
-def cumulative(wt: np.ndarray, col: Column) -> tuple[np.ndarray, np.ndarray]:
+def cumulative(wt: np.ndarray, col: Column, padded: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """(tp, fp): each threshold's weighted true and false positives (thresholds, resamples),
-    ``wt``: the rows' weights, one column per resample (C order: the product reads each row
-    once). Whole counts: every order of the additions gives the same sums (float32 weights
-    below 2^24, the caller's bound), so the cumulative sum adds whole rows, block by block."""
-    size = col.thresholds.shape[0]
-    sums = col.segments @ wt  # (2 x padded, resamples), C order, the weights' type
-    b, r = col.block, sums.shape[1]
-    v = sums.reshape(2, -1, b, r)  # (half, block, row in block, resample)
+    ``wt``: the rows' weights, one column per resample; ``padded``: to the column's whole
+    blocks (the last threshold repeated). Whole counts: every order of the additions gives
+    the same sums (float32 weights below 2^24, the caller's bound), so the column's rows are
+    gathered in threshold order and summed up whole rows at a time, block by block."""
+    n, r = col.rows.shape[0] + 1, wt.shape[1]
+    b = max(2, math.isqrt(n))
+    x = np.empty((-(-n // b) * b, r), wt.dtype)
+    x[0] = 0
+    np.take(wt, col.rows, axis=0, out=x[1:n])
+    x[n:] = 0
+    v = x.reshape(-1, b, r)
     # NOTE: numpy's cumulative sum along the first axis is a sequential loop per element (about
-    # 8x slower here than the adds of whole rows below)
+    # 8x slower here than these adds of whole rows and then each block's offset)
     for k in range(1, b):
-        np.add(v[:, :, k], v[:, :, k - 1], out=v[:, :, k])
-    if v.shape[1] > 1:
-        v[:, 1:] += np.cumsum(v[:, :-1, b - 1], axis=1)[:, :, None, :]
-    tp, fp = v.reshape(2, -1, r)[:, :size]
-    return tp, fp
+        np.add(v[:, k], v[:, k - 1], out=v[:, k])
+    if v.shape[0] > 1:
+        v[1:] += np.cumsum(v[:-1, b - 1], axis=0)[:, None, :]
+    tp, fp = x[col.ends[0]], x[col.ends[1]]
+    fp -= x[col.ends[0, -1]]  # the negatives' sums start after the positives'
+    tp += wt[col.above[0]].sum(axis=0)
+    fp += wt[col.above[1]].sum(axis=0)
+    if padded:
+        return tp, fp
+    size = col.thresholds.shape[0]
+    return tp[:size], fp[:size]
 
 
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(P, N) per resample, shape (resamples,): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
     p = (pos.astype(wt.dtype) @ wt).astype(np.float64)
-    n = wt.sum(axis=0, dtype=np.float64) - p
+    n = wt.sum(axis=0).astype(np.float64) - p  # whole counts: exact in the weights' type
     return p + extra[0], n + extra[1]
 
 
 def rate(name: str, tp, fp, p, n) -> np.ndarray:
     """One rate per resample and candidate (NaN where undefined), in float64 whatever the
-    counts' type (``tp``, ``fp`` whole counts: the float32 ones widen exactly)."""
+    counts' type (``tp``, ``fp`` whole counts: float32 and integer ones widen exactly)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        # NOTE: 0/0 is NaN, as undefined rates are: tp = 0 wherever P or tp + fp is 0, fp = 0 where N is
-        if name == "recall":
-            return np.divide(tp, p, dtype=np.float64)
-        if name == "precision":
-            return np.divide(tp, tp + fp, dtype=np.float64)
-        return 1.0 - np.divide(fp, n, dtype=np.float64)
+        return raw_rate(name, tp, fp, p, n)
+
+
+def raw_rate(name: str, tp, fp, p, n) -> np.ndarray:
+    """:func:`rate` for a caller that already holds ``np.errstate(divide="ignore",
+    invalid="ignore")`` (entering it costs more than a small rate)."""
+    # NOTE: 0/0 is NaN, as undefined rates are: tp = 0 wherever P or tp + fp is 0, fp = 0 where N is
+    if name == "recall":
+        return np.divide(tp, p, dtype=np.float64)
+    if name == "precision":
+        return np.divide(tp, tp + fp, dtype=np.float64)
+    return 1.0 - np.divide(fp, n, dtype=np.float64)
 
 
 def rates(tp, fp, p, n) -> dict[str, np.ndarray]:
-    return {name: rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
+    """Every rate (:func:`rate`) by name."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {name: raw_rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
 
 
 def choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarray] | None = None):
