@@ -143,12 +143,6 @@ def _reach(point: OperatingPoint, full: tuple, index: int) -> int:
     return next((i + 1 for i, d in enumerate(MARGINS) if d >= 6.0 * se), len(MARGINS))
 
 
-def _at_out(out: BlockCurves, i: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint):
-    """(value, constraint, its denominator) of each resample's out-of-bag counts at ``i``."""
-    tp, fp = out.at(i)
-    return _at_counts((tp[:, None].astype(np.float64), fp[:, None].astype(np.float64), p[:, None], n[:, None]), i, point)
-
-
 def estimate(
     scores: list[np.ndarray],
     pos: np.ndarray,
@@ -257,11 +251,11 @@ def estimate(
                 else:
                     vs, js = _choose_columns(tp[cut], fp[cut], p_in, n_in, strict, con[cut])  # type: ignore[index]
                     js = np.where(js >= 0, js + lo, js)
-                _, cs, ds = _at_out(out, js, p_oob, n_oob, point)
+                _, cs, ds = out.rates_at(js, p_oob, n_oob, point)
                 bv, bc, bd = s_best[m]
                 up = np.isfinite(vs) & (vs > bv)
                 s_best[m] = (np.where(up, vs, bv), np.where(up, cs, bc), np.where(up, ds, bd))  # type: ignore[arg-type]
-            ov, oc, od = _at_out(out, i, p_oob, n_oob, point)
+            ov, oc, od = out.rates_at(i, p_oob, n_oob, point)
             tp_f, fp_f, p_f, n_f = fulls[k]
             at_full = col.lo + np.maximum(i, 0)
             _, fc, _ = _at_counts((tp_f[0, at_full][:, None], fp_f[0, at_full][:, None], p_f, n_f), i, point)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
-from .operating_curves import Column, cumulative, raw_rate
+from .operating_curves import Column, at_counts, cumulative, raw_rate
 
 #: thresholds summed at once where the last one that meets the constraint is looked for
 SCAN = 36
@@ -58,6 +58,12 @@ class BlockCurves:
         """(tp, fp) of every resample at threshold ``i`` (-1 reads threshold 0), each (resamples,)."""
         j, q = np.maximum(i, 0), np.arange(self.r)
         return self.tp[j, q], self.fp[j, q]
+
+    def rates_at(self, i: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint) -> tuple:
+        """(value, constraint, its denominator) of every resample at threshold ``i``
+        (:func:`~ckptaudit.stats.operating_curves.at`)."""
+        tp, fp = self.at(i)
+        return at_counts((tp[:, None].astype(np.float64), fp[:, None].astype(np.float64), p[:, None], n[:, None]), i, point)
 
     def _last_met(self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Per resample, the last threshold in [lo, hi) that meets the constraint (-1: none) and its ``tp``."""
