@@ -150,8 +150,9 @@ def cumulative(wt: np.ndarray, col: Column, padded: bool = False) -> tuple[np.nd
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(P, N) per resample, shape (resamples,): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
-    p = (pos.astype(wt.dtype) @ wt).astype(np.float64)
-    n = wt.sum(axis=0).astype(np.float64) - p  # whole counts: exact in the weights' type
+    # one product reads the weights once for both sums (whole counts: exact in the weights' type)
+    p, total = (np.stack([pos, np.ones_like(pos)]).astype(wt.dtype) @ wt).astype(np.float64)
+    n = total - p
     return p + extra[0], n + extra[1]
 
 
