@@ -122,13 +122,14 @@ def cumulative(wt: np.ndarray, col: Column, padded: bool = False) -> tuple[np.nd
     """(tp, fp): each threshold's weighted true and false positives (thresholds, resamples),
     ``wt``: the rows' weights, one column per resample; ``padded``: to the column's whole
     blocks (the last threshold repeated). Whole counts: every order of the additions gives
-    the same sums (float32 weights below 2^24, the caller's bound), so the column's rows are
-    gathered in threshold order and summed up whole rows at a time, block by block."""
+    the same sums (in :func:`accumulator`'s type), so the column's rows are gathered in
+    threshold order and summed up whole rows at a time, block by block."""
     n, r = col.rows.shape[0] + 1, wt.shape[1]
     b = max(2, math.isqrt(n))
-    x = np.empty((-(-n // b) * b, r), wt.dtype)
+    acc = accumulator(wt)
+    x = np.empty((-(-n // b) * b, r), acc)
     x[0] = 0
-    np.take(wt, col.rows, axis=0, out=x[1:n])
+    x[1:n] = np.take(wt, col.rows, axis=0)
     x[n:] = 0
     v = x.reshape(-1, b, r)
     # NOTE: numpy's cumulative sum along the first axis is a sequential loop per element (about
@@ -139,19 +140,26 @@ def cumulative(wt: np.ndarray, col: Column, padded: bool = False) -> tuple[np.nd
         v[1:] += np.cumsum(v[:-1, b - 1], axis=0)[:, None, :]
     tp, fp = x[col.ends[0]], x[col.ends[1]]
     fp -= x[col.ends[0, -1]]  # the negatives' sums start after the positives'
-    tp += wt[col.above[0]].sum(axis=0)
-    fp += wt[col.above[1]].sum(axis=0)
+    tp += wt[col.above[0]].sum(axis=0, dtype=acc)
+    fp += wt[col.above[1]].sum(axis=0, dtype=acc)
     if padded:
         return tp, fp
     size = col.thresholds.shape[0]
     return tp[:size], fp[:size]
 
 
+def accumulator(wt: np.ndarray) -> Any:
+    """The type the weights ``wt`` (rows, resamples) are summed in: float32 for one-byte
+    weights whose every sum stays below 2^24 (whole counts, exact), else float64."""
+    return np.float32 if wt.dtype == np.uint8 and wt.shape[0] * 255 < 2**24 else np.float64
+
+
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(P, N) per resample, shape (resamples,): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
-    # one product reads the weights once for both sums (whole counts: exact in the weights' type)
-    p, total = (np.stack([pos, np.ones_like(pos)]).astype(wt.dtype) @ wt).astype(np.float64)
+    # one product reads the weights once for both sums (whole counts: exact in its type)
+    acc = accumulator(wt)
+    p, total = (np.stack([pos, np.ones_like(pos)]).astype(acc) @ wt.astype(acc, copy=False)).astype(np.float64)
     n = total - p
     return p + extra[0], n + extra[1]
 
