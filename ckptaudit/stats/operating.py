@@ -34,10 +34,9 @@ from ..metrics.operating import OperatingPoint
 from . import operating_draws as draws
 from .operating_blocks import BlockCurves
 from .operating_blocks import serves as _serves
+from .operating_curves import FullCurves as _FullCurves
 from .operating_curves import at_counts as _at_counts
 from .operating_curves import choose as _choose
-from .operating_curves import choose_columns as _choose_columns
-from .operating_curves import cumulative as _cumulative
 from .operating_curves import make_column as _column
 from .operating_curves import places as _places
 from .operating_curves import rate as _rate
@@ -213,7 +212,7 @@ def estimate(
     # HOLD_LEVEL: each is tuned in-bag and checked against the real bound out-of-bag, like the pair itself
     s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
     s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
-    blocks = _serves(point)
+    curves = BlockCurves if _serves(point) else _FullCurves
     done = 0
     while done < resamples:
         r = min(chunk, resamples - done)
@@ -228,29 +227,18 @@ def estimate(
         best_oob_con = np.full(r, np.nan)
         best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
-        rows_r = np.arange(r)
         s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
         for k, col in enumerate(wide_cols if early else cols):
             # every curve one column per resample (thresholds, resamples): see operating_curves;
             # a recall target's choice and every out-of-bag count read through block sums
-            if blocks:
-                inbag = BlockCurves(counts, col)
-                v, i, con_i = inbag.choose(point, p_in, n_in)
-            else:
-                tp, fp = _cumulative(counts, col)
-                con = None if point.is_cost else _rate(point.constraint, tp, fp, p_in, n_in)  # type: ignore[arg-type]
-                v, i = _choose_columns(tp, fp, p_in, n_in, point, con)
-                con_i = None if con is None else con[np.maximum(i, 0), rows_r]
+            inbag = curves(counts, col)
+            v, i, con_i = inbag.choose(point, p_in, n_in)
             chunk_in[:, k] = v
             out = BlockCurves(oob, col)
             for m, strict in enumerate(stricter if early else ()):
                 cut = slices[k][m]
                 lo, hi = cut.start or 0, col.thresholds.shape[0] if cut.stop is None else cut.stop
-                if blocks:
-                    vs, js, _ = inbag.choose(strict, p_in, n_in, lo, hi)
-                else:
-                    vs, js = _choose_columns(tp[cut], fp[cut], p_in, n_in, strict, con[cut])  # type: ignore[index]
-                    js = np.where(js >= 0, js + lo, js)
+                vs, js, _ = inbag.choose(strict, p_in, n_in, lo, hi)
                 _, cs, ds = out.rates_at(js, p_oob, n_oob, point)
                 bv, bc, bd = s_best[m]
                 up = np.isfinite(vs) & (vs > bv)

@@ -271,6 +271,26 @@ def choose_columns(
     return np.where(some, target[np.where(some, i, 0), cols], np.nan), np.where(some, i, -1)
 
 
+class FullCurves:
+    """:class:`~ckptaudit.stats.operating_blocks.BlockCurves`' choice for every operating
+    point: one checkpoint's curves under a batch of resample weights, every rate computed
+    (:func:`choose_columns`)."""
+
+    def __init__(self, wt: np.ndarray, col: Column) -> None:
+        self.tp, self.fp = cumulative(wt, col)
+        self.con: np.ndarray | None = None  # the constraint's rates (the same for every bound)
+
+    def choose(self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int = 0, hi: int | None = None) -> tuple:
+        """(value, index among the thresholds kept, -1: none, the constraint there) on thresholds [lo, hi)."""
+        hi = self.tp.shape[0] if hi is None else hi
+        if self.con is None and not point.is_cost:
+            self.con = rate(point.constraint, self.tp, self.fp, p, n)  # type: ignore[arg-type]
+        con = None if point.is_cost else self.con[lo:hi]  # type: ignore[index]
+        v, i = choose_columns(self.tp[lo:hi], self.fp[lo:hi], p, n, point, con)
+        i = np.where(i >= 0, i + lo, i)
+        return v, i, None if self.con is None else self.con[np.maximum(i, 0), np.arange(i.shape[0])]
+
+
 def at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
     """(value, constraint, the constraint's denominator count) of each resample (one row
     each) at index ``i`` (NaN where ``i`` is -1)."""
