@@ -157,9 +157,11 @@ def accumulator(wt: np.ndarray) -> Any:
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
     """(P, N) per resample, shape (resamples,): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
-    # one product reads the weights once for both sums (whole counts: exact in its type)
+    # NOTE: sums, not a product with the positives' indicator: a BLAS product starts threads
+    # whose spinning costs more CPU time than the sums of one-byte weights (whole counts: exact)
     acc = accumulator(wt)
-    p, total = (np.stack([pos, np.ones_like(pos)]).astype(acc) @ wt.astype(acc, copy=False)).astype(np.float64)
+    p = wt[pos].sum(axis=0, dtype=acc).astype(np.float64)
+    total = wt.sum(axis=0, dtype=acc).astype(np.float64)
     n = total - p
     return p + extra[0], n + extra[1]
 
