@@ -222,8 +222,12 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
     rng = np.random.default_rng(seed)
     window = None if seed % 2 == 0 else (5, 60)
     col, w, p, n = _resampled_curves(rng, 400 + seed % 2, 64, window)
-    tp, fp = oc.cumulative(w, col)
-    blocks = ob.BlockCurves(w, col)
+    (tp_pad, fp_pad), (tp_out, fp_out) = oc.cumulative(w, col)
+    blocks = ob.BlockCurves(tp_pad, fp_pad, col)
+    tp, fp = oc.FullCurves(tp_pad, fp_pad, col).tp, oc.FullCurves(tp_pad, fp_pad, col).fp
+    # the out-of-bag curves: those of the weights that are 0, counted once
+    (zeros, _), _ = oc.cumulative((w == 0).astype(np.uint8), col)
+    assert np.array_equal(tp_out, zeros) and np.array_equal(fp_out, oc.cumulative((w == 0).astype(np.uint8), col)[0][1])
     size = col.thresholds.shape[0]
     bounds = [0.0, 0.3, 0.55, 0.8, 0.95, 1.0]
     points = [

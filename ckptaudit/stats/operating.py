@@ -37,6 +37,7 @@ from .operating_blocks import serves as _serves
 from .operating_curves import FullCurves as _FullCurves
 from .operating_curves import at_counts as _at_counts
 from .operating_curves import choose as _choose
+from .operating_curves import cumulative as _cumulative
 from .operating_curves import make_column as _column
 from .operating_curves import places as _places
 from .operating_curves import rate as _rate
@@ -231,10 +232,10 @@ def estimate(
         for k, col in enumerate(wide_cols if early else cols):
             # every curve one column per resample (thresholds, resamples): see operating_curves;
             # a recall target's choice and every out-of-bag count read through block sums
-            inbag = curves(counts, col)
+            in_curves, out_curves = _cumulative(counts, col)
+            inbag, out = curves(*in_curves, col), BlockCurves(*out_curves, col)
             v, i, con_i = inbag.choose(point, p_in, n_in)
             chunk_in[:, k] = v
-            out = BlockCurves(oob, col)
             for m, strict in enumerate(stricter if early else ()):
                 cut = slices[k][m]
                 lo, hi = cut.start or 0, col.thresholds.shape[0] if cut.stop is None else cut.stop

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
-from .operating_curves import Column, at_counts, cumulative, raw_rate
+from .operating_curves import Column, at_counts, raw_rate
 
 #: thresholds summed at once where the last one that meets the constraint is looked for
 SCAN = 36
@@ -39,8 +39,8 @@ def serves(point: OperatingPoint) -> bool:
 class BlockCurves:
     """One checkpoint's curves under a batch of resample weights (see the module docstring)."""
 
-    def __init__(self, wt: np.ndarray, col: Column) -> None:
-        tp, fp = cumulative(wt, col, padded=True)  # (whole blocks, resamples)
+    def __init__(self, tp: np.ndarray, fp: np.ndarray, col: Column) -> None:
+        """``tp``, ``fp``: :func:`~ckptaudit.stats.operating_curves.cumulative`'s curves (whole blocks, resamples)."""
         self.b, self.r = col.block, tp.shape[1]
         self.size = col.thresholds.shape[0]
         self.tp, self.fp = tp, fp

@@ -118,18 +118,36 @@ def make_column(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray, window: tupl
     return Column(thresholds, np.concatenate(rows), ends, above, block, lo)
 
 
-def cumulative(wt: np.ndarray, col: Column, padded: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """(tp, fp): each threshold's weighted true and false positives (thresholds, resamples),
-    ``wt``: the rows' weights, one column per resample; ``padded``: to the column's whole
-    blocks (the last threshold repeated). Whole counts: every order of the additions gives
-    the same sums (in :func:`accumulator`'s type), so the column's rows are gathered in
-    threshold order and summed up whole rows at a time, block by block."""
-    n, r = col.rows.shape[0] + 1, wt.shape[1]
-    b = max(2, math.isqrt(n))
+def cumulative(wt: np.ndarray, col: Column, padded: bool = True) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """((tp, fp), (out-of-bag tp, fp)): each threshold's weighted true and false positives
+    (thresholds, resamples), then those of the rows each resample leaves out (weight 0), from
+    one gather of the column's rows; ``wt``: the rows' weights, one column per resample;
+    ``padded``: to the column's whole blocks (the last threshold repeated). Whole counts: every
+    order of the additions gives the same sums (in :func:`accumulator`'s type), so the rows
+    are gathered in threshold order and summed up whole rows at a time, block by block."""
+    g = np.take(wt, col.rows, axis=0)
+    above = (wt[col.above[0]], wt[col.above[1]])
     acc = accumulator(wt)
+    size = col.ends.shape[1] if padded else col.thresholds.shape[0]
+    out = []
+    for rows, (ap, an) in ((g, above), (g == 0, (above[0] == 0, above[1] == 0))):
+        x = _running(rows, acc)
+        tp, fp = x[col.ends[0, :size]], x[col.ends[1, :size]]
+        fp -= x[col.ends[0, -1]]  # the negatives' sums start after the positives'
+        tp += ap.sum(axis=0, dtype=acc)
+        fp += an.sum(axis=0, dtype=acc)
+        out.append((tp, fp))
+    return tuple(out)
+
+
+def _running(rows: np.ndarray, acc: Any) -> np.ndarray:
+    """The running sums of ``rows`` (rows, resamples) down the rows, in type ``acc``, with a
+    leading row of zeros (row t: the sum of the first t rows)."""
+    n, r = rows.shape[0] + 1, rows.shape[1]
+    b = max(2, math.isqrt(n))
     x = np.empty((-(-n // b) * b, r), acc)
     x[0] = 0
-    x[1:n] = np.take(wt, col.rows, axis=0)
+    x[1:n] = rows
     x[n:] = 0
     v = x.reshape(-1, b, r)
     # NOTE: numpy's cumulative sum along the first axis is a sequential loop per element (about
@@ -138,14 +156,7 @@ def cumulative(wt: np.ndarray, col: Column, padded: bool = False) -> tuple[np.nd
         np.add(v[:, k], v[:, k - 1], out=v[:, k])
     if v.shape[0] > 1:
         v[1:] += np.cumsum(v[:-1, b - 1], axis=0)[:, None, :]
-    tp, fp = x[col.ends[0]], x[col.ends[1]]
-    fp -= x[col.ends[0, -1]]  # the negatives' sums start after the positives'
-    tp += wt[col.above[0]].sum(axis=0, dtype=acc)
-    fp += wt[col.above[1]].sum(axis=0, dtype=acc)
-    if padded:
-        return tp, fp
-    size = col.thresholds.shape[0]
-    return tp[:size], fp[:size]
+    return x
 
 
 def accumulator(wt: np.ndarray) -> Any:
@@ -275,11 +286,12 @@ def choose_columns(
 
 class FullCurves:
     """:class:`~ckptaudit.stats.operating_blocks.BlockCurves`' choice for every operating
-    point: one checkpoint's curves under a batch of resample weights, every rate computed
-    (:func:`choose_columns`)."""
+    point: one checkpoint's curves under a batch of resample weights (:func:`cumulative`),
+    every rate computed (:func:`choose_columns`)."""
 
-    def __init__(self, wt: np.ndarray, col: Column) -> None:
-        self.tp, self.fp = cumulative(wt, col)
+    def __init__(self, tp: np.ndarray, fp: np.ndarray, col: Column) -> None:
+        size = col.thresholds.shape[0]
+        self.tp, self.fp = tp[:size], fp[:size]  # (:func:`cumulative`'s, padded or not)
         self.con: np.ndarray | None = None  # the constraint's rates (the same for every bound)
 
     def choose(self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int = 0, hi: int | None = None) -> tuple:
