@@ -189,6 +189,7 @@ def estimate(
         stricter = stricter if large is None else stricter[:reach]
     elif fast is not False:
         large = draws.plan(fulls, pos, scores, cands, [point], resamples, bool(fast))
+    pos_w = pos if large is None else pos[large.rows]
     if large is None:
         cols = wide_cols = [_column(c, _places(c, s), pos) for c, s in zip(cands, scores, strict=True)]
         slices = [[slice(None)] * len(stricter) for _ in cols]
@@ -196,13 +197,11 @@ def estimate(
         # the stricter bounds' choices lie elsewhere on the curve: the union of the windows
         # serves the first STRICTER_DRAWS draws (which need them), the point's own the rest;
         # each stricter bound chooses within its own window, a slice of the union's
-        pos_w = pos[large.rows]
         segs = [_places(c, np.asarray(s)[large.rows]) for c, s in zip(cands, scores, strict=True)]
         own, per_bound = large.windows[0], large.windows[1:]
         cols = [_column(c, g, pos_w, w) for c, g, w in zip(cands, segs, own, strict=True)]
         wide_cols = [_column(c, g, pos_w, w) for c, g, w in zip(cands, segs, large.union, strict=True)]
         slices = [[slice(b[k][0] - c.lo, b[k][1] - c.lo + 1) for b in per_bound] for k, c in enumerate(wide_cols)]
-    pos_w = pos if large is None else pos[large.rows]
     width = n if large is None else max(large.rows.shape[0], 1)
     chunk = max(1, min(resamples, _CHUNK_CELLS // width))
     oob_values, holds, holds_oob, in_bag = [], [], [], []
@@ -231,7 +230,7 @@ def estimate(
         s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
         for k, col in enumerate(wide_cols if early else cols):
             # every curve one column per resample (thresholds, resamples): see operating_curves;
-            # a recall target's choice and every out-of-bag count read through block sums
+            # a recall target's choice and the out-of-bag counts read by blocks of thresholds
             in_curves, out_curves = _cumulative(counts, col)
             inbag, out = curves(*in_curves, col), BlockCurves(*out_curves, col)
             v, i, con_i = inbag.choose(point, p_in, n_in)
