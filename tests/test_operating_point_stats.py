@@ -253,3 +253,20 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
     for i in (np.zeros(64, int), rng.integers(-1, size, 64)):
         got = blocks.at(i)
         assert np.array_equal(got[0], tp[np.maximum(i, 0), q]) and np.array_equal(got[1], fp[np.maximum(i, 0), q])
+
+
+@pytest.mark.parametrize("rounding", [None, 1, 3])
+def test_the_counts_on_all_rows_are_the_same_from_a_sort_or_the_kernels_curve(rounding):
+    # the bootstrap's candidates and counts on all rows: from every row's place (the reference),
+    # from one sort of the scores, from the kernel's curve the pass already sorted
+    from ckptaudit.stats import operating_curves as oc
+
+    rng = np.random.default_rng(9)
+    y, cols = _columns(rng, 3000, [1.2, 2.0])
+    for s in cols:
+        s = (s if rounding is None else np.round(s, rounding)).astype(np.float32)
+        cand, seg = oc.place(s, y)
+        ref = oc.full_counts(cand, seg, y)
+        for got_cand, got in (oc.sorted_counts(s, y), oc.curve_counts(op.curve(y, s), s.dtype)):
+            assert got_cand.dtype == cand.dtype and np.array_equal(got_cand, cand)
+            assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))

@@ -61,7 +61,7 @@ class BlockCurves:
 
     def rates_at(self, i: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint) -> tuple:
         """(value, constraint, its denominator) of every resample at threshold ``i``
-        (:func:`~ckptaudit.stats.operating_curves.at`)."""
+        (:func:`~ckptaudit.stats.operating_curves.at_counts`)."""
         tp, fp = self.at(i)
         return at_counts((tp[:, None].astype(np.float64), fp[:, None].astype(np.float64), p[:, None], n[:, None]), i, point)
 

@@ -8,7 +8,7 @@ summed up whole rows at a time (:func:`cumulative`), and each
 choice reduces along the thresholds for every resample at once (:func:`choose_columns`, the
 kernel's conventions: ties, "nothing meets the constraint"). :func:`choose` is the same
 choice one row per resample (the counts on all rows, and the reference the tests hold
-:func:`choose_columns` to); :func:`at` reads a resample's rates at a given candidate.
+:func:`choose_columns` to); :func:`at_counts` reads a resample's rates at a given candidate.
 """
 
 from __future__ import annotations
@@ -59,7 +59,8 @@ def places(cand: np.ndarray, s: np.ndarray) -> np.ndarray:
 
 
 def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(tp, fp, P, N) on all rows, one row of counts per threshold (+inf first)."""
+    """(tp, fp, P, N) on all rows, one row of counts per threshold (+inf first), from every
+    row's place (the reference of :func:`sorted_counts` and :func:`curve_counts`)."""
     m = cand.shape[0]
     tp = np.r_[0.0, np.cumsum(np.bincount(seg[pos], minlength=m + 1)[:m])][None].astype(np.float64)
     fl = np.r_[0.0, np.cumsum(np.bincount(seg, minlength=m + 1)[:m])][None].astype(np.float64)
@@ -305,26 +306,10 @@ class FullCurves:
         return v, i, None if self.con is None else self.con[np.maximum(i, 0), np.arange(i.shape[0])]
 
 
-def at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(value, constraint, the constraint's denominator count) of each resample (one row
-    each) at index ``i`` (NaN where ``i`` is -1)."""
-    rows = np.arange(tp.shape[0])
-    j = np.maximum(i, 0)
-    sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
-    return at_counts(sub, i, point)
-
-
-def at_columns(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """:func:`at` of the curves laid out one column per resample (``p``, ``n``: (resamples,))."""
-    cols = np.arange(tp.shape[1])
-    j = np.maximum(i, 0)
-    sub = (tp[j, cols][:, None].astype(np.float64), fp[j, cols][:, None].astype(np.float64), p[:, None], n[:, None])
-    return at_counts(sub, i, point)
-
-
 def at_counts(sub: tuple, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """:func:`at` of counts already read at the index: ``sub`` (tp, fp, P, N), each (resamples, 1)
-    or broadcast to it; ``i`` only says where there is none (-1)."""
+    """(value, constraint, the constraint's denominator count) of each resample's counts at
+    its index: ``sub`` (tp, fp, P, N), each (resamples, 1) or broadcast to it; ``i`` only says
+    where there is none (-1: NaN)."""
     tp, fp, p, n = sub
     if point.is_cost:
         value = ((point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n))[:, 0]  # type: ignore[operator]
