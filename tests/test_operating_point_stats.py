@@ -195,3 +195,78 @@ def test_the_large_sample_path_agrees_with_the_full_bootstrap(point):
     if not point.is_cost:
         assert abs(fast.holds - full.holds) < 0.1
         assert fast.safe_threshold == full.safe_threshold
+
+
+def _resampled_curves(rng, rows, resamples, block_window=None):
+    """A column of tied scores and its curves under Poisson weights (many zero), both as
+    choose's rows and as the bootstrap's columns."""
+    from ckptaudit.stats import operating_curves as oc
+
+    y = rng.random(rows) < 0.3
+    s = np.round(rng.normal(size=rows) + 1.2 * y, 1)
+    cand, seg = oc.place(s, y)
+    # the large-sample path's one-byte weights, or the full bootstrap's float64 counts
+    w = rng.poisson(1.0, (rows, resamples)).astype(np.uint8 if rows % 2 else np.float64)
+    col = oc.make_column(cand, seg, y, block_window)
+    p, n = oc.totals(w, y)
+    return col, w, p, n
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
+    # choose_columns and the block sums (every operating point, bounds from 0 to 1, windows and
+    # slices of them) against choose's one-row-per-resample reference: the same values and indices
+    from ckptaudit.stats import operating_blocks as ob
+    from ckptaudit.stats import operating_curves as oc
+
+    rng = np.random.default_rng(seed)
+    window = None if seed % 2 == 0 else (5, 60)
+    col, w, p, n = _resampled_curves(rng, 400 + seed % 2, 64, window)
+    (tp_pad, fp_pad), (tp_out, fp_out) = oc.cumulative(w, col)
+    blocks = ob.BlockCurves(tp_pad, fp_pad, col)
+    tp, fp = oc.FullCurves(tp_pad, fp_pad, col).tp, oc.FullCurves(tp_pad, fp_pad, col).fp
+    # the out-of-bag curves: those of the weights that are 0, counted once
+    (zeros, _), _ = oc.cumulative((w == 0).astype(np.uint8), col)
+    assert np.array_equal(tp_out, zeros) and np.array_equal(fp_out, oc.cumulative((w == 0).astype(np.uint8), col)[0][1])
+    size = col.thresholds.shape[0]
+    bounds = [0.0, 0.3, 0.55, 0.8, 0.95, 1.0]
+    points = [
+        op.OperatingPoint(t, c, b)
+        for t, c in [("recall", "precision"), ("precision", "recall"), ("recall", "specificity"), ("specificity", "recall")]
+        for b in bounds
+    ]
+    points.append(op.OperatingPoint("cost", None, None, 10.0, 1.0))
+    for point in points:
+        for lo, hi in [(0, size), (size // 4, size // 2 + 1), (3, size)]:
+            rows = (tp[lo:hi].T.astype(np.float64), fp[lo:hi].T.astype(np.float64), p[:, None], n[:, None])
+            v_ref, i_ref = oc.choose(*rows, point)
+            v, i = oc.choose_columns(tp[lo:hi], fp[lo:hi], p, n, point)
+            assert np.array_equal(v, v_ref, equal_nan=True) and np.array_equal(i, i_ref), (point, lo, hi)
+            if ob.serves(point):
+                v_b, i_b, con = blocks.choose(point, p, n, lo, hi)
+                assert np.array_equal(v_b, v_ref, equal_nan=True), (point, lo, hi)
+                assert np.array_equal(i_b, np.where(i_ref >= 0, i_ref + lo, -1)), (point, lo, hi)
+                at = np.maximum(i_b, 0)
+                con_ref = oc.rate(point.constraint, tp[at, np.arange(64)], fp[at, np.arange(64)], p, n)
+                assert np.array_equal(con, con_ref, equal_nan=True)
+    q = np.arange(64)
+    for i in (np.zeros(64, int), rng.integers(-1, size, 64)):
+        got = blocks.at(i)
+        assert np.array_equal(got[0], tp[np.maximum(i, 0), q]) and np.array_equal(got[1], fp[np.maximum(i, 0), q])
+
+
+@pytest.mark.parametrize("rounding", [None, 1, 3])
+def test_the_counts_on_all_rows_are_the_same_from_a_sort_or_the_kernels_curve(rounding):
+    # the bootstrap's candidates and counts on all rows: from every row's place (the reference),
+    # from one sort of the scores, from the kernel's curve the pass already sorted
+    from ckptaudit.stats import operating_curves as oc
+
+    rng = np.random.default_rng(9)
+    y, cols = _columns(rng, 3000, [1.2, 2.0])
+    for s in cols:
+        s = (s if rounding is None else np.round(s, rounding)).astype(np.float32)
+        cand, seg = oc.place(s, y)
+        ref = oc.full_counts(cand, seg, y)
+        for got_cand, got in (oc.sorted_counts(s, y), oc.curve_counts(op.curve(y, s), s.dtype)):
+            assert got_cand.dtype == cand.dtype and np.array_equal(got_cand, cand)
+            assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))

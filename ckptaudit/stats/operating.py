@@ -32,14 +32,17 @@ import numpy as np
 
 from ..metrics.operating import OperatingPoint
 from . import operating_draws as draws
-from .operating_curves import at as _at
+from .operating_blocks import BlockCurves
+from .operating_blocks import serves as _serves
+from .operating_curves import FullCurves as _FullCurves
+from .operating_curves import at_counts as _at_counts
 from .operating_curves import choose as _choose
-from .operating_curves import full_counts as _full_counts
+from .operating_curves import cumulative as _cumulative
 from .operating_curves import make_column as _column
-from .operating_curves import place as _place
+from .operating_curves import places as _places
 from .operating_curves import rate as _rate
+from .operating_curves import sorted_counts as _sorted_counts
 from .operating_curves import totals as _totals
-from .operating_curves import weighted_counts as _counts
 from .results import CheckpointSelection, RunSelection, WinnerEstimate
 
 HOLD_LEVEL = 0.9
@@ -148,18 +151,23 @@ def estimate(
     resamples: int = 1000,
     seed: int = 0,
     fast: bool | None = None,
+    counted: list[tuple[np.ndarray, tuple]] | None = None,
 ) -> OperatingEstimate | None:
     """The selection-corrected estimate of the pair chosen among ``scores`` (one column per
     checkpoint, the kernel's score units) on targets ``pos`` (bool); None when no
     checkpoint meets the constraint on the validation rows. ``fast``: None, the large-sample
     path where it serves (:mod:`ckptaudit.stats.operating_draws`); False, never; True, on
-    any size (the tests' comparison)."""
+    any size (the tests' comparison). ``counted``: each column's candidates and counts on
+    all rows (:func:`~ckptaudit.stats.operating_curves.curve_counts` of the pass's curves),
+    when the caller has them."""
     k_n = len(scores)
     n = pos.shape[0]
     sign = -1.0 if point.is_cost else 1.0
-    placed = [_place(np.asarray(s), pos) for s in scores]
+    if counted is None:
+        counted = [_sorted_counts(np.asarray(s), pos) for s in scores]
+    cands = [c for c, _ in counted]
+    fulls = [f for _, f in counted]
     raw_vals, raw_idx = [], []
-    fulls = [_full_counts(cand, seg, pos) for cand, seg in placed]
     for full in fulls:
         v, i = _choose(*full, point)
         raw_vals.append(v[0])
@@ -168,7 +176,7 @@ def estimate(
     if not finite:
         return None
     winner = max(finite, key=lambda k: (sign * raw_vals[k], -k))
-    w_thresholds = np.r_[np.inf, placed[winner][0][::-1].astype(np.float64)]
+    w_thresholds = np.r_[np.inf, cands[winner][::-1].astype(np.float64)]
     rng = np.random.default_rng(seed)
     stricter = [] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
     large = None
@@ -177,23 +185,23 @@ def estimate(
         # holds with certainty: the stricter bounds beyond the first such one are not tried
         # (their windows reach far up the curve, and the first 0.9 share comes before them)
         reach = _reach(point, fulls[winner], raw_idx[winner])
-        large = draws.plan(fulls, pos, placed, [point, *stricter[:reach]], resamples, bool(fast))
+        large = draws.plan(fulls, pos, scores, cands, [point, *stricter[:reach]], resamples, bool(fast))
         stricter = stricter if large is None else stricter[:reach]
     elif fast is not False:
-        large = draws.plan(fulls, pos, placed, [point], resamples, bool(fast))
+        large = draws.plan(fulls, pos, scores, cands, [point], resamples, bool(fast))
+    pos_w = pos if large is None else pos[large.rows]
     if large is None:
-        cols = wide_cols = [_column(cand, seg, pos) for cand, seg in placed]
+        cols = wide_cols = [_column(c, _places(c, s), pos) for c, s in zip(cands, scores, strict=True)]
         slices = [[slice(None)] * len(stricter) for _ in cols]
     else:  # the weighted rows only, each checkpoint's kept thresholds only
         # the stricter bounds' choices lie elsewhere on the curve: the union of the windows
         # serves the first STRICTER_DRAWS draws (which need them), the point's own the rest;
         # each stricter bound chooses within its own window, a slice of the union's
-        f32 = np.float32 if n < 2**23 else np.float64  # whole counts below 2^24, Poisson totals included
+        segs = [_places(c, np.asarray(s)[large.rows]) for c, s in zip(cands, scores, strict=True)]
         own, per_bound = large.windows[0], large.windows[1:]
-        cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, own, strict=True)]
-        wide_cols = [_column(c, g, pos, w, large.rows, f32) for (c, g), w in zip(placed, large.union, strict=True)]
+        cols = [_column(c, g, pos_w, w) for c, g, w in zip(cands, segs, own, strict=True)]
+        wide_cols = [_column(c, g, pos_w, w) for c, g, w in zip(cands, segs, large.union, strict=True)]
         slices = [[slice(b[k][0] - c.lo, b[k][1] - c.lo + 1) for b in per_bound] for k, c in enumerate(wide_cols)]
-    pos_w = pos if large is None else pos[large.rows]
     width = n if large is None else max(large.rows.shape[0], 1)
     chunk = max(1, min(resamples, _CHUNK_CELLS // width))
     oob_values, holds, holds_oob, in_bag = [], [], [], []
@@ -204,12 +212,14 @@ def estimate(
     # HOLD_LEVEL: each is tuned in-bag and checked against the real bound out-of-bag, like the pair itself
     s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
     s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
+    curves = BlockCurves if _serves(point) else _FullCurves
     done = 0
     while done < resamples:
         r = min(chunk, resamples - done)
         done += r
+        early = done - r < STRICTER_DRAWS
         counts, oob, extra_in, extra_oob = draws.draw(large, n, r, rng)
-        tot_in, tot_oob = _totals(counts, pos_w, extra_in), _totals(oob, pos_w, extra_oob)
+        (p_in, n_in), (p_oob, n_oob) = _totals(counts, pos_w, extra_in), _totals(oob, pos_w, extra_oob)
         best_val = np.full(r, -np.inf)
         best_oob = np.full(r, np.nan)
         best_full_con = np.full(r, np.nan)
@@ -218,26 +228,25 @@ def estimate(
         best_oob_den = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
         s_best = [(np.full(r, -np.inf), np.full(r, np.nan), np.full(r, np.nan)) for _ in stricter]
-        for k, col in enumerate(wide_cols if done - r < STRICTER_DRAWS else cols):
-            inbag = _counts(counts, col, tot_in)
-            pair = None if point.is_cost else (_rate(point.target, *inbag), _rate(point.constraint, *inbag))  # type: ignore[arg-type]
-            v, i = _choose(*inbag, point, pair)
+        for k, col in enumerate(wide_cols if early else cols):
+            # every curve one column per resample (thresholds, resamples): see operating_curves;
+            # a recall target's choice and the out-of-bag counts read by blocks of thresholds
+            in_curves, out_curves = _cumulative(counts, col)
+            inbag, out = curves(*in_curves, col), BlockCurves(*out_curves, col)
+            v, i, con_i = inbag.choose(point, p_in, n_in)
             chunk_in[:, k] = v
-            oobc = _counts(oob, col, tot_oob)
-            for m, strict in enumerate(stricter if done - r < STRICTER_DRAWS else ()):
+            for m, strict in enumerate(stricter if early else ()):
                 cut = slices[k][m]
-                part = (inbag[0][:, cut], inbag[1][:, cut], *inbag[2:])
-                vs, js = _choose(*part, strict, (pair[0][:, cut], pair[1][:, cut]))  # type: ignore[index]
-                js = np.where(js >= 0, js + (cut.start or 0), js)
-                _, cs, ds = _at(*oobc, js, point)
+                lo, hi = cut.start or 0, col.thresholds.shape[0] if cut.stop is None else cut.stop
+                vs, js, _ = inbag.choose(strict, p_in, n_in, lo, hi)
+                _, cs, ds = out.rates_at(js, p_oob, n_oob, point)
                 bv, bc, bd = s_best[m]
                 up = np.isfinite(vs) & (vs > bv)
                 s_best[m] = (np.where(up, vs, bv), np.where(up, cs, bc), np.where(up, ds, bd))  # type: ignore[arg-type]
-            ov, oc, od = _at(*oobc, i, point)
-            span = slice(col.lo, col.lo + col.thresholds.shape[0])
+            ov, oc, od = out.rates_at(i, p_oob, n_oob, point)
             tp_f, fp_f, p_f, n_f = fulls[k]
-            full = (*(np.broadcast_to(a[:, span], (r, span.stop - span.start)) for a in (tp_f, fp_f)), p_f, n_f)
-            _, fc, _ = _at(*full, i, point)
+            at_full = col.lo + np.maximum(i, 0)
+            _, fc, _ = _at_counts((tp_f[0, at_full][:, None], fp_f[0, at_full][:, None], p_f, n_f), i, point)
             better = np.isfinite(v) & (sign * v > best_val)
             best_val = np.where(better, sign * v, best_val)
             best_oob = np.where(better, ov, best_oob)
@@ -245,8 +254,7 @@ def estimate(
                 best_oob_con = np.where(better, oc, best_oob_con)
                 best_oob_den = np.where(better, od, best_oob_den)
                 best_full_con = np.where(better, fc, best_full_con)
-                rows_r = np.arange(r)
-                best_in_con = np.where(better, pair[1][rows_r, np.maximum(i, 0)], best_in_con)  # type: ignore[index]
+                best_in_con = np.where(better, con_i, best_in_con)  # type: ignore[arg-type]
         in_bag.append(chunk_in)
         usable = np.isfinite(best_oob)
         oob_values.append(best_oob[usable])
@@ -259,7 +267,7 @@ def estimate(
             c_ok, d_ok = best_oob_con[ok], best_oob_den[ok]
             margins.append(c_ok - point.bound)  # type: ignore[operator]
             noises.append(c_ok * (1 - c_ok) / np.maximum(d_ok, 1))
-            for m, (bv, bc, bd) in enumerate(s_best if done - r < STRICTER_DRAWS else ()):
+            for m, (bv, bc, bd) in enumerate(s_best if early else ()):
                 okm = np.isfinite(bv) & np.isfinite(bc)
                 s_margins[m].append(np.where(okm, bc - point.bound, np.nan))  # type: ignore[operator]
                 s_noises[m].append(np.where(okm, bc * (1 - bc) / np.maximum(bd, 1), np.nan))
@@ -354,14 +362,17 @@ class OperatingBuilder:
 
         self.run, self.spec, self.reads = run, spec, 0
         self.columns: dict[str, np.ndarray] = {}
+        #: each column's candidates and counts on all rows, from the kernel's curve (sorted once by the pass)
+        self.counted: dict[str, tuple[np.ndarray, tuple]] = {}
         self.pos: np.ndarray | None = None
         self.prep: Any = None  #: one prepared view, to turn thresholds into probabilities
         self.budget = MAX_ROW_BYTES
         self.note: str | None = None
 
     def add(self, ckpt: Any, prep: Any, value: float | None) -> None:
-        """Keep ``ckpt``'s column (a copy: the pass reuses its buffers)."""
-        from ..metrics.operating import column
+        """Keep ``ckpt``'s column (a copy: the pass reuses its buffers) and its counts on all rows."""
+        from ..metrics.operating import column, evaluate
+        from .operating_curves import curve_counts
 
         if prep is None or value is None or self.note is not None:
             return
@@ -371,9 +382,11 @@ class OperatingBuilder:
         self.budget -= s.nbytes
         if self.budget < 0:
             self.columns.clear()
+            self.counted.clear()
             self.note = "the validation set is too large to keep every checkpoint's scores"
             return
         self.columns[ckpt.name] = np.array(s, copy=True)
+        self.counted[ckpt.name] = curve_counts(evaluate(prep, self.spec)[1], s.dtype)  # the kernel's curve, cached on the view
         self.prep = prep
 
     def select(self, checkpoints: Any, values: tuple[float | None, ...], resamples: int, seed: int) -> RunSelection:
@@ -386,7 +399,8 @@ class OperatingBuilder:
         names = [c.name for c in checkpoints if c.name in self.columns]
         est = None
         if names and self.pos is not None:
-            est = estimate([self.columns[n] for n in names], self.pos, spec.operating, resamples=resamples, seed=seed)
+            cols, counted = [self.columns[n] for n in names], [self.counted[n] for n in names]
+            est = estimate(cols, self.pos, spec.operating, resamples=resamples, seed=seed, counted=counted)
         n_rows = 0 if self.pos is None else int(self.pos.shape[0])
         if est is None:
             entries = tuple(

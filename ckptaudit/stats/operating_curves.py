@@ -1,14 +1,19 @@
 """One checkpoint's operating-point curve under resampled row weights (issue 20).
 
 Each checkpoint's column is sorted once into candidate thresholds (:class:`Column`); a
-resample is a weight vector over the rows, so its curve is one product with the column's
-segment matrix and a cumulative sum in that order (no sort per resample). :func:`choose`
-applies the kernel's conventions (ties, "nothing meets the constraint") to every resample
-at once; :func:`at` reads a resample's rates at a given candidate.
+resample is a weight vector over the rows, so its curve is one cumulative sum of the rows'
+weights in that order (no sort per resample). A batch of resamples' curves is laid out one
+column per resample, ``(thresholds, resamples)``: the rows' weights are gathered so and
+summed up whole rows at a time (:func:`cumulative`), and each
+choice reduces along the thresholds for every resample at once (:func:`choose_columns`, the
+kernel's conventions: ties, "nothing meets the constraint"). :func:`choose` is the same
+choice one row per resample (the counts on all rows, and the reference the tests hold
+:func:`choose_columns` to); :func:`at_counts` reads a resample's rates at a given candidate.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,7 +24,7 @@ from ..metrics.operating import OperatingPoint
 
 @dataclass(frozen=True)
 class Column:
-    """One checkpoint's candidate thresholds and each row's place among them.
+    """One checkpoint's candidate thresholds and each weighted row's place among them.
 
     Only the distinct scores that some positive row has are candidates (with +inf, "flag
     nothing"): for a given number of true positives, the threshold at the lowest flagged
@@ -29,8 +34,14 @@ class Column:
     positives, not rows."""
 
     thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
-    segments: Any  #: sparse (candidates, rows): 1 at the first candidate that flags the row
-    pos_segments: Any  #: ``segments`` of the positive rows only
+    #: the rows a threshold kept flags first (not one above them): positives, then negatives,
+    #: each by the first threshold that flags them
+    rows: np.ndarray
+    #: (2, padded): per threshold kept, how many of ``rows`` it flags (the negatives' from
+    #: ``rows``' first negative on); padded to whole blocks by repeating the last
+    ends: np.ndarray
+    above: tuple[np.ndarray, np.ndarray]  #: the rows every threshold kept flags: positives, negatives
+    block: int  #: thresholds per block (:class:`~ckptaudit.stats.operating_blocks.BlockCurves`)
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
 
 
@@ -39,11 +50,17 @@ def place(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     candidate at or below its score, threshold index ``place + 1`` (+inf being 0); rows below
     every candidate have the last place."""
     cand = np.unique(s[pos])
-    return cand, cand.shape[0] - np.searchsorted(cand, s, "right")
+    return cand, places(cand, s)
+
+
+def places(cand: np.ndarray, s: np.ndarray) -> np.ndarray:
+    """:func:`place`'s places of the rows scored ``s`` among the candidates ``cand``."""
+    return cand.shape[0] - np.searchsorted(cand, s, "right")
 
 
 def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, ...]:
-    """(tp, fp, P, N) on all rows, one row of counts per threshold (as :func:`weighted_counts`)."""
+    """(tp, fp, P, N) on all rows, one row of counts per threshold (+inf first), from every
+    row's place (the reference of :func:`sorted_counts` and :func:`curve_counts`)."""
     m = cand.shape[0]
     tp = np.r_[0.0, np.cumsum(np.bincount(seg[pos], minlength=m + 1)[:m])][None].astype(np.float64)
     fl = np.r_[0.0, np.cumsum(np.bincount(seg, minlength=m + 1)[:m])][None].astype(np.float64)
@@ -51,74 +68,143 @@ def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.
     return tp, fl - tp, np.array([[p]]), np.array([[pos.shape[0] - p]])
 
 
-def make_column(
-    cand: np.ndarray,
-    seg: np.ndarray,
-    pos: np.ndarray,
-    window: tuple[int, int] | None = None,
-    rows: np.ndarray | None = None,
-    dtype: Any = np.float64,
-) -> Column:
-    """The column of one checkpoint (:func:`place`'s candidates and places) on targets
-    ``pos``. ``window`` (lo, hi): only thresholds lo..hi (indices among all, +inf being 0)
-    are kept: the rows above ``lo`` are summed as one, those below ``hi`` left out of the
-    products (the large-sample path, :mod:`ckptaudit.stats.operating_draws`); ``rows``: the
-    rows the resample weights cover (the candidates still come from every positive)."""
-    from scipy import sparse
+def sorted_counts(s: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(candidates ascending, :func:`full_counts`) from a sort of the scores instead of every
+    row's place among the candidates (the same whole counts; a sort of 10^5 scores is about
+    3x faster than placing them)."""
+    ps = np.sort(s[pos])
+    cand = np.unique(ps)
+    ns = np.sort(s[~pos])
+    desc = cand[::-1]
+    tp = np.r_[0.0, ps.shape[0] - np.searchsorted(ps, desc, "left")][None].astype(np.float64)
+    fp = np.r_[0.0, ns.shape[0] - np.searchsorted(ns, desc, "left")][None].astype(np.float64)
+    return cand, (tp, fp, np.array([[float(ps.shape[0])]]), np.array([[float(ns.shape[0])]]))
 
+
+def curve_counts(c: Any, dtype: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]]:
+    """(candidates ascending in the scores' ``dtype``, :func:`full_counts`) from the kernel's
+    :class:`~ckptaudit.metrics.operating.Curve` of the same column (every distinct score's
+    counts, sorted once by the pass): the candidates are the scores where ``tp`` grows."""
+    at = np.flatnonzero(np.diff(c.tp) > 0) + 1
+    cand = c.thresholds[at][::-1].astype(dtype)  # exact: the thresholds are the scores, widened
+    tp = np.r_[0.0, c.tp[at]][None].astype(np.float64)
+    fp = np.r_[0.0, c.fp[at]][None].astype(np.float64)
+    return cand, (tp, fp, np.array([[float(c.n_pos)]]), np.array([[float(c.n_neg)]]))
+
+
+def make_column(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray, window: tuple[int, int] | None = None) -> Column:
+    """The column of one checkpoint: its candidates ``cand`` and the weighted rows' places
+    ``seg`` (:func:`places`) and targets ``pos``. ``window`` (lo, hi): only thresholds lo..hi
+    (indices among all, +inf being 0) are kept: the rows above ``lo`` are summed as one, those
+    below ``hi`` left out (the large-sample path, :mod:`ckptaudit.stats.operating_draws`)."""
     m = cand.shape[0]
     lo, hi = (0, m) if window is None else (max(0, window[0]), min(window[1], m))
-    sub = seg if rows is None else seg[rows]
-    sub_pos = pos if rows is None else pos[rows]
+    size = hi - lo + 1
+    block = max(2, min(math.isqrt(size), 12))
+    padded = -(-size // block) * block
     # the row's place in the window: 0 when a threshold above the window flags it
-    at = np.maximum(sub + 1 - lo, 0)
-    inside = np.flatnonzero(at <= hi - lo)
-    shape = (hi - lo + 1, sub.shape[0])
-    onehot = sparse.csr_matrix((np.ones(inside.shape[0], dtype), (at[inside], inside)), shape=shape)
-    on_pos = inside[sub_pos[inside]]
-    pos_onehot = sparse.csr_matrix((np.ones(on_pos.shape[0], dtype), (at[on_pos], on_pos)), shape=shape)
-    thresholds = np.r_[np.inf, cand[::-1].astype(np.float64)][lo : hi + 1]
-    return Column(thresholds, onehot, pos_onehot, lo)
+    at = np.maximum(seg + 1 - lo, 0)
+    kept = (at >= 1) & (at < size)
+    rows, ends = [], np.empty((2, padded), np.intp)
+    first = 0
+    for h, side in enumerate((pos, ~pos)):
+        sel = np.flatnonzero(kept & side)
+        sel = sel[np.argsort(at[sel], kind="stable")]
+        ends[h, :size] = first + np.searchsorted(at[sel], np.arange(size), "right")
+        ends[h, size:] = ends[h, size - 1]
+        rows.append(sel)
+        first += sel.shape[0]
+    above = (np.flatnonzero((at == 0) & pos), np.flatnonzero((at == 0) & ~pos))
+    thresholds = np.concatenate([[np.inf], cand[::-1].astype(np.float64)])[lo : hi + 1]
+    return Column(thresholds, np.concatenate(rows), ends, above, block, lo)
 
 
-def weighted_counts(wt: np.ndarray, col: Column, totals: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, ...]:
-    """(tp, fp, P, N) per resample and candidate threshold; ``wt``: the rows' weights, one
-    column per resample (C order: each product reads it in one pass); ``totals``: the
-    resampled positive and negative counts (:func:`totals`)."""
-    # NOTE: float32 weights (the large-sample path) sum whole counts exactly below 2^24 (the
-    # caller's bound), so the cumulative sums run in float32 too (a float64 accumulator over
-    # float32 input was 3x slower) and only then become float64, for the rates
-    fl = np.cumsum(col.segments @ wt, axis=0).astype(np.float64, copy=False).T
-    tp = np.cumsum(col.pos_segments @ wt, axis=0).astype(np.float64, copy=False).T
-    return tp, fl - tp, totals[0], totals[1]
+def cumulative(wt: np.ndarray, col: Column, padded: bool = True) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """((tp, fp), (out-of-bag tp, fp)): each threshold's weighted true and false positives
+    (thresholds, resamples), then those of the rows each resample leaves out (weight 0), from
+    one gather of the column's rows; ``wt``: the rows' weights, one column per resample;
+    ``padded``: to the column's whole blocks (the last threshold repeated). Whole counts: every
+    order of the additions gives the same sums (in :func:`accumulator`'s type), so the rows
+    are gathered in threshold order and summed up whole rows at a time, block by block."""
+    g = np.take(wt, col.rows, axis=0)
+    above = (wt[col.above[0]], wt[col.above[1]])
+    acc = accumulator(wt)
+    size = col.ends.shape[1] if padded else col.thresholds.shape[0]
+    out = []
+    for rows, (ap, an) in ((g, above), (g == 0, (above[0] == 0, above[1] == 0))):
+        x = _running(rows, acc)
+        tp, fp = x[col.ends[0, :size]], x[col.ends[1, :size]]
+        fp -= x[col.ends[0, -1]]  # the negatives' sums start after the positives'
+        tp += ap.sum(axis=0, dtype=acc)
+        fp += an.sum(axis=0, dtype=acc)
+        out.append((tp, fp))
+    return tuple(out)
+
+
+def _running(rows: np.ndarray, acc: Any) -> np.ndarray:
+    """The running sums of ``rows`` (rows, resamples) down the rows, in type ``acc``, with a
+    leading row of zeros (row t: the sum of the first t rows)."""
+    n, r = rows.shape[0] + 1, rows.shape[1]
+    b = max(2, math.isqrt(n))
+    x = np.empty((-(-n // b) * b, r), acc)
+    x[0] = 0
+    x[1:n] = rows
+    x[n:] = 0
+    v = x.reshape(-1, b, r)
+    # NOTE: numpy's cumulative sum along the first axis is a sequential loop per element (about
+    # 8x slower here than these adds of whole rows and then each block's offset)
+    for k in range(1, b):
+        np.add(v[:, k], v[:, k - 1], out=v[:, k])
+    if v.shape[0] > 1:
+        v[1:] += np.cumsum(v[:-1, b - 1], axis=0)[:, None, :]
+    return x
+
+
+def accumulator(wt: np.ndarray) -> Any:
+    """The type the weights ``wt`` (rows, resamples) are summed in: float32 for one-byte
+    weights whose every sum stays below 2^24 (whole counts, exact), else float64."""
+    return np.float32 if wt.dtype == np.uint8 and wt.shape[0] * 255 < 2**24 else np.float64
 
 
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:
-    """(P, N) per resample, shape (resamples, 1): the weighted rows' positives and negatives
+    """(P, N) per resample, shape (resamples,): the weighted rows' positives and negatives
     (``pos``: bool over them) plus ``extra``, those outside the weighted rows."""
-    p = (pos.astype(wt.dtype) @ wt).astype(np.float64)[:, None]
-    n = wt.sum(axis=0, dtype=np.float64)[:, None] - p
+    # NOTE: sums, not a product with the positives' indicator: a BLAS product starts threads
+    # whose spinning costs more CPU time than the sums of one-byte weights (whole counts: exact)
+    acc = accumulator(wt)
+    p = wt[pos].sum(axis=0, dtype=acc).astype(np.float64)
+    total = wt.sum(axis=0, dtype=acc).astype(np.float64)
+    n = total - p
     return p + extra[0], n + extra[1]
 
 
 def rate(name: str, tp, fp, p, n) -> np.ndarray:
-    """One rate per resample and candidate (NaN where undefined)."""
+    """One rate per resample and candidate (NaN where undefined), in float64 whatever the
+    counts' type (``tp``, ``fp`` whole counts: float32 and integer ones widen exactly)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        if name == "recall":
-            return np.where(p > 0, tp / p, np.nan)
-        if name == "precision":
-            fl = tp + fp
-            return np.where(fl > 0, tp / np.where(fl > 0, fl, 1), np.nan)
-        return np.where(n > 0, 1.0 - fp / n, np.nan)
+        return raw_rate(name, tp, fp, p, n)
+
+
+def raw_rate(name: str, tp, fp, p, n) -> np.ndarray:
+    """:func:`rate` for a caller that already holds ``np.errstate(divide="ignore",
+    invalid="ignore")`` (entering it costs more than a small rate)."""
+    # NOTE: 0/0 is NaN, as undefined rates are: tp = 0 wherever P or tp + fp is 0, fp = 0 where N is
+    if name == "recall":
+        return np.divide(tp, p, dtype=np.float64)
+    if name == "precision":
+        return np.divide(tp, tp + fp, dtype=np.float64)
+    return 1.0 - np.divide(fp, n, dtype=np.float64)
 
 
 def rates(tp, fp, p, n) -> dict[str, np.ndarray]:
-    return {name: rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
+    """Every rate (:func:`rate`) by name."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return {name: raw_rate(name, tp, fp, p, n) for name in ("recall", "precision", "specificity")}
 
 
 def choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarray] | None = None):
-    """Per resample: (value, chosen index), with the conventions of the kernel (NaN, -1:
-    none); ``pair`` (target, constraint rates) when the caller already has them."""
+    """Per resample (one row each): (value, chosen index), with the conventions of the kernel
+    (NaN, -1: none); ``pair`` (target, constraint rates) when the caller already has them."""
     rows = np.arange(tp.shape[0])
     if point.is_cost:
         cost = (point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n)  # type: ignore[operator]
@@ -138,17 +224,98 @@ def choose(tp, fp, p, n, point: OperatingPoint, pair: tuple[np.ndarray, np.ndarr
     return value, np.where(ok.any(axis=1), i, -1)
 
 
-def at(tp, fp, p, n, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
-    """(value, constraint, the constraint's denominator count) of each resample at index
-    ``i`` (NaN where ``i`` is -1)."""
-    rows = np.arange(tp.shape[0])
-    j = np.maximum(i, 0)
-    sub = (tp[rows, j][:, None], fp[rows, j][:, None], p, n)
+def _first(mask: np.ndarray) -> np.ndarray:
+    """Per column, the first row where ``mask`` holds (its row count where none does)."""
+    rows = np.arange(mask.shape[0])[:, None]
+    return np.where(mask, rows, mask.shape[0]).min(axis=0)
+
+
+def choose_columns(
+    tp: np.ndarray, fp: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint, con: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`choose` of the curves laid out one column per resample ((thresholds,
+    resamples); ``p``, ``n``: (resamples,)): the same values and indices (float64 rates of
+    the same whole counts, the same tie rule). ``con``: the constraint's rates, when the
+    caller has them (shared by the stricter bounds).
+
+    Every curve's ``tp`` and ``fp`` grow along the thresholds, so recall grows and
+    specificity falls: a recall target's best lies at the last threshold that meets the
+    constraint, and its ties (the same ``tp``) come first where the constraint is best;
+    specificity under a recall constraint (met from its first threshold on) likewise. Those
+    read the counts a few times instead of masking every rate (tests hold them to
+    :func:`choose`)."""
+    cols = np.arange(tp.shape[1])
     if point.is_cost:
-        value = ((point.fn_cost * (p - sub[0]) + point.fp_cost * sub[1]) / (p + n))[:, 0]  # type: ignore[operator]
+        tp64, fp64 = tp.astype(np.float64, copy=False), fp.astype(np.float64, copy=False)
+        cost = (point.fn_cost * (p - tp64) + point.fp_cost * fp64) / (p + n)  # type: ignore[operator]
+        i = cost.argmin(axis=0)  # the first minimum (a NaN's index where the totals are 0, as choose)
+        return cost[i, cols], i
+    bound = point.bound - 1e-12  # type: ignore[operator]
+    if con is None:
+        con = rate(point.constraint, tp, fp, p, n)  # type: ignore[arg-type]
+    ok = con >= bound  # NaN compares False
+    if point.target == "recall":  # constraint: precision or specificity
+        ok &= p > 0  # recall defined
+        last = np.where(ok, np.arange(tp.shape[0])[:, None], -1).max(axis=0)
+        some = last >= 0
+        top = tp[np.maximum(last, 0), cols]
+        i = (tp < top).sum(axis=0)  # the first threshold with that many true positives
+        none_yet = some & (top == 0)
+        if point.constraint == "precision" and none_yet.any():  # precision is undefined until something is flagged
+            i[none_yet] = (tp[:, none_yet] + fp[:, none_yet] == 0).sum(axis=0)
+        value = np.divide(tp[np.where(some, i, 0), cols], p, dtype=np.float64)
+        return np.where(some, value, np.nan), np.where(some, i, -1)
+    if point.target == "specificity":  # constraint: recall, met from its first threshold on
+        ok &= n > 0  # specificity defined
+        first = tp.shape[0] - ok.sum(axis=0)
+        some = first < tp.shape[0]
+        j = np.where(some, first, 0)
+        low = fp[j, cols]
+        last = (fp <= low).sum(axis=0) - 1  # the last threshold with as few false positives
+        i = np.maximum(first, (tp < tp[np.maximum(last, 0), cols]).sum(axis=0))
+        value = 1.0 - np.divide(fp[np.where(some, i, 0), cols], n, dtype=np.float64)
+        return np.where(some, value, np.nan), np.where(some, i, -1)
+    target = rate(point.target, tp, fp, p, n)
+    ok &= np.isfinite(target)
+    t = np.where(ok, target, -np.inf)
+    best = t.max(axis=0)
+    c = np.where(t == best, con, -np.inf)  # where nothing meets it, best is -inf and the index is -1 anyway
+    i = _first(c == c.max(axis=0))
+    some = best > -np.inf
+    return np.where(some, target[np.where(some, i, 0), cols], np.nan), np.where(some, i, -1)
+
+
+class FullCurves:
+    """:class:`~ckptaudit.stats.operating_blocks.BlockCurves`' choice for every operating
+    point: one checkpoint's curves under a batch of resample weights (:func:`cumulative`),
+    every rate computed (:func:`choose_columns`)."""
+
+    def __init__(self, tp: np.ndarray, fp: np.ndarray, col: Column) -> None:
+        size = col.thresholds.shape[0]
+        self.tp, self.fp = tp[:size], fp[:size]  # (:func:`cumulative`'s, padded or not)
+        self.con: np.ndarray | None = None  # the constraint's rates (the same for every bound)
+
+    def choose(self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int = 0, hi: int | None = None) -> tuple:
+        """(value, index among the thresholds kept, -1: none, the constraint there) on thresholds [lo, hi)."""
+        hi = self.tp.shape[0] if hi is None else hi
+        if self.con is None and not point.is_cost:
+            self.con = rate(point.constraint, self.tp, self.fp, p, n)  # type: ignore[arg-type]
+        con = None if point.is_cost else self.con[lo:hi]  # type: ignore[index]
+        v, i = choose_columns(self.tp[lo:hi], self.fp[lo:hi], p, n, point, con)
+        i = np.where(i >= 0, i + lo, i)
+        return v, i, None if self.con is None else self.con[np.maximum(i, 0), np.arange(i.shape[0])]
+
+
+def at_counts(sub: tuple, i: np.ndarray, point: OperatingPoint) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """(value, constraint, the constraint's denominator count) of each resample's counts at
+    its index: ``sub`` (tp, fp, P, N), each (resamples, 1) or broadcast to it; ``i`` only says
+    where there is none (-1: NaN)."""
+    tp, fp, p, n = sub
+    if point.is_cost:
+        value = ((point.fn_cost * (p - tp) + point.fp_cost * fp) / (p + n))[:, 0]  # type: ignore[operator]
         return np.where(i >= 0, value, np.nan), None, None
     r = rates(*sub)
     value = np.where(i >= 0, r[point.target][:, 0], np.nan)
     con = np.where(i >= 0, r[point.constraint][:, 0], np.nan)  # type: ignore[index]
-    den = {"precision": sub[0] + sub[1], "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
+    den = {"precision": tp + fp, "recall": p, "specificity": n}[point.constraint][:, 0]  # type: ignore[index]
     return value, con, den

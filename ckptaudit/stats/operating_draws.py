@@ -61,9 +61,21 @@ def _den(name: str, tp, fp, p, n) -> np.ndarray:
     return {"precision": tp + fp, "recall": np.broadcast_to(p, tp.shape), "specificity": np.broadcast_to(n, tp.shape)}[name]
 
 
-def _possible(full: tuple, point: OperatingPoint) -> np.ndarray:
+def _spread(full: tuple, point: OperatingPoint) -> tuple[np.ndarray, ...]:
+    """Per candidate of one checkpoint's curve on all rows: (target, constraint, the
+    constraint Z standard errors up, the target's denominator, the target Z standard errors
+    up); the same for every bound (:func:`plan` reads them once per checkpoint)."""
+    tp, fp = full[0][0], full[1][0]
+    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
+    target = rate(point.target, tp, fp, p, n)
+    con = rate(point.constraint, tp, fp, p, n)  # type: ignore[arg-type]
+    t_den = _den(point.target, tp, fp, p, n)
+    return target, con, con + Z * _se(con, _den(point.constraint, tp, fp, p, n)), t_den, target + Z * _se(target, t_den)  # type: ignore[arg-type]
+
+
+def _possible(full: tuple, point: OperatingPoint, spread: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
     """Per candidate of one checkpoint's curve on all rows (``full``: one row of counts):
-    could a resample choose it under ``point``?"""
+    could a resample choose it under ``point``? ``spread``: its :func:`_spread`, when read already."""
     tp, fp = full[0][0], full[1][0]
     p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
     if point.is_cost:
@@ -72,43 +84,50 @@ def _possible(full: tuple, point: OperatingPoint) -> np.ndarray:
         j = int(cost.argmin())
         var = (fn_c**2 * np.abs(tp - tp[j]) + fp_c**2 * np.abs(fp - fp[j])) / (p + n) ** 2
         return cost - cost[j] <= Z * np.sqrt(var) + 1e-12
-    target = rate(point.target, tp, fp, p, n)
-    con = rate(point.constraint, tp, fp, p, n)  # type: ignore[arg-type]
-    ok = ~(con + Z * _se(con, _den(point.constraint, tp, fp, p, n)) < point.bound)  # type: ignore[arg-type,operator]
-    v, i = choose(*full, point)
+    target, con, con_up, t_den, target_up = _spread(full, point) if spread is None else spread
+    ok = ~(con_up < point.bound)  # type: ignore[operator]
+    v, i = choose(*full, point, (target[None], con[None]))
     if i[0] < 0:
         return ok  # nothing meets the bound on all rows: only the constraint rules out
-    t_den = _den(point.target, tp, fp, p, n)
     best = float(v[0]) - Z * float(_se(np.array([v[0]]), np.array([t_den[i[0]]]))[0])
-    return ok & ~(target + Z * _se(target, t_den) < best)
+    return ok & ~(target_up < best)
 
 
-def plan_windows(fulls: list[tuple], point: OperatingPoint) -> list[tuple[int, int]]:
+def plan_windows(fulls: list[tuple], point: OperatingPoint, spread: list | None = None) -> list[tuple[int, int]]:
     """Per checkpoint (``fulls``: its counts on all rows), the thresholds a resample could
-    choose under ``point`` (first and last index, +inf being 0), with SLACK more on either side."""
+    choose under ``point`` (first and last index, +inf being 0), with SLACK more on either
+    side; ``spread``: each checkpoint's :func:`_spread` (points that differ only in the bound)."""
     windows = []
-    for full in fulls:
-        at = np.flatnonzero(_possible(full, point))
+    for k, full in enumerate(fulls):
+        at = np.flatnonzero(_possible(full, point, None if spread is None else spread[k]))
         m = full[0].shape[1] - 1
         windows.append((max(int(at.min()) - SLACK, 0), min(int(at.max()) + SLACK, m)) if at.size else (0, m))
     return windows
 
 
 def plan(
-    fulls: list[tuple], pos: np.ndarray, placed: list[tuple], points: list[OperatingPoint], resamples: int, force: bool = False
+    fulls: list[tuple],
+    pos: np.ndarray,
+    scores: list[np.ndarray],
+    cands: list[np.ndarray],
+    points: list[OperatingPoint],
+    resamples: int,
+    force: bool = False,
 ) -> Plan | None:
     """The large-sample path's :class:`Plan` for ``points`` (the pair's own first), or None
     where the validation set is small (or where the kept rows are most of them: the exact
-    path is as fast); ``force``: on any size. ``placed``: each checkpoint's
-    (candidates, row places) (:func:`~ckptaudit.stats.operating_curves.place`)."""
+    path is as fast); ``force``: on any size. ``scores``, ``cands``: each checkpoint's scores
+    and candidates (ascending, :func:`~ckptaudit.stats.operating_curves.place`)."""
     n = pos.shape[0]
     if not force and n * resamples < LARGE_CELLS:
         return None
-    windows = [plan_windows(fulls, point) for point in points]
+    spread = None if points[0].is_cost else [_spread(full, points[0]) for full in fulls]  # the points differ in the bound only
+    windows = [plan_windows(fulls, point, spread) for point in points]
     union = [(min(w[k][0] for w in windows), max(w[k][1] for w in windows)) for k in range(len(fulls))]
     inside = np.zeros(n, dtype=bool)
-    for (_, seg), (_, hi) in zip(placed, union, strict=True):
-        inside |= seg < hi  # flagged at a kept threshold (index seg + 1 <= hi)
+    for s, cand, (_, hi) in zip(scores, cands, union, strict=True):
+        if hi > 0:  # flagged at a kept threshold: at or above the hi-th highest candidate
+            inside |= s >= cand[cand.shape[0] - hi]
     if not force and inside.mean() > 0.5:
         return None
     rows = np.flatnonzero(inside)
@@ -129,14 +148,16 @@ def _outside(m: int, r: int, rng: np.random.Generator) -> tuple[np.ndarray, np.n
 
 def draw(p: Plan | None, n: int, r: int, rng: np.random.Generator):
     """``r`` resamples: (in-bag weights, out-of-bag weights, in-bag extra (P, N), out-of-bag
-    extra (P, N)); the weights one column per resample (rows, r), over all rows (``p`` None:
-    the multinomial bootstrap) or the plan's rows."""
+    extra (P, N), each (r,)); the weights one column per resample (rows, r), over all rows
+    (``p`` None: the multinomial bootstrap) or the plan's rows."""
     if p is None:
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)], axis=1).astype(np.float64)
         return counts, (counts == 0).astype(np.float64), (0.0, 0.0), (0.0, 0.0)
-    dtype = np.float32 if n < 2**23 else np.float64  # whole counts, exact in float32 below 2^24
-    w = rng.poisson(1.0, (p.rows.shape[0], r)).astype(dtype)
-    oob = (w == 0).astype(dtype)
+    w = rng.poisson(1.0, (p.rows.shape[0], r))
+    # NOTE: one byte a weight (a Poisson(1) count above 255 has probability below 1e-500): the
+    # curves gather whole rows of weights, and a quarter of the bytes is about that much faster
+    w = w.astype(np.uint8) if int(w.max(initial=0)) < 256 else w.astype(np.float64)
+    oob = (w == 0).view(np.uint8)
     p_in, p_oob = _outside(p.pos_out, r, rng)
     n_in, n_oob = _outside(p.neg_out, r, rng)
-    return w, oob, (p_in[:, None], n_in[:, None]), (p_oob[:, None], n_oob[:, None])
+    return w, oob, (p_in, n_in), (p_oob, n_oob)
