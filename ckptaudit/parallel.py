@@ -172,6 +172,9 @@ def _init_worker(state: tuple[Sequence[Any], Sequence[Sequence[Any]], bool, bool
     global _STATE
     _STATE = state
     _SCORERS.clear()
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # NOTE: a forked worker has it already; a fork-server's worker does not
     # NOTE: Ctrl-C goes to the whole process group; only the parent acts on it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     # NOTE: the signal follows the *thread* that forked the worker. A worker forked to replace

@@ -21,6 +21,9 @@ def run() -> None:
 
     if answer(sys.argv[1:]):
         return
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()
     try:
         from .application import app
     except ImportError as exc:  # NOTE: a broken install is exit 2 and one line, never a traceback and exit 1

@@ -181,24 +181,50 @@ def curve(pos: np.ndarray, s: np.ndarray) -> Curve:
     ss = np.sort(s)
     ps = np.sort(s[pos])
     n = ss.shape[0]
-    distinct = np.flatnonzero(np.r_[True, ss[1:] != ss[:-1]]) if n else np.zeros(0, dtype=np.int64)
-    t = ss[distinct][::-1]  # descending
-    flagged = n - distinct[::-1]  # rows >= t
-    tp = ps.shape[0] - np.searchsorted(ps, t, "left")
-    fp = flagged - tp
-    thresholds = np.r_[np.inf, t.astype(np.float64)]
-    zero = np.zeros(1, dtype=np.int64)
-    return Curve(thresholds, np.r_[zero, tp], np.r_[zero, fp], int(ps.shape[0]), int(n - ps.shape[0]))
+    if n:
+        new = np.empty(n, dtype=bool)
+        new[0] = True
+        np.not_equal(ss[1:], ss[:-1], out=new[1:])
+        distinct = np.flatnonzero(new)
+    else:
+        distinct = np.zeros(0, dtype=np.int64)
+    m = distinct.shape[0]
+    values = ss[distinct]  # the distinct scores, ascending
+    # NOTE: each positive's score is one of the distinct scores, so placing the (few) positives
+    # among them and counting per score gives tp at every threshold; placing every threshold
+    # among the positives cost 4x as much on 100,000 rows
+    per_score = np.bincount(np.searchsorted(values, ps), minlength=m)
+    thresholds = np.empty(m + 1, dtype=np.float64)
+    thresholds[0] = np.inf
+    thresholds[1:] = values[::-1]
+    tp = np.empty(m + 1, dtype=np.int64)
+    tp[0] = 0
+    np.cumsum(per_score[::-1], out=tp[1:])
+    fp = np.empty(m + 1, dtype=np.int64)
+    fp[0] = 0
+    np.subtract(n, distinct[::-1], out=fp[1:])  # rows >= t ...
+    fp[1:] -= tp[1:]  # ... less the positives (in place: no temporary of the curve's length)
+    return Curve(thresholds, tp, fp, int(ps.shape[0]), int(n - ps.shape[0]))
 
 
-def _rates(c: Curve) -> dict[str, np.ndarray]:
+RATES = ("recall", "precision", "specificity")
+
+
+def _rate(c: Curve, name: str) -> np.ndarray:
+    """One rate at every threshold of ``c`` (NaN where it is undefined)."""
     with np.errstate(divide="ignore", invalid="ignore"):
-        flagged = c.tp + c.fp
-        return {
-            "recall": c.tp / c.n_pos if c.n_pos else np.full(c.tp.shape, np.nan),
-            "precision": np.where(flagged > 0, c.tp / np.maximum(flagged, 1), np.nan),
-            "specificity": 1.0 - c.fp / c.n_neg if c.n_neg else np.full(c.tp.shape, np.nan),
-        }
+        if name == "recall":
+            return c.tp / c.n_pos if c.n_pos else np.full(c.tp.shape, np.nan)
+        if name == "precision":
+            flagged = c.tp + c.fp
+            out = np.full(flagged.shape, np.nan)
+            return np.divide(c.tp, flagged, out=out, where=flagged > 0)
+        return 1.0 - c.fp / c.n_neg if c.n_neg else np.full(c.tp.shape, np.nan)
+
+
+def _rates(c: Curve, names: tuple[str, ...] = RATES) -> dict[str, np.ndarray]:
+    """The named rates at every threshold of ``c`` (only those asked for are computed)."""
+    return {name: _rate(c, name) for name in names}
 
 
 @dataclass(frozen=True)
@@ -223,11 +249,13 @@ def choose(c: Curve, point: OperatingPoint) -> Choice:
         cost = (point.fn_cost * (c.n_pos - c.tp) + point.fp_cost * c.fp) / n
         i = int(np.argmin(cost))  # first minimum: the highest threshold
         return Choice(float(cost[i]), i, float(c.thresholds[i]))
-    rates = _rates(c)
     assert point.constraint is not None and point.bound is not None
+    rates = _rates(c, (point.target, point.constraint))
     target, con = rates[point.target], rates[point.constraint]
     # NOTE: 1e-12 absorbs the float error of bounds like 0.95 = 19/20 computed as tp / n
-    ok = np.isfinite(con) & np.isfinite(target) & (con >= point.bound - 1e-12)
+    ok = con >= point.bound - 1e-12  # NaN (an undefined rate) compares False
+    if point.target == "precision" or not (c.n_pos and c.n_neg):
+        ok &= np.isfinite(target)  # a target undefined where the constraint is met
     if not ok.any():
         finite = con[np.isfinite(con)]
         return Choice(float("nan"), None, None, float(finite.max()) if finite.size else None)
