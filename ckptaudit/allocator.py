@@ -4,7 +4,7 @@ Scoring a checkpoint makes a few temporaries the size of its validation set (a s
 the curve's counts): 0.4-1 MB each, freed at once. glibc serves a block that large with a fresh
 ``mmap`` and gives it back on ``free`` (or trims the heap top that held it), so every checkpoint
 pays the page faults of its temporaries again: on 100,000 rows the operating point's curve took
-2.2 ms instead of 1.0 ms, and `pick -m roc_auc` took 1.3 times its CPU time. A command keeps
+2.2 ms instead of 1.0 ms, and `pick -m roc_auc` 1.3-1.5 times its CPU time. A command keeps
 blocks up to 32 MiB on the heap and up to 32 MiB of freed heap top instead: the memory is reused
 by the next checkpoint, not returned and faulted in again (bench/bench_allocator.py measures
 both settings; a trim threshold of 64-128 MiB was no faster and kept 34 MiB more at 20,000
