@@ -1,8 +1,9 @@
 """The command line's allocator settings (ckptaudit.allocator) against glibc's own.
 
-Each command runs as a fresh process, best of --repeat, with ``CKPTAUDIT_MALLOC=system``
-(glibc's dynamic thresholds) and without (ckptaudit's): CPU seconds, wall seconds and the peak
-RSS of the process (and its workers, by wait4). Give runs written by bench_operating_point.py or
+Each command runs as a fresh process (scale_sim's ``measured``: wait4), compiled, at one
+process count (``--jobs``, default 1), best of --repeat, with ``CKPTAUDIT_MALLOC=system``
+(glibc's dynamic thresholds) and without (ckptaudit's): CPU seconds and the peak RSS of the
+process and its workers. Give runs written by bench_operating_point.py or
 bench_memory.py:
 
     python bench/bench_allocator.py --run bench/out/op-200x100000 --run RUN20K
@@ -12,9 +13,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
-import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import child_env, precompile  # noqa: E402
+from scale_sim import measured  # noqa: E402
 
 COMMANDS = (
     ["rank", "{run}", "-m", "roc_auc"],
@@ -29,28 +33,22 @@ COMMANDS = (
 
 def timed(args: list[str], env: dict[str, str], repeat: int) -> tuple[float, float, float]:
     """Best (CPU s, wall s) and the largest peak RSS (MiB) over ``repeat`` fresh processes."""
-    cpu, wall, rss = float("inf"), float("inf"), 0.0
-    for _ in range(repeat):
-        started = time.perf_counter()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "ckptaudit", *args], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
-        )
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = min(wall, time.perf_counter() - started)
-        if os.waitstatus_to_exitcode(status) not in (0, 1):
-            raise SystemExit(f"{' '.join(args)}: exit {os.waitstatus_to_exitcode(status)}")
-        cpu = min(cpu, usage.ru_utime + usage.ru_stime)
-        rss = max(rss, usage.ru_maxrss / 1024)
-    return cpu, wall, rss
+    rows = [measured([sys.executable, "-m", "ckptaudit", *args], env) for _ in range(repeat)]
+    failed = [r for r in rows if r["exit"] not in (0, 1)]
+    if failed:
+        raise SystemExit(f"{' '.join(args)}: exit {failed[0]['exit']}: {failed[0]['error']}")
+    return min(r["cpu_s"] for r in rows), min(r["wall_s"] for r in rows), max(r["peak_mib"] for r in rows)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--run", action="append", required=True)
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--jobs", default="1", help="CKPTAUDIT_JOBS of every command (auto: the automatic choice)")
     a = ap.parse_args()
-    base = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "CKPTAUDIT_MALLOC"}
-    print(f"load average {os.getloadavg()[0]:.2f}, best of {a.repeat}, CKPTAUDIT_JOBS={base.get('CKPTAUDIT_JOBS', 'auto')}")
+    precompile()
+    base = {k: v for k, v in child_env(a.jobs).items() if not k.startswith("MALLOC_") and k != "CKPTAUDIT_MALLOC"}
+    print(f"load average {os.getloadavg()[0]:.2f}, best of {a.repeat}, CKPTAUDIT_JOBS={a.jobs}, compiled bytecode")
     print(f"{'command':55s} {'glibc CPU s':>11s} {'ours CPU s':>10s} {'ratio':>6s} {'glibc MiB':>9s} {'ours MiB':>8s}")
     for run in a.run:
         for cmd in COMMANDS:

@@ -1,6 +1,6 @@
 """The command line's allocator settings (ckptaudit.allocator): set once, the user's own
-settings win, and they do what they are for (a freed 1 MB temporary is reused, not faulted in
-again)."""
+settings win, and they do what they are for (a curve's freed temporaries are reused, not
+faulted in again)."""
 
 from __future__ import annotations
 
@@ -30,11 +30,15 @@ print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 """
 
 
-def _run(env: dict[str, str]) -> tuple[bool, int]:
-    clean = {
+def _clean_env() -> dict[str, str]:
+    """This process's environment without any allocator setting (the user's or ours)."""
+    return {
         k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "CKPTAUDIT_MALLOC")
     }
-    out = subprocess.run([sys.executable, "-c", _FAULTS], env={**clean, **env}, capture_output=True, text=True, check=True)
+
+
+def _run(env: dict[str, str]) -> tuple[bool, int]:
+    out = subprocess.run([sys.executable, "-c", _FAULTS], env={**_clean_env(), **env}, capture_output=True, text=True, check=True)
     flag, faults = out.stdout.split()
     return flag == "True", int(faults)
 
@@ -62,9 +66,6 @@ def test_the_command_line_sets_it_and_the_library_does_not():
         "try:\n    run()\nexcept SystemExit:\n    pass\n"
         "print(a._done, file=sys.stderr)\n"
     )
-    clean = {
-        k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k not in ("GLIBC_TUNABLES", "CKPTAUDIT_MALLOC")
-    }
-    out = subprocess.run([sys.executable, "-c", probe], env=clean, capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-c", probe], env=_clean_env(), capture_output=True, text=True)
     assert out.stdout.splitlines()[0] == "False"
     assert out.stderr.strip().splitlines()[-1] == "True"
