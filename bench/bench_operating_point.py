@@ -1,7 +1,8 @@
 """Speed of the operating-point metrics (issue 20) against `rank --metric roc_auc`.
 
 Writes one binary run (CHECKPOINTS x ROWS probabilities, 5% positives) under --out and times,
-each as a fresh process (best of --repeat): `rank --metric roc_auc`, `rank --metric
+each as a fresh process (best of --repeat, compiled, at one process count: --jobs, default
+1): `rank --metric roc_auc`, `rank --metric
 recall@precision>=0.8`, and `pick` / `check` with the operating point. The issue's target
 shape is bench_scale.py's binary sweep (200 x 100,000, 4 runs); on a shared 2-core machine
 use a smaller one and say so.
@@ -14,13 +15,14 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_scale import child_env, precompile  # noqa: E402
+from scale_sim import measured  # noqa: E402
 
 
 def write(root: Path, checkpoints: int, rows: int) -> Path:
@@ -41,20 +43,15 @@ def write(root: Path, checkpoints: int, rows: int) -> Path:
     return run
 
 
-def timed(args: list[str], repeat: int) -> tuple[float, float]:
-    """Best of ``repeat`` fresh processes: (wall seconds, CPU seconds of the process). The CPU
-    time is the steadier figure on a shared machine (the wall time grows with its load)."""
-    best, best_cpu = float("inf"), float("inf")
-    for _ in range(repeat):
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        t = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "ckptaudit", *args], capture_output=True, text=True)
-        if done.returncode not in (0, 1):
-            raise SystemExit(f"{' '.join(args)}: exit {done.returncode}: {done.stderr.strip()[-300:]}")
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        best = min(best, time.perf_counter() - t)
-        best_cpu = min(best_cpu, after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
-    return best, best_cpu
+def timed(args: list[str], repeat: int, env: dict[str, str]) -> tuple[float, float]:
+    """Best of ``repeat`` fresh processes (scale_sim's ``measured``): (wall seconds, CPU
+    seconds of the process and its workers). The CPU time is the steadier figure on a shared
+    machine (the wall time grows with its load)."""
+    rows = [measured([sys.executable, "-m", "ckptaudit", *args], env) for _ in range(repeat)]
+    bad = [r for r in rows if r["exit"] not in (0, 1)]
+    if bad:
+        raise SystemExit(f"{' '.join(args)}: exit {bad[0]['exit']}: {bad[0]['error']}")
+    return min(r["wall_s"] for r in rows), min(r["cpu_s"] for r in rows)
 
 
 def main() -> None:
@@ -64,7 +61,10 @@ def main() -> None:
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
+    ap.add_argument("--jobs", default="1", help="CKPTAUDIT_JOBS of every command (auto: the automatic choice)")
     a = ap.parse_args()
+    precompile()
+    env = child_env(a.jobs)
     run = write(a.out, a.checkpoints, a.rows)
     op = "recall@precision>=0.8"
     rs = ["--resamples", str(a.resamples)]
@@ -76,10 +76,10 @@ def main() -> None:
         f"check {op}": ["check", str(run), "--metric", op, "--chosen", "epoch-0000", "--allow-unchosen", *rs],
     }
     load = os.getloadavg()[0]
-    times = {name: timed(args, a.repeat) for name, args in cases.items()}
+    times = {name: timed(args, a.repeat, env) for name, args in cases.items()}
     print(
         f"{a.checkpoints} checkpoints x {a.rows:,} rows, best of {a.repeat}, {a.resamples} resamples, "
-        f"load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
+        f"CKPTAUDIT_JOBS={a.jobs}, compiled bytecode, load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
     )
     for i, unit in enumerate(("wall", "CPU")):
         base, rank_op = times["rank roc_auc"][i], times[f"rank {op}"][i]

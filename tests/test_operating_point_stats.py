@@ -194,7 +194,15 @@ def test_the_large_sample_path_agrees_with_the_full_bootstrap(point):
     assert max(abs(a - b) for a, b in zip(fast.interval, full.interval, strict=True)) < 0.02
     if not point.is_cost:
         assert abs(fast.holds - full.holds) < 0.1
-        assert fast.safe_threshold == full.safe_threshold
+        # the safer threshold is interpolated between stricter bounds from their shares: the
+        # same up to the shares' Monte Carlo noise, read as the constraint it reaches on all rows
+        reached = []
+        for t in (fast.safe_threshold, full.safe_threshold):
+            flagged = cols[full.checkpoint] >= t
+            tp, fp = np.sum(flagged & y), np.sum(flagged & ~y)
+            rates = {"precision": tp / (tp + fp), "recall": tp / y.sum(), "specificity": 1 - fp / (~y).sum()}
+            reached.append(rates[point.constraint])
+        assert abs(reached[0] - reached[1]) < 0.01, reached
 
 
 def _resampled_curves(rng, rows, resamples, block_window=None):
@@ -270,3 +278,44 @@ def test_the_counts_on_all_rows_are_the_same_from_a_sort_or_the_kernels_curve(ro
         for got_cand, got in (oc.sorted_counts(s, y), oc.curve_counts(op.curve(y, s), s.dtype)):
             assert got_cand.dtype == cand.dtype and np.array_equal(got_cand, cand)
             assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
+
+
+def test_the_safer_threshold_is_interpolated_where_the_stricter_bounds_shares_cross_0_9():
+    from ckptaudit.stats.operating import _safer
+    from ckptaudit.stats.operating_curves import sorted_counts
+
+    rng = np.random.default_rng(3)
+    y, (col,) = _columns(rng, 5000, [2.5])
+    cand, full = sorted_counts(col, y)
+    thresholds = np.r_[np.inf, cand[::-1]]
+
+    def precision_at(t):
+        flagged = col >= t
+        return np.sum(flagged & y) / np.sum(flagged)
+
+    # the bound's own share reaches 0.9: its own threshold, its own share
+    assert _safer([(0.0, 0.93), (0.01, 0.99)], full, POINT, thresholds) == (op.choose(op.curve(y, col), POINT).threshold, 0.93)
+    # shares 0.6 at +0.02 and 1.0 at +0.06 cross 0.9 at +0.05 (None: a bound not measured, skipped)
+    t, share = _safer([(0.0, 0.2), (0.01, None), (0.02, 0.6), (0.06, 1.0)], full, POINT, thresholds)
+    assert share == 0.9
+    assert precision_at(t) >= 0.65 - 1e-12  # the bound 0.6 + 0.05 is met on all rows ...
+    tighter, _ = _safer([(0.0, 0.2), (0.02, 0.6), (0.03, 1.0)], full, POINT, thresholds)
+    looser, _ = _safer([(0.0, 0.2), (0.02, 0.6), (0.12, 1.0)], full, POINT, thresholds)
+    assert looser >= t >= tighter  # ... and a later crossing asks for a higher threshold
+    # no share reaches 0.9: none
+    assert _safer([(0.0, 0.2), (0.05, 0.8)], full, POINT, thresholds) == (None, None)
+    assert _safer([], full, POINT, thresholds) == (None, None)
+
+
+def test_the_lookup_table_draws_poisson_one_counts():
+    from scipy.stats import chisquare, poisson
+
+    from ckptaudit.stats.weights import poisson_one
+
+    w = poisson_one(np.random.default_rng(0), (2000, 500))
+    assert w.dtype == np.uint8 and w.shape == (2000, 500)
+    observed = np.bincount(w.ravel(), minlength=7)[:7].astype(float)
+    observed[6] += np.sum(w >= 7)
+    expected = np.r_[poisson.pmf(np.arange(6), 1.0), poisson.sf(5, 1.0)] * w.size
+    assert chisquare(observed, expected).pvalue > 1e-3
+    assert abs(w.mean() - 1.0) < 0.005 and abs(w.var() - 1.0) < 0.01

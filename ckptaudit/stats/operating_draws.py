@@ -8,7 +8,8 @@ thresholds that stay within ``Z`` standard errors of being chosen on the validat
 (the constraint within ``Z`` standard errors of its bound and the target within ``Z`` of the
 best; a cost within ``Z`` of the minimum), for the pair's own constraint and every stricter
 bound the safer threshold tries; the rows any checkpoint keeps get their own Poisson(1)
-weights (the Poisson bootstrap; the out-of-bag rows are the zeros) and the rows outside
+weights (the Poisson bootstrap, drawn through a 16-bit lookup table; the out-of-bag rows are
+the zeros) and the rows outside
 only their totals: the number drawn zero times is Binomial(m, e^-1) and the sum of the
 others' weights a normal draw of (m - zeros) zero-truncated Poisson(1) counts. A resample
 then costs its kept rows, not all rows (bench/bench_operating_point.py).
@@ -28,6 +29,7 @@ import numpy as np
 
 from ..metrics.operating import OperatingPoint
 from .operating_curves import choose, rate
+from .weights import poisson_one
 
 #: rows x resamples from which the large-sample path serves (the Gaussian path's cut)
 LARGE_CELLS = 20_000_000
@@ -153,10 +155,9 @@ def draw(p: Plan | None, n: int, r: int, rng: np.random.Generator):
     if p is None:
         counts = np.stack([np.bincount(rng.integers(0, n, n), minlength=n) for _ in range(r)], axis=1).astype(np.float64)
         return counts, (counts == 0).astype(np.float64), (0.0, 0.0), (0.0, 0.0)
-    w = rng.poisson(1.0, (p.rows.shape[0], r))
-    # NOTE: one byte a weight (a Poisson(1) count above 255 has probability below 1e-500): the
-    # curves gather whole rows of weights, and a quarter of the bytes is about that much faster
-    w = w.astype(np.uint8) if int(w.max(initial=0)) < 256 else w.astype(np.float64)
+    # NOTE: one byte a weight: the curves gather whole rows of weights, and a quarter of the
+    # bytes is about that much faster
+    w = poisson_one(rng, (p.rows.shape[0], r))
     oob = (w == 0).view(np.uint8)
     p_in, p_oob = _outside(p.pos_out, r, rng)
     n_in, n_oob = _outside(p.neg_out, r, rng)

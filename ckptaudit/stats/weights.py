@@ -29,8 +29,7 @@ def _stratum_weights(n: int, k: int, rng: np.random.Generator) -> np.ndarray:
         idx = rng.integers(0, n, size=(k, n)) + (np.arange(k) * n)[:, None]
         return np.bincount(idx.ravel(), minlength=k * n).reshape(k, n).astype(np.float32)
     # Poisson(1) weights through a 16-bit lookup table, rescaled to the stratum's size
-    u = rng.integers(0, 1 << 16, size=(k, n), dtype=np.uint16)
-    w = _POISSON_LUT[u].astype(np.float32)
+    w = poisson_one(rng, (k, n)).astype(np.float32)
     total = w.sum(axis=1, keepdims=True)
     empty = np.flatnonzero(total[:, 0] == 0)
     if empty.size:  # all rows out of bag (only possible for tiny strata): draw those exactly
@@ -49,6 +48,12 @@ def _poisson_lut() -> np.ndarray:
 
 
 _POISSON_LUT = _poisson_lut()
+
+
+def poisson_one(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Poisson(1) counts (uint8) of ``shape``, through a 16-bit lookup table of the inverse
+    CDF: each probability to within 2^-16, about 5x faster than ``rng.poisson``."""
+    return _POISSON_LUT[rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)]
 
 
 #: exact draws of a stratum this size or larger (rows x resamples) are remembered ...
