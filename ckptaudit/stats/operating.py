@@ -83,8 +83,6 @@ class OperatingEstimate:
     holds_variants: dict[str, float | None] = field(default_factory=dict, repr=False, compare=False)
     #: every checkpoint's in-bag value per resample (resamples, checkpoints): intervals, tie set
     in_bag: np.ndarray = field(default_factory=lambda: np.zeros((0, 0)), repr=False, compare=False)
-    #: each stricter bound tried: (margin above the bound, its share; None: not measurable)
-    safe_steps: tuple[tuple[float, float | None], ...] = field(default=(), repr=False, compare=False)
 
     def as_dict(self) -> dict[str, object]:
         """JSON shape."""
@@ -266,11 +264,11 @@ def estimate(
     s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
     s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
     curves = BlockCurves if _serves(point) else _FullCurves
+    # the stricter bounds' draws in one chunk where that stays small (their choices cost a
+    # call per checkpoint and bound)
+    first = max(chunk, STRICTER_DRAWS) if width * STRICTER_DRAWS <= 4 * _CHUNK_CELLS else chunk
     done = 0
     while done < resamples:
-        # the stricter bounds' draws in one chunk where that stays small (their choices cost a
-        # call per checkpoint and bound)
-        first = max(chunk, STRICTER_DRAWS) if width * STRICTER_DRAWS <= 4 * _CHUNK_CELLS else chunk
         r = min(first if done == 0 else chunk, resamples - done)
         done += r
         early = min(r, max(STRICTER_DRAWS - (done - r), 0))  # the draws of this chunk the stricter bounds read
@@ -338,12 +336,12 @@ def estimate(
     hold_full = hold = hold_oob = None
     variants: dict[str, float | None] = {}
     safe_t = safe_share = None
-    steps: list[tuple[float, float | None]] = []  # (margin, its share) of each stricter bound
     if not point.is_cost:
         hold_full = float(np.concatenate(holds).mean())
         hv = np.concatenate(holds_oob)
         hold_oob = float(hv.mean()) if hv.size else None
-        denoised = _denoised_share(np.concatenate(margins), np.concatenate(noises))
+        all_margins, all_noises = np.concatenate(margins), np.concatenate(noises)
+        denoised = _denoised_share(all_margins, all_noises)
         by_optimism = _optimism_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
         hold = denoised
         variants = {
@@ -352,10 +350,9 @@ def estimate(
             "optimism bootstrap, normal": None if by_optimism is None else by_optimism[1],
             "plain out-of-bag": hold_oob,
             "all rows": hold_full,
+            "denoised out-of-bag, in-bag spread": _denoised_share(all_margins, all_noises, IN_BAG_SPREAD),
         }
-        variants["denoised out-of-bag, in-bag spread"] = _denoised_share(
-            np.concatenate(margins), np.concatenate(noises), IN_BAG_SPREAD
-        )
+        steps: list[tuple[float, float | None]] = []  # (margin, its share) of each stricter bound
         for m in range(len(stricter)):
             mg, nz = np.concatenate(s_margins[m]), np.concatenate(s_noises[m])
             met = np.isfinite(mg)  # a draw where nothing meets the stricter bound in-bag fails
@@ -377,7 +374,6 @@ def estimate(
         int(values.size),
         variants,
         np.concatenate(in_bag),
-        tuple(steps),
     )
 
 
