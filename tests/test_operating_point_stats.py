@@ -3,6 +3,7 @@ the constraint-holds share, the fragile-operating-point finding and pick's thres
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import numpy as np
@@ -231,7 +232,10 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
     window = None if seed % 2 == 0 else (5, 60)
     col, w, p, n = _resampled_curves(rng, 400 + seed % 2, 64, window)
     (tp_pad, fp_pad), (tp_out, fp_out) = oc.cumulative(w, col)
-    blocks = ob.BlockCurves(tp_pad, fp_pad, col)
+    # the block curves from the curves, and read off the running sums (uint16 where the weights
+    # are one byte: the false positives' offsets wrap below 0 and back)
+    top = int(w.sum(axis=0).max()) if w.dtype == np.uint8 else None
+    both_blocks = (ob.BlockCurves(tp_pad, fp_pad, col), ob.BlockCurves.from_sums(*oc.running_sums(w, col, top=top), col))
     tp, fp = oc.FullCurves(tp_pad, fp_pad, col).tp, oc.FullCurves(tp_pad, fp_pad, col).fp
     # the out-of-bag curves: those of the weights that are 0, counted once
     (zeros, _), _ = oc.cumulative((w == 0).astype(np.uint8), col)
@@ -250,7 +254,7 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
             v_ref, i_ref = oc.choose(*rows, point)
             v, i = oc.choose_columns(tp[lo:hi], fp[lo:hi], p, n, point)
             assert np.array_equal(v, v_ref, equal_nan=True) and np.array_equal(i, i_ref), (point, lo, hi)
-            if ob.serves(point):
+            for blocks in both_blocks if ob.serves(point) else ():
                 v_b, i_b, con = blocks.choose(point, p, n, lo, hi)
                 assert np.array_equal(v_b, v_ref, equal_nan=True), (point, lo, hi)
                 assert np.array_equal(i_b, np.where(i_ref >= 0, i_ref + lo, -1)), (point, lo, hi)
@@ -258,9 +262,10 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
                 con_ref = oc.rate(point.constraint, tp[at, np.arange(64)], fp[at, np.arange(64)], p, n)
                 assert np.array_equal(con, con_ref, equal_nan=True)
     q = np.arange(64)
-    for i in (np.zeros(64, int), rng.integers(-1, size, 64)):
-        got = blocks.at(i)
-        assert np.array_equal(got[0], tp[np.maximum(i, 0), q]) and np.array_equal(got[1], fp[np.maximum(i, 0), q])
+    for blocks in both_blocks:
+        for i in (np.zeros(64, int), rng.integers(-1, size, 64)):
+            got = blocks.at(i)
+            assert np.array_equal(got[0], tp[np.maximum(i, 0), q]) and np.array_equal(got[1], fp[np.maximum(i, 0), q])
 
 
 @pytest.mark.parametrize("rounding", [None, 1, 3])
@@ -275,7 +280,9 @@ def test_the_counts_on_all_rows_are_the_same_from_a_sort_or_the_kernels_curve(ro
         s = (s if rounding is None else np.round(s, rounding)).astype(np.float32)
         cand, seg = oc.place(s, y)
         ref = oc.full_counts(cand, seg, y)
-        for got_cand, got in (oc.sorted_counts(s, y), oc.curve_counts(op.curve(y, s), s.dtype)):
+        c = op.curve(y, s)
+        kernel, read_again = oc.curve_counts(c, s.dtype), oc.curve_counts(dataclasses.replace(c, grows=None), s.dtype)
+        for got_cand, got in (oc.sorted_counts(s, y), kernel, read_again):
             assert got_cand.dtype == cand.dtype and np.array_equal(got_cand, cand)
             assert all(np.array_equal(a, b) for a, b in zip(got, ref, strict=True))
 
@@ -319,3 +326,208 @@ def test_the_lookup_table_draws_poisson_one_counts():
     expected = np.r_[poisson.pmf(np.arange(6), 1.0), poisson.sf(5, 1.0)] * w.size
     assert chisquare(observed, expected).pvalue > 1e-3
     assert abs(w.mean() - 1.0) < 0.005 and abs(w.var() - 1.0) < 0.01
+    # drawn by blocks of rows, the same counts as one lookup of one call's uniforms (odd shapes too)
+    from ckptaudit.stats.weights import _POISSON_LUT
+
+    for shape in [(70_001, 7), (300_001,), (3, 0)]:
+        ref = _POISSON_LUT[np.random.default_rng(1).integers(0, 1 << 16, size=shape, dtype=np.uint16)]
+        assert np.array_equal(poisson_one(np.random.default_rng(1), shape), ref)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_weighted_curves_equal_a_product_of_weights_and_flags(seed):
+    # every threshold's weighted true and false positives, whatever the layout of the running
+    # sums: against the weights times each threshold's flagged rows, for windows and subsets of
+    # rows (ids), subsets of resamples (q), one-byte weights summed in uint16 or float32
+    from ckptaudit.stats import operating_curves as oc
+
+    rng = np.random.default_rng(seed)
+    rows, resamples = 300 + 37 * seed, 50
+    y = rng.random(rows) < 0.3
+    s = np.round(rng.normal(size=rows) + 1.2 * y, 1 + seed % 2)
+    cand = np.unique(s[y])
+    m = cand.shape[0]
+    thresholds = np.r_[np.inf, cand[::-1]]
+    w = rng.poisson(1.0, (rows, resamples)).astype(np.uint8)
+    flags = s[None, :] >= thresholds[:, None]  # (thresholds, rows)
+    tp_ref, fp_ref = (flags & y) @ w.astype(np.int64), (flags & ~y) @ w.astype(np.int64)
+    top = int(w.sum(axis=0).max())
+    for window in (None, (0, m), (3, m // 2), (m // 3, m - 2), (5, 5)):
+        lo, hi = (0, m) if window is None else window
+        ids = np.flatnonzero(s >= cand[m - hi]) if seed % 2 and hi > 0 else None
+        seg = oc.places(cand, s if ids is None else s[ids])
+        col = oc.make_column(cand, seg, y if ids is None else y[ids], window, ids)
+        q = np.sort(rng.choice(resamples, 17, replace=False))
+        run = np.arange(5, 22)  # a run of resamples is read as a view
+        cases = (({}, slice(None)), ({"top": top}, slice(None)), ({"q": q, "top": top}, q), ({"q": run, "top": top}, run))
+        for kwargs, cols in cases:
+            tp, fp = oc.weighted(w, col, padded=False, **kwargs)
+            assert tp.dtype == (np.uint16 if "top" in kwargs else np.float32)
+            assert np.array_equal(tp, tp_ref[lo : hi + 1][:, cols]), (window, kwargs)
+            assert np.array_equal(fp, fp_ref[lo : hi + 1][:, cols]), (window, kwargs)
+        (_, _), (tp_out, fp_out) = oc.cumulative(w, col, padded=False)
+        zeros = (w == 0).astype(np.int64)
+        assert np.array_equal(tp_out, ((flags & y) @ zeros)[lo : hi + 1])
+        assert np.array_equal(fp_out, ((flags & ~y) @ zeros)[lo : hi + 1])
+
+
+@pytest.mark.parametrize(
+    "point", [POINT, op.OperatingPoint("recall", "precision", 0.8), op.OperatingPoint("specificity", "recall", 0.5)]
+)
+def test_the_large_sample_windows_hold_every_resamples_choice(point):
+    # the large-sample path keeps, per checkpoint, the thresholds a resample could choose: the
+    # choices of 600 Poisson resamples on the whole curve all lie inside, for checkpoints from
+    # weak (whose constraint hovers at the bound over a long stretch near the top: a window cut
+    # by the target's standard errors missed their choices) to strong
+    from ckptaudit.stats import operating_curves as oc
+    from ckptaudit.stats import operating_draws as od
+
+    rng = np.random.default_rng(11)
+    y, cols = _columns(rng, 40_000, [1.2, 1.5, 2.0, 2.5])
+    resamples = 600
+    w = od.poisson_one(rng, (y.shape[0], resamples))
+    p, n = oc.totals(w, y)
+    counted = [oc.sorted_counts(c, y) for c in cols]
+    windows = od.plan_windows([f for _, f in counted], [point])[0]
+    for (cand, _), c, (lo, hi) in zip(counted, cols, windows, strict=True):
+        col = oc.make_column(cand, oc.places(cand, c), y)
+        tp, fp = oc.weighted(w, col, padded=False)
+        _, i = oc.choose_columns(tp, fp, p, n, point)
+        chosen = i[i >= 0]
+        assert chosen.size > 0.2 * resamples  # the weakest meets the bound in fewer resamples
+        assert chosen.min() >= lo and chosen.max() <= hi, (lo, hi, chosen.min(), chosen.max())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_a_perfect_ranking_is_found_from_the_scores_or_from_an_operating_points_curve(seed):
+    # suspicious-perfect's test (every positive above every negative) against scikit-learn's
+    # AUC of 1, read from the scores and from the curve an operating-point metric left cached
+    from sklearn.metrics import roc_auc_score
+
+    from ckptaudit.auditing.engine import _perfect_auc
+    from ckptaudit.metrics import operating, prepared
+    from ckptaudit.metrics.spec import parse_metric
+
+    rng = np.random.default_rng(seed)
+    y = (rng.random(400) < 0.3).astype(np.int8)
+    gap = [0.0, 1e-3, -0.3, 2.0, 0.5, 0.0][seed]  # 0: a positive ties the top negative; < 0: they overlap
+    s = np.where(y == 1, rng.random(400) + 1.0 + gap, rng.random(400))
+    if gap == 0.0:
+        s[np.flatnonzero(y == 1)[0]] = s[y == 0].max()
+    s = np.round(s / 4, 3).astype(np.float32) if seed == 5 else (s / 4).astype(np.float32)
+    truth = 1.0 if roc_auc_score(y, s) == 1.0 else None
+    plain = prepared.prepare("binary", "probability", y, s)
+    assert _perfect_auc(plain) == truth
+    with_curve = prepared.prepare("binary", "probability", y, s)
+    operating.evaluate(with_curve, parse_metric("recall@precision>=0.9"))
+    assert operating.cached_curve(with_curve) is not None and _perfect_auc(with_curve) == truth
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        POINT,
+        op.OperatingPoint("precision", "recall", 0.5),
+        op.OperatingPoint("specificity", "recall", 0.6),
+        op.OperatingPoint("cost", None, None, 10.0, 1.0),
+    ],
+    ids=["recall@precision", "precision@recall", "specificity@recall", "cost"],
+)
+def test_the_pass_keeps_only_the_rows_the_large_sample_path_reads(point):
+    # where the bootstrap takes the large-sample path the builder keeps each column's rows that a
+    # kept threshold could flag (at any stricter bound), a few percent of them: the estimate from
+    # those equals the one from every row's score, every figure and every in-bag value
+    from ckptaudit.stats import operating as ops
+    from ckptaudit.stats.operating_curves import sorted_counts
+
+    rng = np.random.default_rng(5)
+    y, cols = _columns(rng, 20_000, [1.8, 2.2, 2.4, 2.3])
+    cols = [c.astype(np.float32) for c in cols]
+    counted = [sorted_counts(c, y) for c in cols]
+    kept = [ops.kept_rows(full, cand, c, point) for (cand, full), c in zip(counted, cols, strict=True)]
+    share = max(k.index.shape[0] for k in kept) / y.shape[0]
+    assert share < (0.1 if point.target == "recall" else 0.9), share  # (a recall bound or a cost flags more rows)
+    whole = estimate(cols, y, point, resamples=300, seed=1, fast=True, counted=counted)
+    part = estimate(kept, y, point, resamples=300, seed=1, fast=True, counted=counted)
+    assert whole is not None and part is not None
+    assert whole.as_dict() == part.as_dict() and whole.holds_variants == part.holds_variants
+    assert (whole.threshold, whole.safe_threshold, whole.safe_holds) == (part.threshold, part.safe_threshold, part.safe_holds)
+    assert np.array_equal(whole.in_bag, part.in_bag, equal_nan=True)
+
+
+def test_the_builder_keeps_the_rows_only_where_the_large_sample_path_serves(tmp_path):
+    # rows x resamples >= 2e7: kept rows; fewer: every row's score (the full bootstrap reads them)
+    from ckptaudit.metrics.evaluation import prepare_predictions
+    from ckptaudit.metrics.spec import parse_metric
+    from ckptaudit.stats.operating import OperatingBuilder
+    from ckptaudit.stats.operating_draws import KeptRows
+    from ckptaudit.store.reader import discover, read_predictions
+
+    rng = np.random.default_rng(3)
+    y, cols = _columns(rng, 20_000, [2.0, 2.4])
+    run = write_run(tmp_path / "r", "binary", "probability", y.astype(np.int8), [expit(c).astype(np.float32) for c in cols])
+    r = discover([run])[0]
+    spec = parse_metric("recall@precision>=0.6")
+    for resamples, kind in ((1000, KeptRows), (999, np.ndarray), (None, np.ndarray)):
+        builder = OperatingBuilder(r, spec, resamples)
+        for ckpt in r.checkpoints:
+            prep = prepare_predictions(r, read_predictions(r, ckpt, "val"))
+            builder.add(ckpt, prep, op.kernel(prep, spec))
+        assert all(isinstance(c, kind) for c in builder.columns.values()) and len(builder.columns) == 2
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_kernels_choice_reads_the_positive_scores_only_and_chooses_as_on_every_threshold(seed):
+    # the kernel's choice from +inf and the thresholds where tp grows equals the choice over every
+    # distinct score: the same value, index on the curve, threshold and best constraint reached
+    # (ties, rounded scores, constraints nothing meets, all-equal scores)
+    rng = np.random.default_rng(seed)
+    n = [3000, 500, 40, 3000, 200][seed]
+    y = rng.random(n) < [0.05, 0.3, 0.5, 0.02, 0.4][seed]
+    s = rng.normal(size=n) + 1.5 * y
+    s = np.round(s, [None, 1, 0, 2, None][seed]) if seed in (1, 2, 3) else s
+    if seed == 4:
+        s = np.zeros(n)
+    c = op.curve(y, s)
+    every = dataclasses.replace(c, grows=None)
+    points = [
+        op.OperatingPoint(t, k, b)
+        for t, k in [("recall", "precision"), ("precision", "recall"), ("recall", "specificity"), ("specificity", "recall")]
+        for b in (0.0, 0.3, 0.8, 0.99, 1.0)
+    ]
+    points += [op.OperatingPoint("cost", None, None, a, 1.0) for a in (0.5, 10.0, 100.0)]
+    for point in points:
+        got, ref = dataclasses.astuple(op.choose(c, point)), dataclasses.astuple(op.choose(every, point))
+        assert all(a == b or (a != a and b != b) for a, b in zip(got, ref, strict=True)), (point, got, ref)  # NaN: none meets
+
+
+@pytest.mark.parametrize("fast", [True, False])
+@pytest.mark.parametrize(
+    "point",
+    [
+        op.OperatingPoint("recall", "precision", 0.7),
+        op.OperatingPoint("specificity", "recall", 0.6),
+        op.OperatingPoint("recall", "specificity", 0.95),
+    ],
+)
+def test_the_stricter_bounds_branch_and_bound_prunes_nothing_that_could_win(point, fast, monkeypatch):
+    # the stricter bounds' choices skip the draws where a checkpoint's bound says it cannot win:
+    # every figure equals the one from offering every checkpoint in every draw (weak checkpoints
+    # whose constraint hovers at the bound included)
+    from ckptaudit.stats import operating_pairs
+
+    rng = np.random.default_rng(4)
+    y, cols = _columns(rng, 6000, [1.0, 1.6, 2.2, 2.3, 2.1, 1.3])
+    pruned = estimate(cols, y, point, resamples=250, seed=2, fast=fast)
+    step = operating_pairs.stricter_step
+
+    def every(s_best, k, limits, *rest):
+        step(s_best, k, [np.full(lim.shape, np.inf) for lim in limits], *rest)
+
+    monkeypatch.setattr(operating_pairs, "stricter_step", every)
+    whole = estimate(cols, y, point, resamples=250, seed=2, fast=fast)
+    assert pruned is not None and whole is not None
+    assert pruned.as_dict() == whole.as_dict() and (pruned.safe_threshold, pruned.safe_holds) == (
+        whole.safe_threshold,
+        whole.safe_holds,
+    )

@@ -173,6 +173,8 @@ class Curve:
     fp: np.ndarray
     n_pos: int
     n_neg: int
+    #: the indices where ``tp`` grows (the distinct positive scores), ascending; None: not kept
+    grows: np.ndarray | None = None
 
 
 def curve(pos: np.ndarray, s: np.ndarray) -> Curve:
@@ -193,7 +195,8 @@ def curve(pos: np.ndarray, s: np.ndarray) -> Curve:
     # NOTE: each positive's score is one of the distinct scores, so placing the (few) positives
     # among them and counting per score gives tp at every threshold; placing every threshold
     # among the positives cost 4x as much on 100,000 rows
-    per_score = np.bincount(np.searchsorted(values, ps), minlength=m)
+    at = np.searchsorted(values, ps)  # ascending
+    per_score = np.bincount(at, minlength=m)
     thresholds = np.empty(m + 1, dtype=np.float64)
     thresholds[0] = np.inf
     thresholds[1:] = values[::-1]
@@ -204,7 +207,11 @@ def curve(pos: np.ndarray, s: np.ndarray) -> Curve:
     fp[0] = 0
     np.subtract(n, distinct[::-1], out=fp[1:])  # rows >= t ...
     fp[1:] -= tp[1:]  # ... less the positives (in place: no temporary of the curve's length)
-    return Curve(thresholds, tp, fp, int(ps.shape[0]), int(n - ps.shape[0]))
+    first = np.empty(at.shape[0], dtype=bool)  # each distinct positive score once
+    first[:1] = True
+    np.not_equal(at[1:], at[:-1], out=first[1:])
+    grows = m - at[first][::-1]  # distinct score j (ascending) is threshold m - j
+    return Curve(thresholds, tp, fp, int(ps.shape[0]), int(n - ps.shape[0]), grows)
 
 
 RATES = ("recall", "precision", "specificity")
@@ -240,7 +247,22 @@ class Choice:
 
 def choose(c: Curve, point: OperatingPoint) -> Choice:
     """The threshold of ``c`` that optimises ``point`` (ties: the better constraint value,
-    then the higher threshold)."""
+    then the higher threshold). Where the curve knows where ``tp`` grows, only those
+    thresholds and +inf are read: for a given ``tp`` the threshold at the lowest flagged
+    positive has the fewest false positives, so every optimum, its tie rule and the best
+    constraint reached lie there (a positive score each: a few percent of a curve over every
+    distinct score; tests/test_operating_point.py holds both to scikit-learn's curves)."""
+    if c.grows is None or c.grows.shape[0] + 1 >= c.tp.shape[0]:
+        return _choose_on(c, point)
+    at = np.empty(c.grows.shape[0] + 1, dtype=np.intp)
+    at[0] = 0
+    at[1:] = c.grows
+    found = _choose_on(Curve(c.thresholds[at], c.tp[at], c.fp[at], c.n_pos, c.n_neg), point)
+    return found if found.index is None else Choice(found.value, int(at[found.index]), found.threshold, found.constraint_best)
+
+
+def _choose_on(c: Curve, point: OperatingPoint) -> Choice:
+    """:func:`choose` over every threshold of ``c``."""
     if point.is_cost:
         n = c.n_pos + c.n_neg
         if n == 0:
@@ -316,6 +338,14 @@ def evaluate(prep: object, spec: object) -> tuple[Choice, Curve]:
     if key not in cache:
         cache[key] = choose(c, point)  # type: ignore[assignment]
     return cache[key], c  # type: ignore[return-value]
+
+
+def cached_curve(prep: object) -> Curve | None:
+    """The positive class's :class:`Curve` of a binary view, where an operating-point metric
+    already made it (None: not made)."""
+    cache = prep._cache  # type: ignore[attr-defined]
+    found = cache.get(("operating-curve", None))
+    return found if found is not None else cache.get(("operating-curve", 1))
 
 
 def kernel(prep: object, spec: object) -> float:

@@ -37,27 +37,65 @@ def serves(point: OperatingPoint) -> bool:
 
 
 class BlockCurves:
-    """One checkpoint's curves under a batch of resample weights (see the module docstring)."""
+    """One checkpoint's curves under a batch of resample weights (see the module docstring):
+    from the curves themselves, or read off the running sums of the rows (:meth:`from_sums`,
+    no curve laid out at every threshold: only the blocks' ends and the blocks read)."""
 
     def __init__(self, tp: np.ndarray, fp: np.ndarray, col: Column) -> None:
         """``tp``, ``fp``: :func:`~ckptaudit.stats.operating_curves.cumulative`'s curves (whole blocks, resamples)."""
-        self.b, self.r = col.block, tp.shape[1]
+        every = np.arange(tp.shape[0])
+        self._set(tp, fp, every, every, None, col)
+
+    @classmethod
+    def from_sums(cls, x: np.ndarray, off: np.ndarray, col: Column) -> BlockCurves:
+        """The curves of :func:`~ckptaudit.stats.operating_curves.running_sums` (``tp`` at
+        threshold ``j`` is ``x[col.ends[0, j]]``, ``fp`` is ``x[col.ends[1, j]] - off``)."""
+        self = cls.__new__(cls)
+        self._set(x, x, col.ends[0], col.ends[1], off, col)
+        return self
+
+    def _set(self, x_tp: np.ndarray, x_fp: np.ndarray, e0: np.ndarray, e1: np.ndarray, off: Any, col: Column) -> None:
+        self.b, self.r = col.block, x_tp.shape[1]
         self.size = col.thresholds.shape[0]
-        self.tp, self.fp = tp, fp
-        self.tp4 = self.tp.reshape(-1, self.b, self.r)  # (block, threshold in block, resample)
-        self.fp4 = self.fp.reshape(-1, self.b, self.r)
+        self.nb = e0.shape[0] // self.b  # whole blocks (the last padded by repeating the last threshold)
+        self.dtype = x_tp.dtype
+        self._x_tp, self._x_fp, self._e0, self._e1, self._off = x_tp, x_fp, e0, e1, off
+        starts = np.arange(self.nb) * self.b
+        # each block's last tp and first fp, every resample (nb, r): the blocks' bounds
+        self.ends_tp, self.starts_fp = self.tp_rows(starts + self.b - 1), self.fp_rows(starts)
         self._precision: np.ndarray | None = None  # each block's best precision (the same for every bound)
 
-    def blocks(self, c: np.ndarray, q: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(tp, fp) at every threshold of the consecutive blocks ``c[:, k]`` in resample ``q[k]``,
-        each (len(q), blocks x block)."""
-        shape = (q.shape[0], -1)
-        return self.tp4[c.T, :, q[:, None]].reshape(shape), self.fp4[c.T, :, q[:, None]].reshape(shape)
+    def tp_rows(self, j: np.ndarray) -> np.ndarray:
+        """``tp`` at thresholds ``j``, every resample (len(j), resamples)."""
+        return self._x_tp[self._e0[j]]
+
+    def fp_rows(self, j: np.ndarray) -> np.ndarray:
+        """``fp`` at thresholds ``j``, every resample (len(j), resamples)."""
+        rows = self._x_fp[self._e1[j]]
+        if self._off is not None:
+            rows -= self._off  # (whole counts: in uint16 a wrap below 0 wraps back)
+        return rows
+
+    def _tp_at(self, j: np.ndarray, q: np.ndarray) -> np.ndarray:
+        return self._read(self._x_tp, self._e0[j], q)
+
+    def _fp_at(self, j: np.ndarray, q: np.ndarray) -> np.ndarray:
+        got = self._read(self._x_fp, self._e1[j], q)
+        if self._off is not None:
+            got -= self._off[q]
+        return got
+
+    @staticmethod
+    def _read(x: np.ndarray, rows: np.ndarray, q: np.ndarray) -> np.ndarray:
+        """``x[rows, q]`` (broadcast): by a flat index where ``x`` is contiguous (a quarter faster)."""
+        if x.flags.c_contiguous:
+            return np.take(x.reshape(-1), rows * x.shape[1] + q)
+        return x[rows, q]
 
     def at(self, i: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(tp, fp) of every resample at threshold ``i`` (-1 reads threshold 0), each (resamples,)."""
         j, q = np.maximum(i, 0), np.arange(self.r)
-        return self.tp[j, q], self.fp[j, q]
+        return self._tp_at(j, q), self._fp_at(j, q)
 
     def rates_at(self, i: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint) -> tuple:
         """(value, constraint, its denominator) of every resample at threshold ``i``
@@ -65,38 +103,63 @@ class BlockCurves:
         tp, fp = self.at(i)
         return at_counts((tp[:, None].astype(np.float64), fp[:, None].astype(np.float64), p[:, None], n[:, None]), i, point)
 
+    def _most(self, constraint: str, n: np.ndarray) -> np.ndarray:
+        """Each block's best constraint, every resample (blocks, resamples): at most its last
+        ``tp`` over that plus its first ``fp`` for precision, its first for specificity."""
+        if constraint != "precision":
+            return 1.0 - np.divide(self.starts_fp, n, dtype=np.float64)
+        if self._precision is None:  # every positive of the block, none of its negatives
+            last_tp = self.ends_tp
+            self._precision = np.divide(last_tp, last_tp + self.starts_fp, dtype=np.float64)  # NaN (0/0): possible
+        return self._precision
+
+    def upper(self, points: list[OperatingPoint], p: np.ndarray, n: np.ndarray, early: int) -> np.ndarray:
+        """Per point (the same constraint, other bounds), an upper bound of the value
+        :meth:`choose` finds in each of the first ``early`` resamples (points, early), on these
+        thresholds or any above them (a higher threshold has fewer true positives): the ``tp``
+        at the end of the last block that could meet the bound, or at the first threshold,
+        over ``p``."""
+        with np.errstate(divide="ignore", invalid="ignore"):
+            most = self._most(points[0].constraint, n)[:, :early]  # type: ignore[arg-type]
+            bounds = np.array([float(q.bound) - 1e-12 for q in points])[:, None, None]  # type: ignore[arg-type]
+            could = ~(most[None] < bounds)  # (points, blocks, early); NaN: could
+            last = self.nb - 1 - could[:, ::-1].argmax(axis=1)
+            q = np.arange(early)
+            first = self._tp_at(np.zeros(early, np.intp), q)
+            top = np.where(could.any(axis=1), np.maximum(self.ends_tp[last, q], first), first)
+            return np.divide(top, p[:early], dtype=np.float64)
+
     def _last_met(self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int, hi: int) -> tuple[np.ndarray, np.ndarray]:
         """Per resample, the last threshold in [lo, hi) that meets the constraint (-1: none) and its ``tp``."""
         bound = point.bound - 1e-12  # type: ignore[operator]  # as choose's
-        nb = self.tp4.shape[0]
-        first_fp = self.fp4[:, 0]
-        if point.constraint != "precision":
-            most = 1.0 - np.divide(first_fp, n, dtype=np.float64)
-        elif self._precision is None:  # every positive of the block, none of its negatives
-            last_tp = self.tp4[:, -1]
-            most = self._precision = np.divide(last_tp, last_tp + first_fp, dtype=np.float64)  # NaN (0/0): possible
-        else:
-            most = self._precision
-        possible = ~(most < bound)
-        starts = np.arange(nb) * self.b
-        possible &= ((starts < hi) & (starts + self.b > lo))[:, None]
-        possible &= ((p > 0) & (n > 0 if point.constraint == "specificity" else True))[None, :]
+        nb = self.nb
+        possible = ~(self._most(point.constraint, n) < bound)  # type: ignore[arg-type]  # NaN: possible
+        ranged = lo > 0 or hi < self.size  # else every block is in range (most calls)
+        if ranged:
+            starts = np.arange(nb) * self.b
+            possible &= ((starts < hi) & (starts + self.b > lo))[:, None]
+        defined = (p > 0) & (n > 0) if point.constraint == "specificity" else p > 0
+        if not defined.all():
+            possible &= defined[None, :]
         last = np.full(self.r, -1)
-        top = np.zeros(self.r, self.tp.dtype)
-        rank = np.arange(1, nb + 1)[:, None]
+        top = np.zeros(self.r, self.dtype)
         # blocks read at once: the last that could hold and those before it (those after it
         # cannot hold, so reading them too changes nothing)
         span = min(max(1, SCAN // self.b), nb)
         ahead = np.arange(span)[:, None]
         offsets = np.arange(span * self.b)
-        pending = possible.any(axis=0)
+        pending = np.asarray(possible.any(axis=0))
+        end = nb - possible[::-1].argmax(axis=0)  # one past the last block that could hold (where one could)
         while pending.any():  # none met in them: the next block before them that could hold
             q = np.flatnonzero(pending)
-            c = np.clip((possible[:, q] * rank).max(axis=0) - span, 0, nb - span) + ahead  # (span, len(q))
-            tp, fp = self.blocks(c, q)
-            j = c[0][:, None] * self.b + offsets
+            c = np.minimum(np.maximum(end[q] - span, 0), nb - span) + ahead  # (span, len(q))
+            j = c[0][:, None] * self.b + offsets  # (len(q), span x block): the blocks' thresholds
+            tp, fp = self._tp_at(j, q[:, None]), self._fp_at(j, q[:, None])
             ok = raw_rate(point.constraint, tp, fp, p[q, None], n[q, None]) >= bound  # type: ignore[arg-type]
-            ok &= (j >= lo) & (j < hi)
+            if ranged:
+                ok &= (j >= lo) & (j < hi)
+            else:  # the padding repeats the last threshold: met there is met at the last
+                j = np.minimum(j, self.size - 1)
             found = ok.any(axis=1)
             k = ok.shape[1] - 1 - np.argmax(ok[:, ::-1], axis=1)
             hit = q[found]
@@ -105,7 +168,9 @@ class BlockCurves:
             miss = ~found
             possible[c[:, miss], q[miss]] = False
             pending[hit] = False
-            pending[q[miss]] = possible[:, q[miss]].any(axis=0)
+            left = possible[:, q[miss]]
+            pending[q[miss]] = left.any(axis=0)
+            end[q[miss]] = nb - left[::-1].argmax(axis=0)
         return last, top
 
     def choose(
@@ -125,8 +190,9 @@ class BlockCurves:
         # the first threshold with that many true positives (its block from the blocks' ends),
         # or lo: the ties of the best come first where the constraint is best (choose_columns)
         q = np.arange(self.r)
-        c = np.minimum((self.tp4[:, -1] < top).sum(axis=0), self.tp4.shape[0] - 1)
-        i = np.maximum(c * self.b + (self.tp4[c, :, q] < top[:, None]).sum(axis=1), lo)
+        c = np.minimum((self.ends_tp < top).sum(axis=0), self.nb - 1)
+        in_block = self._tp_at(c[:, None] * self.b + np.arange(self.b), q[:, None])
+        i = np.maximum(c * self.b + (in_block < top[:, None]).sum(axis=1), lo)
         i = np.where(some, i, -1)
         tp_i, fp_i = self.at(i)
         value = np.where(some, np.divide(tp_i, p, dtype=np.float64), np.nan)

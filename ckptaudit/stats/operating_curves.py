@@ -34,11 +34,15 @@ class Column:
     positives, not rows."""
 
     thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
-    #: the rows a threshold kept flags first (not one above them): positives, then negatives,
-    #: each by the first threshold that flags them
+    #: the rows a threshold kept flags first (not one above them), in the running sums' order
+    #: (:func:`_running`): a leading place for "none", then positives, then negatives, each by
+    #: the first threshold that flags them, laid out (step, group): place ``g * steps + k`` at
+    #: ``[k, g]``; the places before the first and after the last hold row 0, summed as 0
     rows: np.ndarray
-    #: (2, padded): per threshold kept, how many of ``rows`` it flags (the negatives' from
-    #: ``rows``' first negative on); padded to whole blocks by repeating the last
+    size: int  #: how many places ``rows`` fills (the leading one included)
+    #: (2, padded): per threshold kept, the place of the last of the rows it flags, as an
+    #: index into the running sums (step-major: ``k * groups + g``; the negatives' from the
+    #: first negative on); padded to whole blocks by repeating the last
     ends: np.ndarray
     above: tuple[np.ndarray, np.ndarray]  #: the rows every threshold kept flags: positives, negatives
     block: int  #: thresholds per block (:class:`~ckptaudit.stats.operating_blocks.BlockCurves`)
@@ -58,10 +62,17 @@ def places(cand: np.ndarray, s: np.ndarray) -> np.ndarray:
     # NOTE: sorted keys walk the candidates in order; with the argsort and the scatter back
     # this is 2.5x faster than searching the rows as they come (11,000 rows among 5,000
     # candidates: 0.30 against 0.84 ms), and every row gets the same place
-    order = np.argsort(s)
+    order, placed = sorted_places(cand, s)
     at = np.empty(s.shape[0], np.intp)
-    at[order] = np.searchsorted(cand, s[order], "right")
-    return cand.shape[0] - at
+    at[order] = placed
+    return at
+
+
+def sorted_places(cand: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(an order of the rows by place, their places in that order: non-decreasing), from
+    one sort of the scores (:func:`places`)."""
+    order = np.argsort(s)[::-1]  # highest score first: the first place
+    return order, cand.shape[0] - np.searchsorted(cand, s[order], "right")
 
 
 def full_counts(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray) -> tuple[np.ndarray, ...]:
@@ -91,18 +102,22 @@ def curve_counts(c: Any, dtype: Any) -> tuple[np.ndarray, tuple[np.ndarray, ...]
     """(candidates ascending in the scores' ``dtype``, :func:`full_counts`) from the kernel's
     :class:`~ckptaudit.metrics.operating.Curve` of the same column (every distinct score's
     counts, sorted once by the pass): the candidates are the scores where ``tp`` grows."""
-    at = np.flatnonzero(np.diff(c.tp) > 0) + 1
+    at = np.flatnonzero(np.diff(c.tp) > 0) + 1 if c.grows is None else c.grows
     cand = c.thresholds[at][::-1].astype(dtype)  # exact: the thresholds are the scores, widened
     tp = np.r_[0.0, c.tp[at]][None].astype(np.float64)
     fp = np.r_[0.0, c.fp[at]][None].astype(np.float64)
     return cand, (tp, fp, np.array([[float(c.n_pos)]]), np.array([[float(c.n_neg)]]))
 
 
-def make_column(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray, window: tuple[int, int] | None = None) -> Column:
+def make_column(
+    cand: np.ndarray, seg: np.ndarray, pos: np.ndarray, window: tuple[int, int] | None = None, ids: np.ndarray | None = None
+) -> Column:
     """The column of one checkpoint: its candidates ``cand`` and the weighted rows' places
     ``seg`` (:func:`places`) and targets ``pos``. ``window`` (lo, hi): only thresholds lo..hi
     (indices among all, +inf being 0) are kept: the rows above ``lo`` are summed as one, those
-    below ``hi`` left out (the large-sample path, :mod:`ckptaudit.stats.operating_draws`)."""
+    below ``hi`` left out (the large-sample path, :mod:`ckptaudit.stats.operating_draws`).
+    ``ids``: the weighted rows' indices of ``seg``'s rows, where ``seg`` holds some of them
+    only (those the window could flag: the rows left out stay out)."""
     m = cand.shape[0]
     lo, hi = (0, m) if window is None else (max(0, window[0]), min(window[1], m))
     size = hi - lo + 1
@@ -121,8 +136,19 @@ def make_column(cand: np.ndarray, seg: np.ndarray, pos: np.ndarray, window: tupl
         rows.append(sel)
         first += sel.shape[0]
     above = (np.flatnonzero((at == 0) & pos), np.flatnonzero((at == 0) & ~pos))
-    thresholds = np.concatenate([[np.inf], cand[::-1].astype(np.float64)])[lo : hi + 1]
-    return Column(thresholds, np.concatenate(rows), ends, above, block, lo)
+    # threshold i >= 1 is cand[m - i], 0 is +inf
+    thresholds = np.full(size, np.inf)
+    thresholds[lo == 0 :] = cand[m - np.arange(max(lo, 1), hi + 1)]
+    kept_rows = np.concatenate(rows)
+    if ids is not None:
+        kept_rows, above = ids[kept_rows], (ids[above[0]], ids[above[1]])
+    places_n = kept_rows.shape[0] + 1
+    steps = max(2, math.isqrt(places_n))
+    groups = -(-places_n // steps)
+    laid = np.zeros(steps * groups, np.intp)  # the padding places read row 0 and are zeroed
+    laid[1:places_n] = kept_rows
+    ends = (ends % steps) * groups + ends // steps  # a place g * steps + k at [k, g]
+    return Column(thresholds, laid.reshape(groups, steps).T.copy(), places_n, ends, above, block, lo)
 
 
 def cumulative(wt: np.ndarray, col: Column, padded: bool = True) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
@@ -139,46 +165,87 @@ def cumulative(wt: np.ndarray, col: Column, padded: bool = True) -> tuple[tuple[
     return _sums(g, above, acc, col, size), _sums(g == 0, (above[0] == 0, above[1] == 0), acc, col, size)
 
 
-def weighted(wt: np.ndarray, col: Column, padded: bool = True) -> tuple[np.ndarray, np.ndarray]:
+def weighted(
+    wt: np.ndarray, col: Column, padded: bool = True, q: np.ndarray | None = None, top: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cumulative`'s (tp, fp) alone: where the out-of-bag curves are read at one
-    threshold per resample, they come from the out-of-bag indicator's own (fewer) columns."""
+    threshold per resample, they come from the out-of-bag indicator's own (fewer) columns;
+    ``q``: those resamples (columns of ``wt``) only; ``top``: the largest column sum of
+    ``wt``, when known (:func:`accumulator`)."""
     size = col.ends.shape[1] if padded else col.thresholds.shape[0]
-    return _sums(np.take(wt, col.rows, axis=0), (wt[col.above[0]], wt[col.above[1]]), accumulator(wt), col, size)
+    return _sums(*_gathered(wt, col, q, top), col, size)
+
+
+def running_sums(
+    wt: np.ndarray, col: Column, q: np.ndarray | None = None, top: int | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """(x, off): the running sums of the column's rows under the weights ``wt`` (rows,
+    resamples; ``q``, ``top``: as :func:`weighted`'s), from which threshold ``j``'s ``tp`` is
+    ``x[col.ends[0, j]]`` and its ``fp`` is ``x[col.ends[1, j]] - off`` (per resample), without
+    laying either out at every threshold."""
+    return _offsets(*_gathered(wt, col, q, top), col)
+
+
+def _gathered(wt: np.ndarray, col: Column, q: np.ndarray | None, top: int | None) -> tuple[np.ndarray, tuple, Any]:
+    """(the column's rows of ``wt`` in ``col.rows``' layout, the rows above every threshold
+    (positives, negatives), the type they are summed in), for resamples ``q`` (None: all)."""
+    acc = accumulator(wt, top)
+    if q is not None and q.size and q[-1] - q[0] + 1 == q.size:  # a run of resamples: a view of them
+        wt, q = wt[:, q[0] : q[-1] + 1], None
+    g, above = np.take(wt, col.rows, axis=0), (wt[col.above[0]], wt[col.above[1]])
+    if q is not None:
+        g, above = g[..., q], (above[0][:, q], above[1][:, q])
+    return g, above, acc
+
+
+def _offsets(g: np.ndarray, above: tuple[np.ndarray, np.ndarray], acc: Any, col: Column) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`running_sums` of the gathered rows ``g`` (``col.rows``' layout) and the rows
+    above every threshold: the positives above lead the running sums (every tp includes
+    them); the negatives' sums start after the positives' and add those above, one offset
+    per resample (in uint16 it may wrap, and the sums wrap back: every fp is in range)."""
+    x = _running(g, acc, col.size, above[0].sum(axis=0, dtype=acc))
+    return x, x[col.ends[0, -1]] - above[1].sum(axis=0, dtype=acc)
 
 
 def _sums(g: np.ndarray, above: tuple[np.ndarray, np.ndarray], acc: Any, col: Column, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tp, fp) per threshold from the gathered rows ``g`` and the rows above every threshold."""
-    x = _running(g, acc)
+    """(tp, fp) per threshold from the gathered rows ``g`` (``col.rows``' layout) and the rows
+    above every threshold."""
+    x, off = _offsets(g, above, acc, col)
     tp, fp = x[col.ends[0, :size]], x[col.ends[1, :size]]
-    fp -= x[col.ends[0, -1]]  # the negatives' sums start after the positives'
-    tp += above[0].sum(axis=0, dtype=acc)
-    fp += above[1].sum(axis=0, dtype=acc)
+    fp -= off
     return tp, fp
 
 
-def _running(rows: np.ndarray, acc: Any) -> np.ndarray:
-    """The running sums of ``rows`` (rows, resamples) down the rows, in type ``acc``, with a
-    leading row of zeros (row t: the sum of the first t rows)."""
-    n, r = rows.shape[0] + 1, rows.shape[1]
-    b = max(2, math.isqrt(n))
-    x = np.empty((-(-n // b) * b, r), acc)
-    x[0] = 0
-    x[1:n] = rows
-    x[n:] = 0
-    v = x.reshape(-1, b, r)
-    # NOTE: numpy's cumulative sum along the first axis is a sequential loop per element (about
-    # 8x slower here than these adds of whole rows and then each block's offset)
-    for k in range(1, b):
-        np.add(v[:, k], v[:, k - 1], out=v[:, k])
-    if v.shape[0] > 1:
-        v[1:] += np.cumsum(v[:-1, b - 1], axis=0)[:, None, :]
-    return x
+def _running(laid: np.ndarray, acc: Any, filled: int, lead: Any = 0) -> np.ndarray:
+    """The running sums, in type ``acc``, of the rows ``laid`` out (steps, groups, resamples)
+    as :class:`Column`'s ``rows`` (place ``g * steps + k`` at ``[k, g]``; the first ``filled``
+    places hold rows, the very first is ``lead`` and those after them are summed as 0): one
+    row of sums per place, step-major (place ``p``: ``lead`` plus the sum of places 1..p)."""
+    x = laid.astype(acc)  # a copy: the caller's rows stay as they are
+    steps, groups, r = x.shape
+    x[0, 0] = lead
+    x[filled - (groups - 1) * steps :, groups - 1] = 0
+    # NOTE: each step's places of every group are one contiguous slab, so the running sums
+    # are whole-slab adds (about 2x faster than adds of strided rows, and numpy's cumulative
+    # sum along the first axis is a sequential loop per element, about 8x slower still)
+    for k in range(1, steps):
+        np.add(x[k], x[k - 1], out=x[k])
+    if groups > 1:
+        x[:, 1:] += np.cumsum(x[steps - 1, :-1], axis=0, dtype=acc)[None]
+    return x.reshape(steps * groups, r)
 
 
-def accumulator(wt: np.ndarray) -> Any:
-    """The type the weights ``wt`` (rows, resamples) are summed in: float32 for one-byte
-    weights whose every sum stays below 2^24 (whole counts, exact), else float64."""
-    return np.float32 if wt.dtype == np.uint8 and wt.shape[0] * 255 < 2**24 else np.float64
+def accumulator(wt: np.ndarray, top: int | None = None) -> Any:
+    """The type the weights ``wt`` (rows, resamples) are summed in: for one-byte weights,
+    uint16 where ``top`` (the largest column sum, when the caller knows it) stays below 2^16
+    (every partial sum and ``tp + fp`` stay below it too: half float32's bytes, and the
+    running sums about 1.6x faster), else float32 where every sum stays below 2^24 (whole
+    counts, exact); float64 for other weights."""
+    if wt.dtype != np.uint8:
+        return np.float64
+    if top is not None and top < 2**16:
+        return np.uint16
+    return np.float32 if wt.shape[0] * 255 < 2**24 else np.float64
 
 
 def totals(wt: np.ndarray, pos: np.ndarray, extra: tuple[Any, Any] = (0.0, 0.0)) -> tuple[np.ndarray, np.ndarray]:

@@ -23,12 +23,12 @@ draws (tests/test_operating_point_stats.py compares both paths).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
-from .operating_curves import choose, rate
+from .operating_curves import rate
 from .weights import poisson_one
 
 #: rows x resamples from which the large-sample path serves (the Gaussian path's cut)
@@ -38,6 +38,39 @@ Z = 4.0
 SLACK = 8
 _ZTP_MEAN = 1.0 / (1.0 - math.exp(-1.0))  # a zero-truncated Poisson(1) count's mean ...
 _ZTP_VAR = _ZTP_MEAN * (2.0 - _ZTP_MEAN)  # ... and variance
+
+
+@dataclass(frozen=True)
+class KeptRows:
+    """The rows of one checkpoint's column that a threshold the large-sample path could keep
+    flags (:func:`kept_rows`): their indices, ascending, and scores; the rest of the column is
+    never read on that path (a few percent of the rows, where the column is every row)."""
+
+    index: np.ndarray
+    score: np.ndarray
+    #: the column's windows (:func:`plan_windows`) by the bound of each point they were kept for
+    windows: dict = field(default_factory=dict)
+
+
+def flagged(s: np.ndarray | KeptRows, threshold: float) -> tuple[np.ndarray, np.ndarray]:
+    """(indices ascending, scores) of the rows of a column (every row's score, or its
+    :class:`KeptRows`) scored ``threshold`` or more."""
+    if isinstance(s, KeptRows):
+        at = s.score >= threshold
+        return s.index[at], s.score[at]
+    s = np.asarray(s)
+    rows = np.flatnonzero(s >= threshold)
+    return rows, s[rows]
+
+
+def kept_rows(full: tuple, cand: np.ndarray, s: np.ndarray, points: list[OperatingPoint]) -> KeptRows:
+    """The rows of one checkpoint's column (scores ``s``, candidates ``cand``, counts on all
+    rows ``full``) that any of ``points`` (one cost point, or points that differ only in the
+    bound: every bound :func:`plan` may be given) could keep a threshold flagging."""
+    windows = [w[0] for w in plan_windows([full], points)]
+    hi = max(w[1] for w in windows)
+    rows, score = flagged(s, cand[cand.shape[0] - hi]) if hi > 0 else (np.zeros(0, np.intp), s[:0])
+    return KeptRows(rows, np.array(score, copy=True), {q.bound: w for q, w in zip(points, windows, strict=True)})
 
 
 @dataclass(frozen=True)
@@ -63,54 +96,91 @@ def _den(name: str, tp, fp, p, n) -> np.ndarray:
     return {"precision": tp + fp, "recall": np.broadcast_to(p, tp.shape), "specificity": np.broadcast_to(n, tp.shape)}[name]
 
 
-def _spread(full: tuple, point: OperatingPoint) -> tuple[np.ndarray, ...]:
-    """Per candidate of one checkpoint's curve on all rows: (target, constraint, the
-    constraint Z standard errors up, the target's denominator, the target Z standard errors
-    up); the same for every bound (:func:`plan` reads them once per checkpoint)."""
-    tp, fp = full[0][0], full[1][0]
-    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
-    target = rate(point.target, tp, fp, p, n)
-    con = rate(point.constraint, tp, fp, p, n)  # type: ignore[arg-type]
-    t_den = _den(point.target, tp, fp, p, n)
-    return target, con, con + Z * _se(con, _den(point.constraint, tp, fp, p, n)), t_den, target + Z * _se(target, t_den)  # type: ignore[arg-type]
-
-
-def _possible(full: tuple, point: OperatingPoint, spread: tuple[np.ndarray, ...] | None = None) -> np.ndarray:
+def _cost_possible(full: tuple, point: OperatingPoint) -> np.ndarray:
     """Per candidate of one checkpoint's curve on all rows (``full``: one row of counts):
-    could a resample choose it under ``point``? ``spread``: its :func:`_spread`, when read already."""
+    could a resample choose it under the cost ``point``? (within ``Z`` standard errors of
+    the cost's minimum)."""
     tp, fp = full[0][0], full[1][0]
     p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
-    if point.is_cost:
-        fn_c, fp_c = float(point.fn_cost), float(point.fp_cost)  # type: ignore[arg-type]
-        cost = (fn_c * (p - tp) + fp_c * fp) / (p + n)
-        j = int(cost.argmin())
-        var = (fn_c**2 * np.abs(tp - tp[j]) + fp_c**2 * np.abs(fp - fp[j])) / (p + n) ** 2
-        return cost - cost[j] <= Z * np.sqrt(var) + 1e-12
-    target, con, con_up, t_den, target_up = _spread(full, point) if spread is None else spread
-    ok = ~(con_up < point.bound)  # type: ignore[operator]
-    v, i = choose(*full, point, (target[None], con[None]))
-    if i[0] < 0:
-        return ok  # nothing meets the bound on all rows: only the constraint rules out
-    best = float(v[0]) - Z * float(_se(np.array([v[0]]), np.array([t_den[i[0]]]))[0])
-    return ok & ~(target_up < best)
+    fn_c, fp_c = float(point.fn_cost), float(point.fp_cost)  # type: ignore[arg-type]
+    cost = (fn_c * (p - tp) + fp_c * fp) / (p + n)
+    j = int(cost.argmin())
+    var = (fn_c**2 * np.abs(tp - tp[j]) + fp_c**2 * np.abs(fp - fp[j])) / (p + n) ** 2
+    return cost - cost[j] <= Z * np.sqrt(var) + 1e-12
 
 
-def plan_windows(fulls: list[tuple], point: OperatingPoint, spread: list | None = None) -> list[tuple[int, int]]:
-    """Per checkpoint (``fulls``: its counts on all rows), the thresholds a resample could
-    choose under ``point`` (first and last index, +inf being 0), with SLACK more on either
-    side; ``spread``: each checkpoint's :func:`_spread` (points that differ only in the bound)."""
-    windows = []
-    for k, full in enumerate(fulls):
-        at = np.flatnonzero(_possible(full, point, None if spread is None else spread[k]))
-        m = full[0].shape[1] - 1
-        windows.append((max(int(at.min()) - SLACK, 0), min(int(at.max()) + SLACK, m)) if at.size else (0, m))
+def _possible_bounds(full: tuple, points: list[OperatingPoint]) -> np.ndarray:
+    """Per candidate of one checkpoint's curve on all rows (``full``: one row of counts), one
+    row per point (points that differ only in the bound): could a resample choose it? Its
+    constraint within ``Z`` standard errors of reaching the bound, and on the chosen side of
+    the candidate that meets it surely (a recall or specificity target, :func:`_beyond_sure`)
+    or its target within ``Z`` standard errors of the best on all rows (a precision target;
+    the choice on all rows made for every bound at once, :func:`choose`'s rule)."""
+    point = points[0]
+    tp, fp = full[0][0], full[1][0]
+    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
+    bounds = np.array([float(q.bound) for q in points])[:, None]  # type: ignore[arg-type]
+    con = rate(point.constraint, tp, fp, p, n)  # type: ignore[arg-type]
+    con_se = Z * _se(con, _den(point.constraint, tp, fp, p, n))  # type: ignore[arg-type]
+    could = ~((con + con_se)[None] < bounds)  # NaN compares False: could
+    if point.target in ("recall", "specificity"):
+        return could & _beyond_sure(con - con_se, bounds, point.target == "recall")
+    target = rate(point.target, tp, fp, p, n)
+    t_den = _den(point.target, tp, fp, p, n)
+    target_up = target + Z * _se(target, t_den)
+    ok = np.isfinite(target)[None] & (con[None] >= bounds - 1e-12)  # NaN compares False
+    t = np.where(ok, target[None], -np.inf)
+    cand = ok & (t == t.max(axis=1, keepdims=True))
+    c = np.where(cand, con[None], -np.inf)
+    cand &= c == c.max(axis=1, keepdims=True)
+    i = cand.argmax(axis=1)
+    met = ok.any(axis=1)
+    v = target[i]
+    best = np.where(met, v - Z * _se(v, t_den[i]), -np.inf)  # nothing meets the bound: only the constraint rules out
+    return could & ~(target_up[None] < best[:, None])
+
+
+def _beyond_sure(con_low: np.ndarray, bounds: np.ndarray, last: bool) -> np.ndarray:
+    """(bounds, candidates): the candidates on the chosen side of the one that meets each bound
+    surely (``con_low``: its constraint ``Z`` standard errors down). A recall target is
+    chosen at the last candidate that meets the constraint (recall grows along the
+    thresholds), so no candidate before the last sure one can be chosen; a specificity target
+    at the first (the ties of its false positives after it), so none after the first sure one
+    (SLACK covers the ties). Where the constraint hovers at the bound over a long stretch a
+    resample may choose far from the best on all rows: a window cut by the target's standard
+    errors instead missed 0.3% of a weak checkpoint's choices (their resamples read "none
+    meets it")."""
+    sure = con_low[None] >= bounds  # NaN compares False
+    m = con_low.shape[0]
+    idx = np.arange(m)
+    if last:
+        cut = np.where(sure.any(axis=1), m - 1 - sure[:, ::-1].argmax(axis=1), 0)
+        return idx[None] >= cut[:, None]
+    cut = np.where(sure.any(axis=1), sure.argmax(axis=1), m - 1)
+    return idx[None] <= cut[:, None]
+
+
+def plan_windows(fulls: list[tuple], points: list[OperatingPoint]) -> list[list[tuple[int, int]]]:
+    """Per point, per checkpoint (``fulls``: its counts on all rows), the thresholds a
+    resample could choose (first and last index, +inf being 0), with SLACK more on either
+    side; ``points``: one cost point, or points that differ only in the bound."""
+    windows: list[list[tuple[int, int]]] = [[] for _ in points]
+    for full in fulls:
+        possible = _cost_possible(full, points[0])[None] if points[0].is_cost else _possible_bounds(full, points)
+        m = possible.shape[1]
+        some = np.asarray(possible.any(axis=1))
+        first = possible.argmax(axis=1)
+        last = m - 1 - possible[:, ::-1].argmax(axis=1)
+        for b in range(len(points)):
+            win = (max(int(first[b]) - SLACK, 0), min(int(last[b]) + SLACK, m - 1)) if some[b] else (0, m - 1)
+            windows[b].append(win)
     return windows
 
 
 def plan(
     fulls: list[tuple],
     pos: np.ndarray,
-    scores: list[np.ndarray],
+    scores: list[np.ndarray | KeptRows],
     cands: list[np.ndarray],
     points: list[OperatingPoint],
     resamples: int,
@@ -123,13 +193,15 @@ def plan(
     n = pos.shape[0]
     if not force and n * resamples < LARGE_CELLS:
         return None
-    spread = None if points[0].is_cost else [_spread(full, points[0]) for full in fulls]  # the points differ in the bound only
-    windows = [plan_windows(fulls, point, spread) for point in points]
+    if all(isinstance(s, KeptRows) and all(q.bound in s.windows for q in points) for s in scores):
+        windows = [[s.windows[q.bound] for s in scores] for q in points]  # type: ignore[union-attr]  # (read when kept)
+    else:
+        windows = plan_windows(fulls, points)
     union = [(min(w[k][0] for w in windows), max(w[k][1] for w in windows)) for k in range(len(fulls))]
     inside = np.zeros(n, dtype=bool)
     for s, cand, (_, hi) in zip(scores, cands, union, strict=True):
         if hi > 0:  # flagged at a kept threshold: at or above the hi-th highest candidate
-            inside |= s >= cand[cand.shape[0] - hi]
+            inside[flagged(s, cand[cand.shape[0] - hi])[0]] = True
     if not force and inside.mean() > 0.5:
         return None
     rows = np.flatnonzero(inside)

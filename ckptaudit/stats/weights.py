@@ -50,10 +50,27 @@ def _poisson_lut() -> np.ndarray:
 _POISSON_LUT = _poisson_lut()
 
 
+#: uniform draws looked up at once (a 512 KiB buffer: cache-resident)
+_POISSON_BLOCK = 1 << 18
+
+
 def poisson_one(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
     """Poisson(1) counts (uint8) of ``shape``, through a 16-bit lookup table of the inverse
     CDF: each probability to within 2^-16, about 5x faster than ``rng.poisson``."""
-    return _POISSON_LUT[rng.integers(0, 1 << 16, size=shape, dtype=np.uint16)]
+    out = np.empty(shape, np.uint8)
+    flat = out.reshape(-1)
+    # NOTE: by blocks of whole rows, in order: the same draws as one call (a C-order array is
+    # filled in that order), without a uniform buffer larger than the cache (11M draws at
+    # once took 70 ms, in blocks 40 ms)
+    # (an even count each: the generator makes two 16-bit draws of one 32-bit word, and an odd
+    # count would leave half of one unused)
+    row = max(1, shape[-1]) if len(shape) > 1 else 1
+    step = max(2, _POISSON_BLOCK // row // 2 * 2) * row
+    for start in range(0, flat.shape[0], step):
+        stop = min(start + step, flat.shape[0])
+        # (np.take: half the time of an index into the table, the same counts)
+        np.take(_POISSON_LUT, rng.integers(0, 1 << 16, size=stop - start, dtype=np.uint16), out=flat[start:stop])
+    return out
 
 
 #: exact draws of a stratum this size or larger (rows x resamples) are remembered ...

@@ -88,7 +88,7 @@ class RunPass:
                 if spec.operating is not None:  # issue 20: the checkpoint and its threshold
                     from ..stats.operating import OperatingBuilder
 
-                    self.builders[k] = OperatingBuilder(run, spec)
+                    self.builders[k] = OperatingBuilder(run, spec, self.options.resamples)
                     continue
                 if k == 0 and self.collector is not None and self.collector.bound == spec and self.collector.rows.max_bytes:
                     # NOTE: the audit keeps the same per-row data: one copy serves both
