@@ -288,8 +288,8 @@ def test_the_counts_on_all_rows_are_the_same_from_a_sort_or_the_kernels_curve(ro
 
 
 def test_the_safer_threshold_is_interpolated_where_the_stricter_bounds_shares_cross_0_9():
-    from ckptaudit.stats.operating import _safer
     from ckptaudit.stats.operating_curves import sorted_counts
+    from ckptaudit.stats.operating_shares import safer as _safer
 
     rng = np.random.default_rng(3)
     y, (col,) = _columns(rng, 5000, [2.5])

@@ -16,9 +16,10 @@ where 0.34 held). ``bench/simulate_operating_point.py`` measures the calibration
 **The threshold that would hold it at 0.9** (``safe_threshold``): the constraint tuned to a
 stricter bound (``bound + margin``, :data:`MARGINS`) is put through the same bootstrap (pair
 re-chosen in-bag at the stricter bound, checked against the real bound out-of-bag), its share
-read with the spread of a selection on all rows (:data:`IN_BAG_SPREAD`); the winner
+read with the spread of a selection on all rows (:data:`~ckptaudit.stats.operating_shares.IN_BAG_SPREAD`); the winner
 checkpoint's threshold on all rows at the bound where the shares cross 0.9 (interpolated
-between the two stricter bounds that bracket it, :func:`_safer`) is the safer threshold.
+between the two stricter bounds that bracket it, :func:`~ckptaudit.stats.operating_shares.safer`)
+is the safer threshold.
 
 Each checkpoint's column is sorted once; a resample is a weight vector over the rows, so
 its curve is one cumulative sum in that order (no sort per resample).
@@ -26,9 +27,7 @@ its curve is one cumulative sum in that order (no sort per resample).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -36,6 +35,7 @@ import numpy as np
 from ..metrics.operating import OperatingPoint
 from . import operating_draws as draws
 from . import operating_pairs as pairs
+from . import operating_shares as shares
 from .operating_blocks import BlockCurves
 from .operating_blocks import serves as _serves
 from .operating_curves import FullCurves as _FullCurves
@@ -46,9 +46,9 @@ from .operating_curves import rate as _rate
 from .operating_curves import sorted_counts as _sorted_counts
 from .operating_curves import sorted_places as _sorted_places
 from .operating_curves import totals as _totals
+from .operating_shares import HOLD_LEVEL
 from .results import CheckpointSelection, RunSelection, WinnerEstimate
 
-HOLD_LEVEL = 0.9
 #: how much stricter than the constraint's bound a threshold may be tuned for the safer threshold
 #: the safer threshold's shares come from the first draws only (each stricter bound costs a
 #: choice per checkpoint and draw; 200 draws put a share of 0.9 within about +-0.02)
@@ -58,12 +58,6 @@ MARGINS = (0.0, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3)  # the first
 #: path's one-byte weights take 4x the cells in fewer bytes (16M: 1000 resamples of 16,000
 #: rows at once, 9% less time than chunks of 4M on bench_operating_point's 200 x 100k)
 _CHUNK_CELLS = 4_000_000
-#: the spread of a selection made on all rows relative to one made in-bag: a bootstrap sample
-#: holds 1 - 1/e (63.2%) of the distinct rows, and a selection's variance falls with the
-#: rows it sees (Efron and Tibshirani's .632); the safer threshold's shares read their tails
-#: with it (bench/simulate_operating_point.py: held in 90% / 94% of runs where 0.9 was
-#: claimed, against 94% / 98% with the in-bag spread itself)
-IN_BAG_SPREAD = 1.0 - math.exp(-1.0)
 
 
 @dataclass(frozen=True)
@@ -99,72 +93,6 @@ class OperatingEstimate:
             "constraint_holds_oob_share": self.holds_oob,
             "draws": self.draws,
         }
-
-
-def _optimism_share(full: tuple, index: int, point: OperatingPoint, optimism: np.ndarray) -> tuple[float, float] | None:
-    """P(the tuned pair's true constraint >= bound), by the bootstrap of the tuning's optimism
-    (Efron 1983): the validation value ``con`` of the pair's constraint less the optimism of
-    the same selection made in a resample (its in-bag value minus its value on all rows,
-    the bootstrap principle's truth). Returns (the share of draws with ``con - optimism >=
-    bound``, the normal tail with the optimism's mean and spread). The optimism already holds
-    the constraint's sampling noise at the chosen pair: no binomial term is added (the first
-    version added one and drifted towards 0.5)."""
-    from math import erf, sqrt
-
-    if optimism.size < 2:
-        return None
-    tp, fp = float(full[0][0, index]), float(full[1][0, index])
-    p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
-    con = float(np.asarray(_rate(point.constraint, tp, fp, p, n)).ravel()[0])  # type: ignore[arg-type]
-    slack = con - point.bound + 1e-12  # type: ignore[operator]
-    empirical = float(np.mean(optimism <= slack))
-    sd = float(optimism.std())
-    normal = (
-        (1.0 if slack >= optimism.mean() else 0.0)
-        if sd <= 1e-9
-        else 0.5 * (1.0 + erf((slack - optimism.mean()) / (sd * sqrt(2.0))))
-    )
-    return empirical, normal
-
-
-def _denoised_share(margin: np.ndarray, noise: np.ndarray, scale: float = 1.0) -> float | None:
-    """P(true constraint - bound >= 0) from out-of-bag margins ``con_oob - bound``: each
-    out-of-bag value is the pair's true constraint plus the sampling noise of a set a third
-    the size of the validation set, whose binomial variance (``noise``) is taken out of the
-    margins' spread before the normal tail is read (else the share drifts towards 0.5);
-    ``scale`` multiplies what is left of the spread (:data:`IN_BAG_SPREAD`)."""
-    from math import erf, sqrt
-
-    if margin.size < 2:
-        return None
-    mean = float(margin.mean())
-    spread = (float(margin.var()) - float(np.mean(noise))) * scale
-    if spread <= 1e-12:  # the noise estimate exceeds the spread: no tail to read, the plain share
-        # NOTE: a 0/1 step here read 1.0 on a simulated run whose constraint failed
-        return float(np.mean(margin >= -1e-12))
-    return 0.5 * (1.0 + erf(mean / sqrt(2.0 * spread)))
-
-
-def _safer(
-    steps: list[tuple[float, float | None]], full: tuple, point: OperatingPoint, thresholds: np.ndarray
-) -> tuple[float | None, float | None]:
-    """(threshold, share) that holds the constraint at HOLD_LEVEL: the first stricter bound's
-    own where its share reaches it already (the bound itself, most often), else the winner's
-    threshold at the bound interpolated linearly between the first two stricter bounds whose
-    shares bracket HOLD_LEVEL (its share HOLD_LEVEL); (None, None) where none reaches it."""
-    known = [(d, share) for d, share in steps if share is not None]
-    margin = share = None
-    if known and known[0][1] >= HOLD_LEVEL:
-        margin, share = known[0]
-    for (d0, s0), (d1, s1) in pairwise(known):
-        if margin is None and s0 < HOLD_LEVEL <= s1:
-            # NOTE: the next stricter bound itself overshoots (claimed 0.955 on average, held in
-            # 96% / 99% of simulated runs); the interpolated one held in 90% / 94%
-            margin, share = d0 + (HOLD_LEVEL - s0) / (s1 - s0) * (d1 - d0), HOLD_LEVEL
-    if margin is None:
-        return None, None
-    _, j = _choose(*full, replace(point, bound=min(point.bound + margin, 1.0)))  # type: ignore[operator]
-    return (float(thresholds[int(j[0])]), share) if j[0] >= 0 else (None, None)
 
 
 def stricter_points(point: OperatingPoint) -> list[OperatingPoint]:
@@ -312,7 +240,7 @@ def estimate(
                     s_best[1:], k, limits, counts, top, wide_cols[k], curves, stricter[1:], slices[k][1:], p_in, n_in, shared
                 )
             # ties go to the first checkpoint (the columns are visited best first)
-            better = np.isfinite(v) & ((sign * v > best_val) | ((sign * v == best_val) & (k < best_k)))
+            better = np.isfinite(v) & pairs.beats(sign * v, best_val, k, best_k)
             best_val = np.where(better, sign * v, best_val)
             best_k = np.where(better, k, best_k)
             best_i = np.where(better, i, best_i)
@@ -358,8 +286,8 @@ def estimate(
         hv = np.concatenate(holds_oob)
         hold_oob = float(hv.mean()) if hv.size else None
         all_margins, all_noises = np.concatenate(margins), np.concatenate(noises)
-        denoised = _denoised_share(all_margins, all_noises)
-        by_optimism = _optimism_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
+        denoised = shares.denoised_share(all_margins, all_noises)
+        by_optimism = shares.optimism_share(fulls[winner], raw_idx[winner], point, np.concatenate(optimisms))
         hold = denoised
         variants = {
             "denoised out-of-bag": denoised,
@@ -367,15 +295,15 @@ def estimate(
             "optimism bootstrap, normal": None if by_optimism is None else by_optimism[1],
             "plain out-of-bag": hold_oob,
             "all rows": hold_full,
-            "denoised out-of-bag, in-bag spread": _denoised_share(all_margins, all_noises, IN_BAG_SPREAD),
+            "denoised out-of-bag, in-bag spread": shares.denoised_share(all_margins, all_noises, shares.IN_BAG_SPREAD),
         }
         steps: list[tuple[float, float | None]] = []  # (margin, its share) of each stricter bound
         for m in range(len(stricter)):
             mg, nz = np.concatenate(s_margins[m]), np.concatenate(s_noises[m])
             met = np.isfinite(mg)  # a draw where nothing meets the stricter bound in-bag fails
-            share_m = _denoised_share(mg[met], nz[met], IN_BAG_SPREAD)
+            share_m = shares.denoised_share(mg[met], nz[met], shares.IN_BAG_SPREAD)
             steps.append((MARGINS[m], None if share_m is None else share_m * float(met.mean())))
-        safe_t, safe_share = _safer(steps, fulls[winner], point, w_thresholds)
+        safe_t, safe_share = shares.safer(steps, fulls[winner], point, w_thresholds)
     return OperatingEstimate(
         winner,
         raw,

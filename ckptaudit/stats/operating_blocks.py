@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
-from .operating_curves import Column, at_counts, raw_rate
+from .operating_curves import Column, raw_rate
 
 #: thresholds summed at once where the last one that meets the constraint is looked for
 SCAN = 36
@@ -96,12 +96,6 @@ class BlockCurves:
         """(tp, fp) of every resample at threshold ``i`` (-1 reads threshold 0), each (resamples,)."""
         j, q = np.maximum(i, 0), np.arange(self.r)
         return self._tp_at(j, q), self._fp_at(j, q)
-
-    def rates_at(self, i: np.ndarray, p: np.ndarray, n: np.ndarray, point: OperatingPoint) -> tuple:
-        """(value, constraint, its denominator) of every resample at threshold ``i``
-        (:func:`~ckptaudit.stats.operating_curves.at_counts`)."""
-        tp, fp = self.at(i)
-        return at_counts((tp[:, None].astype(np.float64), fp[:, None].astype(np.float64), p[:, None], n[:, None]), i, point)
 
     def _most(self, constraint: str, n: np.ndarray) -> np.ndarray:
         """Each block's best constraint, every resample (blocks, resamples): at most its last

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
-from .operating_curves import rate
+from .operating_curves import choose, rate
 from .weights import poisson_one
 
 #: rows x resamples from which the large-sample path serves (the Gaussian path's cut)
@@ -115,7 +115,7 @@ def _possible_bounds(full: tuple, points: list[OperatingPoint]) -> np.ndarray:
     constraint within ``Z`` standard errors of reaching the bound, and on the chosen side of
     the candidate that meets it surely (a recall or specificity target, :func:`_beyond_sure`)
     or its target within ``Z`` standard errors of the best on all rows (a precision target;
-    the choice on all rows made for every bound at once, :func:`choose`'s rule)."""
+    the choice on all rows by :func:`choose`, bound by bound)."""
     point = points[0]
     tp, fp = full[0][0], full[1][0]
     p, n = float(full[2].ravel()[0]), float(full[3].ravel()[0])
@@ -128,16 +128,12 @@ def _possible_bounds(full: tuple, points: list[OperatingPoint]) -> np.ndarray:
     target = rate(point.target, tp, fp, p, n)
     t_den = _den(point.target, tp, fp, p, n)
     target_up = target + Z * _se(target, t_den)
-    ok = np.isfinite(target)[None] & (con[None] >= bounds - 1e-12)  # NaN compares False
-    t = np.where(ok, target[None], -np.inf)
-    cand = ok & (t == t.max(axis=1, keepdims=True))
-    c = np.where(cand, con[None], -np.inf)
-    cand &= c == c.max(axis=1, keepdims=True)
-    i = cand.argmax(axis=1)
-    met = ok.any(axis=1)
-    v = target[i]
-    best = np.where(met, v - Z * _se(v, t_den[i]), -np.inf)  # nothing meets the bound: only the constraint rules out
-    return could & ~(target_up[None] < best[:, None])
+    best = np.full((len(points), 1), -np.inf)  # nothing meets a bound on all rows: only the constraint rules out
+    for b, q in enumerate(points):
+        v, i = choose(*full, q, (target[None], con[None]))
+        if i[0] >= 0:
+            best[b] = float(v[0]) - Z * float(_se(v, t_den[i])[0])
+    return could & ~(target_up[None] < best)
 
 
 def _beyond_sure(con_low: np.ndarray, bounds: np.ndarray, last: bool) -> np.ndarray:

@@ -89,10 +89,17 @@ def on_all_rows(fulls: list, cols: list, k_of: np.ndarray, i_of: np.ndarray, poi
     return con
 
 
+def beats(v: np.ndarray, best: np.ndarray, k: int, best_k: np.ndarray) -> np.ndarray:
+    """Per draw, whether checkpoint ``k``'s value ``v`` takes the place of the best so far
+    (``best`` of checkpoint ``best_k``): larger, or equal from a lower checkpoint (the tie
+    rule of a choice made over the checkpoints in order, whatever order they are visited in)."""
+    return (v > best) | ((v == best) & (k < best_k))
+
+
 def could_win(s_best: list, k: int, limits: list[np.ndarray]) -> bool:
     """Whether checkpoint ``k`` could beat, or tie, some bound's best in some draw (see
     :func:`stricter_step`)."""
-    return any(bool(np.any((v > bv) | ((v == bv) & (k < bk)))) for v, (bv, bk, _) in zip(limits, s_best, strict=True))
+    return any(bool(np.any(beats(v, bv, k, bk))) for v, (bv, bk, _) in zip(limits, s_best, strict=True))
 
 
 def stricter_step(
@@ -121,8 +128,7 @@ def stricter_step(
     ``shared``: the point's own curves (:func:`in_bag`) where they are ``col``'s (the full
     bootstrap): the bounds with a draw open choose on all the first draws (the others cannot
     change), from them, instead of summing the open draws' curves again."""
-    # per bound (NaN compares False: the point met nowhere, no stricter bound is either)
-    opens = [(v > bv) | ((v == bv) & (k < bk)) for v, (bv, bk, _) in zip(limits, s_best, strict=True)]
+    opens = [beats(v, bv, k, bk) for v, (bv, bk, _) in zip(limits, s_best, strict=True)]  # per bound
     q = np.flatnonzero(np.any(opens, axis=0))
     if q.size == 0:
         return
@@ -143,6 +149,6 @@ def stricter_step(
         at = q if shared is not None else q[sub]
         vs, js, _ = part.choose(strict, p[at], n[at], lo, hi)
         bv, bk, bj = s_best[m]
-        up = np.isfinite(vs) & ((vs > bv[at]) | ((vs == bv[at]) & (k < bk[at])))
+        up = np.isfinite(vs) & beats(vs, bv[at], k, bk[at])
         at = at[up]
         bv[at], bk[at], bj[at] = vs[up], k, js[up]

@@ -5,14 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
+from ...stats.operating_shares import HOLD_LEVEL
 from ..common import Rule, _r
 from ..finding import CodeInfo, Finding
 
 if TYPE_CHECKING:
     from ..engine import AuditOptions, RunAudit
-
-#: below this share of resamples the constraint is said not to hold reliably
-HOLD_LEVEL = 0.9
 
 INFO = CodeInfo(
     "fragile-operating-point",
