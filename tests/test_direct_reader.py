@@ -4,6 +4,7 @@ and the buffers of a pass reused without ever handing one checkpoint's data to a
 
 from __future__ import annotations
 
+import datetime as _datetime
 import json
 import struct
 import zipfile
@@ -13,6 +14,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from ckptaudit import picking
 from ckptaudit.cli import app
 from ckptaudit.errors import RunFormatError
 from ckptaudit.metrics.evaluation import iter_scores
@@ -190,6 +192,9 @@ def test_statistics_from_a_pass_equal_those_from_fresh_arrays(tmp_path: Path, mo
     target = (rng.random(400) < 0.4).astype(np.int64)
     outputs = [np.clip(target * 0.2 * e + rng.random(400) * 0.8, 0, 1).astype(np.float32) for e in range(5)]
     root = _run_with_outputs(tmp_path / "run", outputs, target)
+    # pick stamps its record with the second it ran: both runs get the same one, so the outputs
+    # compare whole (across a second's turn they differed in that stamp alone)
+    monkeypatch.setattr(picking, "_dt", _FixedClock)
     commands = [
         ["rank", str(root), "-m", "recall", "--ci", "--resamples", "200", "-f", "json"],
         ["pick", str(root), "-m", "recall", "--resamples", "200", "-f", "json"],
@@ -206,6 +211,17 @@ def test_statistics_from_a_pass_equal_those_from_fresh_arrays(tmp_path: Path, mo
     monkeypatch.setattr(ReadBuffers, "__init__", fresh_buffers)
     fresh = [CliRunner().invoke(app, c).stdout for c in commands]
     assert reused == fresh and all(reused)
+
+
+class _FixedClock:
+    """``picking``'s ``datetime`` module with a clock that always reads the same second."""
+
+    timezone = _datetime.timezone
+
+    class datetime:  # noqa: N801 - stands in for the module's class of that name
+        @staticmethod
+        def now(tz=None):
+            return _datetime.datetime(2026, 1, 1, tzinfo=tz)
 
 
 class _Forgetful(dict):
