@@ -24,6 +24,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_scale import child_env, precompile  # noqa: E402
 from scale_sim import measured  # noqa: E402
 
+#: the other kinds of point (--other-points): a precision or specificity target under a recall
+#: bound (met from a threshold on), a recall target under a specificity bound, a cost; the
+#: bench's weak checkpoints flag most rows at recall 0.9 (hundreds of rows per threshold there)
+OTHER_POINTS = (
+    "precision@recall>=0.5",
+    "precision@recall>=0.9",
+    "specificity@recall>=0.5",
+    "recall@specificity>=0.95",
+    "cost:fn=10,fp=1",
+)
+
 
 def write(root: Path, checkpoints: int, rows: int) -> Path:
     run = root / f"op-{checkpoints}x{rows}"
@@ -62,6 +73,11 @@ def main() -> None:
     ap.add_argument("--resamples", type=int, default=1000)
     ap.add_argument("--out", type=Path, default=Path(__file__).parent / "out")
     ap.add_argument("--jobs", default="1", help="CKPTAUDIT_JOBS of every command (auto: the automatic choice)")
+    ap.add_argument(
+        "--other-points",
+        action="store_true",
+        help=f"also `rank` and `pick` with each of {', '.join(OTHER_POINTS)}, each against `rank` with itself",
+    )
     a = ap.parse_args()
     precompile()
     env = child_env(a.jobs)
@@ -77,6 +93,10 @@ def main() -> None:
     }
     load = os.getloadavg()[0]
     times = {name: timed(args, a.repeat, env) for name, args in cases.items()}
+    others = {
+        p: [timed([verb, str(run), "--metric", p, *extra], a.repeat, env) for verb, extra in (("rank", []), ("pick", rs))]
+        for p in (OTHER_POINTS if a.other_points else ())
+    }
     print(
         f"{a.checkpoints} checkpoints x {a.rows:,} rows, best of {a.repeat}, {a.resamples} resamples, "
         f"CKPTAUDIT_JOBS={a.jobs}, compiled bytecode, load average {load:.2f} -> {os.getloadavg()[0]:.2f}"
@@ -86,6 +106,11 @@ def main() -> None:
         for name, tt in times.items():
             t = tt[i]
             print(f"  {unit:4s} {name:40s} {t:7.2f} s  {t / base:5.2f}x rank roc_auc  {t / rank_op:5.2f}x rank {op}")
+        for p, (rank_t, pick_t) in others.items():
+            print(
+                f"  {unit:4s} {'pick ' + p:40s} {pick_t[i]:7.2f} s  {pick_t[i] / base:5.2f}x rank roc_auc  "
+                f"{pick_t[i] / rank_t[i]:5.2f}x rank {p} ({rank_t[i]:.2f} s)"
+            )
 
 
 if __name__ == "__main__":

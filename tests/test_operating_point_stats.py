@@ -206,7 +206,7 @@ def test_the_large_sample_path_agrees_with_the_full_bootstrap(point):
         assert abs(reached[0] - reached[1]) < 0.01, reached
 
 
-def _resampled_curves(rng, rows, resamples, block_window=None):
+def _resampled_curves(rng, rows, resamples, block_window=None, dense=None):
     """A column of tied scores and its curves under Poisson weights (many zero), both as
     choose's rows and as the bootstrap's columns."""
     from ckptaudit.stats import operating_curves as oc
@@ -216,26 +216,35 @@ def _resampled_curves(rng, rows, resamples, block_window=None):
     cand, seg = oc.place(s, y)
     # the large-sample path's one-byte weights, or the full bootstrap's float64 counts
     w = rng.poisson(1.0, (rows, resamples)).astype(np.uint8 if rows % 2 else np.float64)
-    col = oc.make_column(cand, seg, y, block_window)
+    w[y, 0] = 0  # a resample without positives (recall undefined) and one without negatives
+    w[~y, 1] = 0
+    col = oc.make_column(cand, seg, y, block_window, dense=dense)
     p, n = oc.totals(w, y)
     return col, w, p, n
 
 
+@pytest.mark.parametrize("dense", [False, True])
 @pytest.mark.parametrize("seed", range(6))
-def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
+def test_the_bootstraps_column_choices_equal_the_reference_choice(seed, dense, monkeypatch):
     # choose_columns and the block sums (every operating point, bounds from 0 to 1, windows and
-    # slices of them) against choose's one-row-per-resample reference: the same values and indices
+    # slices of them) against choose's one-row-per-resample reference: the same values and
+    # indices, from either layout of the column (summed row by row, or threshold by threshold)
     from ckptaudit.stats import operating_blocks as ob
     from ckptaudit.stats import operating_curves as oc
 
+    if dense:
+        monkeypatch.setattr(oc, "SEGMENT_CELLS", 0)
+
     rng = np.random.default_rng(seed)
     window = None if seed % 2 == 0 else (5, 60)
-    col, w, p, n = _resampled_curves(rng, 400 + seed % 2, 64, window)
+    col, w, p, n = _resampled_curves(rng, 400 + seed % 2, 64, window, dense)
+    assert col.dense == dense
     (tp_pad, fp_pad), (tp_out, fp_out) = oc.cumulative(w, col)
     # the block curves from the curves, and read off the running sums (uint16 where the weights
     # are one byte: the false positives' offsets wrap below 0 and back)
     top = int(w.sum(axis=0).max()) if w.dtype == np.uint8 else None
-    both_blocks = (ob.BlockCurves(tp_pad, fp_pad, col), ob.BlockCurves.from_sums(*oc.running_sums(w, col, top=top), col))
+    laid = oc.laid_out(col)
+    both_blocks = (ob.BlockCurves(tp_pad, fp_pad, col), ob.BlockCurves.from_sums(*oc.running_sums(w, laid, top=top), laid))
     tp, fp = oc.FullCurves(tp_pad, fp_pad, col).tp, oc.FullCurves(tp_pad, fp_pad, col).fp
     # the out-of-bag curves: those of the weights that are 0, counted once
     (zeros, _), _ = oc.cumulative((w == 0).astype(np.uint8), col)
@@ -244,7 +253,14 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed):
     bounds = [0.0, 0.3, 0.55, 0.8, 0.95, 1.0]
     points = [
         op.OperatingPoint(t, c, b)
-        for t, c in [("recall", "precision"), ("precision", "recall"), ("recall", "specificity"), ("specificity", "recall")]
+        for t, c in [
+            ("recall", "precision"),
+            ("precision", "recall"),
+            ("recall", "specificity"),
+            ("specificity", "recall"),
+            ("precision", "specificity"),
+            ("specificity", "precision"),
+        ]
         for b in bounds
     ]
     points.append(op.OperatingPoint("cost", None, None, 10.0, 1.0))
@@ -334,12 +350,18 @@ def test_the_lookup_table_draws_poisson_one_counts():
         assert np.array_equal(poisson_one(np.random.default_rng(1), shape), ref)
 
 
+@pytest.mark.parametrize("dense", [None, False, True])
 @pytest.mark.parametrize("seed", range(4))
-def test_the_weighted_curves_equal_a_product_of_weights_and_flags(seed):
+def test_the_weighted_curves_equal_a_product_of_weights_and_flags(seed, dense, monkeypatch):
     # every threshold's weighted true and false positives, whatever the layout of the running
     # sums: against the weights times each threshold's flagged rows, for windows and subsets of
-    # rows (ids), subsets of resamples (q), one-byte weights summed in uint16 or float32
+    # rows (ids), subsets of resamples (q), one-byte weights summed in uint16 or float32; a
+    # column summed threshold by threshold (dense: at any size) or row by row, or as each
+    # call's size pays (None)
     from ckptaudit.stats import operating_curves as oc
+
+    if dense:
+        monkeypatch.setattr(oc, "SEGMENT_CELLS", 0)
 
     rng = np.random.default_rng(seed)
     rows, resamples = 300 + 37 * seed, 50
@@ -356,7 +378,7 @@ def test_the_weighted_curves_equal_a_product_of_weights_and_flags(seed):
         lo, hi = (0, m) if window is None else window
         ids = np.flatnonzero(s >= cand[m - hi]) if seed % 2 and hi > 0 else None
         seg = oc.places(cand, s if ids is None else s[ids])
-        col = oc.make_column(cand, seg, y if ids is None else y[ids], window, ids)
+        col = oc.make_column(cand, seg, y if ids is None else y[ids], window, ids, dense)
         q = np.sort(rng.choice(resamples, 17, replace=False))
         run = np.arange(5, 22)  # a run of resamples is read as a view
         cases = (({}, slice(None)), ({"top": top}, slice(None)), ({"q": q, "top": top}, q), ({"q": run, "top": top}, run))

@@ -28,6 +28,7 @@ its curve is one cumulative sum in that order (no sort per resample).
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -98,7 +99,13 @@ class OperatingEstimate:
 def stricter_points(point: OperatingPoint) -> list[OperatingPoint]:
     """The point and its stricter bounds (:data:`MARGINS`; the first is the point's own), or
     the cost point alone."""
-    return [point] if point.is_cost else [replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS]  # type: ignore[operator]
+    return list(_stricter(point))
+
+
+@lru_cache(maxsize=64)
+def _stricter(point: OperatingPoint) -> tuple[OperatingPoint, ...]:
+    # (made once per point: the pass asks for them at every checkpoint)
+    return (point,) if point.is_cost else tuple(replace(point, bound=min(point.bound + d, 1.0)) for d in MARGINS)  # type: ignore[operator]
 
 
 def kept_rows(full: tuple, cand: np.ndarray, s: np.ndarray, point: OperatingPoint) -> draws.KeptRows:
@@ -233,7 +240,9 @@ def estimate(
             limits = [np.where(np.isnan(v[:early]), np.inf, v[:early])] * (len(stricter) - 1)
             # (the first stricter bound is the point's own: its choices are these)
             if early and len(stricter) > 1 and pairs.could_win(s_best[1:], k, limits):
-                if curves is BlockCurves:  # (the stricter bounds' windows end no later than the point's own)
+                if (
+                    curves is BlockCurves and point.target == "recall"
+                ):  # (the stricter bounds' windows end no later than the point's own)
                     limits = list(np.fmin(v[:early], inbag.upper(stricter[1:], p_in, n_in, early)))
                 shared = sums if wide_cols[k] is col else None
                 pairs.stricter_step(

@@ -30,7 +30,10 @@ SCAN = 36
 def serves(point: OperatingPoint) -> bool:
     """Whether :meth:`BlockCurves.choose` serves ``point``: a recall target under a precision
     bound above 0 (precision undefined before anything is flagged meets no bound above 0, so
-    the chosen ``tp`` is positive) or a specificity bound."""
+    the chosen ``tp`` is positive) or a specificity bound; a specificity target under a
+    recall bound (met from its first threshold on: the choice is read off the blocks' ends)."""
+    if point.target in ("specificity", "precision"):
+        return point.constraint in ("recall", "specificity") and point.constraint != point.target
     if point.target != "recall":
         return False
     return point.constraint == "specificity" or point.bound > 1e-12  # type: ignore[operator]
@@ -179,15 +182,113 @@ class BlockCurves:
     def _choose(
         self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int, hi: int
     ) -> tuple[np.ndarray, np.ndarray, Any]:
+        if point.target == "specificity":
+            return self._fewest_alarms(point, p, n, lo, hi)
+        if point.target == "precision":
+            return self._best_precision(point, p, n, lo, hi)
         last, top = self._last_met(point, p, n, lo, hi)
         some = last >= 0
-        # the first threshold with that many true positives (its block from the blocks' ends),
-        # or lo: the ties of the best come first where the constraint is best (choose_columns)
-        q = np.arange(self.r)
-        c = np.minimum((self.ends_tp < top).sum(axis=0), self.nb - 1)
-        in_block = self._tp_at(c[:, None] * self.b + np.arange(self.b), q[:, None])
-        i = np.maximum(c * self.b + (in_block < top[:, None]).sum(axis=1), lo)
-        i = np.where(some, i, -1)
+        # the first threshold with that many true positives, or lo: the ties of the best come
+        # first where the constraint is best (choose_columns)
+        i = np.where(some, np.maximum(self._first_tp(top), lo), -1)
         tp_i, fp_i = self.at(i)
         value = np.where(some, np.divide(tp_i, p, dtype=np.float64), np.nan)
         return value, i, raw_rate(point.constraint, tp_i, fp_i, p, n)  # type: ignore[arg-type]
+
+    def _first_tp(self, top: np.ndarray) -> np.ndarray:
+        """Per resample, the first threshold with at least ``top`` true positives (its block
+        from the blocks' ends, then within it; past the last block: its end)."""
+        q = np.arange(self.r)
+        c = np.minimum((self.ends_tp < top).sum(axis=0), self.nb - 1)
+        in_block = self._tp_at(c[:, None] * self.b + np.arange(self.b), q[:, None])
+        return c * self.b + (in_block < top[:, None]).sum(axis=1)
+
+    def _first_recall(self, bound: float, p: np.ndarray) -> np.ndarray:
+        """Per resample, the first threshold whose recall meets ``bound`` (recall grows along
+        the thresholds: the first block whose last threshold meets it, then the first in it;
+        none: past the last block)."""
+        met_end = raw_rate("recall", self.ends_tp, None, p, None) >= bound  # NaN (P = 0): never
+        c = np.minimum(self.nb - met_end.sum(axis=0), self.nb - 1)
+        j = c[:, None] * self.b + np.arange(self.b)
+        in_block = raw_rate("recall", self._tp_at(j, np.arange(self.r)[:, None]), None, p[:, None], None) >= bound
+        return c * self.b + self.b - in_block.sum(axis=1)
+
+    def _last_specific(self, bound: float, n: np.ndarray) -> np.ndarray:
+        """Per resample, the last threshold whose specificity meets ``bound`` (it falls along
+        the thresholds: the last block whose first threshold meets it, then the last in it;
+        -1: none)."""
+        met_start = raw_rate("specificity", None, self.starts_fp, None, n) >= bound  # NaN (N = 0): never
+        c = np.maximum(met_start.sum(axis=0) - 1, 0)
+        j = c[:, None] * self.b + np.arange(self.b)
+        in_block = raw_rate("specificity", None, self._fp_at(j, np.arange(self.r)[:, None]), None, n[:, None]) >= bound
+        return np.where(met_start[0], c * self.b + in_block.sum(axis=1) - 1, -1)
+
+    def _best_precision(
+        self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int, hi: int
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """A precision target under a recall or specificity bound (choose_columns' rule: the
+        most precision among the thresholds in [lo, hi) that meet the bound, then the best
+        constraint, then the first): the thresholds that meet the bound are a run (from the
+        first that meets a recall bound on; up to the last that meets a specificity bound), and
+        its blocks are read best bound first, while a block's bound on precision (its last
+        ``tp`` over that plus its first ``fp``) could still reach the best read so far."""
+        bound = point.bound - 1e-12  # type: ignore[operator]  # as choose's
+        nb, b = self.nb, self.b
+        end = min(hi, self.size) - 1  # the last threshold read (the padding repeats it)
+        if point.constraint == "recall":
+            first, last = np.maximum(self._first_recall(bound, p), lo), np.full(self.r, end)
+        else:
+            first, last = np.full(self.r, lo), np.minimum(self._last_specific(bound, n), end)
+        best_t = np.full(self.r, -np.inf)
+        best_c = np.full(self.r, -np.inf)
+        best_i = np.full(self.r, -1)
+        starts = np.arange(nb)[:, None] * b
+        # the blocks the run reaches, by their bound (NaN, 0/0: could be anything)
+        most = np.where((starts + b > first) & (starts <= last), np.nan_to_num(self._most("precision", n), nan=np.inf), -np.inf)
+        pending = np.flatnonzero(most.max(axis=0) > -np.inf)
+        while pending.size:  # each pending resample reads its block of the highest bound
+            c = most[:, pending].argmax(axis=0)
+            j = c[:, None] * b + np.arange(b)
+            tp, fp = self._tp_at(j, pending[:, None]), self._fp_at(j, pending[:, None])
+            t = raw_rate("precision", tp, fp, None, None)
+            con = raw_rate(point.constraint, tp, fp, p[pending, None], n[pending, None])  # type: ignore[arg-type]
+            ok = (j >= first[pending, None]) & (j <= last[pending, None]) & np.isfinite(t) & (con >= bound)
+            t = np.where(ok, t, -np.inf)
+            top = t.max(axis=1)
+            con = np.where(ok & (t == top[:, None]), con, -np.inf)
+            k = (con == con.max(axis=1)[:, None]).argmax(axis=1)  # the block's best, first of its ties
+            row = np.arange(pending.size)
+            t_k, c_k, i_k = t[row, k], con[row, k], j[row, k]
+            bt, bc, bi = best_t[pending], best_c[pending], best_i[pending]
+            better = (t_k > bt) | ((t_k == bt) & ((c_k > bc) | ((c_k == bc) & (i_k < bi)))) & (t_k > -np.inf)
+            at = pending[better]
+            best_t[at], best_c[at], best_i[at] = t_k[better], c_k[better], i_k[better]
+            most[c, pending] = -np.inf
+            # a block whose bound is below the best cannot hold it (nor a tie)
+            left = most[:, pending]
+            pending = pending[((left > -np.inf) & (left >= best_t[pending])).any(axis=0)]
+        some = best_i >= 0
+        tp_i, fp_i = self.at(best_i)
+        value = np.where(some, best_t, np.nan)
+        return value, best_i, raw_rate(point.constraint, tp_i, fp_i, p, n)  # type: ignore[arg-type]
+
+    def _fewest_alarms(
+        self, point: OperatingPoint, p: np.ndarray, n: np.ndarray, lo: int, hi: int
+    ) -> tuple[np.ndarray, np.ndarray, Any]:
+        """A specificity target under a recall bound (choose_columns' rule): the first
+        threshold in [lo, hi) that meets the bound (recall grows along the thresholds), then
+        of its ties (as few false positives) the first with the most true positives."""
+        q, ahead = np.arange(self.r), np.arange(self.b)
+        first = np.maximum(self._first_recall(point.bound - 1e-12, p), lo)  # type: ignore[operator]  # as choose's
+        some = (first < min(hi, self.size)) & (n > 0)  # (met nowhere: first is past the last block)
+        first = np.where(some, first, 0)
+        low = self._fp_at(first, q)
+        # the last threshold with as few false positives (fp grows: the last block starting at or
+        # below them, then within it), and the first with as many true positives as it has
+        c = np.maximum((self.starts_fp <= low).sum(axis=0) - 1, 0)
+        within = (self._fp_at(c[:, None] * self.b + ahead, q[:, None]) <= low[:, None]).sum(axis=1)
+        last = np.minimum(c * self.b + within - 1, min(hi, self.size) - 1)
+        i = np.where(some, np.maximum(first, self._first_tp(self._tp_at(last, q))), -1)
+        tp_i, fp_i = self.at(i)
+        value = np.where(some, 1.0 - np.divide(fp_i, n, dtype=np.float64), np.nan)
+        return value, i, raw_rate("recall", tp_i, fp_i, p, n)

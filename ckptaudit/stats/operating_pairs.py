@@ -16,6 +16,7 @@ import numpy as np
 from ..metrics.operating import OperatingPoint
 from .operating_blocks import BlockCurves
 from .operating_curves import at_counts as _at_counts
+from .operating_curves import layout_for as _layout_for
 from .operating_curves import running_sums as _running_sums
 from .operating_curves import weighted as _weighted
 
@@ -48,15 +49,14 @@ def out_of_bag(
     for k in np.flatnonzero(picked):
         col = cols[int(k)]
         union = np.flatnonzero(np.any([k_of == k for k_of, _ in pairs], axis=0))
-        x, off = _running_sums(oob, col, q=union, top=oob.shape[0])  # 0/1 weights
+        read = _reader(oob, col, union)
         for (k_of, i_of), (value, con, den) in zip(pairs, out, strict=True):
             q = np.flatnonzero(k_of == k)
             if q.size == 0:
                 continue
             at, i = np.searchsorted(union, q), i_of[q]
-            j = np.maximum(i, 0)
-            tp, fp = x[col.ends[0, j], at].astype(np.float64), x[col.ends[1, j], at] - off[at]
-            counts = (tp[:, None], fp[:, None].astype(np.float64))
+            tp, fp = read(np.maximum(i, 0), at)
+            counts = (tp[:, None].astype(np.float64), fp[:, None].astype(np.float64))
             v, c, d = _at_counts((*counts, p_oob[q, None], n_oob[q, None]), i, point)
             value[q] = v
             if c is not None and d is not None:
@@ -64,11 +64,25 @@ def out_of_bag(
     return out
 
 
+def _reader(oob: np.ndarray, col: Any, union: np.ndarray) -> Any:
+    """``(j, at) -> (tp, fp)``: the out-of-bag counts of ``col`` at threshold ``j`` of
+    resample ``union[at]`` (``oob``: 0/1 weights), read off the running sums, or off the
+    curves of a dense column (:attr:`~ckptaudit.stats.operating_curves.Column.dense`)."""
+    col = _layout_for(col, union.shape[0])
+    if col.dense:
+        tp, fp = _weighted(oob, col, q=union, top=oob.shape[0])
+        return lambda j, at: (tp[j, at], fp[j, at])
+    x, off = _running_sums(oob, col, q=union, top=oob.shape[0])
+    return lambda j, at: (x[col.ends[0, j], at], x[col.ends[1, j], at] - off[at])
+
+
 def in_bag(curves: Any, counts: np.ndarray, col: Any, q: np.ndarray | None, top: int | None) -> Any:
     """The curves of ``col`` under the weights ``counts`` (resamples ``q``; None: all), as a
     function of a subset of them (None: all; a slice: a view) to their ``curves``: block
-    curves are read off the running sums of the rows (no curve laid out at every threshold)."""
-    if curves is BlockCurves:
+    curves are read off the running sums of the rows (no curve laid out at every threshold),
+    but a dense column's are summed threshold by threshold."""
+    col = _layout_for(col, counts.shape[1] if q is None else q.shape[0])
+    if curves is BlockCurves and not col.dense:
         x, off = _running_sums(counts, col, q, top)
         return lambda sub: BlockCurves.from_sums(*((x, off) if sub is None else (x[:, sub], off[sub])), col)
     tp, fp = _weighted(counts, col, q=q, top=top)
