@@ -410,7 +410,7 @@ class OperatingBuilder:
         """The selection statistics of the pair (see the module docstring)."""
         from ..metrics.operating import to_probability
         from .confidence import confidence_set_threshold
-        from .intervals import _percentiles
+        from .intervals import _all_percentiles
 
         spec = self.spec
         names = [c.name for c in checkpoints if c.name in self.columns]
@@ -441,15 +441,14 @@ class OperatingBuilder:
             members, pvalues, q = [est.checkpoint], np.ones(len(names)), None
         member_names = {names[j] for j in members}
         tied = (winner,) + tuple(n for n in names if n in member_names and n != winner)
+        intervals = _all_percentiles(v_in)  # (each column's finite values; in blocks where all are)
         entries = []
         for c, v in zip(checkpoints, values, strict=True):
             if c.name not in self.columns:
                 entries.append(CheckpointSelection(c.name, c.epoch, v, None, None, None))
                 continue
             j = names.index(c.name)
-            col = v_in[:, j]
-            interval = _percentiles(col[np.isfinite(col)]) if np.isfinite(col).any() else None
-            entries.append(CheckpointSelection(c.name, c.epoch, v, interval, c.name in member_names, float(pvalues[j])))
+            entries.append(CheckpointSelection(c.name, c.epoch, v, intervals[j], c.name in member_names, float(pvalues[j])))
         prob = lambda t: None if t is None else to_probability(self.prep, spec.class_index, t)  # noqa: E731
         return OperatingSelection(
             self.run.name,
