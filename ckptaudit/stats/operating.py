@@ -240,9 +240,8 @@ def estimate(
             limits = [np.where(np.isnan(v[:early]), np.inf, v[:early])] * (len(stricter) - 1)
             # (the first stricter bound is the point's own: its choices are these)
             if early and len(stricter) > 1 and pairs.could_win(s_best[1:], k, limits):
-                if (
-                    curves is BlockCurves and point.target == "recall"
-                ):  # (the stricter bounds' windows end no later than the point's own)
+                # (a recall target's stricter windows end no later than its own: the blocks bound them)
+                if curves is BlockCurves and point.target == "recall":
                     limits = list(np.fmin(v[:early], inbag.upper(stricter[1:], p_in, n_in, early)))
                 shared = sums if wide_cols[k] is col else None
                 pairs.stricter_step(

@@ -31,7 +31,9 @@ def serves(point: OperatingPoint) -> bool:
     """Whether :meth:`BlockCurves.choose` serves ``point``: a recall target under a precision
     bound above 0 (precision undefined before anything is flagged meets no bound above 0, so
     the chosen ``tp`` is positive) or a specificity bound; a specificity target under a
-    recall bound (met from its first threshold on: the choice is read off the blocks' ends)."""
+    recall bound (met from its first threshold on: the choice is read off the blocks' ends);
+    a precision target under a recall or specificity bound (the blocks read best bound first).
+    Not served: a specificity target under a precision bound, a cost."""
     if point.target in ("specificity", "precision"):
         return point.constraint in ("recall", "specificity") and point.constraint != point.target
     if point.target != "recall":
@@ -190,28 +192,22 @@ class BlockCurves:
         some = last >= 0
         # the first threshold with that many true positives, or lo: the ties of the best come
         # first where the constraint is best (choose_columns)
-        i = np.where(some, np.maximum(self._first_tp(top), lo), -1)
+        i = np.where(some, np.maximum(self._first_tp_where(lambda tp: tp >= top), lo), -1)
         tp_i, fp_i = self.at(i)
         value = np.where(some, np.divide(tp_i, p, dtype=np.float64), np.nan)
         return value, i, raw_rate(point.constraint, tp_i, fp_i, p, n)  # type: ignore[arg-type]
 
-    def _first_tp(self, top: np.ndarray) -> np.ndarray:
-        """Per resample, the first threshold with at least ``top`` true positives (its block
-        from the blocks' ends, then within it; past the last block: its end)."""
-        q = np.arange(self.r)
-        c = np.minimum((self.ends_tp < top).sum(axis=0), self.nb - 1)
-        in_block = self._tp_at(c[:, None] * self.b + np.arange(self.b), q[:, None])
-        return c * self.b + (in_block < top[:, None]).sum(axis=1)
+    def _first_tp_where(self, meets: Any) -> np.ndarray:
+        """Per resample, the first threshold whose ``tp`` ``meets`` (a test of ``tp`` rows
+        (k, resamples) that, once met along the thresholds, stays met: ``tp`` grows): the first
+        block whose last threshold meets it, then the first in it; none: past the last block."""
+        c = np.minimum(self.nb - meets(self.ends_tp).sum(axis=0), self.nb - 1)
+        in_block = self._tp_at(c * self.b + np.arange(self.b)[:, None], np.arange(self.r))  # (block, resamples)
+        return c * self.b + self.b - meets(in_block).sum(axis=0)
 
     def _first_recall(self, bound: float, p: np.ndarray) -> np.ndarray:
-        """Per resample, the first threshold whose recall meets ``bound`` (recall grows along
-        the thresholds: the first block whose last threshold meets it, then the first in it;
-        none: past the last block)."""
-        met_end = raw_rate("recall", self.ends_tp, None, p, None) >= bound  # NaN (P = 0): never
-        c = np.minimum(self.nb - met_end.sum(axis=0), self.nb - 1)
-        j = c[:, None] * self.b + np.arange(self.b)
-        in_block = raw_rate("recall", self._tp_at(j, np.arange(self.r)[:, None]), None, p[:, None], None) >= bound
-        return c * self.b + self.b - in_block.sum(axis=1)
+        """Per resample, the first threshold whose recall meets ``bound`` (NaN, P = 0: none)."""
+        return self._first_tp_where(lambda tp: raw_rate("recall", tp, None, p, None) >= bound)
 
     def _last_specific(self, bound: float, n: np.ndarray) -> np.ndarray:
         """Per resample, the last threshold whose specificity meets ``bound`` (it falls along
@@ -288,7 +284,8 @@ class BlockCurves:
         c = np.maximum((self.starts_fp <= low).sum(axis=0) - 1, 0)
         within = (self._fp_at(c[:, None] * self.b + ahead, q[:, None]) <= low[:, None]).sum(axis=1)
         last = np.minimum(c * self.b + within - 1, min(hi, self.size) - 1)
-        i = np.where(some, np.maximum(first, self._first_tp(self._tp_at(last, q))), -1)
+        tp_last = self._tp_at(last, q)
+        i = np.where(some, np.maximum(first, self._first_tp_where(lambda tp: tp >= tp_last)), -1)
         tp_i, fp_i = self.at(i)
         value = np.where(some, 1.0 - np.divide(fp_i, n, dtype=np.float64), np.nan)
         return value, i, raw_rate("recall", tp_i, fp_i, p, n)

@@ -55,7 +55,7 @@ class Column:
     above: tuple[np.ndarray, np.ndarray]  #: the rows every threshold kept flags: positives, negatives
     block: int  #: thresholds per block (:class:`~ckptaudit.stats.operating_blocks.BlockCurves`)
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
-    #: many rows per threshold (:data:`DENSE_ROWS`): ``rows`` in place order (no leading place,
+    #: many rows per threshold (:func:`_segments_pay`): ``rows`` in place order (no leading place,
     #: not laid out) and ``ends`` the count of rows up to each threshold's last; the curves
     #: are summed threshold by threshold (:func:`_segment_sums`), not as running sums per row
     dense: bool = False
@@ -270,7 +270,8 @@ def _segment_sums(
     then added up along the thresholds. Whole counts: the same sums as the running sums'."""
     # NOTE: with hundreds of rows per threshold (a recall bound near 1, a cost: many negatives
     # between two positives' scores) the running sums write and read every row's partial sums
-    # three times; these read each row once (measured 60,000 rows x 1,000 resamples: 65 -> 23 ms)
+    # three times; these read each row once (measured on the bench, a column of 8,300 rows in
+    # 222 thresholds x 1,000 resamples: 44 -> 22 ms)
     curves = []
     for h in (0, 1):
         c = np.empty((size, *g.shape[1:]), acc)
