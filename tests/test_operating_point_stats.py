@@ -223,17 +223,20 @@ def _resampled_curves(rng, rows, resamples, block_window=None, dense=None):
     return col, w, p, n
 
 
-@pytest.mark.parametrize("dense", [False, True])
+@pytest.mark.parametrize("dense", [False, True, "running"])
 @pytest.mark.parametrize("seed", range(6))
 def test_the_bootstraps_column_choices_equal_the_reference_choice(seed, dense, monkeypatch):
     # choose_columns and the block sums (every operating point, bounds from 0 to 1, windows and
     # slices of them) against choose's one-row-per-resample reference: the same values and
-    # indices, from either layout of the column (summed row by row, or threshold by threshold)
+    # indices, from either layout of the column (summed row by row, or threshold by threshold,
+    # or, "running", each class as one running sum down its rows)
     from ckptaudit.stats import operating_blocks as ob
     from ckptaudit.stats import operating_curves as oc
 
     if dense:
         monkeypatch.setattr(oc, "SEGMENT_CELLS", 0)
+        monkeypatch.setattr(oc, "RUNNING_CELLS", 10**9 if dense == "running" else 0)
+        dense = True
 
     rng = np.random.default_rng(seed)
     window = None if seed % 2 == 0 else (5, 60)
@@ -350,18 +353,20 @@ def test_the_lookup_table_draws_poisson_one_counts():
         assert np.array_equal(poisson_one(np.random.default_rng(1), shape), ref)
 
 
-@pytest.mark.parametrize("dense", [None, False, True])
+@pytest.mark.parametrize("dense", [None, False, True, "running"])
 @pytest.mark.parametrize("seed", range(4))
 def test_the_weighted_curves_equal_a_product_of_weights_and_flags(seed, dense, monkeypatch):
     # every threshold's weighted true and false positives, whatever the layout of the running
     # sums: against the weights times each threshold's flagged rows, for windows and subsets of
     # rows (ids), subsets of resamples (q), one-byte weights summed in uint16 or float32; a
-    # column summed threshold by threshold (dense: at any size) or row by row, or as each
-    # call's size pays (None)
+    # column summed threshold by threshold (dense: at any size; "running": each class as one
+    # running sum down its rows) or row by row, or as each call's size pays (None)
     from ckptaudit.stats import operating_curves as oc
 
     if dense:
         monkeypatch.setattr(oc, "SEGMENT_CELLS", 0)
+        monkeypatch.setattr(oc, "RUNNING_CELLS", 10**9 if dense == "running" else 0)
+        dense = True
 
     rng = np.random.default_rng(seed)
     rows, resamples = 300 + 37 * seed, 50
@@ -553,3 +558,75 @@ def test_the_stricter_bounds_branch_and_bound_prunes_nothing_that_could_win(poin
         whole.safe_threshold,
         whole.safe_holds,
     )
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_the_above_rows_summed_as_one_product_equal_their_gathered_sums(seed, monkeypatch):
+    # every column's rows above its window, summed for all columns at once (an indicator times the
+    # weights, float32, in blocks of rows): the sums of the gathered rows, in the accumulator's
+    # type (uint16, or float32 where a column sum reaches 2^16); none where a sum could reach 2^24
+    from ckptaudit.stats import operating_above
+    from ckptaudit.stats import operating_curves as oc
+    from ckptaudit.stats.operating_above import AboveProduct
+
+    monkeypatch.setattr(operating_above, "ROW_BLOCK", 256)
+
+    rng = np.random.default_rng(seed)
+    rows, resamples = 3000 + 17 * seed, 40
+    y = rng.random(rows) < 0.2
+    w = rng.poisson(1.0, (rows, resamples)).astype(np.uint8)
+    cols = []
+    for mu in (1.0, 1.5, 2.5):
+        s = np.round(rng.normal(size=rows) + mu * y, 2)
+        cand = np.unique(s[y])
+        m = cand.shape[0]
+        lo = int(rng.integers(m // 3, 2 * m // 3))
+        cols.append(oc.make_column(cand, oc.places(cand, s), y, (lo, lo + 20)))
+    product = AboveProduct(cols, rows)
+    top = int(w.sum(axis=0).max())
+    for top_said, kind in ((top, np.uint16), (2**16 + top, np.float32)):
+        sums = product.sums(w, top_said)
+        assert sums is not None and len(sums) == len(cols)
+        for col, (pos_sum, neg_sum) in zip(cols, sums, strict=True):
+            assert col.above[0].size and col.above[1].size  # (rows above on both sides)
+            assert pos_sum.dtype == kind and neg_sum.dtype == kind
+            assert np.array_equal(pos_sum, w[col.above[0]].sum(axis=0))
+            assert np.array_equal(neg_sum, w[col.above[1]].sum(axis=0))
+    assert product.sums(w, 2**24) is None
+    assert AboveProduct.where_it_pays(cols, rows, np.float64) is None  # (the multinomial path's weights)
+
+
+@pytest.mark.parametrize(
+    "point",
+    [
+        op.OperatingPoint("specificity", "recall", 0.95),
+        op.OperatingPoint("precision", "recall", 0.9),
+        op.OperatingPoint("recall", "precision", 0.3),
+    ],
+    ids=["specificity@recall", "precision@recall", "recall@precision"],
+)
+def test_the_estimate_is_the_same_with_the_above_rows_summed_as_one_product_or_gathered(point, monkeypatch):
+    # the large-sample path sums the rows above each column's window as one product where that
+    # pays: every figure and every in-bag value equal those from gathering the rows column by column
+    from ckptaudit.stats import operating_above
+
+    rng = np.random.default_rng(8)
+    y, cols = _columns(rng, 20_000, [1.0, 1.4, 1.8, 1.6])
+    made = []
+    real = operating_above.AboveProduct.sums
+
+    def counted_sums(self, wt, top):
+        made.append(wt.shape[1])
+        return real(self, wt, top)
+
+    monkeypatch.setattr(operating_above.AboveProduct, "sums", counted_sums)
+    monkeypatch.setattr(operating_above, "PRODUCT_SHARE", 0.0)
+    summed = estimate(cols, y, point, resamples=300, seed=3, fast=True)
+    assert sum(made) == 300  # (every batch of resamples summed by the product)
+    monkeypatch.setattr(operating_above, "PRODUCT_SHARE", np.inf)
+    gathered = estimate(cols, y, point, resamples=300, seed=3, fast=True)
+    assert sum(made) == 300
+    assert summed is not None and gathered is not None
+    assert summed.as_dict() == gathered.as_dict() and summed.holds_variants == gathered.holds_variants
+    assert (summed.safe_threshold, summed.safe_holds) == (gathered.safe_threshold, gathered.safe_holds)
+    assert np.array_equal(summed.in_bag, gathered.in_bag, equal_nan=True)

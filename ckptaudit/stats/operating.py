@@ -37,6 +37,7 @@ from ..metrics.operating import OperatingPoint
 from . import operating_draws as draws
 from . import operating_pairs as pairs
 from . import operating_shares as shares
+from .operating_above import AboveProduct
 from .operating_blocks import BlockCurves
 from .operating_blocks import serves as _serves
 from .operating_curves import FullCurves as _FullCurves
@@ -208,6 +209,9 @@ def estimate(
     s_margins: list[list[np.ndarray]] = [[] for _ in stricter]
     s_noises: list[list[np.ndarray]] = [[] for _ in stricter]
     curves = BlockCurves if _serves(point) else _FullCurves
+    # near a high recall bound most weighted rows lie above every kept threshold: summed for
+    # every column at once (an indicator times the weights) where that pays
+    product = None if large is None else AboveProduct.where_it_pays(cols, width, np.uint8)
     # the stricter bounds' draws in one chunk where that stays small (their choices cost a
     # call per checkpoint and bound)
     first = max(chunk, STRICTER_DRAWS) if width * STRICTER_DRAWS <= 4 * _CHUNK_CELLS else chunk
@@ -225,12 +229,14 @@ def estimate(
         best_i = np.full(r, -1)
         best_in_con = np.full(r, np.nan)
         chunk_in = np.full((r, k_n), np.nan)
+        above = None if product is None or top is None else product.sums(counts, top)
         s_best = [(np.full(early, -np.inf), np.full(early, -1), np.full(early, -1)) for _ in stricter]
         for k in order:
             col = cols[k]
             # every curve one column per resample (thresholds, resamples): see operating_curves;
             # a recall target's choice reads by blocks of thresholds
-            sums = pairs.in_bag(curves, counts, col, None, top)
+            col_above = None if above is None else above[k]
+            sums = pairs.in_bag(curves, counts, col, None, top, col_above)
             inbag = sums(None)
             v, i, con_i = inbag.choose(point, p_in, n_in)
             chunk_in[:, k] = v
@@ -244,8 +250,21 @@ def estimate(
                 if curves is BlockCurves and point.target == "recall":
                     limits = list(np.fmin(v[:early], inbag.upper(stricter[1:], p_in, n_in, early)))
                 shared = sums if wide_cols[k] is col else None
+                wide_above = col_above if wide_cols[k].lo == col.lo else None  # (the same rows above)
                 pairs.stricter_step(
-                    s_best[1:], k, limits, counts, top, wide_cols[k], curves, stricter[1:], slices[k][1:], p_in, n_in, shared
+                    s_best[1:],
+                    k,
+                    limits,
+                    counts,
+                    top,
+                    wide_cols[k],
+                    curves,
+                    stricter[1:],
+                    slices[k][1:],
+                    p_in,
+                    n_in,
+                    shared,
+                    wide_above,
                 )
             # ties go to the first checkpoint (the columns are visited best first)
             better = np.isfinite(v) & pairs.beats(sign * v, best_val, k, best_k)

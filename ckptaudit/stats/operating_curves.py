@@ -26,8 +26,15 @@ from ..metrics.operating import OperatingPoint
 #: (~6 us), a row's running sums about 1 ns per resample (the crossover measured near 4 rows
 #: per threshold at 1,000 resamples)
 SEGMENT_CELLS = 5000
+#: rows x resamples per threshold below which a dense column's class is summed as one running
+#: sum down its rows (:func:`_few_per_threshold`; a threshold's slabs cost about 7 us in calls,
+#: the running sum about 2 ns a cell more than a slab's sum: the crossover measured near 22 rows
+#: per threshold at 167 resamples and 4 at 1,000)
+RUNNING_CELLS = 3600
 #: the resamples a column is made for (the bootstrap's batch): dense where they would pay
 DENSE_RESAMPLES = 1000
+#: per resample, the sums of the rows above every threshold a column keeps: (positives, negatives)
+Above = tuple[np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -203,57 +210,78 @@ def cumulative(wt: np.ndarray, col: Column, padded: bool = True) -> tuple[tuple[
     above = (wt[col.above[0]], wt[col.above[1]])
     acc = accumulator(wt)
     size = col.ends.shape[1] if padded else col.thresholds.shape[0]
-    return _sums(g, above, acc, col, size), _sums(g == 0, (above[0] == 0, above[1] == 0), acc, col, size)
+    sums = tuple(a.sum(axis=0, dtype=acc) for a in above)
+    out = tuple((a == 0).sum(axis=0, dtype=acc) for a in above)
+    return _sums(g, sums, acc, col, size), _sums(g == 0, out, acc, col, size)
 
 
 def weighted(
-    wt: np.ndarray, col: Column, padded: bool = True, q: np.ndarray | None = None, top: int | None = None
+    wt: np.ndarray,
+    col: Column,
+    padded: bool = True,
+    q: np.ndarray | None = None,
+    top: int | None = None,
+    above: Above | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """:func:`cumulative`'s (tp, fp) alone: where the out-of-bag curves are read at one
     threshold per resample, they come from the out-of-bag indicator's own (fewer) columns;
     ``q``: those resamples (columns of ``wt``) only; ``top``: the largest column sum of
-    ``wt``, when known (:func:`accumulator`)."""
+    ``wt``, when known (:func:`accumulator`); ``above``: the sums of the rows above every
+    threshold under every column of ``wt`` (positives, negatives; in the type
+    :func:`accumulator` gives), when the caller has them (:mod:`~ckptaudit.stats.operating_above`)."""
     size = col.ends.shape[1] if padded else col.thresholds.shape[0]
     col = layout_for(col, wt.shape[1] if q is None else q.shape[0])
-    return _sums(*_gathered(wt, col, q, top), col, size)
+    return _sums(*_gathered(wt, col, q, top, above), col, size)
 
 
 def running_sums(
-    wt: np.ndarray, col: Column, q: np.ndarray | None = None, top: int | None = None
+    wt: np.ndarray, col: Column, q: np.ndarray | None = None, top: int | None = None, above: Above | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """(x, off): the running sums of the column's rows under the weights ``wt`` (rows,
-    resamples; ``q``, ``top``: as :func:`weighted`'s), from which threshold ``j``'s ``tp`` is
+    resamples; ``q``, ``top``, ``above``: as :func:`weighted`'s), from which threshold ``j``'s ``tp`` is
     ``x[col.ends[0, j]]`` and its ``fp`` is ``x[col.ends[1, j]] - off`` (per resample), without
     laying either out at every threshold (``col`` laid out: :func:`laid_out`)."""
     if col.dense:
         raise ValueError("a dense column has no running sums per row: lay it out first (laid_out)")
-    return _offsets(*_gathered(wt, col, q, top), col)
+    return _offsets(*_gathered(wt, col, q, top, above), col)
 
 
-def _gathered(wt: np.ndarray, col: Column, q: np.ndarray | None, top: int | None) -> tuple[np.ndarray, tuple, Any]:
-    """(the column's rows of ``wt`` in ``col.rows``' layout, the rows above every threshold
-    (positives, negatives), the type they are summed in), for resamples ``q`` (None: all)."""
+def _gathered(
+    wt: np.ndarray, col: Column, q: np.ndarray | None, top: int | None, above: Above | None = None
+) -> tuple[np.ndarray, Above, Any]:
+    """(the column's rows of ``wt`` in ``col.rows``' layout, the sums of the rows above every
+    threshold (positives, negatives; ``above`` where given), the type they are summed in),
+    for resamples ``q`` (None: all)."""
     acc = accumulator(wt, top)
     if q is not None and q.size and q[-1] - q[0] + 1 == q.size:  # a run of resamples: a view of them
-        wt, q = wt[:, q[0] : q[-1] + 1], None
-    g, above = np.take(wt, col.rows, axis=0), (wt[col.above[0]], wt[col.above[1]])
+        wt, run, q = wt[:, q[0] : q[-1] + 1], slice(q[0], q[-1] + 1), None
+    else:
+        run = slice(None)
+    g = np.take(wt, col.rows, axis=0)
+    if above is None:
+        rows = (wt[col.above[0]], wt[col.above[1]])
+        if q is not None:
+            rows = (rows[0][:, q], rows[1][:, q])
+        above = (rows[0].sum(axis=0, dtype=acc), rows[1].sum(axis=0, dtype=acc))
+    else:
+        above = (above[0][run], above[1][run]) if q is None else (above[0][q], above[1][q])
     if q is not None:
-        g, above = g[..., q], (above[0][:, q], above[1][:, q])
+        g = g[..., q]
     return g, above, acc
 
 
-def _offsets(g: np.ndarray, above: tuple[np.ndarray, np.ndarray], acc: Any, col: Column) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`running_sums` of the gathered rows ``g`` (``col.rows``' layout) and the rows
-    above every threshold: the positives above lead the running sums (every tp includes
-    them); the negatives' sums start after the positives' and add those above, one offset
-    per resample (in uint16 it may wrap, and the sums wrap back: every fp is in range)."""
-    x = _running(g, acc, col.size, above[0].sum(axis=0, dtype=acc))
-    return x, x[col.ends[0, -1]] - above[1].sum(axis=0, dtype=acc)
+def _offsets(g: np.ndarray, above: Above, acc: Any, col: Column) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`running_sums` of the gathered rows ``g`` (``col.rows``' layout) and the sums of
+    the rows above every threshold: the positives above lead the running sums (every tp
+    includes them); the negatives' sums start after the positives' and add those above, one
+    offset per resample (in uint16 it may wrap, and the sums wrap back: every fp is in range)."""
+    x = _running(g, acc, col.size, above[0])
+    return x, x[col.ends[0, -1]] - above[1]
 
 
-def _sums(g: np.ndarray, above: tuple[np.ndarray, np.ndarray], acc: Any, col: Column, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(tp, fp) per threshold from the gathered rows ``g`` (``col.rows``' layout) and the rows
-    above every threshold."""
+def _sums(g: np.ndarray, above: Above, acc: Any, col: Column, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(tp, fp) per threshold from the gathered rows ``g`` (``col.rows``' layout) and the sums
+    of the rows above every threshold."""
     if col.dense:
         return _segment_sums(g, above, acc, col, size)
     x, off = _offsets(g, above, acc, col)
@@ -262,9 +290,7 @@ def _sums(g: np.ndarray, above: tuple[np.ndarray, np.ndarray], acc: Any, col: Co
     return tp, fp
 
 
-def _segment_sums(
-    g: np.ndarray, above: tuple[np.ndarray, np.ndarray], acc: Any, col: Column, size: int
-) -> tuple[np.ndarray, np.ndarray]:
+def _segment_sums(g: np.ndarray, above: Above, acc: Any, col: Column, size: int) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_sums` of a dense column (``g``: its rows in place order): the rows each
     threshold newly flags summed at once (one contiguous slab of rows per class and threshold),
     then added up along the thresholds. Whole counts: the same sums as the running sums'."""
@@ -274,8 +300,12 @@ def _segment_sums(
     # 222 thresholds x 1,000 resamples: 44 -> 22 ms)
     curves = []
     for h in (0, 1):
+        first, last = int(col.ends[h, 0]), int(col.ends[h, size - 1])  # the class's rows in g
+        if (last - first) * math.prod(g.shape[1:]) < RUNNING_CELLS * size:
+            curves.append(_few_per_threshold(g[first:last], above[h], acc, col.ends[h, :size] - first))
+            continue
         c = np.empty((size, *g.shape[1:]), acc)
-        above[h].sum(axis=0, dtype=acc, out=c[0])
+        c[0] = above[h]
         ends = col.ends[h, :size].tolist()
         for j in range(1, size):
             a, b = ends[j - 1], ends[j]
@@ -286,6 +316,20 @@ def _segment_sums(
                 c[j] = c[j - 1]
         curves.append(c)
     return curves[0], curves[1]
+
+
+def _few_per_threshold(rows: np.ndarray, above: np.ndarray, acc: Any, ends: np.ndarray) -> np.ndarray:
+    """One class's curve from its ``rows`` in place order, few per threshold (the positives,
+    about one per candidate): one running sum down the rows, read at each threshold's last row
+    (``ends``: the rows up to it), plus the rows ``above``. A call per threshold costs more
+    than the rows it would add (measured: 149 thresholds of one row each x 167 resamples,
+    0.55 ms threshold by threshold, 0.06 ms as one running sum)."""
+    x = np.empty((rows.shape[0] + 1, *rows.shape[1:]), acc)
+    x[0] = 0
+    np.cumsum(rows, axis=0, dtype=acc, out=x[1:])
+    c = x[ends]
+    c += above  # (whole counts: in uint16 a wrap wraps back)
+    return c
 
 
 def _running(laid: np.ndarray, acc: Any, filled: int, lead: Any = 0) -> np.ndarray:

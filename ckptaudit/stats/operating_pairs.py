@@ -76,16 +76,18 @@ def _reader(oob: np.ndarray, col: Any, union: np.ndarray) -> Any:
     return lambda j, at: (x[col.ends[0, j], at], x[col.ends[1, j], at] - off[at])
 
 
-def in_bag(curves: Any, counts: np.ndarray, col: Any, q: np.ndarray | None, top: int | None) -> Any:
+def in_bag(curves: Any, counts: np.ndarray, col: Any, q: np.ndarray | None, top: int | None, above: Any = None) -> Any:
     """The curves of ``col`` under the weights ``counts`` (resamples ``q``; None: all), as a
     function of a subset of them (None: all; a slice: a view) to their ``curves``: block
     curves are read off the running sums of the rows (no curve laid out at every threshold),
-    but a dense column's are summed threshold by threshold."""
+    but a dense column's are summed threshold by threshold. ``above``: the column's above
+    rows' sums under every column of ``counts``, where the caller has them
+    (:class:`~ckptaudit.stats.operating_above.AboveProduct`)."""
     col = _layout_for(col, counts.shape[1] if q is None else q.shape[0])
     if curves is BlockCurves and not col.dense:
-        x, off = _running_sums(counts, col, q, top)
+        x, off = _running_sums(counts, col, q, top, above)
         return lambda sub: BlockCurves.from_sums(*((x, off) if sub is None else (x[:, sub], off[sub])), col)
-    tp, fp = _weighted(counts, col, q=q, top=top)
+    tp, fp = _weighted(counts, col, q=q, top=top, above=above)
     return lambda sub: curves(*((tp, fp) if sub is None else (tp[:, sub], fp[:, sub])), col)
 
 
@@ -129,6 +131,7 @@ def stricter_step(
     p: np.ndarray,
     n: np.ndarray,
     shared: Any = None,
+    above: Any = None,
 ) -> None:
     """Offer checkpoint ``k``'s choices at every stricter bound to each of the first draws'
     best so far (``s_best``: per bound (value, checkpoint, index among ``col``'s thresholds),
@@ -141,7 +144,8 @@ def stricter_step(
     ``col``: the checkpoint's column over every bound's window (``cuts``, a slice each).
     ``shared``: the point's own curves (:func:`in_bag`) where they are ``col``'s (the full
     bootstrap): the bounds with a draw open choose on all the first draws (the others cannot
-    change), from them, instead of summing the open draws' curves again."""
+    change), from them, instead of summing the open draws' curves again. ``above``: as
+    :func:`in_bag`'s, for ``col``."""
     opens = [beats(v, bv, k, bk) for v, (bv, bk, _) in zip(limits, s_best, strict=True)]  # per bound
     q = np.flatnonzero(np.any(opens, axis=0))
     if q.size == 0:
@@ -151,7 +155,7 @@ def stricter_step(
         q = np.arange(early)
         sums, head = shared, shared(slice(0, early))
     else:
-        sums = in_bag(curves, counts, col, q, top)
+        sums = in_bag(curves, counts, col, q, top, above)
         head = sums(None)
     for m, strict in enumerate(stricter):
         sub = np.flatnonzero(opens[m][q])  # the bound's open draws, among q
