@@ -232,10 +232,11 @@ def test_the_bootstraps_column_choices_equal_the_reference_choice(seed, dense, m
     # or, "running", each class as one running sum down its rows)
     from ckptaudit.stats import operating_blocks as ob
     from ckptaudit.stats import operating_curves as oc
+    from ckptaudit.stats import operating_sums
 
     if dense:
         monkeypatch.setattr(oc, "SEGMENT_CELLS", 0)
-        monkeypatch.setattr(oc, "RUNNING_CELLS", 10**9 if dense == "running" else 0)
+        monkeypatch.setattr(operating_sums, "RUNNING_CELLS", 10**9 if dense == "running" else 0)
         dense = True
 
     rng = np.random.default_rng(seed)
@@ -362,10 +363,11 @@ def test_the_weighted_curves_equal_a_product_of_weights_and_flags(seed, dense, m
     # column summed threshold by threshold (dense: at any size; "running": each class as one
     # running sum down its rows) or row by row, or as each call's size pays (None)
     from ckptaudit.stats import operating_curves as oc
+    from ckptaudit.stats import operating_sums
 
     if dense:
         monkeypatch.setattr(oc, "SEGMENT_CELLS", 0)
-        monkeypatch.setattr(oc, "RUNNING_CELLS", 10**9 if dense == "running" else 0)
+        monkeypatch.setattr(operating_sums, "RUNNING_CELLS", 10**9 if dense == "running" else 0)
         dense = True
 
     rng = np.random.default_rng(seed)

@@ -20,17 +20,13 @@ from typing import Any
 import numpy as np
 
 from ..metrics.operating import OperatingPoint
+from .operating_sums import running, segment_sums
 
 #: rows x resamples per kept threshold from which a column's curves are summed threshold by
-#: threshold (:attr:`Column.dense`, :func:`_segment_sums`): a threshold's slabs cost a few calls
+#: threshold (:attr:`Column.dense`, :func:`~ckptaudit.stats.operating_sums.segment_sums`): a threshold's slabs cost a few calls
 #: (~6 us), a row's running sums about 1 ns per resample (the crossover measured near 4 rows
 #: per threshold at 1,000 resamples)
 SEGMENT_CELLS = 5000
-#: rows x resamples per threshold below which a dense column's class is summed as one running
-#: sum down its rows (:func:`_few_per_threshold`; a threshold's slabs cost about 7 us in calls,
-#: the running sum about 2 ns a cell more than a slab's sum: the crossover measured near 22 rows
-#: per threshold at 167 resamples and 4 at 1,000)
-RUNNING_CELLS = 3600
 #: the resamples a column is made for (the bootstrap's batch): dense where they would pay
 DENSE_RESAMPLES = 1000
 #: per resample, the sums of the rows above every threshold a column keeps: (positives, negatives)
@@ -50,7 +46,7 @@ class Column:
 
     thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
     #: the rows a threshold kept flags first (not one above them), in the running sums' order
-    #: (:func:`_running`): a leading place for "none", then positives, then negatives, each by
+    #: (:func:`~ckptaudit.stats.operating_sums.running`): a leading place for "none", then positives, then negatives, each by
     #: the first threshold that flags them, laid out (step, group): place ``g * steps + k`` at
     #: ``[k, g]``; the places before the first and after the last hold row 0, summed as 0
     rows: np.ndarray
@@ -64,7 +60,7 @@ class Column:
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
     #: many rows per threshold (:func:`_segments_pay`): ``rows`` in place order (no leading place,
     #: not laid out) and ``ends`` the count of rows up to each threshold's last; the curves
-    #: are summed threshold by threshold (:func:`_segment_sums`), not as running sums per row
+    #: are summed threshold by threshold (:func:`~ckptaudit.stats.operating_sums.segment_sums`), not as running sums per row
     dense: bool = False
 
 
@@ -173,7 +169,7 @@ def make_column(
 
 def _segments_pay(col: Column, resamples: int) -> bool:
     """Whether a dense column's curves under ``resamples`` columns of weights are summed
-    threshold by threshold (:func:`_segment_sums`) rather than as running sums of its rows."""
+    threshold by threshold (:func:`~ckptaudit.stats.operating_sums.segment_sums`) rather than as running sums of its rows."""
     return (col.size - 1) * resamples >= SEGMENT_CELLS * col.thresholds.shape[0]
 
 
@@ -275,7 +271,7 @@ def _offsets(g: np.ndarray, above: Above, acc: Any, col: Column) -> tuple[np.nda
     the rows above every threshold: the positives above lead the running sums (every tp
     includes them); the negatives' sums start after the positives' and add those above, one
     offset per resample (in uint16 it may wrap, and the sums wrap back: every fp is in range)."""
-    x = _running(g, acc, col.size, above[0])
+    x = running(g, acc, col.size, above[0])
     return x, x[col.ends[0, -1]] - above[1]
 
 
@@ -283,72 +279,11 @@ def _sums(g: np.ndarray, above: Above, acc: Any, col: Column, size: int) -> tupl
     """(tp, fp) per threshold from the gathered rows ``g`` (``col.rows``' layout) and the sums
     of the rows above every threshold."""
     if col.dense:
-        return _segment_sums(g, above, acc, col, size)
+        return segment_sums(g, above, acc, col, size)
     x, off = _offsets(g, above, acc, col)
     tp, fp = x[col.ends[0, :size]], x[col.ends[1, :size]]
     fp -= off
     return tp, fp
-
-
-def _segment_sums(g: np.ndarray, above: Above, acc: Any, col: Column, size: int) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`_sums` of a dense column (``g``: its rows in place order): the rows each
-    threshold newly flags summed at once (one contiguous slab of rows per class and threshold),
-    then added up along the thresholds. Whole counts: the same sums as the running sums'."""
-    # NOTE: with hundreds of rows per threshold (a recall bound near 1, a cost: many negatives
-    # between two positives' scores) the running sums write and read every row's partial sums
-    # three times; these read each row once (measured on the bench, a column of 8,300 rows in
-    # 222 thresholds x 1,000 resamples: 44 -> 22 ms)
-    curves = []
-    for h in (0, 1):
-        first, last = int(col.ends[h, 0]), int(col.ends[h, size - 1])  # the class's rows in g
-        if (last - first) * math.prod(g.shape[1:]) < RUNNING_CELLS * size:
-            curves.append(_few_per_threshold(g[first:last], above[h], acc, col.ends[h, :size] - first))
-            continue
-        c = np.empty((size, *g.shape[1:]), acc)
-        c[0] = above[h]
-        ends = col.ends[h, :size].tolist()
-        for j in range(1, size):
-            a, b = ends[j - 1], ends[j]
-            if b > a:
-                np.add.reduce(g[a:b], axis=0, dtype=acc, out=c[j])
-                np.add(c[j], c[j - 1], out=c[j])
-            else:
-                c[j] = c[j - 1]
-        curves.append(c)
-    return curves[0], curves[1]
-
-
-def _few_per_threshold(rows: np.ndarray, above: np.ndarray, acc: Any, ends: np.ndarray) -> np.ndarray:
-    """One class's curve from its ``rows`` in place order, few per threshold (the positives,
-    about one per candidate): one running sum down the rows, read at each threshold's last row
-    (``ends``: the rows up to it), plus the rows ``above``. A call per threshold costs more
-    than the rows it would add (measured: 149 thresholds of one row each x 167 resamples,
-    0.55 ms threshold by threshold, 0.06 ms as one running sum)."""
-    x = np.empty((rows.shape[0] + 1, *rows.shape[1:]), acc)
-    x[0] = 0
-    np.cumsum(rows, axis=0, dtype=acc, out=x[1:])
-    c = x[ends]
-    c += above  # (whole counts: in uint16 a wrap wraps back)
-    return c
-
-
-def _running(laid: np.ndarray, acc: Any, filled: int, lead: Any = 0) -> np.ndarray:
-    """The running sums, in type ``acc``, of the rows ``laid`` out (steps, groups, resamples)
-    as :class:`Column`'s ``rows`` (place ``g * steps + k`` at ``[k, g]``; the first ``filled``
-    places hold rows, the very first is ``lead`` and those after them are summed as 0): one
-    row of sums per place, step-major (place ``p``: ``lead`` plus the sum of places 1..p)."""
-    x = laid.astype(acc)  # a copy: the caller's rows stay as they are
-    steps, groups, r = x.shape
-    x[0, 0] = lead
-    x[filled - (groups - 1) * steps :, groups - 1] = 0
-    # NOTE: each step's places of every group are one contiguous slab, so the running sums
-    # are whole-slab adds (about 2x faster than adds of strided rows, and numpy's cumulative
-    # sum along the first axis is a sequential loop per element, about 8x slower still)
-    for k in range(1, steps):
-        np.add(x[k], x[k - 1], out=x[k])
-    if groups > 1:
-        x[:, 1:] += np.cumsum(x[steps - 1, :-1], axis=0, dtype=acc)[None]
-    return x.reshape(steps * groups, r)
 
 
 def accumulator(wt: np.ndarray, top: int | None = None) -> Any:
