@@ -595,7 +595,7 @@ def test_the_above_rows_summed_as_one_product_equal_their_gathered_sums(seed, mo
             assert np.array_equal(pos_sum, w[col.above[0]].sum(axis=0))
             assert np.array_equal(neg_sum, w[col.above[1]].sum(axis=0))
     assert product.sums(w, 2**24) is None
-    assert AboveProduct.where_it_pays(cols, rows, np.float64) is None  # (the multinomial path's weights)
+    assert product.sums(w.astype(np.float64), top) is None  # (the multinomial path's weights)
 
 
 @pytest.mark.parametrize(

@@ -211,7 +211,7 @@ def estimate(
     curves = BlockCurves if _serves(point) else _FullCurves
     # near a high recall bound most weighted rows lie above every kept threshold: summed for
     # every column at once (an indicator times the weights) where that pays
-    product = None if large is None else AboveProduct.where_it_pays(cols, width, np.uint8)
+    product = None if large is None else AboveProduct.where_it_pays(cols, width)
     # the stricter bounds' draws in one chunk where that stays small (their choices cost a
     # call per checkpoint and bound)
     first = max(chunk, STRICTER_DRAWS) if width * STRICTER_DRAWS <= 4 * _CHUNK_CELLS else chunk

@@ -18,8 +18,6 @@ float32 product is exact whatever order BLAS adds in, and the sums equal the gat
 
 from __future__ import annotations
 
-from typing import Any
-
 import numpy as np
 
 from .operating_curves import Above, Column, accumulator
@@ -38,7 +36,7 @@ class AboveProduct:
     sums under a batch of weights."""
 
     def __init__(self, cols: list[Column], rows: int) -> None:
-        self.cols = len(cols)
+        self.columns = len(cols)
         self.rows: list[np.ndarray] = []  #: per class, the weighted rows above for some column, ascending
         self.indicators: list[np.ndarray] = []
         for h in (0, 1):
@@ -53,11 +51,10 @@ class AboveProduct:
             self.indicators.append(indicator)
 
     @classmethod
-    def where_it_pays(cls, cols: list[Column], rows: int, weights: Any) -> AboveProduct | None:
+    def where_it_pays(cls, cols: list[Column], rows: int) -> AboveProduct | None:
         """The product for ``cols`` over ``rows`` weighted rows, or None where gathering the
-        above rows column by column costs less (:data:`PRODUCT_SHARE`) or the weights are not
-        small integers (``weights``: their type; one byte each on the large-sample path)."""
-        if np.dtype(weights) != np.uint8 or not cols or rows == 0:
+        above rows column by column costs less (:data:`PRODUCT_SHARE`)."""
+        if not cols or rows == 0:
             return None
         cells = sum(col.above[0].shape[0] + col.above[1].shape[0] for col in cols)
         if cells < PRODUCT_SHARE * len(cols) * rows:  # (at most: the rows above some column)
@@ -68,9 +65,9 @@ class AboveProduct:
     def sums(self, wt: np.ndarray, top: int) -> list[Above] | None:
         """Per column, its above rows' sums under the weights ``wt`` (rows, resamples; one
         byte each), in :func:`~ckptaudit.stats.operating_curves.accumulator`'s type for
-        ``top`` (the largest column sum of ``wt``); None where a sum could reach 2^24 (not
-        exact in float32)."""
-        if top >= 2**24:
+        ``top`` (the largest column sum of ``wt``); None where the weights are not one byte
+        each or a sum could reach 2^24 (not exact in float32)."""
+        if wt.dtype != np.uint8 or top >= 2**24:
             return None
         from .selection import _one_blas_thread
 
@@ -79,9 +76,9 @@ class AboveProduct:
         # NOTE: one BLAS thread, as the selection statistics: the process pool is the parallelism
         with _one_blas_thread():
             for rows, indicator in zip(self.rows, self.indicators, strict=True):
-                out = np.zeros((self.cols, wt.shape[1]), np.float32)
+                out = np.zeros((self.columns, wt.shape[1]), np.float32)
                 for a in range(0, rows.shape[0], ROW_BLOCK):
                     b = a + ROW_BLOCK
                     out += indicator[:, a:b].astype(np.float32) @ wt[rows[a:b]].astype(np.float32)
                 sums.append(out.astype(acc))
-        return [(sums[0][k], sums[1][k]) for k in range(self.cols)]
+        return [(sums[0][k], sums[1][k]) for k in range(self.columns)]

@@ -23,9 +23,9 @@ from ..metrics.operating import OperatingPoint
 from .operating_sums import running, segment_sums
 
 #: rows x resamples per kept threshold from which a column's curves are summed threshold by
-#: threshold (:attr:`Column.dense`, :func:`~ckptaudit.stats.operating_sums.segment_sums`): a threshold's slabs cost a few calls
-#: (~6 us), a row's running sums about 1 ns per resample (the crossover measured near 4 rows
-#: per threshold at 1,000 resamples)
+#: threshold (:attr:`Column.dense`, :func:`~ckptaudit.stats.operating_sums.segment_sums`): a
+#: threshold's slabs cost a few calls (~6 us), a row's running sums about 1 ns per resample
+#: (the crossover measured near 4 rows per threshold at 1,000 resamples)
 SEGMENT_CELLS = 5000
 #: the resamples a column is made for (the bootstrap's batch): dense where they would pay
 DENSE_RESAMPLES = 1000
@@ -46,9 +46,10 @@ class Column:
 
     thresholds: np.ndarray  #: +inf, then the candidate scores, descending (from ``lo`` on)
     #: the rows a threshold kept flags first (not one above them), in the running sums' order
-    #: (:func:`~ckptaudit.stats.operating_sums.running`): a leading place for "none", then positives, then negatives, each by
-    #: the first threshold that flags them, laid out (step, group): place ``g * steps + k`` at
-    #: ``[k, g]``; the places before the first and after the last hold row 0, summed as 0
+    #: (:func:`~ckptaudit.stats.operating_sums.running`): a leading place for "none", then
+    #: positives, then negatives, each by the first threshold that flags them, laid out (step,
+    #: group): place ``g * steps + k`` at ``[k, g]``; the places before the first and after the
+    #: last hold row 0, summed as 0
     rows: np.ndarray
     size: int  #: how many places ``rows`` fills (the leading one included)
     #: (2, padded): per threshold kept, the place of the last of the rows it flags, as an
@@ -59,8 +60,9 @@ class Column:
     block: int  #: thresholds per block (:class:`~ckptaudit.stats.operating_blocks.BlockCurves`)
     lo: int = 0  #: the index of ``thresholds[0]`` among all of the column's thresholds
     #: many rows per threshold (:func:`_segments_pay`): ``rows`` in place order (no leading place,
-    #: not laid out) and ``ends`` the count of rows up to each threshold's last; the curves
-    #: are summed threshold by threshold (:func:`~ckptaudit.stats.operating_sums.segment_sums`), not as running sums per row
+    #: not laid out) and ``ends`` the count of rows up to each threshold's last; the curves are
+    #: summed threshold by threshold (:func:`~ckptaudit.stats.operating_sums.segment_sums`), not
+    #: as running sums per row
     dense: bool = False
 
 
@@ -169,7 +171,8 @@ def make_column(
 
 def _segments_pay(col: Column, resamples: int) -> bool:
     """Whether a dense column's curves under ``resamples`` columns of weights are summed
-    threshold by threshold (:func:`~ckptaudit.stats.operating_sums.segment_sums`) rather than as running sums of its rows."""
+    threshold by threshold (:func:`~ckptaudit.stats.operating_sums.segment_sums`) rather than
+    as running sums of its rows."""
     return (col.size - 1) * resamples >= SEGMENT_CELLS * col.thresholds.shape[0]
 
 
