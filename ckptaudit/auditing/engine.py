@@ -277,7 +277,14 @@ class _Collector:
         if ckpt is self.overlap_at and self._overlap_val is not None:
             result.overlap = (self._overlap_val, replace(train, output=train.output[:0]))
         if scored and _finite(train):
-            value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
+            try:
+                value = metrics.KERNELS[bound.name](prepare_predictions(run, train), bound)
+            except MetricError:
+                if bound.group_agg is None and bound.group_name is None:
+                    raise
+                # NOTE: a slice metric on a train.npz without its group column (the framework
+                # callbacks record val_groups only): no train value, not a failed run
+                return
             st.train_value = value if math.isfinite(value) else None
 
     def finish(self) -> RunAudit:
