@@ -388,6 +388,58 @@ def test_a_remembered_whole_matrix_is_the_drawn_one_read_only_and_leaves_the_gen
     weights._WHOLE_CACHE.clear()
 
 
+def _placed_one_by_one(strata: np.ndarray, resamples: int, seed: int) -> np.ndarray:
+    """The weights as _weight_chunks wrote them before issue 21's staging: each stratum's
+    draws (in the strata's order, from one generator) scattered into its rows."""
+    rng = np.random.default_rng(seed)
+    w = np.empty((resamples, strata.shape[0]), dtype=np.float32)
+    for s in np.unique(strata):
+        rows = np.flatnonzero(strata == s)
+        w[:, rows] = weights._stratum_weights(rows.shape[0], resamples, rng)
+    return np.concatenate([w, (w == 0).astype(np.float32)])
+
+
+@pytest.mark.parametrize("exact_cells", [weights._EXACT_CELLS, 50_000])  # every stratum exact; the large one Poisson
+def test_strata_held_apart_get_the_weights_each_stratum_would_scatter_into_its_rows(monkeypatch, exact_cells):
+    """Strata interleaved in row order (ROC AUC's classes) are laid out side by side in
+    bytes and gathered into row order at once (issue 21): the same weights and out-of-bag
+    indicators as scattering each stratum into its rows, exact or Poisson, drawn or
+    remembered."""
+    monkeypatch.setattr(weights, "_EXACT_CELLS", exact_cells)
+    rng = np.random.default_rng(6)
+    strata = rng.integers(0, 3, size=900)
+    strata[rng.random(900) < 0.6] = 0  # one large stratum, two small ones, interleaved
+    want = _placed_one_by_one(strata, 150, 8)
+    for _ in range(2):  # drawn, then remembered
+        weights._WHOLE_CACHE.clear()
+        (got,) = list(selection._weight_chunks(strata, 150, np.random.default_rng(8), out_of_bag=True))
+        np.testing.assert_array_equal(got, want)
+    weights._WHOLE_CACHE.clear()
+    selection._DRAW_CACHE.clear()
+
+
+def test_a_count_too_large_for_a_byte_is_written_as_it_is(monkeypatch):
+    """A stratum whose drawn count exceeds 255 (possible, if vanishingly rare, above 255
+    rows) is not staged in a byte: its weights and out-of-bag indicators are exact."""
+    strata = np.tile(np.array([0, 1, 1]), 200)
+    drawn = weights._stratum_weights
+
+    def with_a_large_count(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
+        counts = drawn(m, k, rng)
+        if m == 400:
+            counts[0, 0] += 300.0
+        return counts
+
+    monkeypatch.setattr(weights, "_stratum_weights", with_a_large_count)
+    monkeypatch.setattr(weights, "_DRAW_CACHE_MIN_CELLS", 10**12)
+    want = _placed_one_by_one(strata, 50, 2)
+    weights._WHOLE_CACHE.clear()
+    (got,) = list(selection._weight_chunks(strata, 50, np.random.default_rng(2), out_of_bag=True))
+    np.testing.assert_array_equal(got, want)
+    assert got[0, 1] > 255 and got[50, 1] == 0
+    weights._WHOLE_CACHE.clear()
+
+
 def test_class_mix_metrics_resample_rows_and_ranking_metrics_stratify():
     """Issue 17: accuracy, F1, recall, mean losses resample rows (the class mix varies, as
     on new data); ROC AUC / average precision resample within classes."""

@@ -283,10 +283,11 @@ def _draws(
         if flip:
             np.negative(v_in, out=v_in)
     del oriented
+    intervals = _all_percentiles(v_in)
     if spec.name == "roc_auc":  # NOTE: only ROC AUC may replace the percentile interval
-        intervals = [_checkpoint_interval(rows, spec, v_in[:, j], v) for j, v in enumerate(values)]
-    else:
-        intervals = _all_percentiles(v_in)
+        intervals = [
+            _checkpoint_interval(rows, spec, v_in[:, j], v, i) for j, (v, i) in enumerate(zip(values, intervals, strict=True))
+        ]
     return Draws(oob_all, any_finite, finite, members, pvalues, q, intervals)
 
 

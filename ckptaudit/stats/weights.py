@@ -74,7 +74,7 @@ def poisson_one(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
 
 
 #: exact draws of a stratum this size or larger (rows x resamples) are remembered ...
-_DRAW_CACHE_MIN_CELLS = 100_000
+_DRAW_CACHE_MIN_CELLS = 10_000
 #: ... in a cache of at most this many bytes
 _DRAW_CACHE_BYTES = 64 * 2**20
 _DRAW_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
@@ -132,29 +132,44 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
     groups: list[Any] = [np.flatnonzero(strata == s) for s in values]
     if all(g.shape[0] == 0 or g[-1] - g[0] + 1 == g.shape[0] for g in groups):
         groups = [slice(int(g[0]), int(g[-1]) + 1) if g.shape[0] else g for g in groups]
+    sizes = [g.stop - g.start if isinstance(g, slice) else g.shape[0] for g in groups]
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
         both = np.empty((2 * k if out_of_bag else k, n), dtype=np.float32)
         w = both[:k]
-        for rows in groups:  # in the strata's order: the random stream does not depend on the method
-            m = rows.stop - rows.start if isinstance(rows, slice) else rows.shape[0]
-            if m * k > _EXACT_CELLS:
-                w[:, rows] = _stratum_weights(m, k, rng)
-                continue
-            key = None
-            if m * k >= _DRAW_CACHE_MIN_CELLS:
-                key = (m, k, _state_key(rng.bit_generator.state))
-                hit = _DRAW_CACHE.get(key)
-                if hit is not None:
-                    rng.bit_generator.state = hit[1]
-                    w[:, rows] = hit[0]
-                    continue
-            counts = _stratum_weights(m, k, rng)
-            w[:, rows] = counts
-            if key is not None:
-                _remember(key, counts, rng.bit_generator.state)
-        if out_of_bag:
+        # NOTE: strata held as index arrays (rows not stored by stratum) and drawn exactly
+        # (whole counts) are laid side by side in one byte each, then put in row order in one
+        # gather and converted once: numpy writes a float32 column scatter at about 1.4 ns a
+        # cell, 1.3 ms for each stratum of a 1,000 x 1,000 matrix, twice what this takes
+        # (issue 21: a third of an HPO sweep's `pick -m roc_auc`). The same weights either way.
+        staged = not isinstance(groups[0], slice) and all(m * k <= _EXACT_CELLS for m in sizes)
+        block = np.empty((k, n), dtype=np.uint8) if staged else None
+        late: list[tuple[Any, np.ndarray]] = []  # staged strata with a count over 255
+        start = 0
+        for rows, m in zip(groups, sizes, strict=True):  # in the strata's order: the random stream does not depend on the method
+            counts = _stratum_counts(m, k, rng)
+            if block is None:
+                w[:, rows] = counts
+            elif counts.dtype == np.uint8 or counts.max(initial=0) <= 255:
+                block[:, start : start + m] = counts
+            else:
+                late.append((rows, counts))
+            start += m
+        if staged:
+            assert block is not None
+            order = np.concatenate(groups)
+            inverse = np.empty_like(order)
+            inverse[order] = np.arange(order.shape[0])
+            placed = np.take(block, inverse, axis=1)
+            del block
+            w[...] = placed
+            for rows, counts in late:
+                w[:, rows] = counts
+            if out_of_bag and not late:
+                np.equal(placed, 0, out=both[k:], casting="unsafe")
+            del placed
+        if out_of_bag and (not staged or late):
             np.equal(w, 0, out=both[k:], casting="unsafe")
         if whole_key is not None:
             both.flags.writeable = False  # shared by every later caller: read-only
@@ -162,6 +177,24 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
             _WHOLE_CACHE[whole_key] = (both, rng.bit_generator.state)
         yield both
         done += k
+
+
+def _stratum_counts(m: int, k: int, rng: np.random.Generator) -> np.ndarray:
+    """(k, m) weights of one stratum of m rows: :func:`_stratum_weights`, or exact counts
+    drawn before from the same generator state (:data:`_DRAW_CACHE`, uint8)."""
+    if m * k > _EXACT_CELLS:
+        return _stratum_weights(m, k, rng)
+    key = None
+    if m * k >= _DRAW_CACHE_MIN_CELLS:
+        key = (m, k, _state_key(rng.bit_generator.state))
+        hit = _DRAW_CACHE.get(key)
+        if hit is not None:
+            rng.bit_generator.state = hit[1]
+            return hit[0]
+    counts = _stratum_weights(m, k, rng)
+    if key is not None:
+        _remember(key, counts, rng.bit_generator.state)
+    return counts
 
 
 def _by_stratum(rows: RowData, resamples: int) -> RowData:
