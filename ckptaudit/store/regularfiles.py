@@ -46,6 +46,16 @@ def open_regular(path: str | Path, error: type[CkptauditError] = RunFormatError)
     opened, and again on the open descriptor, so a file swapped meanwhile is caught);
     ``FileNotFoundError`` and other ``OSError`` pass through for the caller to word.
     """
+    fd, _ = _open_regular_fd(path, error)
+    try:
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def _open_regular_fd(path: str | Path, error: type[CkptauditError]) -> tuple[int, os.stat_result]:
+    """:func:`open_regular`'s descriptor, with its ``fstat``."""
     st = os.stat(path)
     if not stat.S_ISREG(st.st_mode):
         raise error(f"is {_kind(st.st_mode)}, not a regular file; refusing to read it", path)
@@ -56,7 +66,7 @@ def open_regular(path: str | Path, error: type[CkptauditError] = RunFormatError)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise error(f"is {_kind(st.st_mode)}, not a regular file; refusing to read it", path)
-        return os.fdopen(fd, "rb")
+        return fd, st
     except BaseException:
         os.close(fd)
         raise
@@ -92,11 +102,14 @@ def read_small(path: str | Path, error: type[CkptauditError] = RunFormatError) -
     grows meanwhile). ``FileNotFoundError`` passes through."""
     limit = max_json_bytes()
     try:
-        with open_regular(path, error) as fh:
-            size = os.fstat(fh.fileno()).st_size
+        fd, st = _open_regular_fd(path, error)
+        try:
+            size = st.st_size
             if size > limit:
                 raise error(_too_big(size, limit), path)
-            data = fh.read(limit + 1)
+            data = _read_up_to(fd, size, limit + 1)
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise
     except OSError as exc:
@@ -104,6 +117,26 @@ def read_small(path: str | Path, error: type[CkptauditError] = RunFormatError) -
     if len(data) > limit:
         raise error(_too_big(len(data), limit), path)
     return data
+
+
+def _read_up_to(fd: int, size: int, most: int) -> bytes:
+    """At most ``most`` bytes of ``fd`` (until end of file), expecting ``size``.
+
+    Straight from the descriptor, asking for the size ``fstat`` gave plus one byte, and more
+    only if the file grew: a read of ``most`` itself makes a buffer of ``most`` first (64 MiB,
+    mapped and unmapped for every meta.json), and a buffered file object costs as much as the
+    read. 110 -> 25 us a file; two thirds of a 1,000-run sweep's discovery went to them."""
+    parts = []
+    total = 0
+    want = min(size + 1, most)
+    while total < most:
+        chunk = os.read(fd, want)
+        if not chunk:
+            break
+        parts.append(chunk)
+        total += len(chunk)
+        want = min(_CHUNK, most - total)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _too_big(size: int, limit: int) -> str:
