@@ -270,3 +270,21 @@ def test_each_finding_is_one_rule_module_and_the_code_order_is_stable():
     ]
     assert [r.detect is None for r in rules.RULES].count(True) == 1  # val-set-changed: raised by the engine's read
     assert compat.CODES is CODES and compat.Finding is Finding and compat.explain is explain
+
+
+@pytest.mark.parametrize(("metrics_given", "audited"), [(["accuracy", "recall"], "recall"), (["accuracy"], "recall")])
+def test_the_audit_reads_its_metric_from_the_pass_where_the_pass_scores_it(runs_dir, metrics_given, audited):
+    """The audit's per-checkpoint values are its own metric's, scored once: read from the
+    pass where that metric is one of the pass's (at any place), scored by the audit where it
+    is not; equal to scikit-learn either way."""
+    from sklearn.metrics import recall_score
+
+    from ckptaudit.verdict.build import Options, evaluate_paths
+
+    options = Options(statistics=False, audit=True, audit_options=AuditOptions(metric=audited, noise=False))
+    (verdict,) = evaluate_paths([runs_dir / "fraud"], metrics_given, options, jobs=1).verdicts
+    run = read_run(runs_dir / "fraud")
+    for st in verdict.audit.stats:
+        preds = read_predictions(run, st.checkpoint)
+        want = recall_score(preds.target, (preds.output.reshape(-1) > 0).astype(int))
+        assert st.value == pytest.approx(want, abs=1e-12), st.checkpoint.name

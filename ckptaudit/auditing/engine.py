@@ -185,6 +185,9 @@ class _Collector:
         # ids and hashes are kept so that the check does not read the files again.
         self.overlap_at = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
         self._overlap_val: Predictions | None = None
+        #: where the scoring pass that feeds this collector puts this very metric's value,
+        #: set by that pass (None: the collector scores it itself)
+        self.value_at: int | None = None
 
     def wants_influence(self, spec: MetricSpec, prep: metrics.Prepared) -> bool:
         """Whether the per-row data kept here need ``spec``'s influence on ``prep`` (see
@@ -230,8 +233,11 @@ class _Collector:
             # (a ranking metric's value with its per-row influence: one sort per column).
             if prep is not None and self.wants_influence(bound, prep):
                 influence.remember(prep, bound)
-            value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
-            st.value = value if value is not None and math.isfinite(value) else None
+            if prep is not None and values is not None and self.value_at is not None:
+                st.value = values[self.value_at]  # the pass's kernel on this very view (finite or None)
+            else:
+                value = None if prep is None else metrics.KERNELS[bound.name](prep, bound)
+                st.value = value if value is not None and math.isfinite(value) else None
         else:
             (st.value,), _ = self.scorer.score(ckpt, preds)
         rows.reads += preds is not None

@@ -79,6 +79,11 @@ class RunPass:
                 self.collector = audit_pass(run, self._audit_options(None))
             except CkptauditError as exc:  # raised where the verdict's findings are read
                 self.audit_error = exc
+            else:
+                # NOTE: the pass scores the audit's metric already where it is one of its own
+                # (the same kernel on the same view): the audit reads that value, not its own
+                same = [k for k, spec in enumerate(self.bound) if spec == self.collector.bound and spec.source == "builtin"]
+                self.collector.value_at = same[0] if same else None
         if options.statistics:
             wanted = range(len(self.bound)) if options.all_metrics else range(min(1, len(self.bound)))
             for k in wanted:
