@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import math
 import statistics
-from typing import Any
 
 import numpy as np
 
@@ -64,17 +63,13 @@ def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
 
 #: checkpoints per block of :func:`_all_percentiles`
 _COLUMN_BLOCK = 256
-_UNSET: Any = object()
 
 
 def _checkpoint_interval(
-    rows: RowData, spec: MetricSpec, draws: np.ndarray, value: float | None, interval: Any = _UNSET
+    rows: RowData, spec: MetricSpec, interval: tuple[float, float] | None, value: float | None
 ) -> tuple[float, float] | None:
-    """A checkpoint's 95% interval from its bootstrap ``draws`` (or its percentile
-    ``interval``, computed already), the Hanley-McNeil interval for ROC AUC with a small
-    class."""
-    if interval is _UNSET:
-        interval = _percentiles(draws)
+    """A checkpoint's 95% interval: its percentile ``interval`` (:func:`_all_percentiles`),
+    replaced by the Hanley-McNeil interval for ROC AUC with a small class."""
     if interval is None or value is None or spec.name != "roc_auc" or rows.kind not in ("ranking", "mean"):
         return interval
     if rows.kind == "ranking" and rows.mode == "single":  # one column: its positives

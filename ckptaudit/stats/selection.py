@@ -285,9 +285,7 @@ def _draws(
     del oriented
     intervals = _all_percentiles(v_in)
     if spec.name == "roc_auc":  # NOTE: only ROC AUC may replace the percentile interval
-        intervals = [
-            _checkpoint_interval(rows, spec, v_in[:, j], v, i) for j, (v, i) in enumerate(zip(values, intervals, strict=True))
-        ]
+        intervals = [_checkpoint_interval(rows, spec, i, v) for v, i in zip(values, intervals, strict=True)]
     return Draws(oob_all, any_finite, finite, members, pvalues, q, intervals)
 
 

@@ -133,17 +133,22 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
     if all(g.shape[0] == 0 or g[-1] - g[0] + 1 == g.shape[0] for g in groups):
         groups = [slice(int(g[0]), int(g[-1]) + 1) if g.shape[0] else g for g in groups]
     sizes = [g.stop - g.start if isinstance(g, slice) else g.shape[0] for g in groups]
+    # NOTE: strata held as index arrays (rows not stored by stratum) and drawn exactly
+    # (whole counts) are laid side by side in one byte each, then put in row order in one
+    # gather and converted once: numpy writes a float32 column scatter at about 1.4 ns a
+    # cell, 1.3 ms for each stratum of a 1,000 x 1,000 matrix, twice what this takes
+    # (issue 21: a third of an HPO sweep's `pick -m roc_auc`). The same weights either way.
+    inverse = None  # the column of the side-by-side layout that each row reads
+    if not isinstance(groups[0], slice):
+        order = np.concatenate(groups)
+        inverse = np.empty_like(order)
+        inverse[order] = np.arange(order.shape[0])
     done = 0
     while done < resamples:
         k = min(per_chunk, resamples - done)
         both = np.empty((2 * k if out_of_bag else k, n), dtype=np.float32)
         w = both[:k]
-        # NOTE: strata held as index arrays (rows not stored by stratum) and drawn exactly
-        # (whole counts) are laid side by side in one byte each, then put in row order in one
-        # gather and converted once: numpy writes a float32 column scatter at about 1.4 ns a
-        # cell, 1.3 ms for each stratum of a 1,000 x 1,000 matrix, twice what this takes
-        # (issue 21: a third of an HPO sweep's `pick -m roc_auc`). The same weights either way.
-        staged = not isinstance(groups[0], slice) and all(m * k <= _EXACT_CELLS for m in sizes)
+        staged = inverse is not None and all(m * k <= _EXACT_CELLS for m in sizes)
         block = np.empty((k, n), dtype=np.uint8) if staged else None
         late: list[tuple[Any, np.ndarray]] = []  # staged strata with a count over 255
         start = 0
@@ -156,21 +161,18 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
             else:
                 late.append((rows, counts))
             start += m
-        if staged:
-            assert block is not None
-            order = np.concatenate(groups)
-            inverse = np.empty_like(order)
-            inverse[order] = np.arange(order.shape[0])
+        drawn: np.ndarray = w  # where the out-of-bag indicators are read from (the same zeros)
+        if block is not None and inverse is not None:  # (inverse: always, where block)
             placed = np.take(block, inverse, axis=1)
             del block
             w[...] = placed
             for rows, counts in late:
                 w[:, rows] = counts
-            if out_of_bag and not late:
-                np.equal(placed, 0, out=both[k:], casting="unsafe")
-            del placed
-        if out_of_bag and (not staged or late):
-            np.equal(w, 0, out=both[k:], casting="unsafe")
+            if not late:
+                drawn = placed  # (one byte a cell: cheaper to compare)
+        if out_of_bag:
+            np.equal(drawn, 0, out=both[k:], casting="unsafe")
+        del drawn
         if whole_key is not None:
             both.flags.writeable = False  # shared by every later caller: read-only
             _WHOLE_CACHE.clear()  # NOTE: the latest only: a sweep repeats one draw
