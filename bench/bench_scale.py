@@ -336,6 +336,7 @@ def measure(result: Result, repeat: int, args: argparse.Namespace, stdout_path: 
 def clear_caches(data: Path) -> None:
     for run in runs_of(data):
         shutil.rmtree(run / ".ckptaudit-cache", ignore_errors=True)
+    (data / ".ckptaudit-sweep-cache.json").unlink(missing_ok=True)  # the sweep's book
 
 
 def compare_values(rank_json: Path, values_json: Path) -> str:

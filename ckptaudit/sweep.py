@@ -29,6 +29,7 @@ from .store.reader import Run, Skipped, discover_sweep
 
 if TYPE_CHECKING:
     from .parallel import ScorePool
+    from .store.sweepcache import SweepBook
 
 ProgressFn = Callable[[int, int], None]
 
@@ -104,7 +105,31 @@ def score_sweep(
     besides the scores, gathered while each file is read once). ``jobs``: worker processes
     for a pass without observers or cache (:func:`ckptaudit.parallel.resolve_jobs`; None:
     ``CKPTAUDIT_JOBS`` or automatic); the result is the same whatever the number."""
-    runs, skipped = discover_sweep(paths)
+    # NOTE: a sweep's metadata and stored values in one file (issue 21: a warm pass opened
+    # nine small files a run)
+    book = None
+    if cache:
+        from .store.sweepcache import open_book
+
+        book = open_book(paths)
+    try:
+        return _score_sweep(paths, metrics, mode, progress, cache, observe, jobs, book)
+    finally:
+        if book is not None:
+            book.save()
+
+
+def _score_sweep(
+    paths: Sequence[str | Path],
+    metrics: Sequence[str],
+    mode: str | None,
+    progress: ProgressFn | None,
+    cache: bool,
+    observe: Callable[[Run, Sequence[MetricSpec]], Observer | None] | None,
+    jobs: int | None,
+    book: SweepBook | None,
+) -> SweepScores:
+    runs, skipped = discover_sweep(paths, book)
     if not runs:
         raise NothingLeftError(skipped)
     specs = parse_metrics(metrics, runs, mode)
@@ -120,7 +145,7 @@ def score_sweep(
         scoring = observe is None and pool_eligible(specs)
         pool = start_pool(runs, [specs] * len(runs), jobs, read_only=not scoring)
     try:
-        return _score_runs(runs, specs, skipped, progress, cache, observe, pool, total)
+        return _score_runs(runs, specs, skipped, progress, cache, observe, pool, total, book)
     finally:
         if pool is not None:
             pool.close()
@@ -183,6 +208,7 @@ def _score_runs(
     observe: Callable[[Run, Sequence[MetricSpec]], Observer | None] | None,
     pool: ScorePool | None,
     total: int,
+    book: SweepBook | None = None,
 ) -> SweepScores:
     done = 0
     scored_runs: list[Run] = []
@@ -191,7 +217,7 @@ def _score_runs(
         run_scores: list[CheckpointScore] = []
         try:
             watcher = None if observe is None else observe(run, specs)
-            for score in iter_scores(run, specs, cache=cache, observe=watcher, pool=pool):
+            for score in iter_scores(run, specs, cache=cache, observe=watcher, pool=pool, book=book):
                 run_scores.append(score)
                 done += 1
                 if progress is not None:

@@ -18,7 +18,7 @@ import importlib
 import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -28,6 +28,9 @@ from . import influence
 from . import kernels as metrics
 from .outcome import Outcome, OutcomeSource, fingerprint, pack_error, raise_error
 from .spec import MetricSpec, check_applies, parse_metric
+
+if TYPE_CHECKING:
+    from ..store.sweepcache import SweepBook
 
 #: called by :func:`iter_scores` once per checkpoint, in epoch order, with the checkpoint,
 #: its validation predictions (None when not read or unreadable), their prepared view (None
@@ -335,6 +338,7 @@ def iter_scores(
     observe: Observer | None = None,
     read_all: bool = False,
     pool: OutcomeSource | None = None,
+    book: SweepBook | None = None,
 ) -> Iterator[CheckpointScore]:
     """Score a run's checkpoints in epoch order, one prediction file in memory at a time.
 
@@ -345,7 +349,9 @@ def iter_scores(
     :data:`Observer`); with ``read_all`` every val.npz is read even when the specs need
     none (the audit's statistics do). With ``pool`` (a :class:`~ckptaudit.parallel.ScorePool`
     started on this run with the same specs and flags) worker processes read and score the
-    checkpoints; the scores, notes and errors are the same, in the same order.
+    checkpoints; the scores, notes and errors are the same, in the same order. With
+    ``cache``, ``book`` (the sweep's :class:`~ckptaudit.store.sweepcache.SweepBook`) serves
+    the stored values first and keeps those the run's cache gives.
     """
     scorer = RunScorer(run, specs)
     scorer.wants_influence = wants_influence(observe)
@@ -362,14 +368,19 @@ def iter_scores(
 
         # NOTE: a user's function may change between runs: its values are never kept
         key = None if any(s.source == "custom" for s in scorer.specs) else derived.values_key(scorer.specs)
-        stored = derived.cached_values(run, key) if key is not None and observe is None else None
+        stored = book.values(run, key) if book is not None and key is not None and observe is None else None
+        index = None if stored is not None else derived.valid_index(run)
+        if stored is None and index is not None and key is not None and observe is None:
+            stored = derived.cached_values(run, key, index)
+            if stored is not None and book is not None:
+                book.record(run, key, stored, index)
         if stored is not None:
             # NOTE: values computed from this very cache by this version (issue 21: a warm
             # pass reads no output at all)
             for stored_ckpt, (stored_values, stored_notes) in zip(run.checkpoints, stored, strict=True):
                 yield CheckpointScore(run, stored_ckpt, stored_values, stored_notes)
             return
-        cached = derived.open_cache(run)
+        cached = None if index is None else derived.open_cache(run, index)
         if cached is not None:
             # NOTE: a cache is only ever built from a run whose validation set never changed.
             for cached_ckpt, cached_preds in cached.predictions():
@@ -379,7 +390,9 @@ def iter_scores(
                 computed.append((cached_values, cached_notes))
                 yield CheckpointScore(run, cached_ckpt, cached_values, cached_notes)
             if key is not None:
-                derived.store_values(run, key, computed)
+                derived.store_values(run, key, computed, index)
+                if book is not None:
+                    book.record(run, key, computed, index)
             return
         writer = derived.CacheWriter(run)
     val_guard = ValSetGuard(run) if guard else None
@@ -431,5 +444,5 @@ def iter_scores(
         if writer is not None:
             writer.abandon()
         raise
-    if writer is not None:
-        writer.finish(key, computed)
+    if writer is not None and writer.finish(key, computed) and key is not None and book is not None:
+        book.record(run, key, computed, writer.index)

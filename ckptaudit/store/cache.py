@@ -30,6 +30,7 @@ import shutil
 import stat
 import uuid
 from collections.abc import Iterator
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -72,21 +73,16 @@ def fingerprint(run: Run) -> list[list[Any]] | None:
 RACY_NS = 3_000_000_000
 
 
-def _unchanged(run: Run, index: dict[str, Any], folder: Path) -> bool:
-    """Whether every val.npz is the one the cache was built from (``index["checkpoints"]``,
-    :func:`fingerprint` at build time). By stat alone (size, modification and change times,
-    inode) where that is safe: every file's times at least :data:`RACY_NS` older than the
-    index, which was written after the build's last full fingerprint, so that any later
-    write would have given the file a later time (the "racily clean" rule of git's index).
-    Otherwise, or when a stat differs, by the full fingerprint with the members' CRC-32s
-    read from each central directory, as before (issue 21: that read was a third of a warm
-    `rank --cache` on 5,000 small files)."""
-    recorded = index.get("checkpoints")
+def unchanged_since(run: Run, recorded: Any, built: int) -> bool:
+    """Whether every val.npz is the one fingerprinted in ``recorded`` (:func:`fingerprint`
+    taken before the time ``built``, in the filesystem's nanoseconds: the cache's index was
+    written after the build's last full fingerprint). By stat alone (size, modification and
+    change times, inode) where that is safe: every file's times at least :data:`RACY_NS`
+    older than ``built``, so that any later write would have given the file a later time
+    (the "racily clean" rule of git's index). Otherwise, or when a stat differs, by the full
+    fingerprint with the members' CRC-32s read from each central directory, as before
+    (issue 21: that read was a third of a warm `rank --cache` on 5,000 small files)."""
     if not isinstance(recorded, list) or len(recorded) != len(run.checkpoints):
-        return False
-    try:
-        built = os.stat(folder / "index.json").st_mtime_ns
-    except OSError:
         return False
     racy = False
     for ckpt, entry in zip(run.checkpoints, recorded, strict=True):
@@ -153,8 +149,9 @@ class CachedRun:
                 yield ckpt, Predictions(path=ckpt.split_file("val"), target=self.target, output=output, ids=self.ids)
 
 
-def _valid_index(run: Run) -> dict[str, Any] | None:
-    """The cache's index when the cache exists and matches the run's files, else None."""
+def valid_index(run: Run) -> dict[str, Any] | None:
+    """The cache's index when the cache exists and matches the run's files, else None;
+    ``built`` added: the index's modification time, in the filesystem's nanoseconds."""
     folder = run.path / CACHE_DIR
     try:
         index = read_json(folder / "index.json")  # a FIFO there blocked `rank --cache` for ever
@@ -162,19 +159,32 @@ def _valid_index(run: Run) -> dict[str, Any] | None:
         return None
     if not isinstance(index, dict):
         return None
-    if index.get("version") != VERSION or index.get("run") != run_key(run) or not _unchanged(run, index, folder):
+    if index.get("version") != VERSION or index.get("run") != run_key(run):
         return None
+    try:
+        built = os.stat(folder / "index.json").st_mtime_ns
+    except OSError:
+        return None
+    if not unchanged_since(run, index.get("checkpoints"), built):
+        return None
+    index["built"] = built
     return index
 
 
 def values_key(specs: Any) -> str:
     """The key of a pass's stored values: its bound metric specs and the ckptaudit version
     (a kernel that changes between versions never serves an old value)."""
+    return _key_of(repr([repr(s) for s in specs]))
+
+
+@lru_cache(maxsize=64)
+def _key_of(specs_repr: str) -> str:
+    # (once per pass, not once per run of a sweep)
     import hashlib
 
     from .. import __version__
 
-    return hashlib.sha256(f"{__version__}\n{[repr(s) for s in specs]!r}".encode()).hexdigest()
+    return hashlib.sha256(f"{__version__}\n{specs_repr}".encode()).hexdigest()
 
 
 def _read_values(folder: Path) -> dict[str, Any]:
@@ -185,12 +195,20 @@ def _read_values(folder: Path) -> dict[str, Any]:
     return stored if isinstance(stored, dict) else {}
 
 
-def cached_values(run: Run, key: str) -> list[tuple[tuple[float | None, ...], tuple[str, ...]]] | None:
+def cached_values(
+    run: Run, key: str, index: dict[str, Any] | None = None
+) -> list[tuple[tuple[float | None, ...], tuple[str, ...]]] | None:
     """Each checkpoint's (values, notes) stored under ``key`` (:func:`values_key`) when the
-    cache is valid for the run's files as they are now, else None. No output is read."""
-    if _valid_index(run) is None:
+    cache is valid for the run's files as they are now (``index``: :func:`valid_index`'s,
+    when the caller has it), else None. No output is read."""
+    if index is None and valid_index(run) is None:
         return None
-    entry = _read_values(run.path / CACHE_DIR).get(key)
+    return parse_scores(run, _read_values(run.path / CACHE_DIR).get(key))
+
+
+def parse_scores(run: Run, entry: Any) -> list[tuple[tuple[float | None, ...], tuple[str, ...]]] | None:
+    """Each checkpoint's (values, notes) from a stored entry (:func:`store_values`' form)
+    when it is well formed and names the run's checkpoints, in order; else None."""
     if not isinstance(entry, dict) or entry.get("checkpoints") != [c.name for c in run.checkpoints]:
         return None
     rows = entry.get("scores")
@@ -207,21 +225,24 @@ def cached_values(run: Run, key: str) -> list[tuple[tuple[float | None, ...], tu
     return out
 
 
-def _entry(run: Run, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]]) -> dict[str, Any]:
+def scores_entry(run: Run, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]]) -> dict[str, Any]:
     return {"checkpoints": [c.name for c in run.checkpoints], "scores": [[list(v), list(n)] for v, n in scores]}
 
 
-def store_values(run: Run, key: str, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]]) -> None:
+def store_values(
+    run: Run, key: str, scores: list[tuple[tuple[float | None, ...], tuple[str, ...]]], index: dict[str, Any] | None = None
+) -> None:
     """Keep a pass's (values, notes) per checkpoint under ``key`` in the run's valid cache
-    (written atomically; nothing when the cache is gone or no longer valid)."""
+    (written atomically; nothing when the cache is gone or no longer valid; ``index``: the
+    :func:`valid_index` the values were computed under, when the caller has it)."""
     folder = run.path / CACHE_DIR
-    if len(scores) != len(run.checkpoints) or _valid_index(run) is None:
+    if len(scores) != len(run.checkpoints) or (index is None and valid_index(run) is None):
         return
     stored = _read_values(folder)
     stored.pop(key, None)
     while len(stored) >= MAX_VALUE_KEYS:
         stored.pop(next(iter(stored)))
-    stored[key] = _entry(run, scores)
+    stored[key] = scores_entry(run, scores)
     tmp = folder / f"{VALUES_FILE}.{uuid.uuid4().hex[:8]}.tmp"
     try:
         tmp.write_text(json.dumps(stored), encoding="utf-8")
@@ -233,10 +254,11 @@ def store_values(run: Run, key: str, scores: list[tuple[tuple[float | None, ...]
             pass
 
 
-def open_cache(run: Run) -> CachedRun | None:
-    """The run's cache if it exists and matches the run's files, else None."""
+def open_cache(run: Run, index: dict[str, Any] | None = None) -> CachedRun | None:
+    """The run's cache if it exists and matches the run's files (``index``:
+    :func:`valid_index`'s, when the caller has it), else None."""
     folder = run.path / CACHE_DIR
-    index = _valid_index(run)
+    index = valid_index(run) if index is None else index
     if index is None:
         return None
     try:
@@ -269,6 +291,8 @@ class CacheWriter:
         self.layout: tuple[tuple[int, ...], np.dtype] | None = None
         self.count = 0
         self.ok = self.expected is not None
+        #: the published cache's index (:func:`valid_index`'s form), once :meth:`finish` published it
+        self.index: dict[str, Any] | None = None
 
     def add(self, preds: Predictions | None) -> None:
         """Append one checkpoint's outputs (None abandons the build)."""
@@ -334,13 +358,15 @@ class CacheWriter:
             return False
         index = {"version": VERSION, "run": self.run_key, "checkpoints": self.expected}
         if key is not None and scores is not None and len(scores) == len(self.run.checkpoints):
-            (self.tmp / VALUES_FILE).write_text(json.dumps({key: _entry(self.run, scores)}), encoding="utf-8")
+            (self.tmp / VALUES_FILE).write_text(json.dumps({key: scores_entry(self.run, scores)}), encoding="utf-8")
         (self.tmp / "index.json").write_text(json.dumps(index), encoding="utf-8")
         final = self.run.path / CACHE_DIR
         try:
             if final.exists() and not final.is_symlink():
                 shutil.rmtree(final)
             os.rename(self.tmp, final)
+            # (as valid_index gives it: with the index's time, the time the fingerprint held)
+            self.index = {**index, "built": os.stat(final / "index.json").st_mtime_ns}
         except OSError:
             self.abandon()
             return False

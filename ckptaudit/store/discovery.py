@@ -9,7 +9,7 @@ bounded readers of :mod:`ckptaudit.store.safeio`. Prediction arrays are not read
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any, TypeGuard
 
@@ -33,10 +33,14 @@ from .runformat import (
 )
 from .safeio import read_json
 
+#: reads and parses one JSON file (:func:`~ckptaudit.store.safeio.read_json`, or a sweep
+#: book's memo of it: :class:`~ckptaudit.store.sweepcache.SweepBook`)
+JsonReader = Callable[[Any], Any]
 
-def _read_json(path: Path) -> Any:
+
+def _read_json(path: Path, reader: JsonReader = read_json) -> Any:
     try:
-        return read_json(path)
+        return reader(path)
     except FileNotFoundError:
         raise RunFormatError(f"no {path.name}", path.parent) from None
 
@@ -114,11 +118,12 @@ def _read_num_classes(raw: dict[str, Any], task: str, output: str, classes: tupl
     return None
 
 
-def read_run(path: str | Path, name: str | None = None) -> Run:
-    """Read a run folder: run.json and every checkpoint's meta.json."""
+def read_run(path: str | Path, name: str | None = None, reader: JsonReader = read_json) -> Run:
+    """Read a run folder: run.json and every checkpoint's meta.json (each through
+    ``reader``)."""
     path = Path(path)
     run_file = path / RUN_FILE
-    raw = _read_json(run_file)
+    raw = _read_json(run_file, reader)
     if not isinstance(raw, dict):
         raise RunFormatError("must hold a JSON object", run_file)
     fmt = raw.get("format")
@@ -177,7 +182,7 @@ def read_run(path: str | Path, name: str | None = None) -> Run:
             # more: discovery is most of `rank`'s per-run cost in a big sweep); only a
             # missing one asks whether anything of that name exists at all.
             try:
-                meta = read_json(meta_path)
+                meta = reader(meta_path)
             except FileNotFoundError:
                 not_a_checkpoint = _not_a_checkpoint(folder, name if name is not None else shown(path))
                 if not_a_checkpoint is not None:
@@ -225,7 +230,7 @@ def _walk_runs(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
 
 
-def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped]]:
+def discover_sweep(paths: Iterable[str | Path], book: Any = None) -> tuple[list[Run], list[Skipped]]:
     """Read every run named by ``paths``, leaving out the ones that cannot be used.
 
     Each path may be a run, one checkpoint folder (the run is read with just that
@@ -235,7 +240,9 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
     or meta.json cannot be read, or that has no checkpoint yet, is returned as a
     :class:`Skipped` record with the reason, as is each folder under checkpoints/ that is
     not a checkpoint; the other runs are read as usual. A path that does not exist or
-    holds no run at all is still an error.
+    holds no run at all is still an error. ``book``: the sweep's
+    :class:`~ckptaudit.store.sweepcache.SweepBook` when the one path is its folder (its
+    runs' metadata files are read through its memo).
     """
     runs: list[Run] = []
     skipped: list[Skipped] = []
@@ -248,7 +255,7 @@ def discover_sweep(paths: Iterable[str | Path]) -> tuple[list[Run], list[Skipped
         seen.add(key)
         name = shown(run_path)
         try:
-            run = read_run(run_path, name)
+            run = read_run(run_path, name, read_json if book is None else book.reader(run_path))
         except RunFormatError as exc:
             skipped.append(Skipped(name, shown(exc.path or run_path), exc.problem, "error"))
             return
