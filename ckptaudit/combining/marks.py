@@ -11,10 +11,8 @@ from collections.abc import Iterable
 from typing import Any
 
 from ..store.reader import Run
+from ..store.runformat import COMBINED_PREFIX as PREFIX
 from .ensembles import combination_of
-
-#: the folder-name prefix of every checkpoint ``combine`` writes
-PREFIX = "combined-"
 
 
 def combination_marks(runs: Iterable[Run]) -> dict[tuple[str, str], str]:

@@ -22,6 +22,8 @@ OUTPUTS = ("probability", "logit", "label", "value")
 RUN_FILE = "run.json"
 META_FILE = "meta.json"
 CHECKPOINTS_DIR = "checkpoints"
+#: the folder-name prefix of every checkpoint ``combine`` writes (:mod:`ckptaudit.combining.marks`)
+COMBINED_PREFIX = "combined-"
 SPLITS = ("val", "train")
 
 

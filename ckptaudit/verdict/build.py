@@ -20,7 +20,7 @@ from ..engines import read_ahead
 from ..errors import CkptauditError, UsageError
 from ..metrics.evaluation import CheckpointScore, Observer, RunScorer, iter_scores, observers
 from ..metrics.spec import MetricSpec
-from ..stats import bootstrap, selection
+from ..stats import bootstrap
 from ..store.reader import Run, Skipped
 from .model import Chosen, MetricVerdict, Verdict
 
@@ -99,6 +99,8 @@ class RunPass:
                     # NOTE: the audit keeps the same per-row data: one copy serves both
                     self.builders[k] = self.collector.rows
                     continue
+                from ..stats import selection  # (a plain rank computes no statistic: not imported)
+
                 self.builders[k] = selection.EvaluationBuilder(run, spec)
 
     def _audit_options(self, focus: str | None) -> Any:
@@ -143,6 +145,8 @@ class RunPass:
                 evaluation = (
                     collected.evaluation if collected is not None and builder is self.collector.rows else builder.finish()
                 )
+                from ..stats import selection
+
                 sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
             # NOTE: the selection's entries are read here, once; the views read the verdict
             by_name = {c.checkpoint: c for c in sel.checkpoints} if sel.available else {}
