@@ -238,3 +238,68 @@ def test_iter_scores_matches_scores_from_fresh_reads(copy_run) -> None:
     for score in iter_scores(run, [spec]):
         prep = prepare_predictions(run, read_predictions(run, score.checkpoint))
         assert score.values[0] == kernels.KERNELS["balanced_accuracy"](prep, spec)
+
+
+def _archive(path: Path, kind: str) -> dict[str, np.ndarray]:
+    """An archive of ``kind``: numpy's usual one, or one the direct directory read leaves to zipfile."""
+    arrays = {"target": np.arange(10), "output": np.linspace(0, 1, 10), "id": np.arange(10) * 3}
+    (np.savez_compressed if kind == "compressed" else np.savez)(path, **arrays)
+    if kind == "comment":
+        with zipfile.ZipFile(path, "a") as zf:
+            zf.comment = b"written by hand"
+    elif kind == "prepended":  # (a self-extracting stub before the archive: zipfile shifts every offset)
+        path.write_bytes(b"#!stub\n" * 10 + path.read_bytes())
+    elif kind == "extra-field":
+        with zipfile.ZipFile(path, "w") as zf:
+            for name, arr in arrays.items():
+                info = zipfile.ZipInfo(f"{name}.npy")
+                info.extra = struct.pack("<HH4s", 0xCAFE, 4, b"abcd")
+                with zf.open(info, "w") as fh:
+                    np.lib.format.write_array(fh, arr)
+    return arrays
+
+
+@pytest.mark.parametrize("kind", ["usual", "comment", "prepended", "extra-field", "compressed"])
+@pytest.mark.parametrize("reuse", [False, True])
+def test_the_directory_read_directly_or_by_zipfile_gives_numpys_arrays(tmp_path: Path, kind: str, reuse: bool) -> None:
+    path = tmp_path / "val.npz"
+    arrays = _archive(path, kind)
+    from ckptaudit.store.zipstamp import central_directory
+
+    with open(path, "rb") as fh:
+        listed = central_directory(fh.fileno(), path.stat().st_size)
+    with zipfile.ZipFile(path) as zf:
+        theirs = [
+            (i.filename, i.flag_bits, i.compress_type, i.compress_size, i.file_size, i.CRC, i.header_offset)
+            for i in zf.infolist()
+        ]
+    assert (listed is not None) == (kind in ("usual", "compressed"))
+    if listed is not None:
+        assert [tuple(m) for m in listed] == theirs
+    got = read_npz(path, ("target", "output"), ("id",), reuse=ReadBuffers() if reuse else None)
+    for key, arr in arrays.items():
+        _same(got[key], arr)
+
+
+def test_the_usual_archive_is_read_without_zipfile(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "val.npz"
+    arrays = _archive(path, "usual")
+
+    def refused(*args, **kwargs):
+        raise AssertionError("zipfile opened the usual archive")
+
+    monkeypatch.setattr(npzread.zipfile, "ZipFile", refused)
+    got = read_npz(path, ("target", "output", "id"))
+    for key, arr in arrays.items():
+        _same(got[key], arr)
+
+
+def test_a_member_needing_a_newer_zip_version_is_refused_as_zipfile_refuses_it(tmp_path: Path) -> None:
+    path = tmp_path / "val.npz"
+    _archive(path, "usual")
+    data = bytearray(path.read_bytes())
+    at = data.rfind(b"PK\x01\x02")  # the last member's central directory entry: version needed = 9.9
+    data[at + 6] = 99
+    path.write_bytes(bytes(data))
+    with pytest.raises(RunFormatError, match="NotImplementedError: zip file version 9.9"):
+        read_npz(path, ("target", "output"))
