@@ -38,6 +38,14 @@ ARRAYS = {
 }
 
 
+@pytest.fixture(autouse=True, params=["whole file", "by member"])
+def _read_whole(request, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test twice: a small file read whole in one call (as every file here is), and
+    each member read from the descriptor (as a file over 256 KiB is)."""
+    if request.param == "by member":
+        monkeypatch.setattr(npzread, "_WHOLE_FILE", 0)
+
+
 def _same(a: np.ndarray, b: np.ndarray) -> None:
     assert a.dtype == b.dtype and a.shape == b.shape
     assert a.flags.f_contiguous == b.flags.f_contiguous and a.flags.c_contiguous == b.flags.c_contiguous

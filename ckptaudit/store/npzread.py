@@ -21,8 +21,8 @@ import numpy as np
 
 from ..errors import CkptauditError, RunFormatError, UsageError
 from .crc import crc32
-from .regularfiles import _CHUNK, open_regular
-from .zipstamp import central_directory
+from .regularfiles import _CHUNK, _open_regular_fd, open_regular
+from .zipstamp import _TAIL, parse_central
 
 #: the environment variable that sets how many bytes one prediction file's arrays may inflate to
 MAX_NPZ_ENV = "CKPTAUDIT_MAX_NPZ_BYTES"
@@ -119,6 +119,36 @@ def _pread_exact(fd: int, view: memoryview, offset: int) -> int:
     return done
 
 
+#: a file up to this size is read whole, in one call, and its members taken from memory
+#: (a sweep of small runs: one read a file instead of seven, issue 21)
+_WHOLE_FILE = 256 << 10
+
+
+class _Window:
+    """Reads of one open file, served from ``data`` (the file's bytes from ``base`` to its
+    end) where they lie in it, else from the descriptor."""
+
+    __slots__ = ("fd", "data", "base", "_view")
+
+    def __init__(self, fd: int, data: bytes, base: int) -> None:
+        self.fd, self.data, self.base = fd, data, base
+        self._view = memoryview(data)
+
+    def pread(self, n: int, offset: int) -> bytes:
+        """Up to ``n`` bytes at ``offset`` (fewer only at the end of the file), as ``os.pread``."""
+        if offset >= self.base:
+            return self.data[offset - self.base : offset - self.base + n]
+        return os.pread(self.fd, n, offset)
+
+    def readinto(self, view: memoryview, offset: int) -> int:
+        """Fill ``view`` from ``offset``; the bytes read (fewer only at the end of the file)."""
+        at = offset - self.base
+        if at >= 0 and at + view.nbytes <= len(self.data):
+            view.cast("B")[:] = self._view[at : at + view.nbytes]
+            return view.nbytes
+        return _pread_exact(self.fd, view, offset)
+
+
 def _npy_header(prefix: bytes) -> tuple[tuple[int, ...], bool, np.dtype]:
     """Shape, Fortran order and dtype of a ``.npy`` header (magic through padding), parsed
     by numpy once per distinct header."""
@@ -136,9 +166,9 @@ class _Stored:
 
     __slots__ = ("header", "offset", "shape", "fortran", "dtype", "nbytes", "count")
 
-    def __init__(self, fd: int, size: int, info: zipfile.ZipInfo, key: str, path: Path) -> None:
+    def __init__(self, src: _Window, size: int, info: zipfile.ZipInfo, key: str, path: Path) -> None:
         name = info.filename.encode("utf-8" if info.flag_bits & 0x800 else "cp437")
-        head = os.pread(fd, _HEAD_GUESS + len(name), info.header_offset)
+        head = src.pread(_HEAD_GUESS + len(name), info.header_offset)
         if len(head) < _LOCAL.size:
             raise RunFormatError(f"array {key!r} ends early (truncated or corrupt)", path)
         fields = _LOCAL.unpack_from(head)
@@ -167,7 +197,7 @@ class _Stored:
             raise RunFormatError(f"array {key!r} ends early (truncated or corrupt)", path)
         prefix = head[rel : rel + hlen]
         if len(prefix) < hlen:
-            prefix = os.pread(fd, hlen, start)
+            prefix = src.pread(hlen, start)
             if len(prefix) < hlen:
                 raise RunFormatError(f"array {key!r} ends early (truncated or corrupt)", path)
         self.shape, self.fortran, self.dtype = _npy_header(prefix)
@@ -241,16 +271,16 @@ class ReadBuffers:
             self._scratch = np.empty((nbytes + 7) // 8, dtype=np.float64).view(np.uint8)
         return self._scratch[:nbytes]
 
-    def read(self, fd: int, info: zipfile.ZipInfo, member: _Stored, key: str, path: Path) -> np.ndarray:
+    def read(self, src: _Window, info: zipfile.ZipInfo, member: _Stored, key: str, path: Path) -> np.ndarray:
         """One stored member's array, through the buffers."""
         if key in self.volatile and member.nbytes:
             raw = self._buffer(key, member.nbytes)
-            _read_raw(fd, member, raw, info, key, path)
+            _read_raw(src, member, raw, info, key, path)
             return member.shaped(raw.view(member.dtype))
         if key in self.volatile or not member.nbytes:
-            return _read_stored(fd, info, member, key, path)
+            return _read_stored(src, info, member, key, path)
         raw = self._scratch_of(member.nbytes)
-        if _pread_exact(fd, raw.data, member.offset) != member.nbytes:
+        if src.readinto(raw.data, member.offset) != member.nbytes:
             raise RunFormatError(f"array {key!r} ends early (truncated or corrupt)", path)
         known = self._known.get(key)
         if known is not None and known[0] == member.header and known[2].nbytes == member.nbytes:
@@ -275,25 +305,25 @@ def _same_bytes(raw: np.ndarray, theirs: np.ndarray) -> bool:
     return bool(np.array_equal(raw.view(wide), theirs.view(wide)))
 
 
-def _read_raw(fd: int, member: _Stored, raw: np.ndarray, info: zipfile.ZipInfo, key: str, path: Path) -> None:
+def _read_raw(src: _Window, member: _Stored, raw: np.ndarray, info: zipfile.ZipInfo, key: str, path: Path) -> None:
     """Read a stored member's data into ``raw`` (bytes) and check its CRC-32."""
-    if _pread_exact(fd, raw.data, member.offset) != member.nbytes:
+    if src.readinto(raw.data, member.offset) != member.nbytes:
         raise RunFormatError(f"array {key!r} ends early (truncated or corrupt)", path)
     if crc32(raw.data, crc32(member.header)) != info.CRC:
         raise _crc_error(key, path)
 
 
-def _read_stored(fd: int, info: zipfile.ZipInfo, member: _Stored, key: str, path: Path) -> np.ndarray:
+def _read_stored(src: _Window, info: zipfile.ZipInfo, member: _Stored, key: str, path: Path) -> np.ndarray:
     """One stored member's array, read straight into a new array."""
     flat, raw = member.new_flat()
-    _read_raw(fd, member, raw, info, key, path)
+    _read_raw(src, member, raw, info, key, path)
     return member.shaped(flat)
 
 
 def _read_members(
     listed: Sequence[Any],
     zf: zipfile.ZipFile | None,
-    fd: int,
+    src: _Window,
     size: int,
     path: Path,
     required: tuple[str, ...],
@@ -324,11 +354,11 @@ def _read_members(
             assert zf is not None  # (a compressed member is listed by zipfile only)
             out[key] = _read_member(zf, info, key, path)
             continue
-        member = _Stored(fd, size, info, key, path)
+        member = _Stored(src, size, info, key, path)
         if reuse is not None:
-            out[key] = reuse.read(fd, info, member, key, path)
+            out[key] = reuse.read(src, info, member, key, path)
         else:
-            out[key] = _read_stored(fd, info, member, key, path)
+            out[key] = _read_stored(src, info, member, key, path)
     return out
 
 
@@ -354,16 +384,21 @@ def read_npz(
     """
     limit = max_npz_bytes()
     try:
-        with open_regular(path) as fh:
-            fd = fh.fileno()
-            size = os.fstat(fd).st_size
-            # NOTE: the usual archive's directory from one read of its end; anything else, or a
-            # compressed member, through zipfile (issue 21: 28 -> 8 us a file)
-            listed = central_directory(fd, size)
+        fd, st = _open_regular_fd(path, RunFormatError)
+        try:
+            size = st.st_size
+            # NOTE: the usual archive's directory from one read of its end (of all of it, when
+            # small), straight from the descriptor; anything else, or a compressed member,
+            # through zipfile on a file object of it (issue 21: 28 -> 8 us a file)
+            tail = _WHOLE_FILE if size <= _WHOLE_FILE else _TAIL
+            src = _Window(fd, os.pread(fd, min(size, tail), max(size - tail, 0)), max(size - tail, 0))
+            listed = parse_central(src.data, size)
             if listed is not None and all(_is_stored(i) for i in listed):
-                return _read_members(listed, None, fd, size, path, required, optional, matching, reuse, limit)
-            with zipfile.ZipFile(fh) as zf:
-                return _read_members(zf.infolist(), zf, fd, size, path, required, optional, matching, reuse, limit)
+                return _read_members(listed, None, src, size, path, required, optional, matching, reuse, limit)
+            with os.fdopen(fd, "rb", closefd=False) as fh, zipfile.ZipFile(fh) as zf:
+                return _read_members(zf.infolist(), zf, src, size, path, required, optional, matching, reuse, limit)
+        finally:
+            os.close(fd)
     except CkptauditError:
         raise
     except FileNotFoundError:

@@ -43,7 +43,12 @@ def central_directory(fd: int, size: int) -> list[Member] | None:
     reads (and words any problem of), so that both give the same members wherever this
     one answers. numpy.savez writes the usual archive: 8 against 28 us a file through
     zipfile (issue 21)."""
-    tail = os.pread(fd, min(size, _TAIL), max(size - _TAIL, 0))
+    return parse_central(os.pread(fd, min(size, _TAIL), max(size - _TAIL, 0)), size)
+
+
+def parse_central(tail: bytes, size: int) -> list[Member] | None:
+    """:func:`central_directory` from the last bytes of the archive, ``tail`` (at least its
+    last 4 KiB, or all of it), of a file of ``size`` bytes."""
     if len(tail) < _EOCD.size:
         return None
     sig, disk, cd_disk, count, total, cd_size, cd_offset, comment = _EOCD.unpack_from(tail, len(tail) - _EOCD.size)
