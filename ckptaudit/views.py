@@ -7,7 +7,7 @@ choose the columns people read in a terminal and the records scripts parse from 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .render import Check, Document
 from .store.runformat import COMBINED_PREFIX
@@ -32,7 +32,7 @@ def ranking_document(ranking: Ranking, *, show_ci: bool = False, show_flags: boo
     columns += (["flags"] if show_flags else []) + (["notes"] if show_notes else [])
     # combine (issue 22): a column marking combined checkpoints and their members, when any
     # (the combining package is imported only then: a plain rank's start-up, 6 ms)
-    combined: dict[tuple[str, str], str] = {}
+    combined: dict[Any, str] = {}  # (run name, checkpoint) -> its mark
     if any(c.name.startswith(COMBINED_PREFIX) for run in ranking.runs for c in run.checkpoints):
         from .combining.marks import combination_marks
 

@@ -225,7 +225,7 @@ class _Stored:
         return flat, raw
 
 
-def _is_stored(info: zipfile.ZipInfo) -> bool:
+def _is_stored(info: Any) -> bool:  # (a zipfile.ZipInfo or a zipstamp.Member)
     # NOTE: flag bit 0 is encryption, 0x20 compressed patched data: both left to zipfile.
     return info.compress_type == zipfile.ZIP_STORED and not info.flag_bits & 0x21 and info.compress_size == info.file_size
 
