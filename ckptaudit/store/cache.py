@@ -73,6 +73,13 @@ def fingerprint(run: Run) -> list[list[Any]] | None:
 RACY_NS = 3_000_000_000
 
 
+def settled(mtime_ns: int, ctime_ns: int, built: int) -> bool:
+    """Whether a file with these times, stat-identical now to when it was fingerprinted
+    before the time ``built``, is unchanged since: its times lie at least :data:`RACY_NS`
+    before ``built`` (else it is "racy" and only its contents can tell)."""
+    return max(mtime_ns, ctime_ns) <= built - RACY_NS
+
+
 def unchanged_since(run: Run, recorded: Any, built: int) -> bool:
     """Whether every val.npz is the one fingerprinted in ``recorded`` (:func:`fingerprint`
     taken before the time ``built``, in the filesystem's nanoseconds: the cache's index was
@@ -92,7 +99,7 @@ def unchanged_since(run: Run, recorded: Any, built: int) -> bool:
             return False
         if not isinstance(entry, list) or entry[:5] != [ckpt.name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino]:
             return False
-        racy = racy or max(st.st_mtime_ns, st.st_ctime_ns) > built - RACY_NS
+        racy = racy or not settled(st.st_mtime_ns, st.st_ctime_ns, built)
     return not racy or recorded == fingerprint(run)
 
 

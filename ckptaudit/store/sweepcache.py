@@ -48,7 +48,7 @@ from ..limits import max_json_bytes
 from . import cache as derived
 from .reader import Run
 from .regularfiles import read_json, read_small
-from .runformat import RUN_FILE
+from .runformat import META_FILE, RUN_FILE
 
 BOOK_FILE = ".ckptaudit-sweep-cache.json"
 VERSION = 1
@@ -162,7 +162,7 @@ class SweepBook:
             return None
         now = _run_file_stat(run)
         # run.json by stat under the racy rule (see cache.unchanged_since), else by its sha256
-        same_stat = now is not None and now == recorded[:4] and max(now[1], now[2]) <= built - derived.RACY_NS
+        same_stat = now is not None and now == recorded[:4] and derived.settled(now[1], now[2], built)
         if not same_stat and derived.run_key(run) != recorded[4]:
             return None
         if not derived.unchanged_since(run, entry.get("checkpoints"), built):
@@ -235,7 +235,6 @@ def open_book(paths: Any) -> SweepBook | None:
     a run, a checkpoint or a URL), else None: a single run keeps its values in its own
     cache already."""
     from .remote import url_scheme
-    from .runformat import META_FILE
 
     if len(paths) != 1 or (isinstance(paths[0], str) and url_scheme(paths[0])):
         return None
