@@ -194,6 +194,43 @@ def test_value_from_the_influence_sort_is_the_kernels_bit_for_bit(task, metric, 
     np.testing.assert_array_equal(kept[1], alone[1])
 
 
+@pytest.mark.parametrize("ties", ["none", "few", "many", "all", "signed zeros"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auc_influence_row_by_row_is_the_runs_computation_bit_for_bit(ties, dtype, monkeypatch):
+    """Issue 21: with few ties, ROC AUC's influence is computed row by row and the tied rows
+    mended; the value and every row's influence are the bits of the runs' computation, and
+    both equal DeLong's placements counted by brute force."""
+    rng = np.random.default_rng(3)
+    n = 4000
+    y = rng.random(n) < 0.4
+    s = (rng.normal(size=n) + y).astype(dtype)
+    if ties == "few":
+        s[rng.integers(0, n, 60)] = s[rng.integers(0, n, 60)]  # some runs, some mixed
+    elif ties == "many":
+        s = np.round(s, 1).astype(dtype)
+    elif ties == "all":
+        s[:] = 0.5
+    elif ties == "signed zeros":
+        s[rng.random(n) < 0.2] = -0.0
+        s[rng.random(n) < 0.2] = 0.0
+    pos = np.flatnonzero(y)
+    assert pos.shape[0] > influence._FEW_POSITIVES  # the sorting path
+    monkeypatch.setattr(influence, "_FEW_TIES", 2.0)  # always row by row
+    by_row = influence._auc_triple(pos, s)
+    monkeypatch.setattr(influence, "_FEW_TIES", -1.0)  # always by runs
+    by_runs = influence._auc_triple(pos, s)
+    assert by_row[:2] == by_runs[:2]
+    assert by_row[2].tobytes() == by_runs[2].tobytes()
+    assert by_row[0] == pytest.approx(skm.roc_auc_score(y, s), abs=1e-12)
+    neg = np.flatnonzero(~y)
+    sp, sn = s[pos][:, None], s[neg][None, :]
+    v10 = ((sp > sn).sum(axis=1) + 0.5 * (sp == sn).sum(axis=1)) / neg.shape[0]
+    v01 = ((sp > sn).sum(axis=0) + 0.5 * (sp == sn).sum(axis=0)) / pos.shape[0]
+    value = by_row[0]
+    np.testing.assert_allclose(by_row[2][pos], (v10 - value) / pos.shape[0], rtol=0, atol=1e-15)
+    np.testing.assert_allclose(by_row[2][neg], (v01 - value) / neg.shape[0], rtol=0, atol=1e-15)
+
+
 def _exact(preps, w, spec):
     """The exact form's values of checkpoints ``preps`` under weights ``w`` (float64 scores)."""
     mode, pos, _ = ranks.column_matrix(preps[0], spec)

@@ -69,16 +69,25 @@ def _argsort(s: np.ndarray) -> np.ndarray:
 _KEY_BLOCK = 1 << 20
 
 
+def _sorted(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One sort of the column: (row order, positive flag of each sorted row, sorted scores)."""
+    order = _argsort(s)
+    mask = np.zeros(s.shape[0], dtype=bool)
+    mask[pos] = True
+    return order, mask[order], s[order]
+
+
 def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
     """One sort of the column, cut into runs of tied scores: (row order, each sorted row's
     run, positive flag of each sorted row, positives per run, negatives per run)."""
-    n = s.shape[0]
-    order = _argsort(s)
-    ss = s[order]
-    mask = np.zeros(n, dtype=bool)
-    mask[pos] = True
-    flags = mask[order]
-    del mask
+    return _tie_runs(*_sorted(pos, s))
+
+
+def _tie_runs(
+    order: np.ndarray, flags: np.ndarray, ss: np.ndarray
+) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_groups` from the sort of :func:`_sorted` (``ss`` is the caller's: freed)."""
+    n = order.shape[0]
     distinct = np.empty(n, dtype=bool)
     distinct[:1] = True
     np.not_equal(ss[1:], ss[:-1], out=distinct[1:])
@@ -129,7 +138,13 @@ def _auc_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
     if n_pos == 0 or n_neg == 0:
         return float("nan"), float("nan"), np.zeros(n)
     if n_pos > _FEW_POSITIVES:
-        order, run, flags, gp, gn = _groups(pos, s)
+        order, flags, ss = _sorted(pos, s)
+        tied = np.flatnonzero(ss[1:] == ss[:-1])  # sorted row i + 1 ties with row i
+        if tied.shape[0] <= _FEW_TIES * n:
+            del ss
+            return _auc_by_row(order, flags, tied, n_pos, n_neg)
+        order, run, flags, gp, gn = _tie_runs(order, flags, ss)
+        del ss
         # NOTE: the same integer and float operations as (2 neg_below + gn) / (2 n_neg) -
         # value) / n_pos and ((2 pos_above + gp) / (2 n_pos) - value) / n_neg, done in place
         # and freed as soon as used, so that few column-sized arrays live at once
@@ -173,6 +188,65 @@ def _auc_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
     # positives: the share of negatives below them (ties half)
     infl[rows] = (twice_below / (2.0 * n_neg) - value) / n_pos
     return value, value, infl
+
+
+#: up to this share of sorted rows tied with the row before, ROC AUC's influence is
+#: computed row by row and the tied rows mended after (a few ties, the usual float column);
+#: with more, from the runs of tied scores (:func:`_tie_runs`)
+_FEW_TIES = 0.25
+
+
+def _auc_by_row(order: np.ndarray, flags: np.ndarray, tied: np.ndarray, n_pos: int, n_neg: int) -> Triple:
+    """:func:`_auc_triple` of a sorted column with few ties, without its runs: the same
+    integers and float operations per row (so the same bits), where the runs' counts and the
+    gather back to rows cost 2 ms of 5 on 100,000 rows (issue 21). A positive at sorted row
+    ``i`` has ``i + 1 - cp[i]`` negatives below it, a negative ``n_pos - cp[i]`` positives
+    above (``cp``: the positives up to row ``i``); :func:`_mend_ties` gives tied rows
+    their runs' ``2 neg_below + gn`` and ``2 pos_above + gp``."""
+    n = order.shape[0]
+    cp = np.cumsum(flags)  # positives at or before each sorted row
+    rows = np.flatnonzero(flags)  # the sorted rows of the positives
+    twice_below = rows + 1
+    twice_below -= cp[rows]
+    twice_below *= 2  # twice the negatives below each positive
+    twice_above = cp * -2
+    twice_above += 2 * n_pos  # twice the positives above each row (read at the negatives)
+    if tied.shape[0]:
+        _mend_ties(tied, cp, flags, twice_below, twice_above, n_pos)
+    value = float((int(twice_below.sum()) / 2) / (n_pos * n_neg))
+    v10 = twice_below / (2.0 * n_neg)  # share of negatives below (ties half)
+    del twice_below
+    v10 -= value
+    v10 /= n_pos
+    v01 = twice_above / (2.0 * n_pos)  # share of positives above (ties half)
+    del twice_above
+    v01 -= value
+    v01 /= n_neg
+    v01[rows] = v10
+    out = np.empty(n)
+    out[order] = v01
+    return value, value, out
+
+
+def _mend_ties(
+    tied: np.ndarray, cp: np.ndarray, flags: np.ndarray, twice_below: np.ndarray, twice_above: np.ndarray, n_pos: int
+) -> None:
+    """Give each tied sorted row its run's counts, in place: a run of rows ``[a, b)`` has
+    ``a - E(a)`` negatives and ``E(a)`` positives below it, ``E(x)`` the positives before
+    row ``x``, so its positives get ``2 neg_below + gn = a - E(a) + b - E(b)`` and its
+    negatives ``2 pos_above + gp = 2 n_pos - E(a) - E(b)``."""
+    with_prev = np.zeros(cp.shape[0] + 1, dtype=bool)
+    with_prev[tied + 1] = True  # the row ties with the row before it
+    rows = np.union1d(tied, tied + 1)  # every row of a run longer than one
+    first = ~with_prev[rows]
+    run = np.cumsum(first) - 1
+    a = rows[first][run]
+    b = (rows[~with_prev[rows + 1]] + 1)[run]
+    e_a = np.where(a > 0, cp[a - 1], 0)
+    e_b = cp[b - 1]
+    positive = flags[rows]
+    twice_below[cp[rows[positive]] - 1] = (a - e_a + b - e_b)[positive]
+    twice_above[rows] = 2 * n_pos - e_a - e_b
 
 
 def ap_influence(pos: np.ndarray, s: np.ndarray) -> tuple[float, np.ndarray]:

@@ -199,6 +199,14 @@ def _positives(prep: ScoreView) -> list[np.ndarray]:
 Column = tuple[np.ndarray, np.ndarray]  # (positive row indices, scores of every row)
 
 
+def positives(y: np.ndarray) -> np.ndarray:
+    """The rows of a binary run's positives (``y``: 0/1): a one-byte ``y`` is searched as
+    bool, which numpy does 3-4x faster than as integers (issue 21)."""
+    if y.dtype.itemsize == 1 and y.dtype.kind in "biu":
+        return np.flatnonzero(y.view(bool))
+    return np.flatnonzero(y)
+
+
 def columns(prep: ScoreView, spec: MetricSpec) -> tuple[str, int, Callable[[], Iterator[Column]]]:
     """How ``spec`` combines score columns: (``"single"``, ``"macro"``, ``"weighted"`` or
     ``"micro"``, number of rows the influence covers, a function that yields the columns).
@@ -213,7 +221,7 @@ def columns(prep: ScoreView, spec: MetricSpec) -> tuple[str, int, Callable[[], I
         assert s is not None
         if spec.class_index == 0:
             return "single", n, lambda: iter([(np.flatnonzero(prep.y == 0), -s)])
-        pos = np.flatnonzero(prep.y)
+        pos = positives(prep.y)
         if spec.average in (None, "binary") or spec.class_index == 1:
             return "single", n, lambda: iter([(pos, s)])
         neg = np.flatnonzero(prep.y == 0)

@@ -14,7 +14,7 @@ import numpy as np
 
 from ..metrics import kernels as metrics
 from ..metrics.spec import MetricSpec
-from .rows import RowData
+from .rows import RowData, distinct_codes
 
 #: the Gaussian path serves runs with at least this many rows x resamples ...
 _GAUSSIAN_MIN_CELLS = 20_000_000
@@ -120,7 +120,9 @@ def _moments(rows: RowData, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         _features(rows, slice(int(part[0]), int(part[-1]) + 1) if contiguous else part, z[:, :-1])
         z[:, -1] = 1.0
         block_m = (z.T @ z).astype(np.float64)
-        block_total = z.sum(axis=0, dtype=np.float64)
+        # NOTE: 0/1 features' sums are the product's last row (the ones column), exact as
+        # the sum itself, without a second pass over the block (issue 21)
+        block_total = block_m[-1].copy() if dtype == np.float32 else z.sum(axis=0, dtype=np.float64)
         m = block_m if m is None else m + block_m
         total = block_total if total is None else total + block_total
     assert m is not None and total is not None
@@ -135,7 +137,7 @@ def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
     varies as it does under the row bootstrap. Costs rows x F^2 once instead of rows x
     resamples x checkpoints."""
     pi = _OUT_OF_BAG
-    for stratum in np.unique(rows.strata):
+    for stratum in distinct_codes(rows.strata):
         sel = np.flatnonzero(rows.strata == stratum)
         n = sel.shape[0]
         if rows.kind == "mean":
@@ -144,7 +146,7 @@ def _gaussian_sums(rows: RowData, resamples: int, rng: np.random.Generator):
             assert rows.classes is not None
             f_all = _feature_count(rows) + 1
             m, total = np.zeros((f_all, f_all)), np.zeros(f_all)
-            for t in np.unique(rows.classes[sel]):
+            for t in distinct_codes(rows.classes[sel]):
                 m_t, total_t = _moments(rows, sel[rows.classes[sel] == t])
                 lift = _lift(rows, int(t))
                 m += lift @ m_t @ lift.T

@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from ..metrics.spec import MetricSpec
+from .rows import distinct_codes
 
 #: per-row forms whose weighted value is a function of weighted sums over rows
 GROUPED_KINDS = ("confusion", "mean")
@@ -48,7 +49,7 @@ def grouped_values(rows: Any, w: np.ndarray, spec: MetricSpec, task: str) -> np.
     if rows.group_pick >= 0:
         return weighted_values(inner, w * (codes == rows.group_pick).astype(w.dtype)[None, :], spec, task)
     worst: np.ndarray | None = None
-    for g in np.unique(codes):
+    for g in distinct_codes(codes):
         values = weighted_values(inner, w * (codes == g).astype(w.dtype)[None, :], spec, task)
         if worst is None:
             worst = values
@@ -74,7 +75,7 @@ def paired_values(rows: Any, both: np.ndarray, spec: MetricSpec, task: str) -> n
     inner = replace(rows, group_div=0)
     codes = codes_of(rows)
     per = np.stack(
-        [weighted_values(inner, both * (codes == g).astype(both.dtype)[None, :], spec, task) for g in np.unique(codes)]
+        [weighted_values(inner, both * (codes == g).astype(both.dtype)[None, :], spec, task) for g in distinct_codes(codes)]
     )
     k = both.shape[0] // 2
     sign = 1.0 if spec.maximize else -1.0

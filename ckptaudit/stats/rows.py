@@ -378,3 +378,14 @@ def evaluate_arrays(
             prep.groups = dict(groups) if isinstance(groups, dict) else {"group": np.asarray(groups)}
         builder.add(ckpt, prep, kernel(prep, spec))
     return builder.finish()
+
+
+def distinct_codes(codes: np.ndarray) -> np.ndarray:
+    """``np.unique(codes)`` of integer codes (strata, classes, groups), ascending: by a count
+    where they are small and non-negative (numpy's hashed unique took 2.8 ms on 100,000
+    int64 codes, a count 0.2 ms; issue 21), else by ``np.unique``."""
+    if codes.size and codes.dtype.kind in "iu":
+        low, high = int(codes.min()), int(codes.max())
+        if low >= 0 and high <= 4 * codes.size + 1024:
+            return np.flatnonzero(np.bincount(codes.ravel(), minlength=high + 1)).astype(codes.dtype, copy=False)
+    return np.unique(codes)

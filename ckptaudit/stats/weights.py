@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from .rows import RowData
+from .rows import RowData, distinct_codes
 
 #: float32 cells of one chunk's weight matrices (in-bag and out-of-bag together)
 _CHUNK_CELLS = 8_000_000
@@ -128,7 +128,7 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
             rng.bit_generator.state = hit[1]
             yield hit[0]
             return
-    values = np.unique(strata)
+    values = distinct_codes(strata)
     groups: list[Any] = [np.flatnonzero(strata == s) for s in values]
     if all(g.shape[0] == 0 or g[-1] - g[0] + 1 == g.shape[0] for g in groups):
         groups = [slice(int(g[0]), int(g[-1]) + 1) if g.shape[0] else g for g in groups]
