@@ -24,6 +24,7 @@ import numpy as np
 
 from ..metrics import kernels as metrics
 from ..metrics.spec import MetricSpec
+from .quantiles import percentiles
 
 DEFAULT_RESAMPLES = 1000
 DEFAULT_SEED = 0
@@ -63,7 +64,7 @@ def _interval(values: np.ndarray) -> tuple[float, float]:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return float("nan"), float("nan")
-    low, high = np.percentile(finite, [2.5, 97.5])
+    low, high = percentiles(finite, [2.5, 97.5])
     return float(low), float(high)
 
 

@@ -14,6 +14,7 @@ import statistics
 import numpy as np
 
 from ..metrics.spec import MetricSpec
+from .quantiles import percentiles
 from .results import LEVEL
 from .rows import _RANKING, RowData
 
@@ -22,7 +23,7 @@ def _percentiles(values: np.ndarray) -> tuple[float, float] | None:
     finite = values[np.isfinite(values)]
     if finite.size == 0:
         return None
-    low, high = np.percentile(finite, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
+    low, high = percentiles(finite, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
     return float(low), float(high)
 
 
@@ -48,13 +49,13 @@ def _all_percentiles(values: np.ndarray) -> list[tuple[float, float] | None]:
     """:func:`_percentiles` of every column of ``values`` (resamples, C), in one call
     where every value is finite."""
     # NOTE: in blocks of columns (each column's percentiles are computed alone either way):
-    # np.percentile copies what it partitions, a (resamples, C) float64 copy at once
+    # the percentiles copy what they partition, a (resamples, C) float64 copy at once
     # otherwise (issue 21: memory flat in checkpoints)
     out: list[tuple[float, float] | None] = []
     for start in range(0, values.shape[1], _COLUMN_BLOCK):
         part = values[:, start : start + _COLUMN_BLOCK]
         if part.size and np.isfinite(part).all():
-            low, high = np.percentile(part, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2], axis=0)
+            low, high = percentiles(part, [100 * (1 - LEVEL) / 2, 100 * (1 + LEVEL) / 2])
             out += [(float(a), float(b)) for a, b in zip(low, high, strict=True)]
         else:
             out += [_percentiles(part[:, j]) for j in range(part.shape[1])]

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from .intervals import event_class
+from .quantiles import percentiles
 from .rows import RunEvaluation
 
 WINDOW = 5
@@ -89,5 +90,5 @@ def trend_at_end(evaluation: RunEvaluation, *, resamples: int, seed: int, window
     slopes = (y @ x) / float(x @ x)
     point_values = np.array([evaluation.values[scored[j]] for j in tail], dtype=np.float64)
     slope = float((sign * point_values) @ x / float(x @ x))
-    low, high = np.percentile(slopes, [5.0, 95.0])
+    low, high = percentiles(slopes, [5.0, 95.0])
     return Trend(slope, (float(low), float(high)), float(np.mean(slopes <= 0)), int(epochs[0]), int(epochs[-1]), len(tail))
