@@ -150,6 +150,36 @@ def test_confusion_weights_reproduce_sklearn_and_resampled_rows(k, text):
         np.testing.assert_allclose(got[r], want, rtol=1e-9, atol=1e-12)
 
 
+def test_accuracy_from_hits_is_the_per_class_counts_value():
+    """Issue 21: many-class accuracy is the weighted mean of per-row hits. Under integer
+    weights it is the per-class count path's value bit for bit; under fractional (Poisson
+    rescaled) weights the float32 sums differ only in rounding. Predictions outside the
+    run's classes are misses either way."""
+    from ckptaudit.stats import weighted
+
+    rng = np.random.default_rng(4)
+    k, n = 40, 3000
+    y = rng.integers(0, k, n)
+    outs = [np.where(rng.random(n) < 0.3 + 0.1 * i, y, rng.integers(0, k + 3, n)) for i in range(5)]
+    spec = _spec("accuracy", "multiclass")
+    data = np.stack([o.astype(np.uint8) for o in outs])
+    rows = selection.row_data("confusion", spec, "multiclass", y, data, k)
+    integer = rng.integers(0, 4, size=(50, n)).astype(np.float32)
+    fractional = (rng.poisson(1.0, size=(50, n)) * rng.uniform(0.9, 1.1, size=(50, 1))).astype(np.float32)
+    hits = {name: weighted._confusion_values(rows, w, spec, "multiclass") for name, w in (("i", integer), ("f", fractional))}
+    counts = {}  # the per-class sums of the path it replaces, and from_counts' accuracy
+    for name, w in (("i", integer), ("f", fractional)):
+        tp, predicted = weighted._sparse_counts(rows, np.ascontiguousarray(w.T), np.arange(5))
+        counts[name] = tp.sum(axis=-1) / w.sum(axis=1, dtype=np.float64)[:, None]
+    assert hits["i"].tobytes() == counts["i"].tobytes()
+    # fractional weights: both float32 sums round (about 1e-6 here); both are as near the
+    # float64 sums of the hits
+    exact = (fractional.astype(np.float64) @ (data == y).T) / fractional.sum(axis=1, dtype=np.float64)[:, None]
+    np.testing.assert_allclose(hits["f"], exact, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(counts["f"], exact, rtol=1e-5, atol=0)
+    assert not np.array_equal(hits["f"], hits["i"])
+
+
 SKLEARN = {
     "accuracy": lambda y, p, k: skm.accuracy_score(y, p),
     "balanced_accuracy": lambda y, p, k: skm.balanced_accuracy_score(y, p),
