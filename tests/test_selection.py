@@ -275,3 +275,26 @@ def test_python_api_returns_plain_selection_data(runs_dir):
     assert {"checkpoint", "raw", "expected_on_new_data", "ci95", "optimism"} <= set(doc["estimate"])
     assert {"skipped_draws", "positives", "too_few_positives", "positives_needed"} <= set(doc["estimate"])
     assert len(doc["checkpoints"]) == 20 and json.dumps(doc)
+
+
+@pytest.mark.parametrize("width", [1, 2, 5, 16])
+def test_narrow_picks_and_ranges_are_the_row_wise_ones(width, monkeypatch):
+    """Issue 21: few checkpoints are picked column by column and their ranges taken over a
+    transposed block; the picks (first index on ties, NaN never picked), the finite flags and
+    the ranges are those of numpy's row-wise argmax, any, all, max and min."""
+    from ckptaudit.stats import confidence
+
+    rng = np.random.default_rng(width)
+    v = np.round(rng.normal(size=(3000, width)), 1)  # ties
+    v[rng.random(v.shape) < 0.1] = np.nan
+    v[5] = np.nan
+    for sign in (1.0, -1.0):
+        ok = np.isfinite(v)
+        want = (np.where(ok, sign * v, -np.inf).argmax(axis=1), ok.any(axis=1), ok.all(axis=1))
+        for got, expected in zip(selection._picked(v, sign), want, strict=True):
+            np.testing.assert_array_equal(got, expected)
+    filled = np.where(np.isfinite(v), v, 0.0)
+    point = rng.normal(size=width)
+    for alive in (np.arange(width), np.arange(0, width, 2)):
+        sub = filled[:, alive] - point[alive][None, :]
+        np.testing.assert_array_equal(confidence._ranges(filled, point, alive), sub.max(axis=1) - sub.min(axis=1))

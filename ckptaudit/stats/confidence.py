@@ -74,8 +74,15 @@ def step_down(
     return [int(i) for i in alive], pvalues, q
 
 
-#: resamples per block of :func:`_ranges` (its temporaries are this many rows of C values)
-_ROW_BLOCK = 64
+#: values per block of :func:`_ranges` (its temporaries are a block of whole resamples;
+#: a block holds at least 64 resamples, and every resample of a narrow run at once: a 1,000
+#: x 5 matrix in 16 blocks cost 16 x the calls, 0.1 ms a run of an HPO sweep)
+_BLOCK_VALUES = 65_536
+
+
+def rows_per_block(columns: int) -> int:
+    """Resamples per block of a pass over (resamples, ``columns``) values."""
+    return max(64, _BLOCK_VALUES // max(columns, 1))
 
 
 def _ranges(oriented: np.ndarray, point: np.ndarray, alive: np.ndarray) -> np.ndarray:
@@ -85,8 +92,13 @@ def _ranges(oriented: np.ndarray, point: np.ndarray, alive: np.ndarray) -> np.nd
     ranges = np.empty(oriented.shape[0])
     centre = point[alive][None, :]
     every = alive.shape[0] == oriented.shape[1] and bool(np.all(alive == np.arange(alive.shape[0])))
-    for start in range(0, oriented.shape[0], _ROW_BLOCK):
-        part = oriented[start : start + _ROW_BLOCK]
-        sub = (part if every else part[:, alive]) - centre
-        ranges[start : start + _ROW_BLOCK] = sub.max(axis=1) - sub.min(axis=1)
+    step = rows_per_block(alive.shape[0])
+    for start in range(0, oriented.shape[0], step):
+        part = oriented[start : start + step]
+        # NOTE: the block transposed, so that the maximum and the minimum over checkpoints
+        # run along contiguous rows of resamples (numpy's reduction over a short inner axis
+        # took 35 us for 1,000 x 5, this 3 us); the same numbers
+        sub = np.ascontiguousarray((part if every else part[:, alive]).T)
+        sub -= centre.T
+        ranges[start : start + step] = sub.max(axis=0) - sub.min(axis=0)
     return ranges

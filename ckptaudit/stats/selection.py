@@ -80,7 +80,7 @@ from . import (
     ranking_rows,  # noqa: F401
     streamed,
 )
-from .confidence import confidence_set, confidence_set_threshold  # noqa: F401
+from .confidence import confidence_set, confidence_set_threshold, rows_per_block  # noqa: F401
 from .gaussian import (  # noqa: F401
     _GAUSSIAN_BLOCK_ROWS,
     _GAUSSIAN_MAX_FEATURES,
@@ -226,10 +226,6 @@ def _resampled_now(
     return in_out[0], in_out[1]
 
 
-#: resamples per block of the passes over (resamples, C) values (bounded temporaries)
-_ROW_BLOCK = 64
-
-
 def _picked(v_in: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per resample: the checkpoint selected in bag (the largest oriented value, NaN as
     -inf, ties to the first), whether any value is finite, whether all are; in blocks of
@@ -238,13 +234,40 @@ def _picked(v_in: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.n
     picked = np.empty(count, dtype=np.intp)
     any_finite = np.empty(count, dtype=bool)
     all_finite = np.empty(count, dtype=bool)
-    for start in range(0, count, _ROW_BLOCK):
-        part = v_in[start : start + _ROW_BLOCK]
+    step = rows_per_block(v_in.shape[1])
+    for start in range(0, count, step):
+        part = v_in[start : start + step]
+        if part.shape[1] <= _NARROW:
+            _picked_narrow(
+                part, sign, picked[start : start + step], any_finite[start : start + step], all_finite[start : start + step]
+            )
+            continue
         ok = np.isfinite(part)
-        picked[start : start + _ROW_BLOCK] = np.where(ok, sign * part, -np.inf).argmax(axis=1)
-        any_finite[start : start + _ROW_BLOCK] = ok.any(axis=1)
-        all_finite[start : start + _ROW_BLOCK] = ok.all(axis=1)
+        picked[start : start + step] = np.where(ok, sign * part, -np.inf).argmax(axis=1)
+        any_finite[start : start + step] = ok.any(axis=1)
+        all_finite[start : start + step] = ok.all(axis=1)
     return picked, any_finite, all_finite
+
+
+#: up to this many checkpoints, :func:`_picked` works column by column
+_NARROW = 16
+
+
+def _picked_narrow(part: np.ndarray, sign: float, picked: np.ndarray, any_finite: np.ndarray, all_finite: np.ndarray) -> None:
+    """:func:`_picked` of a block of few checkpoints, into the given arrays: a running
+    maximum over the columns, first index on ties (what argmax gives), instead of numpy's
+    reductions along a short inner axis (a 1,000 x 5 block took 0.2 ms, 0.03 here)."""
+    cols = np.ascontiguousarray(part.T)
+    ok = np.isfinite(cols)
+    oriented = np.where(ok, sign * cols, -np.inf)
+    picked[...] = 0
+    best = oriented[0].copy()
+    for j in range(1, oriented.shape[0]):
+        better = oriented[j] > best
+        picked[better] = j
+        np.maximum(best, oriented[j], out=best)
+    np.any(ok, axis=0, out=any_finite)
+    np.all(ok, axis=0, out=all_finite)
 
 
 def _draws(
