@@ -553,3 +553,34 @@ def test_the_selection_trend_and_regret_of_a_run_share_one_resampling():
     reseeded = selection._resampled(copy, spec, "binary", 300, np.random.default_rng(12), 1)
     assert not np.array_equal(reseeded[0], v_in)
     selection._LAST_RESAMPLED.clear()
+
+
+@pytest.mark.parametrize("width", [1, 2, 7, 12, 25])
+def test_packed_product_of_whole_counts_is_the_plain_product(width):
+    """Issue 21: under whole-count weights two 0/1 features share a float32 column; the
+    sums unpacked are the plain product's, bit for bit, up to the largest row count packed."""
+    from ckptaudit.stats import weighted
+
+    rng = np.random.default_rng(width)
+    for n in (5, 1000, weighted._PACK_BASE - 1):
+        strata = np.zeros(n, dtype=np.int64)
+        both = next(weights._weight_chunks(strata, 40, np.random.default_rng(0), out_of_bag=True))
+        assert weights.whole_counts(both)
+        features = (rng.random((n, width)) < 0.5).astype(np.float32)
+        features[: n // 2, 0] = 1.0  # a column of all ones somewhere: the largest sums
+        got = weighted._exact_product(both, features)
+        want = both.astype(np.float64) @ features.astype(np.float64)
+        assert got.tobytes() == want.tobytes()
+
+
+def test_only_whole_counts_drawn_here_are_packed():
+    rng = np.random.default_rng(1)
+    exact = next(weights._weight_chunks(np.zeros(300, np.int64), 50, rng, out_of_bag=True))
+    assert weights.whole_counts(exact)
+    assert not weights.whole_counts(exact.copy())  # not the matrix drawn (nothing says it is whole)
+    big = next(weights._weight_chunks(np.zeros(300_000, np.int64), 50, rng, out_of_bag=True))  # Poisson, rescaled
+    assert not weights.whole_counts(big)
+    again = next(weights._weight_chunks(np.zeros(301, np.int64), 50, rng, out_of_bag=True))
+    assert weights.whole_counts(again) and not weights.whole_counts(exact)  # the latest drawn only
+    with pytest.raises(ValueError):
+        again[0, 0] = 5.0  # marked whole: read-only, so that it stays whole

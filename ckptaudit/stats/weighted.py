@@ -17,7 +17,7 @@ from ..metrics import kernels as metrics
 from ..metrics.spec import MetricSpec
 from . import ranking_rows
 from .rows import RowData
-from .weights import _CHUNK_CELLS
+from .weights import _CHUNK_CELLS, whole_counts
 
 
 def _ranking_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
@@ -47,6 +47,32 @@ def _class_sums(w_t: np.ndarray, codes: np.ndarray, k: int, rows: np.ndarray | N
     return np.asarray(onehot @ w_t, dtype=np.float64).T
 
 
+#: two 0/1 features share a float32 column as ``a + _PACK_BASE * b`` (whole weights over
+#: fewer rows than this: every sum stays below 2^24, so exact)
+_PACK_SHIFT = 12
+_PACK_BASE = 1 << _PACK_SHIFT
+
+
+def _exact_product(w: np.ndarray, features: np.ndarray) -> np.ndarray:
+    """``w @ features`` (float64) for whole-count weights ``w`` over fewer than
+    :data:`_PACK_BASE` rows and 0/1 ``features``, with the features packed two to a column:
+    half the product's width, in columns rounded up to a multiple of 4 (OpenBLAS's float32
+    product of 2,000 x 1,000 by 1,000 x 12 took 0.96 ms, by 1,000 x 8 0.62; issue 21: the
+    product was a fifth of an HPO sweep's `pick`). Each packed sum ``A + 4096 B`` is exact,
+    so A and B are recovered exactly: the same counts as the plain product."""
+    width = features.shape[1]
+    half = (width + 1) // 2
+    packed = np.zeros((features.shape[0], -(-half // 4) * 4), dtype=np.float32)
+    packed[:, : width - half] = features[:, half:]
+    packed[:, : width - half] *= _PACK_BASE
+    packed[:, :half] += features[:, :half]
+    sums = (w @ packed)[:, :half].astype(np.int64)
+    out = np.empty((w.shape[0], width))
+    out[:, :half] = sums & (_PACK_BASE - 1)
+    out[:, half:] = sums[:, : width - half] >> _PACK_SHIFT
+    return out
+
+
 def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Weighted true-positive, predicted and actual counts, (B, len(group), K) and (B, K),
     and the weights' sums (B,)
@@ -67,7 +93,9 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
         hit &= (y == j)[None, :]
         features[:, at + g : at + 2 * g] = hit.T
         features[:, at + 2 * g] = y == j
-    sums = (w @ features).astype(np.float64)
+    sums = _exact_product(w, features) if whole_counts(w) and w.shape[1] < _PACK_BASE else None
+    if sums is None:
+        sums = (w @ features).astype(np.float64)
     tp = np.empty((w.shape[0], g, k))
     predicted = np.empty_like(tp)
     actual = np.empty((w.shape[0], k))

@@ -80,8 +80,28 @@ _DRAW_CACHE_BYTES = 64 * 2**20
 _DRAW_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
 
 
-#: the latest single-chunk weight matrix, by (strata, resamples, out-of-bag, generator state)
-_WHOLE_CACHE: dict[tuple, tuple[np.ndarray, Any]] = {}
+#: the latest single-chunk weight matrix, by (strata, resamples, out-of-bag, generator
+#: state): (matrix, generator state after it, whether it holds whole counts)
+_WHOLE_CACHE: dict[tuple, tuple[np.ndarray, Any, bool]] = {}
+
+#: the latest weight matrix :func:`_weight_chunks` drew exactly (every stratum's counts
+#: whole, the out-of-bag indicators 0/1), held so that its identity is not reused
+_WHOLE_COUNTS: list[np.ndarray] = []
+
+
+def _mark_whole_counts(w: np.ndarray) -> None:
+    w.flags.writeable = False  # NOTE: so that it stays whole: no caller writes weights
+    _WHOLE_COUNTS[:] = [w]
+
+
+def whole_counts(w: np.ndarray) -> bool:
+    """Whether ``w`` is the latest weight matrix drawn here with every stratum's counts
+    whole (exact draws, not rescaled Poisson weights), and its out-of-bag rows 0/1: every
+    entry a whole number, every row summing to at most the number of rows. Sums of whole
+    numbers are exact in float32 in any order (below 2^24), which
+    :func:`ckptaudit.stats.weighted._dense_counts` relies on to pack two 0/1 features into
+    one column."""
+    return bool(_WHOLE_COUNTS) and _WHOLE_COUNTS[0] is w
 
 
 def _state_key(state: Any) -> Any:
@@ -126,6 +146,8 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
         hit = _WHOLE_CACHE.get(whole_key)
         if hit is not None:
             rng.bit_generator.state = hit[1]
+            if hit[2]:
+                _mark_whole_counts(hit[0])
             yield hit[0]
             return
     values = distinct_codes(strata)
@@ -173,10 +195,12 @@ def _weight_chunks(strata: np.ndarray, resamples: int, rng: np.random.Generator,
         if out_of_bag:
             np.equal(drawn, 0, out=both[k:], casting="unsafe")
         del drawn
+        if all(m * k <= _EXACT_CELLS for m in sizes):
+            _mark_whole_counts(both)
         if whole_key is not None:
             both.flags.writeable = False  # shared by every later caller: read-only
             _WHOLE_CACHE.clear()  # NOTE: the latest only: a sweep repeats one draw
-            _WHOLE_CACHE[whole_key] = (both, rng.bit_generator.state)
+            _WHOLE_CACHE[whole_key] = (both, rng.bit_generator.state, whole_counts(both))
         yield both
         done += k
 
