@@ -584,3 +584,30 @@ def test_only_whole_counts_drawn_here_are_packed():
     assert weights.whole_counts(again) and not weights.whole_counts(exact)  # the latest drawn only
     with pytest.raises(ValueError):
         again[0, 0] = 5.0  # marked whole: read-only, so that it stays whole
+
+
+@pytest.mark.parametrize("text", ["precision", "recall:class=0", "f1", "accuracy"])
+@pytest.mark.parametrize("k", [2, 12])
+def test_weight_vectors_without_the_event_class_are_undefined(text, k):
+    """Issue 21: the confusion path reads "no weight on the event's rows" from its own
+    actual counts; it leaves NaN exactly where a product with the event's rows is zero."""
+    from ckptaudit.stats import weighted
+    from ckptaudit.stats.intervals import event_class
+
+    task = "binary" if k == 2 else "multiclass"
+    rng = np.random.default_rng(k)
+    n = 200
+    y = rng.integers(0, k, n)
+    preds = [np.where(rng.random(n) < 0.6, y, rng.integers(0, k, n)) for _ in range(3)]
+    spec = _spec(text, task)
+    data = np.stack([p.astype(np.uint8) for p in preds])
+    rows = selection.row_data("confusion", spec, task, y, data, k)
+    w = rng.integers(0, 3, size=(300, n)).astype(np.float32)
+    w[:40, y == (0 if "class=0" in text else 1)] = 0.0  # the first vectors miss the event
+    event = event_class(spec, task, "confusion")
+    got = weighted.weighted_values(rows, w, spec, task, event)
+    want = weighted.weighted_values(rows, w, spec, task)
+    if event is not None:
+        want[(w @ (y == event).astype(np.float32)) == 0] = np.nan
+        assert np.isnan(got[:40]).all()
+    np.testing.assert_array_equal(got, want)

@@ -200,19 +200,16 @@ def _resampled_now(
     in_out: np.ndarray | None = None
     done = 0
     by_stratum = _by_stratum(rows, resamples)
-    indicator = None
-    if event is not None and by_stratum.classes is not None:
-        indicator = (by_stratum.classes == event).astype(np.float32)
     for both in _weight_chunks(by_stratum.strata, resamples, rng, out_of_bag=True):
         k = both.shape[0] // 2
         if by_stratum.group_div:  # slices: the worst group is selected in bag, scored out of bag
             from .groupstats import paired_values
 
             values_both = paired_values(by_stratum, both, spec, task)
+            if event is not None and by_stratum.classes is not None:
+                values_both[(both @ (by_stratum.classes == event).astype(np.float32)) == 0] = np.nan
         else:
-            values_both = weighted_values(by_stratum, both, spec, task)
-        if indicator is not None:
-            values_both[(both @ indicator) == 0] = np.nan
+            values_both = weighted_values(by_stratum, both, spec, task, event)
         del both
         if k == resamples:
             return values_both[:k], values_both[k:]

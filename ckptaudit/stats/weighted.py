@@ -152,13 +152,23 @@ def _hit_values(rows: RowData, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+def _absent(w: np.ndarray, codes: np.ndarray, event: int) -> np.ndarray:
+    """Per weight vector, whether it puts no weight on a row of class ``event``."""
+    return (w @ (codes == event).astype(w.dtype)) == 0
+
+
+def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str, event: int | None = None) -> np.ndarray:
     """Every checkpoint's confusion metric under each row-weight vector, from weighted
     per-class counts (true positives, predicted, actual, n), in groups of checkpoints
-    whose count arrays (and, with few classes, float32 indicators) stay bounded."""
+    whose count arrays (and, with few classes, float32 indicators) stay bounded; NaN
+    where a vector puts no weight on class ``event`` (read from the actual counts: zero
+    exactly where the event's rows all weigh zero, as a product with them would say)."""
     k = rows.n_classes
     if k > _DENSE_CLASSES and spec.name == "accuracy" and task != "multilabel":
-        return _hit_values(rows, w)
+        values = _hit_values(rows, w)
+        if event is not None:
+            values[_absent(w, rows.y, event)] = np.nan
+        return values
     c_count = rows.data.shape[0]
     n_rows = rows.data.shape[1]
     out = np.empty((w.shape[0], c_count))
@@ -180,6 +190,8 @@ def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str)
             tp, predicted = _sparse_counts(rows, w_t, group)
         assert actual is not None and n is not None
         out[:, group] = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
+    if event is not None and actual is not None:
+        out[actual[:, event] == 0] = np.nan
     return out
 
 
@@ -238,9 +250,22 @@ def _ece_values(rows: RowData, w: np.ndarray) -> np.ndarray:
     return out
 
 
-def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+def weighted_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str, event: int | None = None) -> np.ndarray:
     """The metric of every checkpoint under each row-weight vector: (k, N) -> (k, C).
-    Unit weights give the checkpoints' own values."""
+    Unit weights give the checkpoints' own values. With an ``event`` class (of an
+    ungrouped run with classes), a vector that puts no weight on its rows gives NaN
+    (undefined, not 0)."""
+    if event is None or rows.group_div or rows.classes is None:
+        return _values(rows, w, spec, task)
+    if rows.kind == "confusion":  # (the counts say where the event is absent)
+        return _confusion_values(rows, w, spec, task, event)
+    values = _values(rows, w, spec, task)
+    values[_absent(w, rows.classes, event)] = np.nan
+    return values
+
+
+def _values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str) -> np.ndarray:
+    """:func:`weighted_values` without an event class."""
     if rows.group_div:  # slices: worst_group(M), M:group=NAME
         from .groupstats import grouped_values
 
