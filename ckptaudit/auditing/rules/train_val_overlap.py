@@ -28,10 +28,10 @@ INFO = CodeInfo(
 
 def detect(ra: RunAudit, o: AuditOptions) -> Iterator[Finding]:
     run = ra.run
+    if ra.overlap is None:  # no checkpoint with both splits, or the pass could not read one of them
+        return
     ckpt = next((c for c in run.checkpoints if c.has_split("train") and c.has_split("val")), None)
     if ckpt is None:
-        return
-    if ra.overlap is None:  # the pass could not read one of them
         return
     val, train = ra.overlap
     flagged = np.zeros(val.n, dtype=bool)
