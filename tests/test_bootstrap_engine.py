@@ -611,3 +611,24 @@ def test_weight_vectors_without_the_event_class_are_undefined(text, k):
         want[(w @ (y == event).astype(np.float32)) == 0] = np.nan
         assert np.isnan(got[:40]).all()
     np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("k", [2, 4])
+def test_gaussian_confusion_sums_do_not_depend_on_the_block_of_rows(k, monkeypatch):
+    """Issue 21: 0/1 features go through the Gaussian path in small blocks of rows (memory);
+    their sums are exact, so every drawn value is the one a single block gives."""
+    from ckptaudit.stats import gaussian
+
+    task = "binary" if k == 2 else "multiclass"
+    rng = np.random.default_rng(k)
+    n = 50_000
+    y = rng.integers(0, k, n)
+    data = np.stack([np.where(rng.random(n) < 0.7, y, rng.integers(0, k, n)).astype(np.uint8) for _ in range(6)])
+    spec = _spec("f1" if k == 2 else "f1:average=macro", task)
+    rows = selection.row_data("confusion", spec, task, y, data, k)
+    assert gaussian.gaussian_ok(rows, 1000)
+    small = gaussian.gaussian_values(rows, spec, task, 1000, np.random.default_rng(0))
+    monkeypatch.setattr(gaussian, "_EXACT_BLOCK_ROWS", 10**9)
+    whole = gaussian.gaussian_values(rows, spec, task, 1000, np.random.default_rng(0))
+    for a, b in zip(small, whole, strict=True):
+        assert a.tobytes() == b.tobytes()

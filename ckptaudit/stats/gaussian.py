@@ -26,6 +26,8 @@ _OUT_OF_BAG = math.exp(-1.0)  # probability that a row is left out of a resample
 #: rows of features the Gaussian path holds at once (up to it, one block: the sums, and so
 #: every result, are bit for bit those of one product)
 _GAUSSIAN_BLOCK_ROWS = 1_048_576
+#: rows of 0/1 features (confusion metrics) the Gaussian path holds at once
+_EXACT_BLOCK_ROWS = 16_384
 
 
 def _count_classes(rows: RowData) -> list[int]:
@@ -112,8 +114,13 @@ def _moments(rows: RowData, sel: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     # NOTE: 0/1 features sum exactly in float32 (below 2^24 rows), twice as fast as float64
     dtype = np.float64 if rows.kind == "mean" else np.float32
     contiguous = sel.shape[0] > 0 and int(sel[-1] - sel[0]) + 1 == sel.shape[0]
-    for first in range(0, sel.shape[0], _GAUSSIAN_BLOCK_ROWS):
-        part = sel[first : first + _GAUSSIAN_BLOCK_ROWS]
+    # NOTE: 0/1 features sum exactly in any blocking, so they go in small blocks (the
+    # features of 90,000 rows x 50 checkpoints were 18 MB at once, most of a `pick`'s peak
+    # above its per-row data; issue 21); loss values keep one block up to its size, so that
+    # their sums stay those of one product
+    step = _EXACT_BLOCK_ROWS if dtype == np.float32 else _GAUSSIAN_BLOCK_ROWS
+    for first in range(0, sel.shape[0], step):
+        part = sel[first : first + step]
         # (written straight into the product's operand: no second block-sized copy, and a
         # slice rather than a gathered copy of the rows where the stratum is contiguous)
         z = np.empty((part.shape[0], _base_count(rows) + 1), dtype=dtype)
