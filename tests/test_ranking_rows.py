@@ -320,3 +320,29 @@ def test_linearised_auc_interval_still_covers_hanley_mcneil_with_a_small_class()
     entry = selection.select(ev, resamples=300).checkpoints[0]
     low, high = selection.hanley_mcneil_interval(entry.value, 12, n - 12)
     assert entry.interval[0] <= low and entry.interval[1] >= high
+
+
+@pytest.mark.parametrize("case", ["perfect", "one tie", "one swap", "logits"])
+def test_perfect_auc_from_the_influence_sort_is_the_direct_check(case):
+    """Issue 21: where a pass kept ROC AUC's influence, the audit's "perfect ROC AUC" check
+    reads it from that sort; it answers what the direct check answers."""
+    from ckptaudit.auditing import engine
+
+    rng = np.random.default_rng(2)
+    n = 3000
+    y = (rng.random(n) < 0.5).astype(np.int64)
+    s = np.where(y == 1, 0.6 + 0.4 * rng.random(n), 0.5 * rng.random(n))
+    if case == "one tie":
+        s[np.flatnonzero(y == 0)[0]] = s[y == 1].min()
+    if case == "one swap":
+        s[np.flatnonzero(y == 0)[0]] = 0.99
+    output = "probability"
+    if case == "logits":
+        s, output = np.log(s / (1 - s)), "logit"
+    spec = parse_metric("roc_auc")
+    direct = engine._perfect_auc(kernels.prepare("binary", output, y, s))
+    prep = kernels.prepare("binary", output, y, s)
+    influence.remember(prep, spec)
+    assert influence.perfect_auc(prep) is (direct == 1.0)
+    assert engine._perfect_auc(prep) == direct
+    assert (direct == 1.0) is (case in ("perfect", "logits"))

@@ -157,6 +157,9 @@ def _perfect_auc(prep: metrics.Prepared) -> float | None:
     pos = prep.y.view(bool)
     if pos.all() or not pos.any():
         return None
+    kept = influence.perfect_auc(prep)
+    if kept is not None:  # the pass sorted the scores for ROC AUC's influence already
+        return 1.0 if kept else None
     c = operating.cached_curve(prep) if prep.task == "binary" else None
     if c is not None and c.grows is not None:  # an operating point sorted the scores already
         return 1.0 if c.fp[c.grows[-1]] == 0 else None  # no negative at the lowest positive's threshold

@@ -409,7 +409,27 @@ def remember(prep: ScoreView, spec: MetricSpec) -> None:
     sorting again, and :func:`recall` hands the influence to the per-row data. Once per
     view: a second call (another observer of the same pass) keeps the first."""
     if _key(spec) not in prep._cache:
-        prep._cache[_key(spec)] = shown_and_influence(prep, spec)  # type: ignore[assignment]
+        kept = shown_and_influence(prep, spec)
+        prep._cache[_key(spec)] = kept  # type: ignore[assignment]
+        if spec.name == "roc_auc" and _ranks_by_score(prep, spec):
+            # the audit's "perfect ROC AUC" check, answered by this sort (issue 21)
+            prep._cache[PERFECT_AUC_KEY] = kept[0] == 1.0  # type: ignore[assignment]
+
+
+#: where :func:`remember` leaves whether a binary run's plain ROC AUC is exactly 1
+PERFECT_AUC_KEY = "perfect_auc"
+
+
+def _ranks_by_score(prep: ScoreView, spec: MetricSpec) -> bool:
+    """Whether ``spec`` ranks a binary view's positives by its score, one column: the
+    ROC AUC that is exactly 1 when every positive outscores every negative."""
+    return prep.task == "binary" and spec.class_index in (None, 1) and spec.average in (None, "binary")
+
+
+def perfect_auc(prep: ScoreView) -> bool | None:
+    """Whether the binary view's plain ROC AUC, kept by :func:`remember`, is exactly 1
+    (None: none kept)."""
+    return prep._cache.get(PERFECT_AUC_KEY)  # type: ignore[return-value]
 
 
 def shown(prep: ScoreView, spec: MetricSpec) -> float | None:
