@@ -114,7 +114,10 @@ def _thin(n: int, most: int) -> np.ndarray:
     """Indices of at most ``most`` evenly spaced points of ``n``, both ends kept."""
     if n <= most:
         return np.arange(n)
-    return np.unique(np.linspace(0, n - 1, most).round().astype(int))
+    # (rounded evenly spaced points never decrease: a repeat can only follow its twin, so
+    # dropping those is np.unique's answer, without its import of numpy.ma and its hashing)
+    idx = np.linspace(0, n - 1, most).round().astype(int)
+    return idx[np.r_[True, idx[1:] != idx[:-1]]]
 
 
 def _round(values: np.ndarray, digits: int = 5) -> tuple[float, ...]:
