@@ -78,8 +78,9 @@ def _sorted(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
 
 
 def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """One sort of the column, cut into runs of tied scores: (row order, each sorted row's
-    run, positive flag of each sorted row, positives per run, negatives per run)."""
+    """One sort of the column, cut into runs of tied scores: (row order, each run's length
+    (None: every run one row), positive flag of each sorted row, positives per run,
+    negatives per run)."""
     return _tie_runs(*_sorted(pos, s))
 
 
@@ -104,18 +105,19 @@ def _tie_runs(
     del distinct
     through = np.cumsum(flags)[np.r_[starts[1:] - 1, n - 1]]  # positives up to each run's end
     gp = np.diff(np.r_[0, through])
-    gn = np.diff(np.r_[starts, n]) - gp
-    run = None if starts.shape[0] == n else np.repeat(np.arange(starts.shape[0]), np.diff(np.r_[starts, n]))
-    return order, run, flags, gp, gn
+    lengths = np.diff(np.r_[starts, n])
+    gn = lengths - gp
+    return order, None if starts.shape[0] == n else lengths, flags, gp, gn
 
 
 def _scatter(
-    order: np.ndarray, run: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray
+    order: np.ndarray, lengths: np.ndarray | None, flags: np.ndarray, pos_value: np.ndarray, neg_value: np.ndarray
 ) -> np.ndarray:
     """Per-row values from per-run values of the positive and the negative rows (each
-    per-run array is the caller's own: ``pos_value`` may be overwritten)."""
-    if run is not None:
-        pos_value, neg_value = pos_value[run], neg_value[run]
+    per-run array is the caller's own: ``pos_value`` may be overwritten); ``lengths``: each
+    run's rows (each value repeated for them: cheaper than an index of each row's run)."""
+    if lengths is not None:
+        pos_value, neg_value = np.repeat(pos_value, lengths), np.repeat(neg_value, lengths)
     np.copyto(pos_value, neg_value, where=~flags)
     del neg_value
     out = np.empty(order.shape[0])
@@ -143,7 +145,7 @@ def _auc_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
         if tied.shape[0] <= _FEW_TIES * n:
             del ss
             return _auc_by_row(order, flags, tied, n_pos, n_neg)
-        order, run, flags, gp, gn = _tie_runs(order, flags, ss)
+        order, lengths, flags, gp, gn = _tie_runs(order, flags, ss)
         del ss
         # NOTE: the same integer and float operations as (2 neg_below + gn) / (2 n_neg) -
         # value) / n_pos and ((2 pos_above + gp) / (2 n_pos) - value) / n_neg, done in place
@@ -167,7 +169,7 @@ def _auc_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
         del above
         v01 -= value
         v01 /= n_neg
-        return value, value, _scatter(order, run, flags, v10, v01)
+        return value, value, _scatter(order, lengths, flags, v10, v01)
     # few positives: place every row among the sorted positives (no sort of the column)
     sp = s[pos]
     order = np.argsort(sp)
@@ -271,7 +273,7 @@ def _ap_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
         return 0.0, 0.0, np.zeros(n)
     if n_pos <= _FEW_POSITIVES:
         return (ap(pos, s), *_ap_few(pos, s))
-    order, run, flags, gp, gn = _groups(pos, s)
+    order, lengths, flags, gp, gn = _groups(pos, s)
     # NOTE: in place and freed as soon as used (10^7 rows held about a dozen column-sized
     # float64 arrays at once before, issue 21), with the same integer and float operations
     tp = np.cumsum(gp)
@@ -299,13 +301,13 @@ def _ap_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
     prec /= n_pos
     np.negative(cum_b, out=cum_b)
     cum_b /= n_pos
-    return shown, value, _scatter(order, run, flags, prec, cum_b)
+    return shown, value, _scatter(order, lengths, flags, prec, cum_b)
 
 
 def _ap_shown(gp: np.ndarray, tp: np.ndarray, above: np.ndarray, n_pos: int) -> float:
     """:func:`ckptaudit.metrics.ranks.ap` from the runs of one sort: one term per distinct
     score, from the highest down, zero where the score has no positive row."""
-    desc = np.flatnonzero(gp)[::-1]
+    desc = np.flatnonzero(gp.astype(bool))[::-1]  # (as bool: numpy finds those 3x faster)
     tp_d = tp[desc].astype(np.float64)
     prec = tp_d / above[desc].astype(np.float64)
     rec = tp_d / n_pos
