@@ -50,7 +50,8 @@ hit - confidence) float64 pairs for ece. Every value is a function of weighted s
 (:func:`weighted_values`, the one bootstrap engine; :mod:`ckptaudit.stats.bootstrap` runs
 on it too): a confusion metric needs only each class's weighted true-positive, predicted
 and actual counts and n (:func:`~ckptaudit.metrics.kernels.from_counts`), computed by
-matrix products with 0/1 indicators (up to 8 classes) or sparse ones (more), never
+matrix products with 0/1 indicators (up to 8 classes) or sparse ones (more; many-class
+accuracy from per-row hits), never
 classes x classes cells per resample; a multilabel metric the same per label; R2 the sums
 of the squared residuals and of the centred targets. Memory:
 ``rows x checkpoints x (1 or 4)`` bytes, e.g.

@@ -3,8 +3,10 @@
 Every value is a function of weighted sums: a confusion metric needs only each class's
 weighted true-positive, predicted and actual counts and n
 (:func:`~ckptaudit.metrics.kernels.from_counts`), computed by matrix products with 0/1
-indicators (up to 8 classes) or sparse ones (more), never classes x classes cells per
-resample; a multilabel metric the same per label; R2 the sums of the squared residuals and
+indicators (up to 8 classes; two to a float32 column under whole-count weights, exact) or
+sparse ones (more; accuracy over many classes from per-row hits instead), never classes x
+classes cells per resample; a resample without the metric's event class is read from the
+same counts; a multilabel metric the same per label; R2 the sums of the squared residuals and
 of the centred targets; mean losses a weighted mean; ROC AUC / average precision the exact
 weighted re-ranking of :mod:`ckptaudit.stats.ranking_rows`.
 """
