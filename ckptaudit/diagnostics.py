@@ -165,11 +165,27 @@ def roc_pr_curves(y: np.ndarray, score: np.ndarray) -> tuple[Curve, Curve] | Non
     )
 
 
+def _bin_ids(predicted: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """``np.searchsorted(edges[1:-1], predicted)`` for equal-width ``edges`` over [0, 1]:
+    each value's bin from ``floor(p x bins)``, moved by one where that lands beside an
+    inner edge (off by at most one: the product and linspace's edges each round once; only
+    the downward move was ever seen, at edges themselves, on 1-400 bins: the upward one is a
+    guard).
+    A binary search per value took 97 ms of a 5,000,000-value curve, this 60 (issue 21)."""
+    bins = edges.shape[0] - 1
+    guess = np.multiply(predicted, bins, dtype=np.float64).astype(np.intp)
+    np.clip(guess, 0, bins - 1, out=guess)
+    inner = np.r_[-np.inf, edges[1:-1], np.inf]  # inner[j]: the edge below bin j (none: -inf)
+    ids = guess - (predicted <= inner[guess])
+    ids += predicted > inner[guess + 1]
+    return ids
+
+
 def reliability_curve(observed: np.ndarray, predicted: np.ndarray, bins: int = RELIABILITY_BINS) -> tuple[np.ndarray, ...]:
     """Per non-empty bin of ``predicted`` (equal widths over [0, 1]): mean predicted, observed
     frequency and count, binned as scikit-learn's ``calibration_curve``."""
     edges = np.linspace(0.0, 1.0, bins + 1)
-    ids = np.searchsorted(edges[1:-1], predicted)
+    ids = _bin_ids(predicted, edges)
     count = np.bincount(ids, minlength=bins)
     sum_pred = np.bincount(ids, weights=predicted.astype(np.float64), minlength=bins)
     sum_obs = np.bincount(ids, weights=observed.astype(np.float64), minlength=bins)

@@ -362,3 +362,17 @@ def test_plot_of_a_sweep_mixing_tasks_draws_one_panel_per_metric(runs_dir):
     assert max(max(line.get_ydata(), default=0) for line in mse.get_lines()) > 1.0
     labels = {line.get_label() for line in recall.get_lines()}
     assert not any("friedman" in str(label) for label in labels)
+
+
+@pytest.mark.parametrize("bins", [1, 2, 10, 15, 33])
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_reliability_bins_are_the_binary_search_ones(bins, dtype):
+    """Issue 21: each value's reliability bin comes from its product with the bin count,
+    mended beside an edge: the bins a binary search among the inner edges gives, edges
+    themselves, their neighbours and values outside [0, 1] included."""
+    from ckptaudit.diagnostics import _bin_ids
+
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    rng = np.random.default_rng(bins)
+    p = np.r_[rng.random(50_000), edges, np.nextafter(edges, 2), np.nextafter(edges, -1), -0.5, 1.5].astype(dtype)
+    np.testing.assert_array_equal(_bin_ids(p, edges), np.searchsorted(edges[1:-1], p))
