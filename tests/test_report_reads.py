@@ -97,3 +97,25 @@ def test_the_page_written_in_sections_is_the_page(runs_dir, tmp_path):
     stamp = re.compile(rb"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
     assert size == len(written) and stamp.sub(b"T", written) == stamp.sub(b"T", whole)
     assert "sweep \ufffd report".encode() in written
+
+
+def test_a_best_too_large_to_copy_is_read_again_with_the_same_diagnostics(runs_dir, monkeypatch):
+    """Issue 21: the pass copies the best output so far only up to COPY_LIMIT; a larger one
+    (here: every one) is read once more at the end, and draws the same diagnostics."""
+    from ckptaudit.reporting import focus
+
+    kept = build_report([runs_dir / "fraud"], ["recall"], resamples=200).runs[0].diagnostics
+    reads: Counter[str] = Counter()
+    real = reader.read_npz
+
+    def counted(path, *args, **kwargs):
+        reads[str(path)] += 1
+        return real(path, *args, **kwargs)
+
+    monkeypatch.setattr(reader, "read_npz", counted)
+    monkeypatch.setattr(focus, "COPY_LIMIT", 0)
+    shown = build_report([runs_dir / "fraud"], ["recall"], resamples=200).runs[0]
+    assert shown.diagnostics == kept
+    run = discover([runs_dir / "fraud"])[0]
+    again = {c.name for c in run.checkpoints if reads[str(c.split_file("val"))] == 2}
+    assert again == {shown.winner} and shown.winner != shown.chosen  # the chosen one is drawn as it is read

@@ -25,6 +25,9 @@ from ..store.reader import Checkpoint, Predictions, Run
 
 #: the group columns of the first file read were not seen (the pass read none)
 UNSEEN = object()
+#: the largest output (bytes) the watch copies to keep the best so far; a larger best is
+#: read again by the report once the pass knows the winner
+COPY_LIMIT = 32 << 20
 
 
 class FocusWatch:
@@ -61,6 +64,10 @@ class FocusWatch:
             # NOTE: the output lies in a buffer the pass's next read overwrites: copy it, into
             # the copy of the previous best (dropped now) when it fits, as the pass reuses its own
             out = preds.output
+            if out.nbytes > COPY_LIMIT:
+                # a large output is read again at the end instead: one read, where a run that
+                # improved at every epoch copied 200 MB per epoch (issue 21)
+                return
             buf = self._buffer
             if buf is None or buf.shape != out.shape or buf.dtype != out.dtype:
                 buf = self._buffer = np.empty_like(out)
