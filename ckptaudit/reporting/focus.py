@@ -9,7 +9,8 @@ first metric, ties to the earlier checkpoint, as :meth:`ckptaudit.verdict.Verdic
 is only known at the end, so the watch keeps one copy of the best predictions so far and
 drops it at the next better one: at most one checkpoint's arrays besides the one being
 read. A focus checkpoint the pass did not read (unreadable, metrics only, a changed
-winner rule) is read again by the caller, as before.
+winner rule), or a winner whose output was larger than :data:`COPY_LIMIT`, is read again
+by the caller.
 """
 
 from __future__ import annotations
