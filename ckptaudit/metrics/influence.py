@@ -429,7 +429,7 @@ def remember(prep: ScoreView, spec: MetricSpec) -> None:
     sorting again, and :func:`recall` hands the influence to the per-row data. Once per
     view: a second call (another observer of the same pass) keeps the first."""
     if _key(spec) not in prep._cache:
-        kept = shown_and_influence(prep, spec)
+        kept: Triple = shown_and_influence(prep, spec)
         prep._cache[_key(spec)] = kept  # type: ignore[assignment]
         if spec.name == "roc_auc" and _ranks_by_score(prep, spec):
             # the audit's "perfect ROC AUC" check, answered by this sort (issue 21)

@@ -81,6 +81,7 @@ from . import (
     ranking_rows,  # noqa: F401
     streamed,
 )
+from .batched import precomputed
 from .confidence import confidence_set, confidence_set_threshold, rows_per_block  # noqa: F401
 from .gaussian import (  # noqa: F401
     _GAUSSIAN_BLOCK_ROWS,
@@ -176,6 +177,10 @@ def _resampled(
     as they found them (``_draws`` negates in place and back)."""
     gaussian = not exact and gaussian_ok(rows, resamples)
     key = (spec, task, resamples, event, gaussian, _state_key(rng.bit_generator.state))
+    batched = precomputed(rows, key)  # a sweep's window computed in wide products
+    if batched is not None:
+        rng.bit_generator.state = batched[1]
+        return batched[0]
     if _LAST_RESAMPLED:
         old_key, old_rows, values, state = _LAST_RESAMPLED[0]
         if old_rows is rows and old_key == key:

@@ -55,6 +55,29 @@ _PACK_SHIFT = 12
 _PACK_BASE = 1 << _PACK_SHIFT
 
 
+def _packed(features: np.ndarray) -> np.ndarray:
+    """0/1 ``features`` packed two to a float32 column (``A + 4096 B``: the first half, then
+    the second), in columns rounded up to a multiple of 4 (see :func:`_exact_product`)."""
+    width = features.shape[1]
+    half = (width + 1) // 2
+    packed = np.zeros((features.shape[0], -(-half // 4) * 4), dtype=np.float32)
+    packed[:, : width - half] = features[:, half:]
+    packed[:, : width - half] *= _PACK_BASE
+    packed[:, :half] += features[:, :half]
+    return packed
+
+
+def _unpacked(product: np.ndarray, width: int) -> np.ndarray:
+    """The sums of ``width`` features (float64) from the product of whole-count weights with
+    their :func:`_packed` columns (exact, so recovered exactly)."""
+    half = (width + 1) // 2
+    sums = product[:, :half].astype(np.int64)
+    out = np.empty((product.shape[0], width))
+    out[:, :half] = sums & (_PACK_BASE - 1)
+    out[:, half:] = sums[:, : width - half] >> _PACK_SHIFT
+    return out
+
+
 def _exact_product(w: np.ndarray, features: np.ndarray) -> np.ndarray:
     """``w @ features`` (float64) for whole-count weights ``w`` over fewer than
     :data:`_PACK_BASE` rows and 0/1 ``features``, with the features packed two to a column:
@@ -62,25 +85,13 @@ def _exact_product(w: np.ndarray, features: np.ndarray) -> np.ndarray:
     product of 2,000 x 1,000 by 1,000 x 12 took 0.96 ms, by 1,000 x 8 0.62; issue 21: the
     product was a fifth of an HPO sweep's `pick`). Each packed sum ``A + 4096 B`` is exact,
     so A and B are recovered exactly: the same counts as the plain product."""
-    width = features.shape[1]
-    half = (width + 1) // 2
-    packed = np.zeros((features.shape[0], -(-half // 4) * 4), dtype=np.float32)
-    packed[:, : width - half] = features[:, half:]
-    packed[:, : width - half] *= _PACK_BASE
-    packed[:, :half] += features[:, :half]
-    sums = (w @ packed)[:, :half].astype(np.int64)
-    out = np.empty((w.shape[0], width))
-    out[:, :half] = sums & (_PACK_BASE - 1)
-    out[:, half:] = sums[:, : width - half] >> _PACK_SHIFT
-    return out
+    return _unpacked(w @ _packed(features), features.shape[1])
 
 
-def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Weighted true-positive, predicted and actual counts, (B, len(group), K) and (B, K),
-    and the weights' sums (B,)
-    of a run with few classes: one (B, N) x (N, features) product of 0/1 indicators
-    (float32 sums of 0/1 features are exact for integer weights). Binary runs need only
-    class 1's features: class 0's counts follow from n."""
+def _count_features(rows: RowData, group: np.ndarray) -> np.ndarray:
+    """The 0/1 features whose weighted sums are :func:`_dense_counts`' counts: per counted
+    class, each checkpoint's predictions of it, its true positives, the class's rows; then
+    1 (n). Binary runs need only class 1's: class 0's counts follow from n."""
     k = rows.n_classes
     y = rows.y.astype(np.int64)
     data = rows.data[group]
@@ -95,12 +106,15 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
         hit &= (y == j)[None, :]
         features[:, at + g : at + 2 * g] = hit.T
         features[:, at + 2 * g] = y == j
-    sums = _exact_product(w, features) if whole_counts(w) and w.shape[1] < _PACK_BASE else None
-    if sums is None:
-        sums = (w @ features).astype(np.float64)
-    tp = np.empty((w.shape[0], g, k))
+    return features
+
+
+def _counts_of(sums: np.ndarray, k: int, g: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_dense_counts`' counts from the weighted sums of :func:`_count_features`."""
+    classes = [1] if k == 2 else list(range(k))
+    tp = np.empty((sums.shape[0], g, k))
     predicted = np.empty_like(tp)
-    actual = np.empty((w.shape[0], k))
+    actual = np.empty((sums.shape[0], k))
     for i, j in enumerate(classes):
         at = i * (2 * g + 1)
         predicted[:, :, j] = sums[:, at : at + g]
@@ -113,6 +127,18 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
         # rows predicted 0 less the positives among them
         tp[:, :, 0] = predicted[:, :, 0] - (actual[:, 1:2] - tp[:, :, 1])
     return tp, predicted, actual, n
+
+
+def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Weighted true-positive, predicted and actual counts, (B, len(group), K) and (B, K),
+    and the weights' sums (B,)
+    of a run with few classes: one (B, N) x (N, features) product of 0/1 indicators
+    (float32 sums of 0/1 features are exact for integer weights)."""
+    features = _count_features(rows, group)
+    sums = _exact_product(w, features) if whole_counts(w) and w.shape[1] < _PACK_BASE else None
+    if sums is None:
+        sums = (w @ features).astype(np.float64)
+    return _counts_of(sums, rows.n_classes, group.shape[0])
 
 
 def _sparse_counts(rows: RowData, w_t: np.ndarray, group: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

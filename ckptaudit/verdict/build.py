@@ -72,6 +72,8 @@ class RunPass:
         self.audit_error: CkptauditError | None = None
         self.builders: list[Any] = [None] * len(self.bound)
         self.pass_intervals: list[dict[str, tuple[float, float] | None]] = [{} for _ in self.bound]
+        #: (the collector's result, each metric's evaluation), once built
+        self._evaluated: tuple[Any, list[Any]] | None = None
         if options.audit:
             from ..auditing import audit_pass
 
@@ -123,14 +125,31 @@ class RunPass:
             each.append(_metric_observer(k, builder, self.bound[k], self.pass_intervals[k], resamples, seed))
         return observers(*each)
 
+    def evaluations(self) -> list[Any]:
+        """The run's per-row evaluations, built once from the pass (the collector's, then
+        each statistic's own): what :meth:`finish` selects on, and what a sweep's window
+        batches beforehand (:func:`ckptaudit.stats.batched.precompute`)."""
+        if self._evaluated is None:
+            collected = None if self.collector is None else self.collector.finish()
+            evaluations: list[Any] = []
+            for builder in self.builders:
+                if builder is None or builder.kind == "operating":
+                    evaluations.append(None)
+                elif collected is not None and builder is self.collector.rows:
+                    evaluations.append(collected.evaluation)
+                else:
+                    evaluations.append(builder.finish())
+            self._evaluated = (collected, evaluations)
+        return self._evaluated[1]
+
     def finish(self, scores: Sequence[CheckpointScore], skipped: Sequence[Skipped] = ()) -> Verdict:
         """The run's verdict from its pass's ``scores`` (every statistic computed here, once)."""
         o = self.options
         scores = tuple(scores)
         problems = [n for s in scores if s.unreadable for n in s.notes[:1]]
-        collected = None
-        if self.collector is not None:
-            collected = self.collector.finish()
+        evaluated = self.evaluations()
+        assert self._evaluated is not None
+        collected = self._evaluated[0]
         metrics_out = []
         for k, spec in enumerate(self.bound):
             values = tuple(s.values[k] for s in scores)
@@ -142,12 +161,9 @@ class RunPass:
             if builder.kind == "operating":  # issue 20: checkpoint and threshold re-selected together
                 sel = builder.select([sc.checkpoint for sc in scores], values, o.resamples, o.seed)
             else:
-                evaluation = (
-                    collected.evaluation if collected is not None and builder is self.collector.rows else builder.finish()
-                )
                 from ..stats import selection
 
-                sel = selection.select(evaluation, resamples=o.resamples, seed=o.seed)
+                sel = selection.select(evaluated[k], resamples=o.resamples, seed=o.seed)
             # NOTE: the selection's entries are read here, once; the views read the verdict
             by_name = {c.checkpoint: c for c in sel.checkpoints} if sel.available else {}
             intervals = self._intervals(k, spec, scores, by_name)
@@ -281,6 +297,16 @@ def evaluate_run(
     """The verdict of one run under ``specs`` (unbound; the first orders), in one pass;
     ``observe`` also sees that pass (what a view draws besides the verdict, e.g. the
     report's diagnostics), so no file is read twice."""
+    gather, scores = scan_run(run, specs, options, cache=cache, observe=observe)
+    return gather.finish(scores, run.skipped)
+
+
+def scan_run(
+    run: Run, specs: Sequence[MetricSpec], options: Options = Options(), *, cache: bool = False, observe: Observer | None = None
+) -> tuple[RunPass, list[CheckpointScore]]:
+    """The one pass of :func:`evaluate_run`: what it gathered and the scores; the verdict
+    is ``gather.finish(scores, run.skipped)`` (a caller that judges runs in windows batches
+    their selections in between, :func:`batch_selections`)."""
     gather = RunPass(run, specs, options)
     watch = observers(gather.observer(), observe)
     # NOTE: the audit reads every val.npz (its statistics need them): with the guard the pass
@@ -293,7 +319,7 @@ def evaluate_run(
     finally:
         if pool is not None:
             pool.close()
-    return gather.finish(scores, run.skipped)
+    return gather, scores
 
 
 def _values_only(run: Run, specs: Sequence[MetricSpec], scores: list[CheckpointScore], options: Options) -> Verdict:
@@ -322,6 +348,27 @@ class Verdicts:
     def scores(self) -> list[CheckpointScore]:
         """Every checkpoint's scores, run by run."""
         return [s for v in self.verdicts for s in v.scores]
+
+
+#: runs whose verdicts are built together (their selections batched where they resample alike)
+WINDOW = 64
+
+
+def batch_selections(gathers: Sequence[RunPass], options: Options) -> None:
+    """Compute the first metric's resampled values of a window's runs in wide products where
+    they resample alike (:mod:`ckptaudit.stats.batched`); each run's selection then finds its
+    own. Evaluations are built here once, as :meth:`RunPass.finish` would build them."""
+    from ..stats import batched
+
+    evaluations = []
+    for gather in gathers:
+        try:
+            first = gather.evaluations()[0]
+        except CkptauditError:  # (raised again where the run's verdict is built)
+            continue
+        if first is not None:
+            evaluations.append(first)
+    batched.precompute(evaluations, options.resamples, options.seed)
 
 
 def evaluate_paths(
@@ -354,12 +401,20 @@ def evaluate_paths(
         if group is not None:
             group.append(s)
     verdicts = []
-    for run in sweep.runs:
-        gather = passes.get(id(run))
-        if gather is None:
-            verdicts.append(_values_only(run, sweep.specs, by_run[id(run)], options))
-        else:
-            verdicts.append(gather.finish(by_run[id(run)], run.skipped))
+    for first in range(0, len(sweep.runs), WINDOW):
+        window = sweep.runs[first : first + WINDOW]
+        if options.statistics:
+            batch_selections([passes[id(run)] for run in window if id(run) in passes], options)
+        for run in window:
+            gather = passes.get(id(run))
+            if gather is None:
+                verdicts.append(_values_only(run, sweep.specs, by_run[id(run)], options))
+            else:
+                verdicts.append(gather.finish(by_run[id(run)], run.skipped))
+        if options.statistics:
+            from ..stats import batched
+
+            batched.release()
     problems = tuple(p for v in verdicts for p in v.problems if p) + problems_of(sweep.skipped)
     return Verdicts(tuple(sweep.specs), tuple(verdicts), tuple(sweep.skipped), problems)
 
