@@ -126,3 +126,22 @@ def test_resamples_without_the_event_class_are_undefined_batched_too():
     finally:
         batched.release()
     assert together == alone
+
+
+def test_a_report_of_a_sweep_is_the_same_batched_or_not(tmp_path, monkeypatch):
+    from ckptaudit.reporting import build_report
+
+    root = _sweep(tmp_path / "sweep")
+    calls = []
+    real = batched.precompute
+    monkeypatch.setattr(batched, "precompute", lambda evs, *a: calls.append(len(evs)) or real(evs, *a))
+    together = build_report([root], ["recall"], resamples=200)
+    monkeypatch.setattr(batched, "precompute", lambda *a: None)
+    alone = build_report([root], ["recall"], resamples=200)
+    assert calls == [5]
+    import re
+
+    from ckptaudit.render.html import render_report
+
+    stamp = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2} UTC")
+    assert stamp.sub("T", render_report(together)) == stamp.sub("T", render_report(alone))

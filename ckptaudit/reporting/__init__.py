@@ -41,7 +41,7 @@ from ..metrics.spec import MetricSpec, check_applies, parse_metric
 from ..stats import bootstrap
 from ..store.reader import Run, discover, read_predictions
 from ..store.runformat import NO_TASK_YET
-from .focus import FocusWatch
+from .focus import COPY_LIMIT, FocusWatch
 from .model import Chart as Chart
 from .model import CorrectedEstimate as CorrectedEstimate
 from .model import DecisionRow as DecisionRow
@@ -186,9 +186,14 @@ def report_run(
 ) -> RunReport:
     """Gather one run's report (curves, decision, selection, findings, diagnostics), every
     number read from the run's verdict (:mod:`ckptaudit.verdict`)."""
-    from ..verdict.build import evaluate_run
+    scanned = _scan(run, specs, resamples=resamples, seed=seed, policy=policy)
+    return _report(run, scanned, resamples=resamples, seed=seed, diagnostics=diagnostics, policy=policy)
 
-    problems: list[str] = []
+
+def _scan(run: Run, specs: Sequence[MetricSpec], *, resamples: int, seed: int, policy: object | None) -> tuple[Any, ...]:
+    """A run's one pass for :func:`report_run`: (its pass, scores, watch, notes)."""
+    from ..verdict.build import scan_run
+
     notes: list[str] = []
     if specs:
         specs, skipped = _applicable(run, specs)
@@ -203,7 +208,17 @@ def report_run(
             notes.append(f"shown by {specs[0].text}, the audit's default for a {run.task} run, instead")
     options = _run_options(specs[0], resamples, seed, policy)
     watch = _watch(run, specs[0])
-    verdict = evaluate_run(run, specs, options, observe=watch)
+    gather, scores = scan_run(run, specs, options, observe=watch)
+    return gather, scores, watch, notes
+
+
+def _report(
+    run: Run, scanned: tuple[Any, ...], *, resamples: int, seed: int, diagnostics: bool, policy: object | None
+) -> RunReport:
+    """:func:`report_run` from the run's pass (:func:`_scan`)."""
+    gather, scores, watch, notes = scanned
+    problems: list[str] = []
+    verdict = gather.finish(scores, run.skipped)
     bound = [m.spec for m in verdict.metrics]
     problems += verdict.problems
     audit = verdict.audit
@@ -394,13 +409,41 @@ def build_report(
     specs = [parse_metric(t, mode=mode, logged=logged, logged_modes=selected_modes(runs)) for t in metrics]
     if len({s.text for s in specs}) != len(specs):
         raise MetricError("a metric is given twice")
+    from ..verdict.build import WINDOW, batch_selections
+
     reports = []
-    for run in runs:
+    # NOTE: in windows of runs: each run's pass, the window's selections batched where the runs
+    # resample alike (issue 21), then each run's report, in the runs' order
+    pending = list(runs)
+    while pending:
+        scanned: list[tuple[Run, Any]] = []  # (run, its pass, or the problem that broke it)
+        held = 0  # bytes of the best predictions the window's watches keep (a window stops at COPY_LIMIT)
+        while pending and len(scanned) < WINDOW and held <= COPY_LIMIT:
+            run = pending.pop(0)
+            try:
+                done = _scan(run, specs, resamples=resamples, seed=seed, policy=policy)
+            except CkptauditError as exc:
+                scanned.append((run, str(exc)))
+                continue
+            scanned.append((run, done))
+            held += 0 if done[2] is None else done[2].held_bytes()
+        gathers = [done[0] for _, done in scanned if not isinstance(done, str)]
+        if gathers:
+            batch_selections(gathers, gathers[0].options)
         try:
-            reports.append(report_run(run, specs, resamples=resamples, seed=seed, diagnostics=diagnostics, policy=policy))
-        except CkptauditError as exc:
-            # NOTE: one broken run is reported; the others still go on.
-            reports.append(_broken(run, str(exc)))
+            for run, done in scanned:
+                if isinstance(done, str):
+                    reports.append(_broken(run, done))
+                    continue
+                try:
+                    reports.append(_report(run, done, resamples=resamples, seed=seed, diagnostics=diagnostics, policy=policy))
+                except CkptauditError as exc:
+                    # NOTE: one broken run is reported; the others still go on.
+                    reports.append(_broken(run, str(exc)))
+        finally:
+            from ..stats import batched
+
+            batched.release()
     problems = tuple(p for r in reports for p in r.problems)
     return Report(
         runs=tuple(reports),

@@ -93,6 +93,10 @@ class FocusWatch:
         drawn = self._drawn[name]
         return True, None if drawn is None else replace(drawn, roles=roles)
 
+    def held_bytes(self) -> int:
+        """Bytes of the predictions this watch holds a copy of (the best so far)."""
+        return 0 if self._buffer is None else int(self._buffer.nbytes)
+
     def release(self) -> None:
         """Drop what is kept (the copy of a best that was not the winner)."""
         self._kept = self._buffer = None
