@@ -93,33 +93,18 @@ def _finish(
     with _one_blas_thread():  # (as the selection's own products: one process, one thread)
         product = w @ np.concatenate([packed for _, _, packed in batch], axis=1)
     at = 0
-    counts: dict[tuple, list[tuple[RunEvaluation, tuple[np.ndarray, ...]]]] = {}
     for ev, features, packed in batch:
-        rows = ev.rows
+        rows, spec, task = ev.rows, ev.spec, ev.run.task
         assert rows is not None
         sums = _unpacked(product[:, at : at + packed.shape[1]], features.shape[1])
         at += packed.shape[1]
-        alike = (ev.spec, ev.run.task, rows.n_classes)
-        counts.setdefault(alike, []).append((ev, _counts_of(sums, rows.n_classes, rows.data.shape[0])))
-    for (spec, task, n_classes), runs in counts.items():
-        # NOTE: one call for the runs of one metric: the counts side by side (each run's
-        # actual counts and n beside each of its checkpoints), computed element by element
-        shape = lambda c: (c[0].shape[0], c[0].shape[1])  # noqa: E731
-        tp = np.concatenate([c[0] for _, c in runs], axis=1)
-        predicted = np.concatenate([c[1] for _, c in runs], axis=1)
-        actual = np.concatenate([np.broadcast_to(c[2][:, None, :], (*shape(c), n_classes)) for _, c in runs], axis=1)
-        n = np.concatenate([np.broadcast_to(c[3][:, None], shape(c)) for _, c in runs], axis=1)
-        values_all = metrics.from_counts(tp, predicted, actual, n, spec, task, n_classes)
-        event = None if not runs else event_class(spec, task, runs[0][0].rows.kind)  # type: ignore[union-attr]
-        first = 0
-        for ev, c in runs:
-            g = c[0].shape[1]
-            values = values_all[:, first : first + g].copy()
-            first += g
-            if event is not None:
-                values[c[2][:, event] == 0] = np.nan
-            key = (spec, task, resamples, event, False, start)
-            _PRECOMPUTED[id(ev.rows)] = (ev.rows, key, (values[:resamples], values[resamples:]), after)  # type: ignore[arg-type]
+        tp, predicted, actual, n = _counts_of(sums, rows.n_classes, rows.data.shape[0])
+        values = metrics.from_counts(tp, predicted, actual[:, None, :], n[:, None], spec, task, rows.n_classes)
+        event = event_class(spec, task, rows.kind)
+        if event is not None:
+            values[actual[:, event] == 0] = np.nan
+        key = (spec, task, resamples, event, False, start)
+        _PRECOMPUTED[id(rows)] = (rows, key, (values[:resamples], values[resamples:]), after)
 
 
 def precomputed(rows: RowData, key: tuple) -> tuple[tuple[np.ndarray, np.ndarray], Any] | None:
