@@ -366,7 +366,7 @@ def test_plot_of_a_sweep_mixing_tasks_draws_one_panel_per_metric(runs_dir):
 
 @pytest.mark.parametrize("bins", [1, 2, 10, 15, 33])
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
-def test_reliability_bins_are_the_binary_search_ones(bins, dtype):
+def test_reliability_bins_are_the_binary_search_ones(bins, dtype, monkeypatch):
     """Issue 21: each value's reliability bin comes from its product with the bin count,
     mended beside an edge: the bins a binary search among the inner edges gives, edges
     themselves, their neighbours and values outside [0, 1] included."""
@@ -375,4 +375,8 @@ def test_reliability_bins_are_the_binary_search_ones(bins, dtype):
     edges = np.linspace(0.0, 1.0, bins + 1)
     rng = np.random.default_rng(bins)
     p = np.r_[rng.random(50_000), edges, np.nextafter(edges, 2), np.nextafter(edges, -1), -0.5, 1.5].astype(dtype)
+    np.testing.assert_array_equal(_bin_ids(p, edges), np.searchsorted(edges[1:-1], p))
+    from ckptaudit import diagnostics
+
+    monkeypatch.setattr(diagnostics, "_BIN_BLOCK", 999)  # many blocks, the last one short
     np.testing.assert_array_equal(_bin_ids(p, edges), np.searchsorted(edges[1:-1], p))

@@ -28,7 +28,7 @@ from ..store.reader import Checkpoint, Predictions, Run
 UNSEEN = object()
 #: the largest output (bytes) the watch copies to keep the best so far; a larger best is
 #: read again by the report once the pass knows the winner
-COPY_LIMIT = 32 << 20
+COPY_LIMIT = 128 << 20
 
 
 class FocusWatch:
