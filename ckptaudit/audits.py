@@ -43,6 +43,16 @@ def _judged(options: AuditOptions) -> Any:
     )
 
 
+def _audit_of(run: Run, done: tuple[Any, Any], left: list[Skipped]) -> Any:
+    """The audit of a run from its pass (None: left out, the reason in ``left``)."""
+    with _skipping(run, left):
+        verdict = done[0].finish(done[1], run.skipped)
+        if verdict.audit_error is not None:
+            raise verdict.audit_error
+        return verdict.audit
+    return None
+
+
 @contextmanager
 def _skipping(run: Run, skipped: list[Skipped]) -> Iterator[None]:
     """Record a run that cannot be audited as left out, with the reason, and go on."""
@@ -72,30 +82,30 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
 
         logged = sorted({n for r in runs for n in r.logged_names()})
         parse_metric(options.metric, mode=options.mode, logged=logged, logged_modes=selected_modes(runs))
-    from .verdict.build import WINDOW, batch_selections, scan_run
+    from .verdict.build import WINDOW, batch_selections, batchable, scan_run
 
     judged = _judged(options)
     audits = []
     # NOTE: in windows of runs: each run's pass, then the window's selections batched where
-    # the runs resample alike, then each verdict (issue 21: one wide product, not one a run)
+    # the runs resample alike, then each verdict (issue 21: one wide product, not one a run);
+    # a run that cannot be batched is judged at once, not held (its row data is memory)
     for first in range(0, len(runs), WINDOW):
-        scanned: list[tuple[Run, Any, list[Skipped]]] = []  # (run, its pass or None, why it was left out)
+        scanned: list[tuple[Run, Any, list[Skipped]]] = []  # (run, its pass or its audit, why it was left out)
         for run in runs[first : first + WINDOW]:
             left: list[Skipped] = []
             with _skipping(run, left):
-                scanned.append((run, scan_run(run, [audit_spec(run, options)], judged), left))
-            if left:
+                done = scan_run(run, [audit_spec(run, options)], judged)
+                scanned.append((run, done if batchable(done[0]) else _audit_of(run, done, left), left))
+            if left and (not scanned or scanned[-1][0] is not run):
                 scanned.append((run, None, left))
         if options.noise:
-            batch_selections([done[0] for _, done, _ in scanned if done is not None], judged)
+            batch_selections([done[0] for _, done, _ in scanned if isinstance(done, tuple)], judged)
         try:
             for run, done, left in scanned:  # (in the runs' order, as one run at a time)
+                if isinstance(done, tuple):
+                    done = _audit_of(run, done, left)
                 if done is not None:
-                    with _skipping(run, left):
-                        verdict = done[0].finish(done[1], run.skipped)
-                        if verdict.audit_error is not None:
-                            raise verdict.audit_error
-                        audits.append(verdict.audit)
+                    audits.append(done)
                 skipped.extend(left)
         finally:
             if options.noise:

@@ -409,7 +409,7 @@ def build_report(
     specs = [parse_metric(t, mode=mode, logged=logged, logged_modes=selected_modes(runs)) for t in metrics]
     if len({s.text for s in specs}) != len(specs):
         raise MetricError("a metric is given twice")
-    from ..verdict.build import WINDOW, batch_selections
+    from ..verdict.build import WINDOW, batch_selections, batchable
 
     reports = []
     # NOTE: in windows of runs: each run's pass, the window's selections batched where the runs
@@ -425,21 +425,22 @@ def build_report(
             except CkptauditError as exc:
                 scanned.append((run, str(exc)))
                 continue
+            if not batchable(done[0]):  # (judged at once: holding it would only cost memory)
+                scanned.append((run, _report_or_broken(run, done, resamples, seed, diagnostics, policy)))
+                continue
             scanned.append((run, done))
             held += 0 if done[2] is None else done[2].held_bytes()
-        gathers = [done[0] for _, done in scanned if not isinstance(done, str)]
+        gathers = [done[0] for _, done in scanned if isinstance(done, tuple)]
         if gathers:
             batch_selections(gathers, gathers[0].options)
         try:
             for run, done in scanned:
                 if isinstance(done, str):
                     reports.append(_broken(run, done))
-                    continue
-                try:
-                    reports.append(_report(run, done, resamples=resamples, seed=seed, diagnostics=diagnostics, policy=policy))
-                except CkptauditError as exc:
-                    # NOTE: one broken run is reported; the others still go on.
-                    reports.append(_broken(run, str(exc)))
+                elif isinstance(done, tuple):
+                    reports.append(_report_or_broken(run, done, resamples, seed, diagnostics, policy))
+                else:
+                    reports.append(done)
         finally:
             from ..stats import batched
 
@@ -452,6 +453,16 @@ def build_report(
         title=title or "ckptaudit report",
         options={"resamples": resamples, "seed": seed, "paths": [str(p) for p in paths]},
     )
+
+
+def _report_or_broken(
+    run: Run, scanned: tuple[Any, ...], resamples: int, seed: int, diagnostics: bool, policy: object | None
+) -> RunReport:
+    """:func:`_report`, or a broken run's report: one broken run is reported, the others go on."""
+    try:
+        return _report(run, scanned, resamples=resamples, seed=seed, diagnostics=diagnostics, policy=policy)
+    except CkptauditError as exc:
+        return _broken(run, str(exc))
 
 
 def _broken(run: Run, problem: str) -> RunReport:

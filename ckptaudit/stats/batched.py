@@ -34,7 +34,7 @@ _PRODUCT_COLUMNS = 512
 _PRECOMPUTED: dict[int, tuple[RowData, tuple, tuple[np.ndarray, np.ndarray], Any]] = {}
 
 
-def _eligible(evaluation: RunEvaluation, resamples: int) -> bool:
+def eligible(evaluation: RunEvaluation, resamples: int) -> bool:
     """Whether a run's selection would take the whole-count confusion path in one group of
     checkpoints (see :func:`~ckptaudit.stats.weighted._confusion_values`)."""
     rows = evaluation.rows
@@ -57,7 +57,7 @@ def precompute(evaluations: Sequence[RunEvaluation], resamples: int, seed: int) 
     its strata with another, by wide products (see the module docstring)."""
     groups: dict[tuple, list[RunEvaluation]] = {}
     for ev in evaluations:
-        if _eligible(ev, resamples):
+        if eligible(ev, resamples):
             assert ev.rows is not None
             groups.setdefault((ev.rows.strata.dtype.str, ev.rows.strata.tobytes()), []).append(ev)
     for evs in groups.values():

@@ -371,6 +371,20 @@ def batch_selections(gathers: Sequence[RunPass], options: Options) -> None:
     batched.precompute(evaluations, options.resamples, options.seed)
 
 
+def batchable(gather: RunPass) -> bool:
+    """Whether a run's first selection could be batched with other runs' (a caller that
+    holds runs in a window finishes the others at once: holding them would only cost memory)."""
+    if not gather.options.statistics:
+        return False
+    from ..stats import batched
+
+    try:
+        first = gather.evaluations()[0]
+    except CkptauditError:  # (raised again where the run's verdict is built)
+        return False
+    return first is not None and batched.eligible(first, gather.options.resamples)
+
+
 def evaluate_paths(
     paths: Sequence[str | Path],
     metrics: Sequence[str],
