@@ -18,8 +18,8 @@ from ckptaudit.store import reader
 from ckptaudit.store.reader import discover, read_predictions
 
 
-@pytest.mark.parametrize(("name", "metrics"), [("fraud", ["recall", "roc_auc"]), ("digits", []), ("friedman", [])])
-def test_each_val_file_is_read_once_and_the_diagnostics_are_a_fresh_reads(runs_dir, monkeypatch, name, metrics):
+def _count_reads(monkeypatch) -> Counter[str]:
+    """Count every read of a prediction file, by path, until the monkeypatch is undone."""
     reads: Counter[str] = Counter()
     real = reader.read_npz
 
@@ -28,8 +28,14 @@ def test_each_val_file_is_read_once_and_the_diagnostics_are_a_fresh_reads(runs_d
         return real(path, *args, **kwargs)
 
     monkeypatch.setattr(reader, "read_npz", counted)
+    return reads
+
+
+@pytest.mark.parametrize(("name", "metrics"), [("fraud", ["recall", "roc_auc"]), ("digits", []), ("friedman", [])])
+def test_each_val_file_is_read_once_and_the_diagnostics_are_a_fresh_reads(runs_dir, monkeypatch, name, metrics):
+    reads = _count_reads(monkeypatch)
     report = build_report([runs_dir / name], metrics, resamples=200)
-    monkeypatch.setattr(reader, "read_npz", real)
+    monkeypatch.undo()
     run = discover([runs_dir / name])[0]
     val = {str(c.split_file("val")): n for c in run.checkpoints if c.has_split("val") for n in [reads[str(c.split_file("val"))]]}
     assert val and set(val.values()) == {1}, val
@@ -105,14 +111,7 @@ def test_a_best_too_large_to_copy_is_read_again_with_the_same_diagnostics(runs_d
     from ckptaudit.reporting import focus
 
     kept = build_report([runs_dir / "fraud"], ["recall"], resamples=200).runs[0].diagnostics
-    reads: Counter[str] = Counter()
-    real = reader.read_npz
-
-    def counted(path, *args, **kwargs):
-        reads[str(path)] += 1
-        return real(path, *args, **kwargs)
-
-    monkeypatch.setattr(reader, "read_npz", counted)
+    reads = _count_reads(monkeypatch)
     monkeypatch.setattr(focus, "COPY_LIMIT", 0)
     shown = build_report([runs_dir / "fraud"], ["recall"], resamples=200).runs[0]
     assert shown.diagnostics == kept
