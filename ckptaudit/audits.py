@@ -93,11 +93,11 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
         scanned: list[tuple[Run, Any, list[Skipped]]] = []  # (run, its pass or its audit, why it was left out)
         for run in runs[first : first + WINDOW]:
             left: list[Skipped] = []
+            entry: Any = None
             with _skipping(run, left):
                 done = scan_run(run, [audit_spec(run, options)], judged)
-                scanned.append((run, done if batchable(done[0]) else _audit_of(run, done, left), left))
-            if left and (not scanned or scanned[-1][0] is not run):
-                scanned.append((run, None, left))
+                entry = done if batchable(done[0]) else _audit_of(run, done, left)
+            scanned.append((run, entry, left))
         if options.noise:
             batch_selections([done[0] for _, done, _ in scanned if isinstance(done, tuple)], judged)
         try:

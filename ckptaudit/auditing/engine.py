@@ -190,9 +190,8 @@ class _Collector:
         # ids and hashes are kept so that the check does not read the files again.
         # (whether each checkpoint has a train.npz, asked once here and read again per
         # checkpoint below: a file check each, 20 a run of an HPO sweep before)
-        self._has_train = {id(c): c.has_split("train") for c in run.checkpoints}
-        self._checkpoints = run.checkpoints  # (holds the checkpoints whose ids key _has_train)
-        self.overlap_at = next((c for c in run.checkpoints if self._has_train[id(c)] and c.has_split("val")), None)
+        self._has_train = {c.name: c.has_split("train") for c in run.checkpoints}
+        self.overlap_at = next((c for c in run.checkpoints if self._has_train[c.name] and c.has_split("val")), None)
         self._overlap_val: Predictions | None = None
         #: where the scoring pass that feeds this collector puts this very metric's value,
         #: set by that pass (None: the collector scores it itself)
@@ -280,7 +279,7 @@ class _Collector:
         """The checkpoint's train.npz, read once: its metric value (for a scorable
         checkpoint under a built-in metric) and, at the overlap checkpoint, its ids."""
         result, run, bound = self.result, self.result.run, self.bound
-        has_train = self._has_train.get(id(ckpt))
+        has_train = self._has_train.get(ckpt.name)
         scored = prep is not None and bound.source == "builtin" and (ckpt.has_split("train") if has_train is None else has_train)
         if not scored and ckpt is not self.overlap_at:
             return

@@ -24,7 +24,7 @@ from ..metrics import kernels as metrics
 from .gaussian import gaussian_ok
 from .intervals import event_class
 from .rows import RowData, RunEvaluation
-from .weighted import _CHUNK_CELLS, _COUNT_CELLS, _DENSE_CLASSES, _PACK_BASE, _count_features, _counts_of, _packed, _unpacked
+from .weighted import _DENSE_CLASSES, _PACK_BASE, _count_features, _counts_of, _packed, _unpacked, dense_group_size
 from .weights import _by_stratum, _state_key, _weight_chunks, whole_counts
 
 #: packed feature columns of one wide product (a window's runs in as many products as this needs)
@@ -47,9 +47,7 @@ def eligible(evaluation: RunEvaluation, resamples: int) -> bool:
 
     if streams(rows, resamples):
         return False
-    k = rows.n_classes
-    per_group = max(1, min(_COUNT_CELLS // max(2 * resamples * k, 1), _CHUNK_CELLS // (4 * k * n_rows)))
-    return rows.data.shape[0] <= per_group
+    return rows.data.shape[0] <= dense_group_size(2 * resamples, rows.n_classes, n_rows)
 
 
 def precompute(evaluations: Sequence[RunEvaluation], resamples: int, seed: int) -> None:

@@ -119,7 +119,7 @@ from .rows import (  # noqa: F401
     row_kind,
 )
 from .streamed import Draws
-from .weighted import weighted_values  # noqa: F401
+from .weighted import _absent, weighted_values  # noqa: F401
 from .weights import (  # noqa: F401
     _CHUNK_CELLS,
     _DRAW_CACHE,
@@ -213,7 +213,7 @@ def _resampled_now(
 
             values_both = paired_values(by_stratum, both, spec, task)
             if event is not None and by_stratum.classes is not None:
-                values_both[(both @ (by_stratum.classes == event).astype(np.float32)) == 0] = np.nan
+                values_both[_absent(both, by_stratum.classes, event)] = np.nan
         else:
             values_both = weighted_values(by_stratum, both, spec, task, event)
         del both

@@ -185,6 +185,13 @@ def _absent(w: np.ndarray, codes: np.ndarray, event: int) -> np.ndarray:
     return (w @ (codes == event).astype(w.dtype)) == 0
 
 
+def dense_group_size(vectors: int, k: int, n_rows: int) -> int:
+    """Checkpoints per group of the dense confusion path under ``vectors`` weight vectors:
+    count arrays within :data:`_COUNT_CELLS`, and (N, 2 x group x classes) float32
+    indicators about the weights' size at most."""
+    return max(1, min(_COUNT_CELLS // max(vectors * k, 1), _CHUNK_CELLS // (4 * k * max(n_rows, 1))))
+
+
 def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str, event: int | None = None) -> np.ndarray:
     """Every checkpoint's confusion metric under each row-weight vector, from weighted
     per-class counts (true positives, predicted, actual, n), in groups of checkpoints
@@ -204,11 +211,7 @@ def _confusion_values(rows: RowData, w: np.ndarray, spec: MetricSpec, task: str,
     n = None if dense else w.sum(axis=1, dtype=np.float64)
     w_t = None if dense else np.ascontiguousarray(w.T)
     actual = None if w_t is None else _class_sums(w_t, rows.y.astype(np.int64), k)
-    # NOTE: the dense path's indicators are (N, 2 x group x classes) float32: about the
-    # weights' size at most
-    per_group = max(1, _COUNT_CELLS // max(w.shape[0] * k, 1))
-    if dense:
-        per_group = max(1, min(per_group, _CHUNK_CELLS // (4 * k * max(n_rows, 1))))
+    per_group = dense_group_size(w.shape[0], k, n_rows) if dense else max(1, _COUNT_CELLS // max(w.shape[0] * k, 1))
     for first in range(0, c_count, per_group):
         group = np.arange(first, min(first + per_group, c_count))
         if dense:

@@ -360,15 +360,17 @@ def batch_selections(gathers: Sequence[RunPass], options: Options) -> None:
     own. Evaluations are built here once, as :meth:`RunPass.finish` would build them."""
     from ..stats import batched
 
-    evaluations = []
-    for gather in gathers:
-        try:
-            first = gather.evaluations()[0]
-        except CkptauditError:  # (raised again where the run's verdict is built)
-            continue
-        if first is not None:
-            evaluations.append(first)
+    evaluations = [first for first in map(_first_evaluation, gathers) if first is not None]
     batched.precompute(evaluations, options.resamples, options.seed)
+
+
+def _first_evaluation(gather: RunPass) -> Any:
+    """The run's first metric's evaluation (None: none, or it cannot be built: the error is
+    raised again where the run's verdict is built)."""
+    try:
+        return gather.evaluations()[0]
+    except CkptauditError:
+        return None
 
 
 def batchable(gather: RunPass) -> bool:
@@ -378,10 +380,7 @@ def batchable(gather: RunPass) -> bool:
         return False
     from ..stats import batched
 
-    try:
-        first = gather.evaluations()[0]
-    except CkptauditError:  # (raised again where the run's verdict is built)
-        return False
+    first = _first_evaluation(gather)
     return first is not None and batched.eligible(first, gather.options.resamples)
 
 
@@ -419,16 +418,18 @@ def evaluate_paths(
         window = sweep.runs[first : first + WINDOW]
         if options.statistics:
             batch_selections([passes[id(run)] for run in window if id(run) in passes], options)
-        for run in window:
-            gather = passes.get(id(run))
-            if gather is None:
-                verdicts.append(_values_only(run, sweep.specs, by_run[id(run)], options))
-            else:
-                verdicts.append(gather.finish(by_run[id(run)], run.skipped))
-        if options.statistics:
-            from ..stats import batched
+        try:
+            for run in window:
+                gather = passes.get(id(run))
+                if gather is None:
+                    verdicts.append(_values_only(run, sweep.specs, by_run[id(run)], options))
+                else:
+                    verdicts.append(gather.finish(by_run[id(run)], run.skipped))
+        finally:
+            if options.statistics:
+                from ..stats import batched
 
-            batched.release()
+                batched.release()
     problems = tuple(p for v in verdicts for p in v.problems if p) + problems_of(sweep.skipped)
     return Verdicts(tuple(sweep.specs), tuple(verdicts), tuple(sweep.skipped), problems)
 
