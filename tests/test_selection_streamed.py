@@ -77,3 +77,58 @@ def test_the_trend_of_the_last_checkpoints_resamples_only_them(monkeypatch):
     alone = trend_at_end(evaluation, resamples=300, seed=2)
     monkeypatch.setattr(streamed, "STREAM_KINDS", ())
     assert alone is not None and alone == trend_at_end(evaluation, resamples=300, seed=2)
+
+
+@pytest.mark.parametrize(
+    ("metric", "n", "positives"),
+    [("roc_auc", 1000, 0.3), ("roc_auc", 1000, 0.02), ("log_loss", 300, 0.3)],
+    ids=["roc_auc", "roc_auc-few-positives", "log_loss"],
+)
+def test_mean_rows_in_blocks_give_the_in_memory_numbers(metric, n, positives, monkeypatch):
+    """Mean-type rows (the linearised ROC AUC, losses) go through a float32 product whose
+    sums round with its width: both paths compute them in the same aligned blocks, so the
+    streamed bootstrap gives the in-memory numbers, bit for bit (several confidence-set
+    steps included), and a run of one block is one product, as before."""
+    evaluation = _evaluation(metric, "binary", n, 23, 4, positives)
+    rows = evaluation.rows
+    assert rows is not None and rows.kind == "mean"
+    monkeypatch.setattr(streamed, "STREAM_BYTES", 2 * 8 * 200 * 5)  # blocks of 5 checkpoints
+    assert streamed.block_width(200) == 5 and streamed.streams(rows, 200)
+    blocked = selection.select(evaluation, resamples=200, seed=3)
+    monkeypatch.setattr(streamed, "streams", lambda rows, resamples: False)
+    _same(blocked, selection.select(evaluation, resamples=200, seed=3))
+    assert 1 < len(blocked.tied_best) < 23
+
+
+def test_a_columns_values_do_not_depend_on_which_others_are_asked_for(monkeypatch):
+    """:func:`streamed.column_values` of any columns equals those columns of the run's
+    whole resampled values (the trend's last checkpoints, the confidence set's later steps)."""
+    evaluation = _evaluation("roc_auc", "binary", 1000, 23, 6)
+    rows = evaluation.rows
+    assert rows is not None and rows.kind == "mean"
+    monkeypatch.setattr(streamed, "STREAM_BYTES", 2 * 8 * 100 * 4)
+    spec, task = evaluation.spec, "binary"
+    state = np.random.default_rng(5).bit_generator.state
+    rng = np.random.default_rng(5)
+    whole_in, whole_out = selection._resampled_now(rows, spec, task, 100, rng, 1, False)
+    for cols in ([0, 1, 2, 3], [3, 4, 9, 22], [21, 22], list(range(23)), [7]):
+        v_in, v_out = streamed.column_values(rows, np.asarray(cols), spec, task, 100, rng, state, 1)
+        assert np.array_equal(v_in, whole_in[:, cols], equal_nan=True)
+        assert np.array_equal(v_out, whole_out[:, cols], equal_nan=True)
+    # one product of all 23 rounds differently: what the blocks are for
+    monkeypatch.setattr(streamed, "STREAM_BYTES", 2 * 8 * 100 * 23)
+    one_in, _ = selection._resampled_now(rows, spec, task, 100, np.random.default_rng(5), 1, False)
+    assert np.allclose(one_in, whole_in, rtol=1e-5, equal_nan=True)
+
+
+def test_the_trend_of_mean_rows_is_the_same_from_blocks(monkeypatch):
+    """stopped-too-early's trend reads the last checkpoints' values from their blocks
+    (:func:`streamed.column_values`, tested bit for bit above): the trend of every
+    column's values."""
+    from ckptaudit.stats.trend import trend_at_end
+
+    evaluation = _evaluation("roc_auc", "binary", 1000, 30, 9)
+    monkeypatch.setattr(streamed, "STREAM_BYTES", 2 * 8 * 300 * 10)
+    alone = trend_at_end(evaluation, resamples=300, seed=2)
+    monkeypatch.setattr(streamed, "STREAM_KINDS", ())
+    assert alone is not None and alone == trend_at_end(evaluation, resamples=300, seed=2)

@@ -156,6 +156,12 @@ class EvaluationBuilder:
         self._ckpts: list[Checkpoint] = []
         self._values: list[float | None] = []
         self._rows: list[np.ndarray] = []
+        # NOTE: the run's per-row arrays are written into one (checkpoints, ...) array made
+        # at the first, whose pages the system maps as they are written: the run's data is
+        # then held once. Kept in a list and stacked at the end, each checkpoint's array
+        # and its copy were held at once (issue 21: 160 MB at 20,000 x 1,000 float32 rows)
+        self._buffer: np.ndarray | None = None
+        self._buffered = 0  # leading entries of _rows that are rows of _buffer
         self._scored: list[int] = []
         self._y: np.ndarray | None = None
         self._pos: np.ndarray | None = None
@@ -203,10 +209,6 @@ class EvaluationBuilder:
             self.drop("the validation targets differ between checkpoints")
             return
         per = _per_row(self.kind, self.spec, prep)
-        if not per.flags.owndata:
-            # NOTE: a view may lie in the pass's reused output buffer (PassReader), which the
-            # next checkpoint's read overwrites: keep a copy
-            per = per.copy()
         self._bytes += per.nbytes
         if self._bytes > self.max_bytes:
             self.drop(
@@ -214,6 +216,25 @@ class EvaluationBuilder:
                 f"({len(self._ckpts)} checkpoints x {per.shape[0]} rows so far)"
             )
             return
+        if not self._rows:
+            # (room for every checkpoint of the run left, within the byte limit)
+            room = min(len(self.run.checkpoints) - index, self.max_bytes // max(per.nbytes, 1))
+            self._buffer = np.empty((max(room, 1), *per.shape), dtype=per.dtype) if room > 1 else None
+        buffer = self._buffer
+        if (
+            buffer is not None
+            and self._buffered == len(self._rows) < buffer.shape[0]
+            and per.shape == buffer.shape[1:]
+            and per.dtype == buffer.dtype
+        ):
+            slot = buffer[self._buffered]
+            slot[...] = per
+            per = slot
+            self._buffered += 1
+        elif not per.flags.owndata:
+            # NOTE: a view may lie in the pass's reused output buffer (PassReader), which the
+            # next checkpoint's read overwrites: keep a copy
+            per = per.copy()
         self._rows.append(per)
         self._scored.append(index)
 
@@ -228,16 +249,21 @@ class EvaluationBuilder:
         self.note = note
         self._rows.clear()
         self._scored.clear()
+        self._buffer = None
+        self._buffered = 0
 
     def _stacked(self) -> np.ndarray:
-        """The kept per-row arrays as one (checkpoints, ...) array. Each is copied in and
-        then replaced by its view of the result, so that the run's data is held about once
-        while it is stacked, not twice (issue 21), and a later ``add`` still appends."""
+        """The kept per-row arrays as one (checkpoints, ...) array: the rows of the buffer
+        they were written into, where every one was; else each is copied in and then
+        replaced by its view of the result (a later ``add`` still appends)."""
+        if self._buffer is not None and self._buffered == len(self._rows):
+            return self._buffer[: self._buffered]  # (written in place: no copy)
         first = self._rows[0]
         stacked = np.empty((len(self._rows), *first.shape), dtype=np.result_type(*self._rows))
         for i, per in enumerate(self._rows):
             stacked[i] = per
             self._rows[i] = stacked[i]
+        self._buffer, self._buffered = stacked, len(self._rows)
         return stacked
 
     def finish(self) -> RunEvaluation:

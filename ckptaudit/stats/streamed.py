@@ -13,10 +13,14 @@ A step of the confidence set after the first computes its ranges again from the
 checkpoints still in the set: held at once when they fit in :data:`STREAM_BYTES` (the next
 steps read them), else in blocks.
 
-Only where a checkpoint's values do not depend on which others are computed with it
-(:data:`STREAM_KINDS`: confusion counts are exact sums of 0/1 features under integer
-weights, in any order); a float32 matrix product of mean-type rows rounds differently
-with the matrix's width, so those keep the in-memory path (same numbers as before).
+Confusion counts are exact sums of 0/1 features under integer weights, in any order, so a
+checkpoint's values do not depend on which others are computed with it. Mean-type rows
+(losses, the linearised ROC AUC and average precision) go through a float32 matrix
+product, whose sums round differently with the matrix's width: their values are always
+computed in the same aligned blocks of :func:`block_width` checkpoints
+(:data:`BLOCKED_KINDS`), by this path and by the in-memory one
+(:func:`ckptaudit.stats.selection._resampled_now`) alike, so the two give the same
+numbers. (A run of up to one block's checkpoints is one product, as it always was.)
 """
 
 from __future__ import annotations
@@ -38,7 +42,10 @@ from .rows import RowData
 #: so that smaller blocks cost little) ...
 STREAM_BYTES = 8 * 2**20
 #: ... for these per-row forms
-STREAM_KINDS = ("confusion",)
+STREAM_KINDS = ("confusion", "mean")
+#: per-row forms whose values are computed in aligned blocks of :func:`block_width`
+#: checkpoints on every path (a float32 product rounds with its width)
+BLOCKED_KINDS = ("mean",)
 #: resamples per block of the passes over one block's values
 _ROW_BLOCK = 64
 
@@ -94,16 +101,41 @@ class _Extremes:
         return np.where(alive, self.values, -np.inf).max(axis=1), alive.any(axis=1)
 
 
-def _block(resamples: int) -> int:
+def block_width(resamples: int) -> int:
+    """Checkpoints a block of this path computes at once (their in-bag and out-of-bag
+    values within :data:`STREAM_BYTES`)."""
     return max(1, STREAM_BYTES // (2 * 8 * resamples))
 
 
-def _values(rows: RowData, cols: np.ndarray | slice, spec: MetricSpec, task: str, resamples: int, rng, state, event):
-    """In-bag and out-of-bag values of checkpoints ``cols`` under the run's weights."""
+def column_values(
+    rows: RowData, cols: np.ndarray | slice, spec: MetricSpec, task: str, resamples: int, rng, state, event
+) -> tuple[np.ndarray, np.ndarray]:
+    """In-bag and out-of-bag values of checkpoints ``cols`` (a slice, or ascending
+    indices) under the run's weights, the generator set to ``state`` before each draw: an
+    exact form's computed for those columns alone; a :data:`BLOCKED_KINDS` form's from
+    the aligned blocks that hold them, so each is the very value the run's whole pass
+    gives it (the run itself where it is one block: values the selection remembered)."""
     from .selection import _resampled
 
-    rng.bit_generator.state = copy.deepcopy(state)
-    return _resampled(replace(rows, data=rows.data[cols]), spec, task, resamples, rng, event, exact=True)
+    count = rows.data.shape[0]
+    picked = np.arange(count)[cols]
+    width = block_width(resamples)
+    if picked.shape[0] == count or rows.kind not in BLOCKED_KINDS:
+        part = rows if picked.shape[0] == count else replace(rows, data=rows.data[cols])
+        rng.bit_generator.state = copy.deepcopy(state)
+        return _resampled(part, spec, task, resamples, rng, event, exact=True)
+    v_in = np.empty((resamples, picked.shape[0]))
+    v_out = np.empty((resamples, picked.shape[0]))
+    for start in np.unique(picked // width) * width:
+        inside = (picked >= start) & (picked < start + width)
+        block = rows if count <= width else replace(rows, data=rows.data[start : start + width])
+        rng.bit_generator.state = copy.deepcopy(state)
+        b_in, b_out = _resampled(block, spec, task, resamples, rng, event, exact=True)
+        if inside.all() and np.array_equal(picked, np.arange(start, start + b_in.shape[1])):
+            return b_in, b_out  # (exactly one whole block: no copy)
+        v_in[:, inside] = b_in[:, picked[inside] - start]
+        v_out[:, inside] = b_out[:, picked[inside] - start]
+    return v_in, v_out
 
 
 def draws(
@@ -120,7 +152,7 @@ def draws(
 ) -> Draws:
     """:func:`ckptaudit.stats.selection._draws` in blocks of checkpoints (same numbers)."""
     count = rows.data.shape[0]
-    block = _block(resamples)
+    block = block_width(resamples)
     state = copy.deepcopy(rng.bit_generator.state)
     centre = sign * point
     best = np.full(resamples, -np.inf)
@@ -134,7 +166,7 @@ def draws(
     tops, bottoms = _Extremes(resamples), _Extremes(resamples)
     for start in range(0, count, block):
         stop = min(count, start + block)
-        v_in, v_out = _values(rows, slice(start, stop), spec, task, resamples, rng, state, event)
+        v_in, v_out = column_values(rows, slice(start, stop), spec, task, resamples, rng, state, event)
         # NOTE: in blocks of resamples, so that no temporary is as large as the block's values
         for r0 in range(0, resamples, _ROW_BLOCK):
             r1 = min(resamples, r0 + _ROW_BLOCK)
@@ -182,7 +214,7 @@ def draws(
         if alive.shape[0] * resamples * 8 <= STREAM_BYTES:
             # NOTE: few enough left to hold: computed once, every later step reads them
             kept.clear()
-            v_in, v_out = _values(rows, alive, spec, task, resamples, rng, state, event)
+            v_in, v_out = column_values(rows, alive, spec, task, resamples, rng, state, event)
             del v_out
             oriented = v_in[finite]
             oriented *= sign
@@ -192,7 +224,7 @@ def draws(
         bottom = np.full(resamples, np.inf)
         for part in range(0, alive.shape[0], block):
             cols = alive[part : part + block]
-            v_in, v_out = _values(rows, cols, spec, task, resamples, rng, state, event)
+            v_in, v_out = column_values(rows, cols, spec, task, resamples, rng, state, event)
             del v_out
             for r0 in range(0, resamples, _ROW_BLOCK):
                 centred = sign * v_in[r0 : r0 + _ROW_BLOCK]
