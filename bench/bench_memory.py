@@ -41,6 +41,50 @@ def peak(cmd: list[str], env: dict[str, str]) -> tuple[int, float, float, float]
     return code, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
+def measure_memory(
+    counts: list[int], rows: int, verbs: list[str], metric: str, resamples: int, cache: Path, env: dict[str, str], idle: float
+) -> list[dict]:
+    """Each verb's peak on one run of each count of checkpoints (data written once under
+    ``cache``), printed as it goes; one dict a case."""
+    exe = [sys.executable, "-m", "ckptaudit"]
+    results = []
+    for count in counts:
+        data = cache / f"binary-1r-{count}c-{rows}n"
+        if not (data / "complete.json").is_file():
+            start = time.perf_counter()
+            build_sweep(data / "data", count, rows, 1)
+            (data / "complete.json").write_text("{}")
+            print(f"  wrote {count} checkpoints in {time.perf_counter() - start:.0f} s", flush=True)
+        one = rows * (8 + 4 + 8)  # target int64, output float32, id int64
+        per_row = 1 if metric in ("recall", "accuracy", "precision", "f1") else 4
+        allowance = (2 * one + count * rows * per_row) / 2**20
+        for verb in verbs:
+            cmd = exe + verb.split() + [str(data / "data"), "-m", metric, "-f", "json", "--resamples", str(resamples)]
+            load = os.getloadavg()[0]
+            code, wall, cpu, mib = peak(cmd, env)
+            ratio = max(mib - idle, 0.0) / allowance
+            results.append(
+                {
+                    "checkpoints": count,
+                    "verb": verb,
+                    "metric": metric,
+                    "exit": code,
+                    "wall": wall,
+                    "cpu": cpu,
+                    "peak_mib": mib,
+                    "load": load,
+                    "allowance_mib": allowance,
+                    "ratio": ratio,
+                }
+            )
+            print(
+                f"  {count:6d} ckpts  {verb:10}  peak {mib:7.0f} MiB  (peak-idle)/allowance {ratio:6.2f}  "
+                f"allowance {allowance:6.1f} MiB  wall {wall:6.2f} s  cpu {cpu:6.2f} s  load {load:.1f}",
+                flush=True,
+            )
+    return results
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", default="10,1000,5000,20000")
@@ -52,43 +96,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     precompile()
     env = child_env("1")
-    cache = args.out / "mem-cache"
-    exe = [sys.executable, "-m", "ckptaudit"]
     _, _, _, idle = peak([sys.executable, "-c", IDLE_SCRIPT], env)
     print(f"idle interpreter {idle:.0f} MiB; rows {args.rows}; metric {args.metric}; resamples {args.resamples}")
-    results = []
-    for count in (int(c) for c in args.checkpoints.split(",")):
-        data = cache / f"binary-1r-{count}c-{args.rows}n"
-        if not (data / "complete.json").is_file():
-            start = time.perf_counter()
-            build_sweep(data / "data", count, args.rows, 1)
-            (data / "complete.json").write_text("{}")
-            print(f"  wrote {count} checkpoints in {time.perf_counter() - start:.0f} s", flush=True)
-        one = args.rows * (8 + 4 + 8)  # target int64, output float32, id int64
-        per_row = 1 if args.metric in ("recall", "accuracy", "precision", "f1") else 4
-        allowance = (2 * one + count * args.rows * per_row) / 2**20
-        for verb in (v.strip() for v in args.verbs.split(",")):
-            cmd = exe + verb.split() + [str(data / "data"), "-m", args.metric, "-f", "json", "--resamples", str(args.resamples)]
-            load = os.getloadavg()[0]
-            code, wall, cpu, mib = peak(cmd, env)
-            ratio = max(mib - idle, 0.0) / allowance
-            results.append(
-                {
-                    "checkpoints": count,
-                    "verb": verb,
-                    "exit": code,
-                    "wall": wall,
-                    "cpu": cpu,
-                    "peak_mib": mib,
-                    "load": load,
-                    "ratio": ratio,
-                }
-            )
-            print(
-                f"  {count:6d} ckpts  {verb:10}  peak {mib:7.0f} MiB  (peak-idle)/allowance {ratio:6.2f}  "
-                f"allowance {allowance:6.1f} MiB  wall {wall:6.2f} s  cpu {cpu:6.2f} s  load {load:.1f}",
-                flush=True,
-            )
+    counts = [int(c) for c in args.checkpoints.split(",")]
+    verbs = [v.strip() for v in args.verbs.split(",")]
+    results = measure_memory(counts, args.rows, verbs, args.metric, args.resamples, args.out / "mem-cache", env, idle)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "bench_memory-latest.json").write_text(
         json.dumps({"idle_mib": idle, "rows": args.rows, "results": results}, indent=1)

@@ -13,7 +13,8 @@ OUT/scale-cache/, reused when present):
   regression  10 x 100,000 rows, 1 run
   hpo         5,000 checkpoints in 1,000 runs x 1,000 rows, binary probabilities
 
-For each shape and metric (a label metric, and roc_auc where it applies), each command runs
+For each shape and metric (a label metric, roc_auc where it applies, and average_precision on
+binary), each command runs
 as a fresh process (best wall time of N; N = --repeat, else 3 for the small shapes and 1 for
 binary and multiclass; an attempt slower than --slow seconds is not repeated): `rank`,
 `rank --ci`, `audit`, `pick`, `check` (the run of rank's winner, --chosen the winner), and
@@ -37,6 +38,11 @@ reported as "timeout"; one whose stderr shows a MemoryError (numpy's "Unable to 
 as "MemoryError"; any other exit code outside 0/1 as "exit N". --mem-limit caps each
 child's address space (default 16 GiB; 0 for none) so that a runaway allocation fails
 as a MemoryError instead of taking the machine's memory from its other users.
+
+Memory flat in checkpoints: one run of 1,000 and of 20,000 checkpoints x 1,000 rows
+(--memory-checkpoints; bench_memory.py's cases), `rank --ci`, `pick` and `audit` under recall
+and roc_auc, each peak against its allowance, and the growth of the peak from the fewest to
+the most checkpoints against the growth of the per-row data.
 
 Prints one table per shape with the ratios the issue names, a summary against the targets,
 and writes everything to OUT/bench_scale-<time>.json (and OUT/bench_scale-latest.json).
@@ -88,14 +94,16 @@ class Shape:
 
 
 SHAPES = {
-    "binary": Shape("binary", "binary", "probability", 4, 200, 100_000, 0, "recall", ("recall", "roc_auc"), 3),
+    "binary": Shape(
+        "binary", "binary", "probability", 4, 200, 100_000, 0, "recall", ("recall", "roc_auc", "average_precision"), 3
+    ),
     "multiclass": Shape("multiclass", "multiclass", "logit", 1, 5, 50_000, 1000, "accuracy", ("accuracy", "roc_auc"), 1),
     "multilabel": Shape("multilabel", "multilabel", "logit", 1, 10, 50_000, 100, "accuracy", ("accuracy", "roc_auc"), 1),
     "regression": Shape("regression", "regression", "value", 1, 10, 100_000, 0, "mse", ("mse",), 3),
     "hpo": Shape("hpo", "binary", "probability", 1000, 5000, 1000, 0, "recall", ("recall", "roc_auc"), 3),
 }
 QUICK = {
-    "binary": Shape("binary", "binary", "probability", 2, 6, 2000, 0, "recall", ("recall", "roc_auc"), 1),
+    "binary": Shape("binary", "binary", "probability", 2, 6, 2000, 0, "recall", ("recall", "roc_auc", "average_precision"), 1),
     "multiclass": Shape("multiclass", "multiclass", "logit", 1, 3, 600, 20, "accuracy", ("accuracy", "roc_auc"), 1),
     "multilabel": Shape("multilabel", "multilabel", "logit", 1, 3, 600, 5, "accuracy", ("accuracy", "roc_auc"), 1),
     "regression": Shape("regression", "regression", "value", 1, 3, 1000, 0, "mse", ("mse",), 1),
@@ -518,6 +526,19 @@ def render_table(report: dict) -> str:
                 f"{_fmt(r['peak_mib'], '9.0f'):>9} {_fmt(r['vs_rank'], '7.2f'):>7} {_fmt(r['vs_lower_bound'], '7.2f'):>7} "
                 f"{_fmt(r.get('vs_tight_bound'), '7.2f'):>7} {_fmt(r['mem_ratio'], '10.2f'):>10}  {r['detail']}"
             )
+    if report.get("memory"):
+        lines += [
+            "",
+            "== memory: one run x 1,000 rows; allowance = 2 x one checkpoint's arrays + every checkpoint's compact per-row data",
+        ]
+        lines.append(
+            f"{'checkpoints':>11} {'verb':10} {'metric':9} {'peak MiB':>9} {'allow MiB':>10} {'xallow':>7} {'seconds':>8} {'cpu s':>7} {'load':>5}"
+        )
+        for c in report["memory"]:
+            lines.append(
+                f"{c['checkpoints']:>11} {c['verb']:10} {c['metric']:9} {c['peak_mib']:9.0f} {c['allowance_mib']:10.1f} "
+                f"{c['ratio']:7.2f} {c['wall']:8.2f} {c['cpu']:7.2f} {c['load']:5.1f}"
+            )
     lines += ["", "== targets (issue 21)", f"{'shape':11} {'target':44} {'measured':>10} {'limit':>7}  verdict"]
     for row in report["summary"]:
         lines.append(f"{row['shape']:11} {row['target']:44} {row['measured']:>10} {row['limit']:>7}  {row['verdict']}")
@@ -648,6 +669,11 @@ def main(argv: list[str] | None = None) -> int:
         default="1",
         help="CKPTAUDIT_JOBS of every ckptaudit command (default 1, the lower bounds' count; 'auto': the load decides)",
     )
+    parser.add_argument(
+        "--memory-checkpoints",
+        default="1000,20000",
+        help="checkpoint counts of the memory-flatness cases (one run x 1,000 rows; '' to leave them out; quick: 10,200)",
+    )
     parser.add_argument("--no-sklearn", action="store_true", help="leave out the scikit-learn loop")
     parser.add_argument("--quick", action="store_true", help="scaled-down shapes, for a smoke run")
     parser.add_argument("--out", type=Path, default=BENCH / "out", help="results and the data cache (default bench/out)")
@@ -699,15 +725,67 @@ def main(argv: list[str] | None = None) -> int:
             data = ensure_data(cache, shape)
             report["shapes"].append(bench_shape(shape, data, args, work, report["idle_mib"]))
             write_report(report, args.out, suffix, final=False)  # a crash or a kill keeps what was measured
+        counts = "10,200" if args.quick and args.memory_checkpoints == "1000,20000" else args.memory_checkpoints
+        if counts.strip():
+            report["memory"] = memory_flat([int(c) for c in counts.split(",")], args, report["idle_mib"])
+            write_report(report, args.out, suffix, final=False)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     write_report(report, args.out, suffix, final=True)
     return 0
 
 
+MEMORY_VERBS = ("rank --ci", "pick", "audit")
+MEMORY_METRICS = ("recall", "roc_auc")
+
+
+def memory_flat(counts: list[int], args: argparse.Namespace, idle_mib: float) -> list[dict]:
+    """bench_memory.py's cases: every statistics verb's peak on one run of each count."""
+    from bench_memory import measure_memory
+
+    print(f"memory: one run of {', '.join(map(str, counts))} checkpoints x 1,000 rows", flush=True)
+    cache = args.out / ("mem-cache-quick" if args.quick else "mem-cache")
+    results = []
+    for metric in MEMORY_METRICS:
+        results += measure_memory(counts, 1000, list(MEMORY_VERBS), metric, args.resamples, cache, CHILD_ENV, idle_mib)
+    return results
+
+
+def summarise_memory(cases: list[dict]) -> list[dict]:
+    """Per metric: the worst (peak - idle) / allowance at the most checkpoints, and the worst
+    growth of the peak from the fewest to the most against the growth of the per-row data."""
+    rows = []
+    for metric in sorted({c["metric"] for c in cases}):
+        mine = [c for c in cases if c["metric"] == metric]
+        low, high = min(c["checkpoints"] for c in mine), max(c["checkpoints"] for c in mine)
+        failed = [f"{c['verb']} exit {c['exit']}" for c in mine if c["exit"] not in (0, 1)]
+        at_high = {c["verb"]: c for c in mine if c["checkpoints"] == high}
+        at_low = {c["verb"]: c for c in mine if c["checkpoints"] == low}
+        worst = max(c["ratio"] for c in at_high.values())
+        growth = max(
+            (at_high[v]["peak_mib"] - at_low[v]["peak_mib"]) / (at_high[v]["allowance_mib"] - at_low[v]["allowance_mib"])
+            for v in at_high
+            if v in at_low and at_high[v]["allowance_mib"] > at_low[v]["allowance_mib"]
+        )
+        for target, value in (
+            (f"{high} ckpts (peak - idle) / allowance ({metric})", worst),
+            (f"peak growth {low}->{high} / per-row data ({metric})", growth),
+        ):
+            rows.append(
+                {
+                    "shape": "memory",
+                    "target": target,
+                    "measured": "failed" if failed else f"{value:.2f}",
+                    "limit": "1",
+                    "verdict": ("MISS: " + ", ".join(failed)) if failed else ("ok" if value <= 1.0 else "MISS"),
+                }
+            )
+    return rows
+
+
 def write_report(report: dict, out: Path, suffix: str, *, final: bool) -> None:
     """Summarise, and write the JSON (stamped and -latest) and the text table; print it when final."""
-    report["summary"] = summarise(report["shapes"])
+    report["summary"] = summarise(report["shapes"]) + summarise_memory(report.get("memory", []))
     report["load_after"] = " ".join(f"{x:.1f}" for x in os.getloadavg())
     report["complete"] = final
     text = render_table(report)

@@ -37,12 +37,14 @@ def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
             "100",
             "--timeout",
             "60",
+            "--memory-checkpoints",
+            "10,40",
             "--out",
             str(tmp_path),
         ],
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=180,
         cwd=ROOT,
     )
     assert proc.returncode == 0, proc.stderr
@@ -95,6 +97,11 @@ def test_bench_scale_quick_runs_and_its_table_parses(tmp_path: Path) -> None:
     assert "rank -m recall / lower bound" in targets and "worst of ci/audit/pick/check/report / rank (recall)" in targets
     assert "rank -m recall / tight lower bound" in targets
     assert "rank -m recall / lower bound" in text
+    # memory flat in checkpoints: each statistics verb on one run of each count, both metrics
+    memory = {(c["checkpoints"], c["verb"], c["metric"]): c for c in report["memory"]}
+    assert memory.keys() == {(n, v, m) for n in (10, 40) for v in ("rank --ci", "pick", "audit") for m in ("recall", "roc_auc")}
+    assert all(c["exit"] == 0 and c["peak_mib"] > 0 and c["allowance_mib"] > 0 for c in memory.values())
+    assert "peak growth 10->40 / per-row data (roc_auc)" in targets and "40 ckpts (peak - idle) / allowance (recall)" in targets
 
 
 def _values(root: Path, metric: str, method: str, tmp_path: Path) -> dict[tuple[str, str], float]:
