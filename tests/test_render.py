@@ -37,3 +37,24 @@ def test_every_format_renders_every_document(fmt, doc):
         assert "::warning title=FAIL r2::bad: 50%25, a,b" in out
     if fmt is Format.csv and doc is TABLE:
         assert out.splitlines()[0] == "a,b"
+
+
+def test_json_is_what_json_dumps_gives_for_a_long_document() -> None:
+    """The JSON renderer joins the encoder's pieces a batch at a time (memory, issue 21):
+    the same text as ``json.dumps(indent=2)``, across batch boundaries, with non-finite
+    numbers as null, non-ASCII escaped, and objects it cannot encode as their text."""
+    import json
+    import math
+    from pathlib import Path
+
+    from ckptaudit.render import Document, json_format
+
+    records = [
+        {"run": f"r{i}", "value": i / 7, "nan": math.nan, "inf": -math.inf, "nested": [1, {"é\u2028": None}], "path": Path("/a")}
+        for i in range(3000)
+    ]
+    text = json_format.render(Document("t", (), (), records))
+    cleaned = [dict(r, nan=None, inf=None, path="/a") for r in records]
+    assert text == json.dumps(cleaned, indent=2) + "\n"
+    assert json.loads(text) == json.loads(json.dumps(cleaned))
+    assert json_format.render(Document("t", (), (), {})) == "{}\n"
