@@ -74,8 +74,23 @@ def test_the_trend_of_the_last_checkpoints_resamples_only_them(monkeypatch):
     from ckptaudit.stats.trend import trend_at_end
 
     evaluation = _evaluation("accuracy", "binary", 300, 30, 9)
+    asked: list[int] = []
+    real = streamed.column_values
+
+    def counted(rows, cols, *args):
+        asked.append(len(cols))
+        return real(rows, cols, *args)
+
+    monkeypatch.setattr(streamed, "column_values", counted)
     alone = trend_at_end(evaluation, resamples=300, seed=2)
-    monkeypatch.setattr(streamed, "STREAM_KINDS", ())
+    assert asked == [5]  # the last checkpoints alone
+
+    def every_column(rows, cols, spec, task, resamples, rng, state, event):
+        rng.bit_generator.state = state
+        v_in, v_out = selection._resampled(rows, spec, task, resamples, rng, event)
+        return v_in[:, cols], v_out[:, cols]
+
+    monkeypatch.setattr(streamed, "column_values", every_column)
     assert alone is not None and alone == trend_at_end(evaluation, resamples=300, seed=2)
 
 
@@ -98,6 +113,20 @@ def test_mean_rows_in_blocks_give_the_in_memory_numbers(metric, n, positives, mo
     monkeypatch.setattr(streamed, "streams", lambda rows, resamples: False)
     _same(blocked, selection.select(evaluation, resamples=200, seed=3))
     assert 1 < len(blocked.tied_best) < 23
+
+
+@pytest.mark.parametrize("metric", ["roc_auc", "average_precision"])
+def test_exact_ranking_rows_in_blocks_give_the_in_memory_numbers(metric, monkeypatch):
+    """The exact ROC AUC / average precision of a small validation set (computed checkpoint
+    by checkpoint) streams in blocks with the in-memory numbers."""
+    evaluation = _evaluation(metric, "binary", 300, 23, 8)
+    rows = evaluation.rows
+    assert rows is not None and rows.kind == "ranking"
+    whole = selection.select(evaluation, resamples=200, seed=4)
+    monkeypatch.setattr(streamed, "STREAM_BYTES", 2 * 8 * 200 * 6)
+    assert streamed.streams(rows, 200)
+    _same(selection.select(evaluation, resamples=200, seed=4), whole)
+    assert 1 < len(whole.tied_best) < 23
 
 
 def test_a_columns_values_do_not_depend_on_which_others_are_asked_for(monkeypatch):

@@ -13,8 +13,9 @@ A step of the confidence set after the first computes its ranges again from the
 checkpoints still in the set: held at once when they fit in :data:`STREAM_BYTES` (the next
 steps read them), else in blocks.
 
-Confusion counts are exact sums of 0/1 features under integer weights, in any order, so a
-checkpoint's values do not depend on which others are computed with it. Mean-type rows
+Confusion counts are exact sums of 0/1 features under integer weights, in any order, and
+the exact ROC AUC / average precision of small validation sets is computed checkpoint by
+checkpoint, so a checkpoint's values do not depend on which others are computed with it. Mean-type rows
 (losses, the linearised ROC AUC and average precision) go through a float32 matrix
 product, whose sums round differently with the matrix's width: their values are always
 computed in the same aligned blocks of :func:`block_width` checkpoints
@@ -42,7 +43,7 @@ from .rows import RowData
 #: so that smaller blocks cost little) ...
 STREAM_BYTES = 8 * 2**20
 #: ... for these per-row forms
-STREAM_KINDS = ("confusion", "mean")
+STREAM_KINDS = ("confusion", "ranking", "mean")
 #: per-row forms whose values are computed in aligned blocks of :func:`block_width`
 #: checkpoints on every path (a float32 product rounds with its width)
 BLOCKED_KINDS = ("mean",)

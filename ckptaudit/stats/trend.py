@@ -48,7 +48,7 @@ def trend_at_end(evaluation: RunEvaluation, *, resamples: int, seed: int, window
     at the end of the run, or no resample defined)."""
     from .gaussian import gaussian_ok
     from .selection import _one_blas_thread, _resampled
-    from .streamed import STREAM_KINDS, column_values
+    from .streamed import column_values, streams
 
     rows = evaluation.rows
     n = len(evaluation.checkpoints)
@@ -71,9 +71,12 @@ def trend_at_end(evaluation: RunEvaluation, *, resamples: int, seed: int, window
     task = evaluation.run.task
     event = event_class(evaluation.spec, task, rows.kind)
     with _one_blas_thread():
-        if rows.kind in STREAM_KINDS and not gaussian_ok(rows, resamples):
+        exact = rows.kind == "confusion" and not gaussian_ok(rows, resamples)
+        if exact or streams(rows, resamples):
             # NOTE: only the last checkpoints' values, under the same weights, each as the
-            # selection computes it (issue 21: 20,000 checkpoints held 320 MB)
+            # selection computes it (issue 21: 20,000 checkpoints held 320 MB); exact
+            # counts are cheap to compute again, other forms of a run that is not streamed
+            # read the values the selection remembered (below)
             state = rng.bit_generator.state
             v_in, _ = column_values(rows, np.asarray(tail), evaluation.spec, task, resamples, rng, state, event)
             cols = list(range(len(tail)))
