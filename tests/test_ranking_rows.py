@@ -231,6 +231,46 @@ def test_auc_influence_row_by_row_is_the_runs_computation_bit_for_bit(ties, dtyp
     np.testing.assert_allclose(by_row[2][neg], (v01 - value) / neg.shape[0], rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("ties", ["none", "few", "many", "all", "signed zeros"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_ap_influence_is_the_runs_arithmetic_bit_for_bit(ties, dtype):
+    """Issue 21: average precision's influence reads each run's rows above it and its
+    positives above it from the sort's own counts (no second running sum); every row's
+    influence and the centre are the bits of the runs' formula written plainly here (runs
+    by np.unique, the same integer and float operations)."""
+    rng = np.random.default_rng(4)
+    n = 4000
+    y = rng.random(n) < 0.4
+    s = (rng.normal(size=n) + y).astype(dtype)
+    if ties == "few":
+        s[rng.integers(0, n, 60)] = s[rng.integers(0, n, 60)]
+    elif ties == "many":
+        s = np.round(s, 1).astype(dtype)
+    elif ties == "all":
+        s[:] = 0.5
+    elif ties == "signed zeros":
+        s[rng.random(n) < 0.2] = -0.0
+        s[rng.random(n) < 0.2] = 0.0
+    pos = np.flatnonzero(y)
+    assert pos.shape[0] > influence._FEW_POSITIVES  # the sorting path
+    _, centre, infl = influence._ap_triple(pos, s)
+    n_pos = pos.shape[0]
+    _, inv = np.unique(s, return_inverse=True)
+    gp = np.bincount(inv[y], minlength=inv.max() + 1)
+    gn = np.bincount(inv[~y], minlength=inv.max() + 1)
+    tp = n_pos - (np.cumsum(gp) - gp)  # positives at or above each run
+    above = tp - (np.cumsum(gn) - gn) + (n - n_pos)  # rows at or above each run
+    prec = tp / above
+    value = float((gp * prec).sum() / n_pos)
+    cum_a = np.cumsum(gp / above)
+    cum_b = np.cumsum(gp * prec / above)
+    pos_run = (((prec - value) + cum_a) - cum_b) / n_pos
+    neg_run = -cum_b / n_pos
+    assert centre == value
+    assert infl.tobytes() == np.where(y, pos_run[inv], neg_run[inv]).tobytes()
+    assert centre == pytest.approx(skm.average_precision_score(y, s), abs=1e-12)
+
+
 def _exact(preps, w, spec):
     """The exact form's values of checkpoints ``preps`` under weights ``w`` (float64 scores)."""
     mode, pos, _ = ranks.column_matrix(preps[0], spec)

@@ -19,7 +19,7 @@ so it is bit for bit the value a plain ``rank`` shows.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 
@@ -77,16 +77,24 @@ def _sorted(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.
     return order, mask[order], s[order]
 
 
-def _groups(pos: np.ndarray, s: np.ndarray) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
-    """One sort of the column, cut into runs of tied scores: (row order, each run's length
-    (None: every run one row), positive flag of each sorted row, positives per run,
-    negatives per run)."""
+class Runs(NamedTuple):
+    """A sorted column cut into runs of tied scores."""
+
+    order: np.ndarray  #: the rows in score order
+    lengths: np.ndarray | None  #: rows per run (None: every run one row)
+    flags: np.ndarray  #: whether each sorted row is positive
+    gp: np.ndarray  #: positives per run
+    gn: np.ndarray  #: negatives per run
+    below: np.ndarray | None  #: rows below each run (None: every run one row: its index)
+    through: np.ndarray | None  #: positives up to each run's end (None: every run one row)
+
+
+def _groups(pos: np.ndarray, s: np.ndarray) -> Runs:
+    """One sort of the column, cut into runs of tied scores."""
     return _tie_runs(*_sorted(pos, s))
 
 
-def _tie_runs(
-    order: np.ndarray, flags: np.ndarray, ss: np.ndarray
-) -> tuple[np.ndarray, np.ndarray | None, np.ndarray, np.ndarray, np.ndarray]:
+def _tie_runs(order: np.ndarray, flags: np.ndarray, ss: np.ndarray) -> Runs:
     """:func:`_groups` from the sort of :func:`_sorted` (``ss`` is the caller's: freed)."""
     n = order.shape[0]
     distinct = np.empty(n, dtype=bool)
@@ -100,14 +108,14 @@ def _tie_runs(
         # (int8: every sum and product below promotes them exactly, 1 byte a row, not 16)
         gp = flags.view(np.int8)
         gn = 1 - gp
-        return order, None, flags, gp, gn
+        return Runs(order, None, flags, gp, gn, None, None)
     starts = np.flatnonzero(distinct)
     del distinct
     through = np.cumsum(flags)[np.r_[starts[1:] - 1, n - 1]]  # positives up to each run's end
     gp = np.diff(np.r_[0, through])
     lengths = np.diff(np.r_[starts, n])
     gn = lengths - gp
-    return order, None if starts.shape[0] == n else lengths, flags, gp, gn
+    return Runs(order, None if starts.shape[0] == n else lengths, flags, gp, gn, starts, through)
 
 
 def _scatter(
@@ -145,7 +153,7 @@ def _auc_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
         if tied.shape[0] <= _FEW_TIES * n:
             del ss
             return _auc_by_row(order, flags, tied, n_pos, n_neg)
-        order, lengths, flags, gp, gn = _tie_runs(order, flags, ss)
+        order, lengths, flags, gp, gn, _, _ = _tie_runs(order, flags, ss)
         del ss
         # NOTE: the same integer and float operations as (2 neg_below + gn) / (2 n_neg) -
         # value) / n_pos and ((2 pos_above + gp) / (2 n_pos) - value) / n_neg, done in place
@@ -291,17 +299,16 @@ def _ap_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
         return 0.0, 0.0, np.zeros(n)
     if n_pos <= _FEW_POSITIVES:
         return (ap(pos, s), *_ap_few(pos, s))
-    order, lengths, flags, gp, gn = _groups(pos, s)
+    order, lengths, flags, gp, gn, below, through = _groups(pos, s)
+    del gn
     # NOTE: in place and freed as soon as used (10^7 rows held about a dozen column-sized
     # float64 arrays at once before, issue 21), with the same integer and float operations
-    tp = np.cumsum(gp)
+    tp = np.cumsum(gp) if through is None else through  # (the runs' running sum: the same integers)
     tp -= gp
     np.subtract(n_pos, tp, out=tp)  # positives at or above each run's score
-    above = np.cumsum(gn)
-    above -= gn  # negatives below each run
-    del gn
-    np.subtract(tp, above, out=above)
-    above += n - n_pos  # rows at or above each run's score
+    # rows at or above each run's score: all but those below it (the same integers as the
+    # positives above plus the negatives not below, without a second running sum)
+    above = np.arange(n, 0, -1) if below is None else np.subtract(n, below)
     shown = _ap_shown(gp, tp, above, n_pos)
     prec = tp / above
     del tp
