@@ -310,12 +310,13 @@ def _ap_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
     # positives above plus the negatives not below, without a second running sum)
     above = np.arange(n, 0, -1) if below is None else np.subtract(n, below)
     shown = _ap_shown(gp, tp, above, n_pos)
+    above = above.astype(np.float64)  # (exact: each division below converted it anew)
     prec = tp / above
     del tp
-    value = float((gp * prec).sum() / n_pos)
+    cum_b = gp * prec
+    value = float(cum_b.sum() / n_pos)
     cum_a = gp / above
     np.cumsum(cum_a, out=cum_a)  # over thresholds t <= this run's score
-    cum_b = gp * prec
     cum_b /= above
     del above, gp
     np.cumsum(cum_b, out=cum_b)
