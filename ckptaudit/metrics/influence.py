@@ -304,11 +304,13 @@ def _ap_triple(pos: np.ndarray, s: np.ndarray) -> Triple:
     # NOTE: in place and freed as soon as used (10^7 rows held about a dozen column-sized
     # float64 arrays at once before, issue 21), with the same integer and float operations
     tp = np.cumsum(gp) if through is None else through  # (the runs' running sum: the same integers)
+    del through
     tp -= gp
     np.subtract(n_pos, tp, out=tp)  # positives at or above each run's score
     # rows at or above each run's score: all but those below it (the same integers as the
     # positives above plus the negatives not below, without a second running sum)
     above = np.arange(n, 0, -1) if below is None else np.subtract(n, below)
+    del below
     shown = _ap_shown(gp, tp, above, n_pos)
     above = above.astype(np.float64)  # (exact: each division below converted it anew)
     prec = tp / above
