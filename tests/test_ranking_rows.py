@@ -194,14 +194,9 @@ def test_value_from_the_influence_sort_is_the_kernels_bit_for_bit(task, metric, 
     np.testing.assert_array_equal(kept[1], alone[1])
 
 
-@pytest.mark.parametrize("ties", ["none", "few", "many", "all", "signed zeros"])
-@pytest.mark.parametrize("dtype", [np.float32, np.float64])
-def test_auc_influence_row_by_row_is_the_runs_computation_bit_for_bit(ties, dtype, monkeypatch):
-    """Issue 21: with few ties, ROC AUC's influence is computed row by row and the tied rows
-    mended; the value and every row's influence are the bits of the runs' computation, and
-    both equal DeLong's placements counted by brute force."""
-    rng = np.random.default_rng(3)
-    n = 4000
+def _tied_column(ties: str, dtype, seed: int, n: int = 4000) -> tuple[np.ndarray, np.ndarray]:
+    """(positive flags, scores) of one binary column of 40% positives with the given ties."""
+    rng = np.random.default_rng(seed)
     y = rng.random(n) < 0.4
     s = (rng.normal(size=n) + y).astype(dtype)
     if ties == "few":
@@ -213,6 +208,16 @@ def test_auc_influence_row_by_row_is_the_runs_computation_bit_for_bit(ties, dtyp
     elif ties == "signed zeros":
         s[rng.random(n) < 0.2] = -0.0
         s[rng.random(n) < 0.2] = 0.0
+    return y, s
+
+
+@pytest.mark.parametrize("ties", ["none", "few", "many", "all", "signed zeros"])
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_auc_influence_row_by_row_is_the_runs_computation_bit_for_bit(ties, dtype, monkeypatch):
+    """Issue 21: with few ties, ROC AUC's influence is computed row by row and the tied rows
+    mended; the value and every row's influence are the bits of the runs' computation, and
+    both equal DeLong's placements counted by brute force."""
+    y, s = _tied_column(ties, dtype, 3)
     pos = np.flatnonzero(y)
     assert pos.shape[0] > influence._FEW_POSITIVES  # the sorting path
     monkeypatch.setattr(influence, "_FEW_TIES", 2.0)  # always row by row
@@ -238,19 +243,8 @@ def test_ap_influence_is_the_runs_arithmetic_bit_for_bit(ties, dtype):
     positives above it from the sort's own counts (no second running sum); every row's
     influence and the centre are the bits of the runs' formula written plainly here (runs
     by np.unique, the same integer and float operations)."""
-    rng = np.random.default_rng(4)
-    n = 4000
-    y = rng.random(n) < 0.4
-    s = (rng.normal(size=n) + y).astype(dtype)
-    if ties == "few":
-        s[rng.integers(0, n, 60)] = s[rng.integers(0, n, 60)]
-    elif ties == "many":
-        s = np.round(s, 1).astype(dtype)
-    elif ties == "all":
-        s[:] = 0.5
-    elif ties == "signed zeros":
-        s[rng.random(n) < 0.2] = -0.0
-        s[rng.random(n) < 0.2] = 0.0
+    y, s = _tied_column(ties, dtype, 4)
+    n = s.shape[0]
     pos = np.flatnonzero(y)
     assert pos.shape[0] > influence._FEW_POSITIVES  # the sorting path
     _, centre, infl = influence._ap_triple(pos, s)
