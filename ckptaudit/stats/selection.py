@@ -301,7 +301,6 @@ def _draws(
     sign: float,
     point: np.ndarray,
     w_local: int,
-    values: list[float | None],
 ) -> Draws:
     """The bootstrap's :class:`~ckptaudit.stats.streamed.Draws`, every checkpoint's values
     held at once (resamples x checkpoints, in bag and out of bag)."""
@@ -321,7 +320,9 @@ def _draws(
         np.negative(v_in, out=v_in)
     try:
         members, pvalues, q = (
-            confidence_set_threshold(oriented, sign * point, w_local) if finite.any() else ([w_local], np.ones(len(values)), None)
+            confidence_set_threshold(oriented, sign * point, w_local)
+            if finite.any()
+            else ([w_local], np.ones(point.shape[0]), None)
         )
     finally:
         if flip:
@@ -363,9 +364,9 @@ def _select(evaluation: RunEvaluation, resamples: int, seed: int) -> RunSelectio
 
     if streamed.streams(rows, resamples):
         # NOTE: many checkpoints: their bootstrap values in blocks, never all at once
-        draws = streamed.draws(rows, spec, task, resamples, rng, event, sign, point, w_local, [values[i] for i in scored])
+        draws = streamed.draws(rows, spec, task, resamples, rng, event, sign, point, w_local)
     else:
-        draws = _draws(rows, spec, task, resamples, rng, event, sign, point, w_local, [values[i] for i in scored])
+        draws = _draws(rows, spec, task, resamples, rng, event, sign, point, w_local)
     usable = np.isfinite(draws.oob_all) & draws.any_finite
     oob_scores = draws.oob_all[usable]
     positives = None if event is None or rows.classes is None else int(np.count_nonzero(rows.classes == event))

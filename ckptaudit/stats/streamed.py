@@ -149,7 +149,6 @@ def draws(
     sign: float,
     point: np.ndarray,
     w_local: int,
-    values: list[float | None],
 ) -> Draws:
     """:func:`ckptaudit.stats.selection._draws` in blocks of checkpoints (same numbers)."""
     count = rows.data.shape[0]
