@@ -82,7 +82,7 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
 
         logged = sorted({n for r in runs for n in r.logged_names()})
         parse_metric(options.metric, mode=options.mode, logged=logged, logged_modes=selected_modes(runs))
-    from .verdict.build import WINDOW, batch_selections, batchable, scan_run
+    from .verdict.build import WINDOW, batchable, batched_selections, scan_run
 
     judged = _judged(options)
     audits = []
@@ -98,20 +98,13 @@ def audit_paths(paths: Sequence[str | Path], options: AuditOptions = AuditOption
                 done = scan_run(run, [audit_spec(run, options)], judged)
                 entry = done if batchable(done[0]) else _audit_of(run, done, left)
             scanned.append((run, entry, left))
-        if options.noise:
-            batch_selections([done[0] for _, done, _ in scanned if isinstance(done, tuple)], judged)
-        try:
+        with batched_selections([done[0] for _, done, _ in scanned if isinstance(done, tuple)]):
             for run, done, left in scanned:  # (in the runs' order, as one run at a time)
                 if isinstance(done, tuple):
                     done = _audit_of(run, done, left)
                 if done is not None:
                     audits.append(done)
                 skipped.extend(left)
-        finally:
-            if options.noise:
-                from .stats import batched
-
-                batched.release()
     if not audits:
         raise NothingLeftError(skipped)
     return AuditReport(

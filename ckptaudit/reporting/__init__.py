@@ -409,7 +409,7 @@ def build_report(
     specs = [parse_metric(t, mode=mode, logged=logged, logged_modes=selected_modes(runs)) for t in metrics]
     if len({s.text for s in specs}) != len(specs):
         raise MetricError("a metric is given twice")
-    from ..verdict.build import WINDOW, batch_selections, batchable
+    from ..verdict.build import WINDOW, batchable, batched_selections
 
     reports = []
     # NOTE: in windows of runs: each run's pass, the window's selections batched where the runs
@@ -430,10 +430,7 @@ def build_report(
                 continue
             scanned.append((run, done))
             held += 0 if done[2] is None else done[2].held_bytes()
-        gathers = [done[0] for _, done in scanned if isinstance(done, tuple)]
-        if gathers:
-            batch_selections(gathers, gathers[0].options)
-        try:
+        with batched_selections([done[0] for _, done in scanned if isinstance(done, tuple)]):
             for run, done in scanned:
                 if isinstance(done, str):
                     reports.append(_broken(run, done))
@@ -441,10 +438,6 @@ def build_report(
                     reports.append(_report_or_broken(run, done, resamples, seed, diagnostics, policy))
                 else:
                     reports.append(done)
-        finally:
-            from ..stats import batched
-
-            batched.release()
     problems = tuple(p for r in reports for p in r.problems)
     return Report(
         runs=tuple(reports),

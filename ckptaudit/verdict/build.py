@@ -11,7 +11,8 @@ the frozen :class:`~ckptaudit.verdict.model.Verdict` every view reads.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -306,7 +307,7 @@ def scan_run(
 ) -> tuple[RunPass, list[CheckpointScore]]:
     """The one pass of :func:`evaluate_run`: what it gathered and the scores; the verdict
     is ``gather.finish(scores, run.skipped)`` (a caller that judges runs in windows batches
-    their selections in between, :func:`batch_selections`)."""
+    their selections in between, :func:`batched_selections`)."""
     gather = RunPass(run, specs, options)
     watch = observers(gather.observer(), observe)
     # NOTE: the audit reads every val.npz (its statistics need them): with the guard the pass
@@ -354,14 +355,23 @@ class Verdicts:
 WINDOW = 64
 
 
-def batch_selections(gathers: Sequence[RunPass], options: Options) -> None:
-    """Compute the first metric's resampled values of a window's runs in wide products where
-    they resample alike (:mod:`ckptaudit.stats.batched`); each run's selection then finds its
-    own. Evaluations are built here once, as :meth:`RunPass.finish` would build them."""
+@contextmanager
+def batched_selections(gathers: Sequence[RunPass]) -> Iterator[None]:
+    """While the block runs (the window's verdicts built), the first metric's resampled
+    values of the window's runs (passes under one set of options), computed in wide
+    products where they resample alike (:mod:`ckptaudit.stats.batched`; each run's
+    selection then finds its own); dropped after, however the block ends. Evaluations are
+    built here once, as :meth:`RunPass.finish` would build them."""
     from ..stats import batched
 
-    evaluations = [first for first in map(_first_evaluation, gathers) if first is not None]
-    batched.precompute(evaluations, options.resamples, options.seed)
+    try:
+        options = gathers[0].options if gathers else None
+        if options is not None and options.statistics:
+            evaluations = [first for first in map(_first_evaluation, gathers) if first is not None]
+            batched.precompute(evaluations, options.resamples, options.seed)
+        yield
+    finally:
+        batched.release()
 
 
 def _first_evaluation(gather: RunPass) -> Any:
@@ -416,20 +426,13 @@ def evaluate_paths(
     verdicts = []
     for first in range(0, len(sweep.runs), WINDOW):
         window = sweep.runs[first : first + WINDOW]
-        if options.statistics:
-            batch_selections([passes[id(run)] for run in window if id(run) in passes], options)
-        try:
+        with batched_selections([passes[id(run)] for run in window if id(run) in passes]):
             for run in window:
                 gather = passes.get(id(run))
                 if gather is None:
                     verdicts.append(_values_only(run, sweep.specs, by_run[id(run)], options))
                 else:
                     verdicts.append(gather.finish(by_run[id(run)], run.skipped))
-        finally:
-            if options.statistics:
-                from ..stats import batched
-
-                batched.release()
     problems = tuple(p for v in verdicts for p in v.problems if p) + problems_of(sweep.skipped)
     return Verdicts(tuple(sweep.specs), tuple(verdicts), tuple(sweep.skipped), problems)
 
