@@ -135,8 +135,9 @@ def _dense_counts(rows: RowData, w: np.ndarray, group: np.ndarray) -> tuple[np.n
     of a run with few classes: one (B, N) x (N, features) product of 0/1 indicators
     (float32 sums of 0/1 features are exact for integer weights)."""
     features = _count_features(rows, group)
-    sums = _exact_product(w, features) if whole_counts(w) and w.shape[1] < _PACK_BASE else None
-    if sums is None:
+    if whole_counts(w) and w.shape[1] < _PACK_BASE:
+        sums = _exact_product(w, features)
+    else:
         sums = (w @ features).astype(np.float64)
     return _counts_of(sums, rows.n_classes, group.shape[0])
 
