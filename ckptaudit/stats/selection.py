@@ -68,7 +68,6 @@ nor resamples x classes x classes.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -216,7 +215,7 @@ def _resampled_now(
             if event is not None and by_stratum.classes is not None:
                 values_both[_absent(both, by_stratum.classes, event)] = np.nan
         else:
-            values_both = _weighted_in_blocks(by_stratum, both, spec, task, event, resamples)
+            values_both = streamed.weighted_in_blocks(by_stratum, both, spec, task, event, resamples)
         del both
         if k == resamples:
             return values_both[:k], values_both[k:]
@@ -228,23 +227,6 @@ def _resampled_now(
         del values_both
     assert in_out is not None
     return in_out[0], in_out[1]
-
-
-def _weighted_in_blocks(
-    rows: RowData, w: np.ndarray, spec: MetricSpec, task: str, event: int | None, resamples: int
-) -> np.ndarray:
-    """:func:`weighted_values`; of a :data:`~ckptaudit.stats.streamed.BLOCKED_KINDS` form,
-    in the aligned blocks of checkpoints that :func:`ckptaudit.stats.streamed.draws`
-    computes, so that a checkpoint's values are the same bits on either path."""
-    width = streamed.block_width(resamples)
-    count = rows.data.shape[0]
-    if rows.kind not in streamed.BLOCKED_KINDS or count <= width:
-        return weighted_values(rows, w, spec, task, event)
-    out = np.empty((w.shape[0], count))
-    for start in range(0, count, width):
-        part = replace(rows, data=rows.data[start : start + width])
-        out[:, start : start + width] = weighted_values(part, w, spec, task, event)
-    return out
 
 
 def _picked(v_in: np.ndarray, sign: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

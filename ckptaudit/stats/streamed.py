@@ -36,6 +36,7 @@ from .confidence import _ranges, step_down
 from .gaussian import gaussian_ok
 from .intervals import _all_percentiles
 from .rows import RowData
+from .weighted import weighted_values
 
 #: bytes of the in-bag and out-of-bag values (2 x resamples x checkpoints float64) above
 #: which they are computed in blocks of checkpoints (a block's weights are the run's one
@@ -106,6 +107,24 @@ def block_width(resamples: int) -> int:
     """Checkpoints a block of this path computes at once (their in-bag and out-of-bag
     values within :data:`STREAM_BYTES`)."""
     return max(1, STREAM_BYTES // (2 * 8 * resamples))
+
+
+def weighted_in_blocks(
+    rows: RowData, w: np.ndarray, spec: MetricSpec, task: str, event: int | None, resamples: int
+) -> np.ndarray:
+    """:func:`~ckptaudit.stats.weighted.weighted_values`; of a :data:`BLOCKED_KINDS` form,
+    in the aligned blocks of :func:`block_width` checkpoints that :func:`draws` computes, so
+    that a checkpoint's values are the same bits on the in-memory path
+    (:func:`ckptaudit.stats.selection._resampled_now`) and this one."""
+    width = block_width(resamples)
+    count = rows.data.shape[0]
+    if rows.kind not in BLOCKED_KINDS or count <= width:
+        return weighted_values(rows, w, spec, task, event)
+    out = np.empty((w.shape[0], count))
+    for start in range(0, count, width):
+        part = replace(rows, data=rows.data[start : start + width])
+        out[:, start : start + width] = weighted_values(part, w, spec, task, event)
+    return out
 
 
 def column_values(
