@@ -219,7 +219,7 @@ class EvaluationBuilder:
         if not self._rows:
             # (room for every checkpoint of the run left, within the byte limit)
             room = min(len(self.run.checkpoints) - index, self.max_bytes // max(per.nbytes, 1))
-            self._buffer = np.empty((max(room, 1), *per.shape), dtype=per.dtype) if room > 1 else None
+            self._buffer = np.empty((room, *per.shape), dtype=per.dtype) if room > 1 else None
         buffer = self._buffer
         if (
             buffer is not None
